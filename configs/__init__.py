@@ -1,0 +1,1 @@
+"""Bundled presets: one YAML file per task, the paper's settings with their sources."""

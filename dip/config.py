@@ -1,0 +1,312 @@
+"""Typed run configuration: dataclasses, YAML presets, ``--set`` overrides.
+
+Precedence, lowest first: the task's preset (``configs/<task>.yaml``, the paper's settings) <
+YAML files given by the user < ``--set key.path=value`` < explicit flags (``--iters``,
+``--seed``, ...). A YAML layer may hold a ``per_factor:`` table (super-resolution settings that
+depend on the factor); it applies right after the layer that holds it. Unknown keys and values
+of the wrong type are :class:`ConfigError`\\ s that name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dip.errors import ConfigError, InputError
+
+TASKS = ("denoise", "inpaint", "superres")
+FACTORS = (2, 4, 8)
+
+
+@dataclass
+class NetConfig:
+    """The generator; see :class:`dip.nets.SkipNet` for each option."""
+
+    name: str = "skip"
+    channels_down: list[int] = field(default_factory=lambda: [128] * 5)
+    channels_up: list[int] = field(default_factory=lambda: [128] * 5)
+    channels_skip: list[int] = field(default_factory=lambda: [4] * 5)
+    kernel_down: int = 3
+    kernel_up: int = 3
+    kernel_skip: int = 1
+    upsample: str = "bilinear"
+    downsample: str = "stride"
+    padding: str = "reflection"
+    activation: str = "leaky_relu"
+    need1x1_up: bool = True
+
+
+@dataclass
+class InputConfig:
+    """The code ``z`` fed to the generator and its per-step perturbation."""
+
+    kind: str = "noise"
+    channels: int = 32
+    scale: float = 0.1
+    perturb_std: float = 1 / 30
+
+
+@dataclass
+class OptimConfig:
+    """Adam on the generator's weights."""
+
+    lr: float = 0.01
+    iters: int = 3000
+    #: weight of the exponential moving average of outputs; 0 returns the last output
+    average: float = 0.99
+    #: a loss this many times the previous step's is a divergence: restore and reset Adam.
+    #: 0 disables the guard.
+    guard: float = 3.16
+
+
+@dataclass
+class StopConfig:
+    """When to stop (``fixed``: run ``optim.iters`` steps)."""
+
+    rule: str = "fixed"
+
+
+@dataclass
+class OutputConfig:
+    #: write the current estimate every N steps into ``{stem}_{task}_steps/`` (0: never)
+    save_every: int = 0
+    #: with a reference, measure PSNR every N steps to find the peak
+    metrics_every: int = 10
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's result, written beside every output."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    #: super-resolution factor (superres only)
+    factor: int = 4
+    device: str = "auto"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- key paths and type checks ----------------------------------------------------------------
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted leaf key, e.g. ``optim.lr``."""
+    keys = []
+    for name, tp in _fields(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    known = all_keys()
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' expects a list of {_TYPE_NAMES[item]}s, "
+                              f"got {value!r}")
+        return [_check_value(key, v, item) for v in value]
+    ok = (isinstance(value, bool) if tp is bool
+          else isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float
+          else isinstance(value, int) and not isinstance(value, bool) if tp is int
+          else isinstance(value, tp))
+    if not ok:
+        raise ConfigError(f"config key '{key}' expects {_TYPE_NAMES.get(tp, tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    types = _fields(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        if name not in types:
+            raise _unknown_key(key)
+        tp = types[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' is a section; expected keys under it, "
+                                  f"got {value!r}")
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _check_value(key, value, tp)
+    return cls(**kwargs)
+
+
+def _validate(cfg: RunConfig) -> None:
+    """Range checks that types alone do not catch."""
+    positive = {"optim.iters": cfg.optim.iters, "optim.lr": cfg.optim.lr,
+                "input.channels": cfg.input.channels,
+                "output.metrics_every": cfg.output.metrics_every}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {value}")
+    for key, value in {"input.perturb_std": cfg.input.perturb_std, "optim.guard": cfg.optim.guard,
+                       "output.save_every": cfg.output.save_every}.items():
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    if not 0 <= cfg.optim.average < 1:
+        raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
+    if 0 < cfg.optim.guard <= 1:
+        raise ConfigError(f"config key 'optim.guard' must be 0 (off) or > 1, got {cfg.optim.guard}")
+    if cfg.factor not in FACTORS:
+        raise ConfigError(f"config key 'factor' must be one of {', '.join(map(str, FACTORS))}, "
+                          f"got {cfg.factor}")
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+def _set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree['a']['b'] = value`` for ``key='a.b'``, creating sections on the way."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise _unknown_key(key)
+    node[leaf] = value
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _expand_dotted(data: dict[str, Any]) -> dict[str, Any]:
+    """Allow ``optim.lr: 0.01`` as a key in YAML as well as nested sections."""
+    tree: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r}")
+        if isinstance(value, dict):
+            value = _expand_dotted(value)
+        if "." in key:
+            _set_path(tree, key, value)
+        elif isinstance(value, dict) and isinstance(tree.get(key), dict):
+            tree[key] = _merge(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config file {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got "
+                          f"{type(data).__name__}")
+    return data
+
+
+def preset(task: str) -> dict[str, Any]:
+    """The task's bundled preset (the paper's settings), as a mapping."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    text = resources.files("dip.configs").joinpath(f"{task}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=0.005'`` -> ``('optim.lr', 0.005)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key.path=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def resolve(task: str, files: list[str | Path] | tuple = (),
+            overrides: list[str] | tuple = (), explicit: dict[str, Any] | None = None,
+            base: list[dict[str, Any]] | None = None) -> RunConfig:
+    """Build the run's config from its layers (see the module docstring).
+
+    Args:
+        task: ``denoise`` | ``inpaint`` | ``superres`` (picks the preset).
+        files: YAML files, applied in order.
+        overrides: ``key.path=value`` strings, applied in order.
+        explicit: dotted keys set by explicit flags (``{'optim.iters': 300}``); None values
+            are ignored.
+        base: mappings applied after the preset and before ``files`` (used by the Python API
+            to pass a config as a dict).
+    """
+    layers = [preset(task)] + list(base or []) + [read_yaml(f) for f in files]
+    top: dict[str, Any] = {}
+    for key, value in [parse_override(o) for o in overrides]:
+        _set_path(top, key, value)
+    for key, value in (explicit or {}).items():
+        if value is not None:
+            _set_path(top, key, value)
+
+    layers = [dict(layer) for layer in layers]
+    per_factor = [layer.pop("per_factor", None) or {} for layer in layers]
+    layers = [_expand_dotted(layer) for layer in layers]
+    merged: dict[str, Any] = {}
+    for layer in layers + [top]:
+        merged = _merge(merged, layer)
+    factor = merged.get("factor", RunConfig.factor)
+
+    merged = {}
+    for layer, table in zip(layers, per_factor):
+        merged = _merge(merged, layer)
+        if not isinstance(table, dict):
+            raise ConfigError("config key 'per_factor' must map factors to settings")
+        extra = table.get(factor, table.get(str(factor)))
+        if extra:
+            merged = _merge(merged, _expand_dotted(extra))
+    merged = _merge(merged, top)
+
+    cfg = _build(RunConfig, merged)
+    _validate(cfg)
+    return cfg

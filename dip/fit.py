@@ -1,0 +1,178 @@
+"""The one optimisation loop of Deep Image Prior, for every task.
+
+    θ* = argmin_θ ‖A(f_θ(z + ε_t)) − y‖²,  ε_t ~ N(0, σ_z²)          (paper, Eq. 2 and Sec. 4)
+
+The returned image is an exponential moving average of the outputs f_θ(z) (the paper's
+"averaged outputs"), or the last output when averaging is off, or the image a stop rule chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dip import inputs
+from dip.errors import RunError
+from dip.stopping import FixedBudget, StopRule
+
+#: a divergence that the guard cannot undo in this many consecutive tries ends the run
+MAX_CONSECUTIVE_RESTORES = 20
+
+
+@dataclass
+class Progress:
+    """What a callback sees after each step. ``estimate`` is a live tensor: copy to keep it."""
+
+    step: int
+    total: int
+    loss: float
+    estimate: torch.Tensor
+    psnr: float | None = None
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`fit`.
+
+    Attributes:
+        image: ``(1, C, H, W)`` float32 in [0, 1], on the fit's device.
+        iterations: steps run.
+        returned_iteration: the step whose estimate ``image`` is.
+        stop_reason: ``budget`` | ``rule`` (the stop rule fired) | ``interrupted``.
+        peak_psnr, peak_iteration: best PSNR of the estimate against the reference and when
+            (None without a reference).
+        history: ``step``, ``loss`` and, with a reference, ``psnr`` sampled every
+            ``metrics_every`` steps; ``restores``: steps where the divergence guard acted.
+    """
+
+    image: torch.Tensor
+    iterations: int
+    returned_iteration: int
+    stop_reason: str
+    peak_psnr: float | None = None
+    peak_iteration: int | None = None
+    history: dict[str, list] = field(default_factory=dict)
+
+
+class _Checkpoint:
+    """A copy of the weights and buffers, refreshed in place (no allocation per step)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.tensors = [t for t in list(net.parameters()) + list(net.buffers())]
+        self.saved = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def save(self) -> None:
+        for s, t in zip(self.saved, self.tensors):
+            s.copy_(t)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for s, t in zip(self.saved, self.tensors):
+            t.copy_(s)
+
+
+def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
+        iters: int, lr: float = 0.01, average: float = 0.99, perturb_std: float = 1 / 30,
+        guard: float = 3.16, generator: torch.Generator | None = None,
+        stop_rule: StopRule | None = None,
+        metric: Callable[[torch.Tensor], float] | None = None, metrics_every: int = 10,
+        callback: Callable[[Progress], None] | None = None) -> FitResult:
+    """Fit ``net`` so that ``operator(net(code))`` matches ``observation``.
+
+    Args:
+        net: the generator, on the same device as ``code``.
+        code: the fixed input ``z``, ``(1, C_z, H, W)``.
+        operator: the corruption ``A`` (an ``nn.Module``).
+        observation: ``y``, shaped like ``operator(net(code))``.
+        iters: the step budget (upper bound).
+        lr: Adam's learning rate.
+        average: weight of the exponential moving average of outputs (0: return the last).
+        perturb_std: std of the Gaussian perturbation of ``code`` at each step.
+        guard: a loss above ``guard`` × the previous step's loss (or not finite) restores the
+            previous weights and resets Adam's moments; 0 disables.
+        generator: source of the perturbation noise (seeded by the caller).
+        stop_rule: decides when to stop (default: run the whole budget).
+        metric: ``estimate -> PSNR`` against a reference, evaluated every ``metrics_every``
+            steps to record the peak; None when there is no reference.
+        callback: called with a :class:`Progress` after every step.
+
+    Raises:
+        RunError: the loss diverged and the guard could not recover.
+    """
+    stop_rule = stop_rule or FixedBudget()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    checkpoint = _Checkpoint(net) if guard > 0 else None
+    net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
+
+    estimate: torch.Tensor | None = None
+    last_loss = float("inf")
+    restores_in_a_row = 0
+    peak_psnr, peak_iteration, psnr = None, None, None
+    history: dict[str, list] = {"step": [], "loss": [], "psnr": [], "restores": []}
+    step, stop_reason = 0, "budget"
+    try:
+        while step < iters:
+            out = net(inputs.perturb(code, perturb_std, generator))
+            loss = torch.mean((operator(out) - observation) ** 2)
+            loss_value = loss.item()
+
+            # Divergence guard (the notebooks' "falling back to previous checkpoint"): Adam
+            # sometimes takes a step that wrecks the fit. Undo it, and unlike the notebooks
+            # also forget Adam's moments, which still point the way the bad step went.
+            if checkpoint is not None:
+                diverged = not torch.isfinite(loss) or loss_value > guard * last_loss
+                if diverged:
+                    restores_in_a_row += 1
+                    if restores_in_a_row > MAX_CONSECUTIVE_RESTORES:
+                        raise RunError(
+                            f"the fit diverged at step {step + 1} and did not recover after "
+                            f"{MAX_CONSECUTIVE_RESTORES} restores; try a lower --set optim.lr")
+                    checkpoint.restore()
+                    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+                    history["restores"].append(step + 1)
+                    continue
+                restores_in_a_row = 0
+                checkpoint.save()
+            last_loss = loss_value
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+
+            with torch.no_grad():
+                out = out.detach()
+                if average > 0 and estimate is not None:
+                    estimate.mul_(average).add_(out, alpha=1 - average)
+                else:
+                    estimate = out.clone() if average > 0 else out
+
+            if step % metrics_every == 0 or step == iters:
+                history["step"].append(step)
+                history["loss"].append(loss_value)
+                if metric is not None:
+                    psnr = metric(estimate)
+                    history["psnr"].append(psnr)
+                    if peak_psnr is None or psnr > peak_psnr:
+                        peak_psnr, peak_iteration = psnr, step
+            if callback is not None:
+                callback(Progress(step, iters, loss_value, estimate, psnr))
+            if stop_rule.update(step, estimate):
+                stop_reason = "rule"
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what we have; the caller decides whether to write it.
+        stop_reason = "interrupted"
+
+    if estimate is None:
+        raise RunError("the fit was stopped before its first step; nothing to return")
+    returned_iteration, image = step, estimate
+    if stop_rule.chosen is not None:
+        returned_iteration, image = stop_rule.chosen
+    return FitResult(image.detach().clamp(0, 1), step, returned_iteration, stop_reason,
+                     peak_psnr, peak_iteration,
+                     {k: v for k, v in history.items() if v or k != "psnr"})

@@ -1,0 +1,134 @@
+"""Corruption operators ``A`` (one small ``nn.Module`` each) and the synthesis of test inputs.
+
+Deep Image Prior fits ``min_θ ‖A(f_θ(z)) − y‖²``: ``forward`` of each operator here is ``A``,
+the physics that turned the clean image into the observation ``y``. Masks and kernels are
+buffers, so ``.to(device)`` moves them with the module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dip.errors import InputError
+
+
+class Identity(nn.Module):
+    """Denoising: the observation is the image itself (plus noise the prior must not fit).
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Mask(nn.Module):
+    """Inpainting: keep the known pixels, zero the rest.
+
+    Args:
+        known: ``(1, 1, H, W)`` or ``(1, C, H, W)`` tensor, 1 where the pixel is known, 0 where
+            it is missing (to be filled).
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    known: torch.Tensor
+
+    def __init__(self, known: torch.Tensor) -> None:
+        super().__init__()
+        if known.dim() != 4 or known.shape[0] != 1:
+            raise ValueError(f"mask must have shape (1, C, H, W), got {tuple(known.shape)}")
+        self.register_buffer("known", known.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.known
+
+
+def lanczos_kernel(factor: int, support: int = 2) -> torch.Tensor:
+    """The paper's "lanczos2" anti-aliasing kernel for downsampling by ``factor``.
+
+    Separable Lanczos window with ``support`` lobes, stretched by ``factor``, sampled at the
+    half-pixel phase 0.5, i.e. the paper's kernel of width ``4*factor + 1`` at phase 0.5,
+    which has ``4*factor`` taps per axis. Normalised to sum to 1.
+
+    Shape:
+        - Output: ``(4*factor, 4*factor)``
+    """
+    taps = 4 * factor
+    # Tap positions relative to the kernel centre, on the half-pixel grid (phase 0.5).
+    offsets = (torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2) / factor
+    lobe = torch.special.sinc(offsets) * torch.special.sinc(offsets / support)
+    kernel = torch.outer(lobe, lobe)
+    return (kernel / kernel.sum()).float()
+
+
+class Downsample(nn.Module):
+    """Super-resolution: anti-aliased downsampling by ``factor`` with the paper's Lanczos kernel.
+
+    A fixed depthwise convolution with stride ``factor``, after replicate padding so that an
+    ``(H, W)`` image becomes ``(H/factor, W/factor)`` exactly (the paper's ``preserve_size``).
+
+    Shape:
+        - Input: ``(N, C, H, W)`` with ``H`` and ``W`` multiples of ``factor``
+        - Output: ``(N, C, H/factor, W/factor)``
+    """
+
+    kernel: torch.Tensor
+
+    def __init__(self, factor: int, support: int = 2) -> None:
+        super().__init__()
+        if factor < 2 or factor % 2:
+            raise InputError(f"superres factor must be an even integer >= 2, got {factor}")
+        self.factor = factor
+        kernel = lanczos_kernel(factor, support)
+        self.register_buffer("kernel", kernel[None, None])
+        # (taps - factor) / 2 on each side keeps the output at exactly H / factor.
+        self.pad = (kernel.shape[0] - factor) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), stride=self.factor, groups=c)
+
+
+# --- synthesis of corrupted inputs (for `dip corrupt`, tests and benchmarks) -----------------
+
+def add_noise(clean: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Additive white Gaussian noise of std ``sigma`` (in 0–255 units), clipped to [0, 1].
+
+    Clipping matches what a saved 8-bit noisy image holds (the paper's noisy PNGs are clipped).
+
+    Shape:
+        - Input: ``(1, C, H, W)`` in [0, 1]
+        - Output: same
+    """
+    if sigma < 0:
+        raise InputError(f"noise sigma must be >= 0, got {sigma}")
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device,
+                        dtype=clean.dtype)
+    return (clean + noise * (sigma / 255.0)).clamp(0, 1)
+
+
+def drop_pixels(clean: torch.Tensor, fraction: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove a random ``fraction`` of pixels (all channels of a pixel together).
+
+    Returns ``(corrupted, known)`` where ``known`` is ``(1, 1, H, W)``, 1 = kept pixel.
+    """
+    if not 0 <= fraction < 1:
+        raise InputError(f"drop-pixels fraction must be in [0, 1), got {fraction}")
+    _, _, h, w = clean.shape
+    known = (torch.rand((1, 1, h, w), generator=generator, device=clean.device)
+             >= fraction).to(clean.dtype)
+    return clean * known, known
+
+
+def valid_superres_size(h: int, w: int, factor: int) -> tuple[int, int]:
+    """The largest size ``<= (h, w)`` divisible by ``factor`` (crop before downscaling)."""
+    return h - h % factor, w - w % factor

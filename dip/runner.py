@@ -1,0 +1,295 @@
+"""From files to a restored file: one call per task, the same for the CLI and Python users.
+
+:func:`restore` reads the input (and mask / reference), builds the operator, the code and the
+generator from the resolved config, runs :func:`dip.fit.fit`, and writes the image and its JSON
+record atomically. It raises :class:`dip.errors.DipError` for anything the user can fix, before
+any file is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dip import __version__, image, metrics, operators
+from dip.config import TASKS, RunConfig, resolve
+from dip.errors import InputError, RunError
+from dip.fit import FitResult, Progress, fit
+from dip.inputs import make_code
+from dip.nets import build_net
+from dip.stopping import build_stop_rule
+
+
+@dataclass
+class Problem:
+    """What the fit needs to know about a task: ``A``, ``y`` and the output's shape."""
+
+    operator: torch.nn.Module
+    observation: torch.Tensor
+    out_size: tuple[int, int]
+
+
+def _denoise(picture: image.Picture, cfg: RunConfig, known: torch.Tensor | None) -> Problem:
+    return Problem(operators.Identity(), picture.pixels, picture.size)
+
+
+def _inpaint(picture: image.Picture, cfg: RunConfig, known: torch.Tensor | None) -> Problem:
+    assert known is not None
+    op = operators.Mask(known)
+    return Problem(op, op(picture.pixels), picture.size)
+
+
+def _superres(picture: image.Picture, cfg: RunConfig, known: torch.Tensor | None) -> Problem:
+    h, w = picture.size
+    return Problem(operators.Downsample(cfg.factor), picture.pixels,
+                   (h * cfg.factor, w * cfg.factor))
+
+
+PROBLEMS: dict[str, Callable[[image.Picture, RunConfig, torch.Tensor | None], Problem]] = {
+    "denoise": _denoise,
+    "inpaint": _inpaint,
+    "superres": _superres,
+}
+
+
+@dataclass
+class Restoration:
+    """The result of :func:`restore`.
+
+    Attributes:
+        picture: the restored image (pixels ``(1, C, H, W)`` on the CPU, alpha re-attached).
+        record: the JSON record written beside the output (also returned when not written).
+        output: where the image was written, or None.
+        fit: the raw :class:`dip.fit.FitResult` (history, peak).
+    """
+
+    picture: image.Picture
+    record: dict[str, Any]
+    output: Path | None
+    fit: FitResult
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a device that exists here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name} requested but CUDA is not available here; "
+                             f"use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name} does not exist: {torch.cuda.device_count()} CUDA "
+                             f"device(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device mps requested but Metal is not available here; "
+                         "use --device cpu")
+    return device
+
+
+def default_output(input_path: str | os.PathLike, task: str) -> Path:
+    """``{stem}_{task}.png`` in the current folder."""
+    return Path(f"{Path(input_path).stem}_{task}.png")
+
+
+def record_path(output: Path) -> Path:
+    """The JSON record sits at the output path + ``.json``."""
+    return output.with_name(output.name + ".json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | None = None,
+            mask: str | os.PathLike | None = None, mask_keeps: bool = False,
+            factor: int | None = None, config: str | os.PathLike | dict | None = None,
+            overrides: list[str] | tuple = (), iters: int | None = None,
+            seed: int | None = None, device: str | None = None,
+            reference: str | os.PathLike | None = None, save_every: int | None = None,
+            overwrite: bool = False, write: bool = True,
+            max_pixels: int = image.DEFAULT_MAX_PIXELS,
+            progress: Callable[[Progress], None] | None = None) -> Restoration:
+    """Restore one image file with Deep Image Prior.
+
+    Args:
+        task: ``denoise`` | ``inpaint`` | ``superres``.
+        input: the damaged image (any format Pillow reads).
+        output: where to write the result (default ``{stem}_{task}.png`` in the current
+            folder); its JSON record goes to ``output + '.json'``.
+        mask: inpainting only: white (non-zero) = pixels to fill, unless ``mask_keeps``.
+        factor: superres only: 2, 4 or 8.
+        config: a YAML file, or a mapping of (dotted or nested) config keys.
+        overrides: ``key.path=value`` strings, as ``--set``.
+        iters, seed, device, save_every: as the CLI flags (None: from the config).
+        reference: the clean image, to report PSNR/SSIM (never used to fit).
+        overwrite: replace an existing output.
+        write: False runs without writing anything (the result is returned).
+        progress: called after every step with a :class:`dip.fit.Progress`.
+
+    Raises:
+        InputError, ConfigError: before anything runs or is written.
+        RunError: the fit failed; nothing is written.
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    started = time.perf_counter()
+    files = [config] if isinstance(config, (str, os.PathLike)) else []
+    base = [config] if isinstance(config, dict) else []
+    cfg = resolve(task, files, overrides, base=base, explicit={
+        "optim.iters": iters, "seed": seed, "device": device, "factor": factor,
+        "output.save_every": save_every})
+    if task == "inpaint" and mask is None:
+        raise InputError("inpaint needs a mask (--mask FILE)")
+    if task != "inpaint" and mask is not None:
+        raise InputError(f"--mask only applies to inpaint, not {task}")
+
+    input_path = Path(input)
+    picture = image.load_image(input_path, max_pixels=max_pixels)
+    out_path = Path(output) if output is not None else default_output(input_path, task)
+    image.output_format(out_path)
+    if write:
+        if input_path.exists() and out_path.exists() and _same_file(input_path, out_path):
+            raise InputError(f"output {out_path} is the input file; choose another output name")
+        for path in (out_path, record_path(out_path)):
+            if path.exists() and not overwrite:
+                raise InputError(f"{path} already exists; use --overwrite to replace it")
+
+    known = (image.load_mask(mask, picture.size, keeps=mask_keeps, max_pixels=max_pixels)
+             if mask is not None else None)
+    problem = PROBLEMS[task](picture, cfg, known)
+    ref = None
+    if reference is not None:
+        ref = image.load_image(reference, max_pixels=max_pixels * cfg.factor ** 2,
+                               what="reference").pixels
+        if ref.shape[-2:] != problem.out_size:
+            raise InputError(
+                f"reference {reference} is {ref.shape[-1]}x{ref.shape[-2]} but the result will "
+                f"be {problem.out_size[1]}x{problem.out_size[0]}")
+        if ref.shape[1] != picture.pixels.shape[1]:
+            raise InputError(f"reference {reference} has {ref.shape[1]} channel(s), the input "
+                             f"{picture.pixels.shape[1]}; both must be grey or both colour")
+
+    dev = resolve_device(cfg.device)
+    observation = problem.observation.to(dev)
+    operator = problem.operator.to(dev)
+    ref_dev = ref.to(dev) if ref is not None else None
+    channels = picture.pixels.shape[1]
+
+    # Every random draw comes from the run's seed: the weights through a forked global RNG (so
+    # the caller's RNG state is untouched), the code and its perturbations from a generator.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = build_net(cfg.net.name, cfg.input.channels, channels,
+                        channels_down=cfg.net.channels_down, channels_up=cfg.net.channels_up,
+                        channels_skip=cfg.net.channels_skip, kernel_down=cfg.net.kernel_down,
+                        kernel_up=cfg.net.kernel_up, kernel_skip=cfg.net.kernel_skip,
+                        upsample=cfg.net.upsample, downsample=cfg.net.downsample,
+                        padding=cfg.net.padding, activation=cfg.net.activation,
+                        need1x1_up=cfg.net.need1x1_up)
+    net = net.to(dev)
+    generator = torch.Generator(device=dev).manual_seed(cfg.seed)
+    code = make_code(cfg.input.kind, cfg.input.channels, problem.out_size, cfg.input.scale,
+                     generator)
+
+    metric = None
+    if ref_dev is not None:
+        def metric(estimate: torch.Tensor) -> float:
+            return metrics.psnr(estimate, ref_dev)
+
+    snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
+
+    alpha = picture.alpha
+    if alpha is not None and task == "superres":
+        alpha = image.resize(alpha, problem.out_size, "bicubic")
+
+    def on_step(p: Progress) -> None:
+        if snapshots is not None and cfg.output.save_every and p.step % cfg.output.save_every == 0:
+            snap = image.Picture(p.estimate.detach().float().cpu(), alpha, picture.bits)
+            image.save_image(snap, snapshots / f"step_{p.step:06d}.png")
+        if progress is not None:
+            progress(p)
+
+    try:
+        result = fit(net, code, operator, observation, iters=cfg.optim.iters, lr=cfg.optim.lr,
+                     average=cfg.optim.average, perturb_std=cfg.input.perturb_std,
+                     guard=cfg.optim.guard, generator=generator,
+                     stop_rule=build_stop_rule(cfg.stop.rule), metric=metric,
+                     metrics_every=cfg.output.metrics_every, callback=on_step)
+    except torch.cuda.OutOfMemoryError:
+        raise RunError(f"out of GPU memory on {dev} for a {problem.out_size[1]}x"
+                       f"{problem.out_size[0]} result; use a smaller image, --device cpu, or "
+                       f"narrower layers (--set net.channels_down=[64,64,64,64,64] ...)") from None
+
+    pixels = result.image.float().cpu()
+    restored = image.Picture(pixels, alpha, picture.bits)
+
+    record: dict[str, Any] = {
+        "task": task,
+        "input": str(input_path.resolve()),
+        "output": str(out_path.resolve()) if write else None,
+        "mask": str(Path(mask).resolve()) if mask is not None else None,
+        "reference": str(Path(reference).resolve()) if reference is not None else None,
+        "iterations": result.iterations,
+        "returned_iteration": result.returned_iteration,
+        "stop_reason": result.stop_reason,
+        "seconds": round(time.perf_counter() - started, 3),
+        "device": str(dev),
+        "seed": cfg.seed,
+        "size": {"input": list(picture.size), "output": list(problem.out_size)},
+        "versions": {"dip": __version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "config": cfg.to_dict(),
+        "guard_restores": result.history.get("restores", []),
+        # sampled every output.metrics_every steps: the curves behind the numbers above
+        "history": {k: [round(v, 6) if isinstance(v, float) else v for v in values]
+                    for k, values in result.history.items() if k != "restores"},
+    }
+    if ref is not None:
+        record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
+
+    if write:
+        image.save_image(restored, out_path)
+        text = json.dumps(record, indent=2) + "\n"
+        image.write_atomic(record_path(out_path), lambda f: f.write(text.encode()))
+    return Restoration(restored, record, out_path if write else None, result)
+
+
+def _metrics(task: str, pixels: torch.Tensor, ref: torch.Tensor, picture: image.Picture,
+             known: torch.Tensor | None, cfg: RunConfig, result: FitResult) -> dict[str, Any]:
+    """PSNR/SSIM of the result, the peak seen during the run, and each task's naive baseline
+    (the noisy input; holes filled with the mean known colour; bicubic upscaling)."""
+    out: dict[str, Any] = {
+        "psnr": round(metrics.psnr(pixels, ref), 4),
+        "ssim": round(metrics.ssim(pixels, ref), 4),
+        "peak_psnr": None if result.peak_psnr is None else round(result.peak_psnr, 4),
+        "peak_iteration": result.peak_iteration,
+    }
+    if task == "denoise":
+        out["input_psnr"] = round(metrics.psnr(picture.pixels, ref), 4)
+    if task == "inpaint" and known is not None:
+        mean = (picture.pixels * known).sum((2, 3), keepdim=True) / known.sum()
+        filled = picture.pixels * known + mean * (1 - known)
+        out["mean_fill_psnr"] = round(metrics.psnr(filled, ref), 4)
+    if task == "superres":
+        # The paper's SR protocol: Y channel, `factor` pixels cropped at each border.
+        out["psnr_y"] = round(metrics.psnr_y(pixels, ref, cfg.factor), 4)
+        bicubic = image.resize(picture.pixels, tuple(ref.shape[-2:]), "bicubic")
+        out["bicubic_psnr"] = round(metrics.psnr(bicubic, ref), 4)
+        out["bicubic_psnr_y"] = round(metrics.psnr_y(bicubic, ref, cfg.factor), 4)
+    return out

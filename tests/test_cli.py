@@ -1,0 +1,219 @@
+"""The real click app through CliRunner: files written, records complete, mistakes answered
+with one line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import save, synthetic
+from PIL import Image
+
+from dip.cli.main import cli
+
+FAST = ["--iters", "3", "--device", "cpu", "-q"]
+RECORD_FIELDS = {"task", "input", "output", "iterations", "stop_reason", "seconds", "device",
+                 "seed", "versions", "config", "returned_iteration"}
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def _mask(tmp_path: Path, size=(32, 32)) -> Path:
+    m = np.zeros(size, dtype=np.uint8)
+    m[8:16, 10:20] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    return tmp_path / "mask.png"
+
+
+def test_denoise_writes_image_and_record(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "out" / "result.png"  # missing folders are created
+    result = invoke("denoise", noisy_png, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 32)
+    record = json.loads(out.with_name("result.png.json").read_text())
+    assert RECORD_FIELDS <= record.keys()
+    assert record["task"] == "denoise" and record["iterations"] == 3
+    assert record["stop_reason"] == "budget" and record["device"] == "cpu"
+    assert record["config"]["optim"]["iters"] == 3
+    assert {"dip", "torch"} <= record["versions"].keys()
+
+
+def test_default_output_name_is_stem_task_in_the_current_folder(tmp_path: Path,
+                                                                noisy_png: Path,
+                                                                monkeypatch) -> None:
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert invoke("denoise", noisy_png, *FAST).exit_code == 0
+    assert (work / "noisy_denoise.png").exists() and (work / "noisy_denoise.png.json").exists()
+
+
+def test_inpaint_writes_image_and_honours_mask_convention(tmp_path: Path, clean_png: Path) -> None:
+    mask = _mask(tmp_path)
+    result = invoke("inpaint", clean_png, "--mask", mask, "-o", tmp_path / "a.png", *FAST)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "a.png").size == (32, 32)
+    record = json.loads((tmp_path / "a.png.json").read_text())
+    assert record["task"] == "inpaint" and record["mask"].endswith("mask.png")
+    result = invoke("inpaint", clean_png, "--mask", mask, "--mask-keeps", "-o",
+                    tmp_path / "b.png", *FAST)
+    assert result.exit_code == 0, result.output
+
+
+def test_inpaint_help_states_the_mask_convention() -> None:
+    text = " ".join(invoke("inpaint", "--help").output.split())
+    assert "white (non-zero) = pixels to fill" in text
+    assert "--mask-keeps" in text and "white = known pixels" in text
+
+
+@pytest.mark.parametrize("factor", ["2", "4", "8"])
+def test_superres_output_is_factor_times_larger(tmp_path: Path, factor: str) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    out = tmp_path / "big.png"
+    result = invoke("superres", small, "--factor", factor, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (8 * int(factor),) * 2
+    assert json.loads((tmp_path / "big.png.json").read_text())["config"]["factor"] == int(factor)
+
+
+def test_reference_adds_metrics_to_the_record(tmp_path: Path, noisy_png: Path,
+                                              clean_png: Path) -> None:
+    out = tmp_path / "r.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--reference", clean_png,
+                    "--set", "output.metrics_every=1", *FAST)
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "r.png.json").read_text())["metrics"]
+    assert {"psnr", "ssim", "peak_psnr", "peak_iteration"} <= m.keys()
+    assert m["peak_psnr"] >= m["psnr"] - 1e-3 and 1 <= m["peak_iteration"] <= 3
+
+
+def test_superres_reference_reports_the_papers_protocol(tmp_path: Path) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    ref = save(synthetic(32), tmp_path / "ref.png")
+    result = invoke("superres", small, "-o", tmp_path / "o.png", "--reference", ref, *FAST)
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "o.png.json").read_text())["metrics"]
+    assert {"psnr_y", "bicubic_psnr_y"} <= m.keys()
+
+
+def test_save_every_keeps_snapshots(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "s.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--save-every", "2", "--iters", "4",
+                    "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "s_steps").iterdir()) == [
+        "step_000002.png", "step_000004.png"]
+
+
+def test_same_seed_gives_the_same_image(tmp_path: Path, noisy_png: Path) -> None:
+    for name in ("a.png", "b.png"):
+        assert invoke("denoise", noisy_png, "-o", tmp_path / name, "--seed", "7",
+                      *FAST).exit_code == 0
+    a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png"))
+    assert np.array_equal(a, b)
+
+
+def test_config_file_and_set_reach_the_record(tmp_path: Path, noisy_png: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("net:\n  channels_down: [8, 8]\n  channels_up: [8, 8]\n"
+                   "  channels_skip: [2, 2]\n")
+    out = tmp_path / "c.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--config", cfg,
+                    "--set", "optim.lr=0.005", *FAST)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "c.png.json").read_text())["config"]
+    assert config["net"]["channels_down"] == [8, 8] and config["optim"]["lr"] == 0.005
+
+
+# --- mistakes: one line on stderr, exit 2, nothing written -----------------------------------
+
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "o.png"
+    out.write_bytes(b"precious")
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST))
+    assert "already exists" in line and "--overwrite" in line
+    assert out.read_bytes() == b"precious"
+    assert invoke("denoise", noisy_png, "-o", out, "--overwrite", *FAST).exit_code == 0
+    assert out.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
+    (["--set", "net.channels_down=wide"], "'net.channels_down' expects a list"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--iters", "0"], "--iters"),
+    (["--bogus"], "No such option"),
+])
+def test_option_mistakes(tmp_path: Path, noisy_png: Path, args: list, message: str) -> None:
+    out = tmp_path / "o.png"
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST, *args))
+    assert message in line
+    assert not out.exists() and not (tmp_path / "o.png.json").exists()
+
+
+def test_file_mistakes(tmp_path: Path, noisy_png: Path, clean_png: Path) -> None:
+    before = noisy_png.read_bytes()
+    cases = [
+        (["denoise", tmp_path / "missing.png"], "input not found"),
+        (["denoise", noisy_png, "-o", noisy_png, "--overwrite"], "is the input file"),
+        (["inpaint", noisy_png, "--mask", _mask(tmp_path, (16, 16))], "same size"),
+        (["denoise", noisy_png, "--reference", save(synthetic(16), tmp_path / "r.png")],
+         "reference"),
+        (["denoise", noisy_png, "--config", tmp_path / "none.yaml"], "config file not found"),
+        (["denoise", noisy_png, "-o", tmp_path / "o.xyz"], "extension '.xyz'"),
+    ]
+    for args, message in cases:
+        assert message in _one_line_error(invoke(*args, *FAST))
+    assert noisy_png.read_bytes() == before  # the input is never touched
+
+
+def test_superres_rejects_a_factor_it_cannot_do(tmp_path: Path, clean_png: Path) -> None:
+    line = _one_line_error(invoke("superres", clean_png, "--factor", "3", *FAST))
+    assert "'3' is not one of '2', '4', '8'" in line
+
+
+# --- dip corrupt ------------------------------------------------------------------------------
+
+def test_corrupt_noise_drop_and_downscale(tmp_path: Path, clean_png: Path) -> None:
+    assert invoke("corrupt", clean_png, "-o", tmp_path / "n.png", "--noise", 25).exit_code == 0
+    noisy = np.asarray(Image.open(tmp_path / "n.png"), dtype=float)
+    clean = np.asarray(Image.open(clean_png), dtype=float)
+    assert 20 < (noisy - clean).std() < 26  # clipping shaves a little off 25
+
+    assert invoke("corrupt", clean_png, "-o", tmp_path / "d.png", "--drop-pixels",
+                  0.5).exit_code == 0
+    mask = np.asarray(Image.open(tmp_path / "d_mask.png"))
+    assert 0.4 < (mask > 0).mean() < 0.6  # white = missing, ready for `dip inpaint --mask`
+    assert (np.asarray(Image.open(tmp_path / "d.png"))[mask > 0] == 0).all()
+
+    assert invoke("corrupt", clean_png, "-o", tmp_path / "s.png", "--downscale", 4).exit_code == 0
+    assert Image.open(tmp_path / "s.png").size == (8, 8)
+
+
+def test_corrupt_needs_exactly_one_corruption(tmp_path: Path, clean_png: Path) -> None:
+    line = _one_line_error(invoke("corrupt", clean_png, "-o", tmp_path / "x.png"))
+    assert "exactly one of" in line
+    line = _one_line_error(invoke("corrupt", clean_png, "-o", tmp_path / "x.png", "--noise", 5,
+                                  "--downscale", 2))
+    assert "exactly one of" in line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:
+    for name, seed in (("a.png", 1), ("b.png", 1), ("c.png", 2)):
+        invoke("corrupt", clean_png, "-o", tmp_path / name, "--noise", 25, "--seed", seed)
+    a, b, c = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png", "c.png"))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -1,0 +1,89 @@
+"""Presets, precedence and the errors a config mistake gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dip import config
+from dip.errors import ConfigError, InputError
+
+
+@pytest.mark.parametrize("task, iters, perturb", [
+    ("denoise", 3000, 1 / 30), ("inpaint", 5000, 0.03), ("superres", 2000, 0.03)])
+def test_presets_hold_the_papers_settings(task: str, iters: int, perturb: float) -> None:
+    cfg = config.resolve(task)
+    assert cfg.optim.iters == iters
+    assert cfg.input.perturb_std == pytest.approx(perturb, rel=1e-4)
+    assert (cfg.optim.lr, cfg.input.channels, cfg.input.scale) == (0.01, 32, 0.1)
+    assert cfg.net.channels_down == [128] * 5 and cfg.net.channels_skip == [4] * 5
+
+
+def test_superres_x8_takes_its_own_budget_and_perturbation() -> None:
+    cfg = config.resolve("superres", explicit={"factor": 8})
+    assert (cfg.optim.iters, cfg.input.perturb_std) == (4000, 0.05)
+
+
+def test_precedence_preset_file_set_flag(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 0.02\n  iters: 10\nseed: 5\n")
+    cfg = config.resolve("denoise", [f])
+    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.02, 10, 5)
+    cfg = config.resolve("denoise", [f], ["optim.iters=20", "seed=6"])
+    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.02, 20, 6)
+    cfg = config.resolve("denoise", [f], ["optim.iters=20"], {"optim.iters": 30, "seed": None})
+    assert (cfg.optim.iters, cfg.seed) == (30, 5)
+
+
+def test_a_user_file_overrides_the_per_factor_preset(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("optim.iters: 7\n")  # dotted keys work in files too
+    assert config.resolve("superres", [f], explicit={"factor": 8}).optim.iters == 7
+
+
+def test_unknown_key_names_it_and_suggests_the_nearest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr'; did you mean "
+                                          r"'optim\.lr'\?"):
+        config.resolve("denoise", overrides=["optim.lrr=0.1"])
+
+
+def test_unknown_key_in_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("net:\n  chanels_down: [8, 8]\n")
+    with pytest.raises(ConfigError, match="'net.chanels_down'; did you mean 'net.channels_down'"):
+        config.resolve("denoise", [f])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=fast", "'optim.lr' expects a number"),
+    ("optim.iters=1.5", "'optim.iters' expects an integer"),
+    ("net.channels_down=8", "'net.channels_down' expects a list"),
+    ("net.need1x1_up=3", "'net.need1x1_up' expects true or false"),
+    ("optim=3", "'optim' is a section"),
+    ("optim.iters=0", "'optim.iters' must be > 0"),
+    ("optim.average=1", "'optim.average' must be in"),
+    ("factor=3", "'factor' must be one of 2, 4, 8"),
+    ("lr", "--set expects key.path=value"),
+])
+def test_wrong_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.resolve("denoise", overrides=[override])
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("optim:\n  lr: 0.01\n  iters: [1, 2\nseed: 0\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML in .*bad\.yaml line \d+"):
+        config.resolve("denoise", [f])
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="config file not found"):
+        config.resolve("denoise", [tmp_path / "nope.yaml"])
+
+
+def test_resolved_config_round_trips_through_its_record() -> None:
+    cfg = config.resolve("inpaint", overrides=["net.upsample=nearest"])
+    again = config.resolve("inpaint", base=[cfg.to_dict()])
+    assert again == cfg

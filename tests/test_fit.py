@@ -1,0 +1,121 @@
+"""The optimisation loop: it fits, it denoises, it recovers from divergence, it is seeded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import psnr, synthetic
+
+from dip import fit, operators
+from dip.errors import RunError
+from dip.inputs import make_code
+from dip.nets import build_net
+from dip.stopping import StopRule
+
+SMALL = dict(channels_down=[16, 16, 16], channels_up=[16, 16, 16], channels_skip=[4, 4, 4])
+
+
+def _setup(seed: int = 0, size: int = 32, **net_options):
+    torch.manual_seed(seed)
+    net = build_net("skip", 8, 3, **(net_options or SMALL))
+    g = torch.Generator().manual_seed(seed)
+    return net, make_code("noise", 8, (size, size), 0.1, g), g
+
+
+def test_loss_falls_over_a_few_steps() -> None:
+    net, z, g = _setup()
+    losses = []
+    fit(net, z, operators.Identity(), synthetic(32), iters=30, generator=g,
+        callback=lambda p: losses.append(p.loss))
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_short_denoise_of_a_synthetic_image_gains_3_db() -> None:
+    clean = synthetic(48)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * 25 / 255).clamp(0, 1)
+    net, z, g = _setup(size=48, channels_down=[32] * 4, channels_up=[32] * 4,
+                       channels_skip=[4] * 4)
+    result = fit(net, z, operators.Identity(), noisy, iters=250, generator=g, average=0.9)
+    gain = psnr(result.image, clean) - psnr(noisy, clean)
+    assert gain >= 3, f"gain {gain:.2f} dB"
+
+
+class _Spiking(torch.nn.Module):
+    """An operator whose output explodes on chosen calls: a stand-in for a bad Adam step."""
+
+    def __init__(self, bad_calls: set[int] | None = None, always: bool = False) -> None:
+        super().__init__()
+        self.calls, self.bad_calls, self.always = 0, bad_calls or set(), always
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.always or self.calls in self.bad_calls:
+            return x * float("nan")
+        return x
+
+
+def test_divergence_guard_restores_and_the_fit_goes_on() -> None:
+    net, z, g = _setup()
+    result = fit(net, z, _Spiking({6, 7}), synthetic(32), iters=12, generator=g)
+    assert result.history["restores"] == [6, 6]  # step 6 failed twice, then went through
+    assert result.iterations == 12
+    assert torch.isfinite(result.image).all()
+
+
+def test_divergence_that_never_recovers_is_a_clear_error() -> None:
+    net, z, g = _setup()
+    with pytest.raises(RunError, match="diverged"):
+        fit(net, z, _Spiking(always=True), synthetic(32), iters=5, generator=g)
+
+
+def test_same_seed_same_image_different_seed_different_image() -> None:
+    def run(seed: int) -> torch.Tensor:
+        net, z, g = _setup(seed)
+        return fit(net, z, operators.Identity(), synthetic(32), iters=5, generator=g).image
+
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+
+
+def test_reference_metric_records_the_peak() -> None:
+    net, z, g = _setup()
+    clean = synthetic(32)
+    result = fit(net, z, operators.Identity(), clean, iters=20, generator=g, metrics_every=5,
+                 metric=lambda e: psnr(e, clean))
+    assert result.history["step"] == [5, 10, 15, 20]
+    assert result.peak_psnr == max(result.history["psnr"])
+    assert result.peak_iteration in (5, 10, 15, 20)
+
+
+def test_a_stop_rule_ends_the_fit_and_may_choose_the_image() -> None:
+    class StopAtThree(StopRule):
+        def update(self, step: int, estimate: torch.Tensor) -> bool:
+            if step == 2:
+                self.kept = estimate.clone()
+            return step == 3
+
+        @property
+        def chosen(self):
+            return 2, self.kept
+
+    net, z, g = _setup()
+    rule = StopAtThree()
+    result = fit(net, z, operators.Identity(), synthetic(32), iters=50, generator=g,
+                 stop_rule=rule)
+    assert (result.iterations, result.returned_iteration, result.stop_reason) == (3, 2, "rule")
+    assert torch.equal(result.image, rule.kept.clamp(0, 1))
+
+
+def test_interrupt_keeps_the_estimate_so_far() -> None:
+    net, z, g = _setup()
+
+    def interrupt(p) -> None:
+        if p.step == 4:
+            raise KeyboardInterrupt
+
+    result = fit(net, z, operators.Identity(), synthetic(32), iters=50, generator=g,
+                 callback=interrupt)
+    assert (result.iterations, result.stop_reason) == (4, "interrupted")
+    assert result.image.shape == (1, 3, 32, 32)

@@ -1,0 +1,120 @@
+"""Reading and writing images: modes kept, alpha carried, bad files refused clearly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dip import image
+from dip.errors import InputError
+
+
+def _rgb(h: int = 12, w: int = 20) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode, channels, has_alpha", [
+    ("L", 1, False), ("RGB", 3, False), ("RGBA", 3, True), ("LA", 1, True), ("P", 3, False),
+    ("1", 1, False)])
+def test_round_trip_keeps_mode_size_and_alpha(tmp_path: Path, mode: str, channels: int,
+                                              has_alpha: bool) -> None:
+    src = Image.fromarray(_rgb()).convert(mode)
+    src.save(tmp_path / "in.png")
+    pic = image.load_image(tmp_path / "in.png")
+    assert pic.pixels.shape == (1, channels, 12, 20)
+    assert (pic.alpha is not None) == has_alpha
+    image.save_image(pic, tmp_path / "out.png")
+    back = Image.open(tmp_path / "out.png")
+    assert back.size == (20, 12)
+    expected = {"P": "RGB", "1": "L"}.get(mode, mode)
+    assert back.mode == expected
+    if mode in ("L", "RGB", "RGBA", "LA"):
+        assert np.array_equal(np.asarray(back), np.asarray(src))  # 8-bit round trip is exact
+
+
+def test_16_bit_grey_stays_16_bit(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(0, 65536, (9, 7), dtype=np.uint16)
+    Image.fromarray(array).save(tmp_path / "in.png")
+    pic = image.load_image(tmp_path / "in.png")
+    assert pic.bits == 16
+    image.save_image(pic, tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")).astype(np.uint16), array)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    src = Image.fromarray(_rgb(10, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    src.save(tmp_path / "in.jpg", exif=exif)
+    assert image.load_image(tmp_path / "in.jpg").size == (30, 10)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "input not found"),
+    (b"this is not an image", "not an image"),
+])
+def test_bad_inputs_are_input_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "x.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        image.load_image(path)
+
+
+def test_truncated_image_is_an_input_error(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cannot read input"):
+        image.load_image(tmp_path / "cut.png")
+
+
+def test_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(InputError, match="--max-pixels"):
+        image.load_image(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_mask_conventions_and_size_check(tmp_path: Path) -> None:
+    m = np.zeros((4, 6), dtype=np.uint8)
+    m[1, 2] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    fill = image.load_mask(tmp_path / "m.png", (4, 6))
+    assert fill.shape == (1, 1, 4, 6) and fill[0, 0, 1, 2] == 0 and fill.sum() == 23
+    keeps = image.load_mask(tmp_path / "m.png", (4, 6), keeps=True)
+    assert keeps[0, 0, 1, 2] == 1 and keeps.sum() == 1
+    with pytest.raises(InputError, match="mask .* is 6x4 but the image is 7x4"):
+        image.load_mask(tmp_path / "m.png", (4, 7))
+
+
+def test_a_mask_that_hides_everything_is_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 4), 255, dtype=np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(InputError, match="no known pixel"):
+        image.load_mask(tmp_path / "m.png", (4, 4))
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    def explode(f) -> None:
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        image.write_atomic(tmp_path / "out.png", explode)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    path = image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "o.png")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_unknown_output_extension(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="extension '.xyz'"):
+        image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "o.xyz")

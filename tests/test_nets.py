@@ -1,0 +1,56 @@
+"""The paper's skip network: shapes for any size, the paper's size, configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dip.errors import ConfigError
+from dip.nets import SkipNet, build_net
+
+SMALL = dict(channels_down=[8, 8, 8], channels_up=[8, 8, 8], channels_skip=[2, 2, 2])
+
+
+@pytest.mark.parametrize("size", [(37, 23), (32, 32), (9, 50), (1, 1)])
+def test_output_has_the_input_size_for_any_size(size: tuple[int, int]) -> None:
+    net = build_net("skip", 4, 3, **SMALL)
+    out = net(torch.rand(1, 4, *size))
+    assert out.shape == (1, 3, *size)
+    assert 0 <= out.min() and out.max() <= 1  # sigmoid output
+
+
+def test_paper_configuration_has_about_2_2_million_parameters() -> None:
+    net = build_net("skip", 32, 3)  # 5 scales x 128 channels, 4 skip channels
+    n = sum(p.numel() for p in net.parameters())
+    assert 2.1e6 < n < 2.3e6
+
+
+@pytest.mark.parametrize("options", [
+    dict(channels_skip=[0, 0, 0]),  # the paper's hourglass
+    dict(upsample="nearest", downsample="avg", padding="zero", activation="relu"),
+    dict(downsample="max", upsample="bicubic", padding="replicate", need1x1_up=False),
+])
+def test_variants_are_the_same_class(options: dict) -> None:
+    net = SkipNet(2, 1, **{**SMALL, **options})
+    assert net(torch.rand(1, 2, 24, 40)).shape == (1, 1, 24, 40)
+
+
+def test_hourglass_has_no_skip_branches() -> None:
+    net = SkipNet(2, 1, **{**SMALL, "channels_skip": [0, 0, 0]})
+    assert all(m.skip is None for m in net.modules() if hasattr(m, "skip"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(channels_down=[8, 8]), "same length"),
+    (dict(padding="mirror"), "net.padding must be one of reflection"),
+    (dict(upsample="magic"), "net.upsample"),
+    (dict(channels_up=[8, 0, 8]), "positive"),
+])
+def test_invalid_options_raise_config_errors(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SkipNet(2, 3, **{**SMALL, **options})
+
+
+def test_unknown_net_name_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="known nets: skip"):
+        build_net("resnet", 2, 3)

@@ -1,0 +1,93 @@
+"""Every corruption operator against the same contract, then each one's own semantics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dip import operators
+from dip.errors import InputError
+
+
+def _known(h: int = 32, w: int = 32) -> torch.Tensor:
+    return (torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+
+
+OPERATORS = {
+    "identity": (lambda: operators.Identity(), 1),
+    "mask": (lambda: operators.Mask(_known()), 1),
+    "downsample2": (lambda: operators.Downsample(2), 2),
+    "downsample4": (lambda: operators.Downsample(4), 4),
+    "downsample8": (lambda: operators.Downsample(8), 8),
+}
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_contract_shape_linearity_no_parameters(name: str) -> None:
+    make, factor = OPERATORS[name]
+    op = make()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32, generator=g).split(1)
+    out = op(x)
+    assert out.shape == (1, 3, 32 // factor, 32 // factor)
+    # A is linear: the data term of DIP is a least-squares fit through it.
+    torch.testing.assert_close(op(2 * x - 3 * y), 2 * op(x) - 3 * op(y), rtol=1e-4, atol=1e-5)
+    assert list(op.parameters()) == []  # fixed physics, nothing to learn
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_contract_buffers_follow_dtype(name: str) -> None:
+    op = OPERATORS[name][0]().to(torch.float64)
+    assert all(b.dtype == torch.float64 for b in op.buffers())
+    assert op(torch.rand(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_lanczos_kernel_is_normalised_symmetric_and_paper_sized(factor: int) -> None:
+    k = operators.lanczos_kernel(factor)
+    assert k.shape == (4 * factor, 4 * factor)  # width 4k+1 at phase 0.5 -> 4k taps
+    assert k.sum().item() == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(k, k.flip(0))
+    torch.testing.assert_close(k, k.T)
+    # Lanczos-2 has negative lobes: it is not a box or a Gaussian.
+    assert k.min() < 0
+
+
+def test_downsample_keeps_constants_and_averages_out_fine_stripes() -> None:
+    op = operators.Downsample(4)
+    flat = torch.full((1, 1, 32, 32), 0.3)
+    torch.testing.assert_close(op(flat), torch.full((1, 1, 8, 8), 0.3))
+    stripes = torch.zeros(1, 1, 32, 32)
+    stripes[..., ::2] = 1.0  # the highest frequency: must be removed, not aliased
+    # away from the replicate-padded border
+    assert (op(stripes)[..., 2:-2] - 0.5).abs().max() < 0.01
+
+
+def test_downsample_rejects_odd_factor() -> None:
+    with pytest.raises(InputError, match="even"):
+        operators.Downsample(3)
+
+
+def test_mask_zeroes_missing_pixels_and_keeps_known_ones() -> None:
+    known = _known()
+    x = torch.rand(1, 3, 32, 32)
+    out = operators.Mask(known)(x)
+    assert torch.equal(out[known.expand_as(x) == 0], torch.zeros(int((known == 0).sum()) * 3))
+    assert torch.equal(out[known.expand_as(x) == 1], x[known.expand_as(x) == 1])
+
+
+def test_add_noise_has_the_requested_sigma_and_is_seeded() -> None:
+    grey = torch.full((1, 3, 64, 64), 0.5)
+    a = operators.add_noise(grey, 25, torch.Generator().manual_seed(3))
+    b = operators.add_noise(grey, 25, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert (a - grey).std().item() * 255 == pytest.approx(25, rel=0.05)
+
+
+def test_drop_pixels_removes_the_requested_fraction_of_whole_pixels() -> None:
+    clean = torch.rand(1, 3, 64, 64) * 0.9 + 0.1
+    corrupted, known = operators.drop_pixels(clean, 0.5, torch.Generator().manual_seed(0))
+    assert known.shape == (1, 1, 64, 64)
+    assert 1 - known.mean().item() == pytest.approx(0.5, abs=0.03)
+    # all channels of a dropped pixel are gone together
+    assert torch.equal((corrupted == 0).all(1, keepdim=True).float(), 1 - known)
