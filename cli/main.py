@@ -91,7 +91,9 @@ def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, 
     def progress(p: Progress) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=p.total, desc=task, unit="step", dynamic_ncols=True, leave=False)
+            # disable=None: a bar on a terminal, none in a log file (the summary line stays)
+            bar = tqdm(total=p.total, desc=task, unit="step", dynamic_ncols=True, leave=False,
+                       disable=None)
         postfix = {"loss": f"{p.loss:.2e}"}
         if p.psnr is not None:
             postfix["psnr"] = f"{p.psnr:.2f}"
