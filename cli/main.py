@@ -66,7 +66,11 @@ def run_options(func):
         click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override one config key, e.g. --set optim.lr=0.005 (repeatable)."),
         click.option("--iters", type=click.IntRange(min=1),
-                     help="Upper bound on optimisation steps [default: the paper's]."),
+                     help="Upper bound on optimisation steps [default: the paper's budget]."),
+        click.option("--stop", type=click.Choice(["auto", "fixed"]),
+                     help="auto: stop when the outputs' running variance stops falling "
+                          "(no clean image needed); fixed: run all --iters steps "
+                          "[default: auto]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--device", help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
         click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
@@ -84,8 +88,8 @@ def run_options(func):
     return func
 
 
-def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, seed, device,
-         reference, save_every, max_pixels, quiet, overwrite, **task_args) -> None:
+def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, stop, seed,
+         device, reference, save_every, max_pixels, quiet, overwrite, **task_args) -> None:
     bar = None
 
     def progress(p: Progress) -> None:
@@ -102,7 +106,8 @@ def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, 
 
     try:
         result = dip.restore(task, input_path, output=output, config=config_file,
-                             overrides=overrides, iters=iters, seed=seed, device=device,
+                             overrides=overrides, iters=iters, stop=stop, seed=seed,
+                             device=device,
                              reference=reference, save_every=save_every, overwrite=overwrite,
                              max_pixels=max_pixels, progress=None if quiet else progress,
                              **task_args)
@@ -118,8 +123,10 @@ def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, 
 
 def _summary(result: Restoration) -> str:
     r = result.record
-    line = (f"wrote {result.output} ({r['iterations']} steps, stop: {r['stop_reason']}, "
-            f"{r['seconds']:.1f} s on {r['device']})")
+    reason = {"auto": "automatic stop", "budget": "step budget reached",
+              "interrupted": "interrupted"}.get(r["stop_reason"], r["stop_reason"])
+    line = (f"wrote {result.output} ({r['iterations']} steps, {reason}; image from step "
+            f"{r['returned_iteration']}; {r['seconds']:.1f} s on {r['device']})")
     m = r.get("metrics")
     if m:
         line += f"\n  PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"

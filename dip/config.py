@@ -68,9 +68,18 @@ class OptimConfig:
 
 @dataclass
 class StopConfig:
-    """When to stop (``fixed``: run ``optim.iters`` steps)."""
+    """When to stop: ``auto`` (variance-based detection, :class:`dip.stopping.VarianceStop`)
+    or ``fixed`` (run all ``optim.iters`` steps)."""
 
-    rule: str = "fixed"
+    rule: str = "auto"
+    #: outputs in the running variance (ES-WMV's W)
+    window: int = 100
+    #: steps without a new variance minimum before stopping (ES-WMV's P)
+    patience: int = 1000
+    #: patience grows to patience_ratio x (step of the minimum) when that is larger
+    patience_ratio: float = 0.0
+    #: the image kept at the minimum: output | average | window
+    returns: str = "average"
 
 
 @dataclass

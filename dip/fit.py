@@ -24,13 +24,15 @@ MAX_CONSECUTIVE_RESTORES = 20
 
 @dataclass
 class Progress:
-    """What a callback sees after each step. ``estimate`` is a live tensor: copy to keep it."""
+    """What a callback sees after each step. ``estimate`` (the image the fit would return now)
+    and ``output`` (this step's raw network output) are live tensors: copy to keep them."""
 
     step: int
     total: int
     loss: float
     estimate: torch.Tensor
     psnr: float | None = None
+    output: torch.Tensor | None = None
 
 
 @dataclass
@@ -41,11 +43,13 @@ class FitResult:
         image: ``(1, C, H, W)`` float32 in [0, 1], on the fit's device.
         iterations: steps run.
         returned_iteration: the step whose estimate ``image`` is.
-        stop_reason: ``budget`` | ``rule`` (the stop rule fired) | ``interrupted``.
+        stop_reason: ``budget`` | the stop rule's name when it fired (``auto``) |
+            ``interrupted``.
         peak_psnr, peak_iteration: best PSNR of the estimate against the reference and when
             (None without a reference).
-        history: ``step``, ``loss`` and, with a reference, ``psnr`` sampled every
-            ``metrics_every`` steps; ``restores``: steps where the divergence guard acted.
+        history: ``step``, ``loss``, the stop rule's ``variance`` (once its window is full) and,
+            with a reference, ``psnr``, sampled every ``metrics_every`` steps; ``restores``:
+            steps where the divergence guard acted.
     """
 
     image: torch.Tensor
@@ -151,18 +155,22 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
                 else:
                     estimate = out.clone() if average > 0 else out
 
-            if step % metrics_every == 0 or step == iters:
+            stop = stop_rule.update(step, out, estimate)
+            if step % metrics_every == 0 or step == iters or stop:
                 history["step"].append(step)
                 history["loss"].append(loss_value)
+                signal = getattr(stop_rule, "variance", None)
+                if signal is not None:
+                    history.setdefault("variance", []).append(float(signal))
                 if metric is not None:
                     psnr = metric(estimate)
                     history["psnr"].append(psnr)
                     if peak_psnr is None or psnr > peak_psnr:
                         peak_psnr, peak_iteration = psnr, step
             if callback is not None:
-                callback(Progress(step, iters, loss_value, estimate, psnr))
-            if stop_rule.update(step, estimate):
-                stop_reason = "rule"
+                callback(Progress(step, iters, loss_value, estimate, psnr, out))
+            if stop:
+                stop_reason = stop_rule.name
                 break
     except KeyboardInterrupt:
         # Ctrl-C: keep what we have; the caller decides whether to write it.
@@ -173,6 +181,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     returned_iteration, image = step, estimate
     if stop_rule.chosen is not None:
         returned_iteration, image = stop_rule.chosen
+    # With a stop rule the returned image is the rule's choice even when the budget ran out
+    # first: the best moment it found so far.
     return FitResult(image.detach().clamp(0, 1), step, returned_iteration, stop_reason,
                      peak_psnr, peak_iteration,
                      {k: v for k, v in history.items() if v or k != "psnr"})

@@ -120,7 +120,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
             mask: str | os.PathLike | None = None, mask_keeps: bool = False,
             factor: int | None = None, config: str | os.PathLike | dict | None = None,
             overrides: list[str] | tuple = (), iters: int | None = None,
-            seed: int | None = None, device: str | None = None,
+            stop: str | None = None, seed: int | None = None, device: str | None = None,
             reference: str | os.PathLike | None = None, save_every: int | None = None,
             overwrite: bool = False, write: bool = True,
             max_pixels: int = image.DEFAULT_MAX_PIXELS,
@@ -136,7 +136,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         factor: superres only: 2, 4 or 8.
         config: a YAML file, or a mapping of (dotted or nested) config keys.
         overrides: ``key.path=value`` strings, as ``--set``.
-        iters, seed, device, save_every: as the CLI flags (None: from the config).
+        iters, stop, seed, device, save_every: as the CLI flags (None: from the config).
         reference: the clean image, to report PSNR/SSIM (never used to fit).
         overwrite: replace an existing output.
         write: False runs without writing anything (the result is returned).
@@ -152,8 +152,11 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     files = [config] if isinstance(config, (str, os.PathLike)) else []
     base = [config] if isinstance(config, dict) else []
     cfg = resolve(task, files, overrides, base=base, explicit={
-        "optim.iters": iters, "seed": seed, "device": device, "factor": factor,
-        "output.save_every": save_every})
+        "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
+        "factor": factor, "output.save_every": save_every})
+    stop_rule = build_stop_rule(cfg.stop.rule, window=cfg.stop.window,
+                                patience=cfg.stop.patience, returns=cfg.stop.returns,
+                                patience_ratio=cfg.stop.patience_ratio)
     if task == "inpaint" and mask is None:
         raise InputError("inpaint needs a mask (--mask FILE)")
     if task != "inpaint" and mask is not None:
@@ -229,7 +232,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         result = fit(net, code, operator, observation, iters=cfg.optim.iters, lr=cfg.optim.lr,
                      average=cfg.optim.average, perturb_std=cfg.input.perturb_std,
                      guard=cfg.optim.guard, generator=generator,
-                     stop_rule=build_stop_rule(cfg.stop.rule), metric=metric,
+                     stop_rule=stop_rule, metric=metric,
                      metrics_every=cfg.output.metrics_every, callback=on_step)
     except torch.cuda.OutOfMemoryError:
         raise RunError(f"out of GPU memory on {dev} for a {problem.out_size[1]}x"

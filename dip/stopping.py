@@ -1,8 +1,9 @@
 """Stop rules: when to end the fit, and which estimate to return.
 
-A rule sees the estimate after every step and answers "stop now?". A rule that prefers an
-earlier estimate than the last one exposes it as ``chosen`` (step, image); otherwise the fit
-returns its current estimate. New rules register in :data:`STOP_RULES`.
+A rule sees every step's raw network output and the fit's current estimate (the output average)
+and answers "stop now?". A rule that prefers an earlier image than the last one exposes it as
+``chosen`` (step, image); otherwise the fit returns its current estimate. Rules register in
+:data:`STOP_RULES` under the name ``stop.rule`` takes.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from dip.errors import ConfigError
 
 
 class StopRule:
-    """Interface. ``update`` is called once per step with the estimate the fit would return."""
+    """Interface. ``update`` is called once per step, after the optimiser's step."""
 
     name = "base"
 
-    def update(self, step: int, estimate: torch.Tensor) -> bool:
-        """Return True to stop after ``step``."""
+    def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
+        """Return True to stop after ``step``.
+
+        Args:
+            output: this step's raw network output ``(1, C, H, W)``.
+            estimate: the image the fit would return now (the output average).
+        """
         raise NotImplementedError
 
     @property
@@ -34,18 +40,134 @@ class FixedBudget(StopRule):
 
     name = "fixed"
 
-    def update(self, step: int, estimate: torch.Tensor) -> bool:
+    def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
         return False
 
 
+class VarianceStop(StopRule):
+    """ES-WMV: stop at the minimum of the outputs' running variance, without ground truth.
+
+    Wang, Li, Zhuang, Chen, Liang, Sun, "Early Stopping for Deep Image Prior", TMLR 2023
+    (arXiv 2112.06074), Alg. 1. Over the last ``window`` outputs x_i,
+
+        VAR_t = (1/W) Σ_i ‖x_i − x̄‖² / N,
+
+    which is U-shaped over the fit like the PSNR curve upside down: it falls while the network
+    learns the image and rises once it starts to fit the corruption. The rule remembers the
+    image at each new minimum of VAR_t and stops when ``patience`` steps bring no new minimum.
+
+    The variance is kept with a sliding-window Welford update (O(N) per step, a ring buffer of
+    ``window`` frames written once each) and recomputed exactly every ``window`` steps to drop
+    float32 drift. The minimum is tracked on the device with ``torch.where``, so the rule reads
+    a value back to the host only every ``check_every`` steps, not every step.
+
+    Args:
+        window: W, outputs in the variance (the paper: 100).
+        patience: P, steps without a new minimum before stopping (the paper: 1000).
+        patience_ratio: if > 0, the patience grows with the minimum's step t*: stop after
+            ``max(patience, patience_ratio * t*)`` steps without a new minimum, so a run whose
+            best moment comes late also waits proportionally longer for a better one.
+        returns: the image to keep at the minimum: ``output`` (the raw iterate, as the paper),
+            ``average`` (the fit's output average at that step), or ``window`` (the mean of the
+            W outputs in the window).
+        check_every: how often to read the minimum's step back to decide whether to stop.
+    """
+
+    name = "auto"
+    RETURNS = ("output", "average", "window")
+
+    def __init__(self, window: int = 100, patience: int = 1000, returns: str = "average",
+                 patience_ratio: float = 0.0, check_every: int = 10) -> None:
+        if window < 2:
+            raise ConfigError(f"config key 'stop.window' must be >= 2, got {window}")
+        if patience < 1:
+            raise ConfigError(f"config key 'stop.patience' must be >= 1, got {patience}")
+        if returns not in self.RETURNS:
+            raise ConfigError(f"config key 'stop.returns' must be one of "
+                              f"{', '.join(self.RETURNS)}, got {returns!r}")
+        if patience_ratio < 0:
+            raise ConfigError(f"config key 'stop.patience_ratio' must be >= 0, got "
+                              f"{patience_ratio}")
+        self.window, self.patience, self.returns = window, patience, returns
+        self.patience_ratio = patience_ratio
+        self.check_every = max(1, check_every)
+        self.count = 0
+        self.frames: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None  # Σ_i ‖x_i − x̄‖² over the window (a 0-d tensor)
+        self.best_var: torch.Tensor | None = None
+        self.best_step: torch.Tensor | None = None
+        self.best_image: torch.Tensor | None = None
+        #: the latest VAR_t as a 0-d tensor (None until the window is full)
+        self.variance: torch.Tensor | None = None
+
+    def _start(self, x: torch.Tensor) -> None:
+        self.frames = torch.empty((self.window, *x.shape), dtype=x.dtype, device=x.device)
+        self.mean = torch.zeros_like(x)
+        self.m2 = torch.zeros((), dtype=x.dtype, device=x.device)
+        self.best_var = torch.full((), float("inf"), dtype=x.dtype, device=x.device)
+        self.best_step = torch.zeros((), dtype=torch.long, device=x.device)
+        self.best_image = torch.zeros_like(x)
+
+    @torch.no_grad()
+    def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
+        x = output.detach()
+        if self.frames is None:
+            self._start(x)
+        slot = self.count % self.window
+        if self.count < self.window:  # filling the window: plain Welford
+            n = self.count + 1
+            delta = x - self.mean
+            self.mean += delta / n
+            self.m2 += (delta * (x - self.mean)).sum()
+        else:  # sliding: x replaces the oldest frame
+            old = self.frames[slot]
+            new_mean = self.mean + (x - old) / self.window
+            self.m2 += ((x - old) * (x - new_mean + old - self.mean)).sum()
+            self.mean = new_mean
+        self.frames[slot].copy_(x)
+        self.count += 1
+        if self.count % self.window == 0:  # exact recompute: no drift over thousands of steps
+            torch.mean(self.frames, dim=0, out=self.mean)
+            self.m2 = ((self.frames - self.mean) ** 2).sum()
+        if self.count < self.window:
+            return False
+
+        self.variance = self.m2.clamp(min=0) / (self.window * x.numel())
+        is_min = self.variance < self.best_var
+        candidate = {"output": x, "average": estimate, "window": self.mean}[self.returns]
+        self.best_var = torch.where(is_min, self.variance, self.best_var)
+        self.best_step = torch.where(is_min, torch.full_like(self.best_step, step),
+                                     self.best_step)
+        self.best_image = torch.where(is_min, candidate, self.best_image)
+        if step % self.check_every:
+            return False
+        best = int(self.best_step)
+        return step - best >= self.patience_after(best)
+
+    def patience_after(self, best_step: int) -> int:
+        """Steps to wait for a new minimum after one found at ``best_step``."""
+        return max(self.patience, int(self.patience_ratio * best_step))
+
+    @property
+    def chosen(self) -> tuple[int, torch.Tensor] | None:
+        if self.best_step is None or self.count < self.window:
+            return None
+        return int(self.best_step), self.best_image
+
+
 STOP_RULES: dict[str, Callable[..., StopRule]] = {
+    "auto": VarianceStop,
     "fixed": FixedBudget,
 }
 
 
 def build_stop_rule(name: str, **options) -> StopRule:
+    """Build the rule registered under ``name`` with its options (``window``, ...)."""
     try:
         factory = STOP_RULES[name]
     except KeyError:
         raise ConfigError(f"unknown stop.rule {name!r}; known: {', '.join(STOP_RULES)}") from None
+    if factory is FixedBudget:
+        options = {}
     return factory(**options)

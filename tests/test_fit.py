@@ -91,7 +91,9 @@ def test_reference_metric_records_the_peak() -> None:
 
 def test_a_stop_rule_ends_the_fit_and_may_choose_the_image() -> None:
     class StopAtThree(StopRule):
-        def update(self, step: int, estimate: torch.Tensor) -> bool:
+        name = "three"
+
+        def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
             if step == 2:
                 self.kept = estimate.clone()
             return step == 3
@@ -104,7 +106,7 @@ def test_a_stop_rule_ends_the_fit_and_may_choose_the_image() -> None:
     rule = StopAtThree()
     result = fit(net, z, operators.Identity(), synthetic(32), iters=50, generator=g,
                  stop_rule=rule)
-    assert (result.iterations, result.returned_iteration, result.stop_reason) == (3, 2, "rule")
+    assert (result.iterations, result.returned_iteration, result.stop_reason) == (3, 2, "three")
     assert torch.equal(result.image, rule.kept.clamp(0, 1))
 
 

@@ -1,0 +1,149 @@
+"""The automatic stop rule: its variance is the paper's, it only observes, it stops in time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import psnr, synthetic
+
+from dip import fit, operators
+from dip.cli.main import cli
+from dip.errors import ConfigError
+from dip.inputs import make_code
+from dip.nets import build_net
+from dip.stopping import STOP_RULES, VarianceStop, build_stop_rule
+
+
+def _frames(n: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # a drifting image with a wobble: mean and spread change over time
+    return [torch.rand(1, 3, 8, 8, generator=g) * (0.2 + i / n) + i / (2 * n) for i in range(n)]
+
+
+@pytest.mark.parametrize("window", [2, 5, 16])
+def test_running_variance_matches_the_definition(window: int) -> None:
+    frames = _frames(70)
+    rule = VarianceStop(window=window, patience=10 ** 6)
+    for step, x in enumerate(frames, start=1):
+        rule.update(step, x, x)
+        if step < window:
+            assert rule.variance is None
+            continue
+        recent = torch.stack(frames[step - window:step])
+        # VAR_t = (1/W) Σ ‖x_i − x̄‖² / N  (ES-WMV, Wang et al.)
+        expected = ((recent - recent.mean(0)) ** 2).sum() / (window * frames[0].numel())
+        assert rule.variance.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-9)
+
+
+def test_the_rule_keeps_the_image_at_the_minimum_and_stops_after_patience() -> None:
+    # Frames that settle (variance falls) until step 30, then wander off (variance rises).
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 4, 4, generator=g)
+    rule = VarianceStop(window=5, patience=20, returns="output", check_every=1)
+    fired = None
+    for step in range(1, 200):
+        spread = 1.0 / step if step <= 30 else (step - 30) * 0.01
+        x = base + spread * torch.randn(1, 1, 4, 4, generator=g)
+        if rule.update(step, x, x):
+            fired = step
+            break
+    best_step, image = rule.chosen
+    assert 25 <= best_step <= 35
+    assert fired == best_step + 20
+
+
+def _small_fit(rule, iters: int = 1500):
+    clean = synthetic(32)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * 25 / 255).clamp(0, 1)
+    torch.manual_seed(0)
+    net = build_net("skip", 8, 3, channels_down=[32] * 3, channels_up=[32] * 3,
+                    channels_skip=[4] * 3)
+    g = torch.Generator().manual_seed(0)
+    z = make_code("noise", 8, (32, 32), 0.1, g)
+    result = fit(net, z, operators.Identity(), noisy, iters=iters, average=0.9, generator=g,
+                 stop_rule=rule, metric=lambda e: psnr(e, clean), metrics_every=1)
+    return result, clean, noisy
+
+
+def test_auto_stops_before_the_budget_near_the_oracles_best() -> None:
+    result, clean, noisy = _small_fit(VarianceStop(window=20, patience=50))
+    assert result.stop_reason == "auto"
+    assert result.iterations < 1500  # it did not need the budget
+    assert result.returned_iteration <= result.iterations - 50
+    got = psnr(result.image, clean)
+    # Margin stated: within 3 dB of the best the run ever reached, and a real restoration.
+    assert got >= result.peak_psnr - 3.0
+    assert got >= psnr(noisy, clean) + 4.0
+    assert "variance" in result.history
+
+
+def test_the_rule_only_observes_auto_equals_the_fixed_runs_choice() -> None:
+    auto, _, _ = _small_fit(VarianceStop(window=20, patience=50))
+    observer = VarianceStop(window=20, patience=50)
+    # the same fit without a stop rule, with the observer fed its outputs
+    clean = synthetic(32)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * 25 / 255).clamp(0, 1)
+    torch.manual_seed(0)
+    net = build_net("skip", 8, 3, channels_down=[32] * 3, channels_up=[32] * 3,
+                    channels_skip=[4] * 3)
+    g = torch.Generator().manual_seed(0)
+    z = make_code("noise", 8, (32, 32), 0.1, g)
+    fit(net, z, operators.Identity(), noisy, iters=auto.iterations, average=0.9, generator=g,
+        callback=lambda p: observer.update(p.step, p.output, p.estimate))
+    step, image = observer.chosen
+    assert step == auto.returned_iteration
+    assert torch.equal(image.clamp(0, 1), auto.image)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(window=1), "stop.window"), (dict(patience=0), "stop.patience"),
+    (dict(returns="best"), "stop.returns"), (dict(patience_ratio=-1), "stop.patience_ratio")])
+def test_invalid_rule_options(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_stop_rule("auto", **options)
+
+
+def test_registry_and_unknown_rule() -> None:
+    assert set(STOP_RULES) == {"auto", "fixed"}
+    with pytest.raises(ConfigError, match="known: auto, fixed"):
+        build_stop_rule("oracle")
+
+
+def test_patience_can_grow_with_the_minimums_step() -> None:
+    rule = VarianceStop(window=5, patience=100, patience_ratio=0.5)
+    assert rule.patience_after(50) == 100 and rule.patience_after(1000) == 500
+
+
+# --- through the command line ------------------------------------------------------------------
+
+def _cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_stop_fixed_runs_exactly_iters(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "f.png"
+    result = _cli("denoise", noisy_png, "-o", out, "--stop", "fixed", "--iters", 30,
+                  "--set", "stop.window=5", "--set", "stop.patience=2", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "f.png.json").read_text())
+    assert (record["iterations"], record["stop_reason"]) == (30, "budget")
+    assert record["returned_iteration"] == 30
+
+
+def test_stop_auto_records_where_it_stopped_and_what_it_returned(tmp_path: Path,
+                                                                noisy_png: Path) -> None:
+    out = tmp_path / "a.png"
+    result = _cli("denoise", noisy_png, "-o", out, "--iters", 300, "--set", "stop.window=5",
+                  "--set", "stop.patience=10", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a.png.json").read_text())
+    assert record["stop_reason"] == "auto" and record["iterations"] < 300
+    assert record["returned_iteration"] <= record["iterations"] - 10
+    assert record["config"]["stop"]["rule"] == "auto"
+    assert "automatic stop" in result.output
