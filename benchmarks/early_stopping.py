@@ -141,7 +141,7 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
         if not live_fired:  # the budget ran out first: the rule returns its best so far
             chosen = live.chosen
             live_fired.update(stop=None, returned=chosen[0] if chosen else None,
-                              psnr=metrics.psnr(chosen[1].clamp(0, 1), ref) if chosen
+                              psnr=metrics.psnr(chosen[1].clamp(0, 1).cpu(), ref) if chosen
                               else curves["psnr_average"][-1])
     return {"task": task, "image": name, "size": list(ref.shape[-2:]), "iters": len(
         curves["psnr_average"]), "seconds": seconds, "rule_seconds": rule_seconds,

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 from tqdm import tqdm
 
 import dip
-from dip import image, operators
-from dip.errors import DipError, InputError
+from dip import image
+from dip.errors import DipError
 from dip.fit import Progress
 from dip.runner import Restoration, record_path
 
@@ -167,12 +166,13 @@ def inpaint(input_path: Path, mask: Path, mask_keeps: bool, **options) -> None:
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--factor", type=click.Choice(["2", "4", "8"]), default="4", show_default=True,
-              help="The result is FACTOR times larger in each dimension.")
+@click.option("--factor", type=click.Choice(["2", "4", "8"]),
+              help="The result is FACTOR times larger in each dimension [default: 4, or the "
+                   "config's factor].")
 @run_options
-def superres(input_path: Path, factor: str, **options) -> None:
+def superres(input_path: Path, factor: str | None, **options) -> None:
     """Enlarge INPUT FACTOR times (no ground truth needed)."""
-    _run("superres", input_path, factor=int(factor), **options)
+    _run("superres", input_path, factor=int(factor) if factor else None, **options)
 
 
 @cli.command()
@@ -191,43 +191,14 @@ def superres(input_path: Path, factor: str, **options) -> None:
 def corrupt(clean: Path, output: Path, sigma: float | None, drop_pixels: float | None,
             downscale: str | None, seed: int, overwrite: bool) -> None:
     """Make a test input from a CLEAN image: exactly one of --noise, --drop-pixels, --downscale."""
-    chosen = [name for name, v in (("--noise", sigma), ("--drop-pixels", drop_pixels),
-                                   ("--downscale", downscale)) if v is not None]
-    if len(chosen) != 1:
-        raise click.UsageError("give exactly one of --noise, --drop-pixels, --downscale"
-                               + (f" (got {', '.join(chosen)})" if chosen else ""))
-    picture = image.load_image(clean)
-    image.output_format(output)
-    mask_path = output.with_name(f"{output.stem}_mask.png") if drop_pixels is not None else None
-    for path in filter(None, (output, mask_path)):
-        if path.exists() and path.resolve() == clean.resolve():
-            raise InputError(f"output {path} is the input file; choose another output name")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists; use --overwrite to replace it")
-
-    generator = torch.Generator().manual_seed(seed)
-    if sigma is not None:
-        result = picture.with_pixels(operators.add_noise(picture.pixels, sigma, generator))
-    elif drop_pixels is not None:
-        pixels, known = operators.drop_pixels(picture.pixels, drop_pixels, generator)
-        result = picture.with_pixels(pixels)
-        image.save_image(image.Picture(1 - known), mask_path)
-    else:
-        k = int(downscale)
-        h, w = operators.valid_superres_size(*picture.size, k)
-        if h == 0 or w == 0:
-            raise InputError(f"{clean} is too small to downscale {k} times")
-        cropped = picture.pixels[..., :h, :w]
-        alpha = picture.alpha[..., :h, :w] if picture.alpha is not None else None
-        small = (h // k, w // k)
-        result = image.Picture(image.resize(cropped, small, "lanczos"),
-                               None if alpha is None else image.resize(alpha, small, "lanczos"),
-                               picture.bits)
-        if (h, w) != picture.size:
-            click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of {k}) before "
-                       f"downscaling; compare results with that crop", err=True)
-    image.save_image(result, output)
-    click.echo(f"wrote {output}" + (f" and {mask_path}" if mask_path else ""))
+    written = dip.corrupt(clean, output, noise=sigma, drop_pixels=drop_pixels,
+                          downscale=int(downscale) if downscale else None, seed=seed,
+                          overwrite=overwrite)
+    if "cropped_to" in written:
+        h, w = written["cropped_to"]
+        click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of {downscale}) before "
+                   f"downscaling; compare results with that crop", err=True)
+    click.echo(f"wrote {output}" + (f" and {written['mask']}" if "mask" in written else ""))
 
 
 def main() -> None:

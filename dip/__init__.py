@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from dip.errors import ConfigError, DipError, InputError, RunError  # noqa: E402
 from dip.fit import FitResult, Progress, fit  # noqa: E402
-from dip.runner import Restoration, restore  # noqa: E402
+from dip.runner import Restoration, corrupt, restore  # noqa: E402
 
 __all__ = ["ConfigError", "DipError", "FitResult", "InputError", "Progress", "Restoration",
-           "RunError", "__version__", "fit", "restore"]
+           "RunError", "__version__", "corrupt", "fit", "restore"]

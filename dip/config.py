@@ -145,6 +145,12 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"config key '{key}' expects a list of {_TYPE_NAMES[item]}s, "
                               f"got {value!r}")
         return [_check_value(key, v, item) for v in value]
+    if tp is float and isinstance(value, str):
+        # PyYAML reads YAML 1.1, where "1e-3" (no dot) is a string, not a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     ok = (isinstance(value, bool) if tp is bool
           else isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float
           else isinstance(value, int) and not isinstance(value, bool) if tp is int
@@ -188,6 +194,13 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
     if 0 < cfg.optim.guard <= 1:
         raise ConfigError(f"config key 'optim.guard' must be 0 (off) or > 1, got {cfg.optim.guard}")
+    for key in ("net.kernel_down", "net.kernel_up", "net.kernel_skip"):
+        value = getattr(cfg.net, key.split(".")[1])
+        if value < 1 or value % 2 == 0:
+            raise ConfigError(f"config key '{key}' must be an odd size >= 1 (the output keeps "
+                              f"the input's size), got {value}")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise ConfigError(f"config key 'seed' must be in 0 .. 2**63-1, got {cfg.seed}")
     if cfg.factor not in FACTORS:
         raise ConfigError(f"config key 'factor' must be one of {', '.join(map(str, FACTORS))}, "
                           f"got {cfg.factor}")
@@ -252,6 +265,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got "
                           f"{type(data).__name__}")
+    if {"config", "versions", "task"} <= data.keys() and isinstance(data["config"], dict):
+        return data["config"]  # a record written by dip: reproduce its run
     return data
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -176,21 +178,27 @@ def output_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def save_image(picture: Picture, path: str | os.PathLike) -> Path:
-    """Write ``picture`` to ``path`` atomically; the format follows the extension.
+def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryIO], None]:
+    """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
     16-bit output is kept for grey PNG/TIFF; alpha is re-attached where the format holds it.
-    Missing parent folders are created.
     """
-    path = Path(path)
     fmt = output_format(path)
     bits = picture.bits if fmt in ("PNG", "TIFF") else 8
     img = _to_pil(picture.pixels, bits)
     if picture.alpha is not None and fmt in ("PNG", "TIFF", "WEBP") and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
+    return lambda f: img.save(f, format=fmt)
+
+
+def save_image(picture: Picture, path: str | os.PathLike) -> Path:
+    """Write ``picture`` to ``path`` atomically; the format follows the extension. Missing
+    parent folders are created."""
+    path = Path(path)
+    writer = image_writer(picture, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: img.save(f, format=fmt))
+    write_atomic(path, writer)
     return path
 
 
@@ -200,17 +208,28 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    write_all_atomic([(Path(path), write)])
+
+
+def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> None:
+    """Write every file to a temporary name beside it, and only when all succeeded rename them
+    into place: a result never appears without its record, nor half-written."""
+    temps: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        # mkstemp makes the file private (0600); give it the permissions of a normal new file.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        for path, write in files:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            # mkstemp makes the file private (0600); give it a normal new file's permissions.
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, (path, _) in zip(temps, files):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -54,13 +54,13 @@ def lanczos_kernel(factor: int, support: int = 2) -> torch.Tensor:
     """The paper's "lanczos2" anti-aliasing kernel for downsampling by ``factor``.
 
     Separable Lanczos window with ``support`` lobes, stretched by ``factor``, sampled at the
-    half-pixel phase 0.5, i.e. the paper's kernel of width ``4*factor + 1`` at phase 0.5,
-    which has ``4*factor`` taps per axis. Normalised to sum to 1.
+    half-pixel phase 0.5: for support 2 the paper's kernel of width ``4*factor + 1`` at phase
+    0.5, which has ``4*factor`` taps per axis. Normalised to sum to 1.
 
     Shape:
-        - Output: ``(4*factor, 4*factor)``
+        - Output: ``(2*support*factor, 2*support*factor)``
     """
-    taps = 4 * factor
+    taps = 2 * support * factor
     # Tap positions relative to the kernel centre, on the half-pixel grid (phase 0.5).
     offsets = (torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2) / factor
     lobe = torch.special.sinc(offsets) * torch.special.sinc(offsets / support)

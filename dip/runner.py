@@ -112,8 +112,41 @@ def record_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
+def prepare_outputs(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
+    """Check, before any work, that ``outputs`` can be written: a known image or record
+    extension, a writable folder (created if missing), not one of the files the run ``reads``,
+    and not already there unless ``overwrite``.
+
+    Raises:
+        InputError: with the path and what to do.
+    """
+    read = {p.resolve() for p in reads if p.exists()}
+    for path in outputs:
+        if path.suffix.lower() != ".json":
+            image.output_format(path)
+        if path.resolve() in read:
+            raise InputError(f"output {path} is one of the run's input files; choose another "
+                             f"output name")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} already exists; use --overwrite to replace it")
+        if path.is_dir():
+            raise InputError(f"output {path} is a folder; give a file name such as "
+                             f"{path / 'result.png'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the folder for output {path}: "
+                             f"{exc.strerror or exc}") from None
+        if not os.access(path.parent, os.W_OK):
+            raise InputError(f"cannot write to the folder {path.parent}")
+
+
+def write_outputs(files: list[tuple[Path, Callable]]) -> None:
+    """Write a result and its record together, atomically; a failure is one clear error."""
+    try:
+        image.write_all_atomic(files)
+    except OSError as exc:
+        raise RunError(f"cannot write {files[0][0]}: {exc.strerror or exc}") from None
 
 
 def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | None = None,
@@ -166,12 +199,14 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     picture = image.load_image(input_path, max_pixels=max_pixels)
     out_path = Path(output) if output is not None else default_output(input_path, task)
     image.output_format(out_path)
+    snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
     if write:
-        if input_path.exists() and out_path.exists() and _same_file(input_path, out_path):
-            raise InputError(f"output {out_path} is the input file; choose another output name")
-        for path in (out_path, record_path(out_path)):
-            if path.exists() and not overwrite:
-                raise InputError(f"{path} already exists; use --overwrite to replace it")
+        reads = [input_path] + [Path(p) for p in (mask, reference) if p is not None]
+        prepare_outputs([out_path, record_path(out_path)], reads, overwrite)
+        if (cfg.output.save_every and snapshots.exists() and any(snapshots.iterdir())
+                and not overwrite):
+            raise InputError(f"snapshot folder {snapshots} is not empty; use --overwrite to "
+                             f"replace its files")
 
     known = (image.load_mask(mask, picture.size, keeps=mask_keeps, max_pixels=max_pixels)
              if mask is not None else None)
@@ -188,6 +223,12 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
             raise InputError(f"reference {reference} has {ref.shape[1]} channel(s), the input "
                              f"{picture.pixels.shape[1]}; both must be grey or both colour")
 
+    out_pixels = problem.out_size[0] * problem.out_size[1]
+    if out_pixels > max_pixels:
+        raise InputError(f"the result would be {problem.out_size[1]}x{problem.out_size[0]} = "
+                         f"{out_pixels / 1e6:.1f} MP, above the limit of {max_pixels / 1e6:.1f} "
+                         f"MP (raise it with --max-pixels)")
+
     dev = resolve_device(cfg.device)
     observation = problem.observation.to(dev)
     operator = problem.operator.to(dev)
@@ -196,7 +237,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
 
     # Every random draw comes from the run's seed: the weights through a forked global RNG (so
     # the caller's RNG state is untouched), the code and its perturbations from a generator.
-    with torch.random.fork_rng(devices=[]):
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(cfg.seed)
         net = build_net(cfg.net.name, cfg.input.channels, channels,
                         channels_down=cfg.net.channels_down, channels_up=cfg.net.channels_up,
@@ -215,8 +257,6 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         def metric(estimate: torch.Tensor) -> float:
             return metrics.psnr(estimate, ref_dev)
 
-    snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
-
     alpha = picture.alpha
     if alpha is not None and task == "superres":
         alpha = image.resize(alpha, problem.out_size, "bicubic")
@@ -224,7 +264,11 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     def on_step(p: Progress) -> None:
         if snapshots is not None and cfg.output.save_every and p.step % cfg.output.save_every == 0:
             snap = image.Picture(p.estimate.detach().float().cpu(), alpha, picture.bits)
-            image.save_image(snap, snapshots / f"step_{p.step:06d}.png")
+            try:
+                image.save_image(snap, snapshots / f"step_{p.step:06d}.png")
+            except OSError as exc:
+                raise RunError(f"cannot write a snapshot into {snapshots}: "
+                               f"{exc.strerror or exc}") from None
         if progress is not None:
             progress(p)
 
@@ -234,10 +278,14 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
                      guard=cfg.optim.guard, generator=generator,
                      stop_rule=stop_rule, metric=metric,
                      metrics_every=cfg.output.metrics_every, callback=on_step)
-    except torch.cuda.OutOfMemoryError:
-        raise RunError(f"out of GPU memory on {dev} for a {problem.out_size[1]}x"
-                       f"{problem.out_size[0]} result; use a smaller image, --device cpu, or "
-                       f"narrower layers (--set net.channels_down=[64,64,64,64,64] ...)") from None
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise RunError(f"out of memory on {dev} for a {problem.out_size[1]}x"
+                       f"{problem.out_size[0]} result; use a smaller image, "
+                       f"{'--device cpu, ' if dev.type != 'cpu' else ''}or narrower layers "
+                       f"(--set net.channels_down=[64,64,64,64,64] "
+                       f"--set net.channels_up=[64,64,64,64,64])") from None
 
     pixels = result.image.float().cpu()
     restored = image.Picture(pixels, alpha, picture.bits)
@@ -267,10 +315,69 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
 
     if write:
-        image.save_image(restored, out_path)
-        text = json.dumps(record, indent=2) + "\n"
-        image.write_atomic(record_path(out_path), lambda f: f.write(text.encode()))
+        text = (json.dumps(record, indent=2) + "\n").encode()
+        write_outputs([(out_path, image.image_writer(restored, out_path)),
+                       (record_path(out_path), lambda f: f.write(text))])
     return Restoration(restored, record, out_path if write else None, result)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, noise: float | None = None,
+            drop_pixels: float | None = None, downscale: int | None = None, seed: int = 0,
+            overwrite: bool = False) -> dict[str, Path]:
+    """Make a test input from a clean image: exactly one of ``noise`` (Gaussian, sigma in 0-255
+    units), ``drop_pixels`` (fraction of pixels removed; also writes ``{stem}_mask.png``, white
+    = missing, ready for ``inpaint``) or ``downscale`` (2, 4 or 8, Lanczos as the paper; the
+    clean image is first cropped to a multiple of the factor).
+
+    Returns:
+        ``{"image": path}`` plus ``"mask"`` for drop_pixels and ``"cropped_to"`` (H, W) when
+        downscaling had to crop.
+    """
+    chosen = [name for name, v in (("noise", noise), ("drop_pixels", drop_pixels),
+                                   ("downscale", downscale)) if v is not None]
+    if len(chosen) != 1:
+        raise InputError("give exactly one of --noise, --drop-pixels, --downscale"
+                         + (f" (got {', '.join(chosen)})" if chosen else ""))
+    clean, output = Path(clean), Path(output)
+    picture = image.load_image(clean)
+    mask_path = output.with_name(f"{output.stem}_mask.png") if drop_pixels is not None else None
+    outputs = [output] + ([mask_path] if mask_path else [])
+    prepare_outputs(outputs, [clean], overwrite)
+
+    generator = torch.Generator().manual_seed(seed)
+    files = []
+    written: dict[str, Any] = {"image": output}
+    if noise is not None:
+        result = picture.with_pixels(operators.add_noise(picture.pixels, noise, generator))
+    elif drop_pixels is not None:
+        pixels, known = operators.drop_pixels(picture.pixels, drop_pixels, generator)
+        result = picture.with_pixels(pixels)
+        files.append((mask_path, image.image_writer(image.Picture(1 - known), mask_path)))
+        written["mask"] = mask_path
+    else:
+        if downscale not in (2, 4, 8):
+            raise InputError(f"downscale factor must be 2, 4 or 8, got {downscale}")
+        h, w = operators.valid_superres_size(*picture.size, downscale)
+        if h == 0 or w == 0:
+            raise InputError(f"{clean} is too small to downscale {downscale} times")
+        small = (h // downscale, w // downscale)
+        alpha = picture.alpha
+        result = image.Picture(
+            image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
+            None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"),
+            picture.bits)
+        if (h, w) != picture.size:
+            written["cropped_to"] = (h, w)
+    write_outputs([(output, image.image_writer(result, output))] + files)
+    return written
 
 
 def _metrics(task: str, pixels: torch.Tensor, ref: torch.Tensor, picture: image.Picture,

@@ -61,16 +61,31 @@ def test_default_output_name_is_stem_task_in_the_current_folder(tmp_path: Path,
     assert (work / "noisy_denoise.png").exists() and (work / "noisy_denoise.png.json").exists()
 
 
-def test_inpaint_writes_image_and_honours_mask_convention(tmp_path: Path, clean_png: Path) -> None:
+SMALL_NET = ["--set", "net.channels_down=[16,16,16]", "--set", "net.channels_up=[16,16,16]",
+             "--set", "net.channels_skip=[4,4,4]", "--stop", "fixed", "--device", "cpu", "-q"]
+
+
+def test_inpaint_fills_the_white_pixels_and_mask_keeps_flips_it(tmp_path: Path) -> None:
+    img = synthetic(32)
+    img[..., 8:16, 10:20] = 0  # a black hole, marked white in the mask
+    holed = save(img, tmp_path / "holed.png")
     mask = _mask(tmp_path)
-    result = invoke("inpaint", clean_png, "--mask", mask, "-o", tmp_path / "a.png", *FAST)
+    hole = np.asarray(Image.open(mask)) > 0
+
+    result = invoke("inpaint", holed, "--mask", mask, "-o", tmp_path / "a.png", "--iters", 150,
+                    *SMALL_NET)
     assert result.exit_code == 0, result.output
-    assert Image.open(tmp_path / "a.png").size == (32, 32)
+    filled = np.asarray(Image.open(tmp_path / "a.png"), dtype=float)
+    assert filled[hole].mean() > 100  # filled from its surroundings, not kept black
     record = json.loads((tmp_path / "a.png.json").read_text())
     assert record["task"] == "inpaint" and record["mask"].endswith("mask.png")
-    result = invoke("inpaint", clean_png, "--mask", mask, "--mask-keeps", "-o",
-                    tmp_path / "b.png", *FAST)
+
+    # Read the other way round, the black rectangle is the only known region: it stays black.
+    result = invoke("inpaint", holed, "--mask", mask, "--mask-keeps", "-o", tmp_path / "b.png",
+                    "--iters", 150, *SMALL_NET)
     assert result.exit_code == 0, result.output
+    kept = np.asarray(Image.open(tmp_path / "b.png"), dtype=float)
+    assert kept[hole].mean() < 50  # near black (0), far from the filled run's ~145
 
 
 def test_inpaint_help_states_the_mask_convention() -> None:
@@ -168,7 +183,7 @@ def test_file_mistakes(tmp_path: Path, noisy_png: Path, clean_png: Path) -> None
     before = noisy_png.read_bytes()
     cases = [
         (["denoise", tmp_path / "missing.png"], "input not found"),
-        (["denoise", noisy_png, "-o", noisy_png, "--overwrite"], "is the input file"),
+        (["denoise", noisy_png, "-o", noisy_png, "--overwrite"], "one of the run's input files"),
         (["inpaint", noisy_png, "--mask", _mask(tmp_path, (16, 16))], "same size"),
         (["denoise", noisy_png, "--reference", save(synthetic(16), tmp_path / "r.png")],
          "reference"),
@@ -178,6 +193,46 @@ def test_file_mistakes(tmp_path: Path, noisy_png: Path, clean_png: Path) -> None
     for args, message in cases:
         assert message in _one_line_error(invoke(*args, *FAST))
     assert noisy_png.read_bytes() == before  # the input is never touched
+
+
+def test_output_path_mistakes_are_caught_before_the_run(tmp_path: Path, noisy_png: Path,
+                                                      clean_png: Path) -> None:
+    blocker = tmp_path / "file.png"
+    blocker.write_bytes(b"x")
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", blocker / "x.png", *FAST))
+    assert "cannot create the folder" in line
+    mask = _mask(tmp_path)
+    before = mask.read_bytes()
+    line = _one_line_error(invoke("inpaint", noisy_png, "--mask", mask, "-o", mask,
+                                  "--overwrite", *FAST))
+    assert "one of the run's input files" in line and mask.read_bytes() == before
+    line = _one_line_error(invoke("denoise", noisy_png, "--reference", clean_png, "-o",
+                                  clean_png, "--overwrite", *FAST))
+    assert "one of the run's input files" in line
+
+
+def test_snapshots_do_not_replace_earlier_ones_without_overwrite(tmp_path: Path,
+                                                                 noisy_png: Path) -> None:
+    steps = tmp_path / "s_steps"
+    steps.mkdir()
+    (steps / "step_000002.png").write_bytes(b"old")
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", tmp_path / "s.png",
+                                  "--save-every", 2, *FAST))
+    assert "not empty" in line and (steps / "step_000002.png").read_bytes() == b"old"
+
+
+def test_superres_factor_can_come_from_the_config(tmp_path: Path) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    out = tmp_path / "big.png"
+    assert invoke("superres", small, "--set", "factor=2", "-o", out, *FAST).exit_code == 0
+    assert Image.open(out).size == (16, 16)
+
+
+def test_result_too_large_is_refused_before_the_run(tmp_path: Path) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    line = _one_line_error(invoke("superres", small, "--factor", 8, "--max-pixels", 1000,
+                                  *FAST))
+    assert "64x64" in line and "--max-pixels" in line
 
 
 def test_superres_rejects_a_factor_it_cannot_do(tmp_path: Path, clean_png: Path) -> None:
@@ -210,6 +265,14 @@ def test_corrupt_needs_exactly_one_corruption(tmp_path: Path, clean_png: Path) -
                                   "--downscale", 2))
     assert "exactly one of" in line
     assert not (tmp_path / "x.png").exists()
+
+
+def test_corrupt_is_one_python_call(tmp_path: Path, clean_png: Path) -> None:
+    import dip
+
+    written = dip.corrupt(clean_png, tmp_path / "h.png", drop_pixels=0.3, seed=4)
+    assert written == {"image": tmp_path / "h.png", "mask": tmp_path / "h_mask.png"}
+    assert Image.open(written["mask"]).size == (32, 32)
 
 
 def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:

@@ -87,3 +87,28 @@ def test_resolved_config_round_trips_through_its_record() -> None:
     cfg = config.resolve("inpaint", overrides=["net.upsample=nearest"])
     again = config.resolve("inpaint", base=[cfg.to_dict()])
     assert again == cfg
+
+
+def test_a_results_record_is_a_valid_config_file(tmp_path: Path) -> None:
+    import json
+
+    cfg = config.resolve("denoise", overrides=["optim.lr=0.003", "seed=9"])
+    record = tmp_path / "a.png.json"
+    record.write_text(json.dumps({"task": "denoise", "versions": {}, "config": cfg.to_dict()}))
+    assert config.resolve("denoise", [record]) == cfg
+
+
+def test_yaml_1_1_exponents_are_numbers() -> None:
+    # PyYAML reads "1e-3" as a string; a float key accepts it anyway
+    assert config.resolve("denoise", overrides=["optim.lr=1e-3"]).optim.lr == 0.001
+
+
+@pytest.mark.parametrize("override, message", [
+    ("net.kernel_up=2", "'net.kernel_up' must be an odd size"),
+    ("net.kernel_down=0", "'net.kernel_down' must be an odd size"),
+    ("seed=99999999999999999999", "'seed' must be in"),
+    ("seed=-1", "'seed' must be in"),
+])
+def test_values_the_network_cannot_take(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.resolve("denoise", overrides=[override])

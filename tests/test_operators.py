@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -51,6 +53,21 @@ def test_lanczos_kernel_is_normalised_symmetric_and_paper_sized(factor: int) -> 
     torch.testing.assert_close(k, k.T)
     # Lanczos-2 has negative lobes: it is not a box or a Gaussian.
     assert k.min() < 0
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_lanczos_kernel_values_follow_the_papers_formula(factor: int) -> None:
+    # The paper's kernel: width 4k+1, phase 0.5, taps i = 1..4k at distance
+    # d = |i + 0.5 - (4k+2)/2| / k, value support*sin(pi d)*sin(pi d/support)/(pi^2 d^2).
+    support, width = 2, 4 * factor + 1
+    centre = (width + 1) / 2
+    d = [abs(i + 0.5 - centre) / factor for i in range(1, width)]
+    lobe = [support * math.sin(math.pi * x) * math.sin(math.pi * x / support)
+            / (math.pi ** 2 * x ** 2) for x in d]
+    expected = torch.tensor([[a * b for b in lobe] for a in lobe])
+    expected /= expected.sum()
+    torch.testing.assert_close(operators.lanczos_kernel(factor), expected.float(),
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_downsample_keeps_constants_and_averages_out_fine_stripes() -> None:
