@@ -45,8 +45,9 @@ class FitResult:
         returned_iteration: the step whose estimate ``image`` is.
         stop_reason: ``budget`` | the stop rule's name when it fired (``auto``) |
             ``interrupted``.
-        peak_psnr, peak_iteration: best PSNR of the estimate against the reference and when
-            (None without a reference).
+        peak_psnr, peak_iteration: best PSNR against the reference, and when, of the kind of
+            image that is returned (the stop rule's candidate, else the output average),
+            sampled every ``metrics_every`` steps (None without a reference).
         history: ``step``, ``loss``, the stop rule's ``variance`` (once its window is full) and,
             with a reference, ``psnr``, sampled every ``metrics_every`` steps; ``restores``:
             steps where the divergence guard acted.
@@ -163,7 +164,10 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
                 if signal is not None:
                     history.setdefault("variance", []).append(float(signal))
                 if metric is not None:
-                    psnr = metric(estimate)
+                    # the kind of image that will be returned: the rule's candidate if it has
+                    # one (e.g. the window mean), else the output average
+                    candidate = stop_rule.candidate
+                    psnr = metric(candidate if candidate is not None else estimate)
                     history["psnr"].append(psnr)
                     if peak_psnr is None or psnr > peak_psnr:
                         peak_psnr, peak_iteration = psnr, step
