@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Default settings, automatic stop: about 4 minutes on a 2-core CPU, seconds on a GPU.
 demo: $(STAMP)
+	@echo "Denoising sample_images/landscape_noisy.png (128x128, sigma 25) until dip decides to stop..."
 	$(BIN)/dip denoise sample_images/landscape_noisy.png -o $(DEMO)/landscape_denoise.png \
-		--reference sample_images/landscape.png --iters 400 --overwrite
+		--reference sample_images/landscape.png --overwrite
 	@echo "Restored image: $(DEMO)/landscape_denoise.png (noisy input: sample_images/landscape_noisy.png)"
 
 test: $(STAMP)

@@ -73,13 +73,15 @@ class StopConfig:
 
     rule: str = "auto"
     #: outputs in the running variance (ES-WMV's W)
-    window: int = 100
+    window: int = 200
     #: steps without a new variance minimum before stopping (ES-WMV's P)
-    patience: int = 1000
+    patience: int = 200
     #: patience grows to patience_ratio x (step of the minimum) when that is larger
-    patience_ratio: float = 0.0
+    patience_ratio: float = 0.25
+    #: variance within this fraction of the minimum still counts as the minimum (flat valleys)
+    tolerance: float = 0.05
     #: the image kept at the minimum: output | average | window
-    returns: str = "average"
+    returns: str = "window"
 
 
 @dataclass

@@ -189,7 +189,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "factor": factor, "output.save_every": save_every})
     stop_rule = build_stop_rule(cfg.stop.rule, window=cfg.stop.window,
                                 patience=cfg.stop.patience, returns=cfg.stop.returns,
-                                patience_ratio=cfg.stop.patience_ratio)
+                                patience_ratio=cfg.stop.patience_ratio,
+                                tolerance=cfg.stop.tolerance)
     if task == "inpaint" and mask is None:
         raise InputError("inpaint needs a mask (--mask FILE)")
     if task != "inpaint" and mask is not None:

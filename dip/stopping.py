@@ -70,11 +70,14 @@ class VarianceStop(StopRule):
     only every ``check_every`` steps, not every step.
 
     Args:
-        window: W, outputs in the variance (the paper: 100).
-        patience: P, steps without a new minimum before stopping (the paper: 1000).
+        window: W, outputs in the variance (ES-WMV: 100; dip's measured default: 200).
+        patience: P, steps without a new minimum before stopping (ES-WMV: 1000; dip: 200).
         patience_ratio: if > 0, the patience grows with the minimum's step t*: stop after
             ``max(patience, patience_ratio * t*)`` steps without a new minimum, so a run whose
             best moment comes late also waits proportionally longer for a better one.
+        tolerance: a step whose variance is within this fraction of the minimum so far counts
+            as the minimum too, so on a flat valley the rule keeps the LATEST such step (the
+            network is still improving there) instead of the first.
         returns: the image to keep at the minimum: ``output`` (the raw iterate, as the paper),
             ``average`` (the fit's output average at that step), or ``window`` (the mean of the
             W outputs in the window).
@@ -84,8 +87,9 @@ class VarianceStop(StopRule):
     name = "auto"
     RETURNS = ("output", "average", "window")
 
-    def __init__(self, window: int = 100, patience: int = 1000, returns: str = "average",
-                 patience_ratio: float = 0.0, check_every: int = 10) -> None:
+    def __init__(self, window: int = 200, patience: int = 200, returns: str = "window",
+                 patience_ratio: float = 0.25, tolerance: float = 0.05,
+                 check_every: int = 10) -> None:
         if window < 2:
             raise ConfigError(f"config key 'stop.window' must be >= 2, got {window}")
         if patience < 1:
@@ -96,8 +100,10 @@ class VarianceStop(StopRule):
         if patience_ratio < 0:
             raise ConfigError(f"config key 'stop.patience_ratio' must be >= 0, got "
                               f"{patience_ratio}")
+        if tolerance < 0:
+            raise ConfigError(f"config key 'stop.tolerance' must be >= 0, got {tolerance}")
         self.window, self.patience, self.returns = window, patience, returns
-        self.patience_ratio = patience_ratio
+        self.patience_ratio, self.tolerance = patience_ratio, tolerance
         self.check_every = max(1, check_every)
         self.count = 0
         self.frames: torch.Tensor | None = None
@@ -143,13 +149,13 @@ class VarianceStop(StopRule):
             return False
 
         self.variance = self.m2.clamp(min=0) / (self.window * x.numel())
-        is_min = self.variance < self.best_var
         candidate = {"output": x, "average": estimate, "window": self.mean}[self.returns]
         self._candidate = candidate
-        self.best_var = torch.where(is_min, self.variance, self.best_var)
-        self.best_step = torch.where(is_min, torch.full_like(self.best_step, step),
+        self.best_var = torch.minimum(self.variance, self.best_var)
+        near_min = self.variance <= self.best_var * (1 + self.tolerance)
+        self.best_step = torch.where(near_min, torch.full_like(self.best_step, step),
                                      self.best_step)
-        self.best_image = torch.where(is_min, candidate, self.best_image)
+        self.best_image = torch.where(near_min, candidate, self.best_image)
         if step % self.check_every:
             return False
         best = int(self.best_step)

@@ -44,7 +44,8 @@ def test_the_rule_keeps_the_image_at_the_minimum_and_stops_after_patience() -> N
     # Frames that settle (variance falls) until step 30, then wander off (variance rises).
     g = torch.Generator().manual_seed(0)
     base = torch.rand(1, 1, 4, 4, generator=g)
-    rule = VarianceStop(window=5, patience=20, returns="output", check_every=1)
+    rule = VarianceStop(window=5, patience=20, returns="output", tolerance=0.0,
+                        check_every=1)
     fired = None
     for step in range(1, 200):
         spread = 1.0 / step if step <= 30 else (step - 30) * 0.01
@@ -55,6 +56,27 @@ def test_the_rule_keeps_the_image_at_the_minimum_and_stops_after_patience() -> N
     best_step, image = rule.chosen
     assert 25 <= best_step <= 35
     assert fired == best_step + 20
+
+
+def test_on_a_flat_valley_the_latest_near_minimal_step_is_kept() -> None:
+    # The variance settles onto a plateau that creeps up (4% over 40 steps) from step 20 to
+    # 60, then rises: with a 5% tolerance the rule keeps the plateau's last step, without it
+    # the first.
+    def run(tolerance: float) -> tuple[int, int]:
+        rule = VarianceStop(window=4, patience=15, tolerance=tolerance, check_every=1)
+        for step in range(1, 200):
+            spread = (2.0 / step if step < 20 else 0.1 * (1 + 0.0005 * (step - 20))
+                      if step <= 60 else 0.1 + 0.02 * (step - 60))
+            # frames alternate around a fixed image: the window's variance is about spread²
+            x = torch.full((1, 1, 8, 8), 0.5 + spread * (-1) ** step)
+            if rule.update(step, x, x):
+                return step, rule.chosen[0]
+        raise AssertionError("never stopped")
+
+    stop_flat, kept_flat = run(0.05)
+    stop_strict, kept_strict = run(0.0)
+    assert kept_flat > 55 and stop_flat == kept_flat + 15
+    assert kept_strict < 30
 
 
 def _small_fit(rule, iters: int = 1500, callback=None):
@@ -97,7 +119,8 @@ def test_the_rule_only_observes_auto_equals_the_fixed_runs_choice() -> None:
 
 @pytest.mark.parametrize("options, message", [
     (dict(window=1), "stop.window"), (dict(patience=0), "stop.patience"),
-    (dict(returns="best"), "stop.returns"), (dict(patience_ratio=-1), "stop.patience_ratio")])
+    (dict(returns="best"), "stop.returns"), (dict(patience_ratio=-1), "stop.patience_ratio"),
+    (dict(tolerance=-0.1), "stop.tolerance")])
 def test_invalid_rule_options(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_stop_rule("auto", **options)
