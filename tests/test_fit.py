@@ -121,3 +121,17 @@ def test_interrupt_keeps_the_estimate_so_far() -> None:
                  callback=interrupt)
     assert (result.iterations, result.stop_reason) == (4, "interrupted")
     assert result.image.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_the_cpu_fit_closely() -> None:
+    def run(device: str) -> torch.Tensor:
+        net, z, _ = _setup()
+        g = torch.Generator(device=device).manual_seed(0)
+        z = z.to(device)
+        result = fit(net.to(device), z, operators.Identity().to(device),
+                     synthetic(32).to(device), iters=20, generator=g, perturb_std=0.0)
+        return result.image.cpu()
+
+    # Same weights and code, no random perturbation: only float rounding may differ.
+    assert psnr(run("cuda"), run("cpu")) > 40
