@@ -280,3 +280,29 @@ def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:
         invoke("corrupt", clean_png, "-o", tmp_path / name, "--noise", 25, "--seed", seed)
     a, b, c = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png", "c.png"))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_ctrl_c_writes_the_estimate_so_far_and_exits_130(tmp_path: Path,
+                                                         noisy_png: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "i.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dip.cli.main", "denoise", str(noisy_png), "-o", str(out),
+         "--iters", "100000", "--stop", "fixed", "--save-every", "5", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_snapshot = tmp_path / "i_steps" / "step_000005.png"
+    deadline = time.monotonic() + 120
+    while not first_snapshot.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first_snapshot.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    record = json.loads((tmp_path / "i.png.json").read_text())
+    assert record["stop_reason"] == "interrupted" and 5 <= record["iterations"] < 100000
+    assert Image.open(out).size == (32, 32)
