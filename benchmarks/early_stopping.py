@@ -23,6 +23,7 @@ says so). Full size (``--crop 0``) needs a GPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -91,7 +92,7 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
     torch.set_num_threads(int(os.environ.get("DIP_BENCH_THREADS", "1")))
     import dip
     from dip import config, image, metrics
-    from dip.stopping import VarianceStop
+    from dip.stopping import VarianceStop, build_stop_rule
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -99,8 +100,7 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
         ref = image.load_image(folder / "reference.png").pixels
         cfg = config.resolve(task, overrides=overrides,
                              explicit={"optim.iters": iters, "factor": args.get("factor")})
-        live = VarianceStop(cfg.stop.window, cfg.stop.patience, cfg.stop.returns,
-                            cfg.stop.patience_ratio, cfg.stop.tolerance)
+        live = build_stop_rule(dataclasses.replace(cfg.stop, rule="auto"))
         live_fired: dict = {}
         observers = {w: VarianceStop(w, 10 ** 9, "window", tolerance=0.0) for w in WINDOWS}
         curves: dict[str, list] = {"psnr_average": [], "psnr_output": []}
@@ -108,9 +108,11 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
             curves[f"var_{w}"], curves[f"psnr_window_{w}"] = [], []
         rule_seconds = 0.0
 
+        ref_on: dict = {}  # the reference on the fit's device, moved once
+
         def observe(p) -> None:
             nonlocal rule_seconds
-            ref_dev = ref.to(p.estimate.device)
+            ref_dev = ref_on.setdefault("t", ref.to(p.estimate.device))
             curves["psnr_average"].append(metrics.psnr(p.estimate.clamp(0, 1), ref_dev))
             curves["psnr_output"].append(metrics.psnr(p.output.clamp(0, 1), ref_dev))
             if not live_fired:
@@ -151,9 +153,8 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
 # --- replay of other rule settings on the recorded curves -------------------------------------
 
 def _stop_settings(stop) -> dict:
-    return {"window": stop.window, "patience": stop.patience,
-            "patience_ratio": stop.patience_ratio, "tolerance": stop.tolerance,
-            "returns": stop.returns}
+    """The rule's settings as recorded with a run (everything in ``stop`` but its name)."""
+    return {k: v for k, v in dataclasses.asdict(stop).items() if k != "rule"}
 
 
 def replay(variances: list, patience_fn, tolerance: float = 0.0,

@@ -160,9 +160,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
             if step % metrics_every == 0 or step == iters or stop:
                 history["step"].append(step)
                 history["loss"].append(loss_value)
-                signal = getattr(stop_rule, "variance", None)
-                if signal is not None:
-                    history.setdefault("variance", []).append(float(signal))
+                if stop_rule.variance is not None:
+                    history.setdefault("variance", []).append(float(stop_rule.variance))
                 if metric is not None:
                     # the kind of image that will be returned: the rule's candidate if it has
                     # one (e.g. the window mean), else the output average

@@ -187,10 +187,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     cfg = resolve(task, files, overrides, base=base, explicit={
         "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
         "factor": factor, "output.save_every": save_every})
-    stop_rule = build_stop_rule(cfg.stop.rule, window=cfg.stop.window,
-                                patience=cfg.stop.patience, returns=cfg.stop.returns,
-                                patience_ratio=cfg.stop.patience_ratio,
-                                tolerance=cfg.stop.tolerance)
+    stop_rule = build_stop_rule(cfg.stop)
     if task == "inpaint" and mask is None:
         raise InputError("inpaint needs a mask (--mask FILE)")
     if task != "inpaint" and mask is not None:
@@ -199,7 +196,6 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     input_path = Path(input)
     picture = image.load_image(input_path, max_pixels=max_pixels)
     out_path = Path(output) if output is not None else default_output(input_path, task)
-    image.output_format(out_path)
     snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
     if write:
         reads = [input_path] + [Path(p) for p in (mask, reference) if p is not None]

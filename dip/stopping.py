@@ -9,6 +9,7 @@ and answers "stop now?". A rule that prefers an earlier image than the last one 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -19,6 +20,8 @@ class StopRule:
     """Interface. ``update`` is called once per step, after the optimiser's step."""
 
     name = "base"
+    #: the rule's signal after the last update (a 0-d tensor), recorded in the fit's history
+    variance: torch.Tensor | None = None
 
     def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
         """Return True to stop after ``step``.
@@ -112,8 +115,8 @@ class VarianceStop(StopRule):
         self.best_var: torch.Tensor | None = None
         self.best_step: torch.Tensor | None = None
         self.best_image: torch.Tensor | None = None
-        #: the latest VAR_t as a 0-d tensor (None until the window is full)
-        self.variance: torch.Tensor | None = None
+        #: the latest VAR_t (None until the window is full)
+        self.variance = None
         self._candidate: torch.Tensor | None = None
 
     def _start(self, x: torch.Tensor) -> None:
@@ -132,15 +135,14 @@ class VarianceStop(StopRule):
             self._start(x)
         slot = self.count % self.window
         if self.count < self.window:  # filling the window: plain Welford
-            n = self.count + 1
             delta = x - self.mean
-            self.mean += delta / n
+            self.mean.add_(delta, alpha=1 / (self.count + 1))
             self.m2 += (delta * (x - self.mean)).sum()
-        else:  # sliding: x replaces the oldest frame
-            old = self.frames[slot].float()
-            new_mean = self.mean + (x - old) / self.window
-            self.m2 += ((x - old) * (x - new_mean + old - self.mean)).sum()
-            self.mean = new_mean
+        else:  # sliding: x replaces the oldest frame, old = x - d
+            d = x - self.frames[slot].float()
+            # M2 += Σ d·(x − mean' + old − mean) with mean' = mean + d/W
+            self.m2 += (d * (2 * (x - self.mean) - d * (1 + 1 / self.window))).sum()
+            self.mean.add_(d, alpha=1 / self.window)
         self.frames[slot].copy_(stored)
         self.count += 1
         if self.count % self.window == 0:
@@ -151,11 +153,11 @@ class VarianceStop(StopRule):
         self.variance = self.m2.clamp(min=0) / (self.window * x.numel())
         candidate = {"output": x, "average": estimate, "window": self.mean}[self.returns]
         self._candidate = candidate
-        self.best_var = torch.minimum(self.variance, self.best_var)
+        # All on the device and in place: no read-back, no new image-sized tensor per step.
+        torch.minimum(self.variance, self.best_var, out=self.best_var)
         near_min = self.variance <= self.best_var * (1 + self.tolerance)
-        self.best_step = torch.where(near_min, torch.full_like(self.best_step, step),
-                                     self.best_step)
-        self.best_image = torch.where(near_min, candidate, self.best_image)
+        self.best_step.masked_fill_(near_min, step)
+        torch.where(near_min, candidate, self.best_image, out=self.best_image)
         if step % self.check_every:
             return False
         best = int(self.best_step)
@@ -188,18 +190,20 @@ class VarianceStop(StopRule):
         return self._candidate
 
 
-STOP_RULES: dict[str, Callable[..., StopRule]] = {
-    "auto": VarianceStop,
-    "fixed": FixedBudget,
+#: name -> factory taking the ``stop`` settings (:class:`dip.config.StopConfig` or anything
+#: with the same attributes)
+STOP_RULES: dict[str, Callable[[Any], StopRule]] = {
+    "auto": lambda s: VarianceStop(s.window, s.patience, s.returns, s.patience_ratio,
+                                   s.tolerance),
+    "fixed": lambda s: FixedBudget(),
 }
 
 
-def build_stop_rule(name: str, **options) -> StopRule:
-    """Build the rule registered under ``name`` with its options (``window``, ...)."""
+def build_stop_rule(settings: Any) -> StopRule:
+    """Build the rule named by ``settings.rule`` from the other ``stop.*`` settings."""
     try:
-        factory = STOP_RULES[name]
+        factory = STOP_RULES[settings.rule]
     except KeyError:
-        raise ConfigError(f"unknown stop.rule {name!r}; known: {', '.join(STOP_RULES)}") from None
-    if factory is FixedBudget:
-        options = {}
-    return factory(**options)
+        raise ConfigError(f"unknown stop.rule {settings.rule!r}; known: "
+                          f"{', '.join(STOP_RULES)}") from None
+    return factory(settings)

@@ -12,6 +12,7 @@ from conftest import psnr, synthetic
 
 from dip import fit, operators
 from dip.cli.main import cli
+from dip.config import StopConfig
 from dip.errors import ConfigError
 from dip.inputs import make_code
 from dip.nets import build_net
@@ -123,13 +124,13 @@ def test_the_rule_only_observes_auto_equals_the_fixed_runs_choice() -> None:
     (dict(tolerance=-0.1), "stop.tolerance")])
 def test_invalid_rule_options(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_stop_rule("auto", **options)
+        build_stop_rule(StopConfig(rule="auto", **options))
 
 
 def test_registry_and_unknown_rule() -> None:
     assert set(STOP_RULES) == {"auto", "fixed"}
     with pytest.raises(ConfigError, match="known: auto, fixed"):
-        build_stop_rule("oracle")
+        build_stop_rule(StopConfig(rule="oracle"))
 
 
 def test_patience_can_grow_with_the_minimums_step() -> None:
