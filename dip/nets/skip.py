@@ -40,8 +40,10 @@ def _conv_block(c_in: int, c_out: int, kernel: int, padding: str, activation: st
         layers.append(nn.AvgPool2d(stride) if downsample == "avg" else nn.MaxPool2d(stride))
         conv_stride = 1
     layers += [
+        # A 1×1 conv pads nothing; with a non-zero padding_mode torch would still copy the
+        # input through an empty pad (and back in the backward pass), so skip it there.
         nn.Conv2d(c_in, c_out, kernel, stride=conv_stride, padding=kernel // 2,
-                  padding_mode=PADDING_MODES[padding]),
+                  padding_mode=PADDING_MODES[padding] if kernel > 1 else "zeros"),
         nn.BatchNorm2d(c_out),
         ACTIVATIONS[activation](),
     ]
