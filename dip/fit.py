@@ -8,13 +8,15 @@ The returned image is an exponential moving average of the outputs f_θ(z) (the 
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from dip import inputs
+from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import RunError
 from dip.stopping import FixedBudget, StopRule
 
@@ -62,30 +64,13 @@ class FitResult:
     history: dict[str, list] = field(default_factory=dict)
 
 
-class _Checkpoint:
-    """A copy of the weights and buffers, refreshed in place (no allocation per step)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.tensors = [t for t in list(net.parameters()) + list(net.buffers())]
-        self.saved = [t.detach().clone() for t in self.tensors]
-
-    @torch.no_grad()
-    def save(self) -> None:
-        for s, t in zip(self.saved, self.tensors):
-            s.copy_(t)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for s, t in zip(self.saved, self.tensors):
-            t.copy_(s)
-
-
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
         iters: int, lr: float = 0.01, average: float = 0.99, perturb_std: float = 1 / 30,
         guard: float = 3.16, generator: torch.Generator | None = None,
         stop_rule: StopRule | None = None,
         metric: Callable[[torch.Tensor], float] | None = None, metrics_every: int = 10,
-        callback: Callable[[Progress], None] | None = None) -> FitResult:
+        callback: Callable[[Progress], None] | None = None, perf: Perf | None = None
+        ) -> FitResult:
     """Fit ``net`` so that ``operator(net(code))`` matches ``observation``.
 
     Args:
@@ -104,15 +89,26 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         metric: ``estimate -> PSNR`` against a reference, evaluated every ``metrics_every``
             steps to record the peak; None when there is no reference.
         callback: called with a :class:`Progress` after every step.
+        perf: how steps run on the device (:func:`dip.engine.resolve_perf`); default: plain
+            eager steps, with the kept allocator on the CPU.
 
     Raises:
         RunError: the loss diverged and the guard could not recover.
     """
     stop_rule = stop_rule or FixedBudget()
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    checkpoint = _Checkpoint(net) if guard > 0 else None
+    if perf is None:
+        perf = Perf(keep_cpu_memory=code.device.type == "cpu")
     net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
+    engine = StepEngine(net, code, operator, observation, lr=lr, perturb_std=perturb_std,
+                        generator=generator, perf=perf, checkpoint=guard > 0)
+    with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext():
+        return _loop(engine, iters=iters, average=average, guard=guard, stop_rule=stop_rule,
+                     metric=metric, metrics_every=metrics_every, callback=callback)
 
+
+def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_rule: StopRule,
+          metric: Callable[[torch.Tensor], float] | None, metrics_every: int,
+          callback: Callable[[Progress], None] | None) -> FitResult:
     estimate: torch.Tensor | None = None
     last_loss = float("inf")
     restores_in_a_row = 0
@@ -121,41 +117,32 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     step, stop_reason = 0, "budget"
     try:
         while step < iters:
-            out = net(inputs.perturb(code, perturb_std, generator))
-            loss = torch.mean((operator(out) - observation) ** 2)
+            out, loss = engine.step()
             loss_value = loss.item()
 
             # Divergence guard (the notebooks' "falling back to previous checkpoint"): Adam
             # sometimes takes a step that wrecks the fit. Undo it, and unlike the notebooks
             # also forget Adam's moments, which still point the way the bad step went.
-            if checkpoint is not None:
-                diverged = not torch.isfinite(loss) or loss_value > guard * last_loss
-                if diverged:
+            if guard > 0:
+                if not math.isfinite(loss_value) or loss_value > guard * last_loss:
                     restores_in_a_row += 1
                     if restores_in_a_row > MAX_CONSECUTIVE_RESTORES:
                         raise RunError(
                             f"the fit diverged at step {step + 1} and did not recover after "
                             f"{MAX_CONSECUTIVE_RESTORES} restores; try a lower --set optim.lr")
-                    checkpoint.restore()
-                    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+                    engine.restore()
                     history["restores"].append(step + 1)
                     continue
                 restores_in_a_row = 0
-                checkpoint.save()
+                engine.accept()
             last_loss = loss_value
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             step += 1
 
             with torch.no_grad():
-                out = out.detach()
                 if average > 0 and estimate is not None:
                     estimate.mul_(average).add_(out, alpha=1 - average)
                 else:
-                    estimate = out.clone() if average > 0 else out
-
+                    estimate = out.clone()
             stop = stop_rule.update(step, out, estimate)
             if step % metrics_every == 0 or step == iters or stop:
                 history["step"].append(step)

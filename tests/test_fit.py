@@ -7,6 +7,8 @@ import torch
 from conftest import psnr, synthetic
 
 from dip import fit, operators
+from dip.config import PerfConfig
+from dip.engine import resolve_perf
 from dip.errors import RunError
 from dip.inputs import make_code
 from dip.nets import build_net
@@ -135,3 +137,55 @@ def test_cuda_fit_matches_the_cpu_fit_closely() -> None:
 
     # Same weights and code, no random perturbation: only float rounding may differ.
     assert psnr(run("cuda"), run("cpu")) > 40
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_guard_restores_weights_that_went_bad_with_the_devices_fast_path(device: str) -> None:
+    """Weights turned to NaN after step 6 (as a wrecking Adam step would): step 7's loss is
+    NaN, the guard puts back the weights step 6 started from, and the fit goes on. On CUDA
+    this runs through the captured graph, whose buffers must survive the restore."""
+    net, z, _ = _setup()
+    g = torch.Generator(device=device).manual_seed(0)
+    first = next(net.parameters())
+
+    def wreck(p) -> None:
+        if p.step == 6 and not getattr(wreck, "done", False):
+            wreck.done = True
+            with torch.no_grad():
+                first.fill_(float("nan"))
+
+    dev = torch.device(device)
+    result = fit(net.to(dev), z.to(dev), operators.Identity().to(dev), synthetic(32).to(dev),
+                 iters=12, generator=g, callback=wreck, perf=resolve_perf(PerfConfig(), dev))
+    # the first restore is at step 7; a fresh Adam's first steps are large, so a few more
+    # restores may follow before the fit settles
+    assert result.history["restores"][0] == 7 and len(result.history["restores"]) <= 5
+    assert result.iterations == 12
+    assert torch.isfinite(result.image).all()
+    assert torch.isfinite(first).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_cuda_graph_fit_matches_the_eager_cuda_fit(precision: str) -> None:
+    """The CUDA fast path (graph, channels_last, optional bf16) does the same arithmetic as
+    plain eager steps, up to rounding: the same seed gives nearly the same image."""
+    clean = synthetic(48)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * 25 / 255).clamp(0, 1)
+
+    def run(**switches) -> torch.Tensor:
+        net, z, _ = _setup(size=48, channels_down=[32] * 4, channels_up=[32] * 4,
+                           channels_skip=[4] * 4)
+        g = torch.Generator(device="cuda").manual_seed(0)
+        perf = resolve_perf(PerfConfig(**switches), torch.device("cuda"))
+        return fit(net.cuda(), z.cuda(), operators.Identity().cuda(), noisy.cuda(), iters=150,
+                   generator=g, average=0.9, perf=perf).image.cpu()
+
+    eager = run(graphs="off", channels_last="off")
+    fast = run(precision=precision)
+    assert abs(psnr(fast, clean) - psnr(eager, clean)) < 0.3
+    assert psnr(fast, eager) > 30
