@@ -70,6 +70,10 @@ def run_options(func):
                      help="auto: stop when the outputs' running variance stops falling "
                           "(no clean image needed); fixed: run all --iters steps "
                           "[default: auto]."),
+        click.option("--preset", type=click.Choice(["auto", "paper", "fast"]),
+                     help="paper: the paper's settings; fast: dip's cheaper settings for CPUs "
+                          "(measured in benchmarks/README.md); auto: fast on a CPU, paper on "
+                          "a GPU [default: auto]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--device", help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
         click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
@@ -87,8 +91,8 @@ def run_options(func):
     return func
 
 
-def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, stop, seed,
-         device, reference, save_every, max_pixels, quiet, overwrite, **task_args) -> None:
+def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, stop, preset,
+         seed, device, reference, save_every, max_pixels, quiet, overwrite, **task_args) -> None:
     bar = None
 
     def progress(p: Progress) -> None:
@@ -106,7 +110,7 @@ def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, 
     try:
         result = dip.restore(task, input_path, output=output, config=config_file,
                              overrides=overrides, iters=iters, stop=stop, seed=seed,
-                             device=device,
+                             device=device, preset=preset,
                              reference=reference, save_every=save_every, overwrite=overwrite,
                              max_pixels=max_pixels, progress=None if quiet else progress,
                              **task_args)
@@ -125,7 +129,8 @@ def _summary(result: Restoration) -> str:
     reason = {"auto": "automatic stop", "budget": "step budget reached",
               "interrupted": "interrupted"}.get(r["stop_reason"], r["stop_reason"])
     line = (f"wrote {result.output} ({r['iterations']} steps, {reason}; image from step "
-            f"{r['returned_iteration']}; {r['seconds']:.1f} s on {r['device']})")
+            f"{r['returned_iteration']}; {r['seconds']:.1f} s on {r['device']}, preset "
+            f"{r['preset']})")
     m = r.get("metrics")
     if m:
         line += f"\n  PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"

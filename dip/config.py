@@ -23,6 +23,9 @@ from dip.errors import ConfigError, InputError
 
 TASKS = ("denoise", "inpaint", "superres")
 FACTORS = (2, 4, 8)
+#: ``paper``: the paper's settings; ``fast``: dip's CPU settings (configs/fast/), measured in
+#: benchmarks/README.md; ``auto``: fast on a CPU, paper on a GPU
+PRESETS = ("auto", "paper", "fast")
 
 
 @dataclass
@@ -93,14 +96,30 @@ class OutputConfig:
 
 
 @dataclass
+class PerfConfig:
+    """How steps run on the device; :func:`dip.engine.resolve_perf`. ``auto`` picks what
+    measured fastest there (benchmarks/speed.py)."""
+
+    #: capture each step as a CUDA graph: auto | on | off (CUDA only)
+    graphs: str = "auto"
+    #: channels_last memory layout: auto (on for CUDA) | on | off
+    channels_last: str = "auto"
+    #: float32 | bfloat16 (autocast of the network's forward pass)
+    precision: str = "float32"
+
+
+@dataclass
 class RunConfig:
     """Everything that decides a run's result, written beside every output."""
 
+    #: which settings the task starts from: auto | paper | fast (resolved to paper or fast)
+    preset: str = "auto"
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
     #: super-resolution factor (superres only)
     factor: int = 4
     device: str = "auto"
@@ -272,12 +291,44 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def preset(task: str) -> dict[str, Any]:
-    """The task's bundled preset (the paper's settings), as a mapping."""
+def preset(task: str, name: str = "paper") -> dict[str, Any]:
+    """The task's bundled settings as a mapping: ``paper`` (configs/TASK.yaml) or ``fast``
+    (the paper's settings with configs/fast/TASK.yaml over them)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
-    text = resources.files("dip.configs").joinpath(f"{task}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    if name not in ("paper", "fast"):
+        raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
+                          f"got {name!r}")
+    root = resources.files("dip.configs")
+    text = root.joinpath(f"{task}.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if name == "fast":
+        fast = yaml.safe_load(root.joinpath("fast", f"{task}.yaml").read_text(
+            encoding="utf-8")) or {}
+        tables = data.pop("per_factor", None) or {}, fast.pop("per_factor", None) or {}
+        data = _merge(_expand_dotted(data), _expand_dotted(fast))
+        # the fast layer's per-factor settings win over the paper's for the same factor
+        data["per_factor"] = {k: _merge(_expand_dotted(tables[0].get(k) or {}),
+                                        _expand_dotted(tables[1].get(k) or {}))
+                              for k in set(tables[0]) | set(tables[1])}
+    data["preset"] = name
+    return data
+
+
+def gpu_available() -> bool:
+    """A GPU that ``device: auto`` would pick (CUDA or Apple's Metal)."""
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def choose_preset(preset_name: str, device: str) -> str:
+    """``auto`` -> ``fast`` when the run will use the CPU, ``paper`` on a GPU."""
+    if preset_name != "auto":
+        return preset_name
+    if device == "auto":
+        return "paper" if gpu_available() else "fast"
+    return "fast" if device == "cpu" else "paper"
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -307,7 +358,7 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         base: mappings applied after the preset and before ``files`` (used by the Python API
             to pass a config as a dict).
     """
-    layers = [preset(task)] + list(base or []) + [read_yaml(f) for f in files]
+    users = list(base or []) + [read_yaml(f) for f in files]
     top: dict[str, Any] = {}
     for key, value in [parse_override(o) for o in overrides]:
         _set_path(top, key, value)
@@ -315,10 +366,24 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         if value is not None:
             _set_path(top, key, value)
 
-    layers = [dict(layer) for layer in layers]
+    # Which preset, on which device, and which factor: the users' layers decide.
+    merged: dict[str, Any] = {}
+    for layer in [_expand_dotted({k: v for k, v in layer.items() if k != "per_factor"})
+                  for layer in users] + [top]:
+        merged = _merge(merged, layer)
+    name = merged.get("preset", RunConfig.preset)
+    if name not in PRESETS:
+        raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
+                          f"got {name!r}")
+    device = merged.get("device", RunConfig.device)
+    layers = [preset(task, choose_preset(name, device if isinstance(device, str) else "auto"))]
+    layers = [dict(layer) for layer in layers + users]
+    # The preset actually used, not "auto": the record then reruns the same settings anywhere.
+    for layer in layers[1:] + [top]:
+        layer.pop("preset", None)
     per_factor = [layer.pop("per_factor", None) or {} for layer in layers]
     layers = [_expand_dotted(layer) for layer in layers]
-    merged: dict[str, Any] = {}
+    merged = {}
     for layer in layers + [top]:
         merged = _merge(merged, layer)
     factor = merged.get("factor", RunConfig.factor)

@@ -22,6 +22,7 @@ import torch
 
 from dip import __version__, image, metrics, operators
 from dip.config import TASKS, RunConfig, resolve
+from dip.engine import resolve_perf
 from dip.errors import InputError, RunError
 from dip.fit import FitResult, Progress, fit
 from dip.inputs import make_code
@@ -154,6 +155,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
             factor: int | None = None, config: str | os.PathLike | dict | None = None,
             overrides: list[str] | tuple = (), iters: int | None = None,
             stop: str | None = None, seed: int | None = None, device: str | None = None,
+            preset: str | None = None,
             reference: str | os.PathLike | None = None, save_every: int | None = None,
             overwrite: bool = False, write: bool = True,
             max_pixels: int = image.DEFAULT_MAX_PIXELS,
@@ -169,7 +171,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         factor: superres only: 2, 4 or 8.
         config: a YAML file, or a mapping of (dotted or nested) config keys.
         overrides: ``key.path=value`` strings, as ``--set``.
-        iters, stop, seed, device, save_every: as the CLI flags (None: from the config).
+        iters, stop, seed, device, save_every, preset: as the CLI flags (None: from the
+            config).
         reference: the clean image, to report PSNR/SSIM (never used to fit).
         overwrite: replace an existing output.
         write: False runs without writing anything (the result is returned).
@@ -186,7 +189,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     base = [config] if isinstance(config, dict) else []
     cfg = resolve(task, files, overrides, base=base, explicit={
         "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
-        "factor": factor, "output.save_every": save_every})
+        "factor": factor, "output.save_every": save_every, "preset": preset})
     stop_rule = build_stop_rule(cfg.stop)
     if task == "inpaint" and mask is None:
         raise InputError("inpaint needs a mask (--mask FILE)")
@@ -227,6 +230,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
                          f"MP (raise it with --max-pixels)")
 
     dev = resolve_device(cfg.device)
+    perf = resolve_perf(cfg.perf, dev)
     observation = problem.observation.to(dev)
     operator = problem.operator.to(dev)
     ref_dev = ref.to(dev) if ref is not None else None
@@ -274,7 +278,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
                      average=cfg.optim.average, perturb_std=cfg.input.perturb_std,
                      guard=cfg.optim.guard, generator=generator,
                      stop_rule=stop_rule, metric=metric,
-                     metrics_every=cfg.output.metrics_every, callback=on_step)
+                     metrics_every=cfg.output.metrics_every, callback=on_step, perf=perf)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
@@ -298,6 +302,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "stop_reason": result.stop_reason,
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(dev),
+        "preset": cfg.preset,
+        "perf": perf.describe(),
         "seed": cfg.seed,
         "size": {"input": list(picture.size), "output": list(problem.out_size)},
         "versions": {"dip": __version__, "torch": torch.__version__,

@@ -13,11 +13,37 @@ from dip.errors import ConfigError, InputError
 @pytest.mark.parametrize("task, iters, perturb", [
     ("denoise", 3000, 1 / 30), ("inpaint", 5000, 0.03), ("superres", 2000, 0.03)])
 def test_presets_hold_the_papers_settings(task: str, iters: int, perturb: float) -> None:
-    cfg = config.resolve(task)
+    cfg = config.resolve(task, explicit={"preset": "paper"})
+    assert cfg.preset == "paper"
     assert cfg.optim.iters == iters
     assert cfg.input.perturb_std == pytest.approx(perturb, rel=1e-4)
     assert (cfg.optim.lr, cfg.input.channels, cfg.input.scale) == (0.01, 32, 0.1)
     assert cfg.net.channels_down == [128] * 5 and cfg.net.channels_skip == [4] * 5
+
+
+@pytest.mark.parametrize("task", config.TASKS)
+def test_auto_preset_is_fast_on_the_cpu_and_paper_on_a_gpu(task: str, monkeypatch) -> None:
+    fast = config.resolve(task, explicit={"device": "cpu"})
+    assert fast.preset == "fast"  # the record names the preset used, not "auto"
+    assert fast.net.channels_up != [128] * 5
+    assert config.resolve(task, explicit={"device": "cuda"}).preset == "paper"
+    monkeypatch.setattr(config, "gpu_available", lambda: True)
+    assert config.resolve(task).preset == "paper"
+    monkeypatch.setattr(config, "gpu_available", lambda: False)
+    assert config.resolve(task).preset == "fast"
+
+
+def test_user_settings_win_over_the_fast_preset(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: fast\nnet:\n  channels_up: [8, 8, 8, 8, 8]\n")
+    cfg = config.resolve("denoise", [f])
+    assert cfg.preset == "fast" and cfg.net.channels_up == [8] * 5
+    assert config.resolve("denoise", [f], ["preset=paper"]).preset == "paper"
+
+
+def test_unknown_preset_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="preset.*auto, paper, fast"):
+        config.resolve("denoise", overrides=["preset=quick"])
 
 
 def test_superres_x8_takes_its_own_budget_and_perturbation() -> None:
