@@ -23,15 +23,20 @@ timeout "${TESTS_S:-120}" python3 -m pytest -q -p no:cacheprovider tests/test_fi
     2>&1 | tail -4 | tee "$out/tests.txt"
 
 timeout "${SPEED_S:-200}" python3 benchmarks/speed.py --device cuda --sizes 128,256,512 \
-    --modes "${SPEED_MODES:-baseline,dip,dip-bf16,dip-nograph}" --check \
+    --modes "${SPEED_MODES:-baseline,dip,dip-nchw,dip-bf16}" --check \
     --json "$out/speed_cuda.json" 2>&1 | tee "$out/speed_cuda.md"
 
+# The runs a first session left, and settings to try (PSNR curves at fixed budgets). Rows
+# already in benchmarks/results/presets_gpu.jsonl are not run again.
 w48="net.channels_down=[48,48,48,48,48];net.channels_up=[48,48,48,48,48]"
 w32="net.channels_down=[32,32,32,32,32];net.channels_up=[32,32,32,32,32]"
+[ -f benchmarks/results/presets_gpu.jsonl ] && cp benchmarks/results/presets_gpu.jsonl "$out/"
 timeout "${SWEEP_S:-240}" python3 benchmarks/presets.py run --device cuda \
     --workers "${WORKERS:-10}" --threads 1 \
-    --presets "${PRESETS:-paper,w32lr2,w48,w32,w48lr2}" \
-    --variant "w48:$w48" --variant "w32:$w32" \
+    --pairs "${PAIRS:-paper:denoise,paper:inpaint,w32lr2f:inpaint,w32f:superres,w32lr2s:superres,w48lr2:denoise}" \
     --variant "w48lr2:$w48;optim.lr=0.02" --variant "w32lr2:$w32;optim.lr=0.02" \
+    --variant "w32lr2f:$w32;optim.lr=0.02;stop.rule=fixed;optim.iters=3000" \
+    --variant "w32lr2s:$w32;optim.lr=0.02;stop.rule=fixed;optim.iters=1500" \
+    --variant "w32f:$w32;stop.rule=fixed;optim.iters=1500" \
     --results "$out/presets_gpu.jsonl" > "$out/sweep.log" 2>&1
 echo "sweep: $(grep -c . "$out/presets_gpu.jsonl" 2>/dev/null) runs"; tail -3 "$out/sweep.log"

@@ -100,7 +100,7 @@ def _run(job: dict) -> dict:
     variant = job.pop("overrides")
     preset = job["preset"] if job["preset"] in ("paper", "fast") else "fast"
     overrides = [f"preset={preset}"] + variant
-    stop = "fixed" if job["preset"] == "paper" else "auto"
+    stop = "fixed" if job["preset"] == "paper" else None  # None: the preset's (or --set's)
     kwargs = {"mask": job["mask"]} if "mask" in job else {}
     if job["task"] == "superres":
         kwargs["factor"] = 4
@@ -137,8 +137,13 @@ def run(args: argparse.Namespace) -> None:
     for spec in args.variant:
         name, _, body = spec.partition(":")
         variants[name] = [kv for kv in body.split(";") if kv]
-    presets = args.presets.split(",")
-    todo = jobs(presets, args.crops, args.tasks.split(","))
+    if args.pairs:  # PRESET:TASK pairs, in this order
+        todo = []
+        for pair in args.pairs.split(","):
+            preset, _, task = pair.partition(":")
+            todo += jobs([preset], args.crops, [task])
+    else:
+        todo = jobs(args.presets.split(","), args.crops, args.tasks.split(","))
     done = set()
     if args.results.exists():
         for line in args.results.read_text().splitlines():
@@ -207,6 +212,8 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--presets", default="paper,fast")
     p.add_argument("--tasks", default="denoise,inpaint,superres")
+    p.add_argument("--pairs", help="PRESET:TASK,... to run, in this order (instead of "
+                                   "--presets x --tasks)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0,

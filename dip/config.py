@@ -166,6 +166,10 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"config key '{key}' expects a list of {_TYPE_NAMES[item]}s, "
                               f"got {value!r}")
         return [_check_value(key, v, item) for v in value]
+    if tp is str and isinstance(value, bool):
+        # YAML 1.1 reads on/off/yes/no as booleans; a string key such as perf.graphs means
+        # the word
+        value = "on" if value else "off"
     if tp is float and isinstance(value, str):
         # PyYAML reads YAML 1.1, where "1e-3" (no dot) is a string, not a number.
         try:

@@ -217,7 +217,8 @@ class StepEngine:
         """One step; returns ``(output, loss)``, both overwritten by the next step."""
         self.pending = 1 - self.good
         if self.snapshots is not None:
-            _copy_all(self.snapshots[self.pending], self.params)
+            with torch.no_grad():  # a copy outside no_grad would link the snapshot into autograd
+                _copy_all(self.snapshots[self.pending], self.params)
         self._draw_input()
         if not self.perf.graphs:
             self.out, self.loss = self._eager()
