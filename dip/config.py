@@ -67,6 +67,10 @@ class OptimConfig:
     #: a loss this many times the previous step's is a divergence: restore and reset Adam.
     #: 0 disables the guard.
     guard: float = 3.16
+    #: learning-rate schedule over the step budget: constant | cosine (lr -> lr_end)
+    schedule: str = "constant"
+    #: the rate a cosine schedule ends at
+    lr_end: float = 0.0
 
 
 @dataclass
@@ -215,6 +219,19 @@ def _validate(cfg: RunConfig) -> None:
                        "output.save_every": cfg.output.save_every}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    for key in ("graphs", "channels_last"):
+        if getattr(cfg.perf, key) not in ("auto", "on", "off"):
+            raise ConfigError(f"config key 'perf.{key}' must be one of auto, on, off, got "
+                              f"{getattr(cfg.perf, key)!r}")
+    if cfg.perf.precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"config key 'perf.precision' must be one of float32, bfloat16, got "
+                          f"{cfg.perf.precision!r}")
+    if cfg.optim.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"config key 'optim.schedule' must be constant or cosine, got "
+                          f"{cfg.optim.schedule!r}")
+    if not 0 <= cfg.optim.lr_end <= cfg.optim.lr:
+        raise ConfigError(f"config key 'optim.lr_end' must be in [0, optim.lr], got "
+                          f"{cfg.optim.lr_end}")
     if not 0 <= cfg.optim.average < 1:
         raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
     if 0 < cfg.optim.guard <= 1:

@@ -52,11 +52,12 @@ class Perf:
         return "+".join(parts) or "eager"
 
 
-def resolve_perf(settings: Any, device: torch.device) -> Perf:
+def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) -> Perf:
     """``perf.*`` settings (``auto`` | ``on`` | ``off``, a precision name) -> :class:`Perf`.
 
     ``auto`` picks what measured faster on that kind of device (benchmarks/speed.py): CUDA
-    graphs and channels_last on CUDA, the kept allocator on the CPU; float32 everywhere.
+    graphs on CUDA (NCHW: channels_last measured slower there for this network, and on the
+    CPU), the kept allocator on the CPU; float32 everywhere.
     """
     for key in ("graphs", "channels_last"):
         if getattr(settings, key) not in SWITCHES:
@@ -70,10 +71,13 @@ def resolve_perf(settings: Any, device: torch.device) -> Perf:
     def switch(value: str, auto: bool) -> bool:
         return auto if value == "auto" else value == "on"
 
-    graphs = switch(settings.graphs, cuda)
+    # A captured graph replays the learning rate it was captured with.
+    graphs = switch(settings.graphs, cuda and constant_lr)
     if graphs and not cuda:
         raise ConfigError("perf.graphs=on needs a CUDA device")
-    return Perf(graphs=graphs, channels_last=switch(settings.channels_last, cuda),
+    if graphs and not constant_lr:
+        raise ConfigError("perf.graphs=on needs optim.schedule=constant")
+    return Perf(graphs=graphs, channels_last=switch(settings.channels_last, False),
                 autocast=PRECISIONS[settings.precision],
                 keep_cpu_memory=device.type == "cpu")
 
@@ -235,6 +239,14 @@ class StepEngine:
             self.graph.replay()
         self.steps += 1
         return self.out, self.loss
+
+    def set_lr(self, lr: float) -> None:
+        """Adam's learning rate from the next step on (eager steps only: a captured graph
+        holds the rate it was captured with)."""
+        if self.graph is not None or self.perf.graphs:
+            raise RuntimeError("a learning-rate schedule needs perf.graphs off")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def accept(self) -> None:
         """The weights the last step started from gave an acceptable loss: keep them."""

@@ -17,11 +17,19 @@ import torch
 from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
-from dip.errors import RunError
+from dip.errors import ConfigError, RunError
 from dip.stopping import FixedBudget, StopRule
 
 #: a divergence that the guard cannot undo in this many consecutive tries ends the run
 MAX_CONSECUTIVE_RESTORES = 20
+
+#: learning-rate schedules: (lr, lr_end, step, iters) -> the rate for that step (0-based)
+SCHEDULES: dict[str, Callable[[float, float, int, int], float]] = {
+    "constant": lambda lr, end, t, n: lr,
+    # half a cosine from lr down to lr_end over the step budget (SGDR, Loshchilov & Hutter,
+    # ICLR 2017, without restarts)
+    "cosine": lambda lr, end, t, n: end + 0.5 * (lr - end) * (1 + math.cos(math.pi * t / n)),
+}
 
 
 @dataclass
@@ -69,8 +77,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         guard: float = 3.16, generator: torch.Generator | None = None,
         stop_rule: StopRule | None = None,
         metric: Callable[[torch.Tensor], float] | None = None, metrics_every: int = 10,
-        callback: Callable[[Progress], None] | None = None, perf: Perf | None = None
-        ) -> FitResult:
+        callback: Callable[[Progress], None] | None = None, perf: Perf | None = None,
+        schedule: str = "constant", lr_end: float = 0.0) -> FitResult:
     """Fit ``net`` so that ``operator(net(code))`` matches ``observation``.
 
     Args:
@@ -91,6 +99,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         callback: called with a :class:`Progress` after every step.
         perf: how steps run on the device (:func:`dip.engine.resolve_perf`); default: plain
             eager steps, with the kept allocator on the CPU.
+        schedule: ``constant`` | ``cosine`` (from ``lr`` to ``lr_end`` over ``iters``); a
+            schedule other than constant needs ``perf.graphs`` off.
 
     Raises:
         RunError: the loss diverged and the guard could not recover.
@@ -99,16 +109,24 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     if perf is None:
         perf = Perf(keep_cpu_memory=code.device.type == "cpu")
     net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"config key 'optim.schedule' must be one of "
+                          f"{', '.join(SCHEDULES)}, got {schedule!r}")
+    rate = None
+    if schedule != "constant":
+        def rate(t: int) -> float:
+            return SCHEDULES[schedule](lr, lr_end, t, iters)
     engine = StepEngine(net, code, operator, observation, lr=lr, perturb_std=perturb_std,
                         generator=generator, perf=perf, checkpoint=guard > 0)
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext():
         return _loop(engine, iters=iters, average=average, guard=guard, stop_rule=stop_rule,
-                     metric=metric, metrics_every=metrics_every, callback=callback)
+                     metric=metric, metrics_every=metrics_every, callback=callback, rate=rate)
 
 
 def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_rule: StopRule,
           metric: Callable[[torch.Tensor], float] | None, metrics_every: int,
-          callback: Callable[[Progress], None] | None) -> FitResult:
+          callback: Callable[[Progress], None] | None,
+          rate: Callable[[int], float] | None) -> FitResult:
     estimate: torch.Tensor | None = None
     last_loss = float("inf")
     restores_in_a_row = 0
@@ -117,6 +135,8 @@ def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_
     step, stop_reason = 0, "budget"
     try:
         while step < iters:
+            if rate is not None:
+                engine.set_lr(rate(step))
             out, loss = engine.step()
             loss_value = loss.item()
 

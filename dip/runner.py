@@ -230,7 +230,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
                          f"MP (raise it with --max-pixels)")
 
     dev = resolve_device(cfg.device)
-    perf = resolve_perf(cfg.perf, dev)
+    perf = resolve_perf(cfg.perf, dev, constant_lr=cfg.optim.schedule == "constant")
     observation = problem.observation.to(dev)
     operator = problem.operator.to(dev)
     ref_dev = ref.to(dev) if ref is not None else None
@@ -278,15 +278,15 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
                      average=cfg.optim.average, perturb_std=cfg.input.perturb_std,
                      guard=cfg.optim.guard, generator=generator,
                      stop_rule=stop_rule, metric=metric,
-                     metrics_every=cfg.output.metrics_every, callback=on_step, perf=perf)
+                     metrics_every=cfg.output.metrics_every, callback=on_step, perf=perf,
+                     schedule=cfg.optim.schedule, lr_end=cfg.optim.lr_end)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
         raise RunError(f"out of memory on {dev} for a {problem.out_size[1]}x"
-                       f"{problem.out_size[0]} result; use a smaller image, "
-                       f"{'--device cpu, ' if dev.type != 'cpu' else ''}or narrower layers "
-                       f"(--set net.channels_down=[64,64,64,64,64] "
-                       f"--set net.channels_up=[64,64,64,64,64])") from None
+                       f"{problem.out_size[0]} result; try a smaller image, "
+                       f"{'--device cpu, ' if dev.type != 'cpu' else ''}or the narrower "
+                       f"network of --preset fast") from None
 
     pixels = result.image.float().cpu()
     restored = image.Picture(pixels, alpha, picture.bits)

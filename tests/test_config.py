@@ -47,8 +47,11 @@ def test_unknown_preset_is_a_clear_error() -> None:
 
 
 def test_superres_x8_takes_its_own_budget_and_perturbation() -> None:
-    cfg = config.resolve("superres", explicit={"factor": 8})
+    cfg = config.resolve("superres", explicit={"factor": 8, "preset": "paper"})
     assert (cfg.optim.iters, cfg.input.perturb_std) == (4000, 0.05)
+    # the fast preset keeps the paper's x8 perturbation and takes its own x8 budget
+    fast = config.resolve("superres", explicit={"factor": 8, "preset": "fast"})
+    assert (fast.optim.iters, fast.input.perturb_std) == (2000, 0.05)
 
 
 def test_precedence_preset_file_set_flag(tmp_path: Path) -> None:
@@ -132,3 +135,24 @@ def test_a_results_record_is_a_valid_config_file(tmp_path: Path) -> None:
 def test_yaml_1_1_exponents_are_numbers() -> None:
     # PyYAML reads "1e-3" as a string; a float key accepts it anyway
     assert config.resolve("denoise", overrides=["optim.lr=1e-3"]).optim.lr == 0.001
+
+
+def test_perf_switches_read_yaml_booleans_as_words_and_check_values() -> None:
+    cfg = config.resolve("denoise", overrides=["perf.graphs=off", "perf.channels_last=on"])
+    assert (cfg.perf.graphs, cfg.perf.channels_last) == ("off", "on")
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        config.resolve("denoise", overrides=["optim.schedule=linear"])
+    with pytest.raises(ConfigError, match="optim.lr_end"):
+        config.resolve("denoise", overrides=["optim.lr_end=1.0"])
+
+
+def test_cuda_graphs_on_a_cpu_is_a_clear_error() -> None:
+    import torch
+
+    from dip.engine import resolve_perf
+
+    cfg = config.resolve("denoise", overrides=["perf.graphs=on"])
+    with pytest.raises(ConfigError, match="perf.graphs=on needs a CUDA device"):
+        resolve_perf(cfg.perf, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="perf.precision"):
+        config.resolve("denoise", overrides=["perf.precision=fp8"])

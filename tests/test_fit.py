@@ -189,3 +189,29 @@ def test_cuda_graph_fit_matches_the_eager_cuda_fit(precision: str) -> None:
     fast = run(precision=precision)
     assert abs(psnr(fast, clean) - psnr(eager, clean)) < 0.3
     assert psnr(fast, eager) > 30
+
+
+def test_cosine_schedule_goes_from_lr_to_lr_end_and_the_fit_follows_it() -> None:
+    from dip.fit import SCHEDULES
+
+    cosine = SCHEDULES["cosine"]
+    assert cosine(0.02, 0.002, 0, 100) == pytest.approx(0.02)
+    assert cosine(0.02, 0.002, 50, 100) == pytest.approx(0.011)
+    assert cosine(0.02, 0.002, 100, 100) == pytest.approx(0.002)
+    assert SCHEDULES["constant"](0.02, 0.0, 70, 100) == 0.02
+
+    def run(**kwargs) -> torch.Tensor:
+        net, z, g = _setup()
+        return fit(net, z, operators.Identity(), synthetic(32), iters=20, generator=g,
+                   **kwargs).image
+
+    assert torch.equal(run(schedule="cosine", lr_end=0.01), run())  # lr_end = lr: constant
+    assert not torch.equal(run(schedule="cosine", lr_end=0.0), run())
+
+
+def test_unknown_schedule_is_a_config_error() -> None:
+    from dip.errors import ConfigError
+
+    net, z, g = _setup()
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        fit(net, z, operators.Identity(), synthetic(32), iters=2, generator=g, schedule="step")
