@@ -306,3 +306,42 @@ def test_ctrl_c_writes_the_estimate_so_far_and_exits_130(tmp_path: Path,
     record = json.loads((tmp_path / "i.png.json").read_text())
     assert record["stop_reason"] == "interrupted" and 5 <= record["iterations"] < 100000
     assert Image.open(out).size == (32, 32)
+
+
+def test_preset_is_chosen_by_device_and_named_in_the_output(tmp_path: Path,
+                                                          noisy_png: Path) -> None:
+    out = tmp_path / "r.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "preset fast" in result.output  # auto on a CPU
+    record = json.loads(out.with_name("r.png.json").read_text())
+    assert record["preset"] == record["config"]["preset"] == "fast"
+    assert record["perf"] == "kept-cpu-memory"
+
+
+def test_paper_preset_runs_exactly_the_steps_asked(tmp_path: Path, noisy_png: Path) -> None:
+    """The measurement contract: `--preset paper --iters N` runs N steps of the paper's
+    network (the automatic stop cannot fire before its 200-step window is full)."""
+    out = tmp_path / "r.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--preset", "paper", "--iters", "7",
+                    "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.with_name("r.png.json").read_text())
+    assert (record["iterations"], record["preset"]) == (7, "paper")
+    assert record["config"]["net"]["channels_down"] == [128] * 5
+    assert record["config"]["stop"]["rule"] == "auto"
+
+
+def test_out_of_memory_says_what_to_do(tmp_path: Path, noisy_png: Path, monkeypatch) -> None:
+    import torch
+
+    import dip.runner
+
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(dip.runner, "fit", no_memory)
+    out = tmp_path / "r.png"
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST), code=1)
+    assert "out of memory" in line and "--preset fast" in line and "smaller image" in line
+    assert not out.exists() and not out.with_name("r.png.json").exists()
