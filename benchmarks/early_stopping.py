@@ -296,8 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, default=None, help="budget (default: the preset's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=1, help="processes (1 thread each)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="config override for every run, as dip's --set")
+    ap.add_argument("--set", dest="overrides", action="append", default=["preset=paper"],
+                    help="config override for every run, as dip's --set [default: "
+                         "preset=paper, the settings the tables below were measured with]")
     ap.add_argument("--out", type=Path, help="save runs (JSON) for --replay")
     ap.add_argument("--replay", type=Path, nargs="+", help="print the tables of saved runs")
     args = ap.parse_args(argv)

@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> None:
             todo += jobs([preset], args.crops, [task])
     else:
         todo = jobs(args.presets.split(","), args.crops, args.tasks.split(","))
+    if args.images:
+        todo = [j for j in todo if j["image"] in args.images.split(",")]
     done = set()
     if args.results.exists():
         for line in args.results.read_text().splitlines():
@@ -214,6 +216,7 @@ def main() -> None:
     p.add_argument("--tasks", default="denoise,inpaint,superres")
     p.add_argument("--pairs", help="PRESET:TASK,... to run, in this order (instead of "
                                    "--presets x --tasks)")
+    p.add_argument("--images", help="only these images (comma-separated names)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0,
