@@ -65,7 +65,7 @@ def run_options(func):
         click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override one config key, e.g. --set optim.lr=0.005 (repeatable)."),
         click.option("--iters", type=click.IntRange(min=1),
-                     help="Upper bound on optimisation steps [default: the paper's budget]."),
+                     help="Upper bound on optimisation steps [default: the preset's budget]."),
         click.option("--stop", type=click.Choice(["auto", "fixed"]),
                      help="auto: stop when the outputs' running variance stops falling "
                           "(no clean image needed); fixed: run all --iters steps "

@@ -1,8 +1,10 @@
 """Typed run configuration: dataclasses, YAML presets, ``--set`` overrides.
 
-Precedence, lowest first: the task's preset (``configs/<task>.yaml``, the paper's settings) <
+Precedence, lowest first: the task's preset (``configs/<task>.yaml``, the paper's settings,
+with ``configs/fast/<task>.yaml`` over it when the ``preset`` key resolves to ``fast``) <
 YAML files given by the user < ``--set key.path=value`` < explicit flags (``--iters``,
-``--seed``, ...). A YAML layer may hold a ``per_factor:`` table (super-resolution settings that
+``--seed``, ...). The ``preset`` key itself is read from the user's layers first (``auto``:
+``fast`` where the run will use a CPU, ``paper`` on a GPU). A YAML layer may hold a ``per_factor:`` table (super-resolution settings that
 depend on the factor); it applies right after the layer that holds it. Unknown keys and values
 of the wrong type are :class:`ConfigError`\\ s that name the key and what is allowed.
 """
