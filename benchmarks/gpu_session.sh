@@ -23,7 +23,7 @@ timeout "${TESTS_S:-120}" python3 -m pytest -q -p no:cacheprovider tests/test_fi
     2>&1 | tail -4 | tee "$out/tests.txt"
 
 timeout "${SPEED_S:-200}" python3 benchmarks/speed.py --device cuda --sizes 128,256,512 \
-    --modes "${SPEED_MODES:-baseline,dip,dip-nchw,dip-bf16}" --check \
+    --modes "${SPEED_MODES:-baseline,dip,dip-cl,dip-bf16}" --check \
     --json "$out/speed_cuda.json" 2>&1 | tee "$out/speed_cuda.md"
 
 # The runs a first session left, and settings to try (PSNR curves at fixed budgets). Rows

@@ -2,7 +2,7 @@
 eager float32 NCHW loop measured in the same run.
 
     python benchmarks/speed.py                       # CPU, 64/128/256/512 px
-    python benchmarks/speed.py --device cuda --modes baseline,dip,dip-bf16,dip-nograph
+    python benchmarks/speed.py --device cuda --modes baseline,dip,dip-cl,dip-bf16,dip-nograph
     python benchmarks/speed.py --check               # + PSNR of each mode on a real denoise
 
 Every (mode, size) runs in a fresh Python process, so one measurement's allocator and caches do
@@ -16,9 +16,9 @@ Modes:
     dip          dip.fit with the settings `perf: auto` picks for the device, the divergence
                  guard and the automatic stop rule (which cannot fire within the timed steps).
     dip-eager    dip.fit with every perf switch off (what dip's own loop costs).
-    dip-bf16     dip + bfloat16 autocast.
-    dip-nograph  dip without CUDA graphs (channels_last only).
-    dip-nchw     dip without channels_last.
+    dip-bf16     dip + bfloat16 autocast (CUDA only).
+    dip-nograph  dip without CUDA graphs (eager steps on CUDA).
+    dip-cl       dip + channels_last.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ MODES = {
     "dip-eager": {"graphs": "off", "channels_last": "off", "keep_cpu_memory": False},
     "dip-bf16": {"precision": "bfloat16"},
     "dip-nograph": {"graphs": "off"},
-    "dip-nchw": {"channels_last": "off"},
+    "dip-cl": {"channels_last": "on"},
 }
 
 

@@ -69,7 +69,7 @@ def run_options(func):
         click.option("--stop", type=click.Choice(["auto", "fixed"]),
                      help="auto: stop when the outputs' running variance stops falling "
                           "(no clean image needed); fixed: run all --iters steps "
-                          "[default: auto]."),
+                          "[default: the preset's: auto, but fixed for fast inpainting]."),
         click.option("--preset", type=click.Choice(["auto", "paper", "fast"]),
                      help="paper: the paper's settings; fast: dip's cheaper settings for CPUs "
                           "(measured in benchmarks/README.md); auto: fast on a CPU, paper on "

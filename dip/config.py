@@ -4,8 +4,9 @@ Precedence, lowest first: the task's preset (``configs/<task>.yaml``, the paper'
 with ``configs/fast/<task>.yaml`` over it when the ``preset`` key resolves to ``fast``) <
 YAML files given by the user < ``--set key.path=value`` < explicit flags (``--iters``,
 ``--seed``, ...). The ``preset`` key itself is read from the user's layers first (``auto``:
-``fast`` where the run will use a CPU, ``paper`` on a GPU). A YAML layer may hold a ``per_factor:`` table (super-resolution settings that
-depend on the factor); it applies right after the layer that holds it. Unknown keys and values
+``fast`` where the run will use a CPU, ``paper`` on a GPU). A YAML layer may hold a
+``per_factor:`` table (super-resolution settings that depend on the factor); it applies right
+after the layer that holds it. Unknown keys and values
 of the wrong type are :class:`ConfigError`\\ s that name the key and what is allowed.
 """
 
@@ -108,7 +109,7 @@ class PerfConfig:
 
     #: capture each step as a CUDA graph: auto | on | off (CUDA only)
     graphs: str = "auto"
-    #: channels_last memory layout: auto (on for CUDA) | on | off
+    #: channels_last memory layout: auto (off: measured slower here on CPU and CUDA) | on | off
     channels_last: str = "auto"
     #: float32 | bfloat16 (autocast of the network's forward pass)
     precision: str = "float32"
@@ -310,8 +311,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of keys, got "
                           f"{type(data).__name__}")
     if {"config", "versions", "task"} <= data.keys() and isinstance(data["config"], dict):
-        return data["config"]  # a record written by dip: reproduce its run
+        # a record written by dip: reproduce its run (every key is set, so the preset a
+        # later layer names could not change any value)
+        return {**data["config"], RECORD_MARK: True}
     return data
+
+
+#: marks a layer read from a result's record (see :func:`read_yaml`)
+RECORD_MARK = "__record__"
 
 
 def preset(task: str, name: str = "paper") -> dict[str, Any]:
@@ -320,7 +327,7 @@ def preset(task: str, name: str = "paper") -> dict[str, Any]:
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     if name not in ("paper", "fast"):
-        raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
+        raise ConfigError(f"preset() takes paper or fast (resolve 'auto' with choose_preset), "
                           f"got {name!r}")
     root = resources.files("dip.configs")
     text = root.joinpath(f"{task}.yaml").read_text(encoding="utf-8")
@@ -390,6 +397,14 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
             _set_path(top, key, value)
 
     # Which preset, on which device, and which factor: the users' layers decide.
+    records = [layer for layer in users if layer.get(RECORD_MARK)]
+    users = [{k: v for k, v in layer.items() if k != RECORD_MARK} for layer in users]
+    asked = top.get("preset")
+    for record in records:
+        if asked is not None and record.get("preset") not in (None, asked):
+            raise ConfigError(f"the record passed with --config was made with preset "
+                              f"{record.get('preset')} and fixes every setting; --preset "
+                              f"{asked} would change only its label (drop one of the two)")
     merged: dict[str, Any] = {}
     for layer in [_expand_dotted({k: v for k, v in layer.items() if k != "per_factor"})
                   for layer in users] + [top]:

@@ -8,9 +8,9 @@ backward, Adam. :class:`StepEngine` runs it
   paper network's activations are 8–130 MB each, and glibc hands every block above its mmap
   threshold back to the kernel when it is freed, so each step page-faulted all of them in
   again (measured: 1.3× faster per step at 256×256 on the development CPU);
-- on CUDA in channels_last layout (what cuDNN's tensor-core kernels read), optionally under
-  bfloat16 autocast, and as a CUDA graph: the whole step is captured once and replayed, so a
-  step costs one launch instead of hundreds of small ones from Python.
+- on CUDA as a CUDA graph: the whole step is captured once and replayed, so a step costs one
+  launch instead of hundreds of small ones from Python; channels_last layout and bfloat16
+  autocast are options (both measured no faster for this network, benchmarks/README.md).
 
 Every engine keeps the weights each step started from in one of two buffers, so the divergence
 guard can put back the last weights whose loss it accepted without a copy per step beyond the
@@ -19,8 +19,10 @@ one snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +69,9 @@ def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) 
         raise ConfigError(f"config key 'perf.precision' must be one of "
                           f"{', '.join(PRECISIONS)}, got {settings.precision!r}")
     cuda = device.type == "cuda"
+    if PRECISIONS[settings.precision] is not None and not cuda:
+        raise ConfigError(f"perf.precision={settings.precision} is for CUDA devices; on "
+                          f"{device.type} it is slower (no bfloat16 hardware on most CPUs)")
 
     def switch(value: str, auto: bool) -> bool:
         return auto if value == "auto" else value == "on"
@@ -97,23 +102,36 @@ def _glibc() -> Any:
         return None
 
 
+_kept_lock = threading.Lock()
+_kept_users = 0
+
+
 @contextmanager
 def kept_cpu_memory() -> Iterator[None]:
     """While inside, glibc serves every block from its heap and does not give freed memory
-    back, so a step reuses the pages of the last one; afterwards the defaults come back and
-    the heap is trimmed. Does nothing where the C library is not glibc."""
+    back, so a step reuses the pages of the last one. When the last fit inside leaves (fits in
+    several threads share one process-wide setting), glibc's documented defaults are set back
+    and the heap is trimmed; glibc's own adaptive mmap threshold, once a value is set, stays
+    off for the process. Does nothing where the C library is not glibc."""
+    global _kept_users
     libc = _glibc()
     if libc is None:
         yield
         return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
+    with _kept_lock:
+        _kept_users += 1
+        if _kept_users == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
     try:
         yield
     finally:
-        for key, value in _GLIBC_DEFAULTS.items():
-            libc.mallopt(key, value)
-        libc.malloc_trim(0)
+        with _kept_lock:
+            _kept_users -= 1
+            if _kept_users == 0:
+                for key, value in _GLIBC_DEFAULTS.items():
+                    libc.mallopt(key, value)
+                libc.malloc_trim(0)
 
 
 # --- the step ---------------------------------------------------------------------------------
@@ -176,9 +194,10 @@ class StepEngine:
         self.input = torch.empty_like(self.code)
         self.params = [p for p in net.parameters()]
         self.optimizer = _adam(self.params, lr, perf.graphs, self.device_type)
-        # Two snapshot buffers: the weights the current step started from, and the last
-        # weights whose loss was accepted.
-        self.snapshots = ([[p.detach().clone() for p in self.params] for _ in range(2)]
+        # Two snapshot buffers of the weights and BatchNorm's running statistics: the state
+        # the current step started from, and the last state whose loss was accepted.
+        self.state = self.params + [b for b in net.buffers()]
+        self.snapshots = ([[t.detach().clone() for t in self.state] for _ in range(2)]
                           if checkpoint else None)
         self.good, self.pending = 0, 0
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -195,9 +214,12 @@ class StepEngine:
             self.input.copy_(self.code)
 
     def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # no autocast weight cache: a captured graph must not hold casts from a past step
-        with torch.autocast(self.device_type, dtype=self.perf.autocast or torch.float32,
-                            enabled=self.perf.autocast is not None, cache_enabled=False):
+        # no autocast weight cache: a captured graph must not hold casts from a past step;
+        # no autocast object at all without it (older torch rejects some device types)
+        autocast = (torch.autocast(self.device_type, dtype=self.perf.autocast,
+                                   cache_enabled=False)
+                    if self.perf.autocast is not None else contextlib.nullcontext())
+        with autocast:
             out = self.net(self.input)
         out = out.float()
         loss = torch.mean((self.operator(out) - self.observation) ** 2)
@@ -222,7 +244,7 @@ class StepEngine:
         self.pending = 1 - self.good
         if self.snapshots is not None:
             with torch.no_grad():  # a copy outside no_grad would link the snapshot into autograd
-                _copy_all(self.snapshots[self.pending], self.params)
+                _copy_all(self.snapshots[self.pending], self.state)
         self._draw_input()
         if not self.perf.graphs:
             self.out, self.loss = self._eager()
@@ -258,7 +280,7 @@ class StepEngine:
         bad step went). Everything happens in place, so a captured graph stays valid."""
         if self.snapshots is None:
             raise RuntimeError("restore() needs checkpoint=True")
-        _copy_all(self.params, self.snapshots[self.good])
+        _copy_all(self.state, self.snapshots[self.good])
         for state in self.optimizer.state.values():
             for value in state.values():
                 if torch.is_tensor(value):

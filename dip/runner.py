@@ -283,10 +283,13 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
+        advice = ["a smaller image"]
+        if dev.type != "cpu":
+            advice.append("--device cpu")
+        if cfg.preset != "fast":
+            advice.append("the narrower network of --preset fast")
         raise RunError(f"out of memory on {dev} for a {problem.out_size[1]}x"
-                       f"{problem.out_size[0]} result; try a smaller image, "
-                       f"{'--device cpu, ' if dev.type != 'cpu' else ''}or the narrower "
-                       f"network of --preset fast") from None
+                       f"{problem.out_size[0]} result; try {' or '.join(advice)}") from None
 
     pixels = result.image.float().cpu()
     restored = image.Picture(pixels, alpha, picture.bits)

@@ -342,6 +342,24 @@ def test_out_of_memory_says_what_to_do(tmp_path: Path, noisy_png: Path, monkeypa
 
     monkeypatch.setattr(dip.runner, "fit", no_memory)
     out = tmp_path / "r.png"
-    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST), code=1)
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST, "--preset", "paper"),
+                           code=1)
     assert "out of memory" in line and "--preset fast" in line and "smaller image" in line
     assert not out.exists() and not out.with_name("r.png.json").exists()
+    # already the narrow network: only the advice that can still help
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST), code=1)
+    assert "smaller image" in line and "--preset fast" not in line
+
+
+def test_a_record_pins_its_preset(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "r.png"
+    assert invoke("denoise", noisy_png, "-o", out, *FAST).exit_code == 0  # fast on a CPU
+    record = out.with_name("r.png.json")
+    again = tmp_path / "again.png"
+    result = invoke("denoise", noisy_png, "-o", again, "--config", record, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.with_name("again.png.json").read_text())["config"] == \
+        json.loads(record.read_text())["config"]
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", again, "--config", record,
+                                  "--preset", "paper", "--overwrite"))
+    assert "made with preset fast" in line

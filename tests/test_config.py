@@ -56,11 +56,11 @@ def test_superres_x8_takes_its_own_budget_and_perturbation() -> None:
 
 def test_precedence_preset_file_set_flag(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("optim:\n  lr: 0.02\n  iters: 10\nseed: 5\n")
+    f.write_text("optim:\n  lr: 0.03\n  iters: 10\nseed: 5\n")
     cfg = config.resolve("denoise", [f])
-    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.02, 10, 5)
+    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.03, 10, 5)
     cfg = config.resolve("denoise", [f], ["optim.iters=20", "seed=6"])
-    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.02, 20, 6)
+    assert (cfg.optim.lr, cfg.optim.iters, cfg.seed) == (0.03, 20, 6)
     cfg = config.resolve("denoise", [f], ["optim.iters=20"], {"optim.iters": 30, "seed": None})
     assert (cfg.optim.iters, cfg.seed) == (30, 5)
 
@@ -156,3 +156,6 @@ def test_cuda_graphs_on_a_cpu_is_a_clear_error() -> None:
         resolve_perf(cfg.perf, torch.device("cpu"))
     with pytest.raises(ConfigError, match="perf.precision"):
         config.resolve("denoise", overrides=["perf.precision=fp8"])
+    bf16 = config.resolve("denoise", overrides=["perf.precision=bfloat16"])
+    with pytest.raises(ConfigError, match="bfloat16 is for CUDA"):
+        resolve_perf(bf16.perf, torch.device("cpu"))
