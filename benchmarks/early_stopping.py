@@ -55,8 +55,9 @@ def centre_crop(t: torch.Tensor, size: int) -> torch.Tensor:
     return t[..., top:top + size_h, left:left + size_w]
 
 
-def make_case(task: str, name: str, crop: int, folder: Path) -> dict:
-    """Write the (cropped) input, mask and reference for one image; return restore's args."""
+def make_case(task: str, name: str, crop: int, folder: Path, mask_seed: int | None = None) -> dict:
+    """Write the (cropped) input, mask and reference for one image; return restore's args.
+    The inpainting mask's seed is ``mask_seed``, or else derived from the image's name."""
     from dip import image, operators
 
     if task == "denoise":
@@ -70,7 +71,8 @@ def make_case(task: str, name: str, crop: int, folder: Path) -> dict:
         base = DATA / "Reconstruction" / "Gray" / "50p"
         clean = centre_crop(image.load_image(base / f"{name}_GT.png").pixels, crop)
         # A fixed seed per image (not per run order): the same mask every time.
-        g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        g = torch.Generator().manual_seed(
+            zlib.crc32(name.encode()) if mask_seed is None else mask_seed)
         holes, known = operators.drop_pixels(clean, 0.5, g)
         image.save_image(image.Picture(holes), folder / "input.png")
         image.save_image(image.Picture(1 - known), folder / "mask.png")

@@ -32,61 +32,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "dip-paper" / "project-page"
+from early_stopping import DENOISE, INPAINT, SET5, make_case  # noqa: E402  (benchmarks/)
+
 CROPS = ROOT / "benchmarks" / "crops"
 RESULTS = ROOT / "benchmarks" / "results" / "presets.jsonl"
 SIZE = 128
-
-DENOISE = ["F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12", "lena",
-           "peppers"]
-INPAINT = ["Cameraman256", "Lena512", "barbara", "boat", "couple", "fingerprint", "hill",
-           "house", "man", "montage", "peppers256"]
-SET5 = ["baby", "bird", "butterfly", "head", "woman"]
+IMAGES = {"denoise": DENOISE, "inpaint": INPAINT, "superres": SET5}
 
 
-def _crop(src: Path, dst: Path) -> None:
-    from PIL import Image
-
-    with Image.open(src) as im:
-        w, h = im.size
-        left, top = (w - SIZE) // 2, (h - SIZE) // 2
-        im.crop((left, top, left + SIZE, top + SIZE)).save(dst)
-
-
-def prepare(data: Path, crops: Path) -> None:
-    """Write the crops and the corrupted inputs made from them."""
-    import dip
-
-    crops.mkdir(parents=True, exist_ok=True)
-    for name in DENOISE:
-        for kind in ("GT", "noisy"):
-            _crop(data / "Denoising/Color/25" / f"{name}_{kind}.png",
-                  crops / f"denoise_{name}_{kind}.png")
-    for name in INPAINT:
-        gt = crops / f"inpaint_{name}_GT.png"
-        _crop(data / "Reconstruction/Gray/50p" / f"{name}_GT.png", gt)
-        dip.corrupt(gt, crops / f"inpaint_{name}_holes.png", drop_pixels=0.5, seed=0,
-                    overwrite=True)
-    for name in SET5:
-        gt = crops / f"superres_{name}_GT.png"
-        _crop(data / "SR/Set5/x4" / f"{name}_GT.png", gt)
-        dip.corrupt(gt, crops / f"superres_{name}_small.png", downscale=4, overwrite=True)
-    print(f"wrote {len(list(crops.glob('*.png')))} files into {crops}")
+def prepare(crops: Path) -> None:
+    """Write each image's cropped input, reference (and mask) into ``crops/TASK_NAME/``."""
+    for task, names in IMAGES.items():
+        for name in names:
+            folder = crops / f"{task}_{name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            make_case(task, name, SIZE, folder, mask_seed=0)
+    print(f"wrote {len(list(crops.glob('*/*.png')))} files into {crops}")
 
 
 def jobs(presets: list[str], crops: Path, tasks: list[str]) -> list[dict]:
     out = []
     for preset in presets:
-        for task, names, suffix in (("denoise", DENOISE, "noisy"), ("inpaint", INPAINT, "holes"),
-                                    ("superres", SET5, "small")):
-            if task not in tasks:
-                continue
-            for name in names:
+        for task in (t for t in IMAGES if t in tasks):
+            for name in IMAGES[task]:
+                folder = crops / f"{task}_{name}"
                 job = {"preset": preset, "task": task, "image": name,
-                       "input": str(crops / f"{task}_{name}_{suffix}.png"),
-                       "reference": str(crops / f"{task}_{name}_GT.png")}
+                       "input": str(folder / "input.png"),
+                       "reference": str(folder / "reference.png")}
                 if task == "inpaint":
-                    job["mask"] = str(crops / f"{task}_{name}_holes_mask.png")
+                    job["mask"] = str(folder / "mask.png")
                 out.append(job)
     return out
 
@@ -105,20 +79,21 @@ def _run(job: dict) -> dict:
     if job["task"] == "superres":
         kwargs["factor"] = 4
     started = time.perf_counter()
-    try:
-        r = dip.restore(job["task"], job["input"], reference=job["reference"], write=False,
-                        overrides=overrides, stop=stop, device=job["device"], **kwargs)
-    except Exception as exc:  # a failed run is a row, not the end of the benchmark
-        if not job["device"].startswith("cuda"):
-            return {**job, "error": f"{type(exc).__name__}: {exc}"}
-        job["graph_error"] = f"{type(exc).__name__}: {exc}"
-        overrides = overrides + ["perf.graphs=off"]
+    # On CUDA a failed run is tried once more without the graph; a run that fails anyway is a
+    # row, not the end of the benchmark.
+    retries = [["perf.graphs=off"]] if job["device"].startswith("cuda") else []
+    for extra in [[]] + retries:
         try:
             r = dip.restore(job["task"], job["input"], reference=job["reference"],
-                            write=False, overrides=overrides, stop=stop, device=job["device"],
-                            **kwargs)
-        except Exception as exc2:
-            return {**job, "error": f"{type(exc2).__name__}: {exc2}"}
+                            write=False, overrides=overrides + extra, stop=stop,
+                            device=job["device"], **kwargs)
+            overrides += extra
+            break
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            job["graph_error" if extra == [] and retries else "error"] = error
+    else:
+        return job
     m = r.record["metrics"]
     psnr_key = "psnr_y" if job["task"] == "superres" else "psnr"
     return {**job, "seconds": round(time.perf_counter() - started, 2),
@@ -209,7 +184,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
-    p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--crops", type=Path, default=CROPS)
     p = sub.add_parser("run")
     p.add_argument("--presets", default="paper,fast")
@@ -233,7 +207,7 @@ def main() -> None:
                    help="measured CPU seconds per step, to put GPU runs in CPU time")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.data, args.crops)
+        prepare(args.crops)
     elif args.command == "run":
         if not args.threads:
             args.threads = max(1, (os.cpu_count() or 1) // args.workers)

@@ -24,6 +24,7 @@ Modes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -87,7 +88,8 @@ def worker(mode: str, size: int, device_name: str, steps: int, warmup: int,
            image: str | None, seed: int) -> dict:
     """Time one mode at one size; run in its own process."""
     from dip import fit, metrics
-    from dip.engine import Perf, resolve_perf
+    from dip.config import PerfConfig
+    from dip.engine import resolve_perf
     from dip.inputs import make_code
     from dip.stopping import VarianceStop
 
@@ -137,15 +139,9 @@ def worker(mode: str, size: int, device_name: str, steps: int, warmup: int,
         net = _paper_net(channels, seed).to(device)
         switches = dict(MODES[mode])
         keep = switches.pop("keep_cpu_memory", None)
-
-        class Settings:
-            graphs = switches.get("graphs", "auto")
-            channels_last = switches.get("channels_last", "auto")
-            precision = switches.get("precision", "float32")
-
-        perf = resolve_perf(Settings, device)
+        perf = resolve_perf(PerfConfig(**switches), device)
         if keep is not None:
-            perf = Perf(perf.graphs, perf.channels_last, perf.autocast, keep)
+            perf = dataclasses.replace(perf, keep_cpu_memory=keep)
         _sync(device)
         stamps.append(time.perf_counter())
 

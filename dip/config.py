@@ -29,6 +29,8 @@ FACTORS = (2, 4, 8)
 #: ``paper``: the paper's settings; ``fast``: dip's CPU settings (configs/fast/), measured in
 #: benchmarks/README.md; ``auto``: fast on a CPU, paper on a GPU
 PRESETS = ("auto", "paper", "fast")
+#: perf.precision names (dip.engine maps them to autocast dtypes)
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -226,9 +228,9 @@ def _validate(cfg: RunConfig) -> None:
         if getattr(cfg.perf, key) not in ("auto", "on", "off"):
             raise ConfigError(f"config key 'perf.{key}' must be one of auto, on, off, got "
                               f"{getattr(cfg.perf, key)!r}")
-    if cfg.perf.precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"config key 'perf.precision' must be one of float32, bfloat16, got "
-                          f"{cfg.perf.precision!r}")
+    if cfg.perf.precision not in PRECISIONS:
+        raise ConfigError(f"config key 'perf.precision' must be one of "
+                          f"{', '.join(PRECISIONS)}, got {cfg.perf.precision!r}")
     if cfg.optim.schedule not in ("constant", "cosine"):
         raise ConfigError(f"config key 'optim.schedule' must be constant or cosine, got "
                           f"{cfg.optim.schedule!r}")
@@ -321,28 +323,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 RECORD_MARK = "__record__"
 
 
-def preset(task: str, name: str = "paper") -> dict[str, Any]:
-    """The task's bundled settings as a mapping: ``paper`` (configs/TASK.yaml) or ``fast``
-    (the paper's settings with configs/fast/TASK.yaml over them)."""
+def preset(task: str, name: str = "paper") -> list[dict[str, Any]]:
+    """The task's bundled settings as layers: ``paper`` is configs/TASK.yaml; ``fast`` adds
+    configs/fast/TASK.yaml over it. Each layer keeps its own ``per_factor`` table, which
+    :func:`resolve` applies right after that layer."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     if name not in ("paper", "fast"):
         raise ConfigError(f"preset() takes paper or fast (resolve 'auto' with choose_preset), "
                           f"got {name!r}")
     root = resources.files("dip.configs")
-    text = root.joinpath(f"{task}.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    files = [root.joinpath(f"{task}.yaml")]
     if name == "fast":
-        fast = yaml.safe_load(root.joinpath("fast", f"{task}.yaml").read_text(
-            encoding="utf-8")) or {}
-        tables = data.pop("per_factor", None) or {}, fast.pop("per_factor", None) or {}
-        data = _merge(_expand_dotted(data), _expand_dotted(fast))
-        # the fast layer's per-factor settings win over the paper's for the same factor
-        data["per_factor"] = {k: _merge(_expand_dotted(tables[0].get(k) or {}),
-                                        _expand_dotted(tables[1].get(k) or {}))
-                              for k in set(tables[0]) | set(tables[1])}
-    data["preset"] = name
-    return data
+        files.append(root.joinpath("fast", f"{task}.yaml"))
+    layers = [yaml.safe_load(f.read_text(encoding="utf-8")) or {} for f in files]
+    layers[0]["preset"] = name
+    return layers
 
 
 def gpu_available() -> bool:
@@ -414,17 +410,14 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
                           f"got {name!r}")
     device = merged.get("device", RunConfig.device)
-    layers = [preset(task, choose_preset(name, device if isinstance(device, str) else "auto"))]
-    layers = [dict(layer) for layer in layers + users]
+    bundled = preset(task, choose_preset(name, device if isinstance(device, str) else "auto"))
+    factor = merged.get("factor", bundled[0].get("factor", RunConfig.factor))
+    layers = [dict(layer) for layer in bundled + users]
     # The preset actually used, not "auto": the record then reruns the same settings anywhere.
     for layer in layers[1:] + [top]:
         layer.pop("preset", None)
     per_factor = [layer.pop("per_factor", None) or {} for layer in layers]
     layers = [_expand_dotted(layer) for layer in layers]
-    merged = {}
-    for layer in layers + [top]:
-        merged = _merge(merged, layer)
-    factor = merged.get("factor", RunConfig.factor)
 
     merged = {}
     for layer, table in zip(layers, per_factor):

@@ -34,7 +34,6 @@ from torch import nn
 from dip.errors import ConfigError
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
-SWITCHES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,13 @@ class Perf:
 
 
 def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) -> Perf:
-    """``perf.*`` settings (``auto`` | ``on`` | ``off``, a precision name) -> :class:`Perf`.
+    """Validated ``perf.*`` settings (:class:`dip.config.PerfConfig`) -> :class:`Perf` for
+    ``device``; raises ConfigError for what that device cannot do.
 
     ``auto`` picks what measured faster on that kind of device (benchmarks/speed.py): CUDA
     graphs on CUDA (NCHW: channels_last measured slower there for this network, and on the
     CPU), the kept allocator on the CPU; float32 everywhere.
     """
-    for key in ("graphs", "channels_last"):
-        if getattr(settings, key) not in SWITCHES:
-            raise ConfigError(f"config key 'perf.{key}' must be one of {', '.join(SWITCHES)}, "
-                              f"got {getattr(settings, key)!r}")
-    if settings.precision not in PRECISIONS:
-        raise ConfigError(f"config key 'perf.precision' must be one of "
-                          f"{', '.join(PRECISIONS)}, got {settings.precision!r}")
     cuda = device.type == "cuda"
     if PRECISIONS[settings.precision] is not None and not cuda:
         raise ConfigError(f"perf.precision={settings.precision} is for CUDA devices; on "
@@ -135,14 +128,6 @@ def kept_cpu_memory() -> Iterator[None]:
 
 
 # --- the step ---------------------------------------------------------------------------------
-
-def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
-    if hasattr(torch, "_foreach_copy_"):
-        torch._foreach_copy_(dst, src)
-    else:  # older torch
-        for d, s in zip(dst, src):
-            d.copy_(s)
-
 
 def _adam(params: list[torch.Tensor], lr: float, graphs: bool,
           device_type: str) -> torch.optim.Optimizer:
@@ -244,7 +229,7 @@ class StepEngine:
         self.pending = 1 - self.good
         if self.snapshots is not None:
             with torch.no_grad():  # a copy outside no_grad would link the snapshot into autograd
-                _copy_all(self.snapshots[self.pending], self.state)
+                torch._foreach_copy_(self.snapshots[self.pending], self.state)
         self._draw_input()
         if not self.perf.graphs:
             self.out, self.loss = self._eager()
@@ -265,7 +250,7 @@ class StepEngine:
     def set_lr(self, lr: float) -> None:
         """Adam's learning rate from the next step on (eager steps only: a captured graph
         holds the rate it was captured with)."""
-        if self.graph is not None or self.perf.graphs:
+        if self.perf.graphs:
             raise RuntimeError("a learning-rate schedule needs perf.graphs off")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -280,7 +265,7 @@ class StepEngine:
         bad step went). Everything happens in place, so a captured graph stays valid."""
         if self.snapshots is None:
             raise RuntimeError("restore() needs checkpoint=True")
-        _copy_all(self.state, self.snapshots[self.good])
+        torch._foreach_copy_(self.state, self.snapshots[self.good])
         for state in self.optimizer.state.values():
             for value in state.values():
                 if torch.is_tensor(value):
