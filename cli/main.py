@@ -13,10 +13,10 @@ import click
 from tqdm import tqdm
 
 import dip
-from dip import image
+from dip import batch, image
 from dip.errors import DipError
 from dip.fit import Progress
-from dip.runner import Restoration, record_path
+from dip.runner import FORMATS, MASK_FROM_ALPHA, Restoration, record_path
 
 
 class DipGroup(click.Group):
@@ -59,7 +59,11 @@ def run_options(func):
     """Options shared by every restoring command."""
     options = [
         click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Result path [default: {stem}_{task}.png in the current folder]."),
+                     help="Result path; its extension picks the format [default: "
+                          "{stem}_{task}.png in the current folder]."),
+        click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
+                     help="The result's format when -o is not given [default: png]. 16 bits "
+                          "per channel are kept in PNG (and grey TIFF)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="YAML file of config keys, over the task's preset."),
         click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -91,8 +95,9 @@ def run_options(func):
     return func
 
 
-def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, stop, preset,
-         seed, device, reference, save_every, max_pixels, quiet, overwrite, **task_args) -> None:
+def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, iters, stop,
+         preset, seed, device, reference, save_every, max_pixels, quiet, overwrite,
+         **task_args) -> None:
     bar = None
 
     def progress(p: Progress) -> None:
@@ -108,7 +113,7 @@ def _run(task: str, input_path: Path, *, output, config_file, overrides, iters, 
         bar.update(1)
 
     try:
-        result = dip.restore(task, input_path, output=output, config=config_file,
+        result = dip.restore(task, input_path, output=output, fmt=fmt, config=config_file,
                              overrides=overrides, iters=iters, stop=stop, seed=seed,
                              device=device, preset=preset,
                              reference=reference, save_every=save_every, overwrite=overwrite,
@@ -157,16 +162,18 @@ def denoise(input_path: Path, **options) -> None:
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--mask", type=click.Path(path_type=Path), required=True,
+@click.option("--mask", required=True, metavar="FILE|alpha",
               help="Image of the same size: white (non-zero) = pixels to fill, black = keep "
-                   "(the convention of OpenCV, scikit-image and paint programs).")
+                   "(the convention of OpenCV, scikit-image and paint programs). 'alpha': "
+                   "fill the input's transparent pixels (a file named alpha: ./alpha).")
 @click.option("--mask-keeps", is_flag=True,
               help="Read the mask the other way round: white = known pixels (the convention "
                    "of the Deep Image Prior paper's code).")
 @run_options
-def inpaint(input_path: Path, mask: Path, mask_keeps: bool, **options) -> None:
+def inpaint(input_path: Path, mask: str, mask_keeps: bool, **options) -> None:
     """Fill the holes of INPUT marked by --mask."""
-    _run("inpaint", input_path, mask=mask, mask_keeps=mask_keeps, **options)
+    _run("inpaint", input_path, mask=mask if mask == MASK_FROM_ALPHA else Path(mask),
+         mask_keeps=mask_keeps, **options)
 
 
 @cli.command()
@@ -204,6 +211,110 @@ def corrupt(clean: Path, output: Path, sigma: float | None, drop_pixels: float |
         click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of {downscale}) before "
                    f"downscaling; compare results with that crop", err=True)
     click.echo(f"wrote {output}" + (f" and {written['mask']}" if "mask" in written else ""))
+
+
+@cli.command("run")
+@click.argument("batch_file", metavar="BATCH.yaml", type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Jobs at once, each in its own process (on a CPU they split the cores).")
+@click.option("--devices", metavar="LIST",
+              help="Devices for the workers, e.g. cuda:0,cuda:1 [default: every visible CUDA "
+                   "device, else cpu].")
+@click.option("--shard", metavar="K/N",
+              help="Run only the K-th of N slices of the jobs [default: from "
+                   "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT in a SLURM job array].")
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the summary (.csv and .json) [default: summary.csv and "
+                   "summary.json in the folder the outputs share].")
+@click.option("--dry-run", is_flag=True, help="List the jobs and whether each is done; run none.")
+@click.option("--overwrite", is_flag=True, help="Redo jobs that are already done.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
+        summary: Path | None, dry_run: bool, overwrite: bool, quiet: bool) -> None:
+    """Run every job of BATCH.yaml; finished jobs are skipped, a failed one does not stop the
+    others. Exit code: 0 all done, 1 some failed, 2 the batch file is invalid, 130 Ctrl-C.
+
+    \b
+    defaults: {iters: 3000, seed: 0}   # any job option, for every job
+    jobs:
+      - task: denoise
+        input: photos/*.jpg           # a file, a folder or a glob
+        output: results/denoised/     # a folder: {stem}_{task}.png inside
+        set: {optim.lr: 0.005}        # config keys, as --set
+      - {task: inpaint, input: page.png, mask: page_mask.png}
+      - {task: superres, input: small/, factor: 4}
+
+    Job options: task, input, output, format, mask, mask_keeps, factor, reference, config,
+    set, iters, stop, preset, seed, device, save_every, max_pixels. Paths are relative to the batch file;
+    outputs default to results/ beside it. Each job's seed is derived from the seed and the
+    input's path, so results do not depend on order or sharding.
+    """
+    jobs = batch.load_batch(batch_file)
+    shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()
+    if shard_kn:
+        jobs = batch.select_shard(jobs, *shard_kn)
+    device_list = devices.split(",") if devices else None
+    jobs = batch.assign_device(jobs, device_list, workers)
+    if dry_run:
+        for job in jobs:
+            state = "done" if not overwrite and batch.is_done(job) else "to do"
+            click.echo(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  [{job.source}]")
+        click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
+                                            if shard_kn else ""))
+        return
+    if not jobs:
+        click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
+        return
+    csv_path, json_path = batch.summary_paths(jobs, summary, shard_kn)
+
+    bars: dict[str, tqdm] = {}
+    if not quiet:
+        bars["jobs"] = tqdm(total=len(jobs), desc="jobs", unit="job", dynamic_ncols=True,
+                            disable=None)
+
+    def on_end(job: batch.Job, row: batch.Row) -> None:
+        if "image" in bars:
+            bars.pop("image").close()
+        if row.status == "failed":
+            tqdm.write(f"dip: failed: {job.input}: {row.error}", file=sys.stderr)
+        if "jobs" in bars:
+            bars["jobs"].update(1)
+
+    def progress(p: Progress) -> None:
+        if "image" not in bars:
+            bars["image"] = tqdm(total=p.total, desc="  image", unit="step", leave=False,
+                                 dynamic_ncols=True, disable=None)
+        bars["image"].update(1)
+
+    interrupted = False
+    try:
+        rows = batch.run_jobs(jobs, workers=workers, devices=device_list, overwrite=overwrite,
+                              on_end=on_end, progress=None if quiet else progress)
+    except batch.BatchInterrupted as exc:
+        rows, interrupted = exc.rows, True
+    finally:
+        for bar in bars.values():
+            bar.close()
+    batch.write_summary(rows, csv_path, json_path)
+    if not quiet:
+        click.echo(_batch_table(rows))
+    counts = {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")}
+    click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
+               f"failed" + (", interrupted" if interrupted else "")
+               + f"; summary: {csv_path}, {json_path}")
+    if interrupted:
+        sys.exit(130)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def _batch_table(rows: list[batch.Row]) -> str:
+    lines = [f"{'status':<11} {'seconds':>8} {'steps':>6} {'PSNR':>6}  output"]
+    for r in rows:
+        psnr = f"{r.psnr:.2f}" if r.psnr is not None else "-"
+        lines.append(f"{r.status:<11} {r.seconds:>8.1f} {r.steps or '-':>6} {psnr:>6}  "
+                     f"{r.output if r.status != 'failed' else r.input}")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -424,7 +424,9 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         merged = _merge(merged, layer)
         if not isinstance(table, dict):
             raise ConfigError("config key 'per_factor' must map factors to settings")
-        extra = table.get(factor, table.get(str(factor)))
+        # a factor of the wrong type is reported by _build below, not here
+        extra = (table.get(factor, table.get(str(factor)))
+                 if isinstance(factor, (int, str)) else None)
         if extra:
             merged = _merge(merged, _expand_dotted(extra))
     merged = _merge(merged, top)

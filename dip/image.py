@@ -1,7 +1,8 @@
 """The only place that touches image files: Pillow <-> float tensors ``(1, C, H, W)`` in [0, 1].
 
 Grey stays grey (C=1), colour is RGB (C=3). Alpha is kept aside and re-attached on save, EXIF
-orientation is applied on load, 16-bit grey is read and written as 16-bit. Every write goes to
+orientation is applied on load, 16-bit PNGs are read and written as 16-bit (colour ones through
+pypng: Pillow holds 16-bit grey but reads 16-bit colour as 8 bits). Every write goes to
 a temporary file in the destination folder and is renamed into place, so an interrupted run
 never leaves a half-written image.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,30 +58,59 @@ class Picture:
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
+    """Open and decode; a 16-bit colour file Pillow would read as 8 bits is flagged by its
+    format in ``img.info['dip_16bit_colour']`` (see :func:`load_image`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():
         raise InputError(f"{what} is a folder, not an image: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's own bomb check would refuse without saying the size or our option; ours
+        # below (max_pixels, from the header, before decoding) replaces it while opening.
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
             img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
         w, h = img.size
         if w * h > max_pixels:
             raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
                              f"limit of {max_pixels / 1e6:.1f} MP (raise it with --max-pixels)")
+        deep = img.format if img.mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(img) else ""
         img = ImageOps.exif_transpose(img)
+        img.info["dip_16bit_colour"] = deep
         img.load()  # decode now, so a truncated file fails here with a clear message
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{what} {path} is too large to open safely ({exc})") from None
     except UnidentifiedImageError:
         raise InputError(f"{what} is not an image Pillow can read: {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     return img
+
+
+def _rawmode(img: Image.Image) -> str:
+    """How the file stores its pixels (``RGB;16B`` for a 16-bit colour PNG), before decoding."""
+    if not img.tile:
+        return ""
+    args = img.tile[0].args
+    return args if isinstance(args, str) else str(args[0]) if args else ""
+
+
+def _load_png16(path: Path, what: str) -> Picture:
+    """A 16-bit PNG with colour or alpha, every bit kept (pypng decodes it)."""
+    import png
+
+    try:
+        w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+        array = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
+    except (png.Error, OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+    array = array.reshape(h, w, info["planes"]).astype(np.float32)
+    alpha = _to_tensor(array[..., -1], 65535.0) if info["alpha"] else None
+    colour = array[..., :-1] if info["alpha"] else array
+    return Picture(_to_tensor(colour, 65535.0), alpha, 16)
 
 
 def _to_tensor(array: np.ndarray, scale: float) -> torch.Tensor:
@@ -104,6 +133,13 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         InputError: missing, unreadable, truncated or too large.
     """
     img = _open(path, what, max_pixels)
+    if img.info.get("dip_16bit_colour"):
+        if img.info["dip_16bit_colour"] != "PNG":
+            raise InputError(f"{what} {path} is 16-bit colour {img.info['dip_16bit_colour']}, "
+                             f"which dip can only "
+                             f"read as 8 bits; save it as a 16-bit PNG (kept at 16 bits) or "
+                             f"as 8-bit")
+        return _load_png16(Path(path), what)
     mode = img.mode
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -168,6 +204,13 @@ def _to_pil(pixels: torch.Tensor, bits: int) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
+def readable_suffixes() -> set[str]:
+    """File extensions Pillow can open (``.png``, ``.jpg``, ...), for finding images in a
+    folder."""
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
 def output_format(path: str | os.PathLike) -> str:
     """Pillow's format name for an output path's extension (``.png`` -> ``PNG``)."""
     path = Path(path)
@@ -185,11 +228,26 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     """
     fmt = output_format(path)
     bits = picture.bits if fmt in ("PNG", "TIFF") else 8
+    if bits == 16 and fmt == "PNG" and (picture.pixels.shape[1] == 3 or picture.alpha is not None):
+        return _png16_writer(picture)
     img = _to_pil(picture.pixels, bits)
     if picture.alpha is not None and fmt in ("PNG", "TIFF", "WEBP") and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
     return lambda f: img.save(f, format=fmt)
+
+
+def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
+    """16-bit colour (or grey + alpha) PNG through pypng; Pillow cannot hold these."""
+    import png
+
+    planes = [picture.pixels] + ([picture.alpha] if picture.alpha is not None else [])
+    array = torch.cat([p.detach().float().cpu().clamp(0, 1) for p in planes], 1)[0]
+    _, h, w = array.shape
+    rows = np.round(array.permute(1, 2, 0).numpy() * 65535).astype(np.uint16).reshape(h, -1)
+    writer = png.Writer(w, h, greyscale=picture.pixels.shape[1] == 1,
+                        alpha=picture.alpha is not None, bitdepth=16)
+    return lambda f: writer.write(f, rows)
 
 
 def save_image(picture: Picture, path: str | os.PathLike) -> Path:
@@ -215,7 +273,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> None:
     """Write every file to a temporary name beside it, and only when all succeeded rename them
-    into place: a result never appears without its record, nor half-written."""
+    into place, the first (the result) last: a result never appears without its record, nor
+    half-written, even if the process is killed between two renames."""
     temps: list[str] = []
     try:
         for path, write in files:
@@ -225,7 +284,7 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
                 write(f)
             # mkstemp makes the file private (0600); give it a normal new file's permissions.
             os.chmod(tmp, 0o666 & ~_umask())
-        for tmp, (path, _) in zip(temps, files):
+        for tmp, (path, _) in reversed(list(zip(temps, files))):
             os.replace(tmp, path)
     except BaseException:
         for tmp in temps:

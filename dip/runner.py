@@ -103,9 +103,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_output(input_path: str | os.PathLike, task: str) -> Path:
-    """``{stem}_{task}.png`` in the current folder."""
-    return Path(f"{Path(input_path).stem}_{task}.png")
+#: ``--format`` names -> file extensions
+FORMATS = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "bmp": ".bmp", "webp": ".webp"}
+#: ``mask=MASK_FROM_ALPHA``: the holes are the input's transparent pixels
+MASK_FROM_ALPHA = "alpha"
+
+
+def default_output(input_path: str | os.PathLike, task: str, fmt: str = "png") -> Path:
+    """``{stem}_{task}.{fmt}`` in the current folder."""
+    return Path(f"{Path(input_path).stem}_{task}{FORMATS[fmt]}")
+
+
+def output_path(input_path: Path, task: str, output: str | os.PathLike | None,
+                fmt: str | None) -> Path:
+    """The result's path: ``output``, or the default name in the format ``fmt`` asks for."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if output is None:
+        return default_output(input_path, task, fmt or "png")
+    output = Path(output)
+    if fmt is not None and image.output_format(output) != image.output_format(
+            Path("x" + FORMATS[fmt])):
+        raise InputError(f"--format {fmt} disagrees with the output's extension "
+                         f"'{output.suffix}' ({output}); give one of the two")
+    return output
 
 
 def record_path(output: Path) -> Path:
@@ -150,6 +171,21 @@ def write_outputs(files: list[tuple[Path, Callable]]) -> None:
         raise RunError(f"cannot write {files[0][0]}: {exc.strerror or exc}") from None
 
 
+def resolve_config(task: str, *, config: str | os.PathLike | dict | None = None,
+                   overrides: list[str] | tuple = (), iters: int | None = None,
+                   stop: str | None = None, seed: int | None = None, device: str | None = None,
+                   factor: int | None = None, save_every: int | None = None,
+                   preset: str | None = None) -> RunConfig:
+    """The config :func:`restore` runs with these arguments (the one its record holds)."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    files = [config] if isinstance(config, (str, os.PathLike)) else []
+    base = [config] if isinstance(config, dict) else []
+    return resolve(task, files, overrides, base=base, explicit={
+        "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
+        "factor": factor, "output.save_every": save_every, "preset": preset})
+
+
 def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | None = None,
             mask: str | os.PathLike | None = None, mask_keeps: bool = False,
             factor: int | None = None, config: str | os.PathLike | dict | None = None,
@@ -157,7 +193,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
             stop: str | None = None, seed: int | None = None, device: str | None = None,
             preset: str | None = None,
             reference: str | os.PathLike | None = None, save_every: int | None = None,
-            overwrite: bool = False, write: bool = True,
+            overwrite: bool = False, write: bool = True, fmt: str | None = None,
             max_pixels: int = image.DEFAULT_MAX_PIXELS,
             progress: Callable[[Progress], None] | None = None) -> Restoration:
     """Restore one image file with Deep Image Prior.
@@ -167,7 +203,11 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         input: the damaged image (any format Pillow reads).
         output: where to write the result (default ``{stem}_{task}.png`` in the current
             folder); its JSON record goes to ``output + '.json'``.
-        mask: inpainting only: white (non-zero) = pixels to fill, unless ``mask_keeps``.
+        fmt: ``png`` | ``jpg`` | ``tif`` | ``bmp`` | ``webp``: the default output's format
+            (with ``output`` given, its extension must agree).
+        mask: inpainting only: an image file, white (non-zero) = pixels to fill, unless
+            ``mask_keeps``; or ``"alpha"``: the input's transparent pixels (alpha < 50 %) are
+            the holes, and the result is written opaque.
         factor: superres only: 2, 4 or 8.
         config: a YAML file, or a mapping of (dotted or nested) config keys.
         overrides: ``key.path=value`` strings, as ``--set``.
@@ -182,14 +222,10 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         InputError, ConfigError: before anything runs or is written.
         RunError: the fit failed; nothing is written.
     """
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     started = time.perf_counter()
-    files = [config] if isinstance(config, (str, os.PathLike)) else []
-    base = [config] if isinstance(config, dict) else []
-    cfg = resolve(task, files, overrides, base=base, explicit={
-        "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
-        "factor": factor, "output.save_every": save_every, "preset": preset})
+    cfg = resolve_config(task, config=config, overrides=overrides, iters=iters, stop=stop,
+                         seed=seed, device=device, factor=factor, save_every=save_every,
+                         preset=preset)
     stop_rule = build_stop_rule(cfg.stop)
     if task == "inpaint" and mask is None:
         raise InputError("inpaint needs a mask (--mask FILE)")
@@ -198,18 +234,31 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
 
     input_path = Path(input)
     picture = image.load_image(input_path, max_pixels=max_pixels)
-    out_path = Path(output) if output is not None else default_output(input_path, task)
+    out_path = output_path(input_path, task, output, fmt)
+    from_alpha = isinstance(mask, str) and mask == MASK_FROM_ALPHA
     snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
     if write:
-        reads = [input_path] + [Path(p) for p in (mask, reference) if p is not None]
+        reads = [input_path] + [Path(p) for p in (mask, reference)
+                                if p is not None and not (p is mask and from_alpha)]
         prepare_outputs([out_path, record_path(out_path)], reads, overwrite)
         if (cfg.output.save_every and snapshots.exists() and any(snapshots.iterdir())
                 and not overwrite):
             raise InputError(f"snapshot folder {snapshots} is not empty; use --overwrite to "
                              f"replace its files")
 
-    known = (image.load_mask(mask, picture.size, keeps=mask_keeps, max_pixels=max_pixels)
-             if mask is not None else None)
+    known = None
+    if from_alpha:
+        if picture.alpha is None:
+            raise InputError(f"--mask alpha: {input_path} has no alpha channel (transparency) "
+                             f"to take the holes from")
+        known = (picture.alpha >= 0.5).float()
+        if not known.any():
+            raise InputError(f"--mask alpha: every pixel of {input_path} is transparent; "
+                             f"nothing to restore from")
+        # The holes get filled: the result is opaque, not the input's alpha.
+        picture = image.Picture(picture.pixels, None, picture.bits)
+    elif mask is not None:
+        known = image.load_mask(mask, picture.size, keeps=mask_keeps, max_pixels=max_pixels)
     problem = PROBLEMS[task](picture, cfg, known)
     ref = None
     if reference is not None:
@@ -298,7 +347,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "task": task,
         "input": str(input_path.resolve()),
         "output": str(out_path.resolve()) if write else None,
-        "mask": str(Path(mask).resolve()) if mask is not None else None,
+        "mask": (MASK_FROM_ALPHA if from_alpha else str(Path(mask).resolve())
+                 if mask is not None else None),
         "reference": str(Path(reference).resolve()) if reference is not None else None,
         "iterations": result.iterations,
         "returned_iteration": result.returned_iteration,

@@ -165,36 +165,6 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path, noisy_png: Pa
     assert out.read_bytes() != b"precious"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
-    (["--set", "net.channels_down=wide"], "'net.channels_down' expects a list"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--iters", "0"], "--iters"),
-    (["--bogus"], "No such option"),
-])
-def test_option_mistakes(tmp_path: Path, noisy_png: Path, args: list, message: str) -> None:
-    out = tmp_path / "o.png"
-    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST, *args))
-    assert message in line
-    assert not out.exists() and not (tmp_path / "o.png.json").exists()
-
-
-def test_file_mistakes(tmp_path: Path, noisy_png: Path, clean_png: Path) -> None:
-    before = noisy_png.read_bytes()
-    cases = [
-        (["denoise", tmp_path / "missing.png"], "input not found"),
-        (["denoise", noisy_png, "-o", noisy_png, "--overwrite"], "one of the run's input files"),
-        (["inpaint", noisy_png, "--mask", _mask(tmp_path, (16, 16))], "same size"),
-        (["denoise", noisy_png, "--reference", save(synthetic(16), tmp_path / "r.png")],
-         "reference"),
-        (["denoise", noisy_png, "--config", tmp_path / "none.yaml"], "config file not found"),
-        (["denoise", noisy_png, "-o", tmp_path / "o.xyz"], "extension '.xyz'"),
-    ]
-    for args, message in cases:
-        assert message in _one_line_error(invoke(*args, *FAST))
-    assert noisy_png.read_bytes() == before  # the input is never touched
-
-
 def test_output_path_mistakes_are_caught_before_the_run(tmp_path: Path, noisy_png: Path,
                                                       clean_png: Path) -> None:
     blocker = tmp_path / "file.png"

@@ -1,0 +1,586 @@
+"""Many restorations from one YAML file (``dip run batch.yaml``): resumable, one failing job
+never stops the others, spread over processes, devices and cluster array tasks.
+
+The batch file::
+
+    defaults:                  # every job inherits these; the CLI's long option names
+      iters: 3000
+      seed: 0
+    jobs:
+      - task: denoise
+        input: photos/*.jpg        # a file, a folder or a glob
+        output: results/denoised/  # a folder: {stem}_{task}.png inside it
+      - task: inpaint
+        input: scans/page1.png
+        mask: scans/page1_mask.png
+        output: results/inpainted/
+        set: {optim.lr: 0.005}     # dotted config keys, exactly as --set
+      - task: superres
+        input: small/
+        factor: 4
+
+Relative paths resolve against the batch file's folder. A job's output defaults to
+``results/`` beside the batch file. With several inputs, ``mask`` and ``reference`` may name a
+folder holding a file of the same name for each input.
+
+:func:`load_batch` expands and checks the whole file before anything runs (a mistake is a
+:class:`BatchError` naming the job, its line and the key); :func:`run_jobs` runs a list of
+:class:`Job` s and returns one row per job for :func:`write_summary`.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import glob
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dip import image
+from dip.config import PRESETS, TASKS
+from dip.errors import ConfigError, DipError
+from dip.runner import (FORMATS, MASK_FROM_ALPHA, default_output, record_path, resolve_config,
+                        resolve_device)
+
+#: what a job (or ``defaults``) may hold, and the type each value must have
+JOB_KEYS: dict[str, tuple[type, ...]] = {
+    "task": (str,), "input": (str,), "output": (str,), "mask": (str,), "mask_keeps": (bool,),
+    "factor": (int,), "reference": (str,), "config": (str,), "set": (dict, list),
+    "iters": (int,), "stop": (str,), "preset": (str,), "seed": (int,), "device": (str,),
+    "save_every": (int,), "max_pixels": (int,), "format": (str,),
+}
+_LINE = "__line__"
+_GLOB_CHARS = set("*?[")
+SEED_BITS = 63
+
+
+class BatchError(ConfigError):
+    """The batch file itself is wrong: nothing runs (exit code 2)."""
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch; ``rows`` says what happened to each job that started."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to restore, with every path resolved.
+
+    ``source`` names where it came from (``jobs[2], line 14``); ``seed`` is already derived
+    from the batch seed and the input's path (:func:`job_seed`).
+    """
+
+    task: str
+    input: Path
+    output: Path
+    source: str
+    seed: int
+    mask: Path | str | None = None  # a file, or "alpha" (the input's transparent pixels)
+    mask_keeps: bool = False
+    factor: int | None = None
+    reference: Path | None = None
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    iters: int | None = None
+    stop: str | None = None
+    preset: str | None = None
+    device: str | None = None
+    save_every: int | None = None
+    max_pixels: int = image.DEFAULT_MAX_PIXELS
+
+    def config_args(self) -> dict[str, Any]:
+        """The arguments :func:`dip.runner.resolve_config` and :func:`dip.restore` share."""
+        return dict(config=self.config, overrides=self.overrides, iters=self.iters,
+                    stop=self.stop, seed=self.seed, device=self.device, factor=self.factor,
+                    save_every=self.save_every, preset=self.preset)
+
+    def restore_args(self) -> dict[str, Any]:
+        return dict(output=self.output, mask=self.mask, mask_keeps=self.mask_keeps,
+                    reference=self.reference, max_pixels=self.max_pixels,
+                    **self.config_args())
+
+
+def job_seed(seed: int, key: str) -> int:
+    """A job's seed from the batch's ``seed`` and the input's path relative to the batch file:
+    a result does not depend on the order of the jobs or on how they are sharded."""
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> (64 - SEED_BITS)
+
+
+# --- reading the batch file ---------------------------------------------------------------------
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe YAML that remembers the line of every mapping (for messages)."""
+
+
+def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping[_LINE] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != _LINE}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def read_batch_file(path: Path) -> dict:
+    """The batch file as a mapping whose mappings carry their line number."""
+    if not path.is_file():
+        raise BatchError(f"batch file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BatchError(f"invalid YAML in {path}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchError(f"cannot read batch file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BatchError(f"{path}: a batch file is a mapping with 'jobs:' (and optionally "
+                         f"'defaults:')")
+    return data
+
+
+def _check_entry(entry: Any, where: str, allowed: dict) -> dict:
+    if not isinstance(entry, dict):
+        raise BatchError(f"{where}: expected a mapping of options, got {entry!r}")
+    for key, value in entry.items():
+        if key == _LINE:
+            continue
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise BatchError(f"{where}: unknown key '{key}'{hint} (allowed: "
+                             f"{', '.join(allowed)})")
+        if not isinstance(value, allowed[key]) or (isinstance(value, bool)
+                                                   and bool not in allowed[key]):
+            kinds = " or ".join({str: "a string", bool: "true or false", int: "an integer",
+                                 dict: "a mapping", list: "a list"}[t] for t in allowed[key])
+            raise BatchError(f"{where}: '{key}' expects {kinds}, got {value!r}")
+    return entry
+
+
+def _overrides(value: dict | list | None, where: str) -> list[str]:
+    """``set:`` as ``key=value`` strings for :func:`dip.config.parse_override` (JSON is YAML,
+    so every value reads back as it was written)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        if not all(isinstance(v, str) and "=" in v for v in value):
+            raise BatchError(f"{where}: 'set' as a list holds 'key.path=value' strings")
+        return list(value)
+    return [f"{k}={json.dumps(_strip_lines(v), ensure_ascii=False)}" for k, v in value.items()
+            if k != _LINE]
+
+
+def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bool]:
+    """The files an ``input`` names, sorted; and whether it named several (folder, glob)."""
+    path = base / pattern
+    if _GLOB_CHARS & set(pattern):
+        found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        files, many = [p for p in found if p.is_file()], True
+    elif path.is_dir():
+        suffixes = image.readable_suffixes()
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        many = True
+    elif path.exists():
+        return [path], False
+    else:
+        raise BatchError(f"{where}: input not found: {path}")
+    # A folder that already holds results: dip's own outputs (with a record) are not inputs.
+    files = [p for p in files if not record_path(p).exists()]
+    if not files:
+        raise BatchError(f"{where}: input {pattern!r} matches no image in {base}")
+    return files, many
+
+
+def _companion(value: str | None, base: Path, input_path: Path, many: bool, key: str,
+               where: str) -> Path | str | None:
+    """A job's mask or reference: a file, or with several inputs a folder of same-named files."""
+    if value is None:
+        return None
+    if key == "mask" and value == MASK_FROM_ALPHA:
+        return MASK_FROM_ALPHA
+    path = base / value
+    if path.is_dir():
+        path = path / input_path.name
+    elif many:
+        raise BatchError(f"{where}: with several inputs, '{key}' must be a folder holding a "
+                         f"file named like each input ({path} is not a folder)")
+    if not path.is_file():
+        raise BatchError(f"{where}: {key} not found: {path}")
+    return path
+
+
+def _output(value: str | None, base: Path, input_path: Path, task: str, many: bool,
+            fmt: str) -> Path:
+    if value is None:
+        return base / "results" / default_output(input_path, task, fmt)
+    path = base / value
+    if value.endswith(("/", os.sep)) or path.is_dir() or many or not path.suffix:
+        return path / default_output(input_path, task, fmt)
+    return path
+
+
+def load_batch(path: str | os.PathLike) -> list[Job]:
+    """Read, expand and check a batch file; every job's config is resolved once, so a wrong
+    key or value stops the batch before anything runs.
+
+    Raises:
+        BatchError: naming the job, its line and the key.
+    """
+    path = Path(path)
+    data = read_batch_file(path)
+    _check_entry(data, str(path), {"defaults": (dict,), "jobs": (list,)})
+    base = path.resolve().parent
+    defaults = _check_entry(data.get("defaults") or {}, f"{path}: defaults",
+                            {k: v for k, v in JOB_KEYS.items() if k != "input"})
+    if not data.get("jobs"):
+        raise BatchError(f"{path}: no jobs (expected 'jobs:' with a list of jobs)")
+    jobs: list[Job] = []
+    owners: dict[Path, str] = {}
+    for index, entry in enumerate(data["jobs"]):
+        line = entry.get(_LINE) if isinstance(entry, dict) else None
+        where = f"{path}: jobs[{index}]" + (f" (line {line})" if line else "")
+        _check_entry(entry, where, JOB_KEYS)
+        spec = {**defaults, **entry}
+        overrides = (_overrides(defaults.get("set"), f"{path}: defaults")
+                     + _overrides(entry.get("set"), where))
+        for key in ("task", "input"):
+            if key not in spec:
+                raise BatchError(f"{where}: missing '{key}'")
+        task = spec["task"]
+        if task not in TASKS:
+            raise BatchError(f"{where}: unknown task '{task}' (known: {', '.join(TASKS)})")
+        if task == "inpaint" and "mask" not in spec:
+            raise BatchError(f"{where}: an inpaint job needs 'mask'")
+        if task != "inpaint" and "mask" in spec:
+            raise BatchError(f"{where}: 'mask' only applies to inpaint, not {task}")
+        if spec.get("stop") not in (None, "auto", "fixed"):
+            raise BatchError(f"{where}: 'stop' must be auto or fixed, got {spec['stop']!r}")
+        if spec.get("preset") not in (None, *PRESETS):
+            raise BatchError(f"{where}: 'preset' must be one of {', '.join(PRESETS)}, got "
+                             f"{spec['preset']!r}")
+        config = base / spec["config"] if "config" in spec else None
+        fmt = spec.get("format", "png")
+        if fmt not in FORMATS:
+            raise BatchError(f"{where}: 'format' must be one of {', '.join(FORMATS)}, got "
+                             f"{fmt!r}")
+        files, many = _expand_inputs(spec["input"], base, where)
+        for input_path in files:
+            try:
+                key = input_path.relative_to(base).as_posix()
+            except ValueError:
+                key = input_path.as_posix()
+            job = Job(
+                task=task, input=input_path,
+                output=_output(spec.get("output"), base, input_path, task, many, fmt),
+                source=where.removeprefix(f"{path}: "),
+                seed=job_seed(spec.get("seed", 0), key),
+                mask=_companion(spec.get("mask"), base, input_path, many, "mask", where),
+                mask_keeps=spec.get("mask_keeps", False), factor=spec.get("factor"),
+                reference=_companion(spec.get("reference"), base, input_path, many,
+                                     "reference", where),
+                config=config, overrides=tuple(overrides), iters=spec.get("iters"),
+                stop=spec.get("stop"), preset=spec.get("preset"), device=spec.get("device"),
+                save_every=spec.get("save_every"),
+                max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS))
+            if job.output in owners:
+                raise BatchError(f"{where}: {input_path.name} would write {job.output}, which "
+                                 f"{owners[job.output]} also writes; give the jobs different "
+                                 f"outputs")
+            owners[job.output] = f"{where} ({input_path.name})"
+            try:
+                resolve_config(task, **job.config_args())
+                if job.device is not None:
+                    resolve_device(job.device)
+            except DipError as exc:
+                raise BatchError(f"{where}: {exc}") from None
+            jobs.append(job)
+    return jobs
+
+
+# --- which jobs: shards, and what is already done ---------------------------------------------
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``'2/8'`` -> ``(2, 8)``: the 2nd of 8 slices (1-based)."""
+    k, sep, n = text.partition("/")
+    try:
+        k_i, n_i = int(k), int(n)
+    except ValueError:
+        k_i = n_i = 0
+    if not sep or not 1 <= k_i <= n_i:
+        raise BatchError(f"--shard expects K/N with 1 <= K <= N, got {text!r}")
+    return k_i, n_i
+
+
+def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[int, int] | None:
+    """The shard of a SLURM job array task (``sbatch --array``), or None outside one."""
+    if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+        return None
+    try:
+        task_id = int(environ["SLURM_ARRAY_TASK_ID"])
+        first = int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
+        count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+    except ValueError:
+        raise BatchError("the SLURM_ARRAY_TASK_* variables are not numbers; give --shard "
+                         "K/N") from None
+    k = (task_id - first) // step + 1
+    if not 1 <= k <= count:
+        raise BatchError(f"SLURM array task {task_id} is outside its {count} tasks; give "
+                         f"--shard K/N")
+    return k, count
+
+
+def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
+    """The K-th of N interleaved slices of the expanded list: every job in exactly one."""
+    return [job for i, job in enumerate(jobs) if i % n == k - 1]
+
+
+def is_done(job: Job) -> bool:
+    """The job's output and record exist, the record is of this input with the same resolved
+    config, and that run was not interrupted."""
+    record = _read_record(job.output)
+    if record is None or not job.output.exists():
+        return False
+    cfg = resolve_config(job.task, **job.config_args())
+    return (record.get("stop_reason") != "interrupted"
+            and record.get("input") == str(job.input.resolve())
+            and json.loads(json.dumps(cfg.to_dict())) == record.get("config"))
+
+
+def _read_record(output: Path) -> dict | None:
+    try:
+        record = json.loads(record_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "config" in record else None
+
+
+# --- running ----------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """What happened to one job (a line of the summary)."""
+
+    job: str
+    task: str
+    input: str
+    output: str
+    status: str  # done | skipped | failed | interrupted
+    seconds: float = 0.0
+    steps: int | None = None
+    returned_step: int | None = None
+    stop_reason: str | None = None
+    device: str | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    error: str | None = None
+
+
+def run_job(job: Job, overwrite: bool = False,
+            progress: Callable | None = None) -> Row:
+    """Restore one job's image; any failure becomes a row with its reason (never raises,
+    except KeyboardInterrupt outside the fit)."""
+    import time
+
+    from dip.runner import restore
+
+    row = Row(job.source, job.task, str(job.input), str(job.output), "failed")
+    started = time.perf_counter()
+    # Leftovers of a run killed while writing (see image.write_all_atomic).
+    for stale in job.output.parent.glob(f".{glob.escape(job.output.name)}*.part"):
+        stale.unlink(missing_ok=True)
+    # dip's own earlier result for other settings (it has a record) is replaced; a file that
+    # is not dip's is only replaced with --overwrite.
+    replace = overwrite or _read_record(job.output) is not None or not job.output.exists()
+    try:
+        result = restore(job.task, job.input, overwrite=replace, progress=progress,
+                         **job.restore_args())
+    except DipError as exc:
+        row.error = str(exc)
+    except Exception as exc:  # one image's unexpected failure must not end the batch
+        row.error = f"{type(exc).__name__}: {exc}"
+    else:
+        r = result.record
+        row.status = "interrupted" if r["stop_reason"] == "interrupted" else "done"
+        row.steps, row.returned_step = r["iterations"], r["returned_iteration"]
+        row.stop_reason, row.device = r["stop_reason"], r["device"]
+        metrics = r.get("metrics") or {}
+        row.psnr = metrics.get("psnr_y", metrics.get("psnr"))
+        row.ssim = metrics.get("ssim")
+    row.seconds = round(time.perf_counter() - started, 2)
+    return row
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(devices: Any, threads: int) -> None:
+    """Give this worker one device: a GPU is made the only visible one (CUDA starts lazily,
+    so this holds), so a job's ``device: auto`` and its resolved config are the same as in
+    the parent, whichever worker runs it."""
+    import torch
+
+    device = devices.get()
+    os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0" if (
+        device.startswith("cuda")) else ""
+    _worker["device"] = device
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(job: Job, overwrite: bool) -> Row:
+    row = run_job(job, overwrite)
+    if row.device in (None, "cuda"):
+        row.device = _worker.get("device")
+    return row
+
+
+def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> list[Job]:
+    """Check ``devices``; where they make one device for every job (one worker, or only the
+    CPU), it becomes the device of each job that does not name its own, so that the parent
+    resolves the same config (e.g. the CPU preset) as the worker that runs the job."""
+    if not devices:
+        return jobs
+    for name in devices:
+        resolve_device(name)
+    if workers > 1 and devices != ["cpu"]:
+        return jobs  # each worker sees one GPU as its only one (_init_worker)
+    return [job if job.device is not None else replace(job, device=devices[0]) for job in jobs]
+
+
+def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = None,
+             overwrite: bool = False, on_start: Callable[[Job], None] | None = None,
+             on_end: Callable[[Job, Row], None] | None = None,
+             progress: Callable | None = None) -> list[Row]:
+    """Run ``jobs`` (in this process, or in ``workers`` processes spread over ``devices``);
+    finished ones are skipped unless ``overwrite``. Workers on a CPU split its cores; on CUDA
+    each worker uses one of ``devices`` in turn (a job whose ``device`` is set keeps it).
+
+    Raises:
+        BatchInterrupted: on Ctrl-C, with the rows of the jobs that started (a job running at
+            that moment writes its estimate so far, marked ``interrupted``).
+    """
+    jobs = assign_device(jobs, devices, workers)
+    devices = devices or default_devices()
+    rows: list[Row] = []
+    todo = []
+    for job in jobs:
+        if not overwrite and is_done(job):
+            rows.append(Row(job.source, job.task, str(job.input), str(job.output), "skipped"))
+            if on_end:
+                on_end(job, rows[-1])
+        else:
+            todo.append(job)
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            if on_start:
+                on_start(job)
+            try:
+                rows.append(run_job(job, overwrite, progress))
+            except KeyboardInterrupt:
+                rows.append(Row(job.source, job.task, str(job.input), str(job.output),
+                                "interrupted"))
+            if on_end:
+                on_end(job, rows[-1])
+            if rows[-1].status == "interrupted":
+                raise BatchInterrupted(rows)
+        return rows
+
+    threads = max(1, (os.cpu_count() or 1) // workers) if devices == ["cpu"] else 1
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    for i in range(workers):
+        queue.put(devices[i % len(devices)])
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(queue, threads)) as pool:
+        futures = {pool.submit(_run_in_worker, job, overwrite): job for job in todo}
+        for job in todo[:workers]:
+            if on_start:
+                on_start(job)
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    row = future.result()
+                except BrokenProcessPool:
+                    row = Row(job.source, job.task, str(job.input), str(job.output),
+                              "interrupted", error="its worker process ended")
+                rows.append(row)
+                if on_end:
+                    on_end(job, row)
+        except KeyboardInterrupt:
+            # The workers got the same Ctrl-C: running jobs write their estimate and return.
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, job in futures.items():
+                if (future.done() and not future.cancelled() and future.exception() is None
+                        and future.result() not in rows):
+                    rows.append(future.result())
+            raise BatchInterrupted(rows) from None
+    return rows
+
+
+def default_devices() -> list[str]:
+    """Every visible CUDA device, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+SUMMARY_FIELDS = ["job", "task", "input", "output", "status", "seconds", "steps",
+                  "returned_step", "stop_reason", "device", "psnr", "ssim", "error"]
+
+
+def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
+                  shard: tuple[int, int] | None) -> tuple[Path, Path]:
+    """``summary.csv`` and ``summary.json`` in the folder all outputs share (or ``summary``,
+    with .csv and .json); a shard's files carry ``.shard-K-of-N`` so shards never collide."""
+    if summary is not None:
+        stem = Path(summary).with_suffix("")
+    else:
+        stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"
+    name = stem.name + (f".shard-{shard[0]}-of-{shard[1]}" if shard is not None else "")
+    return stem.with_name(name + ".csv"), stem.with_name(name + ".json")
+
+
+def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
+    """Both files written atomically."""
+    records = [{k: v for k, v in asdict(r).items() if k in SUMMARY_FIELDS} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    counts = {s: sum(r.status == s for r in rows)
+              for s in ("done", "skipped", "failed", "interrupted")}
+    text = json.dumps({"counts": counts, "jobs": records}, indent=2) + "\n"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    image.write_all_atomic([(csv_path, lambda f: f.write(buf.getvalue().encode())),
+                            (json_path, lambda f: f.write(text.encode()))])

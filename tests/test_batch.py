@@ -1,0 +1,259 @@
+"""``dip run BATCH.yaml`` through the real click app: failures isolated, resumable, shards that
+cover every job once, a dry run that runs nothing, and invalid batch files refused with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import save, synthetic
+from PIL import Image
+
+from dip import batch, image
+from dip.cli.main import cli
+
+# A tiny network and a few steps: the batch machinery is under test, not the restoration.
+TINY = ("set: {net.channels_down: [8, 8, 8, 8, 8], net.channels_up: [8, 8, 8, 8, 8]}\n"
+        "  iters: 4\n  device: cpu\n  seed: 0\n")
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+def make_batch(tmp_path: Path, jobs: str, defaults: str = TINY) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir(exist_ok=True)
+    for i in range(3):
+        save(synthetic(32), photos / f"p{i}.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text(f"defaults:\n  {defaults}jobs:\n{jobs}")
+    return path
+
+
+GLOB_JOB = "  - task: denoise\n    input: photos/*.png\n    output: out/\n"
+
+
+def test_a_broken_job_fails_alone(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not an image at all")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1, result.output
+    assert "broken.png" in result.output and "not an image" in result.output
+    assert "Traceback" not in result.output
+    for i in range(3):
+        assert (tmp_path / "out" / f"p{i}_denoise.png").is_file()
+        assert (tmp_path / "out" / f"p{i}_denoise.png.json").is_file()
+    assert not (tmp_path / "out" / "broken_denoise.png").exists()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1, "interrupted": 0}
+    with open(tmp_path / "out" / "summary.csv") as f:
+        assert len(f.read().strip().splitlines()) == 1 + 4
+
+
+def test_a_rerun_skips_finished_jobs_and_redoes_changed_ones(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    assert invoke("run", path, "-q").exit_code == 0
+    out = tmp_path / "out" / "p0_denoise.png"
+    before = out.stat().st_mtime_ns
+    again = invoke("run", path, "-q")
+    assert again.exit_code == 0 and "0 done, 3 already done" in again.output
+    assert out.stat().st_mtime_ns == before
+    # another setting: dip's own earlier result is replaced, without --overwrite
+    path.write_text(path.read_text().replace("iters: 4", "iters: 5"))
+    changed = invoke("run", path, "-q")
+    assert changed.exit_code == 0 and "3 done, 0 already done" in changed.output
+    assert json.loads(Path(str(out) + ".json").read_text())["iterations"] == 5
+
+
+def test_a_run_killed_between_writes_is_finished_on_rerun(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
+    out = tmp_path / "out" / "p0_denoise.png"
+    out.parent.mkdir()
+    # What kill -9 can leave: a temporary file, and a record renamed before its image.
+    (out.parent / f".{out.name}.abc123.part").write_bytes(b"half")
+    Path(str(out) + ".json").write_text(json.dumps({"config": {}, "stop_reason": "budget"}))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not list(out.parent.glob("*.part"))
+    assert batch.is_done(batch.load_batch(path)[0])
+
+
+def test_an_interrupted_result_is_redone(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    record = tmp_path / "out" / "p0_denoise.png.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "stop_reason": "interrupted"}))
+    assert not batch.is_done(batch.load_batch(path)[0])
+    assert "1 done" in invoke("run", path, "-q").output
+
+
+def test_a_file_not_made_by_dip_is_kept_without_overwrite(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
+    (tmp_path / "out").mkdir()
+    mine = tmp_path / "out" / "p0_denoise.png"
+    mine.write_bytes(b"the user's own file")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert mine.read_bytes() == b"the user's own file"
+    assert invoke("run", path, "-q", "--overwrite").exit_code == 0
+    assert Image.open(mine).size == (32, 32)
+
+
+def test_shards_cover_every_job_exactly_once(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB + "  - task: superres\n    input: photos/\n"
+                                           "    factor: 2\n")
+    jobs = batch.load_batch(path)
+    assert len(jobs) == 6
+    for n in (1, 2, 4):
+        shards = [batch.select_shard(jobs, k, n) for k in range(1, n + 1)]
+        outputs = [j.output for shard in shards for j in shard]
+        assert sorted(outputs) == sorted(j.output for j in jobs)
+    # Through the CLI, and from a SLURM array's environment: 2 shards write disjoint files.
+    for k in (1, 2):
+        env = {"SLURM_ARRAY_TASK_ID": str(k - 1), "SLURM_ARRAY_TASK_COUNT": "2",
+               "SLURM_ARRAY_TASK_MIN": "0"}
+        assert invoke("run", path, "-q", env=env).exit_code == 0
+    written = sorted(p.name for p in tmp_path.rglob("*_*.png"))
+    assert len(written) == 6
+    assert (tmp_path / "summary.shard-1-of-2.csv").is_file()
+    assert (tmp_path / "summary.shard-2-of-2.json").is_file()
+
+
+def test_shard_option_and_its_mistakes(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    listed = invoke("run", path, "--dry-run", "--shard", "2/2")
+    assert listed.exit_code == 0 and "p1.png" in listed.output and "p0.png" not in listed.output
+    for bad in ("3/2", "0/2", "two"):
+        result = invoke("run", path, "--shard", bad)
+        assert result.exit_code == 2 and "--shard expects K/N" in result.output
+
+
+def test_dry_run_lists_the_expanded_jobs_without_running(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB + "  - task: superres\n    input: photos/p1.png\n")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "4 job(s)" in result.output
+    assert str(tmp_path / "results" / "p1_superres.png") in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
+
+
+def test_seeds_come_from_the_input_not_the_order(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    seeds = {j.input.name: j.seed for j in batch.load_batch(path)}
+    assert len(set(seeds.values())) == 3
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(f"defaults:\n  {TINY}jobs:\n" + "".join(
+        f"  - task: denoise\n    input: photos/p{i}.png\n    output: out/\n" for i in (2, 0, 1)))
+    assert {j.input.name: j.seed for j in batch.load_batch(reordered)} == seeds
+
+
+def test_two_workers_run_every_job(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    result = invoke("run", path, "-q", "--workers", "2", "--devices", "cpu")
+    assert result.exit_code == 0, result.output
+    done = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.png.json")]
+    assert len(done) == 3 and {r["seed"] for r in done} == {
+        j.seed for j in batch.load_batch(path)}
+
+
+def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    first = np.asarray(Image.open(tmp_path / "out" / "p0_denoise.png"))
+    assert invoke("run", path, "-q", "--overwrite").exit_code == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "out" / "p0_denoise.png")))
+
+
+@pytest.mark.parametrize("body, message", [
+    ("jobs:\n  - task: denoise\n    inptu: a.png\n", "unknown key 'inptu'; did you mean 'input'"),
+    ("jobs:\n  - task: denoise\n    input: [a.png\n", "invalid YAML"),
+    ("jobs:\n  - task: denoise\n    input: nowhere/*.png\n", "matches no image"),
+    ("jobs:\n  - task: denoise\n    input: missing.png\n", "input not found"),
+    ("jobs:\n  - task: denoize\n    input: photos/p0.png\n", "unknown task 'denoize'"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    iters: many\n",
+     "'iters' expects an integer"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    set: {optim.lrr: 0.1}\n",
+     "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+    ("jobs:\n  - task: inpaint\n    input: photos/p0.png\n", "needs 'mask'"),
+    ("jobs:\n  - task: denoise\n    input: photos/\n    mask: photos/p0.png\n",
+     "'mask' only applies to inpaint"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    output: o.png\n"
+     "  - task: denoise\n    input: photos/p1.png\n    output: o.png\n", "also writes"),
+    ("defaults:\n  seed: 0\n", "no jobs"),
+    ("- just a list\n", "a batch file is a mapping"),
+])
+def test_an_invalid_batch_file_exits_2_naming_the_key_or_line(tmp_path: Path, body: str,
+                                                             message: str) -> None:
+    make_batch(tmp_path, "")
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    result = invoke("run", path)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert "Traceback" not in result.output
+    if "jobs[" in lines[0] and "YAML" not in message:
+        assert "(line " in lines[0]
+    assert not list(tmp_path.rglob("*_denoise.png"))
+
+
+def test_results_in_the_input_folder_are_not_read_as_inputs(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/\n    output: photos/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    assert len(batch.load_batch(path)) == 3  # p*_denoise.png have records: not inputs
+
+
+def test_slurm_environment_gives_the_shard() -> None:
+    assert batch.shard_from_env({}) is None
+    env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4",
+           "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_STEP": "2"}
+    assert batch.shard_from_env(env) == (4, 4)
+
+
+def test_record_is_renamed_before_its_image(tmp_path: Path, monkeypatch) -> None:
+    """A kill between the two renames must leave a record without an image (redone by the
+    next run), never an image without its record."""
+    renamed = []
+    real = os.replace
+
+    def replace(src, dst):
+        renamed.append(Path(dst).name)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "r.png"
+    image.write_all_atomic([(out, lambda f: f.write(b"img")),
+                            (Path(str(out) + ".json"), lambda f: f.write(b"{}"))])
+    assert renamed == ["r.png.json", "r.png"]
+
+
+def test_kill_9_then_a_rerun_finishes_only_what_is_left(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB, defaults=TINY.replace("iters: 4", "iters: 400"))
+    dip = Path(sys.executable).with_name("dip")
+    cmd = [str(dip)] if dip.exists() else [sys.executable, "-m", "dip.cli.main"]
+    proc = subprocess.Popen(cmd + ["run", str(path), "-q"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = tmp_path / "out" / "p0_denoise.png"
+    deadline = time.time() + 120
+    while time.time() < deadline and not Path(str(first) + ".json").exists():
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    for result in (tmp_path / "out").glob("*_denoise.png"):  # whatever is there is whole
+        assert Path(str(result) + ".json").is_file()
+        Image.open(result).load()
+    done_at = first.stat().st_mtime_ns
+    again = invoke("run", path, "-q")
+    assert again.exit_code == 0, again.output
+    assert first.stat().st_mtime_ns == done_at
+    assert len(list((tmp_path / "out").glob("*_denoise.png"))) == 3
+    assert not list((tmp_path / "out").glob(".*.part"))
