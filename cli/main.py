@@ -6,6 +6,7 @@ exit 2 for bad input or options (nothing is run or written), 1 when a run fails,
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 import dip
 from dip import batch, image
+from dip import report as reports
 from dip.errors import DipError
 from dip.fit import Progress
 from dip.runner import FORMATS, MASK_FROM_ALPHA, Restoration, record_path
@@ -84,6 +86,13 @@ def run_options(func):
                      help="Clean image: report PSNR and SSIM (never used to fit)."),
         click.option("--save-every", type=click.IntRange(min=1), metavar="N",
                      help="Keep a snapshot every N steps in {stem}_{task}_steps/."),
+        click.option("--report", is_flag=True,
+                     help="Also write {stem}_{task}_report.png: input, result (and reference) "
+                          "with a magnified detail, and the loss, stop-rule and PSNR curves "
+                          "(needs matplotlib: the [plot] extra)."),
+        click.option("--gif", is_flag=True,
+                     help="Also write {stem}_{task}.gif, the fit as an animation (frames "
+                          "every --save-every steps, else 50 over the budget)."),
         click.option("--max-pixels", type=click.IntRange(min=1),
                      default=image.DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse larger images."),
@@ -96,8 +105,8 @@ def run_options(func):
 
 
 def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, iters, stop,
-         preset, seed, device, reference, save_every, max_pixels, quiet, overwrite,
-         **task_args) -> None:
+         preset, seed, device, reference, save_every, report, gif, max_pixels, quiet,
+         overwrite, **task_args) -> None:
     bar = None
 
     def progress(p: Progress) -> None:
@@ -117,6 +126,7 @@ def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, it
                              overrides=overrides, iters=iters, stop=stop, seed=seed,
                              device=device, preset=preset,
                              reference=reference, save_every=save_every, overwrite=overwrite,
+                             report=report, gif=gif,
                              max_pixels=max_pixels, progress=None if quiet else progress,
                              **task_args)
     finally:
@@ -149,6 +159,9 @@ def _summary(result: Restoration) -> str:
             line += (f"; bicubic {m['bicubic_psnr']:.2f} dB\n  Y-channel PSNR (the paper's "
                      f"protocol) {m['psnr_y']:.2f} dB; bicubic {m['bicubic_psnr_y']:.2f} dB")
     line += f"\n  record: {record_path(result.output)}"
+    for key in ("report", "gif"):
+        if key in r:
+            line += f"\n  {key}: {r[key]}"
     return line
 
 
@@ -245,7 +258,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
       - {task: superres, input: small/, factor: 4}
 
     Job options: task, input, output, format, mask, mask_keeps, factor, reference, config,
-    set, iters, stop, preset, seed, device, save_every, max_pixels. Paths are relative to the batch file;
+    set, iters, stop, preset, seed, device, save_every, max_pixels, report, gif. Paths are relative to the batch file;
     outputs default to results/ beside it. Each job's seed is derived from the seed and the
     input's path, so results do not depend on order or sharding.
     """
@@ -266,6 +279,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
         return
     csv_path, json_path = batch.summary_paths(jobs, summary, shard_kn)
+    batch.prepare_summary(csv_path)
 
     bars: dict[str, tqdm] = {}
     if not quiet:
@@ -296,12 +310,13 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         for bar in bars.values():
             bar.close()
     batch.write_summary(rows, csv_path, json_path)
+    sheet = reports.write_contact_sheet(csv_path.with_suffix(".png"), rows)
     if not quiet:
         click.echo(_batch_table(rows))
     counts = {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")}
     click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
                f"failed" + (", interrupted" if interrupted else "")
-               + f"; summary: {csv_path}, {json_path}")
+               + f"; summary: {csv_path}, {json_path}, {sheet}")
     if interrupted:
         sys.exit(130)
     if counts["failed"]:
@@ -315,6 +330,39 @@ def _batch_table(rows: list[batch.Row]) -> str:
         lines.append(f"{r.status:<11} {r.seconds:>8.1f} {r.steps or '-':>6} {psnr:>6}  "
                      f"{r.output if r.status != 'failed' else r.input}")
     return "\n".join(lines)
+
+
+@cli.command()
+def info() -> None:
+    """Versions, the devices dip can use, threads, and the presets each task would run."""
+    import platform
+
+    import PIL
+    import torch
+
+    from dip import config
+
+    click.echo(f"dip {dip.__version__}, torch {torch.__version__}, Python "
+               f"{platform.python_version()}, Pillow {PIL.__version__}")
+    click.echo(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores)")
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        p = torch.cuda.get_device_properties(i)
+        click.echo(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.0f} GiB")
+    if torch.backends.mps.is_available():
+        click.echo("mps: Apple Metal")
+    auto = config.choose_preset("auto", "auto")
+    click.echo(f"presets (auto picks {auto} here):")
+    for task in config.TASKS:
+        for name in ("paper", "fast"):
+            c = config.resolve(task, overrides=[f"preset={name}"])
+            click.echo(f"  {task:<8} {name:<5} {c.net.channels_down[0]:>3} channels, lr "
+                       f"{c.optim.lr:g}, up to {c.optim.iters} steps, stop {c.stop.rule}")
+    try:
+        import matplotlib
+        plot = f"matplotlib {matplotlib.__version__} (--report works)"
+    except ImportError:
+        plot = "matplotlib missing: --report needs the [plot] extra"
+    click.echo(f"extras: {plot}")
 
 
 def main() -> None:

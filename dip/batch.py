@@ -48,17 +48,19 @@ from typing import Any
 import yaml
 
 from dip import image
+from dip import report as reports
 from dip.config import PRESETS, TASKS
 from dip.errors import ConfigError, DipError
-from dip.runner import (FORMATS, MASK_FROM_ALPHA, default_output, record_path, resolve_config,
-                        resolve_device)
+from dip.runner import (FORMATS, MASK_FROM_ALPHA, default_output, output_path, record_path,
+                        resolve_config, resolve_device, writable_folder)
 
 #: what a job (or ``defaults``) may hold, and the type each value must have
 JOB_KEYS: dict[str, tuple[type, ...]] = {
     "task": (str,), "input": (str,), "output": (str,), "mask": (str,), "mask_keeps": (bool,),
     "factor": (int,), "reference": (str,), "config": (str,), "set": (dict, list),
     "iters": (int,), "stop": (str,), "preset": (str,), "seed": (int,), "device": (str,),
-    "save_every": (int,), "max_pixels": (int,), "format": (str,),
+    "save_every": (int,), "max_pixels": (int,), "format": (str,), "report": (bool,),
+    "gif": (bool,),
 }
 _LINE = "__line__"
 _GLOB_CHARS = set("*?[")
@@ -102,6 +104,8 @@ class Job:
     device: str | None = None
     save_every: int | None = None
     max_pixels: int = image.DEFAULT_MAX_PIXELS
+    report: bool = False
+    gif: bool = False
 
     def config_args(self) -> dict[str, Any]:
         """The arguments :func:`dip.runner.resolve_config` and :func:`dip.restore` share."""
@@ -111,8 +115,8 @@ class Job:
 
     def restore_args(self) -> dict[str, Any]:
         return dict(output=self.output, mask=self.mask, mask_keeps=self.mask_keeps,
-                    reference=self.reference, max_pixels=self.max_pixels,
-                    **self.config_args())
+                    reference=self.reference, max_pixels=self.max_pixels, report=self.report,
+                    gif=self.gif, **self.config_args())
 
 
 def job_seed(seed: int, key: str) -> int:
@@ -199,22 +203,24 @@ def _overrides(value: dict | list | None, where: str) -> list[str]:
 def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bool]:
     """The files an ``input`` names, sorted; and whether it named several (folder, glob)."""
     path = base / pattern
-    if _GLOB_CHARS & set(pattern):
-        found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
-        files, many = [p for p in found if p.is_file()], True
-    elif path.is_dir():
-        suffixes = image.readable_suffixes()
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        many = True
-    elif path.exists():
-        return [path], False
-    else:
-        raise BatchError(f"{where}: input not found: {path}")
-    # A folder that already holds results: dip's own outputs (with a record) are not inputs.
-    files = [p for p in files if not record_path(p).exists()]
+    suffixes = image.readable_suffixes()
+    try:
+        if _GLOB_CHARS & set(pattern):
+            found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        elif path.is_dir():
+            found = sorted(path.iterdir())
+        elif path.exists():
+            return [path], False
+        else:
+            raise BatchError(f"{where}: input not found: {path}")
+    except OSError as exc:
+        raise BatchError(f"{where}: cannot list input {path}: {exc.strerror or exc}") from None
+    # Images only (not records, summaries, ...) and not a batch's own contact sheet.
+    files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes
+             and not (p.name.startswith("summary") and p.with_suffix(".csv").exists())]
     if not files:
         raise BatchError(f"{where}: input {pattern!r} matches no image in {base}")
-    return files, many
+    return files, True
 
 
 def _companion(value: str | None, base: Path, input_path: Path, many: bool, key: str,
@@ -289,6 +295,8 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
         if fmt not in FORMATS:
             raise BatchError(f"{where}: 'format' must be one of {', '.join(FORMATS)}, got "
                              f"{fmt!r}")
+        if spec.get("max_pixels", 1) < 1:
+            raise BatchError(f"{where}: 'max_pixels' must be >= 1, got {spec['max_pixels']}")
         files, many = _expand_inputs(spec["input"], base, where)
         for input_path in files:
             try:
@@ -307,20 +315,31 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
                 config=config, overrides=tuple(overrides), iters=spec.get("iters"),
                 stop=spec.get("stop"), preset=spec.get("preset"), device=spec.get("device"),
                 save_every=spec.get("save_every"),
-                max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS))
+                max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS),
+                report=spec.get("report", False), gif=spec.get("gif", False))
+            if job.report:
+                try:
+                    reports.require_matplotlib()
+                except DipError as exc:
+                    raise BatchError(f"{where}: {exc}") from None
             if job.output in owners:
                 raise BatchError(f"{where}: {input_path.name} would write {job.output}, which "
                                  f"{owners[job.output]} also writes; give the jobs different "
                                  f"outputs")
             owners[job.output] = f"{where} ({input_path.name})"
             try:
+                image.output_format(job.output)
+                output_path(job.input, task, job.output, spec.get("format"))
                 resolve_config(task, **job.config_args())
                 if job.device is not None:
                     resolve_device(job.device)
             except DipError as exc:
                 raise BatchError(f"{where}: {exc}") from None
             jobs.append(job)
-    return jobs
+    # A folder that is both input and output: this batch's own results are not inputs, so
+    # every run (and every shard, whenever it starts) expands to the same job list.
+    outputs = {job.output.resolve() for job in jobs}
+    return [job for job in jobs if job.input.resolve() not in outputs]
 
 
 # --- which jobs: shards, and what is already done ---------------------------------------------
@@ -367,10 +386,20 @@ def is_done(job: Job) -> bool:
     record = _read_record(job.output)
     if record is None or not job.output.exists():
         return False
-    cfg = resolve_config(job.task, **job.config_args())
-    return (record.get("stop_reason") != "interrupted"
+    cfg = json.loads(json.dumps(resolve_config(job.task, **job.config_args()).to_dict()))
+    # Which device ran it is not part of what was asked (the preset it implies is).
+    same = {k: v for k, v in cfg.items() if k != "device"} == {
+        k: v for k, v in (record.get("config") or {}).items() if k != "device"}
+    mask = (job.mask if job.mask == MASK_FROM_ALPHA else
+            str(Path(job.mask).resolve()) if job.mask is not None else None)
+    reference = str(job.reference.resolve()) if job.reference is not None else None
+    pictures = [key for key in ("report", "gif") if getattr(job, key)]
+    return (same and record.get("stop_reason") != "interrupted"
+            and all(record.get(key) and Path(record[key]).exists() for key in pictures)
             and record.get("input") == str(job.input.resolve())
-            and json.loads(json.dumps(cfg.to_dict())) == record.get("config"))
+            and record.get("mask") == mask
+            and bool(record.get("mask_keeps", False)) == job.mask_keeps
+            and record.get("reference") == reference)
 
 
 def _read_record(output: Path) -> dict | None:
@@ -418,6 +447,11 @@ def run_job(job: Job, overwrite: bool = False,
     # dip's own earlier result for other settings (it has a record) is replaced; a file that
     # is not dip's is only replaced with --overwrite.
     replace = overwrite or _read_record(job.output) is not None or not job.output.exists()
+    if replace and job.output.exists():
+        # Gone before the new record is renamed into place: a kill between the two renames
+        # then leaves a record without an image (redone), never a new record beside an old
+        # image (which would count as done).
+        job.output.unlink()
     try:
         result = restore(job.task, job.input, overwrite=replace, progress=progress,
                          **job.restore_args())
@@ -441,14 +475,13 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(devices: Any, threads: int) -> None:
-    """Give this worker one device: a GPU is made the only visible one (CUDA starts lazily,
-    so this holds), so a job's ``device: auto`` and its resolved config are the same as in
-    the parent, whichever worker runs it."""
+    """Give this worker its device: a GPU becomes its current CUDA device, which a job's
+    ``device: auto`` (= ``cuda``) then uses; a job naming its own device keeps it."""
     import torch
 
     device = devices.get()
-    os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0" if (
-        device.startswith("cuda")) else ""
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
     _worker["device"] = device
     torch.set_num_threads(threads)
 
@@ -468,8 +501,11 @@ def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> l
         return jobs
     for name in devices:
         resolve_device(name)
+    if "cpu" in devices and len(set(devices)) > 1:
+        # A job's preset (and so its result) would depend on which worker took it.
+        raise BatchError("--devices mixes the CPU and GPUs; give one kind")
     if workers > 1 and devices != ["cpu"]:
-        return jobs  # each worker sees one GPU as its only one (_init_worker)
+        return jobs  # each worker's GPU is its current device (_init_worker)
     return [job if job.device is not None else replace(job, device=devices[0]) for job in jobs]
 
 
@@ -512,10 +548,28 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
         return rows
 
     threads = max(1, (os.cpu_count() or 1) // workers) if devices == ["cpu"] else 1
+    # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the
+    # whole pool and every job in it; those are run again one pool each, so the job that
+    # kills its worker fails alone and the others still run.
+    broken = _run_pool(todo, workers, devices, threads, overwrite, rows, on_start, on_end)
+    for job in broken:
+        if _run_pool([job], 1, devices, threads, overwrite, rows, on_start, on_end):
+            rows.append(Row(job.source, job.task, str(job.input), str(job.output), "failed",
+                            error="its worker process died (killed, or out of memory?)"))
+            if on_end:
+                on_end(job, rows[-1])
+    return rows
+
+
+def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
+              overwrite: bool, rows: list[Row], on_start: Callable | None,
+              on_end: Callable | None) -> list[Job]:
+    """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     for i in range(workers):
         queue.put(devices[i % len(devices)])
+    broken: list[Job] = []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(queue, threads)) as pool:
         futures = {pool.submit(_run_in_worker, job, overwrite): job for job in todo}
@@ -526,22 +580,21 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
             for future in as_completed(futures):
                 job = futures[future]
                 try:
-                    row = future.result()
+                    rows.append(future.result())
                 except BrokenProcessPool:
-                    row = Row(job.source, job.task, str(job.input), str(job.output),
-                              "interrupted", error="its worker process ended")
-                rows.append(row)
+                    broken.append(job)
+                    continue
                 if on_end:
-                    on_end(job, row)
+                    on_end(job, rows[-1])
         except KeyboardInterrupt:
             # The workers got the same Ctrl-C: running jobs write their estimate and return.
             pool.shutdown(wait=True, cancel_futures=True)
-            for future, job in futures.items():
+            for future in futures:
                 if (future.done() and not future.cancelled() and future.exception() is None
                         and future.result() not in rows):
                     rows.append(future.result())
             raise BatchInterrupted(rows) from None
-    return rows
+    return broken
 
 
 def default_devices() -> list[str]:
@@ -569,6 +622,11 @@ def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
         stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"
     name = stem.name + (f".shard-{shard[0]}-of-{shard[1]}" if shard is not None else "")
     return stem.with_name(name + ".csv"), stem.with_name(name + ".json")
+
+
+def prepare_summary(csv_path: Path) -> None:
+    """Check before any job runs that the summary can be written there (not after a night)."""
+    writable_folder(csv_path.parent, f"the summary {csv_path.name} (or give --summary)")
 
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:

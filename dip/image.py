@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,13 +69,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{what} is a folder, not an image: {path}")
     try:
-        # Pillow's own bomb check would refuse without saying the size or our option; ours
-        # below (max_pixels, from the header, before decoding) replaces it while opening.
-        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
+        with own_pixel_limit():
             img = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = pillow_limit
         w, h = img.size
         if w * h > max_pixels:
             raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
@@ -88,6 +86,22 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     return img
+
+
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextmanager
+def own_pixel_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb check off, for opening: it would refuse without saying
+    the size or our ``--max-pixels``, which :func:`_open` checks from the header instead.
+    Pillow's limit is a global; the lock keeps threads from restoring each other's value."""
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _rawmode(img: Image.Image) -> str:
@@ -140,6 +154,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                              f"read as 8 bits; save it as a 16-bit PNG (kept at 16 bits) or "
                              f"as 8-bit")
         return _load_png16(Path(path), what)
+    if img.mode in ("L", "RGB") and "transparency" in img.info:
+        # a PNG whose tRNS chunk makes one colour transparent: that is alpha too
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
     mode = img.mode
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")

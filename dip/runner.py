@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from dip import __version__, image, metrics, operators
+from dip import report as reports
 from dip.config import TASKS, RunConfig, resolve
 from dip.engine import resolve_perf
 from dip.errors import InputError, RunError
@@ -154,13 +155,21 @@ def prepare_outputs(outputs: list[Path], reads: list[Path], overwrite: bool) -> 
         if path.is_dir():
             raise InputError(f"output {path} is a folder; give a file name such as "
                              f"{path / 'result.png'}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the folder for output {path}: "
-                             f"{exc.strerror or exc}") from None
-        if not os.access(path.parent, os.W_OK):
-            raise InputError(f"cannot write to the folder {path.parent}")
+        writable_folder(path.parent, f"output {path}")
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` if missing and check it can be written, before any work.
+
+    Raises:
+        InputError: naming ``what`` the folder is for.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder for {what}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write to the folder {folder} ({what})")
 
 
 def write_outputs(files: list[tuple[Path, Callable]]) -> None:
@@ -194,6 +203,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
             preset: str | None = None,
             reference: str | os.PathLike | None = None, save_every: int | None = None,
             overwrite: bool = False, write: bool = True, fmt: str | None = None,
+            report: bool = False, gif: bool = False,
             max_pixels: int = image.DEFAULT_MAX_PIXELS,
             progress: Callable[[Progress], None] | None = None) -> Restoration:
     """Restore one image file with Deep Image Prior.
@@ -216,6 +226,10 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         reference: the clean image, to report PSNR/SSIM (never used to fit).
         overwrite: replace an existing output.
         write: False runs without writing anything (the result is returned).
+        report: also write ``{output stem}_report.png``: input, result (and reference) with a
+            magnified detail, and the loss / variance / PSNR curves (needs matplotlib).
+        gif: also write ``{output stem}.gif``, the fit as an animation of its snapshots
+            (every ``save_every`` steps, or 50 frames over the budget when that is not set).
         progress: called after every step with a :class:`dip.fit.Progress`.
 
     Raises:
@@ -237,11 +251,17 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     out_path = output_path(input_path, task, output, fmt)
     from_alpha = isinstance(mask, str) and mask == MASK_FROM_ALPHA
     snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
+    report_file = out_path.with_name(f"{out_path.stem}_report.png") if write and report else None
+    gif_file = out_path.with_name(f"{out_path.stem}.gif") if write and gif else None
+    every = cfg.output.save_every or (max(1, cfg.optim.iters // 50) if gif_file else 0)
+    if report_file is not None:
+        reports.require_matplotlib()
     if write:
         reads = [input_path] + [Path(p) for p in (mask, reference)
                                 if p is not None and not (p is mask and from_alpha)]
-        prepare_outputs([out_path, record_path(out_path)], reads, overwrite)
-        if (cfg.output.save_every and snapshots.exists() and any(snapshots.iterdir())
+        extras = [p for p in (report_file, gif_file) if p is not None]
+        prepare_outputs([out_path, record_path(out_path), *extras], reads, overwrite)
+        if (every and snapshots.exists() and any(snapshots.iterdir())
                 and not overwrite):
             raise InputError(f"snapshot folder {snapshots} is not empty; use --overwrite to "
                              f"replace its files")
@@ -312,7 +332,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         alpha = image.resize(alpha, problem.out_size, "bicubic")
 
     def on_step(p: Progress) -> None:
-        if snapshots is not None and cfg.output.save_every and p.step % cfg.output.save_every == 0:
+        if snapshots is not None and every and p.step % every == 0:
             snap = image.Picture(p.estimate.detach().float().cpu(), alpha, picture.bits)
             try:
                 image.save_image(snap, snapshots / f"step_{p.step:06d}.png")
@@ -349,6 +369,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "output": str(out_path.resolve()) if write else None,
         "mask": (MASK_FROM_ALPHA if from_alpha else str(Path(mask).resolve())
                  if mask is not None else None),
+        "mask_keeps": mask_keeps,
         "reference": str(Path(reference).resolve()) if reference is not None else None,
         "iterations": result.iterations,
         "returned_iteration": result.returned_iteration,
@@ -371,9 +392,20 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
 
     if write:
+        for key, extra in (("report", report_file), ("gif", gif_file)):
+            if extra is not None:
+                record[key] = str(extra.resolve())
         text = (json.dumps(record, indent=2) + "\n").encode()
         write_outputs([(out_path, image.image_writer(restored, out_path)),
                        (record_path(out_path), lambda f: f.write(text))])
+        try:
+            if report_file is not None:
+                reports.write_report(report_file, picture, restored, record, ref, known)
+            if gif_file is not None:
+                reports.write_gif(gif_file, sorted(snapshots.glob("step_*.png")), restored)
+        except OSError as exc:
+            raise RunError(f"wrote {out_path}, but not its pictures: {exc.strerror or exc}") \
+                from None
     return Restoration(restored, record, out_path if write else None, result)
 
 

@@ -244,8 +244,9 @@ def test_kill_9_then_a_rerun_finishes_only_what_is_left(tmp_path: Path) -> None:
                             stderr=subprocess.DEVNULL)
     first = tmp_path / "out" / "p0_denoise.png"
     deadline = time.time() + 120
-    while time.time() < deadline and not Path(str(first) + ".json").exists():
+    while time.time() < deadline and not first.exists():  # the image is renamed in last
         time.sleep(0.05)
+    assert first.exists(), "the first job did not finish within 120 s"
     proc.kill()  # SIGKILL: no handler runs
     proc.wait()
     for result in (tmp_path / "out").glob("*_denoise.png"):  # whatever is there is whole
@@ -257,3 +258,47 @@ def test_kill_9_then_a_rerun_finishes_only_what_is_left(tmp_path: Path) -> None:
     assert first.stat().st_mtime_ns == done_at
     assert len(list((tmp_path / "out").glob("*_denoise.png"))) == 3
     assert not list((tmp_path / "out").glob(".*.part"))
+
+
+def test_a_kill_while_replacing_a_result_never_leaves_the_old_image_as_done(
+        tmp_path: Path, monkeypatch) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    path.write_text(path.read_text().replace("iters: 4", "iters: 6"))
+    real = os.replace
+
+    def killed_before_the_image(src, dst):
+        if str(dst).endswith(".png"):
+            raise OSError("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_image)
+    assert invoke("run", path, "-q").exit_code == 1
+    monkeypatch.setattr(os, "replace", real)
+    job = batch.load_batch(path)[0]
+    assert not job.output.exists() and not batch.is_done(job)  # the old image is gone
+    assert invoke("run", path, "-q").exit_code == 0
+    assert json.loads(Path(str(job.output) + ".json").read_text())["iterations"] == 6
+
+
+def test_a_changed_mask_convention_redoes_the_job(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: inpaint\n    input: photos/p0.png\n"
+                                "    mask: m.png\n    output: out/\n")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert invoke("run", path, "-q").exit_code == 0
+    assert batch.is_done(batch.load_batch(path)[0])
+    path.write_text(path.read_text().replace("mask: m.png", "mask: m.png\n    mask_keeps: true"))
+    assert not batch.is_done(batch.load_batch(path)[0])
+
+
+def test_only_images_are_inputs_and_a_contact_sheet_is_written(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/*\n    output: photos/\n")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    assert invoke("run", path, "-q").exit_code == 0
+    # records, the summary and its contact sheet now share the folder; the same 3 jobs remain
+    assert len(batch.load_batch(path)) == 3
+    sheet = Image.open(tmp_path / "photos" / "summary.png")
+    assert sheet.size[0] > 4 * 256 and sheet.size[1] > 128
+    assert "0 done, 3 already done" in invoke("run", path, "-q").output

@@ -1,0 +1,209 @@
+"""Pictures of what happened: a run's before/after report with its curves (matplotlib, the
+optional ``[plot]`` extra), the animated GIF of a fit, and a batch's contact sheet (Pillow).
+
+Every file is written atomically, like results.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from dip import image
+from dip.errors import InputError
+
+PLOT_HINT = ("--report draws with matplotlib, which is not installed: pip install "
+             "'dip-restore[plot]' (in this repository: .venv/bin/pip install -e '.[plot]', "
+             "or make demo)")
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`InputError` with the install hint unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(PLOT_HINT) from None
+
+
+def detail_box(pixels: torch.Tensor, fraction: float = 0.25) -> tuple[int, int, int]:
+    """The square of side ``fraction`` x the shorter side with the most local detail (gradient
+    energy) — where a restoration is easiest to judge.
+
+    Shape:
+        - Input: ``(1, C, H, W)``
+        - Output: ``(top, left, side)``
+    """
+    h, w = pixels.shape[-2:]
+    side = max(4, int(min(h, w) * fraction))
+    grey = pixels.float().mean(1, keepdim=True)
+    energy = (grey[..., :, 1:] - grey[..., :, :-1]).abs()[..., :-1, :] + \
+        (grey[..., 1:, :] - grey[..., :-1, :]).abs()[..., :, :-1]
+    if min(energy.shape[-2:]) < side:
+        return 0, 0, min(h, w)
+    stride = max(1, side // 4)
+    pooled = F.avg_pool2d(energy, side, stride=stride)[0, 0]
+    index = int(pooled.argmax())
+    top, left = divmod(index, pooled.shape[-1])
+    return top * stride, left * stride, side
+
+
+def _rgb(pixels: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` in [0, 1] -> ``(H, W, 3)`` for display."""
+    a = pixels.detach().float().cpu().clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+
+
+def write_report(path: str | Path, inputs: image.Picture, result: image.Picture,
+                 record: dict[str, Any], reference: torch.Tensor | None = None,
+                 known: torch.Tensor | None = None) -> Path:
+    """The report of one run: input, result (and reference) at the same scale, each with its
+    most detailed region magnified; under them the loss, the stop rule's variance and (with a
+    reference) the PSNR over the steps, the returned step and the peak marked.
+
+    Args:
+        inputs: the damaged picture (holes shown black where ``known`` is 0).
+        result: the restored picture; ``record``: its JSON record (history, steps).
+        reference: the clean image ``(1, C, H, W)``, or None.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = result.pixels.shape[-2:]
+    shown = inputs.pixels if known is None else inputs.pixels * known
+    if shown.shape[-2:] != size:  # super-resolution: the small input at the result's scale
+        shown = F.interpolate(shown, size=size, mode="nearest")
+    panels = [("input", shown), ("result", result.pixels)]
+    if reference is not None:
+        panels.append(("reference", reference))
+    top, left, side = detail_box(result.pixels)
+
+    history = record.get("history", {})
+    steps = history.get("step", [])
+    curves = [("loss", history.get("loss", []), True)]
+    if history.get("variance"):
+        curves.append(("stop rule: running variance", history["variance"], True))
+    if history.get("psnr"):
+        curves.append(("PSNR (dB) against the reference", history["psnr"], False))
+
+    columns = max(len(panels), len(curves))
+    fig = plt.figure(figsize=(4 * columns, 11), dpi=100)
+    grid = fig.add_gridspec(3, columns, height_ratios=[4, 4, 3])
+    for i, (title, pixels) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_rgb(pixels), interpolation="nearest")
+        ax.add_patch(plt.Rectangle((left, top), side, side, fill=False, color="red", lw=1.5))
+        metric = record.get("metrics") or {}
+        label = title
+        if title == "result":
+            label += f" (step {record.get('returned_iteration')})"
+            if "psnr_y" in metric:  # super-resolution: the paper's Y-channel protocol
+                label += f", Y-PSNR {metric['psnr_y']:.2f} dB"
+            elif "psnr" in metric:
+                label += f", {metric['psnr']:.2f} dB"
+        ax.set_title(label)
+        ax.axis("off")
+        zoom = fig.add_subplot(grid[1, i])
+        zoom.imshow(_rgb(pixels[..., top:top + side, left:left + side]),
+                    interpolation="nearest")
+        zoom.set_title(f"{title}: detail x{size[-1] / side:.0f}")
+        zoom.axis("off")
+    returned = record.get("returned_iteration")
+    peak = (record.get("metrics") or {}).get("peak_iteration")
+    for i, (title, values, log) in enumerate(curves):
+        ax = fig.add_subplot(grid[2, i])
+        xs = steps[-len(values):] if values else []  # the variance starts once its window is full
+        ax.plot(xs, values, lw=1)
+        if log:
+            ax.set_yscale("log")
+        if returned is not None:
+            ax.axvline(returned, color="green", ls="--", lw=1, label=f"returned: {returned}")
+        if peak is not None and title.startswith("PSNR"):
+            ax.axvline(peak, color="red", ls=":", lw=1, label=f"peak: {peak}")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"dip {record.get('task')}: {Path(str(record.get('input'))).name} — "
+                 f"{record.get('iterations')} steps, {record.get('stop_reason')}, "
+                 f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
+                 f"{record.get('device')}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    path = Path(path)
+    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def write_gif(path: str | Path, frames: Sequence[str | Path], last: image.Picture,
+              milliseconds: int = 80) -> Path:
+    """An animated GIF of the fit: the snapshot files in order, then the returned image (held
+    a second) unless it is the last snapshot."""
+    with image.own_pixel_limit():  # our own snapshots, already within --max-pixels
+        pictures = [Image.open(f).convert("RGB") for f in frames]
+    final = Image.fromarray(np.round(_rgb(last.pixels) * 255).astype(np.uint8))
+    if not pictures or np.asarray(pictures[-1]).tobytes() != final.tobytes():
+        pictures.append(final)  # (GIF would merge it into an identical last snapshot)
+    durations = [milliseconds] * (len(pictures) - 1) + [max(1000, milliseconds)]
+    buf = io.BytesIO()
+    pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], loop=0,
+                     duration=durations, disposal=1)
+    path = Path(path)
+    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+THUMB = 128
+
+
+def _thumb(path: str | Path | None) -> Image.Image:
+    tile = Image.new("RGB", (THUMB, THUMB), (235, 235, 235))
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((THUMB, THUMB))
+            tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
+    except (OSError, ValueError, TypeError):
+        pass  # a failed job's missing or unreadable file: an empty tile
+    return tile
+
+
+def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4) -> Path:
+    """A batch at a glance: for each job its input and result side by side, with its name,
+    status, PSNR (when a reference was given) and seconds under them.
+
+    ``rows`` are :class:`dip.batch.Row` s (``input``, ``output``, ``status``, ``psnr``,
+    ``seconds``, ``error``).
+    """
+    font = ImageFont.load_default()
+    cell_w, cell_h, pad = 2 * THUMB + 12, THUMB + 40, 8
+    n_rows = max(1, -(-len(rows) // columns))
+    sheet = Image.new("RGB", (columns * cell_w + pad, n_rows * cell_h + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, row in enumerate(rows):
+        x, y = pad + (i % columns) * cell_w, pad + (i // columns) * cell_h
+        sheet.paste(_thumb(row.input), (x, y))
+        done = row.status in ("done", "skipped", "interrupted")
+        sheet.paste(_thumb(row.output if done else None), (x + THUMB + 4, y))
+        name = Path(row.input).name
+        figures = [row.status]
+        if row.psnr is not None:
+            figures.append(f"{row.psnr:.2f} dB")
+        if row.seconds:
+            figures.append(f"{row.seconds:.0f} s")
+        colour = (0, 0, 0) if done else (200, 0, 0)
+        draw.text((x, y + THUMB + 3), name[:40], fill=(0, 0, 0), font=font)
+        draw.text((x, y + THUMB + 17), ", ".join(figures)[:40], fill=colour, font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    path = Path(path)
+    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
+    return path

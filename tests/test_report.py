@@ -1,0 +1,103 @@
+"""What a user sees: the report's layout, the GIF's frames, the batch contact sheet, dip info,
+and the install hint when matplotlib is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import save, synthetic
+from PIL import Image
+
+from dip.cli.main import cli
+from dip.report import detail_box
+
+TINY = ["--set", "net.channels_down=[8,8,8,8,8]", "--set", "net.channels_up=[8,8,8,8,8]",
+        "--device", "cpu", "-q", "--stop", "fixed"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("with_reference, columns", [(True, 3), (False, 2)])
+def test_report_is_an_image_of_the_expected_layout(tmp_path: Path, noisy_png: Path,
+                                                  clean_png: Path, with_reference: bool,
+                                                  columns: int) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "o.png"
+    extra = ["--reference", clean_png] if with_reference else []
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 5, "--report", *extra, *TINY)
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "o_report.png"
+    # panels input | result (| reference) over their details, curves under them: 4 x 11
+    # inches a column at 100 dpi
+    assert Image.open(report).size == (400 * columns, 1100)
+    assert json.loads((tmp_path / "o.png.json").read_text())["report"] == str(report)
+
+
+def test_report_without_matplotlib_says_how_to_get_it(tmp_path: Path, noisy_png: Path,
+                                                      monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = invoke("denoise", noisy_png, "-o", tmp_path / "o.png", "--iters", 2, "--report",
+                    *TINY)
+    assert result.exit_code == 2
+    assert "pip install" in result.output and "[plot]" in result.output
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_gif_has_one_frame_per_snapshot(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "o.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 6, "--save-every", 2, "--gif",
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "o_steps").glob("step_*.png"))) == 3
+    gif = Image.open(tmp_path / "o.gif")
+    assert gif.n_frames == 3 and gif.size == (32, 32)  # steps 2, 4, 6 (6 is the result)
+
+
+def test_gif_without_save_every_takes_50_frames_over_the_budget(tmp_path: Path,
+                                                                noisy_png: Path) -> None:
+    assert invoke("denoise", noisy_png, "-o", tmp_path / "o.png", "--iters", 100, "--gif",
+                  *TINY).exit_code == 0
+    assert Image.open(tmp_path / "o.gif").n_frames == 50
+
+
+def test_superres_report_shows_the_input_at_the_results_scale(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    small = save(synthetic(16), tmp_path / "small.png")
+    assert invoke("superres", small, "--factor", 2, "-o", tmp_path / "big.png", "--iters", 3,
+                  "--report", *TINY).exit_code == 0
+    assert Image.open(tmp_path / "big_report.png").size == (800, 1100)
+
+
+def test_detail_box_finds_the_textured_corner() -> None:
+    import torch
+
+    img = torch.zeros(1, 1, 64, 64)
+    img[..., 40:, 40:] = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    top, left, side = detail_box(img)
+    assert side == 16 and top >= 32 and left >= 32
+
+
+def test_info_lists_versions_devices_and_presets() -> None:
+    result = invoke("info")
+    assert result.exit_code == 0
+    for words in ("dip 0.", "torch", "cpu:", "threads", "denoise", "paper", "fast",
+                  "auto picks"):
+        assert words in result.output
+
+
+def test_a_batch_job_can_ask_for_a_report(tmp_path: Path, noisy_png: Path) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "b.yaml").write_text(
+        "defaults: {iters: 3, device: cpu, stop: fixed, set: {net.channels_down: [8,8,8,8,8], "
+        "net.channels_up: [8,8,8,8,8]}}\n"
+        f"jobs:\n  - {{task: denoise, input: {noisy_png.name}, output: out/, report: true}}\n")
+    assert invoke("run", tmp_path / "b.yaml", "-q").exit_code == 0
+    assert Image.open(tmp_path / "out" / "noisy_denoise_report.png").size == (800, 1100)
+    (tmp_path / "out" / "noisy_denoise_report.png").unlink()
+    assert "1 done" in invoke("run", tmp_path / "b.yaml", "-q").output  # redone: no report
