@@ -91,8 +91,9 @@ def run_options(func):
                           "with a magnified detail, and the loss, stop-rule and PSNR curves "
                           "(needs matplotlib: the [plot] extra)."),
         click.option("--gif", is_flag=True,
-                     help="Also write {stem}_{task}.gif, the fit as an animation (frames "
-                          "every --save-every steps, else 50 over the budget)."),
+                     help="Also write {stem}_{task}.gif, the fit as an animation of the "
+                          "snapshots in {stem}_{task}_steps/ (every --save-every steps, else "
+                          "every budget/50 steps: about 50 frames over a whole run)."),
         click.option("--max-pixels", type=click.IntRange(min=1),
                      default=image.DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse larger images."),
@@ -310,7 +311,12 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         for bar in bars.values():
             bar.close()
     batch.write_summary(rows, csv_path, json_path)
-    sheet = reports.write_contact_sheet(csv_path.with_suffix(".png"), rows)
+    sheet = csv_path.with_suffix(".png")
+    try:
+        reports.write_contact_sheet(sheet, rows)
+    except OSError as exc:
+        click.echo(f"dip: could not write the contact sheet {sheet}: {exc.strerror or exc}",
+                   err=True)
     if not quiet:
         click.echo(_batch_table(rows))
     counts = {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")}

@@ -51,8 +51,8 @@ from dip import image
 from dip import report as reports
 from dip.config import PRESETS, TASKS
 from dip.errors import ConfigError, DipError
-from dip.runner import (FORMATS, MASK_FROM_ALPHA, default_output, output_path, record_path,
-                        resolve_config, resolve_device, writable_folder)
+from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, output_path,
+                        record_path, resolve_config, resolve_device, writable_folder)
 
 #: what a job (or ``defaults``) may hold, and the type each value must have
 JOB_KEYS: dict[str, tuple[type, ...]] = {
@@ -266,7 +266,7 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
                             {k: v for k, v in JOB_KEYS.items() if k != "input"})
     if not data.get("jobs"):
         raise BatchError(f"{path}: no jobs (expected 'jobs:' with a list of jobs)")
-    jobs: list[Job] = []
+    jobs: list[tuple[Job, str, str | None]] = []
     owners: dict[Path, str] = {}
     for index, entry in enumerate(data["jobs"]):
         line = entry.get(_LINE) if isinstance(entry, dict) else None
@@ -317,29 +317,37 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
                 save_every=spec.get("save_every"),
                 max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS),
                 report=spec.get("report", False), gif=spec.get("gif", False))
-            if job.report:
-                try:
-                    reports.require_matplotlib()
-                except DipError as exc:
-                    raise BatchError(f"{where}: {exc}") from None
-            if job.output in owners:
-                raise BatchError(f"{where}: {input_path.name} would write {job.output}, which "
-                                 f"{owners[job.output]} also writes; give the jobs different "
-                                 f"outputs")
-            owners[job.output] = f"{where} ({input_path.name})"
+            jobs.append((job, where, spec.get("format")))
+    # A folder that is both input and output: this batch's own files (results, records,
+    # reports, GIFs, snapshots) are not inputs, so every run, and every shard whenever it
+    # starts, expands to the same job list.
+    own = {p.resolve() for job, _, _ in jobs
+           for p in [job.output, record_path(job.output), *beside(job.output).values()]}
+    kept: list[Job] = []
+    for job, where, fmt in jobs:
+        if job.input.resolve() in own or job.input.resolve().parent in own:
+            continue
+        if job.report:
             try:
-                image.output_format(job.output)
-                output_path(job.input, task, job.output, spec.get("format"))
-                resolve_config(task, **job.config_args())
-                if job.device is not None:
-                    resolve_device(job.device)
+                reports.require_matplotlib()
             except DipError as exc:
                 raise BatchError(f"{where}: {exc}") from None
-            jobs.append(job)
-    # A folder that is both input and output: this batch's own results are not inputs, so
-    # every run (and every shard, whenever it starts) expands to the same job list.
-    outputs = {job.output.resolve() for job in jobs}
-    return [job for job in jobs if job.input.resolve() not in outputs]
+        if job.output in owners:
+            raise BatchError(f"{where}: {job.input.name} would write {job.output}, which "
+                             f"{owners[job.output]} also writes; give the jobs different "
+                             f"outputs")
+        owners[job.output] = f"{where} ({job.input.name})"
+        try:
+            image.output_format(job.output)
+            output_path(job.input, job.task, job.output, fmt)
+            resolve_config(job.task, **job.config_args())
+            if job.device is not None:
+                resolve_device(job.device)
+        except DipError as exc:
+            raise BatchError(f"{where}: {exc}") from None
+        kept.append(job)
+    return kept
+
 
 
 # --- which jobs: shards, and what is already done ---------------------------------------------
@@ -549,9 +557,11 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
 
     threads = max(1, (os.cpu_count() or 1) // workers) if devices == ["cpu"] else 1
     # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the
-    # whole pool and every job in it; those are run again one pool each, so the job that
-    # kills its worker fails alone and the others still run.
+    # whole pool and every job in it: those run again in a new pool, and what that one loses
+    # too runs one pool each, so the job that kills its worker fails alone.
     broken = _run_pool(todo, workers, devices, threads, overwrite, rows, on_start, on_end)
+    if broken:
+        broken = _run_pool(broken, workers, devices, threads, overwrite, rows, on_start, on_end)
     for job in broken:
         if _run_pool([job], 1, devices, threads, overwrite, rows, on_start, on_end):
             rows.append(Row(job.source, job.task, str(job.input), str(job.output), "failed",

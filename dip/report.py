@@ -60,9 +60,9 @@ def _rgb(pixels: torch.Tensor) -> np.ndarray:
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
-def write_report(path: str | Path, inputs: image.Picture, result: image.Picture,
-                 record: dict[str, Any], reference: torch.Tensor | None = None,
-                 known: torch.Tensor | None = None) -> Path:
+def render_report(inputs: image.Picture, result: image.Picture, record: dict[str, Any],
+                  reference: torch.Tensor | None = None,
+                  known: torch.Tensor | None = None) -> bytes:
     """The report of one run: input, result (and reference) at the same scale, each with its
     most detailed region magnified; under them the loss, the stop rule's variance and (with a
     reference) the PSNR over the steps, the returned step and the peak marked.
@@ -71,11 +71,13 @@ def write_report(path: str | Path, inputs: image.Picture, result: image.Picture,
         inputs: the damaged picture (holes shown black where ``known`` is 0).
         result: the restored picture; ``record``: its JSON record (history, steps).
         reference: the clean image ``(1, C, H, W)``, or None.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns:
+        The PNG file's bytes (the caller writes them with the result).
+    """
+    # matplotlib's object API: no pyplot, so no global backend or figure state is touched
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     size = result.pixels.shape[-2:]
     shown = inputs.pixels if known is None else inputs.pixels * known
@@ -95,12 +97,12 @@ def write_report(path: str | Path, inputs: image.Picture, result: image.Picture,
         curves.append(("PSNR (dB) against the reference", history["psnr"], False))
 
     columns = max(len(panels), len(curves))
-    fig = plt.figure(figsize=(4 * columns, 11), dpi=100)
+    fig = Figure(figsize=(4 * columns, 11), dpi=100)
     grid = fig.add_gridspec(3, columns, height_ratios=[4, 4, 3])
     for i, (title, pixels) in enumerate(panels):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(_rgb(pixels), interpolation="nearest")
-        ax.add_patch(plt.Rectangle((left, top), side, side, fill=False, color="red", lw=1.5))
+        ax.add_patch(Rectangle((left, top), side, side, fill=False, color="red", lw=1.5))
         metric = record.get("metrics") or {}
         label = title
         if title == "result":
@@ -137,42 +139,56 @@ def write_report(path: str | Path, inputs: image.Picture, result: image.Picture,
                  f"{record.get('device')}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
-    path = Path(path)
-    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
-    return path
+    return buf.getvalue()
 
 
-def write_gif(path: str | Path, frames: Sequence[str | Path], last: image.Picture,
-              milliseconds: int = 80) -> Path:
-    """An animated GIF of the fit: the snapshot files in order, then the returned image (held
-    a second) unless it is the last snapshot."""
-    with image.own_pixel_limit():  # our own snapshots, already within --max-pixels
-        pictures = [Image.open(f).convert("RGB") for f in frames]
-    final = Image.fromarray(np.round(_rgb(last.pixels) * 255).astype(np.uint8))
-    if not pictures or np.asarray(pictures[-1]).tobytes() != final.tobytes():
+#: a GIF keeps at most this many frames (evenly spaced) and this many pixels a side
+GIF_FRAMES, GIF_SIDE = 120, 512
+
+
+def _display(pixels: torch.Tensor, side: int | None = None) -> Image.Image:
+    """8-bit RGB for viewing, from any picture (16-bit grey included), at most ``side``."""
+    img = Image.fromarray(np.round(_rgb(pixels) * 255).astype(np.uint8))
+    if side is not None:
+        img.thumbnail((side, side))
+    return img
+
+
+def render_gif(frames: Sequence[str | Path], last: image.Picture,
+               milliseconds: int = 80) -> bytes:
+    """An animated GIF of the fit: the snapshot files in order (at most ``GIF_FRAMES``), then
+    the returned image, held a second, unless it is the last snapshot. Returns its bytes."""
+    if len(frames) > GIF_FRAMES:
+        frames = [frames[round(i * (len(frames) - 1) / (GIF_FRAMES - 1))]
+                  for i in range(GIF_FRAMES)]
+    pictures = [_display(image.load_image(f, max_pixels=2**62, what="snapshot").pixels, GIF_SIDE)
+                for f in frames]
+    final = _display(last.pixels, GIF_SIDE)
+    if not pictures or pictures[-1].tobytes() != final.tobytes():
         pictures.append(final)  # (GIF would merge it into an identical last snapshot)
     durations = [milliseconds] * (len(pictures) - 1) + [max(1000, milliseconds)]
     buf = io.BytesIO()
     pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], loop=0,
                      duration=durations, disposal=1)
-    path = Path(path)
-    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
-    return path
+    return buf.getvalue()
 
 
 THUMB = 128
 
 
+#: a contact sheet shows at most this many jobs (the summary files list them all)
+SHEET_JOBS = 400
+
+
 def _thumb(path: str | Path | None) -> Image.Image:
     tile = Image.new("RGB", (THUMB, THUMB), (235, 235, 235))
+    if path is None:
+        return tile
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((THUMB, THUMB))
-            tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
-    except (OSError, ValueError, TypeError):
-        pass  # a failed job's missing or unreadable file: an empty tile
+        img = _display(image.load_image(path).pixels, THUMB)
+    except (InputError, OSError, ValueError):
+        return tile  # a failed job's missing or unreadable file: an empty tile
+    tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
     return tile
 
 
@@ -181,8 +197,9 @@ def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4)
     status, PSNR (when a reference was given) and seconds under them.
 
     ``rows`` are :class:`dip.batch.Row` s (``input``, ``output``, ``status``, ``psnr``,
-    ``seconds``, ``error``).
+    ``seconds``, ``error``); the first ``SHEET_JOBS`` are shown.
     """
+    rows = list(rows)[:SHEET_JOBS]
     font = ImageFont.load_default()
     cell_w, cell_h, pad = 2 * THUMB + 12, THUMB + 40, 8
     n_rows = max(1, -(-len(rows) // columns))

@@ -135,6 +135,13 @@ def record_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
+def beside(output: Path) -> dict[str, Path]:
+    """What a run may write beside its result: the report, the GIF, the snapshot folder."""
+    return {"report": output.with_name(f"{output.stem}_report.png"),
+            "gif": output.with_name(f"{output.stem}.gif"),
+            "steps": output.with_name(f"{output.stem}_steps")}
+
+
 def prepare_outputs(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
     """Check, before any work, that ``outputs`` can be written: a known image or record
     extension, a writable folder (created if missing), not one of the files the run ``reads``,
@@ -229,7 +236,8 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         report: also write ``{output stem}_report.png``: input, result (and reference) with a
             magnified detail, and the loss / variance / PSNR curves (needs matplotlib).
         gif: also write ``{output stem}.gif``, the fit as an animation of its snapshots
-            (every ``save_every`` steps, or 50 frames over the budget when that is not set).
+            (every ``save_every`` steps, else every budget/50 steps; the snapshots stay in
+            ``{output stem}_steps/``).
         progress: called after every step with a :class:`dip.fit.Progress`.
 
     Raises:
@@ -250,21 +258,26 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
     picture = image.load_image(input_path, max_pixels=max_pixels)
     out_path = output_path(input_path, task, output, fmt)
     from_alpha = isinstance(mask, str) and mask == MASK_FROM_ALPHA
-    snapshots = out_path.with_name(f"{out_path.stem}_steps") if write else None
-    report_file = out_path.with_name(f"{out_path.stem}_report.png") if write and report else None
-    gif_file = out_path.with_name(f"{out_path.stem}.gif") if write and gif else None
+    snapshots = beside(out_path)["steps"] if write else None
+    report_file = beside(out_path)["report"] if write and report else None
+    gif_file = beside(out_path)["gif"] if write and gif else None
     every = cfg.output.save_every or (max(1, cfg.optim.iters // 50) if gif_file else 0)
     if report_file is not None:
         reports.require_matplotlib()
+    if gif_file is not None and gif_file == out_path:
+        raise InputError(f"--gif would write {gif_file}, the result's own path; give the "
+                         f"result another format")
     if write:
         reads = [input_path] + [Path(p) for p in (mask, reference)
                                 if p is not None and not (p is mask and from_alpha)]
         extras = [p for p in (report_file, gif_file) if p is not None]
         prepare_outputs([out_path, record_path(out_path), *extras], reads, overwrite)
-        if (every and snapshots.exists() and any(snapshots.iterdir())
-                and not overwrite):
-            raise InputError(f"snapshot folder {snapshots} is not empty; use --overwrite to "
-                             f"replace its files")
+        if every and snapshots.exists() and any(snapshots.iterdir()):
+            if not overwrite:
+                raise InputError(f"snapshot folder {snapshots} is not empty; use --overwrite "
+                                 f"to replace its files")
+            for old in snapshots.glob("step_*.png"):  # not frames of this run's GIF
+                old.unlink()
 
     known = None
     if from_alpha:
@@ -392,20 +405,23 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
 
     if write:
+        pictures = []
         for key, extra in (("report", report_file), ("gif", gif_file)):
             if extra is not None:
                 record[key] = str(extra.resolve())
+        try:  # drawn before anything is written: all the files, or none
+            if report_file is not None:
+                data = reports.render_report(picture, restored, record, ref, known)
+                pictures.append((report_file, lambda f, d=data: f.write(d)))
+            if gif_file is not None:
+                data = reports.render_gif(sorted(snapshots.glob("step_*.png")), restored)
+                pictures.append((gif_file, lambda f, d=data: f.write(d)))
+        except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
+            raise RunError(f"could not draw the pictures of {out_path}: "
+                           f"{type(exc).__name__}: {exc}") from None
         text = (json.dumps(record, indent=2) + "\n").encode()
         write_outputs([(out_path, image.image_writer(restored, out_path)),
-                       (record_path(out_path), lambda f: f.write(text))])
-        try:
-            if report_file is not None:
-                reports.write_report(report_file, picture, restored, record, ref, known)
-            if gif_file is not None:
-                reports.write_gif(gif_file, sorted(snapshots.glob("step_*.png")), restored)
-        except OSError as exc:
-            raise RunError(f"wrote {out_path}, but not its pictures: {exc.strerror or exc}") \
-                from None
+                       (record_path(out_path), lambda f: f.write(text)), *pictures])
     return Restoration(restored, record, out_path if write else None, result)
 
 

@@ -294,11 +294,13 @@ def test_a_changed_mask_convention_redoes_the_job(tmp_path: Path) -> None:
 
 
 def test_only_images_are_inputs_and_a_contact_sheet_is_written(tmp_path: Path) -> None:
-    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/*\n    output: photos/\n")
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/*\n    output: photos/\n"
+                                "    gif: true\n    save_every: 2\n")
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     assert invoke("run", path, "-q").exit_code == 0
-    # records, the summary and its contact sheet now share the folder; the same 3 jobs remain
+    # results, records, GIFs, snapshots, the summary and its contact sheet now share the
+    # folder: the same 3 jobs remain
     assert len(batch.load_batch(path)) == 3
-    sheet = Image.open(tmp_path / "photos" / "summary.png")
-    assert sheet.size[0] > 4 * 256 and sheet.size[1] > 128
+    # 4 cells a row (two 128 px thumbnails + 12 px), 1 row of 128 px + 40 px text, 8 px margins
+    assert Image.open(tmp_path / "photos" / "summary.png").size == (4 * 268 + 8, 168 + 8)
     assert "0 done, 3 already done" in invoke("run", path, "-q").output

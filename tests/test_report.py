@@ -101,3 +101,32 @@ def test_a_batch_job_can_ask_for_a_report(tmp_path: Path, noisy_png: Path) -> No
     assert Image.open(tmp_path / "out" / "noisy_denoise_report.png").size == (800, 1100)
     (tmp_path / "out" / "noisy_denoise_report.png").unlink()
     assert "1 done" in invoke("run", tmp_path / "b.yaml", "-q").output  # redone: no report
+
+
+def test_overwrite_starts_the_gif_from_fresh_snapshots(tmp_path: Path, noisy_png: Path) -> None:
+    out = tmp_path / "o.png"
+    assert invoke("denoise", noisy_png, "-o", out, "--iters", 8, "--save-every", 2, "--gif",
+                  *TINY).exit_code == 0
+    assert invoke("denoise", noisy_png, "-o", out, "--iters", 4, "--save-every", 2, "--gif",
+                  "--overwrite", *TINY).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "o_steps").iterdir()) == [
+        "step_000002.png", "step_000004.png"]
+    assert Image.open(tmp_path / "o.gif").n_frames == 2
+
+
+def test_16_bit_grey_frames_are_not_white(tmp_path: Path) -> None:
+    import numpy as np
+
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert invoke("denoise", tmp_path / "deep.png", "-o", tmp_path / "o.png", "--iters", 4,
+                  "--save-every", 2, "--gif", *TINY).exit_code == 0
+    gif = Image.open(tmp_path / "o.gif")
+    frame = np.asarray(gif.convert("L"))
+    assert frame.mean() < 200 and frame.std() > 5  # a picture, not a white sheet
+
+
+def test_gif_must_not_replace_the_result(tmp_path: Path, noisy_png: Path) -> None:
+    result = invoke("denoise", noisy_png, "-o", tmp_path / "o.gif", "--iters", 2, "--gif", *TINY)
+    assert result.exit_code == 2 and "own path" in result.output
+    assert not list(tmp_path.glob("o*"))
