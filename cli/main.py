@@ -324,6 +324,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
                f"failed" + (", interrupted" if interrupted else "")
                + f"; summary: {csv_path}, {json_path}, {sheet}")
     if interrupted:
+        click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
+                   "interrupted, redone by the next run)", err=True)
         sys.exit(130)
     if counts["failed"]:
         sys.exit(1)

@@ -38,6 +38,7 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -482,7 +483,7 @@ def run_job(job: Job, overwrite: bool = False,
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(devices: Any, threads: int) -> None:
+def _init_worker(devices: Any, threads: int, stop: Any) -> None:
     """Give this worker its device: a GPU becomes its current CUDA device, which a job's
     ``device: auto`` (= ``cuda``) then uses; a job naming its own device keeps it."""
     import torch
@@ -491,11 +492,24 @@ def _init_worker(devices: Any, threads: int) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     _worker["device"] = device
+    _worker["stop"] = stop
     torch.set_num_threads(threads)
+    # Ctrl-C reaches every process of the terminal's group: between jobs a worker ignores it
+    # (no traceback from its idle loop); during a job it stops the fit (see _run_in_worker).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_in_worker(job: Job, overwrite: bool) -> Row:
-    row = run_job(job, overwrite)
+    if _worker["stop"].is_set():  # queued before Ctrl-C: not started
+        return Row(job.source, job.task, str(job.input), str(job.output), "interrupted",
+                   error="not started: the batch was interrupted")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        row = run_job(job, overwrite)
+    except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
+        row = Row(job.source, job.task, str(job.input), str(job.output), "interrupted")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if row.device in (None, "cuda"):
         row.device = _worker.get("device")
     return row
@@ -576,12 +590,12 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
               on_end: Callable | None) -> list[Job]:
     """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
+    queue, stop = ctx.Queue(), ctx.Event()
     for i in range(workers):
         queue.put(devices[i % len(devices)])
     broken: list[Job] = []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(queue, threads)) as pool:
+                             initargs=(queue, threads, stop)) as pool:
         futures = {pool.submit(_run_in_worker, job, overwrite): job for job in todo}
         for job in todo[:workers]:
             if on_start:
@@ -597,11 +611,16 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
                 if on_end:
                     on_end(job, rows[-1])
         except KeyboardInterrupt:
-            # The workers got the same Ctrl-C: running jobs write their estimate and return.
+            # The workers got the same Ctrl-C: running jobs write their estimate and return;
+            # jobs already handed to the pool's queue see the event and do not start.
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            for future in futures:
-                if (future.done() and not future.cancelled() and future.exception() is None
-                        and future.result() not in rows):
+            for future, job in futures.items():
+                if future.cancelled() or future.exception() is not None:
+                    rows.append(Row(job.source, job.task, str(job.input), str(job.output),
+                                    "interrupted", error="not started: the batch was "
+                                                         "interrupted"))
+                elif future.result() not in rows:
                     rows.append(future.result())
             raise BatchInterrupted(rows) from None
     return broken

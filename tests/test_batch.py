@@ -304,3 +304,31 @@ def test_only_images_are_inputs_and_a_contact_sheet_is_written(tmp_path: Path) -
     # 4 cells a row (two 128 px thumbnails + 12 px), 1 row of 128 px + 40 px text, 8 px margins
     assert Image.open(tmp_path / "photos" / "summary.png").size == (4 * 268 + 8, 168 + 8)
     assert "0 done, 3 already done" in invoke("run", path, "-q").output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group")
+def test_ctrl_c_with_workers_keeps_estimates_starts_nothing_new_and_exits_130(
+        tmp_path: Path) -> None:
+    import signal
+
+    path = make_batch(tmp_path, GLOB_JOB, defaults=TINY.replace(
+        "iters: 4", "iters: 100000\n  stop: fixed\n  save_every: 5"))
+    dip = Path(sys.executable).with_name("dip")
+    cmd = [str(dip)] if dip.exists() else [sys.executable, "-m", "dip.cli.main"]
+    proc = subprocess.Popen(cmd + ["run", str(path), "-q", "--workers", "2"],
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    steps = [tmp_path / "out" / f"p{i}_denoise_steps" for i in (0, 1)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(s.exists() and any(s.iterdir()) for s in steps):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    for i in (0, 1):  # the running jobs kept their estimate
+        record = json.loads((tmp_path / "out" / f"p{i}_denoise.png.json").read_text())
+        assert record["stop_reason"] == "interrupted"
+    assert not (tmp_path / "out" / "p2_denoise.png").exists()  # queued: never started
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"]["interrupted"] == 3
