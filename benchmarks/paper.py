@@ -2,7 +2,7 @@
 paper's numbers and the classical tools a user would pick instead.
 
     pip install -e '.[bench]'                            # bm3d, scikit-image, OpenCV
-    python benchmarks/paper.py --quick --workers 2 --threads 1   # CPU: 128x128 crops, ~27 min
+    python benchmarks/paper.py --quick --workers 2 --threads 1   # CPU: 128x128 crops, ~25 min
     python benchmarks/paper.py --device cuda --workers 6 # full size, the paper's protocol
     python benchmarks/paper.py --table-only --results A.jsonl --results B.jsonl
 
