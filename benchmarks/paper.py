@@ -29,7 +29,6 @@ import argparse
 import csv
 import io
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -39,18 +38,19 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "dip-paper" / "project-page"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from early_stopping import DATA, DENOISE, INPAINT, SET5  # noqa: E402  (benchmarks/)
+from presets import append_runs  # noqa: E402
+
 CASES = ROOT / "benchmarks" / "cases"
 RESULTS = ROOT / "benchmarks" / "results"
 QUICK_CROP = 128
 SIGMA = 25 / 255
 
 SETS = {  # task -> image set -> names
-    "denoise": {"color9": ["F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12",
-                           "lena", "peppers"]},
-    "inpaint": {"table1": ["barbara", "boat", "Cameraman256", "couple", "fingerprint", "hill",
-                           "house", "Lena512", "man", "montage", "peppers256"]},
-    "superres": {"Set5": ["baby", "bird", "butterfly", "head", "woman"],
+    "denoise": {"color9": DENOISE},
+    "inpaint": {"table1": INPAINT},
+    "superres": {"Set5": SET5,
                  "Set14": ["baboon", "barbara", "bridge", "coastguard", "comic", "face",
                            "flowers", "foreman", "lenna", "man", "monarch", "pepper", "ppt3",
                            "zebra"]},
@@ -491,16 +491,10 @@ def collect(args: argparse.Namespace, crop: int, tasks: list[str], results: list
     todo.sort(key=lambda j: j["method"] != DIP)
     print(f"{len(todo)} runs to do, {len(done)} already in {results[0]}", file=sys.stderr,
           flush=True)
-    results[0].parent.mkdir(parents=True, exist_ok=True)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers, maxtasksperchild=1) as pool, results[0].open("a") as out:
-        for row in pool.imap_unordered(run_job, todo):
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            print(f"{row['task']:>8} {row['set']:>6} {row['image']:>12} {row['method']:>26}: "
-                  + (row["error"] if "error" in row else
-                     f"{row['psnr']:.2f} dB, {row['seconds']:.1f} s"),
-                  file=sys.stderr, flush=True)
+    append_runs(run_job, todo, results[0], args.workers, lambda row: (
+        f"{row['task']:>8} {row['set']:>6} {row['image']:>12} {row['method']:>26}: "
+        + (row["error"] if "error" in row else f"{row['psnr']:.2f} dB, {row['seconds']:.1f} s")),
+        maxtasksperchild=1)
 
 
 if __name__ == "__main__":

@@ -131,16 +131,24 @@ def run(args: argparse.Namespace) -> None:
     for j in todo:
         j.update(device=args.device, threads=args.threads, overrides=variants[j["preset"]])
     print(f"{len(todo)} runs to do, {len(done)} already in {args.results}", flush=True)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
+    append_runs(_run, todo, args.results, args.workers, lambda row: (
+        f"{row['preset']:>10} {row['task']:>8} {row['image']:>12}: "
+        + (row["error"] if "error" in row else
+           f"{row['score']:.2f} dB, {row['iterations']} steps, {row['seconds']:.0f} s")))
+
+
+def append_runs(fn, todo: list[dict], results: Path, workers: int, describe,
+                **pool_options) -> None:
+    """Run ``fn`` on each job in ``workers`` fresh processes, appending each returned row to
+    the JSON-lines ``results`` as it comes (so a stopped run resumes) and printing
+    ``describe(row)``."""
+    results.parent.mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers) as pool, args.results.open("a") as out:
-        for row in pool.imap_unordered(_run, todo):
+    with ctx.Pool(workers, **pool_options) as pool, results.open("a") as out:
+        for row in pool.imap_unordered(fn, todo):
             out.write(json.dumps(row) + "\n")
             out.flush()
-            print(f"{row['preset']:>10} {row['task']:>8} {row['image']:>12}: "
-                  + (row["error"] if "error" in row else
-                     f"{row['score']:.2f} dB, {row['iterations']} steps, {row['seconds']:.0f} s"),
-                  flush=True)
+            print(describe(row), file=sys.stderr, flush=True)
 
 
 def table(args: argparse.Namespace) -> None:

@@ -259,8 +259,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
       - {task: superres, input: small/, factor: 4}
 
     Job options: task, input, output, format, mask, mask_keeps, factor, reference, config,
-    set, iters, stop, preset, seed, device, save_every, max_pixels, report, gif. Paths are relative to the batch file;
-    outputs default to results/ beside it. Each job's seed is derived from the seed and the
+    set, iters, stop, preset, seed, device, save_every, max_pixels, report, gif. Paths are
+    relative to the batch file; outputs default to results/ beside it. Each job's seed is derived from the seed and the
     input's path, so results do not depend on order or sharding.
     """
     jobs = batch.load_batch(batch_file)
@@ -268,9 +268,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if shard_kn:
         jobs = batch.select_shard(jobs, *shard_kn)
     device_list = devices.split(",") if devices else None
-    jobs = batch.assign_device(jobs, device_list, workers)
     if dry_run:
-        for job in jobs:
+        for job in batch.assign_device(jobs, device_list, workers):
             state = "done" if not overwrite and batch.is_done(job) else "to do"
             click.echo(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  [{job.source}]")
         click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
@@ -319,7 +318,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
                    err=True)
     if not quiet:
         click.echo(_batch_table(rows))
-    counts = {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")}
+    counts = batch.counts(rows)
     click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
                f"failed" + (", interrupted" if interrupted else "")
                + f"; summary: {csv_path}, {json_path}, {sheet}")

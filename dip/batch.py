@@ -39,10 +39,11 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,11 @@ import yaml
 
 from dip import image
 from dip import report as reports
-from dip.config import PRESETS, TASKS
+from dip.config import TASKS, TYPE_NAMES, load_yaml
 from dip.errors import ConfigError, DipError
 from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, output_path,
-                        record_path, resolve_config, resolve_device, writable_folder)
+                        record_path, resolve_config, resolve_device, restore,
+                        writable_folder)
 
 #: what a job (or ``defaults``) may hold, and the type each value must have
 JOB_KEYS: dict[str, tuple[type, ...]] = {
@@ -64,6 +66,7 @@ JOB_KEYS: dict[str, tuple[type, ...]] = {
     "gif": (bool,),
 }
 _LINE = "__line__"
+NOT_STARTED = "not started: the batch was interrupted"
 _GLOB_CHARS = set("*?[")
 SEED_BITS = 63
 
@@ -152,17 +155,10 @@ def _strip_lines(value: Any) -> Any:
 
 def read_batch_file(path: Path) -> dict:
     """The batch file as a mapping whose mappings carry their line number."""
-    if not path.is_file():
-        raise BatchError(f"batch file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BatchError(f"invalid YAML in {path}{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatchError(f"cannot read batch file {path}: {exc}") from None
+        data = load_yaml(path, "batch file", _LineLoader)
+    except DipError as exc:
+        raise BatchError(str(exc)) from None
     if not isinstance(data, dict):
         raise BatchError(f"{path}: a batch file is a mapping with 'jobs:' (and optionally "
                          f"'defaults:')")
@@ -182,8 +178,7 @@ def _check_entry(entry: Any, where: str, allowed: dict) -> dict:
                              f"{', '.join(allowed)})")
         if not isinstance(value, allowed[key]) or (isinstance(value, bool)
                                                    and bool not in allowed[key]):
-            kinds = " or ".join({str: "a string", bool: "true or false", int: "an integer",
-                                 dict: "a mapping", list: "a list"}[t] for t in allowed[key])
+            kinds = " or ".join(TYPE_NAMES[t] for t in allowed[key])
             raise BatchError(f"{where}: '{key}' expects {kinds}, got {value!r}")
     return entry
 
@@ -267,7 +262,7 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
                             {k: v for k, v in JOB_KEYS.items() if k != "input"})
     if not data.get("jobs"):
         raise BatchError(f"{path}: no jobs (expected 'jobs:' with a list of jobs)")
-    jobs: list[tuple[Job, str, str | None]] = []
+    jobs: list[tuple[Job, str]] = []
     owners: dict[Path, str] = {}
     for index, entry in enumerate(data["jobs"]):
         line = entry.get(_LINE) if isinstance(entry, dict) else None
@@ -288,9 +283,6 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
             raise BatchError(f"{where}: 'mask' only applies to inpaint, not {task}")
         if spec.get("stop") not in (None, "auto", "fixed"):
             raise BatchError(f"{where}: 'stop' must be auto or fixed, got {spec['stop']!r}")
-        if spec.get("preset") not in (None, *PRESETS):
-            raise BatchError(f"{where}: 'preset' must be one of {', '.join(PRESETS)}, got "
-                             f"{spec['preset']!r}")
         config = base / spec["config"] if "config" in spec else None
         fmt = spec.get("format", "png")
         if fmt not in FORMATS:
@@ -299,6 +291,7 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
         if spec.get("max_pixels", 1) < 1:
             raise BatchError(f"{where}: 'max_pixels' must be >= 1, got {spec['max_pixels']}")
         files, many = _expand_inputs(spec["input"], base, where)
+        first = True
         for input_path in files:
             try:
                 key = input_path.relative_to(base).as_posix()
@@ -318,34 +311,33 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
                 save_every=spec.get("save_every"),
                 max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS),
                 report=spec.get("report", False), gif=spec.get("gif", False))
-            jobs.append((job, where, spec.get("format")))
+            try:
+                image.output_format(job.output)
+                output_path(job.input, task, job.output, spec.get("format"))
+                if first:  # the entry's settings, the same for each of its files but the seed
+                    resolve_config(task, **job.config_args())
+                    if job.device is not None:
+                        resolve_device(job.device)
+                    if job.report:
+                        reports.require_matplotlib()
+            except DipError as exc:
+                raise BatchError(f"{where}: {exc}") from None
+            first = False
+            jobs.append((job, where))
     # A folder that is both input and output: this batch's own files (results, records,
     # reports, GIFs, snapshots) are not inputs, so every run, and every shard whenever it
     # starts, expands to the same job list.
-    own = {p.resolve() for job, _, _ in jobs
+    own = {p.resolve() for job, _ in jobs
            for p in [job.output, record_path(job.output), *beside(job.output).values()]}
     kept: list[Job] = []
-    for job, where, fmt in jobs:
+    for job, where in jobs:
         if job.input.resolve() in own or job.input.resolve().parent in own:
             continue
-        if job.report:
-            try:
-                reports.require_matplotlib()
-            except DipError as exc:
-                raise BatchError(f"{where}: {exc}") from None
         if job.output in owners:
             raise BatchError(f"{where}: {job.input.name} would write {job.output}, which "
                              f"{owners[job.output]} also writes; give the jobs different "
                              f"outputs")
         owners[job.output] = f"{where} ({job.input.name})"
-        try:
-            image.output_format(job.output)
-            output_path(job.input, job.task, job.output, fmt)
-            resolve_config(job.task, **job.config_args())
-            if job.device is not None:
-                resolve_device(job.device)
-        except DipError as exc:
-            raise BatchError(f"{where}: {exc}") from None
         kept.append(job)
     return kept
 
@@ -439,16 +431,16 @@ class Row:
     ssim: float | None = None
     error: str | None = None
 
+    @classmethod
+    def of(cls, job: Job, status: str, error: str | None = None) -> Row:
+        return cls(job.source, job.task, str(job.input), str(job.output), status, error=error)
+
 
 def run_job(job: Job, overwrite: bool = False,
             progress: Callable | None = None) -> Row:
     """Restore one job's image; any failure becomes a row with its reason (never raises,
     except KeyboardInterrupt outside the fit)."""
-    import time
-
-    from dip.runner import restore
-
-    row = Row(job.source, job.task, str(job.input), str(job.output), "failed")
+    row = Row.of(job, "failed")
     started = time.perf_counter()
     # Leftovers of a run killed while writing (see image.write_all_atomic).
     for stale in job.output.parent.glob(f".{glob.escape(job.output.name)}*.part"):
@@ -501,13 +493,12 @@ def _init_worker(devices: Any, threads: int, stop: Any) -> None:
 
 def _run_in_worker(job: Job, overwrite: bool) -> Row:
     if _worker["stop"].is_set():  # queued before Ctrl-C: not started
-        return Row(job.source, job.task, str(job.input), str(job.output), "interrupted",
-                   error="not started: the batch was interrupted")
+        return Row.of(job, "interrupted", NOT_STARTED)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         row = run_job(job, overwrite)
     except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
-        row = Row(job.source, job.task, str(job.input), str(job.output), "interrupted")
+        row = Row.of(job, "interrupted")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if row.device in (None, "cuda"):
@@ -532,8 +523,7 @@ def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> l
 
 
 def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = None,
-             overwrite: bool = False, on_start: Callable[[Job], None] | None = None,
-             on_end: Callable[[Job, Row], None] | None = None,
+             overwrite: bool = False, on_end: Callable[[Job, Row], None] | None = None,
              progress: Callable | None = None) -> list[Row]:
     """Run ``jobs`` (in this process, or in ``workers`` processes spread over ``devices``);
     finished ones are skipped unless ``overwrite``. Workers on a CPU split its cores; on CUDA
@@ -549,20 +539,17 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     todo = []
     for job in jobs:
         if not overwrite and is_done(job):
-            rows.append(Row(job.source, job.task, str(job.input), str(job.output), "skipped"))
+            rows.append(Row.of(job, "skipped"))
             if on_end:
                 on_end(job, rows[-1])
         else:
             todo.append(job)
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            if on_start:
-                on_start(job)
             try:
                 rows.append(run_job(job, overwrite, progress))
             except KeyboardInterrupt:
-                rows.append(Row(job.source, job.task, str(job.input), str(job.output),
-                                "interrupted"))
+                rows.append(Row.of(job, "interrupted"))
             if on_end:
                 on_end(job, rows[-1])
             if rows[-1].status == "interrupted":
@@ -573,21 +560,20 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the
     # whole pool and every job in it: those run again in a new pool, and what that one loses
     # too runs one pool each, so the job that kills its worker fails alone.
-    broken = _run_pool(todo, workers, devices, threads, overwrite, rows, on_start, on_end)
+    broken = _run_pool(todo, workers, devices, threads, overwrite, rows, on_end)
     if broken:
-        broken = _run_pool(broken, workers, devices, threads, overwrite, rows, on_start, on_end)
+        broken = _run_pool(broken, workers, devices, threads, overwrite, rows, on_end)
     for job in broken:
-        if _run_pool([job], 1, devices, threads, overwrite, rows, on_start, on_end):
-            rows.append(Row(job.source, job.task, str(job.input), str(job.output), "failed",
-                            error="its worker process died (killed, or out of memory?)"))
+        if _run_pool([job], 1, devices, threads, overwrite, rows, on_end):
+            rows.append(Row.of(job, "failed", "its worker process died (killed, or out of "
+                                              "memory?)"))
             if on_end:
                 on_end(job, rows[-1])
     return rows
 
 
 def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
-              overwrite: bool, rows: list[Row], on_start: Callable | None,
-              on_end: Callable | None) -> list[Job]:
+              overwrite: bool, rows: list[Row], on_end: Callable | None) -> list[Job]:
     """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
     ctx = multiprocessing.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
@@ -597,9 +583,6 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(queue, threads, stop)) as pool:
         futures = {pool.submit(_run_in_worker, job, overwrite): job for job in todo}
-        for job in todo[:workers]:
-            if on_start:
-                on_start(job)
         try:
             for future in as_completed(futures):
                 job = futures[future]
@@ -617,9 +600,7 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
             pool.shutdown(wait=True, cancel_futures=True)
             for future, job in futures.items():
                 if future.cancelled() or future.exception() is not None:
-                    rows.append(Row(job.source, job.task, str(job.input), str(job.output),
-                                    "interrupted", error="not started: the batch was "
-                                                         "interrupted"))
+                    rows.append(Row.of(job, "interrupted", NOT_STARTED))
                 elif future.result() not in rows:
                     rows.append(future.result())
             raise BatchInterrupted(rows) from None
@@ -637,8 +618,12 @@ def default_devices() -> list[str]:
 
 # --- the summary -------------------------------------------------------------------------------
 
-SUMMARY_FIELDS = ["job", "task", "input", "output", "status", "seconds", "steps",
-                  "returned_step", "stop_reason", "device", "psnr", "ssim", "error"]
+STATUSES = ("done", "skipped", "failed", "interrupted")
+
+
+def counts(rows: list[Row]) -> dict[str, int]:
+    """How many jobs ended in each status."""
+    return {status: sum(r.status == status for r in rows) for status in STATUSES}
 
 
 def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
@@ -660,14 +645,11 @@ def prepare_summary(csv_path: Path) -> None:
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     """Both files written atomically."""
-    records = [{k: v for k, v in asdict(r).items() if k in SUMMARY_FIELDS} for r in rows]
+    records = [asdict(r) for r in rows]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, SUMMARY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, [f.name for f in fields(Row)], lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
-    counts = {s: sum(r.status == s for r in rows)
-              for s in ("done", "skipped", "failed", "interrupted")}
-    text = json.dumps({"counts": counts, "jobs": records}, indent=2) + "\n"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"counts": counts(rows), "jobs": records}, indent=2) + "\n"
     image.write_all_atomic([(csv_path, lambda f: f.write(buf.getvalue().encode())),
                             (json_path, lambda f: f.write(text.encode()))])

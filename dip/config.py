@@ -12,8 +12,10 @@ of the wrong type are :class:`ConfigError`\\ s that name the key and what is all
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -163,7 +165,9 @@ def _unknown_key(key: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+#: how messages name a value's expected type
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+              dict: "a mapping", list: "a list"}
 
 
 def _check_value(key: str, value: Any, tp: Any) -> Any:
@@ -172,7 +176,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}' expects a list of {_TYPE_NAMES[item]}s, "
+            raise ConfigError(f"config key '{key}' expects a list of {TYPE_NAMES[item]}s, "
                               f"got {value!r}")
         return [_check_value(key, v, item) for v in value]
     if tp is str and isinstance(value, bool):
@@ -190,7 +194,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
           else isinstance(value, int) and not isinstance(value, bool) if tp is int
           else isinstance(value, tp))
     if not ok:
-        raise ConfigError(f"config key '{key}' expects {_TYPE_NAMES.get(tp, tp)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' expects {TYPE_NAMES.get(tp, tp)}, got {value!r}")
     return float(value) if tp is float else value
 
 
@@ -293,20 +297,26 @@ def _expand_dotted(data: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping; errors name the file and the line."""
-    path = Path(path)
+def load_yaml(path: Path, what: str, loader: type = yaml.SafeLoader) -> Any:
+    """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a
+    ConfigError, each naming ``what`` it is, the file and (for YAML) the line."""
     if not path.is_file():
-        raise InputError(f"config file not found: {path}")
+        raise InputError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read config file {path}: {exc}") from None
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; errors name the file and the line."""
+    path = Path(path)
+    data = load_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -332,13 +342,18 @@ def preset(task: str, name: str = "paper") -> list[dict[str, Any]]:
     if name not in ("paper", "fast"):
         raise ConfigError(f"preset() takes paper or fast (resolve 'auto' with choose_preset), "
                           f"got {name!r}")
-    root = resources.files("dip.configs")
-    files = [root.joinpath(f"{task}.yaml")]
-    if name == "fast":
-        files.append(root.joinpath("fast", f"{task}.yaml"))
-    layers = [yaml.safe_load(f.read_text(encoding="utf-8")) or {} for f in files]
+    names = [f"{task}.yaml"] + ([f"fast/{task}.yaml"] if name == "fast" else [])
+    layers = [copy.deepcopy(_bundled(n)) for n in names]
     layers[0]["preset"] = name
     return layers
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled(name: str) -> dict[str, Any]:
+    """A packaged preset file, parsed once per process (a batch resolves one config per job,
+    twice); callers get deep copies."""
+    return yaml.safe_load(resources.files("dip.configs").joinpath(name).read_text(
+        encoding="utf-8")) or {}
 
 
 def gpu_available() -> bool:
