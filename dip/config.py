@@ -96,6 +96,11 @@ class StopConfig:
     tolerance: float = 0.05
     #: the image kept at the minimum: output | average | window
     returns: str = "window"
+    #: denoise only: steps count once mean((estimate - input)^2) <= noise_floor x sigma^2
+    #: (the discrepancy principle; 0: off)
+    noise_floor: float = 0.0
+    #: the noise's standard deviation in 0-255 pixel units for the floor (0: estimate it)
+    sigma: float = 0.0
 
 
 @dataclass
@@ -225,7 +230,9 @@ def _validate(cfg: RunConfig) -> None:
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {value}")
     for key, value in {"input.perturb_std": cfg.input.perturb_std, "optim.guard": cfg.optim.guard,
-                       "output.save_every": cfg.output.save_every}.items():
+                       "output.save_every": cfg.output.save_every,
+                       "stop.noise_floor": cfg.stop.noise_floor,
+                       "stop.sigma": cfg.stop.sigma}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
     for key in ("graphs", "channels_last"):

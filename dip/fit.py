@@ -106,6 +106,7 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         RunError: the loss diverged and the guard could not recover.
     """
     stop_rule = stop_rule or FixedBudget()
+    stop_rule.start(observation)
     if perf is None:
         perf = Perf(keep_cpu_memory=code.device.type == "cpu")
     net.train()  # the paper's generator always runs BatchNorm on the batch's statistics

@@ -24,7 +24,7 @@ from dip import __version__, image, metrics, operators
 from dip import report as reports
 from dip.config import TASKS, RunConfig, resolve
 from dip.engine import resolve_perf
-from dip.errors import InputError, RunError
+from dip.errors import ConfigError, InputError, RunError
 from dip.fit import FitResult, Progress, fit
 from dip.inputs import make_code
 from dip.nets import build_net
@@ -197,9 +197,15 @@ def resolve_config(task: str, *, config: str | os.PathLike | dict | None = None,
         raise InputError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     files = [config] if isinstance(config, (str, os.PathLike)) else []
     base = [config] if isinstance(config, dict) else []
-    return resolve(task, files, overrides, base=base, explicit={
+    cfg = resolve(task, files, overrides, base=base, explicit={
         "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
         "factor": factor, "output.save_every": save_every, "preset": preset})
+    if cfg.stop.noise_floor > 0 and task != "denoise":
+        # the floor compares the estimate with the input itself: only denoising's input is
+        # the image plus noise
+        raise ConfigError(f"config key 'stop.noise_floor' applies to denoise only, not {task} "
+                          f"(set it to 0)")
+    return cfg
 
 
 def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | None = None,
@@ -387,6 +393,9 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "iterations": result.iterations,
         "returned_iteration": result.returned_iteration,
         "stop_reason": result.stop_reason,
+        # the noise level the stop rule's noise floor used (0-255 units; given or estimated)
+        "noise_sigma": (round(stop_rule.sigma * 255, 3)
+                        if getattr(stop_rule, "floor_mse", 0) else None),
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(dev),
         "preset": cfg.preset,

@@ -16,12 +16,33 @@ import torch
 from dip.errors import ConfigError
 
 
+def estimate_sigma(y: torch.Tensor) -> float:
+    """The standard deviation of white Gaussian noise in ``y``, without the clean image.
+
+    Donoho & Johnstone's robust estimate (Biometrika 1994): the median absolute value of the
+    finest diagonal wavelet band over 0.6745. Natural images have almost no energy in that
+    band, so it holds the noise; the median ignores the few edges that leak into it. Here the
+    band is the orthonormal Haar one, (a − b − c + d) / 2 over each 2×2 block, per channel;
+    the channels' estimates are averaged.
+
+    Shape:
+        y: ``(1, C, H, W)`` with H, W >= 2, values in [0, 1]. Returns σ in the same units.
+    """
+    h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
+    y = y[..., :h, :w].float()
+    band = (y[..., 0::2, 0::2] - y[..., 0::2, 1::2] - y[..., 1::2, 0::2] + y[..., 1::2, 1::2]) / 2
+    return float(band.abs().flatten(-2).median(-1).values.mean() / 0.6745)
+
+
 class StopRule:
     """Interface. ``update`` is called once per step, after the optimiser's step."""
 
     name = "base"
     #: the rule's signal after the last update (a 0-d tensor), recorded in the fit's history
     variance: torch.Tensor | None = None
+
+    def start(self, observation: torch.Tensor) -> None:
+        """Called once before the first step with the fit's observation ``y``."""
 
     def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
         """Return True to stop after ``step``.
@@ -85,6 +106,15 @@ class VarianceStop(StopRule):
             ``average`` (the fit's output average at that step), or ``window`` (the mean of the
             W outputs in the window).
         check_every: how often to read the minimum's step back to decide whether to stop.
+        noise_floor: denoising only (the observation is the noisy image itself). If > 0, a
+            step counts only once the estimate's residual to the noisy image is down to the
+            noise: ``mean((x̂ − y)²) <= noise_floor · σ²`` (Morozov's discrepancy principle).
+            An estimate further from y than the noise has not yet taken in the image, so a
+            variance minimum before that point is the network's slow start, not the moment to
+            stop (measured: benchmarks/README.md, "noise floor"). Until a step qualifies the
+            rule neither chooses nor stops.
+        sigma: the noise's standard deviation (in [0, 1] units) for the floor; 0: estimated
+            from the observation (:func:`estimate_sigma`).
     """
 
     name = "auto"
@@ -92,7 +122,7 @@ class VarianceStop(StopRule):
 
     def __init__(self, window: int = 200, patience: int = 200, returns: str = "window",
                  patience_ratio: float = 0.25, tolerance: float = 0.05,
-                 check_every: int = 10) -> None:
+                 check_every: int = 10, noise_floor: float = 0.0, sigma: float = 0.0) -> None:
         if window < 2:
             raise ConfigError(f"config key 'stop.window' must be >= 2, got {window}")
         if patience < 1:
@@ -105,6 +135,14 @@ class VarianceStop(StopRule):
                               f"{patience_ratio}")
         if tolerance < 0:
             raise ConfigError(f"config key 'stop.tolerance' must be >= 0, got {tolerance}")
+        if noise_floor < 0:
+            raise ConfigError(f"config key 'stop.noise_floor' must be >= 0, got {noise_floor}")
+        if sigma < 0:
+            raise ConfigError(f"config key 'stop.sigma' must be >= 0 (0: estimate it), got "
+                              f"{sigma}")
+        self.noise_floor, self.sigma = noise_floor, sigma
+        self.observation: torch.Tensor | None = None
+        self.floor_mse = 0.0
         self.window, self.patience, self.returns = window, patience, returns
         self.patience_ratio, self.tolerance = patience_ratio, tolerance
         self.check_every = max(1, check_every)
@@ -119,12 +157,19 @@ class VarianceStop(StopRule):
         self.variance = None
         self._candidate: torch.Tensor | None = None
 
+    def start(self, observation: torch.Tensor) -> None:
+        if self.noise_floor > 0:
+            if not self.sigma:
+                self.sigma = estimate_sigma(observation)
+            self.observation = observation.detach()
+            self.floor_mse = self.noise_floor * self.sigma ** 2
+
     def _start(self, x: torch.Tensor) -> None:
         self.frames = torch.empty((self.window, *x.shape), dtype=torch.float16, device=x.device)
         self.mean = torch.zeros_like(x)
         self.m2 = torch.zeros((), dtype=x.dtype, device=x.device)
         self.best_var = torch.full((), float("inf"), dtype=x.dtype, device=x.device)
-        self.best_step = torch.zeros((), dtype=torch.long, device=x.device)
+        self.best_step = torch.full((), -1, dtype=torch.long, device=x.device)  # -1: none yet
         self.best_image = torch.zeros_like(x)
 
     @torch.no_grad()
@@ -154,14 +199,20 @@ class VarianceStop(StopRule):
         candidate = {"output": x, "average": estimate, "window": self.mean}[self.returns]
         self._candidate = candidate
         # All on the device and in place: no read-back, no new image-sized tensor per step.
-        torch.minimum(self.variance, self.best_var, out=self.best_var)
-        near_min = self.variance <= self.best_var * (1 + self.tolerance)
+        if self.observation is None:
+            torch.minimum(self.variance, self.best_var, out=self.best_var)
+            near_min = self.variance <= self.best_var * (1 + self.tolerance)
+        else:  # only steps whose estimate is within the noise floor of y count
+            eligible = ((estimate - self.observation) ** 2).mean() <= self.floor_mse
+            torch.where(eligible, torch.minimum(self.variance, self.best_var), self.best_var,
+                        out=self.best_var)
+            near_min = eligible & (self.variance <= self.best_var * (1 + self.tolerance))
         self.best_step.masked_fill_(near_min, step)
         torch.where(near_min, candidate, self.best_image, out=self.best_image)
         if step % self.check_every:
             return False
         best = int(self.best_step)
-        return step - best >= self.patience_after(best)
+        return best >= 0 and step - best >= self.patience_after(best)
 
     def _recompute(self) -> None:
         """Exact mean and M2 from the stored frames, one frame at a time (no W×N float32
@@ -183,7 +234,8 @@ class VarianceStop(StopRule):
     def chosen(self) -> tuple[int, torch.Tensor] | None:
         if self.best_step is None or self.count < self.window:
             return None
-        return int(self.best_step), self.best_image
+        best = int(self.best_step)
+        return None if best < 0 else (best, self.best_image)
 
     @property
     def candidate(self) -> torch.Tensor | None:
@@ -194,7 +246,8 @@ class VarianceStop(StopRule):
 #: with the same attributes)
 STOP_RULES: dict[str, Callable[[Any], StopRule]] = {
     "auto": lambda s: VarianceStop(s.window, s.patience, s.returns, s.patience_ratio,
-                                   s.tolerance),
+                                   s.tolerance, noise_floor=s.noise_floor,
+                                   sigma=s.sigma / 255),
     "fixed": lambda s: FixedBudget(),
 }
 

@@ -16,7 +16,8 @@ from dip.config import StopConfig
 from dip.errors import ConfigError
 from dip.inputs import make_code
 from dip.nets import build_net
-from dip.stopping import STOP_RULES, FixedBudget, VarianceStop, build_stop_rule
+from dip.stopping import (STOP_RULES, FixedBudget, VarianceStop, build_stop_rule,
+                          estimate_sigma)
 
 
 def _frames(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -80,6 +81,56 @@ def test_on_a_flat_valley_the_latest_near_minimal_step_is_kept() -> None:
     assert kept_strict < 30
 
 
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_the_noise_level_is_estimated_from_the_noisy_image_alone(sigma: int) -> None:
+    clean = synthetic(128)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(sigma))
+    estimated = estimate_sigma(clean + noise * sigma / 255) * 255
+    assert estimated == pytest.approx(sigma, rel=0.08)
+    assert estimate_sigma(clean) * 255 < 1.5  # a smooth clean image has (almost) no noise
+
+
+def _slow_start_then_fit(rule: VarianceStop, steps: int = 300) -> int | None:
+    """Frames that sit still far from y (a tiny variance: the network's slow start), then
+    settle onto the image with a moderate wobble (steps 41-150), then wander off. Returns the
+    step the rule stopped at (None: it never stopped)."""
+    g = torch.Generator().manual_seed(0)
+    clean = synthetic(32, channels=1)
+    y = clean + 0.1 * torch.randn(clean.shape, generator=g)  # sigma = 0.1
+    rule.start(y)
+    for step in range(1, steps + 1):
+        if step <= 40:
+            x = 0.5 + 0.001 * torch.randn(clean.shape, generator=g)
+        else:
+            wobble = 0.03 if step <= 150 else 0.03 + 0.002 * (step - 150)
+            x = clean + wobble * torch.randn(clean.shape, generator=g)
+        if rule.update(step, x, x):
+            return step
+    return None
+
+
+def test_the_noise_floor_skips_the_slow_starts_variance_dip() -> None:
+    # Without the floor the still frames' tiny variance wins; with it (residual within
+    # 1.5 sigma^2 of y) only the frames on the image count, and the rule keeps one of those.
+    plain = VarianceStop(window=10, patience=30, tolerance=0.0, check_every=1)
+    floored = VarianceStop(window=10, patience=30, tolerance=0.0, check_every=1,
+                           noise_floor=1.5, sigma=0.1)
+    _slow_start_then_fit(plain)
+    stopped = _slow_start_then_fit(floored)
+    assert plain.chosen[0] <= 45
+    assert 50 <= floored.chosen[0] <= 160 and stopped == floored.chosen[0] + 30
+
+
+def test_until_a_step_reaches_the_noise_floor_the_rule_neither_chooses_nor_stops() -> None:
+    rule = VarianceStop(window=10, patience=5, check_every=1, noise_floor=1.0, sigma=0.001)
+    assert _slow_start_then_fit(rule) is None
+    assert rule.chosen is None
+    # the sigma it used: given, or else estimated from the observation
+    estimating = VarianceStop(window=10, patience=5, noise_floor=1.0)
+    _slow_start_then_fit(estimating, steps=1)
+    assert 0.07 < estimating.sigma < 0.13
+
+
 def _small_fit(rule, iters: int = 1500, callback=None):
     clean = synthetic(32)
     noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
@@ -121,7 +172,8 @@ def test_the_rule_only_observes_auto_equals_the_fixed_runs_choice() -> None:
 @pytest.mark.parametrize("options, message", [
     (dict(window=1), "stop.window"), (dict(patience=0), "stop.patience"),
     (dict(returns="best"), "stop.returns"), (dict(patience_ratio=-1), "stop.patience_ratio"),
-    (dict(tolerance=-0.1), "stop.tolerance")])
+    (dict(tolerance=-0.1), "stop.tolerance"), (dict(noise_floor=-1), "stop.noise_floor"),
+    (dict(sigma=-5), "stop.sigma")])
 def test_invalid_rule_options(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_stop_rule(StopConfig(rule="auto", **options))
@@ -165,3 +217,19 @@ def test_stop_auto_records_where_it_stopped_and_what_it_returned(tmp_path: Path,
     assert record["returned_iteration"] <= record["iterations"] - 10
     assert record["config"]["stop"]["rule"] == "auto"
     assert "automatic stop" in result.output
+    # the noise level the floor used, estimated from the input (made with sigma = 25)
+    assert 18 < record["noise_sigma"] < 32
+
+
+@pytest.mark.parametrize("task, extra", [("inpaint", ["--mask", "MASK"]),
+                                         ("superres", ["--factor", 2])])
+def test_the_noise_floor_is_refused_outside_denoising(tmp_path: Path, noisy_png: Path,
+                                                      task: str, extra: list) -> None:
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(noisy_png.read_bytes())
+    extra = [mask if e == "MASK" else e for e in extra]
+    result = _cli(task, noisy_png, *extra, "-o", tmp_path / "r.png", "--set",
+                  "stop.noise_floor=1", "--device", "cpu")
+    assert result.exit_code == 2
+    assert "'stop.noise_floor' applies to denoise only" in result.output
+    assert not (tmp_path / "r.png").exists()
