@@ -114,6 +114,10 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
 
         def observe(p) -> None:
             nonlocal rule_seconds
+            if "t" not in ref_on and task == "denoise":
+                # the live rule sees what the fit's own rule sees: the noisy input, for the
+                # noise floor (the other tasks' rules have none)
+                live.start(image.load_image(folder / "input.png").pixels.to(p.estimate.device))
             ref_dev = ref_on.setdefault("t", ref.to(p.estimate.device))
             curves["psnr_average"].append(metrics.psnr(p.estimate.clamp(0, 1), ref_dev))
             curves["psnr_output"].append(metrics.psnr(p.output.clamp(0, 1), ref_dev))

@@ -74,7 +74,9 @@ def run_options(func):
                      help="Upper bound on optimisation steps [default: the preset's budget]."),
         click.option("--stop", type=click.Choice(["auto", "fixed"]),
                      help="auto: stop when the outputs' running variance stops falling "
-                          "(no clean image needed); fixed: run all --iters steps "
+                          "(no clean image needed; when denoising, not before the result "
+                          "is as close to the input as the noise); fixed: run all --iters "
+                          "steps "
                           "[default: the preset's: auto, but fixed for fast inpainting]."),
         click.option("--preset", type=click.Choice(["auto", "paper", "fast"]),
                      help="paper: the paper's settings; fast: dip's cheaper settings for CPUs "

@@ -51,7 +51,7 @@ import yaml
 
 from dip import image
 from dip import report as reports
-from dip.config import TASKS, TYPE_NAMES, load_yaml
+from dip.config import TASKS, TYPE_NAMES, load_yaml, record_config
 from dip.errors import ConfigError, DipError
 from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, output_path,
                         record_path, resolve_config, resolve_device, restore,
@@ -390,7 +390,7 @@ def is_done(job: Job) -> bool:
     cfg = json.loads(json.dumps(resolve_config(job.task, **job.config_args()).to_dict()))
     # Which device ran it is not part of what was asked (the preset it implies is).
     same = {k: v for k, v in cfg.items() if k != "device"} == {
-        k: v for k, v in (record.get("config") or {}).items() if k != "device"}
+        k: v for k, v in record_config(record.get("config") or {}).items() if k != "device"}
     mask = (job.mask if job.mask == MASK_FROM_ALPHA else
             str(Path(job.mask).resolve()) if job.mask is not None else None)
     reference = str(job.reference.resolve()) if job.reference is not None else None

@@ -235,6 +235,9 @@ def _validate(cfg: RunConfig) -> None:
                        "stop.sigma": cfg.stop.sigma}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    if 0 < cfg.stop.sigma < 1:
+        raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
+                          f"standard deviation 25 grey levels), got {cfg.stop.sigma}")
     for key in ("graphs", "channels_last"):
         if getattr(cfg.perf, key) not in ("auto", "on", "off"):
             raise ConfigError(f"config key 'perf.{key}' must be one of auto, on, off, got "
@@ -332,12 +335,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if {"config", "versions", "task"} <= data.keys() and isinstance(data["config"], dict):
         # a record written by dip: reproduce its run (every key is set, so the preset a
         # later layer names could not change any value)
-        return {**data["config"], RECORD_MARK: True}
+        return {**record_config(data["config"]), RECORD_MARK: True}
     return data
 
 
 #: marks a layer read from a result's record (see :func:`read_yaml`)
 RECORD_MARK = "__record__"
+
+#: config keys added after records were first written, with the value that reproduces a run
+#: recorded without them (the behaviour before the key existed)
+ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0}
+
+
+def record_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's (nested) config with every :data:`ADDED_KEYS` key it lacks filled in, so
+    that an older record still reruns, and compares, as the run it records."""
+    config = copy.deepcopy(config)
+    for key, value in ADDED_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(config.get(section), dict):
+            config[section].setdefault(name, value)
+    return config
 
 
 def preset(task: str, name: str = "paper") -> list[dict[str, Any]]:

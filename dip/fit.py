@@ -193,7 +193,7 @@ def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_
     if stop_rule.chosen is not None:
         returned_iteration, image = stop_rule.chosen
     # With a stop rule the returned image is the rule's choice even when the budget ran out
-    # first: the best moment it found so far.
+    # first: the best moment it found so far (if it found none, the output average).
     return FitResult(image.detach().clamp(0, 1), step, returned_iteration, stop_reason,
                      peak_psnr, peak_iteration,
                      {k: v for k, v in history.items() if v or k != "psnr"})

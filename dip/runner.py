@@ -393,9 +393,10 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "iterations": result.iterations,
         "returned_iteration": result.returned_iteration,
         "stop_reason": result.stop_reason,
-        # the noise level the stop rule's noise floor used (0-255 units; given or estimated)
+        # the noise level behind the stop rule's noise floor (0-255 units; given or
+        # estimated; under 0.5 the floor was off)
         "noise_sigma": (round(stop_rule.sigma * 255, 3)
-                        if getattr(stop_rule, "floor_mse", 0) else None),
+                        if getattr(stop_rule, "noise_floor", 0) else None),
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(dev),
         "preset": cfg.preset,

@@ -26,9 +26,12 @@ def estimate_sigma(y: torch.Tensor) -> float:
     the channels' estimates are averaged.
 
     Shape:
-        y: ``(1, C, H, W)`` with H, W >= 2, values in [0, 1]. Returns σ in the same units.
+        y: ``(1, C, H, W)``, values in [0, 1]. Returns σ in the same units (0 when H or W
+        is 1).
     """
     h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
+    if h == 0 or w == 0:  # a 1-pixel-wide or -high image has no 2×2 block: nothing to measure
+        return 0.0
     y = y[..., :h, :w].float()
     band = (y[..., 0::2, 0::2] - y[..., 0::2, 1::2] - y[..., 1::2, 0::2] + y[..., 1::2, 1::2]) / 2
     return float(band.abs().flatten(-2).median(-1).values.mean() / 0.6745)
@@ -73,6 +76,10 @@ class FixedBudget(StopRule):
         return False
 
 
+#: the smallest noise level the noise floor acts on (half a grey level of an 8-bit image)
+MIN_SIGMA = 0.5 / 255
+
+
 class VarianceStop(StopRule):
     """ES-WMV: stop at the minimum of the outputs' running variance, without ground truth.
 
@@ -112,7 +119,9 @@ class VarianceStop(StopRule):
             An estimate further from y than the noise has not yet taken in the image, so a
             variance minimum before that point is the network's slow start, not the moment to
             stop (measured: benchmarks/README.md, "noise floor"). Until a step qualifies the
-            rule neither chooses nor stops.
+            rule neither chooses nor stops; if none does within the budget, the fit returns
+            its output average at the budget, as a fixed-budget run. A σ under half a grey
+            level (:data:`MIN_SIGMA`) turns the floor off.
         sigma: the noise's standard deviation (in [0, 1] units) for the floor; 0: estimated
             from the observation (:func:`estimate_sigma`).
     """
@@ -139,7 +148,7 @@ class VarianceStop(StopRule):
             raise ConfigError(f"config key 'stop.noise_floor' must be >= 0, got {noise_floor}")
         if sigma < 0:
             raise ConfigError(f"config key 'stop.sigma' must be >= 0 (0: estimate it), got "
-                              f"{sigma}")
+                              f"{sigma * 255:g}")
         self.noise_floor, self.sigma = noise_floor, sigma
         self.observation: torch.Tensor | None = None
         self.floor_mse = 0.0
@@ -161,8 +170,13 @@ class VarianceStop(StopRule):
         if self.noise_floor > 0:
             if not self.sigma:
                 self.sigma = estimate_sigma(observation)
+            # Below half a grey level there is no noise to speak of (a flat graphic's median
+            # coefficient is exactly 0): no floor, or no step would ever count.
+            if self.sigma < MIN_SIGMA:
+                return
             self.observation = observation.detach()
             self.floor_mse = self.noise_floor * self.sigma ** 2
+            self._residual = torch.empty_like(self.observation)
 
     def _start(self, x: torch.Tensor) -> None:
         self.frames = torch.empty((self.window, *x.shape), dtype=torch.float16, device=x.device)
@@ -203,7 +217,8 @@ class VarianceStop(StopRule):
             torch.minimum(self.variance, self.best_var, out=self.best_var)
             near_min = self.variance <= self.best_var * (1 + self.tolerance)
         else:  # only steps whose estimate is within the noise floor of y count
-            eligible = ((estimate - self.observation) ** 2).mean() <= self.floor_mse
+            residual = torch.sub(estimate, self.observation, out=self._residual).square_()
+            eligible = residual.mean() <= self.floor_mse
             torch.where(eligible, torch.minimum(self.variance, self.best_var), self.best_var,
                         out=self.best_var)
             near_min = eligible & (self.variance <= self.best_var * (1 + self.tolerance))

@@ -113,8 +113,8 @@ def test_the_noise_floor_skips_the_slow_starts_variance_dip() -> None:
     # Without the floor the still frames' tiny variance wins; with it (residual within
     # 1.5 sigma^2 of y) only the frames on the image count, and the rule keeps one of those.
     plain = VarianceStop(window=10, patience=30, tolerance=0.0, check_every=1)
-    floored = VarianceStop(window=10, patience=30, tolerance=0.0, check_every=1,
-                           noise_floor=1.5, sigma=0.1)
+    floored = VarianceStop(window=10, patience=30, patience_ratio=0.0, tolerance=0.0,
+                           check_every=1, noise_floor=1.5, sigma=0.1)
     _slow_start_then_fit(plain)
     stopped = _slow_start_then_fit(floored)
     assert plain.chosen[0] <= 45
@@ -122,13 +122,31 @@ def test_the_noise_floor_skips_the_slow_starts_variance_dip() -> None:
 
 
 def test_until_a_step_reaches_the_noise_floor_the_rule_neither_chooses_nor_stops() -> None:
-    rule = VarianceStop(window=10, patience=5, check_every=1, noise_floor=1.0, sigma=0.001)
+    rule = VarianceStop(window=10, patience=5, check_every=1, noise_floor=1.0, sigma=0.003)
     assert _slow_start_then_fit(rule) is None
     assert rule.chosen is None
     # the sigma it used: given, or else estimated from the observation
     estimating = VarianceStop(window=10, patience=5, noise_floor=1.0)
     _slow_start_then_fit(estimating, steps=1)
     assert 0.07 < estimating.sigma < 0.13
+
+
+def test_without_measurable_noise_the_floor_is_off() -> None:
+    # a flat graphic (its finest band is exactly 0) and a 1-pixel-high strip: sigma 0, so the
+    # floor would never let a step count; instead it is off and the rule stops as usual
+    for shape in [(1, 3, 16, 16), (1, 3, 1, 40)]:
+        rule = VarianceStop(window=4, patience=5, check_every=1, noise_floor=1.0)
+        rule.start(torch.full(shape, 0.5))
+        assert rule.sigma == 0 and rule.observation is None
+        stopped = None
+        for step in range(1, 100):
+            # frames settle until step 20, then wander off: a variance minimum near step 20
+            spread = 2.0 / step if step <= 20 else 0.1 + 0.02 * (step - 20)
+            x = torch.full(shape, 0.5 + spread * (-1) ** step)
+            if rule.update(step, x, x):
+                stopped = step
+                break
+        assert stopped is not None and stopped < 40 and rule.chosen is not None
 
 
 def _small_fit(rule, iters: int = 1500, callback=None):
@@ -219,6 +237,31 @@ def test_stop_auto_records_where_it_stopped_and_what_it_returned(tmp_path: Path,
     assert "automatic stop" in result.output
     # the noise level the floor used, estimated from the input (made with sigma = 25)
     assert 18 < record["noise_sigma"] < 32
+
+
+def test_sigma_in_the_wrong_units_is_refused(tmp_path: Path, noisy_png: Path) -> None:
+    result = _cli("denoise", noisy_png, "-o", tmp_path / "r.png", "--set", "stop.sigma=0.1")
+    assert result.exit_code == 2
+    assert "'stop.sigma' is in 0-255 pixel units" in result.output
+
+
+def test_a_record_from_before_the_floor_reruns_without_it(tmp_path: Path,
+                                                          noisy_png: Path) -> None:
+    # A record written before stop.noise_floor existed lacks the key; rerunning it must not
+    # pick up the preset's new floor, and `dip run` must see the same config (not redo it).
+    from dip.config import read_yaml, record_config
+    from dip.runner import resolve_config
+    out = tmp_path / "a.png"
+    assert _cli("denoise", noisy_png, "-o", out, "--iters", 20, "-q").exit_code == 0
+    record = json.loads((tmp_path / "a.png.json").read_text())
+    assert record["config"]["stop"]["noise_floor"] == 1.0
+    del record["config"]["stop"]["noise_floor"], record["config"]["stop"]["sigma"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(record))
+    rerun = resolve_config("denoise", config=old)
+    assert rerun.stop.noise_floor == 0.0 and rerun.stop.sigma == 0.0
+    assert record_config(record["config"])["stop"] == read_yaml(old)["stop"]
+    assert record_config(record["config"])["optim"] == record["config"]["optim"]
 
 
 @pytest.mark.parametrize("task, extra", [("inpaint", ["--mask", "MASK"]),
