@@ -18,7 +18,7 @@ from dip import batch, image
 from dip import report as reports
 from dip.errors import DipError
 from dip.fit import Progress
-from dip.runner import FORMATS, MASK_FROM_ALPHA, Restoration, record_path
+from dip.runner import FORMATS, Restoration, record_path
 
 
 class DipGroup(click.Group):
@@ -188,8 +188,7 @@ def denoise(input_path: Path, **options) -> None:
 @run_options
 def inpaint(input_path: Path, mask: str, mask_keeps: bool, **options) -> None:
     """Fill the holes of INPUT marked by --mask."""
-    _run("inpaint", input_path, mask=mask if mask == MASK_FROM_ALPHA else Path(mask),
-         mask_keeps=mask_keeps, **options)
+    _run("inpaint", input_path, mask=mask, mask_keeps=mask_keeps, **options)
 
 
 @cli.command()

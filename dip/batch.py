@@ -53,8 +53,8 @@ from dip import image
 from dip import report as reports
 from dip.config import TASKS, TYPE_NAMES, load_yaml, record_config
 from dip.errors import ConfigError, DipError
-from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, output_path,
-                        record_path, resolve_config, resolve_device, restore,
+from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, mask_record,
+                        output_path, record_path, resolve_config, resolve_device, restore,
                         writable_folder)
 
 #: what a job (or ``defaults``) may hold, and the type each value must have
@@ -281,8 +281,6 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
             raise BatchError(f"{where}: an inpaint job needs 'mask'")
         if task != "inpaint" and "mask" in spec:
             raise BatchError(f"{where}: 'mask' only applies to inpaint, not {task}")
-        if spec.get("stop") not in (None, "auto", "fixed"):
-            raise BatchError(f"{where}: 'stop' must be auto or fixed, got {spec['stop']!r}")
         config = base / spec["config"] if "config" in spec else None
         fmt = spec.get("format", "png")
         if fmt not in FORMATS:
@@ -384,21 +382,19 @@ def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
 def is_done(job: Job) -> bool:
     """The job's output and record exist, the record is of this input with the same resolved
     config, and that run was not interrupted."""
-    record = _read_record(job.output)
-    if record is None or not job.output.exists():
+    record = _read_record(job.output) if job.output.exists() else None
+    if record is None:
         return False
     cfg = json.loads(json.dumps(resolve_config(job.task, **job.config_args()).to_dict()))
     # Which device ran it is not part of what was asked (the preset it implies is).
     same = {k: v for k, v in cfg.items() if k != "device"} == {
         k: v for k, v in record_config(record.get("config") or {}).items() if k != "device"}
-    mask = (job.mask if job.mask == MASK_FROM_ALPHA else
-            str(Path(job.mask).resolve()) if job.mask is not None else None)
     reference = str(job.reference.resolve()) if job.reference is not None else None
     pictures = [key for key in ("report", "gif") if getattr(job, key)]
     return (same and record.get("stop_reason") != "interrupted"
             and all(record.get(key) and Path(record[key]).exists() for key in pictures)
             and record.get("input") == str(job.input.resolve())
-            and record.get("mask") == mask
+            and record.get("mask") == mask_record(job.mask)
             and bool(record.get("mask_keeps", False)) == job.mask_keeps
             and record.get("reference") == reference)
 

@@ -106,7 +106,6 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         RunError: the loss diverged and the guard could not recover.
     """
     stop_rule = stop_rule or FixedBudget()
-    stop_rule.start(observation)
     if perf is None:
         perf = Perf(keep_cpu_memory=code.device.type == "cpu")
     net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
@@ -117,6 +116,7 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     if schedule != "constant":
         def rate(t: int) -> float:
             return SCHEDULES[schedule](lr, lr_end, t, iters)
+    stop_rule.start(observation)  # after the checks: it may measure the observation
     engine = StepEngine(net, code, operator, observation, lr=lr, perturb_std=perturb_std,
                         generator=generator, perf=perf, checkpoint=guard > 0)
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext():
@@ -190,8 +190,9 @@ def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_
     if estimate is None:
         raise RunError("the fit was stopped before its first step; nothing to return")
     returned_iteration, image = step, estimate
-    if stop_rule.chosen is not None:
-        returned_iteration, image = stop_rule.chosen
+    chosen = stop_rule.chosen  # one read: a rule may read its choice back from the device
+    if chosen is not None:
+        returned_iteration, image = chosen
     # With a stop rule the returned image is the rule's choice even when the budget ran out
     # first: the best moment it found so far (if it found none, the output average).
     return FitResult(image.detach().clamp(0, 1), step, returned_iteration, stop_reason,

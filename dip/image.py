@@ -59,9 +59,11 @@ class Picture:
         return replace(self, pixels=pixels)
 
 
-def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
-    """Open and decode; a 16-bit colour file Pillow would read as 8 bits is flagged by its
-    format in ``img.info['dip_16bit_colour']`` (see :func:`load_image`)."""
+def _open(path: str | os.PathLike, what: str, max_pixels: int,
+          deep_png_elsewhere: bool = False) -> tuple[Image.Image, str]:
+    """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
+    8 bits (``""`` otherwise; see :func:`load_image`). With ``deep_png_elsewhere`` such a PNG
+    is not decoded here: the caller decodes it at 16 bits itself."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
@@ -75,8 +77,9 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
             raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
                              f"limit of {max_pixels / 1e6:.1f} MP (raise it with --max-pixels)")
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(img) else ""
+        if deep == "PNG" and deep_png_elsewhere:
+            return img, deep  # not decoded here (exif_transpose would decode it too)
         img = ImageOps.exif_transpose(img)
-        img.info["dip_16bit_colour"] = deep
         img.load()  # decode now, so a truncated file fails here with a clear message
     except InputError:
         raise
@@ -84,7 +87,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
         raise InputError(f"{what} is not an image Pillow can read: {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
-    return img
+    return img, deep
 
 
 _PILLOW_LIMIT = threading.Lock()
@@ -145,13 +148,12 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         InputError: missing, unreadable, truncated or too large.
     """
-    img = _open(path, what, max_pixels)
-    if img.info.get("dip_16bit_colour"):
-        if img.info["dip_16bit_colour"] != "PNG":
-            raise InputError(f"{what} {path} is 16-bit colour {img.info['dip_16bit_colour']}, "
-                             f"which dip can only "
-                             f"read as 8 bits; save it as a 16-bit PNG (kept at 16 bits) or "
-                             f"as 8-bit")
+    img, deep = _open(path, what, max_pixels, deep_png_elsewhere=True)
+    if deep:
+        if deep != "PNG":
+            raise InputError(f"{what} {path} is 16-bit colour {deep}, which dip can only read "
+                             f"as 8 bits; save it as a 16-bit PNG (kept at 16 bits) or as "
+                             f"8-bit")
         return _load_png16(Path(path), what)
     if img.mode in ("L", "RGB") and "transparency" in img.info:
         # a PNG whose tRNS chunk makes one colour transparent: that is alpha too
@@ -192,7 +194,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
     Returns:
         ``(1, 1, H, W)`` float32, 1 = known pixel, 0 = pixel to fill.
     """
-    img = _open(path, "mask", max_pixels)
+    img, _ = _open(path, "mask", max_pixels)
     if img.mode == "P":
         img = img.convert("RGB")
     array = np.asarray(img)

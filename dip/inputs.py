@@ -59,9 +59,3 @@ def make_code(kind: str, channels: int, size: tuple[int, int], scale: float,
         raise ConfigError(f"unknown input.kind {kind!r}; known: {', '.join(CODES)}") from None
     return factory(channels, size, scale, generator)
 
-
-def perturb(z: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    """``z + N(0, std²)``: the per-step input regularisation (``reg_noise_std``)."""
-    if std <= 0:
-        return z
-    return z + std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)

@@ -99,11 +99,12 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     columns = max(len(panels), len(curves))
     fig = Figure(figsize=(4 * columns, 11), dpi=100)
     grid = fig.add_gridspec(3, columns, height_ratios=[4, 4, 3])
+    metric = record.get("metrics") or {}
     for i, (title, pixels) in enumerate(panels):
+        shown = _rgb(pixels)
         ax = fig.add_subplot(grid[0, i])
-        ax.imshow(_rgb(pixels), interpolation="nearest")
+        ax.imshow(shown, interpolation="nearest")
         ax.add_patch(Rectangle((left, top), side, side, fill=False, color="red", lw=1.5))
-        metric = record.get("metrics") or {}
         label = title
         if title == "result":
             label += f" (step {record.get('returned_iteration')})"
@@ -114,12 +115,11 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
         ax.set_title(label)
         ax.axis("off")
         zoom = fig.add_subplot(grid[1, i])
-        zoom.imshow(_rgb(pixels[..., top:top + side, left:left + side]),
-                    interpolation="nearest")
+        zoom.imshow(shown[top:top + side, left:left + side], interpolation="nearest")
         zoom.set_title(f"{title}: detail x{size[-1] / side:.0f}")
         zoom.axis("off")
     returned = record.get("returned_iteration")
-    peak = (record.get("metrics") or {}).get("peak_iteration")
+    peak = metric.get("peak_iteration")
     for i, (title, values, log) in enumerate(curves):
         ax = fig.add_subplot(grid[2, i])
         xs = steps[-len(values):] if values else []  # the variance starts once its window is full
@@ -148,7 +148,7 @@ GIF_FRAMES, GIF_SIDE = 120, 512
 
 def _display(pixels: torch.Tensor, side: int | None = None) -> Image.Image:
     """8-bit RGB for viewing, from any picture (16-bit grey included), at most ``side``."""
-    img = Image.fromarray(np.round(_rgb(pixels) * 255).astype(np.uint8))
+    img = image._to_pil(pixels, 8).convert("RGB")
     if side is not None:
         img.thumbnail((side, side))
     return img
@@ -219,8 +219,6 @@ def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4)
         colour = (0, 0, 0) if done else (200, 0, 0)
         draw.text((x, y + THUMB + 3), name[:40], fill=(0, 0, 0), font=font)
         draw.text((x, y + THUMB + 17), ", ".join(figures)[:40], fill=colour, font=font)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
     path = Path(path)
-    image.write_atomic(path, lambda f: f.write(buf.getvalue()))
+    image.write_atomic(path, lambda f: sheet.save(f, format="PNG"))
     return path

@@ -110,6 +110,13 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "bmp": ".bmp", "webp": "
 MASK_FROM_ALPHA = "alpha"
 
 
+def mask_record(mask: str | os.PathLike | None) -> str | None:
+    """How a record names a mask: ``alpha``, the file's absolute path, or None."""
+    if mask is None:
+        return None
+    return MASK_FROM_ALPHA if mask == MASK_FROM_ALPHA else str(Path(mask).resolve())
+
+
 def default_output(input_path: str | os.PathLike, task: str, fmt: str = "png") -> Path:
     """``{stem}_{task}.{fmt}`` in the current folder."""
     return Path(f"{Path(input_path).stem}_{task}{FORMATS[fmt]}")
@@ -200,6 +207,7 @@ def resolve_config(task: str, *, config: str | os.PathLike | dict | None = None,
     cfg = resolve(task, files, overrides, base=base, explicit={
         "optim.iters": iters, "stop.rule": stop, "seed": seed, "device": device,
         "factor": factor, "output.save_every": save_every, "preset": preset})
+    build_stop_rule(cfg.stop)  # the stop.* settings checked now, before any job runs
     if cfg.stop.noise_floor > 0 and task != "denoise":
         # the floor compares the estimate with the input itself: only denoising's input is
         # the image plus noise
@@ -261,21 +269,23 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         raise InputError(f"--mask only applies to inpaint, not {task}")
 
     input_path = Path(input)
-    picture = image.load_image(input_path, max_pixels=max_pixels)
+    # The checks that need no pixels first: a wrong flag costs no decode.
     out_path = output_path(input_path, task, output, fmt)
-    from_alpha = isinstance(mask, str) and mask == MASK_FROM_ALPHA
-    snapshots = beside(out_path)["steps"] if write else None
-    report_file = beside(out_path)["report"] if write and report else None
-    gif_file = beside(out_path)["gif"] if write and gif else None
+    from_alpha = mask == MASK_FROM_ALPHA
+    files = beside(out_path)
+    snapshots = files["steps"] if write else None
+    report_file = files["report"] if write and report else None
+    gif_file = files["gif"] if write and gif else None
     every = cfg.output.save_every or (max(1, cfg.optim.iters // 50) if gif_file else 0)
     if report_file is not None:
         reports.require_matplotlib()
     if gif_file is not None and gif_file == out_path:
         raise InputError(f"--gif would write {gif_file}, the result's own path; give the "
                          f"result another format")
+    picture = image.load_image(input_path, max_pixels=max_pixels)
     if write:
-        reads = [input_path] + [Path(p) for p in (mask, reference)
-                                if p is not None and not (p is mask and from_alpha)]
+        reads = [input_path] + [Path(p) for p in (None if from_alpha else mask, reference)
+                                if p is not None]
         extras = [p for p in (report_file, gif_file) if p is not None]
         prepare_outputs([out_path, record_path(out_path), *extras], reads, overwrite)
         if every and snapshots.exists() and any(snapshots.iterdir()):
@@ -386,8 +396,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         "task": task,
         "input": str(input_path.resolve()),
         "output": str(out_path.resolve()) if write else None,
-        "mask": (MASK_FROM_ALPHA if from_alpha else str(Path(mask).resolve())
-                 if mask is not None else None),
+        "mask": mask_record(mask),
         "mask_keeps": mask_keeps,
         "reference": str(Path(reference).resolve()) if reference is not None else None,
         "iterations": result.iterations,

@@ -151,6 +151,7 @@ class VarianceStop(StopRule):
                               f"{sigma * 255:g}")
         self.noise_floor, self.sigma = noise_floor, sigma
         self.observation: torch.Tensor | None = None
+        self._residual: torch.Tensor | None = None  # (estimate - observation)², in place
         self.floor_mse = 0.0
         self.window, self.patience, self.returns = window, patience, returns
         self.patience_ratio, self.tolerance = patience_ratio, tolerance
@@ -178,7 +179,7 @@ class VarianceStop(StopRule):
             self.floor_mse = self.noise_floor * self.sigma ** 2
             self._residual = torch.empty_like(self.observation)
 
-    def _start(self, x: torch.Tensor) -> None:
+    def _allocate(self, x: torch.Tensor) -> None:
         self.frames = torch.empty((self.window, *x.shape), dtype=torch.float16, device=x.device)
         self.mean = torch.zeros_like(x)
         self.m2 = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -191,7 +192,7 @@ class VarianceStop(StopRule):
         stored = output.detach().to(torch.float16)
         x = stored.float()  # the rounded frame: what is added now is what is removed later
         if self.frames is None:
-            self._start(x)
+            self._allocate(x)
         slot = self.count % self.window
         if self.count < self.window:  # filling the window: plain Welford
             delta = x - self.mean

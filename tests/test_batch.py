@@ -73,6 +73,20 @@ def test_a_rerun_skips_finished_jobs_and_redoes_changed_ones(tmp_path: Path) -> 
     assert json.loads(Path(str(out) + ".json").read_text())["iterations"] == 5
 
 
+def test_records_from_before_a_config_key_existed_still_count_as_done(tmp_path: Path) -> None:
+    # Upgrading dip adds config keys (stop.noise_floor, stop.sigma); a finished job whose
+    # record lacks them ran with what they now default to, and is not redone.
+    path = make_batch(tmp_path, "  - task: superres\n    input: photos/*.png\n"
+                                "    factor: 2\n    output: out/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    for record_file in (tmp_path / "out").glob("*.png.json"):
+        record = json.loads(record_file.read_text())
+        del record["config"]["stop"]["noise_floor"], record["config"]["stop"]["sigma"]
+        record_file.write_text(json.dumps(record))
+    again = invoke("run", path, "-q")
+    assert again.exit_code == 0 and "0 done, 3 already done" in again.output
+
+
 def test_a_run_killed_between_writes_is_finished_on_rerun(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
     out = tmp_path / "out" / "p0_denoise.png"
@@ -125,7 +139,10 @@ def test_shards_cover_every_job_exactly_once(tmp_path: Path) -> None:
     written = sorted(p.name for p in tmp_path.rglob("*_*.png"))
     assert len(written) == 6
     assert (tmp_path / "summary.shard-1-of-2.csv").is_file()
-    assert (tmp_path / "summary.shard-2-of-2.json").is_file()
+    # each shard ran its own half: none of its jobs was already done by the other
+    for k in (1, 2):
+        counts = json.loads((tmp_path / f"summary.shard-{k}-of-2.json").read_text())["counts"]
+        assert counts["done"] == 3 and counts["skipped"] == 0
 
 
 def test_shard_option_and_its_mistakes(tmp_path: Path) -> None:

@@ -290,8 +290,9 @@ def test_preset_is_chosen_by_device_and_named_in_the_output(tmp_path: Path,
 
 
 def test_paper_preset_runs_exactly_the_steps_asked(tmp_path: Path, noisy_png: Path) -> None:
-    """The measurement contract: `--preset paper --iters N` runs N steps of the paper's
-    network (the automatic stop cannot fire before its 200-step window is full)."""
+    """`--preset paper` on a CPU runs the paper's network, not the fast preset's, and
+    `--iters` sets its budget (7 steps: under the stop's 200-step window, it cannot end
+    sooner)."""
     out = tmp_path / "r.png"
     result = invoke("denoise", noisy_png, "-o", out, "--preset", "paper", "--iters", "7",
                     "--device", "cpu", "-q")

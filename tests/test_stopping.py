@@ -248,8 +248,7 @@ def test_sigma_in_the_wrong_units_is_refused(tmp_path: Path, noisy_png: Path) ->
 def test_a_record_from_before_the_floor_reruns_without_it(tmp_path: Path,
                                                           noisy_png: Path) -> None:
     # A record written before stop.noise_floor existed lacks the key; rerunning it must not
-    # pick up the preset's new floor, and `dip run` must see the same config (not redo it).
-    from dip.config import read_yaml, record_config
+    # pick up the preset's new floor (dip run's side: test_batch.py).
     from dip.runner import resolve_config
     out = tmp_path / "a.png"
     assert _cli("denoise", noisy_png, "-o", out, "--iters", 20, "-q").exit_code == 0
@@ -260,8 +259,6 @@ def test_a_record_from_before_the_floor_reruns_without_it(tmp_path: Path,
     old.write_text(json.dumps(record))
     rerun = resolve_config("denoise", config=old)
     assert rerun.stop.noise_floor == 0.0 and rerun.stop.sigma == 0.0
-    assert record_config(record["config"])["stop"] == read_yaml(old)["stop"]
-    assert record_config(record["config"])["optim"] == record["config"]["optim"]
 
 
 @pytest.mark.parametrize("task, extra", [("inpaint", ["--mask", "MASK"]),
