@@ -1,4 +1,4 @@
-"""How one optimisation step of :func:`dip.fit.fit` runs on the hardware: the same arithmetic,
+"""How one optimisation step of :func:`dip.fitting.fit` runs on the hardware: the same arithmetic,
 less overhead.
 
 A step is: draw the code's perturbation, ``out = f_θ(z + ε)``, ``loss = ‖A(out) − y‖²``,
@@ -12,9 +12,9 @@ backward, Adam. :class:`StepEngine` runs it
   launch instead of hundreds of small ones from Python; channels_last layout and bfloat16
   autocast are options (both measured no faster for this network, benchmarks/README.md).
 
-Every engine keeps the weights each step started from in one of two buffers, so the divergence
-guard can put back the last weights whose loss it accepted without a copy per step beyond the
-one snapshot.
+Every engine keeps the state each step started from (weights, BatchNorm statistics, Adam's
+moments) in one of two buffers, so the divergence guard can put back the last state whose loss it
+accepted without a copy per step beyond the one snapshot.
 """
 
 from __future__ import annotations
@@ -148,17 +148,17 @@ class StepEngine:
 
     ``step()`` runs one step from the current weights and returns this step's output and its
     loss (a 0-d tensor, the loss of the weights the step started from); ``accept()`` marks
-    those weights good; ``restore()`` puts back the last accepted weights and forgets Adam's
-    moments.
+    those weights good; ``restore()`` puts back the last accepted state (weights, BatchNorm
+    statistics, Adam's moments).
 
     Args:
-        net, code, operator, observation: as :func:`dip.fit.fit`; ``net`` and ``code`` are on
+        net, code, operator, observation: as :func:`dip.fitting.fit`; ``net`` and ``code`` are on
             the device already.
         lr: Adam's learning rate.
         perturb_std: std of the code's Gaussian perturbation at each step.
         generator: source of the perturbation.
         perf: how to run (:func:`resolve_perf`).
-        checkpoint: keep the weights for ``restore()`` (the divergence guard).
+        checkpoint: keep the state for ``restore()`` (the divergence guard).
         warmup: eager steps before a CUDA graph is captured (cuDNN picks its kernels and the
             allocator settles on them); they are real steps of the fit.
     """
@@ -179,17 +179,42 @@ class StepEngine:
         self.input = torch.empty_like(self.code)
         self.params = [p for p in net.parameters()]
         self.optimizer = _adam(self.params, lr, perf.graphs, self.device_type)
-        # Two snapshot buffers of the weights and BatchNorm's running statistics: the state
-        # the current step started from, and the last state whose loss was accepted.
-        self.state = self.params + [b for b in net.buffers()]
-        self.snapshots = ([[t.detach().clone() for t in self.state] for _ in range(2)]
-                          if checkpoint else None)
+        self.lr = lr
+        # Two snapshot buffers of everything a step changes: the weights, BatchNorm's running
+        # statistics and Adam's moments and step count -- the state the current step started
+        # from, and the last state whose loss was accepted. Restoring Adam too matters: a
+        # fresh Adam's first update moves every weight by about lr (m/sqrt(v) = sign(g)), which
+        # wrecks a fitted network again at once, so a restore to fresh moments could only
+        # alternate restore and wreck (measured: 97 restores in 150 steps after one spike).
+        self.checkpoint = checkpoint
+        self.state: list[torch.Tensor] = []
+        self.snapshots: list[list[torch.Tensor]] | None = None
         self.good, self.pending = 0, 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warmup = warmup if perf.graphs else 0
         self.steps = 0
         self.out: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
+
+    def _state(self) -> list[torch.Tensor]:
+        """The tensors a step changes, in a fixed order. Adam creates its moments on its first
+        step, so the list grows once."""
+        optim_state = [value for p in self.params for value in
+                       self.optimizer.state.get(p, {}).values() if torch.is_tensor(value)]
+        return self.params + list(self.net.buffers()) + optim_state
+
+    @torch.no_grad()  # a copy outside no_grad would link the snapshot into autograd
+    def _snapshot(self) -> None:
+        state = self._state()
+        if len(state) != len(self.state):  # first step, or Adam's state just appeared
+            self.state = state
+            keep = self.snapshots[self.good] if self.snapshots is not None else None
+            self.snapshots = [[t.detach().clone() for t in state] for _ in range(2)]
+            if keep is not None and len(keep) < len(state):
+                # the accepted state predates Adam's moments: they were zero (fresh)
+                for slot, old in zip(self.snapshots[self.good], keep + [None] * len(state)):
+                    slot.copy_(old) if old is not None else slot.zero_()
+        torch._foreach_copy_(self.snapshots[self.pending], self.state)
 
     def _draw_input(self) -> None:
         if self.perturb_std > 0:
@@ -227,9 +252,8 @@ class StepEngine:
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One step; returns ``(output, loss)``, both overwritten by the next step."""
         self.pending = 1 - self.good
-        if self.snapshots is not None:
-            with torch.no_grad():  # a copy outside no_grad would link the snapshot into autograd
-                torch._foreach_copy_(self.snapshots[self.pending], self.state)
+        if self.checkpoint:
+            self._snapshot()
         self._draw_input()
         if not self.perf.graphs:
             self.out, self.loss = self._eager()
@@ -248,12 +272,15 @@ class StepEngine:
         return self.out, self.loss
 
     def set_lr(self, lr: float) -> None:
-        """Adam's learning rate from the next step on (eager steps only: a captured graph
-        holds the rate it was captured with)."""
-        if self.perf.graphs:
-            raise RuntimeError("a learning-rate schedule needs perf.graphs off")
+        """Adam's learning rate from the next step on. A captured CUDA graph holds the rate it
+        was captured with, so a new rate there means capturing the step again (the guard's
+        back-off does this rarely; a schedule would every step, and is refused with graphs)."""
+        if lr == self.lr:
+            return
+        self.lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.graph = None
 
     def accept(self) -> None:
         """The weights the last step started from gave an acceptable loss: keep them."""
@@ -261,12 +288,8 @@ class StepEngine:
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Put back the last accepted weights and reset Adam (its moments point the way the
-        bad step went). Everything happens in place, so a captured graph stays valid."""
+        """Put back the last accepted state: weights, BatchNorm statistics and Adam's moments.
+        Everything happens in place, so a captured graph stays valid."""
         if self.snapshots is None:
             raise RuntimeError("restore() needs checkpoint=True")
         torch._foreach_copy_(self.state, self.snapshots[self.good])
-        for state in self.optimizer.state.values():
-            for value in state.values():
-                if torch.is_tensor(value):
-                    value.zero_()

@@ -66,6 +66,28 @@ def test_divergence_guard_restores_and_the_fit_goes_on() -> None:
     assert torch.isfinite(result.image).all()
 
 
+def test_one_spike_costs_one_restore_and_the_fit_goes_on() -> None:
+    """The failure issue 19 found, made deterministic: after one bad step half-way through, a
+    restore to fresh Adam moments made every later first step wreck the fit again (measured:
+    99 restores in 100 steps, the loss stuck at its value before the spike). Restoring Adam's
+    moments with the weights costs the fit one restore."""
+    net, z, g = _setup()
+    losses = []
+    result = fit(net, z, _Spiking({60}), synthetic(32), iters=100, generator=g,
+                 callback=lambda p: losses.append(p.loss))
+    assert result.history["restores"] == [60]
+    assert losses[-1] < 0.7 * losses[58]  # it kept fitting after the spike
+
+
+def test_a_rate_too_high_backs_off_until_the_fit_goes_through() -> None:
+    """lr = 1 wrecks this network on most steps; halving the rate on each restore finds one
+    that fits (before: 99 restores, the fit never left its first weights)."""
+    net, z, g = _setup()
+    result = fit(net, z, operators.Identity(), synthetic(32), iters=100, generator=g, lr=1.0)
+    assert 1 <= len(result.history["restores"]) <= 10
+    assert result.history["loss"][-1] < 0.01
+
+
 def test_divergence_that_never_recovers_is_a_clear_error() -> None:
     net, z, g = _setup()
     with pytest.raises(RunError, match="diverged"):
@@ -160,9 +182,9 @@ def test_guard_restores_weights_that_went_bad_with_the_devices_fast_path(device:
     dev = torch.device(device)
     result = fit(net.to(dev), z.to(dev), operators.Identity().to(dev), synthetic(32).to(dev),
                  iters=12, generator=g, callback=wreck, perf=resolve_perf(PerfConfig(), dev))
-    # the first restore is at step 7; a fresh Adam's first steps are large, so a few more
-    # restores may follow before the fit settles
-    assert result.history["restores"][0] == 7 and len(result.history["restores"]) <= 5
+    # one restore, at step 7: the state of step 6 (weights and Adam's moments) is put back
+    # and the retry at half the rate goes through
+    assert result.history["restores"] == [7]
     assert result.iterations == 12
     assert torch.isfinite(result.image).all()
     assert torch.isfinite(first).all()
@@ -193,7 +215,7 @@ def test_cuda_graph_fit_matches_the_eager_cuda_fit(switches: dict) -> None:
 
 
 def test_cosine_schedule_goes_from_lr_to_lr_end_and_the_fit_follows_it() -> None:
-    from dip.fit import SCHEDULES
+    from dip.fitting import SCHEDULES
 
     cosine = SCHEDULES["cosine"]
     assert cosine(0.02, 0.002, 0, 100) == pytest.approx(0.02)

@@ -20,8 +20,12 @@ from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
 from dip.stopping import FixedBudget, StopRule
 
-#: a divergence that the guard cannot undo in this many consecutive tries ends the run
+#: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
+#: try halves the learning rate, so the last one steps at 2**-20 of it
 MAX_CONSECUTIVE_RESTORES = 20
+#: after a restore the learning rate is halved, and doubles back (up to the scheduled rate)
+#: after every this many accepted steps
+BACKOFF_RECOVERY_STEPS = 50
 
 #: learning-rate schedules: (lr, lr_end, step, iters) -> the rate for that step (0-based)
 SCHEDULES: dict[str, Callable[[float, float, int, int], float]] = {
@@ -124,37 +128,65 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
                      metric=metric, metrics_every=metrics_every, callback=callback, rate=rate)
 
 
+class Backoff:
+    """The divergence guard's learning-rate factor: halved by every restore, doubled back after
+    every :data:`BACKOFF_RECOVERY_STEPS` accepted steps until it is 1 again.
+
+    Restoring the last good state and retrying at the same rate can retry the same bad step
+    forever (the same weights, moments and rate; only the code's perturbation differs); at half
+    the rate each time, the step shrinks until it is safe, and a transient spike costs the fit
+    only a short slower stretch.
+    """
+
+    def __init__(self) -> None:
+        self.factor, self.in_a_row, self.accepted = 1.0, 0, 0
+
+    def failed(self) -> None:
+        self.in_a_row += 1
+        self.factor /= 2
+        self.accepted = 0
+
+    def passed(self) -> None:
+        self.in_a_row = 0
+        if self.factor < 1:
+            self.accepted += 1
+            if self.accepted % BACKOFF_RECOVERY_STEPS == 0:
+                self.factor = min(1.0, self.factor * 2)
+
+
 def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_rule: StopRule,
           metric: Callable[[torch.Tensor], float] | None, metrics_every: int,
           callback: Callable[[Progress], None] | None,
           rate: Callable[[int], float] | None) -> FitResult:
     estimate: torch.Tensor | None = None
     last_loss = float("inf")
-    restores_in_a_row = 0
+    backoff = Backoff()
+    base_lr = engine.lr
     peak_psnr, peak_iteration, psnr = None, None, None
     history: dict[str, list] = {"step": [], "loss": [], "psnr": [], "restores": []}
     step, stop_reason = 0, "budget"
     try:
         while step < iters:
-            if rate is not None:
-                engine.set_lr(rate(step))
+            scheduled = rate(step) if rate is not None else base_lr
+            engine.set_lr(scheduled * backoff.factor)
             out, loss = engine.step()
             loss_value = loss.item()
 
             # Divergence guard (the notebooks' "falling back to previous checkpoint"): Adam
-            # sometimes takes a step that wrecks the fit. Undo it, and unlike the notebooks
-            # also forget Adam's moments, which still point the way the bad step went.
+            # sometimes takes a step that wrecks the fit. Undo it -- weights and Adam's
+            # moments -- and retry at half the learning rate (Backoff).
             if guard > 0:
                 if not math.isfinite(loss_value) or loss_value > guard * last_loss:
-                    restores_in_a_row += 1
-                    if restores_in_a_row > MAX_CONSECUTIVE_RESTORES:
+                    backoff.failed()
+                    if backoff.in_a_row > MAX_CONSECUTIVE_RESTORES:
                         raise RunError(
                             f"the fit diverged at step {step + 1} and did not recover after "
-                            f"{MAX_CONSECUTIVE_RESTORES} restores; try a lower --set optim.lr")
+                            f"{MAX_CONSECUTIVE_RESTORES} restores at ever lower learning "
+                            f"rates; try a lower --set optim.lr")
                     engine.restore()
                     history["restores"].append(step + 1)
                     continue
-                restores_in_a_row = 0
+                backoff.passed()
                 engine.accept()
             last_loss = loss_value
             step += 1
