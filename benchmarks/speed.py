@@ -13,9 +13,9 @@ Modes:
     baseline     the official notebooks' loop: the paper network (a pad layer before every
                  conv, 1×1 included), torch's default Adam, loss.item() every step, output
                  average; eager, float32, NCHW, default allocator.
-    dip          dip.fit with the settings `perf: auto` picks for the device, the divergence
+    dip          dip.fitting.fit with the settings `perf: auto` picks for the device, the divergence
                  guard and the automatic stop rule (which cannot fire within the timed steps).
-    dip-eager    dip.fit with every perf switch off (what dip's own loop costs).
+    dip-eager    dip.fitting.fit with every perf switch off (what dip's own loop costs).
     dip-bf16     dip + bfloat16 autocast (CUDA only).
     dip-nograph  dip without CUDA graphs (eager steps on CUDA).
     dip-cl       dip + channels_last.

@@ -1,7 +1,8 @@
 """The ``dip`` command: parse options, call :mod:`dip`, report, choose the exit code.
 
 No numerical code lives here. Every error the user can fix is one line on stderr:
-exit 2 for bad input or options (nothing is run or written), 1 when a run fails, 130 on Ctrl-C.
+exit 2 for bad input or options (nothing is run or written), 1 when a run fails, 130 on Ctrl-C,
+143 on SIGTERM (both write the estimate so far).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from tqdm import tqdm
 import dip
 from dip import batch, image
 from dip import report as reports
+from dip.cli import signals
 from dip.errors import DipError
-from dip.fit import Progress
+from dip.fitting import Progress
 from dip.runner import FORMATS, Restoration, record_path
 
 
@@ -31,7 +33,7 @@ class DipGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:
             click.echo("dip: interrupted", err=True)
-            rv = 130
+            rv = signals.exit_code()
         except click.ClickException as exc:
             click.echo(f"dip: error: {exc.format_message()}", err=True)
             rv = exc.exit_code
@@ -40,7 +42,7 @@ class DipGroup(click.Group):
             rv = exc.exit_code
         except KeyboardInterrupt:
             click.echo("dip: interrupted", err=True)
-            rv = 130
+            rv = signals.exit_code()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -139,7 +141,7 @@ def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, it
         click.echo(_summary(result))
     if result.record["stop_reason"] == "interrupted":
         click.echo("dip: interrupted; wrote the estimate so far", err=True)
-        sys.exit(130)
+        sys.exit(signals.exit_code())
 
 
 def _summary(result: Restoration) -> str:
@@ -247,7 +249,8 @@ def corrupt(clean: Path, output: Path, sigma: float | None, drop_pixels: float |
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         summary: Path | None, dry_run: bool, overwrite: bool, quiet: bool) -> None:
     """Run every job of BATCH.yaml; finished jobs are skipped, a failed one does not stop the
-    others. Exit code: 0 all done, 1 some failed, 2 the batch file is invalid, 130 Ctrl-C.
+    others. Exit code: 0 all done, 1 some failed, 2 the batch file is invalid, 130 Ctrl-C,
+    143 SIGTERM.
 
     \b
     defaults: {iters: 3000, seed: 0}   # any job option, for every job
@@ -326,7 +329,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if interrupted:
         click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
                    "interrupted, redone by the next run)", err=True)
-        sys.exit(130)
+        sys.exit(signals.exit_code())
     if counts["failed"]:
         sys.exit(1)
 
@@ -374,6 +377,7 @@ def info() -> None:
 
 
 def main() -> None:
+    signals.install()  # again, for a caller that did not come through dip.cli.entry
     cli()
 
 

@@ -5,13 +5,36 @@
 
 :func:`restore` does what the ``dip`` command does; :func:`fit` is the loop underneath, for
 tensors.
+
+The names below are imported on first use (PEP 562), so that ``import dip`` alone does not
+import torch: the ``dip`` command installs its signal handlers before that heavy import, and a
+Ctrl-C in the first second is answered like any other.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from dip.errors import ConfigError, DipError, InputError, RunError  # noqa: E402
-from dip.fit import FitResult, Progress, fit  # noqa: E402
-from dip.runner import Restoration, corrupt, restore  # noqa: E402
+import importlib
 
-__all__ = ["ConfigError", "DipError", "FitResult", "InputError", "Progress", "Restoration",
-           "RunError", "__version__", "corrupt", "fit", "restore"]
+from dip.version import __version__
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "ConfigError": "dip.errors", "DipError": "dip.errors", "InputError": "dip.errors",
+    "RunError": "dip.errors",
+    "FitResult": "dip.fitting", "Progress": "dip.fitting", "fit": "dip.fitting",
+    "Restoration": "dip.runner", "corrupt": "dip.runner", "restore": "dip.runner",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -30,6 +30,7 @@ folder holding a file of the same name for each input.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import glob
@@ -39,8 +40,10 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields, replace
@@ -49,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from dip import image
+from dip import image, interrupts
 from dip import report as reports
 from dip.config import TASKS, TYPE_NAMES, load_yaml, record_config
 from dip.errors import ConfigError, DipError
@@ -469,9 +472,11 @@ def run_job(job: Job, overwrite: bool = False,
 
 
 _worker: dict[str, Any] = {}
+#: the signals that stop a job (Ctrl-C; SIGTERM from kill, timeout or a SLURM time limit)
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
-def _init_worker(devices: Any, threads: int, stop: Any) -> None:
+def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     """Give this worker its device: a GPU becomes its current CUDA device, which a job's
     ``device: auto`` (= ``cuda``) then uses; a job naming its own device keeps it."""
     import torch
@@ -479,27 +484,72 @@ def _init_worker(devices: Any, threads: int, stop: Any) -> None:
     device = devices.get()
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    _worker["device"] = device
-    _worker["stop"] = stop
+    _worker.update(device=device, stop=stop, parent=parent, busy=False)
     torch.set_num_threads(threads)
-    # Ctrl-C reaches every process of the terminal's group: between jobs a worker ignores it
-    # (no traceback from its idle loop); during a job it stops the fit (see _run_in_worker).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches every process of the terminal's group, and the parent passes SIGTERM on:
+    # between jobs a worker ignores both (no traceback from its idle loop); during a job the
+    # first one stops the fit (see _run_in_worker). The parent started this process with both
+    # blocked (_spawning), so none was lost or turned into a traceback while it imported torch.
+    for signum in _STOPPING:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+    threading.Thread(target=_watch_parent, daemon=True).start()
+
+
+def _watch_parent() -> None:
+    """A worker whose parent died (``kill -9``) stops its job like Ctrl-C, keeping the estimate,
+    starts no other, and exits, instead of running on for hours as an orphan."""
+    while os.getppid() == _worker["parent"]:
+        time.sleep(0.5)
+    _worker["orphaned"] = True
+    if _worker["busy"]:
+        os.kill(os.getpid(), signal.SIGINT)
+    while _worker["busy"]:  # the job writes its estimate
+        time.sleep(0.1)
+    os._exit(1)
+
+
+def _stop_job(signum: int, frame: Any) -> None:
+    """The first stopping signal of a job interrupts it; later ones (Ctrl-C reaches the worker
+    and the parent passes it on) must not cut the writing of its estimate short."""
+    for s in _STOPPING:
+        signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _run_in_worker(job: Job, overwrite: bool) -> Row:
-    if _worker["stop"].is_set():  # queued before Ctrl-C: not started
-        return Row.of(job, "interrupted", NOT_STARTED)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in _STOPPING:
+        signal.signal(signum, _stop_job)
+    _worker["busy"] = True  # before the check: _watch_parent reads them in the other order
     try:
+        if _worker["stop"].is_set() or _worker.get("orphaned"):  # queued before Ctrl-C
+            return Row.of(job, "interrupted", NOT_STARTED)
         row = run_job(job, overwrite)
     except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
         row = Row.of(job, "interrupted")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _worker["busy"] = False
+        for signum in _STOPPING:
+            signal.signal(signum, signal.SIG_IGN)
     if row.device in (None, "cuda"):
         row.device = _worker.get("device")
     return row
+
+
+@contextmanager
+def _spawning() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while worker processes are started: a new process inherits the
+    blocked mask through exec, so a signal during its start-up (seconds of importing torch)
+    waits until :func:`_init_worker` ignores it, and the parent's own is delivered on leaving."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> list[Job]:
@@ -577,9 +627,12 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
         queue.put(devices[i % len(devices)])
     broken: list[Job] = []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(queue, threads, stop)) as pool:
-        futures = {pool.submit(_run_in_worker, job, overwrite): job for job in todo}
+                             initargs=(queue, threads, stop, os.getpid())) as pool:
+        futures = {}
         try:
+            with _spawning():  # the pool starts its processes as jobs are submitted
+                for job in todo:
+                    futures[pool.submit(_run_in_worker, job, overwrite)] = job
             for future in as_completed(futures):
                 job = futures[future]
                 try:
@@ -590,15 +643,24 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
                 if on_end:
                     on_end(job, rows[-1])
         except KeyboardInterrupt:
-            # The workers got the same Ctrl-C: running jobs write their estimate and return;
-            # jobs already handed to the pool's queue see the event and do not start.
+            # Running jobs write their estimate and return; jobs already handed to the pool's
+            # queue see the event and do not start. Ctrl-C reached the workers too; SIGTERM
+            # (kill, a SLURM time limit) reached only this process: pass it on.
             stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGINT)
+            with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
+                pool.shutdown(wait=True, cancel_futures=True)
+                again.clear()
             for future, job in futures.items():
                 if future.cancelled() or future.exception() is not None:
                     rows.append(Row.of(job, "interrupted", NOT_STARTED))
                 elif future.result() not in rows:
                     rows.append(future.result())
+            for job in todo:
+                if job not in futures.values():
+                    rows.append(Row.of(job, "interrupted", NOT_STARTED))
             raise BatchInterrupted(rows) from None
     return broken
 

@@ -1,7 +1,7 @@
 """From files to a restored file: one call per task, the same for the CLI and Python users.
 
 :func:`restore` reads the input (and mask / reference), builds the operator, the code and the
-generator from the resolved config, runs :func:`dip.fit.fit`, and writes the image and its JSON
+generator from the resolved config, runs :func:`dip.fitting.fit`, and writes the image and its JSON
 record atomically. It raises :class:`dip.errors.DipError` for anything the user can fix, before
 any file is written.
 """
@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from dip import __version__, image, metrics, operators
+from dip import image, interrupts, metrics, operators
 from dip import report as reports
 from dip.config import TASKS, RunConfig, resolve
 from dip.engine import resolve_perf
 from dip.errors import ConfigError, InputError, RunError
-from dip.fit import FitResult, Progress, fit
+from dip.version import __version__
+from dip.fitting import FitResult, Progress, fit
 from dip.inputs import make_code
 from dip.nets import build_net
 from dip.stopping import build_stop_rule
@@ -71,7 +72,7 @@ class Restoration:
         picture: the restored image (pixels ``(1, C, H, W)`` on the CPU, alpha re-attached).
         record: the JSON record written beside the output (also returned when not written).
         output: where the image was written, or None.
-        fit: the raw :class:`dip.fit.FitResult` (history, peak).
+        fit: the raw :class:`dip.fitting.FitResult` (history, peak).
     """
 
     picture: image.Picture
@@ -252,7 +253,7 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         gif: also write ``{output stem}.gif``, the fit as an animation of its snapshots
             (every ``save_every`` steps, else every budget/50 steps; the snapshots stay in
             ``{output stem}_steps/``).
-        progress: called after every step with a :class:`dip.fit.Progress`.
+        progress: called after every step with a :class:`dip.fitting.Progress`.
 
     Raises:
         InputError, ConfigError: before anything runs or is written.
@@ -389,59 +390,62 @@ def restore(task: str, input: str | os.PathLike, *, output: str | os.PathLike | 
         raise RunError(f"out of memory on {dev} for a {problem.out_size[1]}x"
                        f"{problem.out_size[0]} result; try {' or '.join(advice)}") from None
 
-    pixels = result.image.float().cpu()
-    restored = image.Picture(pixels, alpha, picture.bits)
+    # The result is complete (or the estimate an interruption keeps): a signal now takes
+    # effect once it is written, not half-way through drawing or writing it.
+    with interrupts.deferred():
+        pixels = result.image.float().cpu()
+        restored = image.Picture(pixels, alpha, picture.bits)
 
-    record: dict[str, Any] = {
-        "task": task,
-        "input": str(input_path.resolve()),
-        "output": str(out_path.resolve()) if write else None,
-        "mask": mask_record(mask),
-        "mask_keeps": mask_keeps,
-        "reference": str(Path(reference).resolve()) if reference is not None else None,
-        "iterations": result.iterations,
-        "returned_iteration": result.returned_iteration,
-        "stop_reason": result.stop_reason,
-        # the noise level behind the stop rule's noise floor (0-255 units; given or
-        # estimated; under 0.5 the floor was off)
-        "noise_sigma": (round(stop_rule.sigma * 255, 3)
-                        if getattr(stop_rule, "noise_floor", 0) else None),
-        "seconds": round(time.perf_counter() - started, 3),
-        "device": str(dev),
-        "preset": cfg.preset,
-        "perf": perf.describe(),
-        "seed": cfg.seed,
-        "size": {"input": list(picture.size), "output": list(problem.out_size)},
-        "versions": {"dip": __version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "config": cfg.to_dict(),
-        "guard_restores": result.history.get("restores", []),
-        # sampled every output.metrics_every steps: the curves behind the numbers above
-        "history": {k: [round(v, 6) if isinstance(v, float) else v for v in values]
-                    for k, values in result.history.items() if k != "restores"},
-    }
-    if ref is not None:
-        record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
+        record: dict[str, Any] = {
+            "task": task,
+            "input": str(input_path.resolve()),
+            "output": str(out_path.resolve()) if write else None,
+            "mask": mask_record(mask),
+            "mask_keeps": mask_keeps,
+            "reference": str(Path(reference).resolve()) if reference is not None else None,
+            "iterations": result.iterations,
+            "returned_iteration": result.returned_iteration,
+            "stop_reason": result.stop_reason,
+            # the noise level behind the stop rule's noise floor (0-255 units; given or
+            # estimated; under 0.5 the floor was off)
+            "noise_sigma": (round(stop_rule.sigma * 255, 3)
+                            if getattr(stop_rule, "noise_floor", 0) else None),
+            "seconds": round(time.perf_counter() - started, 3),
+            "device": str(dev),
+            "preset": cfg.preset,
+            "perf": perf.describe(),
+            "seed": cfg.seed,
+            "size": {"input": list(picture.size), "output": list(problem.out_size)},
+            "versions": {"dip": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "config": cfg.to_dict(),
+            "guard_restores": result.history.get("restores", []),
+            # sampled every output.metrics_every steps: the curves behind the numbers above
+            "history": {k: [round(v, 6) if isinstance(v, float) else v for v in values]
+                        for k, values in result.history.items() if k != "restores"},
+        }
+        if ref is not None:
+            record["metrics"] = _metrics(task, pixels, ref, picture, known, cfg, result)
 
-    if write:
-        pictures = []
-        for key, extra in (("report", report_file), ("gif", gif_file)):
-            if extra is not None:
-                record[key] = str(extra.resolve())
-        try:  # drawn before anything is written: all the files, or none
-            if report_file is not None:
-                data = reports.render_report(picture, restored, record, ref, known)
-                pictures.append((report_file, lambda f, d=data: f.write(d)))
-            if gif_file is not None:
-                data = reports.render_gif(sorted(snapshots.glob("step_*.png")), restored)
-                pictures.append((gif_file, lambda f, d=data: f.write(d)))
-        except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
-            raise RunError(f"could not draw the pictures of {out_path}: "
-                           f"{type(exc).__name__}: {exc}") from None
-        text = (json.dumps(record, indent=2) + "\n").encode()
-        write_outputs([(out_path, image.image_writer(restored, out_path)),
-                       (record_path(out_path), lambda f: f.write(text)), *pictures])
-    return Restoration(restored, record, out_path if write else None, result)
+        if write:
+            pictures = []
+            for key, extra in (("report", report_file), ("gif", gif_file)):
+                if extra is not None:
+                    record[key] = str(extra.resolve())
+            try:  # drawn before anything is written: all the files, or none
+                if report_file is not None:
+                    data = reports.render_report(picture, restored, record, ref, known)
+                    pictures.append((report_file, lambda f, d=data: f.write(d)))
+                if gif_file is not None:
+                    data = reports.render_gif(sorted(snapshots.glob("step_*.png")), restored)
+                    pictures.append((gif_file, lambda f, d=data: f.write(d)))
+            except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
+                raise RunError(f"could not draw the pictures of {out_path}: "
+                               f"{type(exc).__name__}: {exc}") from None
+            text = (json.dumps(record, indent=2) + "\n").encode()
+            write_outputs([(out_path, image.image_writer(restored, out_path)),
+                           (record_path(out_path), lambda f: f.write(text)), *pictures])
+        return Restoration(restored, record, out_path if write else None, result)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m dip.cli``: the ``dip`` command."""
+
+from dip.cli.entry import main
+
+main()

@@ -1,0 +1,53 @@
+"""How the ``dip`` command stops: Ctrl-C (SIGINT) and SIGTERM (``kill``, ``timeout``, SLURM's
+time limit, ``docker stop``) both stop a run the same way -- the estimate so far is written,
+marked ``interrupted`` -- and exit with 128 + the signal's number (130, 143).
+
+:func:`install` runs before anything heavy is imported (see :mod:`dip.cli.entry`), so a
+signal in the first second is answered like a later one. This module imports nothing but the
+standard library.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+#: the signals that stop a run, and the exit code each one gives
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_received: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGINT or SIGTERM; the fit and ``dip run`` treat it as
+    Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """SIGINT and SIGTERM raise :class:`Interrupted` from now on (main thread only). A signal
+    the process was started with ignored (``nohup``, a background job of a script) stays
+    ignored, as Python itself leaves it."""
+    for signum in EXIT_CODES:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise)
+
+
+def exit_code() -> int:
+    """128 + the last stopping signal received (130 when none was: a KeyboardInterrupt that
+    came another way is Ctrl-C too)."""
+    return EXIT_CODES.get(_received[-1], 130) if _received else 130
+
+
+def interrupted() -> None:
+    """Say so on stderr and exit with the signal's code."""
+    sys.stderr.write("dip: interrupted\n")
+    sys.exit(exit_code())
