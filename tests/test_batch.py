@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import save, synthetic
 from PIL import Image
 
 from dip import batch, image
 from dip.cli.main import cli
+
+from conftest import _group_members, save, synthetic, wait_until
 
 # A tiny network and a few steps: the batch machinery is under test, not the restoration.
 TINY = ("set: {net.channels_down: [8, 8, 8, 8, 8], net.channels_up: [8, 8, 8, 8, 8]}\n"
@@ -253,17 +254,13 @@ def test_record_is_renamed_before_its_image(tmp_path: Path, monkeypatch) -> None
     assert renamed == ["r.png.json", "r.png"]
 
 
-def test_kill_9_then_a_rerun_finishes_only_what_is_left(tmp_path: Path) -> None:
+def test_kill_9_then_a_rerun_finishes_only_what_is_left(tmp_path: Path, spawn_dip,
+                                                       slowness: float) -> None:
     path = make_batch(tmp_path, GLOB_JOB, defaults=TINY.replace("iters: 4", "iters: 400"))
-    dip = Path(sys.executable).with_name("dip")
-    cmd = [str(dip)] if dip.exists() else [sys.executable, "-m", "dip.cli.main"]
-    proc = subprocess.Popen(cmd + ["run", str(path), "-q"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = spawn_dip("run", path, "-q", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "out" / "p0_denoise.png"
-    deadline = time.time() + 120
-    while time.time() < deadline and not first.exists():  # the image is renamed in last
-        time.sleep(0.05)
-    assert first.exists(), "the first job did not finish within 120 s"
+    # the image is renamed in last
+    assert wait_until(first.exists, 120 * slowness, proc), "the first job did not finish"
     proc.kill()  # SIGKILL: no handler runs
     proc.wait()
     for result in (tmp_path / "out").glob("*_denoise.png"):  # whatever is there is whole
@@ -323,29 +320,63 @@ def test_only_images_are_inputs_and_a_contact_sheet_is_written(tmp_path: Path) -
     assert "0 done, 3 already done" in invoke("run", path, "-q").output
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group")
-def test_ctrl_c_with_workers_keeps_estimates_starts_nothing_new_and_exits_130(
-        tmp_path: Path) -> None:
-    import signal
+LONG = TINY.replace("iters: 4", "iters: 100000\n  stop: fixed\n  save_every: 5")
 
-    path = make_batch(tmp_path, GLOB_JOB, defaults=TINY.replace(
-        "iters: 4", "iters: 100000\n  stop: fixed\n  save_every: 5"))
-    dip = Path(sys.executable).with_name("dip")
-    cmd = [str(dip)] if dip.exists() else [sys.executable, "-m", "dip.cli.main"]
-    proc = subprocess.Popen(cmd + ["run", str(path), "-q", "--workers", "2"],
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+
+def _two_workers_running(tmp_path: Path, spawn_dip, slowness: float):
+    """``dip run --workers 2`` on three endless jobs, once both workers are fitting."""
+    path = make_batch(tmp_path, GLOB_JOB, defaults=LONG)
+    proc = spawn_dip("run", path, "-q", "--workers", 2)
     steps = [tmp_path / "out" / f"p{i}_denoise_steps" for i in (0, 1)]
-    deadline = time.time() + 120
-    while time.time() < deadline and not all(s.exists() and any(s.iterdir()) for s in steps):
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in err
+    assert wait_until(lambda: all(s.exists() and any(s.iterdir()) for s in steps),
+                      120 * slowness, proc), proc.stderr.read()
+    return proc
+
+
+def _interrupted_batch_state(tmp_path: Path) -> None:
     for i in (0, 1):  # the running jobs kept their estimate
         record = json.loads((tmp_path / "out" / f"p{i}_denoise.png.json").read_text())
         assert record["stop_reason"] == "interrupted"
     assert not (tmp_path / "out" / "p2_denoise.png").exists()  # queued: never started
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["counts"]["interrupted"] == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group")
+def test_ctrl_c_with_workers_keeps_estimates_starts_nothing_new_and_exits_130(
+        tmp_path: Path, spawn_dip, slowness: float) -> None:
+    proc = _two_workers_running(tmp_path, spawn_dip, slowness)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=60 * slowness)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    _interrupted_batch_state(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_sigterm_to_the_batch_stops_its_workers_like_ctrl_c(tmp_path: Path, spawn_dip,
+                                                           slowness: float) -> None:
+    """kill, timeout and a SLURM time limit send SIGTERM to the parent alone: it passes it on,
+    the running jobs keep their estimate (resumable), and no worker outlives it."""
+    proc = _two_workers_running(tmp_path, spawn_dip, slowness)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60 * slowness)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted" in err
+    _interrupted_batch_state(tmp_path)
+    assert wait_until(lambda: not _group_members(proc.pid), 30 * slowness)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+def test_workers_of_a_killed_batch_stop_instead_of_running_on(tmp_path: Path, spawn_dip,
+                                                             slowness: float) -> None:
+    """After ``kill -9`` of the parent, each worker notices, keeps its job's estimate and
+    exits (before: they ran their 100000 steps on as orphans)."""
+    proc = _two_workers_running(tmp_path, spawn_dip, slowness)
+    proc.kill()
+    proc.wait()
+    assert wait_until(lambda: not _group_members(proc.pid), 60 * slowness), \
+        "workers outlived their killed parent"
+    for i in (0, 1):
+        record = json.loads((tmp_path / "out" / f"p{i}_denoise.png.json").read_text())
+        assert record["stop_reason"] == "interrupted"
