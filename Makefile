@@ -28,6 +28,7 @@ demo: $(STAMP)
 	@echo "What happened, as a picture: $(DEMO)/landscape_denoise_report.png"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Redraw the bundled sample images (deterministic: same bytes every time).

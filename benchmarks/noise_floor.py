@@ -38,7 +38,7 @@ def crop(t: torch.Tensor, size: int, at: str) -> torch.Tensor:
 
 def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
-    from dip import image, metrics, runner
+    from dip import image, metrics, run
 
     base = DATA / "Denoising" / "Color" / "25"
     clean = crop(image.load_image(base / f"{job['image']}_GT.png").pixels, job["crop"], job["at"])
@@ -48,7 +48,7 @@ def run_one(job: dict) -> dict:
         path = Path(tmp) / "input.png"
         image.save_image(image.Picture(noisy), path)
         started = time.perf_counter()
-        result = runner.restore("denoise", path, write=False, device="cpu", seed=0,
+        result = run.restore("denoise", path, write=False, device="cpu", seed=0,
                                 overrides=[f"stop.noise_floor={job['floor']}"])
     return {**job, "psnr": round(metrics.psnr(result.picture.pixels, clean), 4),
             "noisy_psnr": round(metrics.psnr(noisy, clean), 4),

@@ -156,8 +156,8 @@ def table(args: argparse.Namespace) -> None:
     rows = [r for r in rows if "error" not in r]
     step_s = {k: float(v) for k, v in (kv.split("=") for kv in args.cpu_step_seconds)}
     presets = sorted({r["preset"] for r in rows}, key=lambda p: (p != "paper", p))
-    print(f"| task | preset | device | PSNR (dB) | paper peak (dB) | gap (dB) | steps | "
-          f"seconds/image | time vs paper |")
+    print("| task | preset | device | PSNR (dB) | paper peak (dB) | gap (dB) | steps | "
+          "seconds/image | time vs paper |")
     print("|---|---|---|---|---|---|---|---|---|")
     for task, metric in (("denoise", "PSNR"), ("inpaint", "PSNR"), ("superres", "Y-PSNR")):
         paper = {r["image"]: r for r in rows if r["task"] == task and r["preset"] == "paper"}

@@ -1,8 +1,10 @@
 """The ``dip`` command: parse options, call :mod:`dip`, report, choose the exit code.
 
-No numerical code lives here. Every error the user can fix is one line on stderr:
-exit 2 for bad input or options (nothing is run or written), 1 when a run fails, 130 on Ctrl-C,
-143 on SIGTERM (both write the estimate so far).
+No numerical code lives here, and no knowledge of a task: each task's subcommand is generated
+from :data:`dip.tasks.TASKS` (its options, help and summary) and the options every run takes
+from :class:`dip.request.RunRequest`. Every error the user can fix is one line on stderr, with
+arguments named as flags: exit 2 for bad input or options (nothing is run or written), 1 when
+a run fails, 130 on Ctrl-C, 143 on SIGTERM (both write the estimate so far).
 """
 
 from __future__ import annotations
@@ -10,17 +12,42 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 import dip
-from dip import batch, image
+from dip import batch
 from dip import report as reports
 from dip.cli import signals
-from dip.errors import DipError
+from dip.damage import corruptions
+from dip.errors import DipError, InputError
 from dip.fitting import Progress
-from dip.runner import FORMATS, Restoration, record_path
+from dip.record import record_path
+from dip.request import Option, RunRequest, request_options, split_arguments
+from dip.run import Restoration, restore
+from dip.tasks import TASKS, Task
+
+#: exit codes by error class (the first that matches)
+EXIT_CODES = ((InputError, 2), (DipError, 1))
+
+
+def _options_by_name() -> dict[str, Option]:
+    found = {o.name: o for o in request_options()}
+    for task in TASKS.values():
+        found.update({o.name: o for o in task.options})
+        found.update({c.option.name: c.option for c in task.corruptions})
+    return found
+
+
+def flag_spelling(name: str, value: str | None) -> str:
+    """How the command names a library argument: ``overwrite`` -> ``--overwrite``,
+    ``device``, ``cpu`` -> ``--device cpu``, a config key -> ``--set key=...``."""
+    opt = _options_by_name().get(name)
+    if opt is None or "." in name:
+        return f"--set {name}={value if value is not None else '...'}"
+    return opt.cli_flag if value is None else f"{opt.cli_flag} {value}"
 
 
 class DipGroup(click.Group):
@@ -31,18 +58,15 @@ class DipGroup(click.Group):
              **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
+        except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("dip: interrupted", err=True)
             rv = signals.exit_code()
         except click.ClickException as exc:
             click.echo(f"dip: error: {exc.format_message()}", err=True)
             rv = exc.exit_code
         except DipError as exc:
-            click.echo(f"dip: error: {exc}", err=True)
-            rv = exc.exit_code
-        except KeyboardInterrupt:
-            click.echo("dip: interrupted", err=True)
-            rv = signals.exit_code()
+            click.echo(f"dip: error: {exc.render(flag_spelling)}", err=True)
+            rv = next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -59,67 +83,71 @@ def cli() -> None:
     """
 
 
-def run_options(func):
-    """Options shared by every restoring command."""
-    options = [
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Result path; its extension picks the format [default: "
-                          "{stem}_{task}.png in the current folder]."),
-        click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
-                     help="The result's format when -o is not given [default: png]. 16 bits "
-                          "per channel are kept in PNG (and grey TIFF)."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="YAML file of config keys, over the task's preset."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                     help="Override one config key, e.g. --set optim.lr=0.005 (repeatable)."),
-        click.option("--iters", type=click.IntRange(min=1),
-                     help="Upper bound on optimisation steps [default: the preset's budget]."),
-        click.option("--stop", type=click.Choice(["auto", "fixed"]),
-                     help="auto: stop when the outputs' running variance stops falling "
-                          "(no clean image needed; when denoising, not before the result "
-                          "is as close to the input as the noise); fixed: run all --iters "
-                          "steps "
-                          "[default: the preset's: auto, but fixed for fast inpainting]."),
-        click.option("--preset", type=click.Choice(["auto", "paper", "fast"]),
-                     help="paper: the paper's settings; fast: dip's cheaper settings for CPUs "
-                          "(measured in benchmarks/README.md); auto: fast on a CPU, paper on "
-                          "a GPU [default: auto]."),
-        click.option("--seed", type=int, help="Random seed [default: 0]."),
-        click.option("--device", help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
-        click.option("--reference", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Clean image: report PSNR and SSIM (never used to fit)."),
-        click.option("--save-every", type=click.IntRange(min=1), metavar="N",
-                     help="Keep a snapshot every N steps in {stem}_{task}_steps/."),
-        click.option("--report", is_flag=True,
-                     help="Also write {stem}_{task}_report.png: input, result (and reference) "
-                          "with a magnified detail, and the loss, stop-rule and PSNR curves "
-                          "(needs matplotlib: the [plot] extra)."),
-        click.option("--gif", is_flag=True,
-                     help="Also write {stem}_{task}.gif, the fit as an animation of the "
-                          "snapshots in {stem}_{task}_steps/ (every --save-every steps, else "
-                          "every budget/50 steps: about 50 frames over a whole run)."),
-        click.option("--max-pixels", type=click.IntRange(min=1),
-                     default=image.DEFAULT_MAX_PIXELS, show_default=True,
-                     help="Refuse larger images."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing result."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# --- options from their descriptions ----------------------------------------------------------
+
+def click_option(opt: Option) -> click.Option:
+    """The click option an :class:`Option` describes."""
+    names = [opt.cli_flag] + ([opt.short] if opt.short else []) + [opt.name]
+    kwargs: dict[str, Any] = {"help": opt.help, "metavar": opt.metavar}
+    if opt.kind == "flag":
+        return click.Option(names, is_flag=True, default=bool(opt.default), help=opt.help)
+    if opt.choices is not None:
+        kwargs["type"] = click.Choice(list(opt.choices))
+    elif opt.kind == "path":
+        kwargs["type"] = (str if opt.literals else
+                          click.Path(dir_okay=False, path_type=Path))
+    elif opt.kind == "int":
+        kwargs["type"] = click.IntRange(min=opt.minimum) if opt.minimum is not None else int
+    elif opt.kind == "float":
+        kwargs["type"] = (click.FloatRange(min=opt.minimum) if opt.minimum is not None
+                          else float)
+    if opt.kind == "list":
+        kwargs["multiple"] = True
+    if opt.default is not None and opt.kind != "list":
+        kwargs.update(default=opt.default, show_default=True)
+    return click.Option(names, **kwargs)
 
 
-def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, iters, stop,
-         preset, seed, device, reference, save_every, report, gif, max_pixels, quiet,
-         overwrite, **task_args) -> None:
+def _typed(opt: Option, value: Any) -> Any:
+    """A click value as the library takes it (an int choice arrives as its string)."""
+    if value is not None and opt.kind == "int" and opt.choices is not None:
+        return int(value)
+    return value
+
+
+# --- the restoring commands -------------------------------------------------------------------
+
+QUIET = click.Option(["-q", "--quiet", "quiet"], is_flag=True,
+                     help="No progress bar, no summary.")
+
+
+def task_command(task: Task) -> click.Command:
+    """``dip TASK INPUT [options]``: the task's own options, then those every run takes."""
+    params = [click.Argument(["input_path"], metavar="INPUT", type=click.Path(path_type=Path))]
+    params += [click_option(o) for o in task.options if o.cli]
+    params += [click_option(o) for o in request_options() if o.cli] + [QUIET]
+    known = {o.name: o for o in [*request_options(), *task.options]}
+
+    def callback(input_path: Path, quiet: bool, **values: Any) -> None:
+        values = {k: _typed(known[k], v) for k, v in values.items()
+                  if v is not None and v != ()}
+        request = RunRequest(task=task.name, **split_arguments(
+            list(task.options), {"input": input_path, **values}))
+        _run(task, request, quiet)
+
+    return click.Command(task.name, callback=callback, params=params, help=task.help,
+                         short_help=task.help.splitlines()[0])
+
+
+def _run(task: Task, request: RunRequest, quiet: bool) -> None:
     bar = None
 
     def progress(p: Progress) -> None:
         nonlocal bar
         if bar is None:
             # disable=None: a bar on a terminal, none in a log file (the summary line stays)
-            bar = tqdm(total=p.total, desc=task, unit="step", dynamic_ncols=True, leave=False,
-                       disable=None)
+            bar = tqdm(total=p.total, desc=task.name, unit="step", dynamic_ncols=True,
+                       leave=False, disable=None)
         postfix = {"loss": f"{p.loss:.2e}"}
         if p.psnr is not None:
             postfix["psnr"] = f"{p.psnr:.2f}"
@@ -127,27 +155,26 @@ def _run(task: str, input_path: Path, *, output, fmt, config_file, overrides, it
         bar.update(1)
 
     try:
-        result = dip.restore(task, input_path, output=output, fmt=fmt, config=config_file,
-                             overrides=overrides, iters=iters, stop=stop, seed=seed,
-                             device=device, preset=preset,
-                             reference=reference, save_every=save_every, overwrite=overwrite,
-                             report=report, gif=gif,
-                             max_pixels=max_pixels, progress=None if quiet else progress,
-                             **task_args)
+        result = restore(request, progress=None if quiet else progress,
+                         keep_on_interrupt=True)
     finally:
         if bar is not None:
             bar.close()
     if not quiet:
-        click.echo(_summary(result))
+        click.echo(summary(task, result))
     if result.record["stop_reason"] == "interrupted":
         click.echo("dip: interrupted; wrote the estimate so far", err=True)
         sys.exit(signals.exit_code())
 
 
-def _summary(result: Restoration) -> str:
+STOP_REASONS = {"auto": "automatic stop", "budget": "step budget reached",
+                "interrupted": "interrupted"}
+
+
+def summary(task: Task, result: Restoration) -> str:
+    """What a run did, in a few lines."""
     r = result.record
-    reason = {"auto": "automatic stop", "budget": "step budget reached",
-              "interrupted": "interrupted"}.get(r["stop_reason"], r["stop_reason"])
+    reason = STOP_REASONS.get(r["stop_reason"], r["stop_reason"])
     line = (f"wrote {result.output} ({r['iterations']} steps, {reason}; image from step "
             f"{r['returned_iteration']}; {r['seconds']:.1f} s on {r['device']}, preset "
             f"{r['preset']})")
@@ -156,13 +183,9 @@ def _summary(result: Restoration) -> str:
         line += f"\n  PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
         if m.get("peak_psnr") is not None:
             line += f" (peak {m['peak_psnr']:.2f} dB at step {m['peak_iteration']})"
-        if "input_psnr" in m:
-            line += f"; noisy input {m['input_psnr']:.2f} dB"
-        if "mean_fill_psnr" in m:
-            line += f"; holes filled with the mean colour {m['mean_fill_psnr']:.2f} dB"
-        if "psnr_y" in m:
-            line += (f"; bicubic {m['bicubic_psnr']:.2f} dB\n  Y-channel PSNR (the paper's "
-                     f"protocol) {m['psnr_y']:.2f} dB; bicubic {m['bicubic_psnr_y']:.2f} dB")
+        baseline = task.describe(m)
+        if baseline:
+            line += f"; {baseline}"
     line += f"\n  record: {record_path(result.output)}"
     for key in ("report", "gif"):
         if key in r:
@@ -170,67 +193,71 @@ def _summary(result: Restoration) -> str:
     return line
 
 
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@run_options
-def denoise(input_path: Path, **options) -> None:
-    """Remove noise from INPUT."""
-    _run("denoise", input_path, **options)
+for _task in TASKS.values():
+    cli.add_command(task_command(_task))
 
 
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--mask", required=True, metavar="FILE|alpha",
-              help="Image of the same size: white (non-zero) = pixels to fill, black = keep "
-                   "(the convention of OpenCV, scikit-image and paint programs). 'alpha': "
-                   "fill the input's transparent pixels (a file named alpha: ./alpha).")
-@click.option("--mask-keeps", is_flag=True,
-              help="Read the mask the other way round: white = known pixels (the convention "
-                   "of the Deep Image Prior paper's code).")
-@run_options
-def inpaint(input_path: Path, mask: str, mask_keeps: bool, **options) -> None:
-    """Fill the holes of INPUT marked by --mask."""
-    _run("inpaint", input_path, mask=mask, mask_keeps=mask_keeps, **options)
+# --- dip corrupt --------------------------------------------------------------------------------
+
+def corrupt_command() -> click.Command:
+    kinds = corruptions()
+    params = [
+        click.Argument(["clean"], type=click.Path(path_type=Path)),
+        click.Option(["-o", "--output"], type=click.Path(dir_okay=False, path_type=Path),
+                     required=True, help="Where to write the corrupted image."),
+        *[click_option(c.option) for c in kinds.values()],
+        click.Option(["--seed"], type=int, default=0, show_default=True),
+        click.Option(["--overwrite"], is_flag=True, help="Replace existing files."),
+    ]
+
+    def callback(clean: Path, output: Path, seed: int, overwrite: bool, **damage: Any) -> None:
+        damage = {k: _typed(kinds[k].option, v) for k, v in damage.items() if v is not None}
+        written = dip.corrupt(clean, output, seed=seed, overwrite=overwrite, **damage)
+        if "cropped_to" in written:
+            h, w = written["cropped_to"]
+            click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of "
+                       f"{damage.get('downscale')}) before downscaling; compare results with "
+                       f"that crop", err=True)
+        extra = [str(v) for k, v in written.items() if k not in ("image", "cropped_to")]
+        click.echo(f"wrote {output}" + "".join(f" and {e}" for e in extra))
+
+    flags = ", ".join(c.option.cli_flag for c in kinds.values())
+    pairs = "".join(f"; {c.option.cli_flag} may follow {kinds[a].option.cli_flag}"
+                    for c in kinds.values() for a in c.after if a in kinds)
+    return click.Command("corrupt", callback=callback, params=params,
+                         help=f"Make a test input from a CLEAN image: one of {flags}{pairs}.",
+                         short_help="Make a test input from a clean image.")
 
 
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--factor", type=click.Choice(["2", "4", "8"]),
-              help="The result is FACTOR times larger in each dimension [default: 4, or the "
-                   "config's factor].")
-@run_options
-def superres(input_path: Path, factor: str | None, **options) -> None:
-    """Enlarge INPUT FACTOR times (no ground truth needed)."""
-    _run("superres", input_path, factor=int(factor) if factor else None, **options)
+cli.add_command(corrupt_command())
 
 
-@cli.command()
-@click.argument("clean", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the corrupted image.")
-@click.option("--noise", "sigma", type=click.FloatRange(min=0), metavar="SIGMA",
-              help="Add Gaussian noise of std SIGMA (0-255 units, e.g. 25).")
-@click.option("--drop-pixels", type=click.FloatRange(0, 1, max_open=True), metavar="P",
-              help="Remove a fraction P of the pixels; also writes OUTPUT_mask.png "
-                   "(white = missing, ready for `dip inpaint --mask`).")
-@click.option("--downscale", type=click.Choice(["2", "4", "8"]), metavar="K",
-              help="Shrink K times with Lanczos (the paper's way to make SR inputs).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace existing files.")
-def corrupt(clean: Path, output: Path, sigma: float | None, drop_pixels: float | None,
-            downscale: str | None, seed: int, overwrite: bool) -> None:
-    """Make a test input from a CLEAN image: exactly one of --noise, --drop-pixels, --downscale."""
-    written = dip.corrupt(clean, output, noise=sigma, drop_pixels=drop_pixels,
-                          downscale=int(downscale) if downscale else None, seed=seed,
-                          overwrite=overwrite)
-    if "cropped_to" in written:
-        h, w = written["cropped_to"]
-        click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of {downscale}) before "
-                   f"downscaling; compare results with that crop", err=True)
-    click.echo(f"wrote {output}" + (f" and {written['mask']}" if "mask" in written else ""))
+# --- dip run --------------------------------------------------------------------------------------
+
+def _job_options_help() -> str:
+    common = [o.job_key for o in request_options() if o.batch]
+    own = [f"{o.job_key} ({t.name})" for t in TASKS.values() for o in t.options]
+    return ", ".join(["task", *common, *own])
 
 
-@cli.command("run")
+@cli.command("run", help=f"""Run every job of BATCH.yaml; finished jobs are skipped, a failed
+    one does not stop the others. Exit code: 0 all done, 1 some failed, 2 the batch file is
+    invalid, 130 Ctrl-C, 143 SIGTERM.
+
+    \b
+    defaults: {{iters: 3000, seed: 0}}   # any job option, for every job
+    jobs:
+      - task: denoise
+        input: photos/*.jpg           # a file, a folder or a glob
+        output: results/denoised/     # a folder: {{stem}}_{{task}}.png inside
+        set: {{optim.lr: 0.005}}        # config keys, as --set
+      - {{task: inpaint, input: page.png, mask: page_mask.png}}
+      - {{task: superres, input: small/, factor: 4}}
+
+    Job options: {_job_options_help()}. Paths are relative to the batch file; outputs default
+    to results/ beside it. Each job's seed is derived from the seed and the input's path, so
+    results do not depend on order or sharding.
+    """)
 @click.argument("batch_file", metavar="BATCH.yaml", type=click.Path(path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Jobs at once, each in its own process (on a CPU they split the cores).")
@@ -240,33 +267,14 @@ def corrupt(clean: Path, output: Path, sigma: float | None, drop_pixels: float |
 @click.option("--shard", metavar="K/N",
               help="Run only the K-th of N slices of the jobs [default: from "
                    "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT in a SLURM job array].")
-@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the summary (.csv and .json) [default: summary.csv and "
                    "summary.json in the folder the outputs share].")
 @click.option("--dry-run", is_flag=True, help="List the jobs and whether each is done; run none.")
 @click.option("--overwrite", is_flag=True, help="Redo jobs that are already done.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
-        summary: Path | None, dry_run: bool, overwrite: bool, quiet: bool) -> None:
-    """Run every job of BATCH.yaml; finished jobs are skipped, a failed one does not stop the
-    others. Exit code: 0 all done, 1 some failed, 2 the batch file is invalid, 130 Ctrl-C,
-    143 SIGTERM.
-
-    \b
-    defaults: {iters: 3000, seed: 0}   # any job option, for every job
-    jobs:
-      - task: denoise
-        input: photos/*.jpg           # a file, a folder or a glob
-        output: results/denoised/     # a folder: {stem}_{task}.png inside
-        set: {optim.lr: 0.005}        # config keys, as --set
-      - {task: inpaint, input: page.png, mask: page_mask.png}
-      - {task: superres, input: small/, factor: 4}
-
-    Job options: task, input, output, format, mask, mask_keeps, factor, reference, config,
-    set, iters, stop, preset, seed, device, save_every, max_pixels, report, gif. Paths are
-    relative to the batch file; outputs default to results/ beside it. Each job's seed is derived from the seed and the
-    input's path, so results do not depend on order or sharding.
-    """
+        summary_path: Path | None, dry_run: bool, overwrite: bool, quiet: bool) -> None:
     jobs = batch.load_batch(batch_file)
     shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()
     if shard_kn:
@@ -282,37 +290,9 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if not jobs:
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
         return
-    csv_path, json_path = batch.summary_paths(jobs, summary, shard_kn)
+    csv_path, json_path = batch.summary_paths(jobs, summary_path, shard_kn)
     batch.prepare_summary(csv_path)
-
-    bars: dict[str, tqdm] = {}
-    if not quiet:
-        bars["jobs"] = tqdm(total=len(jobs), desc="jobs", unit="job", dynamic_ncols=True,
-                            disable=None)
-
-    def on_end(job: batch.Job, row: batch.Row) -> None:
-        if "image" in bars:
-            bars.pop("image").close()
-        if row.status == "failed":
-            tqdm.write(f"dip: failed: {job.input}: {row.error}", file=sys.stderr)
-        if "jobs" in bars:
-            bars["jobs"].update(1)
-
-    def progress(p: Progress) -> None:
-        if "image" not in bars:
-            bars["image"] = tqdm(total=p.total, desc="  image", unit="step", leave=False,
-                                 dynamic_ncols=True, disable=None)
-        bars["image"].update(1)
-
-    interrupted = False
-    try:
-        rows = batch.run_jobs(jobs, workers=workers, devices=device_list, overwrite=overwrite,
-                              on_end=on_end, progress=None if quiet else progress)
-    except batch.BatchInterrupted as exc:
-        rows, interrupted = exc.rows, True
-    finally:
-        for bar in bars.values():
-            bar.close()
+    rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet)
     batch.write_summary(rows, csv_path, json_path)
     sheet = csv_path.with_suffix(".png")
     try:
@@ -332,6 +312,40 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(signals.exit_code())
     if counts["failed"]:
         sys.exit(1)
+
+
+def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
+               overwrite: bool, quiet: bool) -> tuple[list[batch.Row], bool]:
+    """Run the jobs with a bar over jobs and one over each image's steps."""
+    bars: dict[str, tqdm] = {}
+    if not quiet:
+        bars["jobs"] = tqdm(total=len(jobs), desc="jobs", unit="job", dynamic_ncols=True,
+                            disable=None)
+
+    def on_end(job: batch.Job, row: batch.Row) -> None:
+        if "image" in bars:
+            bars.pop("image").close()
+        if row.status == "failed":
+            tqdm.write(f"dip: failed: {job.input}: {row.error}", file=sys.stderr)
+        if "jobs" in bars:
+            bars["jobs"].update(1)
+
+    def progress(p: Progress) -> None:
+        if "image" not in bars:
+            bars["image"] = tqdm(total=p.total, desc="  image", unit="step", leave=False,
+                                 dynamic_ncols=True, disable=None)
+        bars["image"].update(1)
+
+    try:
+        rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
+                              on_end=on_end, progress=None if quiet else progress,
+                              spell=flag_spelling)
+        return rows, False
+    except batch.BatchInterrupted as exc:
+        return exc.rows, True
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def _batch_table(rows: list[batch.Row]) -> str:
@@ -363,7 +377,7 @@ def info() -> None:
         click.echo("mps: Apple Metal")
     auto = config.choose_preset("auto", "auto")
     click.echo(f"presets (auto picks {auto} here):")
-    for task in config.TASKS:
+    for task in TASKS:
         for name in ("paper", "fast"):
             c = config.resolve(task, overrides=[f"preset={name}"])
             click.echo(f"  {task:<8} {name:<5} {c.net.channels_down[0]:>3} channels, lr "

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import importlib
 
-from dip.version import __version__
+from dip.version import __version__  # noqa: F401  (re-exported)
 
 #: public name -> the module that defines it
 _EXPORTS = {
     "ConfigError": "dip.errors", "DipError": "dip.errors", "InputError": "dip.errors",
     "RunError": "dip.errors",
     "FitResult": "dip.fitting", "Progress": "dip.fitting", "fit": "dip.fitting",
-    "Restoration": "dip.runner", "corrupt": "dip.runner", "restore": "dip.runner",
+    "Restoration": "dip.run", "corrupt": "dip.damage", "restore": "dip.run",
+    "RunRequest": "dip.request",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -43,35 +43,56 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dip import image, interrupts
+from dip import image, interrupts, record
 from dip import report as reports
-from dip.config import TASKS, TYPE_NAMES, load_yaml, record_config
-from dip.errors import ConfigError, DipError
-from dip.runner import (FORMATS, MASK_FROM_ALPHA, beside, default_output, mask_record,
-                        output_path, record_path, resolve_config, resolve_device, restore,
-                        writable_folder)
+from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config
+from dip.errors import ConfigError, DipError, python_spelling
+from dip.request import DEFAULT_MAX_PIXELS, FORMATS, Option, RunRequest, request_options
+from dip.run import beside as files_beside
+from dip.run import (
+    default_output,
+    output_path,
+    plan,
+    resolve_config,
+    resolve_device,
+    restore,
+    writable_folder,
+)
+from dip.tasks import TASKS, Task, get_task
 
-#: what a job (or ``defaults``) may hold, and the type each value must have
-JOB_KEYS: dict[str, tuple[type, ...]] = {
-    "task": (str,), "input": (str,), "output": (str,), "mask": (str,), "mask_keeps": (bool,),
-    "factor": (int,), "reference": (str,), "config": (str,), "set": (dict, list),
-    "iters": (int,), "stop": (str,), "preset": (str,), "seed": (int,), "device": (str,),
-    "save_every": (int,), "max_pixels": (int,), "format": (str,), "report": (bool,),
-    "gif": (bool,),
-}
 _LINE = "__line__"
 NOT_STARTED = "not started: the batch was interrupted"
 _GLOB_CHARS = set("*?[")
 SEED_BITS = 63
+
+
+def job_key_spelling(name: str, value: str | None) -> str:
+    """How a batch file names a library argument: by its job key (``'mask'``,
+    ``'device: cpu'``); a config key as ``set: {key: ...}``."""
+    if "." in name:
+        return f"'set: {{{name}: {value if value is not None else '...'}}}'"
+    opt = next((o for o in request_options() if o.name == name), None)
+    key = opt.job_key if opt is not None else name
+    return f"'{key}'" if value is None else f"'{key}: {value}'"
+
+
+def common_keys() -> dict[str, Option]:
+    """The job keys every task takes (the RunRequest's options a batch offers), by key."""
+    return {o.job_key: o for o in request_options() if o.batch}
+
+
+def job_keys(task: Task) -> dict[str, Option]:
+    """Every key a job of ``task`` may hold."""
+    return {**common_keys(), **{o.job_key: o for o in task.options}}
 
 
 class BatchError(ConfigError):
@@ -88,42 +109,27 @@ class BatchInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class Job:
-    """One image to restore, with every path resolved.
+    """One image to restore: a :class:`RunRequest` with every path resolved and the job's own
+    seed (:func:`job_seed`), and ``source``, where it came from (``jobs[2], line 14``)."""
 
-    ``source`` names where it came from (``jobs[2], line 14``); ``seed`` is already derived
-    from the batch seed and the input's path (:func:`job_seed`).
-    """
-
-    task: str
-    input: Path
-    output: Path
+    request: RunRequest
     source: str
-    seed: int
-    mask: Path | str | None = None  # a file, or "alpha" (the input's transparent pixels)
-    mask_keeps: bool = False
-    factor: int | None = None
-    reference: Path | None = None
-    config: Path | None = None
-    overrides: tuple[str, ...] = ()
-    iters: int | None = None
-    stop: str | None = None
-    preset: str | None = None
-    device: str | None = None
-    save_every: int | None = None
-    max_pixels: int = image.DEFAULT_MAX_PIXELS
-    report: bool = False
-    gif: bool = False
 
-    def config_args(self) -> dict[str, Any]:
-        """The arguments :func:`dip.runner.resolve_config` and :func:`dip.restore` share."""
-        return dict(config=self.config, overrides=self.overrides, iters=self.iters,
-                    stop=self.stop, seed=self.seed, device=self.device, factor=self.factor,
-                    save_every=self.save_every, preset=self.preset)
+    @property
+    def task(self) -> str:
+        return self.request.task
 
-    def restore_args(self) -> dict[str, Any]:
-        return dict(output=self.output, mask=self.mask, mask_keeps=self.mask_keeps,
-                    reference=self.reference, max_pixels=self.max_pixels, report=self.report,
-                    gif=self.gif, **self.config_args())
+    @property
+    def input(self) -> Path:
+        return Path(self.request.input)
+
+    @property
+    def output(self) -> Path:
+        return Path(self.request.output)
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
 
 
 def job_seed(seed: int, key: str) -> int:
@@ -135,8 +141,8 @@ def job_seed(seed: int, key: str) -> int:
 
 # --- reading the batch file ---------------------------------------------------------------------
 
-class _LineLoader(yaml.SafeLoader):
-    """Safe YAML that remembers the line of every mapping (for messages)."""
+class _LineLoader(NoAliasLoader):
+    """Safe YAML without aliases that remembers the line of every mapping (for messages)."""
 
 
 def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict:
@@ -168,21 +174,36 @@ def read_batch_file(path: Path) -> dict:
     return data
 
 
-def _check_entry(entry: Any, where: str, allowed: dict) -> dict:
+def _owner(key: str) -> str | None:
+    """The task whose own option ``key`` is, if any."""
+    return next((t.name for t in TASKS.values() if key in {o.job_key for o in t.options}),
+                None)
+
+
+def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str | None = None,
+                 defaults: bool = False) -> dict:
     if not isinstance(entry, dict):
         raise BatchError(f"{where}: expected a mapping of options, got {entry!r}")
     for key, value in entry.items():
-        if key == _LINE:
+        if key in (_LINE, "task"):
+            if key == "task" and not isinstance(value, str):
+                raise BatchError(f"{where}: 'task' expects a string, got {value!r}")
             continue
         if key not in allowed:
+            if defaults and _owner(key) is not None:
+                continue  # a default for the jobs whose task takes it
+            owner = _owner(key)
+            if owner is not None and task is not None:
+                raise BatchError(f"{where}: '{key}' only applies to {owner}, not {task}")
             close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise BatchError(f"{where}: unknown key '{key}'{hint} (allowed: "
+            raise BatchError(f"{where}: unknown key '{str(key)[:40]}'{hint} (allowed: "
                              f"{', '.join(allowed)})")
-        if not isinstance(value, allowed[key]) or (isinstance(value, bool)
-                                                   and bool not in allowed[key]):
-            kinds = " or ".join(TYPE_NAMES[t] for t in allowed[key])
-            raise BatchError(f"{where}: '{key}' expects {kinds}, got {value!r}")
+        opt = allowed[key]
+        types = (dict, list) if opt.job_key == "set" else opt.job_types()
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            kinds = " or ".join(TYPE_NAMES[t] for t in types)
+            raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")
     return entry
 
 
@@ -222,21 +243,20 @@ def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bo
     return files, True
 
 
-def _companion(value: str | None, base: Path, input_path: Path, many: bool, key: str,
-               where: str) -> Path | str | None:
-    """A job's mask or reference: a file, or with several inputs a folder of same-named files."""
-    if value is None:
-        return None
-    if key == "mask" and value == MASK_FROM_ALPHA:
-        return MASK_FROM_ALPHA
+def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool,
+               where: str) -> Path | str:
+    """A job's path option: a file; with several inputs, for a companion (a mask, a
+    reference), a folder of same-named files; or one of the option's words (``alpha``)."""
+    if value in opt.literals:
+        return value
     path = base / value
-    if path.is_dir():
+    if opt.companion and path.is_dir():
         path = path / input_path.name
-    elif many:
-        raise BatchError(f"{where}: with several inputs, '{key}' must be a folder holding a "
-                         f"file named like each input ({path} is not a folder)")
+    elif opt.companion and many:
+        raise BatchError(f"{where}: with several inputs, '{opt.job_key}' must be a folder "
+                         f"holding a file named like each input ({path} is not a folder)")
     if not path.is_file():
-        raise BatchError(f"{where}: {key} not found: {path}")
+        raise BatchError(f"{where}: {opt.job_key} not found: {path}")
     return path
 
 
@@ -250,6 +270,90 @@ def _output(value: str | None, base: Path, input_path: Path, task: str, many: bo
     return path
 
 
+def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, base: Path,
+             overrides: list[str], where: str, key: str) -> RunRequest:
+    """One input's RunRequest from an entry's merged options."""
+    fmt = spec.get("format", "png")
+    if fmt not in FORMATS:
+        raise BatchError(f"{where}: 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    config = spec.get("config", ())
+    config = tuple(base / c for c in ([config] if isinstance(config, str) else config))
+    task_args = {}
+    for opt in task.options:
+        if opt.job_key in spec:
+            value = spec[opt.job_key]
+            task_args[opt.name] = (_companion(value, opt, base, input_path, many, where)
+                                   if opt.kind == "path" else value)
+    reference = spec.get("reference")
+    if reference is not None:
+        ref_opt = common_keys()["reference"]
+        reference = _companion(reference, ref_opt, base, input_path, many, where)
+    return RunRequest(
+        task=task.name, input=input_path,
+        output=_output(spec.get("output"), base, input_path, task.name, many, fmt),
+        format=spec.get("format"), config=config, overrides=tuple(overrides),
+        iters=spec.get("iters"), stop=spec.get("stop"), preset=spec.get("preset"),
+        seed=job_seed(spec.get("seed", 0), key), device=spec.get("device"),
+        reference=reference, save_every=spec.get("save_every"),
+        report=spec.get("report", False), gif=spec.get("gif", False),
+        max_pixels=spec.get("max_pixels", DEFAULT_MAX_PIXELS), task_args=task_args)
+
+
+def _check_request(request: RunRequest, where: str) -> None:
+    """An entry's settings, checked once (the same for each of its files but the seed)."""
+    try:
+        output_path(request.input, request.task, request.output, request.format)
+        plan(request.replace(write=False))
+        if request.device is not None:
+            resolve_device(request.device)
+        if request.report:
+            reports.require_matplotlib()
+    except DipError as exc:
+        raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+
+
+def _entry_jobs(path: Path, index: int, entry: Any, defaults: dict,
+                base: Path) -> list[tuple[Job, str]]:
+    """The jobs of ``jobs[index]``: one per input file it names."""
+    line = entry.get(_LINE) if isinstance(entry, dict) else None
+    where = f"{path}: jobs[{index}]" + (f" (line {line})" if line else "")
+    if not isinstance(entry, dict):
+        raise BatchError(f"{where}: expected a mapping of options, got {entry!r}")
+    spec = {**defaults, **entry}
+    if "task" not in spec:
+        raise BatchError(f"{where}: missing 'task'")
+    if spec["task"] not in TASKS:
+        raise BatchError(f"{where}: unknown task '{str(spec['task'])[:40]}' (known: "
+                         f"{', '.join(TASKS)})")
+    task = get_task(spec["task"])
+    allowed = job_keys(task)
+    _check_entry(entry, where, allowed, task.name)
+    if "input" not in spec:
+        raise BatchError(f"{where}: missing 'input'")
+    spec = {k: v for k, v in spec.items() if k in allowed or k == "task"}
+    overrides = (_overrides(defaults.get("set"), f"{path}: defaults")
+                 + _overrides(entry.get("set"), where))
+    if spec.get("max_pixels", 1) < 1:
+        raise BatchError(f"{where}: 'max_pixels' must be >= 1, got {spec['max_pixels']}")
+    files, many = _expand_inputs(spec["input"], base, where)
+    jobs = []
+    for i, input_path in enumerate(files):
+        try:
+            key = input_path.relative_to(base).as_posix()
+        except ValueError:
+            key = input_path.as_posix()
+        request = _request(spec, task, input_path, many, base, overrides, where, key)
+        if i == 0:
+            _check_request(request, where)
+        else:
+            try:
+                image.output_format(request.output)
+            except DipError as exc:
+                raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+        jobs.append((Job(request, where.removeprefix(f"{path}: ")), where))
+    return jobs
+
+
 def load_batch(path: str | os.PathLike) -> list[Job]:
     """Read, expand and check a batch file; every job's config is resolved once, so a wrong
     key or value stops the batch before anything runs.
@@ -259,77 +363,30 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
     """
     path = Path(path)
     data = read_batch_file(path)
-    _check_entry(data, str(path), {"defaults": (dict,), "jobs": (list,)})
+    if not isinstance(data, dict):
+        raise BatchError(f"{path}: expected a mapping with 'jobs:'")
+    for key in data:
+        if key not in ("defaults", "jobs", _LINE):
+            raise BatchError(f"{path}: unknown key '{str(key)[:40]}' (allowed: defaults, jobs)")
     base = path.resolve().parent
-    defaults = _check_entry(data.get("defaults") or {}, f"{path}: defaults",
-                            {k: v for k, v in JOB_KEYS.items() if k != "input"})
-    if not data.get("jobs"):
+    defaults = data.get("defaults") or {}
+    _check_entry(defaults, f"{path}: defaults",
+                 {k: v for k, v in common_keys().items() if k != "input"}, defaults=True)
+    if not data.get("jobs") or not isinstance(data["jobs"], list):
         raise BatchError(f"{path}: no jobs (expected 'jobs:' with a list of jobs)")
     jobs: list[tuple[Job, str]] = []
-    owners: dict[Path, str] = {}
     for index, entry in enumerate(data["jobs"]):
-        line = entry.get(_LINE) if isinstance(entry, dict) else None
-        where = f"{path}: jobs[{index}]" + (f" (line {line})" if line else "")
-        _check_entry(entry, where, JOB_KEYS)
-        spec = {**defaults, **entry}
-        overrides = (_overrides(defaults.get("set"), f"{path}: defaults")
-                     + _overrides(entry.get("set"), where))
-        for key in ("task", "input"):
-            if key not in spec:
-                raise BatchError(f"{where}: missing '{key}'")
-        task = spec["task"]
-        if task not in TASKS:
-            raise BatchError(f"{where}: unknown task '{task}' (known: {', '.join(TASKS)})")
-        if task == "inpaint" and "mask" not in spec:
-            raise BatchError(f"{where}: an inpaint job needs 'mask'")
-        if task != "inpaint" and "mask" in spec:
-            raise BatchError(f"{where}: 'mask' only applies to inpaint, not {task}")
-        config = base / spec["config"] if "config" in spec else None
-        fmt = spec.get("format", "png")
-        if fmt not in FORMATS:
-            raise BatchError(f"{where}: 'format' must be one of {', '.join(FORMATS)}, got "
-                             f"{fmt!r}")
-        if spec.get("max_pixels", 1) < 1:
-            raise BatchError(f"{where}: 'max_pixels' must be >= 1, got {spec['max_pixels']}")
-        files, many = _expand_inputs(spec["input"], base, where)
-        first = True
-        for input_path in files:
-            try:
-                key = input_path.relative_to(base).as_posix()
-            except ValueError:
-                key = input_path.as_posix()
-            job = Job(
-                task=task, input=input_path,
-                output=_output(spec.get("output"), base, input_path, task, many, fmt),
-                source=where.removeprefix(f"{path}: "),
-                seed=job_seed(spec.get("seed", 0), key),
-                mask=_companion(spec.get("mask"), base, input_path, many, "mask", where),
-                mask_keeps=spec.get("mask_keeps", False), factor=spec.get("factor"),
-                reference=_companion(spec.get("reference"), base, input_path, many,
-                                     "reference", where),
-                config=config, overrides=tuple(overrides), iters=spec.get("iters"),
-                stop=spec.get("stop"), preset=spec.get("preset"), device=spec.get("device"),
-                save_every=spec.get("save_every"),
-                max_pixels=spec.get("max_pixels", image.DEFAULT_MAX_PIXELS),
-                report=spec.get("report", False), gif=spec.get("gif", False))
-            try:
-                image.output_format(job.output)
-                output_path(job.input, task, job.output, spec.get("format"))
-                if first:  # the entry's settings, the same for each of its files but the seed
-                    resolve_config(task, **job.config_args())
-                    if job.device is not None:
-                        resolve_device(job.device)
-                    if job.report:
-                        reports.require_matplotlib()
-            except DipError as exc:
-                raise BatchError(f"{where}: {exc}") from None
-            first = False
-            jobs.append((job, where))
-    # A folder that is both input and output: this batch's own files (results, records,
-    # reports, GIFs, snapshots) are not inputs, so every run, and every shard whenever it
-    # starts, expands to the same job list.
+        jobs += _entry_jobs(path, index, entry, defaults, base)
+    return _own_files_and_owners(jobs)
+
+
+def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
+    """A folder that is both input and output: this batch's own files (results, records,
+    reports, GIFs, snapshots) are not inputs, so every run, and every shard whenever it
+    starts, expands to the same job list. Two jobs may not write the same file."""
     own = {p.resolve() for job, _ in jobs
-           for p in [job.output, record_path(job.output), *beside(job.output).values()]}
+           for p in [job.output, *files_beside(job.output).values()]}
+    owners: dict[Path, str] = {}
     kept: list[Job] = []
     for job, where in jobs:
         if job.input.resolve() in own or job.input.resolve().parent in own:
@@ -341,7 +398,6 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
         owners[job.output] = f"{where} ({job.input.name})"
         kept.append(job)
     return kept
-
 
 
 # --- which jobs: shards, and what is already done ---------------------------------------------
@@ -383,31 +439,27 @@ def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
 
 
 def is_done(job: Job) -> bool:
-    """The job's output and record exist, the record is of this input with the same resolved
-    config, and that run was not interrupted."""
-    record = _read_record(job.output) if job.output.exists() else None
-    if record is None:
+    """The job's output and record exist, the record is of this input (and task options and
+    reference) with the same resolved config, and that run was not interrupted."""
+    rec = record.read(job.output) if job.output.exists() else None
+    if rec is None:
         return False
-    cfg = json.loads(json.dumps(resolve_config(job.task, **job.config_args()).to_dict()))
+    task = get_task(job.task)
+    cfg = json.loads(json.dumps(resolve_config(job.request).to_dict()))
     # Which device ran it is not part of what was asked (the preset it implies is).
-    same = {k: v for k, v in cfg.items() if k != "device"} == {
-        k: v for k, v in record_config(record.get("config") or {}).items() if k != "device"}
-    reference = str(job.reference.resolve()) if job.reference is not None else None
-    pictures = [key for key in ("report", "gif") if getattr(job, key)]
-    return (same and record.get("stop_reason") != "interrupted"
-            and all(record.get(key) and Path(record[key]).exists() for key in pictures)
-            and record.get("input") == str(job.input.resolve())
-            and record.get("mask") == mask_record(job.mask)
-            and bool(record.get("mask_keeps", False)) == job.mask_keeps
-            and record.get("reference") == reference)
-
-
-def _read_record(output: Path) -> dict | None:
-    try:
-        record = json.loads(record_path(output).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "config" in record else None
+    done = record_config(rec["config"], task.sections)
+    same = ({k: v for k, v in cfg.items() if k != "device"}
+            == {k: v for k, v in done.items() if k != "device"})
+    reference = (str(Path(job.request.reference).resolve())
+                 if job.request.reference is not None else None)
+    pictures = [key for key in ("report", "gif") if getattr(job.request, key)]
+    asked = task.record_args(job.request.task_args)
+    defaults = {o.name: o.default for o in task.options}
+    return (same and rec.get("stop_reason") != "interrupted"
+            and all(rec.get(key) and Path(rec[key]).exists() for key in pictures)
+            and rec.get("input") == str(job.input.resolve())
+            and all(rec.get(k, defaults.get(k)) == v for k, v in asked.items())
+            and rec.get("reference") == reference)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -435,10 +487,10 @@ class Row:
         return cls(job.source, job.task, str(job.input), str(job.output), status, error=error)
 
 
-def run_job(job: Job, overwrite: bool = False,
-            progress: Callable | None = None) -> Row:
-    """Restore one job's image; any failure becomes a row with its reason (never raises,
-    except KeyboardInterrupt outside the fit)."""
+def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
+            spell: Callable[[str, str | None], str] = python_spelling) -> Row:
+    """Restore one job's image; any failure becomes a row with its reason, arguments named
+    by ``spell`` (never raises, except KeyboardInterrupt outside the fit)."""
     row = Row.of(job, "failed")
     started = time.perf_counter()
     # Leftovers of a run killed while writing (see image.write_all_atomic).
@@ -446,17 +498,18 @@ def run_job(job: Job, overwrite: bool = False,
         stale.unlink(missing_ok=True)
     # dip's own earlier result for other settings (it has a record) is replaced; a file that
     # is not dip's is only replaced with --overwrite.
-    replace = overwrite or _read_record(job.output) is not None or not job.output.exists()
+    replace = (overwrite or record.read(job.output) is not None
+               or not job.output.exists())
     if replace and job.output.exists():
         # Gone before the new record is renamed into place: a kill between the two renames
         # then leaves a record without an image (redone), never a new record beside an old
         # image (which would count as done).
         job.output.unlink()
     try:
-        result = restore(job.task, job.input, overwrite=replace, progress=progress,
-                         **job.restore_args())
+        result = restore(job.request.replace(overwrite=replace), progress=progress,
+                         keep_on_interrupt=True)
     except DipError as exc:
-        row.error = str(exc)
+        row.error = exc.render(spell)
     except Exception as exc:  # one image's unexpected failure must not end the batch
         row.error = f"{type(exc).__name__}: {exc}"
     else:
@@ -465,7 +518,7 @@ def run_job(job: Job, overwrite: bool = False,
         row.steps, row.returned_step = r["iterations"], r["returned_iteration"]
         row.stop_reason, row.device = r["stop_reason"], r["device"]
         metrics = r.get("metrics") or {}
-        row.psnr = metrics.get("psnr_y", metrics.get("psnr"))
+        row.psnr = get_task(job.task).row_psnr(metrics)
         row.ssim = metrics.get("ssim")
     row.seconds = round(time.perf_counter() - started, 2)
     return row
@@ -518,14 +571,14 @@ def _stop_job(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _run_in_worker(job: Job, overwrite: bool) -> Row:
+def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
     for signum in _STOPPING:
         signal.signal(signum, _stop_job)
     _worker["busy"] = True  # before the check: _watch_parent reads them in the other order
     try:
         if _worker["stop"].is_set() or _worker.get("orphaned"):  # queued before Ctrl-C
             return Row.of(job, "interrupted", NOT_STARTED)
-        row = run_job(job, overwrite)
+        row = run_job(job, overwrite, spell=spell)
     except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
         row = Row.of(job, "interrupted")
     finally:
@@ -565,12 +618,14 @@ def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> l
         raise BatchError("--devices mixes the CPU and GPUs; give one kind")
     if workers > 1 and devices != ["cpu"]:
         return jobs  # each worker's GPU is its current device (_init_worker)
-    return [job if job.device is not None else replace(job, device=devices[0]) for job in jobs]
+    return [job if job.request.device is not None
+            else replace(job, request=job.request.replace(device=devices[0])) for job in jobs]
 
 
 def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = None,
              overwrite: bool = False, on_end: Callable[[Job, Row], None] | None = None,
-             progress: Callable | None = None) -> list[Row]:
+             progress: Callable | None = None,
+             spell: Callable[[str, str | None], str] = python_spelling) -> list[Row]:
     """Run ``jobs`` (in this process, or in ``workers`` processes spread over ``devices``);
     finished ones are skipped unless ``overwrite``. Workers on a CPU split its cores; on CUDA
     each worker uses one of ``devices`` in turn (a job whose ``device`` is set keeps it).
@@ -591,26 +646,19 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
         else:
             todo.append(job)
     if workers <= 1 or len(todo) <= 1:
-        for job in todo:
-            try:
-                rows.append(run_job(job, overwrite, progress))
-            except KeyboardInterrupt:
-                rows.append(Row.of(job, "interrupted"))
-            if on_end:
-                on_end(job, rows[-1])
-            if rows[-1].status == "interrupted":
-                raise BatchInterrupted(rows)
-        return rows
+        return _run_here(todo, rows, overwrite, on_end, progress, spell)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if devices == ["cpu"] else 1
     # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the
     # whole pool and every job in it: those run again in a new pool, and what that one loses
     # too runs one pool each, so the job that kills its worker fails alone.
-    broken = _run_pool(todo, workers, devices, threads, overwrite, rows, on_end)
+    pool = dict(devices=devices, threads=threads, overwrite=overwrite, rows=rows,
+                on_end=on_end, spell=spell)
+    broken = _run_pool(todo, workers, **pool)
     if broken:
-        broken = _run_pool(broken, workers, devices, threads, overwrite, rows, on_end)
+        broken = _run_pool(broken, workers, **pool)
     for job in broken:
-        if _run_pool([job], 1, devices, threads, overwrite, rows, on_end):
+        if _run_pool([job], 1, **pool):
             rows.append(Row.of(job, "failed", "its worker process died (killed, or out of "
                                               "memory?)"))
             if on_end:
@@ -618,8 +666,24 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     return rows
 
 
-def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
-              overwrite: bool, rows: list[Row], on_end: Callable | None) -> list[Job]:
+def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callable | None,
+              progress: Callable | None, spell: Callable) -> list[Row]:
+    """The jobs one after another in this process."""
+    for job in todo:
+        try:
+            rows.append(run_job(job, overwrite, progress, spell))
+        except KeyboardInterrupt:
+            rows.append(Row.of(job, "interrupted"))
+        if on_end:
+            on_end(job, rows[-1])
+        if rows[-1].status == "interrupted":
+            raise BatchInterrupted(rows)
+    return rows
+
+
+def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int,
+              overwrite: bool, rows: list[Row], on_end: Callable | None,
+              spell: Callable) -> list[Job]:
     """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
     ctx = multiprocessing.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
@@ -632,7 +696,7 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
         try:
             with _spawning():  # the pool starts its processes as jobs are submitted
                 for job in todo:
-                    futures[pool.submit(_run_in_worker, job, overwrite)] = job
+                    futures[pool.submit(_run_in_worker, job, overwrite, spell)] = job
             for future in as_completed(futures):
                 job = futures[future]
                 try:
@@ -643,26 +707,31 @@ def _run_pool(todo: list[Job], workers: int, devices: list[str], threads: int,
                 if on_end:
                     on_end(job, rows[-1])
         except KeyboardInterrupt:
-            # Running jobs write their estimate and return; jobs already handed to the pool's
-            # queue see the event and do not start. Ctrl-C reached the workers too; SIGTERM
-            # (kill, a SLURM time limit) reached only this process: pass it on.
-            stop.set()
-            for process in list(getattr(pool, "_processes", {}).values()):
-                with contextlib.suppress(OSError):
-                    os.kill(process.pid, signal.SIGINT)
-            with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
-                pool.shutdown(wait=True, cancel_futures=True)
-                again.clear()
-            for future, job in futures.items():
-                if future.cancelled() or future.exception() is not None:
-                    rows.append(Row.of(job, "interrupted", NOT_STARTED))
-                elif future.result() not in rows:
-                    rows.append(future.result())
-            for job in todo:
-                if job not in futures.values():
-                    rows.append(Row.of(job, "interrupted", NOT_STARTED))
+            _stop_pool(pool, stop, futures, todo, rows)
             raise BatchInterrupted(rows) from None
     return broken
+
+
+def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[Job],
+               rows: list[Row]) -> None:
+    """Ctrl-C or SIGTERM: running jobs write their estimate and return; jobs already handed
+    to the pool's queue see the event and do not start. Ctrl-C reached the workers too;
+    SIGTERM (kill, a SLURM time limit) reached only this process: pass it on."""
+    stop.set()
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGINT)
+    with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
+        pool.shutdown(wait=True, cancel_futures=True)
+        again.clear()
+    for future, job in futures.items():
+        if future.cancelled() or future.exception() is not None:
+            rows.append(Row.of(job, "interrupted", NOT_STARTED))
+        elif future.result() not in rows:
+            rows.append(future.result())
+    for job in todo:
+        if job not in futures.values():
+            rows.append(Row.of(job, "interrupted", NOT_STARTED))
 
 
 def default_devices() -> list[str]:

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,18 +27,15 @@ import yaml
 
 from dip.errors import ConfigError, InputError
 
-TASKS = ("denoise", "inpaint", "superres")
-FACTORS = (2, 4, 8)
 #: ``paper``: the paper's settings; ``fast``: dip's CPU settings (configs/fast/), measured in
 #: benchmarks/README.md; ``auto``: fast on a CPU, paper on a GPU
 PRESETS = ("auto", "paper", "fast")
-#: perf.precision names (dip.engine maps them to autocast dtypes)
-PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
 class NetConfig:
-    """The generator; see :class:`dip.nets.SkipNet` for each option."""
+    """The generator: ``name`` picks it from :data:`dip.nets.NETS`, the other keys are its
+    options, which it checks itself (:class:`dip.nets.SkipNet`)."""
 
     name: str = "skip"
     channels_down: list[int] = field(default_factory=lambda: [128] * 5)
@@ -82,8 +80,9 @@ class OptimConfig:
 
 @dataclass
 class StopConfig:
-    """When to stop: ``auto`` (variance-based detection, :class:`dip.stopping.VarianceStop`)
-    or ``fixed`` (run all ``optim.iters`` steps)."""
+    """When to stop: ``rule`` picks it from :data:`dip.stopping.STOP_RULES` -- ``auto``
+    (variance-based detection, :class:`dip.stopping.VarianceStop`, which checks the keys it
+    uses) or ``fixed`` (run all ``optim.iters`` steps)."""
 
     rule: str = "auto"
     #: outputs in the running variance (ES-WMV's W)
@@ -113,8 +112,8 @@ class OutputConfig:
 
 @dataclass
 class PerfConfig:
-    """How steps run on the device; :func:`dip.engine.resolve_perf`. ``auto`` picks what
-    measured fastest there (benchmarks/speed.py)."""
+    """How steps run on the device; :func:`dip.engine.resolve_perf` checks them. ``auto`` picks
+    what measured fastest there (benchmarks/speed.py)."""
 
     #: capture each step as a CUDA graph: auto | on | off (CUDA only)
     graphs: str = "auto"
@@ -136,26 +135,38 @@ class RunConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
-    #: super-resolution factor (superres only)
+    #: super-resolution factor (superres only; dip.tasks.superres checks it)
     factor: int = 4
     device: str = "auto"
     seed: int = 0
+    #: the sections the run's task owns (dip.tasks.Task.sections), by name
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"sections": True})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as the record holds it: the task's sections beside the core ones."""
+        out = {f.name: dataclasses.asdict(self)[f.name] for f in dataclasses.fields(self)
+               if f.name != "sections"}
+        out.update({name: dataclasses.asdict(value) for name, value in self.sections.items()})
+        return out
+
+    def section(self, name: str) -> Any:
+        """The task-owned section ``name`` (e.g. ``noise`` for denoising)."""
+        return self.sections[name]
 
 
 # --- key paths and type checks ----------------------------------------------------------------
 
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if not f.metadata.get("sections")}
 
 
-def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted leaf key, e.g. ``optim.lr``."""
+def all_keys(cls: type = RunConfig, prefix: str = "",
+             sections: dict[str, type] | None = None) -> list[str]:
+    """Every dotted leaf key, e.g. ``optim.lr`` (and those of the task's ``sections``)."""
     keys = []
-    for name, tp in _fields(cls).items():
+    for name, tp in {**_fields(cls), **(sections or {})}.items():
         if dataclasses.is_dataclass(tp):
             keys += all_keys(tp, f"{prefix}{name}.")
         else:
@@ -163,11 +174,23 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key(key: str) -> ConfigError:
-    known = all_keys()
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+def _unknown_key(key: str, known: list[str] | None = None) -> ConfigError:
+    known = known if known is not None else all_keys()
+    # a key below a leaf (optim.iters.x) is unknown, but optim.iters is not its correction
+    close = [k for k in difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+             if not key.startswith(k + ".")]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-    return ConfigError(f"unknown config key '{key}'{hint}")
+    return ConfigError(f"unknown config key '{_quote(key)}'{hint}")
+
+
+#: the longest value or key a message quotes back (a 30 MB value must not become a 30 MB line)
+QUOTE_LIMIT = 80
+
+
+def _quote(value: Any) -> str:
+    """``repr`` of a value, cut to :data:`QUOTE_LIMIT` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
 
 
 #: how messages name a value's expected type
@@ -182,7 +205,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}' expects a list of {TYPE_NAMES[item]}s, "
-                              f"got {value!r}")
+                              f"got {_quote(repr(value))}")
         return [_check_value(key, v, item) for v in value]
     if tp is str and isinstance(value, bool):
         # YAML 1.1 reads on/off/yes/no as booleans; a string key such as perf.graphs means
@@ -199,72 +222,78 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
           else isinstance(value, int) and not isinstance(value, bool) if tp is int
           else isinstance(value, tp))
     if not ok:
-        raise ConfigError(f"config key '{key}' expects {TYPE_NAMES.get(tp, tp)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' expects {TYPE_NAMES.get(tp, tp)}, got "
+                          f"{_quote(repr(value))}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' expects a finite number, got {value!r}")
     return float(value) if tp is float else value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str = "",
+           known: list[str] | None = None) -> Any:
     types = _fields(cls)
     kwargs = {}
     for name, value in data.items():
         key = prefix + name
         if name not in types:
-            raise _unknown_key(key)
+            raise _unknown_key(key, known)
         tp = types[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' is a section; expected keys under it, "
-                                  f"got {value!r}")
-            kwargs[name] = _build(tp, value, key + ".")
+                                  f"got {_quote(repr(value))}")
+            kwargs[name] = _build(tp, value, key + ".", known)
         else:
             kwargs[name] = _check_value(key, value, tp)
     return cls(**kwargs)
 
 
 def _validate(cfg: RunConfig) -> None:
-    """Range checks that types alone do not catch."""
+    """Range checks of the core keys that types alone do not catch. The components check their
+    own keys where they are defined: the network (dip.nets), the stop rule (dip.stopping),
+    perf.* (dip.engine.check_perf), optim.schedule (dip.fitting.SCHEDULES) and the task's
+    (dip.tasks)."""
     positive = {"optim.iters": cfg.optim.iters, "optim.lr": cfg.optim.lr,
                 "input.channels": cfg.input.channels,
                 "output.metrics_every": cfg.output.metrics_every}
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {value}")
-    for key, value in {"input.perturb_std": cfg.input.perturb_std, "optim.guard": cfg.optim.guard,
-                       "output.save_every": cfg.output.save_every,
-                       "stop.noise_floor": cfg.stop.noise_floor,
-                       "stop.sigma": cfg.stop.sigma}.items():
+    for key, value in {"input.perturb_std": cfg.input.perturb_std,
+                       "input.scale": cfg.input.scale,
+                       "output.save_every": cfg.output.save_every}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
-    if 0 < cfg.stop.sigma < 1:
-        raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
-                          f"standard deviation 25 grey levels), got {cfg.stop.sigma}")
-    for key in ("graphs", "channels_last"):
-        if getattr(cfg.perf, key) not in ("auto", "on", "off"):
-            raise ConfigError(f"config key 'perf.{key}' must be one of auto, on, off, got "
-                              f"{getattr(cfg.perf, key)!r}")
-    if cfg.perf.precision not in PRECISIONS:
-        raise ConfigError(f"config key 'perf.precision' must be one of "
-                          f"{', '.join(PRECISIONS)}, got {cfg.perf.precision!r}")
-    if cfg.optim.schedule not in ("constant", "cosine"):
-        raise ConfigError(f"config key 'optim.schedule' must be constant or cosine, got "
-                          f"{cfg.optim.schedule!r}")
     if not 0 <= cfg.optim.lr_end <= cfg.optim.lr:
         raise ConfigError(f"config key 'optim.lr_end' must be in [0, optim.lr], got "
                           f"{cfg.optim.lr_end}")
     if not 0 <= cfg.optim.average < 1:
         raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
-    if 0 < cfg.optim.guard <= 1:
+    if 0 < cfg.optim.guard <= 1 or cfg.optim.guard < 0:
         raise ConfigError(f"config key 'optim.guard' must be 0 (off) or > 1, got {cfg.optim.guard}")
-    for key in ("net.kernel_down", "net.kernel_up", "net.kernel_skip"):
-        value = getattr(cfg.net, key.split(".")[1])
-        if value < 1 or value % 2 == 0:
-            raise ConfigError(f"config key '{key}' must be an odd size >= 1 (the output keeps "
-                              f"the input's size), got {value}")
     if not 0 <= cfg.seed < 2 ** 63:
         raise ConfigError(f"config key 'seed' must be in 0 .. 2**63-1, got {cfg.seed}")
-    if cfg.factor not in FACTORS:
-        raise ConfigError(f"config key 'factor' must be one of {', '.join(map(str, FACTORS))}, "
-                          f"got {cfg.factor}")
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, got "
+                          f"{_quote(cfg.preset)}")
+
+
+def _check_components(cfg: RunConfig) -> None:
+    """Each component checks the keys it owns, once, where it is defined."""
+    from dip.engine import check_perf
+    from dip.fitting import check_schedule
+    from dip.nets import check_net
+    from dip.operators import Downsample
+    from dip.stopping import build_stop_rule
+
+    if cfg.factor not in Downsample.FACTORS:
+        raise ConfigError(f"config key 'factor' must be one of "
+                          f"{', '.join(map(str, Downsample.FACTORS))}, got {cfg.factor}")
+    check_net(cfg.net.name, **{k: v for k, v in dataclasses.asdict(cfg.net).items()
+                               if k != "name"})
+    build_stop_rule(cfg.stop)
+    check_perf(cfg.perf)
+    check_schedule(cfg.optim.schedule)
 
 
 # --- layers -----------------------------------------------------------------------------------
@@ -307,7 +336,19 @@ def _expand_dotted(data: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def load_yaml(path: Path, what: str, loader: type = yaml.SafeLoader) -> Any:
+class NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (``*name``): a few hundred bytes of nested aliases expand to
+    gigabytes (a "billion laughs"), and dip's files never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in dip's YAML files",
+                self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a
     ConfigError, each naming ``what`` it is, the file and (for YAML) the line."""
     if not path.is_file():
@@ -318,13 +359,14 @@ def load_yaml(path: Path, what: str, loader: type = yaml.SafeLoader) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
+        raise ConfigError(f"invalid YAML in {path}{where}: {_quote(problem)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping; errors name the file and the line."""
+def read_yaml(path: str | Path, sections: dict[str, type] | None = None) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; errors name the file and the line. A dip record
+    reruns its run: its config, with what it lacks filled as it ran (:func:`record_config`)."""
     path = Path(path)
     data = load_yaml(path, "config file")
     if data is None:
@@ -332,10 +374,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got "
                           f"{type(data).__name__}")
-    if {"config", "versions", "task"} <= data.keys() and isinstance(data["config"], dict):
+    if {"config", "versions", "task"} <= data.keys():
         # a record written by dip: reproduce its run (every key is set, so the preset a
         # later layer names could not change any value)
-        return {**record_config(data["config"]), RECORD_MARK: True}
+        if not isinstance(data["config"], dict):
+            raise ConfigError(f"{path} is a dip record whose 'config' is not a mapping of "
+                              f"settings; it cannot be rerun")
+        return {**record_config(data["config"], sections), RECORD_MARK: True}
     return data
 
 
@@ -347,28 +392,38 @@ RECORD_MARK = "__record__"
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0}
 
 
-def record_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A record's (nested) config with every :data:`ADDED_KEYS` key it lacks filled in, so
-    that an older record still reruns, and compares, as the run it records."""
+def record_config(config: dict[str, Any],
+                  sections: dict[str, type] | None = None) -> dict[str, Any]:
+    """A record's (nested) config with every :data:`ADDED_KEYS` key it lacks filled in, and
+    each task section (``sections``) it lacks at its defaults -- a section's defaults are the
+    behaviour before it existed -- so that an older record still reruns, and compares, as the
+    run it records."""
     config = copy.deepcopy(config)
     for key, value in ADDED_KEYS.items():
         section, name = key.split(".")
         if isinstance(config.get(section), dict):
             config[section].setdefault(name, value)
+    for name, cls in (sections or {}).items():
+        defaults = dataclasses.asdict(cls())
+        if isinstance(config.get(name), dict):
+            config[name] = {**defaults, **config[name]}
+        elif name not in config:
+            config[name] = defaults
     return config
 
 
 def preset(task: str, name: str = "paper") -> list[dict[str, Any]]:
     """The task's bundled settings as layers: ``paper`` is configs/TASK.yaml; ``fast`` adds
-    configs/fast/TASK.yaml over it. Each layer keeps its own ``per_factor`` table, which
-    :func:`resolve` applies right after that layer."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    configs/fast/TASK.yaml over it (where the task has one). Each layer keeps its own
+    ``per_factor`` table, which :func:`resolve` applies right after that layer."""
+    from dip.tasks import get_task
+
+    get_task(task)
     if name not in ("paper", "fast"):
         raise ConfigError(f"preset() takes paper or fast (resolve 'auto' with choose_preset), "
                           f"got {name!r}")
     names = [f"{task}.yaml"] + ([f"fast/{task}.yaml"] if name == "fast" else [])
-    layers = [copy.deepcopy(_bundled(n)) for n in names]
+    layers = [copy.deepcopy(_bundled(n)) for n in names if _bundled_exists(n)]
     layers[0]["preset"] = name
     return layers
 
@@ -379,6 +434,11 @@ def _bundled(name: str) -> dict[str, Any]:
     twice); callers get deep copies."""
     return yaml.safe_load(resources.files("dip.configs").joinpath(name).read_text(
         encoding="utf-8")) or {}
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_exists(name: str) -> bool:
+    return resources.files("dip.configs").joinpath(name).is_file()
 
 
 def gpu_available() -> bool:
@@ -402,12 +462,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key.path=value, got {text!r}")
+        raise ConfigError(f"{{arg:overrides}} expects key.path=value, got {_quote(text)!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=NoAliasLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
+
+
+def _task_sections(task: str) -> tuple[dict[str, type], dict[str, str]]:
+    """The config sections ``task`` owns, and every other task's section -> its task."""
+    from dip.tasks import TASKS, get_task
+
+    mine = get_task(task).sections
+    foreign = {name: other.name for other in TASKS.values() if other.name != task
+               for name in other.sections if name not in mine}
+    return mine, foreign
 
 
 def resolve(task: str, files: list[str | Path] | tuple = (),
@@ -416,7 +486,7 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     """Build the run's config from its layers (see the module docstring).
 
     Args:
-        task: ``denoise`` | ``inpaint`` | ``superres`` (picks the preset).
+        task: a registered task's name (picks the preset and the sections it owns).
         files: YAML files, applied in order.
         overrides: ``key.path=value`` strings, applied in order.
         explicit: dotted keys set by explicit flags (``{'optim.iters': 300}``); None values
@@ -424,23 +494,47 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         base: mappings applied after the preset and before ``files`` (used by the Python API
             to pass a config as a dict).
     """
-    users = list(base or []) + [read_yaml(f) for f in files]
+    sections, foreign = _task_sections(task)
+    users = list(base or []) + [read_yaml(f, sections) for f in files]
     top: dict[str, Any] = {}
     for key, value in [parse_override(o) for o in overrides]:
         _set_path(top, key, value)
     for key, value in (explicit or {}).items():
         if value is not None:
             _set_path(top, key, value)
+    layers, per_factor, factor = _layers(task, users, top)
 
-    # Which preset, on which device, and which factor: the users' layers decide.
+    merged: dict[str, Any] = {}
+    for layer, table in zip(layers, per_factor):
+        merged = _merge(merged, layer)
+        if not isinstance(table, dict):
+            raise ConfigError("config key 'per_factor' must map factors to settings")
+        # a factor of the wrong type is reported by _build below, not here
+        extra = (table.get(factor, table.get(str(factor)))
+                 if isinstance(factor, (int, str)) else None)
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError(f"config key 'per_factor' maps factor {factor} to "
+                              f"{_quote(repr(extra))}; expected a mapping of config keys")
+        if extra:
+            merged = _merge(merged, _expand_dotted(extra))
+    merged = _merge(merged, top)
+    return _built(merged, sections, foreign, task)
+
+
+def _layers(task: str, users: list[dict[str, Any]],
+            top: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any], Any]:
+    """The preset's layers and the users', in order, each with its ``per_factor`` table apart;
+    and the factor those tables are read for. Which preset, on which device, and which factor:
+    the users' layers decide."""
     records = [layer for layer in users if layer.get(RECORD_MARK)]
     users = [{k: v for k, v in layer.items() if k != RECORD_MARK} for layer in users]
     asked = top.get("preset")
     for record in records:
         if asked is not None and record.get("preset") not in (None, asked):
-            raise ConfigError(f"the record passed with --config was made with preset "
-                              f"{record.get('preset')} and fixes every setting; --preset "
-                              f"{asked} would change only its label (drop one of the two)")
+            raise ConfigError(f"the record passed as {{arg:config}} was made with preset "
+                              f"{_quote(str(record.get('preset')))} and fixes every setting; "
+                              f"{{arg:preset={asked}}} would change only its label (drop one "
+                              f"of the two)")
     merged: dict[str, Any] = {}
     for layer in [_expand_dotted({k: v for k, v in layer.items() if k != "per_factor"})
                   for layer in users] + [top]:
@@ -448,7 +542,7 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     name = merged.get("preset", RunConfig.preset)
     if name not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
-                          f"got {name!r}")
+                          f"got {_quote(repr(name))}")
     device = merged.get("device", RunConfig.device)
     bundled = preset(task, choose_preset(name, device if isinstance(device, str) else "auto"))
     factor = merged.get("factor", bundled[0].get("factor", RunConfig.factor))
@@ -457,20 +551,29 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     for layer in layers[1:] + [top]:
         layer.pop("preset", None)
     per_factor = [layer.pop("per_factor", None) or {} for layer in layers]
-    layers = [_expand_dotted(layer) for layer in layers]
+    return [_expand_dotted(layer) for layer in layers], per_factor, factor
 
-    merged = {}
-    for layer, table in zip(layers, per_factor):
-        merged = _merge(merged, layer)
-        if not isinstance(table, dict):
-            raise ConfigError("config key 'per_factor' must map factors to settings")
-        # a factor of the wrong type is reported by _build below, not here
-        extra = (table.get(factor, table.get(str(factor)))
-                 if isinstance(factor, (int, str)) else None)
-        if extra:
-            merged = _merge(merged, _expand_dotted(extra))
-    merged = _merge(merged, top)
 
-    cfg = _build(RunConfig, merged)
+def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str, str],
+           task: str) -> RunConfig:
+    """The merged layers as a checked RunConfig with the task's sections."""
+    for name in merged:
+        if name in foreign:
+            raise ConfigError(f"config key '{name}' applies to {foreign[name]} only, not "
+                              f"{task}")
+    known = all_keys(sections=sections)
+    owned = {}
+    for name, cls in sections.items():
+        value = merged.pop(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{name}' is a section; expected keys under it, "
+                              f"got {_quote(repr(value))}")
+        owned[name] = _build(cls, value, name + ".", known)
+        check = getattr(owned[name], "check", None)
+        if check is not None:
+            check()
+    cfg = _build(RunConfig, merged, known=known)
+    cfg.sections = owned
     _validate(cfg)
+    _check_components(cfg)
     return cfg

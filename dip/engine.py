@@ -23,7 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +53,21 @@ class Perf:
         return "+".join(parts) or "eager"
 
 
+SWITCHES = ("auto", "on", "off")
+
+
+def check_perf(settings: Any) -> None:
+    """Check the ``perf.*`` keys that do not depend on the device (:func:`resolve_perf` checks
+    the rest once the device is known)."""
+    for key in ("graphs", "channels_last"):
+        if getattr(settings, key) not in SWITCHES:
+            raise ConfigError(f"config key 'perf.{key}' must be one of {', '.join(SWITCHES)}, "
+                              f"got {getattr(settings, key)!r}")
+    if settings.precision not in PRECISIONS:
+        raise ConfigError(f"config key 'perf.precision' must be one of "
+                          f"{', '.join(PRECISIONS)}, got {settings.precision!r}")
+
+
 def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) -> Perf:
     """Validated ``perf.*`` settings (:class:`dip.config.PerfConfig`) -> :class:`Perf` for
     ``device``; raises ConfigError for what that device cannot do.
@@ -61,6 +76,7 @@ def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) 
     graphs on CUDA (NCHW: channels_last measured slower there for this network, and on the
     CPU), the kept allocator on the CPU; float32 everywhere.
     """
+    check_perf(settings)
     cuda = device.type == "cuda"
     if PRECISIONS[settings.precision] is not None and not cuda:
         raise ConfigError(f"perf.precision={settings.precision} is for CUDA devices; on "
@@ -143,6 +159,15 @@ def _adam(params: list[torch.Tensor], lr: float, graphs: bool,
     return torch.optim.Adam(params, lr=lr)
 
 
+#: ``loss(A(x), y)`` -> a 0-d tensor
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _mse(prediction: torch.Tensor, observation: torch.Tensor) -> torch.Tensor:
+    """The paper's data term: the mean squared error."""
+    return torch.mean((prediction - observation) ** 2)
+
+
 class StepEngine:
     """Runs fit's steps for one network, code, operator and observation.
 
@@ -161,13 +186,16 @@ class StepEngine:
         checkpoint: keep the state for ``restore()`` (the divergence guard).
         warmup: eager steps before a CUDA graph is captured (cuDNN picks its kernels and the
             allocator settles on them); they are real steps of the fit.
+        loss: ``loss(A(out), y)``; default the mean squared error.
     """
 
     def __init__(self, net: nn.Module, code: torch.Tensor, operator: nn.Module,
                  observation: torch.Tensor, *, lr: float, perturb_std: float,
                  generator: torch.Generator | None, perf: Perf = Perf(),
-                 checkpoint: bool = True, warmup: int = 3) -> None:
+                 checkpoint: bool = True, warmup: int = 3,
+                 loss: Loss | None = None) -> None:
         self.perf, self.operator, self.observation = perf, operator, observation
+        self.loss_fn = loss or _mse
         fmt = torch.channels_last if perf.channels_last else torch.contiguous_format
         self.net = net.to(memory_format=fmt)
         self.code = code.contiguous(memory_format=fmt)
@@ -232,7 +260,7 @@ class StepEngine:
         with autocast:
             out = self.net(self.input)
         out = out.float()
-        loss = torch.mean((self.operator(out) - self.observation) ** 2)
+        loss = self.loss_fn(self.operator(out), self.observation)
         loss.backward()
         self.optimizer.step()
         return out.detach(), loss.detach()

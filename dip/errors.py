@@ -1,16 +1,53 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
+"""Errors a user can cause, in the library's words.
+
+The library names what to change by its Python argument (``overwrite``, ``max_pixels``) or
+config key (``optim.lr``), never by a command-line flag: a message holds the placeholder
+``{arg:NAME}`` or ``{arg:NAME=VALUE}`` (an argument of :class:`dip.request.RunRequest`, a
+task option, or a config key), and :meth:`DipError.render` spells it for its reader. ``str()``
+spells it as Python (``overwrite=True``, ``device='cpu'``, ``optim.lr``); the ``dip`` command
+spells it as a flag (``--overwrite``, ``--device cpu``, ``--set optim.lr=...``) and chooses
+the exit code. No exception here carries an exit code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_ARG = re.compile(r"\{arg:([\w.]+)(?:=([^}]*))?\}")
+
+
+def python_spelling(name: str, value: str | None) -> str:
+    """``overwrite`` -> ``overwrite=True``; ``device``, ``cpu`` -> ``device='cpu'``; a
+    config key stays as it is."""
+    if "." in name:
+        return name if value is None else f"{name}={value}"
+    if value is None:
+        return f"{name}=True" if name in _SWITCHES else name
+    return f"{name}={value!r}"
+
+
+#: arguments that are switches: named as ``name=True`` in Python
+_SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty"}
 
 
 class DipError(Exception):
-    """Base class of every error that is the user's to fix; ``exit_code`` is the CLI's."""
+    """Base class of every error that is the user's to fix."""
 
-    exit_code = 1
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.template = message
+
+    def render(self, spell: Callable[[str, str | None], str] = python_spelling) -> str:
+        """The message with each ``{arg:...}`` spelled by ``spell(name, value or None)``."""
+        return _ARG.sub(lambda m: spell(m.group(1), m.group(2)), self.template)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class InputError(DipError):
     """A bad file or option: missing, unreadable, wrong size, would overwrite something."""
-
-    exit_code = 2
 
 
 class ConfigError(InputError):
@@ -19,5 +56,3 @@ class ConfigError(InputError):
 
 class RunError(DipError):
     """The optimisation itself failed (diverged beyond recovery, out of memory)."""
-
-    exit_code = 1

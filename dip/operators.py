@@ -80,11 +80,14 @@ class Downsample(nn.Module):
     """
 
     kernel: torch.Tensor
+    #: the factors the paper's kernel is defined and measured for
+    FACTORS = (2, 4, 8)
 
     def __init__(self, factor: int, support: int = 2) -> None:
         super().__init__()
-        if factor < 2 or factor % 2:
-            raise InputError(f"superres factor must be an even integer >= 2, got {factor}")
+        if factor not in self.FACTORS:
+            raise InputError(f"superres factor must be one of "
+                             f"{', '.join(map(str, self.FACTORS))}, got {factor}")
         self.factor = factor
         kernel = lanczos_kernel(factor, support)
         self.register_buffer("kernel", kernel[None, None])

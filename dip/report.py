@@ -62,7 +62,8 @@ def _rgb(pixels: torch.Tensor) -> np.ndarray:
 
 def render_report(inputs: image.Picture, result: image.Picture, record: dict[str, Any],
                   reference: torch.Tensor | None = None,
-                  known: torch.Tensor | None = None) -> bytes:
+                  known: torch.Tensor | None = None,
+                  headline: tuple[str, float] | None = None) -> bytes:
     """The report of one run: input, result (and reference) at the same scale, each with its
     most detailed region magnified; under them the loss, the stop rule's variance and (with a
     reference) the PSNR over the steps, the returned step and the peak marked.
@@ -71,13 +72,13 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
         inputs: the damaged picture (holes shown black where ``known`` is 0).
         result: the restored picture; ``record``: its JSON record (history, steps).
         reference: the clean image ``(1, C, H, W)``, or None.
+        headline: the task's own score of the result, e.g. ``("Y-PSNR", 30.1)``.
 
     Returns:
         The PNG file's bytes (the caller writes them with the result).
     """
     # matplotlib's object API: no pyplot, so no global backend or figure state is touched
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     size = result.pixels.shape[-2:]
     shown = inputs.pixels if known is None else inputs.pixels * known
@@ -86,10 +87,7 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     panels = [("input", shown), ("result", result.pixels)]
     if reference is not None:
         panels.append(("reference", reference))
-    top, left, side = detail_box(result.pixels)
-
     history = record.get("history", {})
-    steps = history.get("step", [])
     curves = [("loss", history.get("loss", []), True)]
     if history.get("variance"):
         curves.append(("stop rule: running variance", history["variance"], True))
@@ -99,27 +97,43 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     columns = max(len(panels), len(curves))
     fig = Figure(figsize=(4 * columns, 11), dpi=100)
     grid = fig.add_gridspec(3, columns, height_ratios=[4, 4, 3])
-    metric = record.get("metrics") or {}
+    result_label = f"result (step {record.get('returned_iteration')})"
+    if headline is not None:
+        result_label += f", {headline[0]} {headline[1]:.2f} dB"
+    _draw_panels(fig, grid, panels, detail_box(result.pixels), {"result": result_label})
+    _draw_curves(fig, grid, curves, history.get("step", []), record.get("returned_iteration"),
+                 (record.get("metrics") or {}).get("peak_iteration"))
+    fig.suptitle(f"dip {record.get('task')}: {Path(str(record.get('input'))).name} — "
+                 f"{record.get('iterations')} steps, {record.get('stop_reason')}, "
+                 f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
+                 f"{record.get('device')}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _draw_panels(fig: Any, grid: Any, panels: list[tuple[str, torch.Tensor]],
+                 box: tuple[int, int, int], labels: dict[str, str]) -> None:
+    """The pictures in the top row, their magnified detail (``box``) in the second."""
+    from matplotlib.patches import Rectangle
+
+    top, left, side = box
     for i, (title, pixels) in enumerate(panels):
         shown = _rgb(pixels)
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(shown, interpolation="nearest")
         ax.add_patch(Rectangle((left, top), side, side, fill=False, color="red", lw=1.5))
-        label = title
-        if title == "result":
-            label += f" (step {record.get('returned_iteration')})"
-            if "psnr_y" in metric:  # super-resolution: the paper's Y-channel protocol
-                label += f", Y-PSNR {metric['psnr_y']:.2f} dB"
-            elif "psnr" in metric:
-                label += f", {metric['psnr']:.2f} dB"
-        ax.set_title(label)
+        ax.set_title(labels.get(title, title))
         ax.axis("off")
         zoom = fig.add_subplot(grid[1, i])
         zoom.imshow(shown[top:top + side, left:left + side], interpolation="nearest")
-        zoom.set_title(f"{title}: detail x{size[-1] / side:.0f}")
+        zoom.set_title(f"{title}: detail x{shown.shape[1] / side:.0f}")
         zoom.axis("off")
-    returned = record.get("returned_iteration")
-    peak = metric.get("peak_iteration")
+
+
+def _draw_curves(fig: Any, grid: Any, curves: list[tuple[str, list, bool]], steps: list,
+                 returned: int | None, peak: int | None) -> None:
+    """The loss, variance and PSNR curves in the bottom row, returned step and peak marked."""
     for i, (title, values, log) in enumerate(curves):
         ax = fig.add_subplot(grid[2, i])
         xs = steps[-len(values):] if values else []  # the variance starts once its window is full
@@ -133,13 +147,6 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"dip {record.get('task')}: {Path(str(record.get('input'))).name} — "
-                 f"{record.get('iterations')} steps, {record.get('stop_reason')}, "
-                 f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
-                 f"{record.get('device')}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 #: a GIF keeps at most this many frames (evenly spaced) and this many pixels a side

@@ -44,8 +44,9 @@ class StopRule:
     #: the rule's signal after the last update (a 0-d tensor), recorded in the fit's history
     variance: torch.Tensor | None = None
 
-    def start(self, observation: torch.Tensor) -> None:
-        """Called once before the first step with the fit's observation ``y``."""
+    def start(self, observation: torch.Tensor, noise_sigma: float | None = None) -> None:
+        """Called once before the first step with the fit's observation ``y`` and its noise
+        level when the task knows it ([0, 1] units; None: unknown)."""
 
     def update(self, step: int, output: torch.Tensor, estimate: torch.Tensor) -> bool:
         """Return True to stop after ``step``.
@@ -167,10 +168,10 @@ class VarianceStop(StopRule):
         self.variance = None
         self._candidate: torch.Tensor | None = None
 
-    def start(self, observation: torch.Tensor) -> None:
+    def start(self, observation: torch.Tensor, noise_sigma: float | None = None) -> None:
         if self.noise_floor > 0:
-            if not self.sigma:
-                self.sigma = estimate_sigma(observation)
+            if not self.sigma:  # given in the config first, then known by the task
+                self.sigma = noise_sigma if noise_sigma else estimate_sigma(observation)
             # Below half a grey level there is no noise to speak of (a flat graphic's median
             # coefficient is exactly 0): no floor, or no step would ever count.
             if self.sigma < MIN_SIGMA:
@@ -258,12 +259,18 @@ class VarianceStop(StopRule):
         return self._candidate
 
 
+def _variance_stop(s: Any) -> VarianceStop:
+    if 0 < s.sigma < 1:
+        raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
+                          f"standard deviation 25 grey levels), got {s.sigma}")
+    return VarianceStop(s.window, s.patience, s.returns, s.patience_ratio, s.tolerance,
+                        noise_floor=s.noise_floor, sigma=s.sigma / 255)
+
+
 #: name -> factory taking the ``stop`` settings (:class:`dip.config.StopConfig` or anything
-#: with the same attributes)
+#: with the same attributes); each rule checks the settings it uses
 STOP_RULES: dict[str, Callable[[Any], StopRule]] = {
-    "auto": lambda s: VarianceStop(s.window, s.patience, s.returns, s.patience_ratio,
-                                   s.tolerance, noise_floor=s.noise_floor,
-                                   sigma=s.sigma / 255),
+    "auto": _variance_stop,
     "fixed": lambda s: FixedBudget(),
 }
 

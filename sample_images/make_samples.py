@@ -77,7 +77,8 @@ def draw_landscape(rng: np.random.Generator) -> Image.Image:
     for _ in range(40):
         fx, fy = rng.uniform(0, s), rng.uniform(0.82 * s, s)
         r = rng.uniform(0.6, 1.2) * u
-        colour = tuple(int(c) for c in rng.choice([(240, 220, 60), (230, 80, 120), (250, 250, 250)]))
+        palette = [(240, 220, 60), (230, 80, 120), (250, 250, 250)]
+        colour = tuple(int(c) for c in rng.choice(palette))
         draw.ellipse([fx - r, fy - r, fx + r, fy + r], fill=colour)
     return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 

@@ -4,15 +4,18 @@ with one line and a non-zero exit code."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import save, synthetic
 from PIL import Image
 
 from dip.cli.main import cli
+
+from conftest import save, synthetic, wait_until
 
 FAST = ["--iters", "3", "--device", "cpu", "-q"]
 RECORD_FIELDS = {"task", "input", "output", "iterations", "stop_reason", "seconds", "device",
@@ -252,30 +255,47 @@ def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_ctrl_c_writes_the_estimate_so_far_and_exits_130(tmp_path: Path,
-                                                         noisy_png: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
-
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_writes_the_estimate_so_far(tmp_path: Path, noisy_png: Path,
+                                                      spawn_dip, slowness: float, signum: int,
+                                                      code: int) -> None:
+    """SIGTERM (kill, timeout, a SLURM time limit) stops a run like Ctrl-C: the estimate so far
+    is written, marked interrupted, and the exit code is 128 + the signal."""
     out = tmp_path / "i.png"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dip.cli.main", "denoise", str(noisy_png), "-o", str(out),
-         "--iters", "100000", "--stop", "fixed", "--save-every", "5", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_dip("denoise", noisy_png, "-o", out, "--iters", 100000, "--stop", "fixed",
+                     "--save-every", 5, "--device", "cpu")
     first_snapshot = tmp_path / "i_steps" / "step_000005.png"
-    deadline = time.monotonic() + 120
-    while not first_snapshot.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert first_snapshot.exists(), proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert wait_until(first_snapshot.exists, 120 * slowness, proc), proc.stderr.read()
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60 * slowness)
+    assert proc.returncode == code, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     record = json.loads((tmp_path / "i.png.json").read_text())
     assert record["stop_reason"] == "interrupted" and 5 <= record["iterations"] < 100000
     assert Image.open(out).size == (32, 32)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_start_up_exits_cleanly_with_nothing_written(
+        tmp_path: Path, noisy_png: Path, spawn_dip, slowness: float, signum: int,
+        code: int) -> None:
+    """A signal while Python is still importing torch (the first second or two) is answered
+    like a later one: no traceback, nothing written, 128 + the signal (issue 19). The delays
+    start after the interpreter's own start-up (before dip's first line runs, a signal is the
+    interpreter's to handle)."""
+    for i, delay in enumerate((0.25, 0.5, 1.0, 1.5)):
+        out = tmp_path / f"s{i}.png"
+        proc = spawn_dip("denoise", noisy_png, "-o", out, "--iters", 100000, "--device", "cpu",
+                         "-q")
+        time.sleep(delay * slowness)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60 * slowness)
+        assert proc.returncode == code, (delay, stderr)
+        assert "Traceback" not in stderr and "interrupted" in stderr, (delay, stderr)
+        if out.exists():  # only when the fit had begun: then with its record, interrupted
+            record = json.loads(Path(f"{out}.json").read_text())
+            assert record["stop_reason"] == "interrupted", delay
+        assert not list(tmp_path.glob(".*.part"))
 
 
 def test_preset_is_chosen_by_device_and_named_in_the_output(tmp_path: Path,
@@ -306,12 +326,12 @@ def test_paper_preset_runs_exactly_the_steps_asked(tmp_path: Path, noisy_png: Pa
 def test_out_of_memory_says_what_to_do(tmp_path: Path, noisy_png: Path, monkeypatch) -> None:
     import torch
 
-    import dip.runner
+    import dip.run
 
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(dip.runner, "fit", no_memory)
+    monkeypatch.setattr(dip.run, "fit", no_memory)
     out = tmp_path / "r.png"
     line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST, "--preset", "paper"),
                            code=1)

@@ -8,6 +8,7 @@ import pytest
 
 from dip import config
 from dip.errors import ConfigError, InputError
+from dip.tasks import TASKS
 
 
 @pytest.mark.parametrize("task, iters, perturb", [
@@ -21,7 +22,7 @@ def test_presets_hold_the_papers_settings(task: str, iters: int, perturb: float)
     assert cfg.net.channels_down == [128] * 5 and cfg.net.channels_skip == [4] * 5
 
 
-@pytest.mark.parametrize("task", config.TASKS)
+@pytest.mark.parametrize("task", list(TASKS))
 def test_auto_preset_is_fast_on_the_cpu_and_paper_on_a_gpu(task: str, monkeypatch) -> None:
     fast = config.resolve(task, explicit={"device": "cpu"})
     assert fast.preset == "fast"  # the record names the preset used, not "auto"
@@ -93,7 +94,7 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     ("optim.iters=0", "'optim.iters' must be > 0"),
     ("optim.average=1", "'optim.average' must be in"),
     ("factor=3", "'factor' must be one of 2, 4, 8"),
-    ("lr", "--set expects key.path=value"),
+    ("lr", "overrides expects key.path=value"),  # the library names the argument
     # values the network cannot take
     ("net.kernel_up=2", "'net.kernel_up' must be an odd size"),
     ("net.kernel_down=0", "'net.kernel_down' must be an odd size"),

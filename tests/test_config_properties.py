@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from dip import config
 from dip.errors import ConfigError
+from dip.operators import Downsample
+from dip.tasks import TASKS
 
 KEYS = config.all_keys()
-TASKS = st.sampled_from(config.TASKS)
+TASKS = st.sampled_from(list(TASKS))
 FAST = settings(max_examples=150, deadline=None)
 # What a user can type: printable text (YAML refuses control characters in quoted strings).
 TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
@@ -89,7 +91,7 @@ def test_an_unknown_key_is_named(key, value) -> None:
 
 @FAST
 @given(task=TASKS, lr=st.floats(1e-5, 1.0), iters=st.integers(1, 10**6),
-       seed=st.integers(0, 2**63 - 1), factor=st.sampled_from(config.FACTORS))
+       seed=st.integers(0, 2**63 - 1), factor=st.sampled_from(Downsample.FACTORS))
 def test_a_resolved_config_resolves_to_itself(task, lr, iters, seed, factor) -> None:
     cfg = config.resolve(task, overrides=[f"optim.lr={lr!r}", f"optim.iters={iters}",
                                           f"seed={seed}", f"factor={factor}"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import psnr, synthetic
 
 from dip import fit, operators
 from dip.config import PerfConfig
@@ -13,6 +12,8 @@ from dip.errors import RunError
 from dip.inputs import make_code
 from dip.nets import build_net
 from dip.stopping import StopRule
+
+from conftest import psnr, synthetic
 
 SMALL = dict(channels_down=[16, 16, 16], channels_up=[16, 16, 16], channels_skip=[4, 4, 4])
 
@@ -134,15 +135,22 @@ def test_a_stop_rule_ends_the_fit_and_may_choose_the_image() -> None:
     assert torch.equal(result.image, rule.kept.clamp(0, 1))
 
 
+def _interrupt_at_4(p) -> None:
+    if p.step == 4:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_propagates_unless_the_caller_asks_to_keep_the_estimate() -> None:
+    net, z, g = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        fit(net, z, operators.Identity(), synthetic(32), iters=50, generator=g,
+            callback=_interrupt_at_4)
+
+
 def test_interrupt_keeps_the_estimate_so_far() -> None:
     net, z, g = _setup()
-
-    def interrupt(p) -> None:
-        if p.step == 4:
-            raise KeyboardInterrupt
-
     result = fit(net, z, operators.Identity(), synthetic(32), iters=50, generator=g,
-                 callback=interrupt)
+                 callback=_interrupt_at_4, keep_on_interrupt=True)
     assert (result.iterations, result.stop_reason) == (4, "interrupted")
     assert result.image.shape == (1, 3, 32, 32)
 

@@ -44,7 +44,7 @@ def test_hourglass_has_no_skip_branches() -> None:
     (dict(channels_down=[8, 8]), "same length"),
     (dict(padding="mirror"), "net.padding must be one of reflection"),
     (dict(upsample="magic"), "net.upsample"),
-    (dict(channels_up=[8, 0, 8]), "positive"),
+    (dict(channels_up=[8, 0, 8]), "net.channels_up. holds widths of at least 1"),
 ])
 def test_invalid_options_raise_config_errors(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -80,9 +80,11 @@ def test_downsample_keeps_constants_and_averages_out_fine_stripes() -> None:
     assert (op(stripes)[..., 2:-2] - 0.5).abs().max() < 0.01
 
 
-def test_downsample_rejects_odd_factor() -> None:
-    with pytest.raises(InputError, match="even"):
-        operators.Downsample(3)
+@pytest.mark.parametrize("factor", [3, 6, 16])
+def test_downsample_takes_the_factors_the_command_offers_and_no_others(factor: int) -> None:
+    # one list of factors (Downsample.FACTORS) for the operator, the config and the CLI
+    with pytest.raises(InputError, match="one of 2, 4, 8"):
+        operators.Downsample(factor)
 
 
 def test_mask_zeroes_missing_pixels_and_keeps_known_ones() -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import save, synthetic
 from PIL import Image
 
 from dip.cli.main import cli
 from dip.report import detail_box
+
+from conftest import save, synthetic
 
 TINY = ["--set", "net.channels_down=[8,8,8,8,8]", "--set", "net.channels_up=[8,8,8,8,8]",
         "--device", "cpu", "-q", "--stop", "fixed"]

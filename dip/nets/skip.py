@@ -126,8 +126,17 @@ class SkipNet(nn.Module):
                 "net.channels_down, net.channels_up and net.channels_skip must be non-empty "
                 f"lists of the same length (got {len(channels_down)}, {len(channels_up)}, "
                 f"{len(channels_skip)})")
-        if min(channels_down) <= 0 or min(channels_up) <= 0 or min(channels_skip) < 0:
-            raise ConfigError("net channel widths must be positive (skip widths may be 0)")
+        for key, widths, least in (("net.channels_down", channels_down, 1),
+                                   ("net.channels_up", channels_up, 1),
+                                   ("net.channels_skip", channels_skip, 0)):
+            if min(widths) < least:
+                raise ConfigError(f"config key '{key}' holds widths of at least {least}, got "
+                                  f"{list(widths)}")
+        for name, value in (("net.kernel_down", kernel_down), ("net.kernel_up", kernel_up),
+                            ("net.kernel_skip", kernel_skip)):
+            if value < 1 or value % 2 == 0:
+                raise ConfigError(f"config key '{name}' must be an odd size >= 1 (the output "
+                                  f"keeps the input's size), got {value}")
         for name, value, allowed in (("net.padding", padding, tuple(PADDING_MODES)),
                                      ("net.upsample", upsample, UPSAMPLE_MODES),
                                      ("net.downsample", downsample, DOWNSAMPLE_MODES),

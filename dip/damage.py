@@ -1,0 +1,59 @@
+"""Test inputs made from a clean image (``dip corrupt``): each task's kinds of damage
+(:attr:`dip.tasks.Task.corruptions`), applied with a seeded generator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dip import image
+from dip.errors import InputError
+from dip.run import check_written, write_files
+from dip.tasks import TASKS, Corruption
+
+
+def corruptions() -> dict[str, Corruption]:
+    """Every registered kind of damage, by its option's name, in the order they apply."""
+    found = [c for task in TASKS.values() for c in task.corruptions]
+    return {c.option.name: c for c in sorted(found, key=lambda c: c.order)}
+
+
+def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 0,
+            overwrite: bool = False, **damage: Any) -> dict[str, Any]:
+    """Make a test input from a clean image: one kind of damage (``noise=25``,
+    ``drop_pixels=0.5``, ``downscale=4``, ...; see :func:`corruptions`), or one followed by
+    those it may precede (noise after a blur).
+
+    Returns:
+        ``{"image": path}``, plus the extra files written (``"mask"`` for drop_pixels) and
+        facts such as ``"cropped_to": (H, W)`` when downscaling had to crop.
+    """
+    kinds = corruptions()
+    unknown = [name for name in damage if name not in kinds]
+    if unknown:
+        raise InputError(f"unknown kind of damage {unknown[0]!r}; known: {', '.join(kinds)}")
+    chosen = [kinds[name] for name in kinds if damage.get(name) is not None]
+    names = ", ".join(f"{{arg:{name}}}" for name in kinds)
+    # one kind, or one followed only by kinds that may follow it (noise after a blur)
+    if not chosen or any(chosen[0].option.name not in c.after for c in chosen[1:]):
+        got = ", ".join(f"{{arg:{c.option.name}}}" for c in chosen)
+        raise InputError(f"give exactly one of {names}" + (f" (got {got})" if chosen else ""))
+    for c in chosen:
+        c.option.check(damage[c.option.name])
+    clean, output = Path(clean), Path(output)
+    picture = image.load_image(clean)
+    generator = torch.Generator().manual_seed(seed)
+    extra_files: dict[str, tuple[Path, image.Picture]] = {}
+    facts: dict[str, Any] = {}
+    for c in chosen:
+        picture, files, notes = c.apply(picture, damage[c.option.name], generator, output)
+        extra_files.update(files)
+        facts.update(notes)
+    targets = [output] + [path for path, _ in extra_files.values()]
+    check_written(targets, [clean], overwrite)
+    write_files([(output, picture)] + list(extra_files.values()))
+    return {"image": output, **{name: path for name, (path, _) in extra_files.items()},
+            **facts}

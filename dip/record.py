@@ -1,0 +1,116 @@
+"""The record written beside every result (``RESULT.png.json``): how it was made, typed.
+
+:class:`Record` is built once by :func:`dip.run.restore` and serialised once
+(:meth:`Record.to_json`); readers (``dip run``'s resume check, the summary, ``--config
+RESULT.json``) go through :func:`read`. The JSON is strict: a value that is not a finite
+number (the PSNR of a result identical to its reference) is written as ``null``, and
+``null_because`` says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Record:
+    """One run. ``task_args`` are the task's own options as it records them (inpainting's
+    ``mask`` and ``mask_keeps``, ...); they are written at the top level beside ``task``."""
+
+    task: str
+    input: str
+    output: str | None
+    reference: str | None
+    iterations: int
+    returned_iteration: int
+    stop_reason: str
+    #: the noise level behind the denoising stop's noise floor (0-255 units; given or
+    #: estimated), None when the floor was off
+    noise_sigma: float | None
+    seconds: float
+    device: str
+    preset: str
+    perf: str
+    seed: int
+    size: dict[str, list[int]]
+    versions: dict[str, str]
+    config: dict[str, Any]
+    guard_restores: list[int]
+    #: sampled every output.metrics_every steps: the curves behind the numbers above
+    history: dict[str, list]
+    task_args: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    #: extra files written with the result: {"report": path, "gif": path}
+    files: dict[str, str] = field(default_factory=dict)
+    #: content fingerprints of the files the run read ({"input": "...", "mask": "..."}):
+    #: a changed file under the same name is not "already done"
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    #: further facts a task or the run adds (the tile plan, the estimate, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written: the fields of the first version keep their places (the
+        run's mask fields are null when the task has none)."""
+        data = dataclasses.asdict(self)
+        task_args = {"mask": None, "mask_keeps": False, **data.pop("task_args")}
+        out = {"task": data.pop("task"), "input": data.pop("input"),
+               "output": data.pop("output"), **task_args}
+        metrics, files = data.pop("metrics"), data.pop("files")
+        extra = data.pop("extra")
+        out.update(data)
+        if metrics is not None:
+            out["metrics"] = metrics
+        out.update(files)
+        out.update(extra)
+        return out
+
+    def to_json(self) -> str:
+        data, reasons = strict(self.to_dict())
+        if reasons:
+            data["null_because"] = reasons
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def strict(value: Any, path: str = "") -> tuple[Any, dict[str, str]]:
+    """``value`` with every NaN / infinity replaced by None, and where each was."""
+    reasons: dict[str, str] = {}
+    if isinstance(value, float) and not math.isfinite(value):
+        why = ("infinite: the images are identical" if value > 0 else
+               "infinite" if value < 0 else "not a number: nothing to measure")
+        return None, {path: why}
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[key], found = strict(item, f"{path}.{key}" if path else str(key))
+            reasons.update(found)
+        return out, reasons
+    if isinstance(value, (list, tuple)):
+        out_list = []
+        for i, item in enumerate(value):
+            cleaned, found = strict(item, f"{path}[{i}]")
+            out_list.append(cleaned)
+            reasons.update(found)
+        return out_list, reasons
+    return value, reasons
+
+
+def record_path(output: Path) -> Path:
+    """The JSON record sits at the output path + ``.json``."""
+    return output.with_name(output.name + ".json")
+
+
+def read(output: Path) -> dict[str, Any] | None:
+    """The record beside ``output`` as a mapping, or None when there is none, it is not
+    JSON, or it is not a dip record (no ``config`` mapping)."""
+    try:
+        data = json.loads(record_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return None
+    return data

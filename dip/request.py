@@ -1,0 +1,208 @@
+"""One description of a run: :class:`RunRequest` holds every option once.
+
+Each field carries an :class:`Option` that says how a user gives it: the ``dip`` command builds
+its click options from them, ``dip run`` its job keys and their types, and :func:`dip.restore`
+its keyword arguments. A task's own inputs (a mask, a factor, a blur kernel) are
+:class:`Option`\\ s of its :class:`dip.tasks.Task` and travel in ``RunRequest.task_args``.
+Adding a run option is one field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dip.errors import InputError
+from dip.image import DEFAULT_MAX_PIXELS
+
+#: ``format`` names -> file extensions
+FORMATS = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "bmp": ".bmp", "webp": ".webp"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one option of a run is given.
+
+    Attributes:
+        name: the Python argument and ``dip run`` job key (``max_pixels``).
+        help: one or two sentences for ``--help``.
+        kind: ``path`` | ``str`` | ``int`` | ``float`` | ``flag`` | ``list`` (a repeatable
+            option: a tuple in Python, a list or one value in a batch file).
+        flag: the command line's spelling (default ``--`` + name with dashes).
+        short: a one-letter alias (``-o``).
+        choices: the allowed values (strings, as typed).
+        minimum: the smallest allowed number (ints).
+        default: the value when not given (None: "from the config").
+        metavar: what ``--help`` shows for the value.
+        config_key: the config key an explicit value sets (``optim.iters``): explicit flags
+            are the top layer of the config.
+        key: the batch job key when it differs from ``name`` (``set`` for ``overrides``).
+        cli, batch: whether the command line / a batch job offers it.
+        literals: values of a ``path`` option that are words, not paths (``alpha``).
+        companion: a ``path`` that may name a folder holding one file per input, named like
+            the input, when a batch job has several inputs (a mask, a reference).
+        record: whether the record names it (as given, or a path made absolute).
+    """
+
+    name: str
+    help: str
+    kind: str = "str"
+    flag: str | None = None
+    short: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: int | float | None = None
+    default: Any = None
+    metavar: str | None = None
+    config_key: str | None = None
+    key: str | None = None
+    cli: bool = True
+    batch: bool = True
+    literals: tuple[str, ...] = ()
+    companion: bool = False
+    record: bool = False
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def job_key(self) -> str:
+        return self.key or self.name
+
+    def job_types(self) -> tuple[type, ...]:
+        """What a batch file may hold for it."""
+        return {"path": (str,), "str": (str,), "int": (int,), "float": (int, float),
+                "flag": (bool,), "list": (str, list)}[self.kind]
+
+    def check(self, value: Any) -> Any:
+        """``value`` as given from Python or a batch file, checked against the choices and the
+        minimum; raises InputError naming the argument."""
+        if value is None:
+            return None
+        if self.choices is not None and str(value) not in self.choices:
+            raise InputError(f"{{arg:{self.name}}} must be one of {', '.join(self.choices)}, "
+                             f"got {value!r}")
+        if self.minimum is not None and isinstance(value, (int, float)) \
+                and value < self.minimum:
+            raise InputError(f"{{arg:{self.name}}} must be >= {self.minimum}, got {value}")
+        return value
+
+
+def option(**spec: Any) -> Any:
+    """A RunRequest field with its :class:`Option` (the field's name fills ``name``)."""
+    default = spec.pop("field_default", spec.get("default"))
+    factory = spec.pop("factory", None)
+    meta = {"option": spec}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run is asked to do (:func:`dip.restore` takes one).
+
+    ``task_args`` holds the task's own options (see ``Task.options``); every other field is
+    common to all tasks. Paths may be relative (to the current folder).
+    """
+
+    task: str = option(help="denoise | inpaint | superres | ...", cli=False)
+    input: Path | None = option(help="The damaged image.", kind="path", cli=False)
+    output: Path | None = option(
+        short="-o", kind="path", metavar="PATH",
+        help="Result path; its extension picks the format [default: {stem}_{task}.png in the "
+             "current folder; in a batch, results/ beside the batch file].")
+    format: str | None = option(
+        choices=tuple(FORMATS),
+        help="The result's format when no output path is given [default: png]. 16 bits per "
+             "channel are kept in PNG (and grey TIFF).")
+    config: tuple[str | os.PathLike | dict, ...] = option(
+        kind="list", factory=tuple, metavar="FILE.yaml",
+        help="YAML file of config keys over the task's preset (repeatable: applied in order; "
+             "a result's .json record reruns its settings).")
+    overrides: tuple[str, ...] = option(
+        kind="list", factory=tuple, flag="--set", key="set", metavar="KEY.PATH=VALUE",
+        help="Override one config key, e.g. --set optim.lr=0.005 (repeatable).")
+    iters: int | None = option(kind="int", minimum=1, config_key="optim.iters",
+                               help="Upper bound on optimisation steps [default: the preset's "
+                                    "budget].")
+    stop: str | None = option(
+        choices=("auto", "fixed"), config_key="stop.rule",
+        help="auto: stop when the outputs' running variance stops falling (no clean image "
+             "needed; when denoising, not before the result is as close to the input as the "
+             "noise); fixed: run all --iters steps [default: the preset's: auto, but fixed for "
+             "fast inpainting].")
+    preset: str | None = option(
+        choices=("auto", "paper", "fast"), config_key="preset",
+        help="paper: the paper's settings; fast: dip's cheaper settings for CPUs (measured in "
+             "benchmarks/README.md); auto: fast on a CPU, paper on a GPU [default: auto].")
+    seed: int | None = option(kind="int", config_key="seed",
+                              help="Random seed [default: 0].")
+    device: str | None = option(config_key="device",
+                                help="auto | cpu | cuda | cuda:N | mps [default: auto].")
+    reference: Path | None = option(kind="path", companion=True, record=True,
+                                    help="Clean image: report PSNR and SSIM (never used to "
+                                         "fit).")
+    save_every: int | None = option(kind="int", minimum=1, metavar="N",
+                                    config_key="output.save_every",
+                                    help="Keep a snapshot every N steps in "
+                                         "{stem}_{task}_steps/.")
+    report: bool = option(kind="flag", default=False,
+                          help="Also write {stem}_{task}_report.png: input, result (and "
+                               "reference) with a magnified detail, and the loss, stop-rule "
+                               "and PSNR curves (needs matplotlib: the [plot] extra).")
+    gif: bool = option(kind="flag", default=False,
+                       help="Also write {stem}_{task}.gif, the fit as an animation of the "
+                            "snapshots in {stem}_{task}_steps/ (every --save-every steps, else "
+                            "every budget/50 steps: about 50 frames over a whole run).")
+    max_pixels: int = option(kind="int", minimum=1, default=DEFAULT_MAX_PIXELS,
+                             help="Refuse larger images.")
+    overwrite: bool = option(kind="flag", default=False, batch=False,
+                             help="Replace an existing result.")
+    write: bool = option(kind="flag", default=True, cli=False, batch=False,
+                         help="False: run without writing anything (the result is returned).")
+    task_args: dict[str, Any] = option(kind="dict", factory=dict, cli=False, batch=False,
+                                       help="The task's own options (Task.options).")
+
+    def replace(self, **changes: Any) -> RunRequest:
+        return dataclasses.replace(self, **changes)
+
+    def explicit(self) -> dict[str, Any]:
+        """The config keys set by explicit options (the top layer of the config)."""
+        keys = {opt.config_key: getattr(self, opt.name) for opt in request_options()
+                if opt.config_key is not None}
+        return {key: value for key, value in keys.items() if value is not None}
+
+
+def request_options() -> list[Option]:
+    """The :class:`Option` of every RunRequest field, in field order."""
+    return [Option(name=f.name, **f.metadata["option"]) for f in dataclasses.fields(RunRequest)]
+
+
+def split_arguments(task_options: list[Option], values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments as :func:`dip.restore` takes them -> RunRequest fields, with the
+    task's own options gathered into ``task_args``. Unknown names are an InputError."""
+    fields = {f.name for f in dataclasses.fields(RunRequest)} - {"task_args"}
+    mine = {opt.name for opt in task_options}
+    request: dict[str, Any] = {"task_args": {}}
+    for name, value in values.items():
+        if name in fields:
+            request[name] = value
+        elif name in mine:
+            request["task_args"][name] = value
+        else:
+            known = sorted(fields | mine)
+            raise InputError(f"unknown argument {name!r}; known: {', '.join(known)}")
+    for name in ("input", "output", "reference"):
+        if request.get(name) is not None:
+            request[name] = Path(request[name])
+    for name in ("config", "overrides"):
+        value = request.get(name)
+        if isinstance(value, (str, os.PathLike, dict)):
+            request[name] = (value,)
+        elif value is not None:
+            request[name] = tuple(value)
+    return request

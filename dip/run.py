@@ -1,0 +1,519 @@
+"""From files to a restored file, in stages: plan -> load -> build -> fit -> record -> write.
+
+:func:`restore` runs them for one :class:`dip.request.RunRequest`; each stage is a function of
+its own, testable alone:
+
+- :func:`plan` resolves the config and every path and checks all that needs no pixels (a
+  wrong flag costs no decode); it reads and writes nothing.
+- :func:`load` reads the input, the task's own files and the reference, and checks their sizes.
+- :func:`build` makes the device's operator, observation, code, network and stop rule.
+- :func:`fit_stage` runs :func:`dip.fitting.fit` (snapshots, progress, out of memory).
+- :func:`make_record` describes the run as a :class:`dip.record.Record`.
+- :func:`write` writes the result, its record and its pictures together, atomically.
+
+Anything the user can fix is a :class:`dip.errors.DipError` raised before any file is
+written.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dip import image, interrupts, metrics
+from dip import report as reports
+from dip.config import RunConfig, resolve
+from dip.engine import Perf, resolve_perf
+from dip.errors import InputError, RunError
+from dip.fitting import FitResult, Progress, fit
+from dip.inputs import make_code
+from dip.nets import build_net
+from dip.record import Record, record_path
+from dip.request import FORMATS, RunRequest, split_arguments
+from dip.stopping import StopRule, build_stop_rule
+from dip.tasks import Inputs, Problem, Task, get_task, owner_check
+from dip.version import __version__
+
+
+@dataclass
+class Restoration:
+    """The result of :func:`restore`.
+
+    Attributes:
+        picture: the restored image (pixels ``(1, C, H, W)`` on the CPU, alpha re-attached).
+        record: the JSON record written beside the output (also returned when not written).
+        output: where the image was written, or None.
+        fit: the raw :class:`dip.fitting.FitResult` (history, peak).
+    """
+
+    picture: image.Picture
+    record: dict[str, Any]
+    output: Path | None
+    fit: FitResult
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a run will do, decided before any pixel is read."""
+
+    request: RunRequest
+    task: Task
+    cfg: RunConfig
+    output: Path
+    #: what the run may write beside the result: record, report, gif, steps (a folder)
+    files: dict[str, Path]
+    #: write a snapshot every this many steps (0: none)
+    snapshot_every: int
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.request.task_args
+
+    @property
+    def reads(self) -> list[Path]:
+        """Every file the run reads: the input, the task's files, the reference."""
+        extra = [self.request.reference] if self.request.reference is not None else []
+        return [Path(self.request.input), *self.task.reads(self.args), *extra]
+
+
+def resolve_config(request: RunRequest) -> RunConfig:
+    """The config the request runs with (the one its record holds), checked for its task."""
+    task = get_task(request.task)
+    files = [c for c in request.config if not isinstance(c, dict)]
+    base = [c for c in request.config if isinstance(c, dict)]
+    explicit = request.explicit()
+    for opt in task.options:
+        if opt.config_key is not None and request.task_args.get(opt.name) is not None:
+            explicit[opt.config_key] = int(request.task_args[opt.name]) \
+                if opt.kind == "int" else request.task_args[opt.name]
+    cfg = resolve(task.name, files, request.overrides, explicit, base=base)
+    task.check_config(cfg)
+    owner_check(task, cfg)
+    return cfg
+
+
+def default_output(input_path: str | os.PathLike, task: str, fmt: str = "png") -> Path:
+    """``{stem}_{task}.{fmt}`` in the current folder."""
+    return Path(f"{Path(input_path).stem}_{task}{FORMATS[fmt]}")
+
+
+def output_path(input_path: Path, task: str, output: str | os.PathLike | None,
+                fmt: str | None) -> Path:
+    """The result's path: ``output``, or the default name in the format ``fmt`` asks for."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if output is None:
+        return default_output(input_path, task, fmt or "png")
+    output = Path(output)
+    if fmt is not None and image.output_format(output) != image.output_format(
+            Path("x" + FORMATS[fmt])):
+        raise InputError(f"{{arg:format={fmt}}} disagrees with the output's extension "
+                         f"'{output.suffix}' ({output}); give one of the two")
+    return output
+
+
+def beside(output: Path) -> dict[str, Path]:
+    """What a run may write beside its result: the record, the report, the GIF, the snapshot
+    folder."""
+    return {"record": record_path(output),
+            "report": output.with_name(f"{output.stem}_report.png"),
+            "gif": output.with_name(f"{output.stem}.gif"),
+            "steps": output.with_name(f"{output.stem}_steps")}
+
+
+def plan(request: RunRequest) -> Plan:
+    """Check the request and decide every path; nothing is read (but the config files) or
+    written.
+
+    Raises:
+        InputError, ConfigError: naming the argument or config key.
+    """
+    task = get_task(request.task)
+    if request.input is None:
+        raise InputError("no input image given")
+    args = dict(request.task_args)
+    for opt in task.options:
+        args[opt.name] = opt.check(args.get(opt.name, opt.default))
+    task.check(args)
+    request = request.replace(task_args=args)
+    cfg = resolve_config(request)
+    build_stop_rule(cfg.stop)  # the stop.* settings checked now, before any job runs
+    out = output_path(Path(request.input), task.name, request.output, request.format)
+    files = beside(out)
+    every = cfg.output.save_every or (max(1, cfg.optim.iters // 50) if request.gif else 0)
+    the_plan = Plan(request, task, cfg, out, files, every if request.write else 0)
+    if request.report and request.write:
+        reports.require_matplotlib()
+    if request.gif and files["gif"] == out:
+        raise InputError(f"{{arg:gif}} would write {out}, the result's own path; give the "
+                         f"result another format")
+    if request.write:
+        check_outputs(the_plan)
+    return the_plan
+
+
+def written_files(p: Plan) -> list[Path]:
+    """The files a run writes: result, record, and the pictures asked for."""
+    return [p.output, p.files["record"]] + [p.files[k] for k in ("report", "gif")
+                                            if getattr(p.request, k)]
+
+
+def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
+    """Before any work: every file to be written has a known extension, a folder that exists
+    or can be created and written, is none of the files read, and is not already there unless
+    ``overwrite``. Nothing is created here.
+
+    Raises:
+        InputError: with the path and what to do.
+    """
+    read = {path.resolve() for path in reads if path.exists()}
+    for path in outputs:
+        if path.suffix.lower() != ".json":
+            image.output_format(path)
+        if path.resolve() in read:
+            raise InputError(f"output {path} is one of the run's input files; choose another "
+                             f"output name")
+        if path.is_dir():
+            raise InputError(f"output {path} is a folder; give a file name such as "
+                             f"{path / 'result.png'}")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} already exists; use {{arg:overwrite}} to replace it")
+        writable_folder(path.parent, f"output {path}", create=False)
+
+
+def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
+    """Write pictures together, atomically (folders created first); a failure is one clear
+    error."""
+    for path, _ in pictures:
+        writable_folder(path.parent, f"output {path}")
+    try:
+        image.write_all_atomic([(path, image.image_writer(pic, path)) for path, pic in pictures])
+    except OSError as exc:
+        raise RunError(f"cannot write {pictures[0][0]}: {exc.strerror or exc}") from None
+
+
+def check_outputs(p: Plan) -> None:
+    """:func:`check_written` for the run's files, and its snapshot folder."""
+    check_written(written_files(p), p.reads, p.request.overwrite)
+    steps = p.files["steps"]
+    if p.snapshot_every:
+        if steps.exists() and not steps.is_dir():
+            raise InputError(f"{steps} is a file where the snapshot folder goes; move it or "
+                             f"give another output name")
+        if steps.is_dir() and any(steps.iterdir()) and not p.request.overwrite:
+            raise InputError(f"snapshot folder {steps} is not empty; use {{arg:overwrite}} "
+                             f"to replace its files")
+
+
+def writable_folder(folder: Path, what: str, create: bool = True) -> None:
+    """Check that ``folder`` exists or can be created, and can be written; create it only
+    when ``create``.
+
+    Raises:
+        InputError: naming ``what`` the folder is for.
+    """
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the folder for {what}: "
+                             f"{exc.strerror or exc}") from None
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create the folder for {what}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write to the folder {existing} ({what})")
+
+
+# --- load -------------------------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    """The run's pixels, read and checked."""
+
+    inputs: Inputs
+    reference: torch.Tensor | None
+    out_size: tuple[int, int]
+
+
+def load(p: Plan) -> Loaded:
+    """Read the input, the task's own files and the reference; check their sizes."""
+    r = p.request
+    picture = image.load_image(r.input, max_pixels=r.max_pixels)
+    inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
+    out_size = p.task.out_size(inputs.picture.size, p.cfg)
+    out_pixels = out_size[0] * out_size[1]
+    if out_pixels > r.max_pixels:
+        raise InputError(f"the result would be {out_size[1]}x{out_size[0]} = "
+                         f"{out_pixels / 1e6:.1f} MP, above the limit of "
+                         f"{r.max_pixels / 1e6:.1f} MP (raise it with {{arg:max_pixels}})")
+    ref = None
+    if r.reference is not None:
+        ref = image.load_image(r.reference, max_pixels=max(out_pixels, r.max_pixels),
+                               what="reference").pixels
+        if tuple(ref.shape[-2:]) != out_size:
+            raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
+                             f"the result will be {out_size[1]}x{out_size[0]}")
+        if ref.shape[1] != inputs.picture.pixels.shape[1]:
+            raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
+                             f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
+                             f"both colour")
+    return Loaded(inputs, ref, out_size)
+
+
+# --- build ------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a device that exists here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise InputError(f"unknown device {name[:40]!r}: use auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name} requested but CUDA is not available here; "
+                             f"use {{arg:device=cpu}}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name} does not exist: {torch.cuda.device_count()} CUDA "
+                             f"device(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device mps requested but Metal is not available here; "
+                         "use {arg:device=cpu}")
+    return device
+
+
+@dataclass
+class Setup:
+    """Everything the fit runs with, on its device."""
+
+    device: torch.device
+    perf: Perf
+    problem: Problem
+    net: torch.nn.Module
+    code: torch.Tensor
+    generator: torch.Generator
+    stop_rule: StopRule
+    metric: Callable[[torch.Tensor], float] | None
+
+
+def build(p: Plan, loaded: Loaded) -> Setup:
+    """The operator, observation, code, network and stop rule on the run's device. Every random
+    draw comes from the run's seed: the weights through a forked global RNG (the caller's RNG
+    state is untouched), the code and its perturbations from a generator."""
+    cfg = p.cfg
+    dev = resolve_device(cfg.device)
+    perf = resolve_perf(cfg.perf, dev, constant_lr=cfg.optim.schedule == "constant")
+    problem = p.task.problem(loaded.inputs, cfg)
+    problem.operator = problem.operator.to(dev)
+    problem.observation = problem.observation.to(dev)
+    net_options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(cfg.seed)
+        net = build_net(cfg.net.name, cfg.input.channels,
+                        loaded.inputs.picture.pixels.shape[1], **net_options)
+    generator = torch.Generator(device=dev).manual_seed(cfg.seed)
+    code = make_code(cfg.input.kind, cfg.input.channels, problem.out_size, cfg.input.scale,
+                     generator)
+    metric = None
+    if loaded.reference is not None:
+        ref = loaded.reference.to(dev)
+
+        def metric(estimate: torch.Tensor) -> float:
+            return metrics.psnr(estimate, ref)
+
+    return Setup(dev, perf, problem, net.to(dev), code, generator, build_stop_rule(cfg.stop),
+                 metric)
+
+
+# --- fit --------------------------------------------------------------------------------------
+
+def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
+              progress: Callable[[Progress], None] | None = None,
+              keep_on_interrupt: bool = False) -> FitResult:
+    """Run the fit; write a snapshot every ``plan.snapshot_every`` steps (old ones go first, now
+    that every check has passed).
+
+    Raises:
+        RunError: divergence the guard could not undo, out of memory (with advice), a
+            snapshot that cannot be written.
+    """
+    cfg, steps, every = p.cfg, p.files["steps"], p.snapshot_every
+    alpha = p.task.out_alpha(loaded.inputs, loaded.out_size)
+    if every and steps.is_dir():
+        for old in steps.glob("step_*.png"):  # not frames of this run's GIF
+            old.unlink()
+
+    def on_step(s: Progress) -> None:
+        if every and s.step % every == 0:
+            snap = image.Picture(s.estimate.detach().float().cpu(), alpha,
+                                 loaded.inputs.picture.bits)
+            try:
+                image.save_image(snap, steps / f"step_{s.step:06d}.png")
+            except OSError as exc:
+                raise RunError(f"cannot write a snapshot into {steps}: "
+                               f"{exc.strerror or exc}") from None
+        if progress is not None:
+            progress(s)
+
+    problem = setup.problem
+    try:
+        return fit(setup.net, setup.code, problem.operator, problem.observation,
+                   iters=cfg.optim.iters, lr=cfg.optim.lr, average=cfg.optim.average,
+                   perturb_std=cfg.input.perturb_std, guard=cfg.optim.guard,
+                   generator=setup.generator, stop_rule=setup.stop_rule, metric=setup.metric,
+                   metrics_every=cfg.output.metrics_every, callback=on_step, perf=setup.perf,
+                   schedule=cfg.optim.schedule, lr_end=cfg.optim.lr_end, loss=problem.loss,
+                   noise_sigma=problem.noise_sigma, keep_on_interrupt=keep_on_interrupt)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        advice = ["a smaller image"]
+        if setup.device.type != "cpu":
+            advice.append("{arg:device=cpu}")
+        if cfg.preset != "fast":
+            advice.append("the narrower network of {arg:preset=fast}")
+        raise RunError(f"out of memory on {setup.device} for a {loaded.out_size[1]}x"
+                       f"{loaded.out_size[0]} result; try {' or '.join(advice)}") from None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+# --- record -----------------------------------------------------------------------------------
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
+                restored: image.Picture, seconds: float) -> Record:
+    r, picture = p.request, loaded.inputs.picture
+    rule = setup.stop_rule
+    record = Record(
+        task=p.task.name, input=str(Path(r.input).resolve()),
+        output=str(p.output.resolve()) if r.write else None,
+        reference=str(Path(r.reference).resolve()) if r.reference is not None else None,
+        iterations=result.iterations, returned_iteration=result.returned_iteration,
+        stop_reason=result.stop_reason,
+        noise_sigma=(round(rule.sigma * 255, 3) if getattr(rule, "noise_floor", 0) else None),
+        seconds=round(seconds, 3), device=str(setup.device), preset=p.cfg.preset,
+        perf=setup.perf.describe(), seed=p.cfg.seed,
+        size={"input": list(picture.size), "output": list(loaded.out_size)},
+        versions={"dip": __version__, "torch": torch.__version__,
+                  "python": platform.python_version()},
+        config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
+        history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
+                 for k, values in result.history.items() if k != "restores"},
+        task_args=p.task.record_args(p.args))
+    if loaded.reference is not None:
+        ref = loaded.reference
+        record.metrics = _rounded({
+            "psnr": metrics.psnr(restored.pixels, ref),
+            "ssim": metrics.ssim(restored.pixels, ref),
+            "peak_psnr": result.peak_psnr, "peak_iteration": result.peak_iteration,
+            **p.task.metrics(restored.pixels, ref, loaded.inputs, p.cfg)})
+    if r.write:
+        record.files = {k: str(p.files[k].resolve()) for k in ("report", "gif")
+                        if getattr(r, k)}
+    return record
+
+
+# --- write ------------------------------------------------------------------------------------
+
+def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> None:
+    """Draw the pictures asked for, then write them with the result and its record, all or
+    none (:func:`dip.image.write_all_atomic`: the record is renamed into place before the
+    image).
+
+    Raises:
+        RunError: a picture could not be drawn, or a file not written.
+    """
+    pictures = []
+    try:  # drawn before anything is written: all the files, or none
+        if p.request.report:
+            key, label = p.task.headline
+            score = (record.metrics or {}).get(key)
+            data = reports.render_report(loaded.inputs.picture, restored, record.to_dict(),
+                                         loaded.reference, loaded.inputs.data.get("known"),
+                                         None if score is None else (label, score))
+            pictures.append((p.files["report"], lambda f, d=data: f.write(d)))
+        if p.request.gif:
+            data = reports.render_gif(sorted(p.files["steps"].glob("step_*.png")), restored)
+            pictures.append((p.files["gif"], lambda f, d=data: f.write(d)))
+    except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
+        raise RunError(f"could not draw the pictures of {p.output}: "
+                       f"{type(exc).__name__}: {exc}") from None
+    text = record.to_json().encode()
+    writable_folder(p.output.parent, f"output {p.output}")
+    try:
+        image.write_all_atomic([(p.output, image.image_writer(restored, p.output)),
+                                (p.files["record"], lambda f: f.write(text)), *pictures])
+    except OSError as exc:
+        raise RunError(f"cannot write {p.output}: {exc.strerror or exc}") from None
+
+
+# --- all stages -------------------------------------------------------------------------------
+
+def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /, *,
+            progress: Callable[[Progress], None] | None = None,
+            keep_on_interrupt: bool = False, **arguments: Any) -> Restoration:
+    """Restore one image file with Deep Image Prior.
+
+    ``restore(RunRequest(...))``, or ``restore(task, input, **arguments)`` with the request's
+    fields and the task's own options as keyword arguments, e.g.
+    ``restore("inpaint", "photo.png", mask="holes.png", iters=500)`` (see
+    :class:`dip.request.RunRequest` and ``dip.tasks.TASKS[task].options``).
+
+    Args:
+        progress: called after every step with a :class:`dip.fitting.Progress`.
+        keep_on_interrupt: on Ctrl-C, stop the fit and write (and return) the estimate so
+            far, marked ``interrupted``; otherwise KeyboardInterrupt propagates and nothing is
+            written.
+
+    Raises:
+        InputError, ConfigError: before anything runs or is written.
+        RunError: the fit failed; nothing is written.
+    """
+    if not isinstance(request, RunRequest):
+        task = get_task(request)
+        request = RunRequest(task=task.name, **split_arguments(
+            list(task.options), {"input": input, **arguments}))
+    started = time.perf_counter()
+    the_plan = plan(request)
+    loaded = load(the_plan)
+    setup = build(the_plan, loaded)
+    result = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
+    # The result is complete (or the estimate an interruption keeps): a signal now takes
+    # effect once it is written, not half-way through drawing or writing it.
+    with interrupts.deferred():
+        alpha = the_plan.task.out_alpha(loaded.inputs, loaded.out_size)
+        restored = image.Picture(result.image.float().cpu(), alpha, loaded.inputs.picture.bits)
+        record = make_record(the_plan, loaded, setup, result, restored,
+                             time.perf_counter() - started)
+        if request.write:
+            write(the_plan, loaded, restored, record)
+        return Restoration(restored, record.to_dict(),
+                           the_plan.output if request.write else None, result)

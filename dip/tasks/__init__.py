@@ -1,0 +1,204 @@
+"""Tasks: one file each, everything dip knows about one kind of damage in one place.
+
+A :class:`Task` knows its name and help text, the options it takes beyond the common ones
+(:class:`dip.request.Option`: a mask, a factor, a kernel) and how to read them, how to turn
+the input into a :class:`Problem` (the operator ``A``, the observation ``y``, the result's
+size, and the loss when it is not the squared error), its naive baseline and metric protocol
+for the record, which config keys it owns or refuses, and how ``dip corrupt`` makes its kind
+of damage. The ``dip`` command's subcommands, ``dip run``'s job keys, ``dip corrupt``'s options
+and the presets' lookup are all generated from :data:`TASKS`; nothing outside this package
+branches on a task's name.
+
+Adding a task is one new module here that calls :func:`register`, its operator in
+:mod:`dip.operators` if it is new, and its presets in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dip import image
+from dip.errors import ConfigError, InputError
+from dip.request import Option
+
+
+@dataclass
+class Problem:
+    """What the fit needs to know about a task.
+
+    Attributes:
+        operator: ``A``, an ``nn.Module`` (:mod:`dip.operators`).
+        observation: ``y`` ``(1, C, h, w)``.
+        out_size: ``(H, W)`` of the result.
+        loss: ``loss(A(x), y) -> 0-d tensor``; None: the mean squared error (the paper's).
+        noise_sigma: the noise level in [0, 1] units when the task knows it (the denoising
+            stop's noise floor uses it; None: estimated from ``y``).
+    """
+
+    operator: torch.nn.Module
+    observation: torch.Tensor
+    out_size: tuple[int, int]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    noise_sigma: float | None = None
+
+
+@dataclass
+class Inputs:
+    """What :meth:`Task.load` read: the picture to restore (the task may change it, e.g. take
+    its alpha as the mask) and the task's own data (a known-pixel map, a kernel)."""
+
+    picture: image.Picture
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A kind of damage ``dip corrupt`` makes (for tests and benchmarks).
+
+    Attributes:
+        option: its command-line option (its value is the damage's parameter).
+        apply: ``apply(picture, value, generator, output_path) -> (picture, extra_files,
+            notes)``: the damaged picture, files to write beside it (``{name: (path,
+            picture)}``) and facts for the caller (``{"cropped_to": (h, w)}``).
+        after: other corruptions it may follow in one call (noise after blur).
+        order: where it applies when several are given (lower first).
+    """
+
+    option: Option
+    apply: Callable[..., tuple[image.Picture, dict, dict]]
+    after: tuple[str, ...] = ()
+    order: int = 0
+
+
+class Task:
+    """One kind of restoration. Subclasses set the class attributes and override what
+    differs; the defaults describe a task whose observation is the input itself."""
+
+    name: str = ""
+    #: the subcommand's help (its first line is the summary)
+    help: str = ""
+    #: options beyond the common ones (a mask, a factor, ...)
+    options: tuple[Option, ...] = ()
+    #: config sections the task owns: ``{"noise": NoiseSettings}`` (a dataclass per section;
+    #: a record written before a section existed reruns with the section's defaults)
+    sections: dict[str, type] = {}
+    #: config keys only this task may set to anything but their default: key -> the default
+    owns: dict[str, Any] = {}
+    #: damage ``dip corrupt`` can make for this task
+    corruptions: tuple[Corruption, ...] = ()
+    #: the metric that scores a result (its record key, and its name in a report)
+    headline: tuple[str, str] = ("psnr", "PSNR")
+
+    # --- plan: checks that read no file -------------------------------------------------------
+
+    def check(self, args: dict[str, Any]) -> None:
+        """Raise InputError for a missing or inconsistent task option (nothing is read)."""
+
+    def reads(self, args: dict[str, Any]) -> list[Path]:
+        """Files the task reads besides the input (must not be overwritten by the result)."""
+        return [Path(args[o.name]) for o in self.options
+                if o.kind == "path" and args.get(o.name) is not None
+                and args[o.name] not in o.literals]
+
+    def check_config(self, cfg: Any) -> None:
+        """Raise ConfigError for a config value this task cannot run with."""
+
+    def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
+        """The result's ``(H, W)`` for an input of ``size``."""
+        return size
+
+    # --- load and build -------------------------------------------------------------------------
+
+    def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
+             max_pixels: int) -> Inputs:
+        """Read the task's own inputs (after the picture): sizes checked, nothing written."""
+        return Inputs(picture)
+
+    def problem(self, inputs: Inputs, cfg: Any) -> Problem:
+        raise NotImplementedError
+
+    def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
+        """The result's alpha channel: the input's, carried through."""
+        return inputs.picture.alpha
+
+    # --- the record -----------------------------------------------------------------------------
+
+    def record_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """How the record names the task's options (paths absolute); a finished job is
+        recognised by these (``dip run``)."""
+        out = {}
+        for o in self.options:
+            if not o.record:
+                continue
+            value = args.get(o.name, o.default)
+            if o.kind == "path" and value is not None and value not in o.literals:
+                value = str(Path(value).resolve())
+            out[o.name] = value
+        return out
+
+    def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
+                cfg: Any) -> dict[str, Any]:
+        """The task's baseline against the reference, beside PSNR/SSIM (record ``metrics``)."""
+        return {}
+
+    def describe(self, m: dict[str, Any]) -> str:
+        """The baseline of :meth:`metrics` in words, for the summary line."""
+        return ""
+
+    def row_psnr(self, m: dict[str, Any]) -> float | None:
+        """The score a batch summary lists for this task (:attr:`headline`)."""
+        return m.get(self.headline[0])
+
+
+#: name -> task, filled by the task modules as they are imported
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+def _discover() -> None:
+    """Import every module of this package: each registers its task."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name``; an unknown name is an InputError listing the known."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise InputError(f"unknown task {name!r}; known tasks: "
+                         f"{', '.join(TASKS)}") from None
+
+
+def owner_check(task: Task, cfg: Any) -> None:
+    """Config keys another task owns must keep their default here (a noise floor for a
+    task whose observation is not the noisy image itself, ...)."""
+    for other in TASKS.values():
+        if other is task:
+            continue
+        for key, default in other.owns.items():
+            if key in task.owns:
+                continue
+            section, _, name = key.partition(".")
+            value = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
+            if value != default:
+                raise ConfigError(f"config key '{key}' applies to {other.name} only, not "
+                                  f"{task.name} (set it to {default})")
+
+
+_discover()
+
+__all__ = ["Corruption", "Inputs", "Problem", "TASKS", "Task", "get_task", "register"]

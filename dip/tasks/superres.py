@@ -1,0 +1,81 @@
+"""Super-resolution: the observation is the result shrunk ``factor`` times.
+
+    A = Lanczos downsampling by the factor (the paper's "lanczos2"),  y = the small input
+
+The network works at the result's size; the record reports the paper's protocol (PSNR of the
+Y channel with ``factor`` pixels cropped at each border) beside bicubic upscaling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dip import image, metrics, operators
+from dip.errors import InputError
+from dip.request import Option
+from dip.tasks import Corruption, Inputs, Problem, Task, register
+
+FACTORS = tuple(str(f) for f in operators.Downsample.FACTORS)
+
+
+def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
+               output: Any) -> tuple[image.Picture, dict, dict]:
+    """Lanczos, as the paper made its inputs; cropped first to a multiple of the factor."""
+    h, w = operators.valid_superres_size(*picture.size, factor)
+    if h == 0 or w == 0:
+        raise InputError(f"the image is too small to downscale {factor} times")
+    small = (h // factor, w // factor)
+    alpha = picture.alpha
+    result = image.Picture(
+        image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
+        None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"),
+        picture.bits)
+    return result, {}, ({"cropped_to": (h, w)} if (h, w) != picture.size else {})
+
+
+class SuperRes(Task):
+    name = "superres"
+    help = "Enlarge INPUT FACTOR times (no ground truth needed)."
+    # the paper's SR protocol: Y channel, `factor` pixels cropped at each border
+    headline = ("psnr_y", "Y-PSNR")
+    options = (
+        Option("factor", kind="int", choices=FACTORS, config_key="factor",
+               help="The result is FACTOR times larger in each dimension [default: 4, or the "
+                    "config's factor]."),
+    )
+    corruptions = (
+        Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="K",
+                          help="Shrink K times with Lanczos (the paper's way to make SR "
+                               "inputs)."),
+                   _downscale, order=20),
+    )
+
+    def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
+        return size[0] * cfg.factor, size[1] * cfg.factor
+
+    def problem(self, inputs: Inputs, cfg: Any) -> Problem:
+        picture = inputs.picture
+        return Problem(operators.Downsample(cfg.factor), picture.pixels,
+                       self.out_size(picture.size, cfg))
+
+    def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
+        alpha = inputs.picture.alpha
+        return None if alpha is None else image.resize(alpha, out_size, "bicubic")
+
+    def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
+                cfg: Any) -> dict[str, Any]:
+        # The paper's SR protocol: Y channel, `factor` pixels cropped at each border.
+        bicubic = image.resize(inputs.picture.pixels, tuple(ref.shape[-2:]), "bicubic")
+        return {"psnr_y": metrics.psnr_y(result, ref, cfg.factor),
+                "bicubic_psnr": metrics.psnr(bicubic, ref),
+                "bicubic_psnr_y": metrics.psnr_y(bicubic, ref, cfg.factor)}
+
+    def describe(self, m: dict[str, Any]) -> str:
+        return (f"bicubic {m['bicubic_psnr']:.2f} dB\n  Y-channel PSNR (the paper's protocol) "
+                f"{m['psnr_y']:.2f} dB; bicubic {m['bicubic_psnr_y']:.2f} dB")
+
+
+
+register(SuperRes())
