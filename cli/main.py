@@ -94,7 +94,7 @@ def click_option(opt: Option) -> click.Option:
     if opt.choices is not None:
         kwargs["type"] = click.Choice(list(opt.choices))
     elif opt.kind == "path":
-        kwargs["type"] = (str if opt.literals else
+        kwargs["type"] = (str if opt.words else
                           click.Path(dir_okay=False, path_type=Path))
     elif opt.kind == "int":
         kwargs["type"] = click.IntRange(min=opt.minimum) if opt.minimum is not None else int

@@ -247,7 +247,7 @@ def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool
                where: str) -> Path | str:
     """A job's path option: a file; with several inputs, for a companion (a mask, a
     reference), a folder of same-named files; or one of the option's words (``alpha``)."""
-    if value in opt.literals:
+    if opt.is_word(value):
         return value
     path = base / value
     if opt.companion and path.is_dir():

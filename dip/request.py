@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ class Option:
             are the top layer of the config.
         key: the batch job key when it differs from ``name`` (``set`` for ``overrides``).
         cli, batch: whether the command line / a batch job offers it.
-        literals: values of a ``path`` option that are words, not paths (``alpha``).
+        words: a regular expression: the values of a ``path`` option it matches whole are
+            words, not paths (``alpha``; a kernel spec such as ``gaussian:1.6``).
         companion: a ``path`` that may name a folder holding one file per input, named like
             the input, when a batch job has several inputs (a mask, a reference).
         record: whether the record names it (as given, or a path made absolute).
@@ -60,13 +62,18 @@ class Option:
     key: str | None = None
     cli: bool = True
     batch: bool = True
-    literals: tuple[str, ...] = ()
+    words: str | None = None
     companion: bool = False
     record: bool = False
 
     @property
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
+
+    def is_word(self, value: object) -> bool:
+        """A value of this (path) option that is a word, not a file."""
+        return (self.words is not None and isinstance(value, str)
+                and re.fullmatch(self.words, value) is not None)
 
     @property
     def job_key(self) -> str:
@@ -189,6 +196,8 @@ def split_arguments(task_options: list[Option], values: dict[str, Any]) -> dict[
     mine = {opt.name for opt in task_options}
     request: dict[str, Any] = {"task_args": {}}
     for name, value in values.items():
+        if value is None and name not in fields:
+            continue  # e.g. mask=None for a task without a mask
         if name in fields:
             request[name] = value
         elif name in mine:

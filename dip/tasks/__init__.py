@@ -105,7 +105,7 @@ class Task:
         """Files the task reads besides the input (must not be overwritten by the result)."""
         return [Path(args[o.name]) for o in self.options
                 if o.kind == "path" and args.get(o.name) is not None
-                and args[o.name] not in o.literals]
+                and not o.is_word(args[o.name])]
 
     def check_config(self, cfg: Any) -> None:
         """Raise ConfigError for a config value this task cannot run with."""
@@ -138,7 +138,7 @@ class Task:
             if not o.record:
                 continue
             value = args.get(o.name, o.default)
-            if o.kind == "path" and value is not None and value not in o.literals:
+            if o.kind == "path" and value is not None and not o.is_word(value):
                 value = str(Path(value).resolve())
             out[o.name] = value
         return out

@@ -34,7 +34,7 @@ class Inpaint(Task):
     name = "inpaint"
     help = "Fill the holes of INPUT marked by --mask."
     options = (
-        Option("mask", kind="path", literals=(FROM_ALPHA,), companion=True, record=True,
+        Option("mask", kind="path", words=FROM_ALPHA, companion=True, record=True,
                metavar="FILE|alpha",
                help="Image of the same size: white (non-zero) = pixels to fill, black = keep "
                     "(the convention of OpenCV, scikit-image and paint programs). 'alpha': "
