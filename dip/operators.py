@@ -7,6 +7,8 @@ buffers, so ``.to(device)`` moves them with the module.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -98,6 +100,82 @@ class Downsample(nn.Module):
         c = x.shape[1]
         x = F.pad(x, (self.pad,) * 4, mode="replicate")
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), stride=self.factor, groups=c)
+
+
+class Blur(nn.Module):
+    """Deblurring: the image convolved with a known kernel, every channel alike.
+
+    The image is extended by reflection at its borders (MATLAB's ``imfilter`` 'symmetric';
+    replication where the kernel is wider than the image) and convolved ('valid'), so the
+    result has the input's size. ``dip corrupt --blur`` makes its inputs with this same module,
+    so a synthetic input's border is blurred exactly as the operator assumes; a real photo's
+    border was blurred with what lay beyond the frame, for which reflection is the usual
+    stand-in.
+
+    Args:
+        kernel: ``(h, w)``, non-negative; normalised here to sum 1 and padded with zeros to
+            odd sides (so it has a centre pixel).
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    kernel: torch.Tensor
+
+    def __init__(self, kernel: torch.Tensor) -> None:
+        super().__init__()
+        kernel = torch.as_tensor(kernel, dtype=torch.float32)
+        if kernel.dim() != 2 or kernel.numel() == 0:
+            raise InputError(f"a blur kernel is a 2-D array, got shape {tuple(kernel.shape)}")
+        if not torch.isfinite(kernel).all() or (kernel < 0).any() or kernel.sum() <= 0:
+            raise InputError("a blur kernel must be finite, non-negative and not all zero")
+        kh, kw = kernel.shape
+        kernel = F.pad(kernel, (0, 1 - kw % 2, 0, 1 - kh % 2))
+        # conv2d correlates: flipping makes it the convolution the kernel describes
+        self.register_buffer("kernel", (kernel / kernel.sum()).flip(0, 1)[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, (kh, kw) = x.shape[1], self.kernel.shape[-2:]
+        ph, pw = kh // 2, kw // 2
+        mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+        x = F.pad(x, (pw, pw, ph, ph), mode=mode)
+        return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), groups=c)
+
+
+def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
+    """An isotropic Gaussian of standard deviation ``sigma`` pixels, ``size`` wide (default
+    ``2 * ceil(3 sigma) + 1``), normalised to sum 1."""
+    if not sigma > 0:
+        raise InputError(f"a Gaussian blur needs sigma > 0, got {sigma}")
+    size = size or 2 * math.ceil(3 * sigma) + 1
+    xs = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-xs ** 2 / (2 * sigma ** 2))
+    return (torch.outer(g, g) / torch.outer(g, g).sum()).float()
+
+
+def box_kernel(size: int) -> torch.Tensor:
+    """A ``size x size`` uniform (box) blur."""
+    if size < 1:
+        raise InputError(f"a box blur needs a size >= 1, got {size}")
+    return torch.full((size, size), 1.0 / size ** 2)
+
+
+def motion_kernel(length: float, angle: float) -> torch.Tensor:
+    """A straight motion blur ``length`` pixels long at ``angle`` degrees (counter-clockwise
+    from the x axis): a line through the kernel's centre, drawn with bilinear weights."""
+    if not length >= 1:
+        raise InputError(f"a motion blur needs a length >= 1, got {length}")
+    size = 2 * math.ceil(length / 2) + 1
+    kernel = torch.zeros(size, size, dtype=torch.float64)
+    c, rad = (size - 1) / 2, math.radians(angle)
+    for t in torch.linspace(-(length - 1) / 2, (length - 1) / 2, max(2, int(4 * length))):
+        x, y = c + float(t) * math.cos(rad), c - float(t) * math.sin(rad)
+        x0, y0 = math.floor(x), math.floor(y)
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
+                kernel[y0 + dy, x0 + dx] += (1 - abs(x - x0 - dx)) * (1 - abs(y - y0 - dy))
+    return (kernel / kernel.sum()).float()
 
 
 # --- synthesis of corrupted inputs (for `dip corrupt`, tests and benchmarks) -----------------

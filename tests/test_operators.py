@@ -21,6 +21,8 @@ OPERATORS = {
     "downsample2": (lambda: operators.Downsample(2), 2),
     "downsample4": (lambda: operators.Downsample(4), 4),
     "downsample8": (lambda: operators.Downsample(8), 8),
+    "blur_gaussian": (lambda: operators.Blur(operators.gaussian_kernel(1.6, 25)), 1),
+    "blur_motion": (lambda: operators.Blur(operators.motion_kernel(9, 30)), 1),
 }
 
 

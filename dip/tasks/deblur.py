@@ -1,0 +1,133 @@
+"""Deblurring with a known kernel: the observation is the image convolved with the kernel.
+
+    A = convolution with the kernel (reflected borders, :class:`dip.operators.Blur`),
+    y = the blurred (and usually slightly noisy) input
+
+The kernel is a spec -- ``gaussian:SIGMA[,SIZE]``, ``box:SIZE``, ``motion:LENGTH,ANGLE``
+(degrees, counter-clockwise from the x axis) -- or an image (PNG, ...) or NumPy ``.npy`` file
+of non-negative weights, normalised to sum 1. ``dip corrupt --blur SPEC [--noise S]`` makes test
+inputs with the same operator.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dip import image, metrics, operators
+from dip.errors import InputError
+from dip.request import Option
+from dip.tasks import Corruption, Inputs, Problem, Task, register
+
+#: the parametric kernels, ``NAME:NUMBERS``
+SPEC = r"(gaussian|box|motion):.*"
+#: the largest kernel side accepted (a typo such as box:900 must not run for hours)
+MAX_KERNEL = 255
+
+
+#: spec name -> (how to make it, the counts of numbers it takes, which must be whole, usage)
+KERNELS = {
+    "gaussian": (operators.gaussian_kernel, (1, 2), (1,), "gaussian:SIGMA or gaussian:SIGMA,SIZE"),
+    "box": (operators.box_kernel, (1,), (0,), "box:SIZE"),
+    "motion": (operators.motion_kernel, (2,), (), "motion:LENGTH,ANGLE"),
+}
+
+
+def parse_spec(spec: str) -> torch.Tensor:
+    """``gaussian:1.6`` | ``gaussian:1.6,25`` | ``box:9`` | ``motion:15,30`` -> the kernel."""
+    name, _, numbers = spec.partition(":")
+    make, counts, whole, usage = KERNELS[name]
+    try:
+        values = [float(v) for v in numbers.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) not in counts or any(i < len(values) and not values[i].is_integer()
+                                        for i in whole):
+        raise InputError(f"cannot read the kernel spec {spec[:40]!r}; write {usage} (whole "
+                         f"numbers for sizes)")
+    kernel = make(*[int(v) if i in whole else v for i, v in enumerate(values)])
+    if max(kernel.shape) > MAX_KERNEL:
+        raise InputError(f"kernel {spec[:40]!r} is {kernel.shape[1]}x{kernel.shape[0]}, larger "
+                         f"than {MAX_KERNEL} pixels")
+    return kernel
+
+
+def read_kernel(path: Path) -> torch.Tensor:
+    """A kernel file: ``.npy`` (a 2-D array) or an image (grey levels are the weights)."""
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise InputError(f"kernel not found: {path}")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read kernel {path}: {exc}") from None
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"kernel {path} must hold a 2-D array of numbers, got "
+                             f"{array.dtype} of shape {array.shape}")
+        kernel = torch.from_numpy(array.astype(np.float32))
+    else:
+        pixels = image.load_image(path, max_pixels=MAX_KERNEL ** 2, what="kernel").pixels
+        kernel = pixels[0].mean(0)
+    if max(kernel.shape) > MAX_KERNEL:
+        raise InputError(f"kernel {path} is larger than {MAX_KERNEL} pixels")
+    return kernel
+
+
+def load_kernel(value: str | Path) -> torch.Tensor:
+    """A spec or a file -> the kernel (checked by :class:`dip.operators.Blur`)."""
+    if isinstance(value, str) and re.fullmatch(SPEC, value):
+        return parse_spec(value)
+    return read_kernel(Path(value))
+
+
+def _blur(picture: image.Picture, spec: str, generator: torch.Generator,
+          output: Any) -> tuple[image.Picture, dict, dict]:
+    blurred = operators.Blur(load_kernel(spec))(picture.pixels).clamp(0, 1)
+    return picture.with_pixels(blurred), {}, {}
+
+
+class Deblur(Task):
+    name = "deblur"
+    help = "Sharpen INPUT, blurred by a known KERNEL (--kernel)."
+    options = (
+        Option("kernel", kind="path", words=SPEC, record=True,
+               metavar="FILE|gaussian:SIGMA|box:SIZE|motion:LENGTH,ANGLE",
+               help="The blur: a spec (gaussian:1.6, box:9, motion:15,30 -- length in pixels, "
+                    "angle in degrees) or a kernel image / .npy file (normalised to sum 1)."),
+    )
+    corruptions = (
+        Corruption(Option("blur", metavar="SPEC",
+                          help="Blur with a kernel spec (gaussian:1.6, box:9, motion:15,30) or "
+                               "file, as `dip deblur --kernel` undoes; --noise may follow."),
+                   _blur, order=5),
+    )
+
+    def check(self, args: dict[str, Any]) -> None:
+        kernel = args.get("kernel")
+        if kernel is None:
+            raise InputError("deblur needs {arg:kernel} (a spec such as gaussian:1.6, or a "
+                             "kernel file)")
+        if isinstance(kernel, str) and re.fullmatch(SPEC, kernel):
+            operators.Blur(parse_spec(kernel))  # a wrong spec costs no decode
+
+    def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
+             max_pixels: int) -> Inputs:
+        return Inputs(picture, {"kernel": load_kernel(args["kernel"])})
+
+    def problem(self, inputs: Inputs, cfg: Any) -> Problem:
+        picture = inputs.picture
+        return Problem(operators.Blur(inputs.data["kernel"]), picture.pixels, picture.size)
+
+    def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
+                cfg: Any) -> dict[str, Any]:
+        return {"input_psnr": metrics.psnr(inputs.picture.pixels, ref)}
+
+    def describe(self, m: dict[str, Any]) -> str:
+        return f"blurred input {m['input_psnr']:.2f} dB"
+
+
+register(Deblur())

@@ -1,0 +1,139 @@
+"""Deblurring with a known kernel: the operator, the kernel specs and files, the command and
+a batch job, and a real gain over the blurred input on a synthetic picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from dip import operators
+from dip.cli.main import cli
+from dip.errors import InputError
+from dip.tasks.deblur import load_kernel, parse_spec
+
+from conftest import psnr, save, synthetic
+
+SMALL = ["--set", "net.channels_down=[16,16,16]", "--set", "net.channels_up=[16,16,16]",
+         "--set", "net.channels_skip=[4,4,4]", "--device", "cpu", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_blur_is_a_normalised_convolution_not_a_correlation() -> None:
+    x = torch.zeros(1, 1, 9, 9)
+    x[..., 4, 4] = 1
+    kernel = torch.zeros(3, 3)
+    kernel[1, 2] = 2.0  # weight to the right of the centre: the impulse moves right
+    out = operators.Blur(kernel)(x)
+    assert out[0, 0, 4, 5] == pytest.approx(1.0) and out.sum() == pytest.approx(1.0)
+    flat = torch.full((1, 3, 16, 16), 0.4)  # a flat picture stays flat, borders included
+    torch.testing.assert_close(operators.Blur(parse_spec("gaussian:2"))(flat), flat)
+
+
+def test_an_even_kernel_is_padded_to_have_a_centre() -> None:
+    op = operators.Blur(torch.ones(4, 2))
+    assert tuple(op.kernel.shape[-2:]) == (5, 3)
+    assert op(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
+
+
+@pytest.mark.parametrize("spec, shape", [("gaussian:1.6", (11, 11)), ("gaussian:1.6,25", (25, 25)),
+                                         ("box:9", (9, 9)), ("motion:15,30", (17, 17))])
+def test_specs_make_normalised_kernels(spec: str, shape: tuple) -> None:
+    kernel = parse_spec(spec)
+    assert tuple(kernel.shape) == shape and kernel.sum().item() == pytest.approx(1.0)
+    assert (kernel >= 0).all()
+
+
+@pytest.mark.parametrize("spec", ["box:9.5", "gaussian:", "motion:3", "gaussian:0",
+                                  "box:0", "box:400"])
+def test_a_wrong_spec_says_how_to_write_it(spec: str) -> None:
+    with pytest.raises(InputError):
+        parse_spec(spec)
+
+
+def test_kernel_files_npy_and_png(tmp_path: Path) -> None:
+    np.save(tmp_path / "k.npy", np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=float))
+    Image.fromarray(np.array([[0, 64, 0], [64, 255, 64], [0, 64, 0]], np.uint8)).save(
+        tmp_path / "k.png")
+    for name in ("k.npy", "k.png"):
+        kernel = operators.Blur(load_kernel(tmp_path / name)).kernel
+        assert kernel.sum().item() == pytest.approx(1.0) and kernel.max() > 0.4
+    np.save(tmp_path / "bad.npy", np.ones((2, 2, 2)))
+    with pytest.raises(InputError, match="2-D array"):
+        load_kernel(tmp_path / "bad.npy")
+
+
+def sharp(size: int = 32) -> torch.Tensor:
+    """The synthetic picture with 4-pixel bars over its lower half: detail a blur takes."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    bars = (((x // 4) % 2) * (y > size // 2)).float()
+    return (0.5 * synthetic(size) + 0.5 * bars).clamp(0, 1)
+
+
+def _blurred(tmp_path: Path, size: int = 32) -> tuple[Path, Path]:
+    ref = save(sharp(size), tmp_path / "clean.png")
+    result = invoke("corrupt", ref, "-o", tmp_path / "blurred.png", "--blur", "gaussian:2",
+                    "--noise", 1)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "blurred.png", ref
+
+
+def test_deblur_gains_over_the_blurred_input(tmp_path: Path) -> None:
+    """Measured here: +5.1 dB after 400 steps (17.9 -> 22.9 dB); 300 steps must give +3."""
+    blurred, ref = _blurred(tmp_path)
+    out = tmp_path / "sharp.png"
+    result = invoke("deblur", blurred, "--kernel", "gaussian:2", "-o", out, "--iters", 300,
+                    "--stop", "fixed", "--reference", ref, *SMALL)
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["task"] == "deblur" and record["kernel"] == "gaussian:2"
+    m = record["metrics"]
+    assert m["psnr"] > m["input_psnr"] + 3, m  # sharper than the blurred input
+    clean = torch.from_numpy(np.asarray(Image.open(ref), np.float32) / 255).permute(2, 0, 1)
+    sharp = torch.from_numpy(np.asarray(Image.open(out), np.float32) / 255).permute(2, 0, 1)
+    assert psnr(sharp, clean) == pytest.approx(m["psnr"], abs=0.1)
+
+
+def test_deblur_mistakes_are_one_line_before_any_work(tmp_path: Path) -> None:
+    blurred, _ = _blurred(tmp_path, 32)
+    for args, words in ((["--kernel", "gaussian:x"], "gaussian:SIGMA"),
+                        ([], "needs --kernel"),
+                        (["--kernel", tmp_path / "none.npy"], "kernel not found")):
+        result = invoke("deblur", blurred, *args, "-o", tmp_path / "o.png", *SMALL)
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1 and words in result.output
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_corrupt_blurs_then_adds_noise_and_refuses_other_pairs(tmp_path: Path) -> None:
+    ref = save(sharp(), tmp_path / "clean.png")
+    assert invoke("corrupt", ref, "-o", tmp_path / "b.png", "--blur", "box:5").exit_code == 0
+    blurred = operators.Blur(parse_spec("box:5"))(sharp())
+    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "b.png"), np.float32) / 255)
+    torch.testing.assert_close(got.permute(2, 0, 1)[None], blurred, atol=1 / 255, rtol=0)
+    result = invoke("corrupt", ref, "-o", tmp_path / "x.png", "--blur", "box:5",
+                    "--drop-pixels", 0.5)
+    assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_a_batch_job_takes_a_kernel_file_beside_the_batch(tmp_path: Path) -> None:
+    blurred, _ = _blurred(tmp_path, 32)
+    np.save(tmp_path / "k.npy", parse_spec("gaussian:2").numpy())
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("defaults:\n  iters: 3\n  device: cpu\n"
+                     "jobs:\n  - {task: deblur, input: blurred.png, kernel: k.npy, output: out/}\n"
+                     "  - {task: deblur, input: blurred.png, kernel: 'box:3', "
+                     "output: out/box.png}\n")
+    result = invoke("run", batch, "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "blurred_deblur.png.json").read_text())
+    assert record["kernel"] == str((tmp_path / "k.npy").resolve())
+    assert "0 done, 2 already done" in invoke("run", batch, "-q").output
