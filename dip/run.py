@@ -427,7 +427,7 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
         config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
-        task_args=p.task.record_args(p.args))
+        task_args=p.task.record_args(p.args), extra=dict(setup.problem.facts))
     if loaded.reference is not None:
         ref = loaded.reference
         record.metrics = _rounded({

@@ -40,6 +40,8 @@ class Problem:
         loss: ``loss(A(x), y) -> 0-d tensor``; None: the mean squared error (the paper's).
         noise_sigma: the noise level in [0, 1] units when the task knows it (the denoising
             stop's noise floor uses it; None: estimated from ``y``).
+        facts: what the task measured while building the problem (an estimated noise level,
+            ...), written into the record as they are.
     """
 
     operator: torch.nn.Module
@@ -47,6 +49,7 @@ class Problem:
     out_size: tuple[int, int]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     noise_sigma: float | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
