@@ -196,6 +196,20 @@ def add_noise(clean: torch.Tensor, sigma: float, generator: torch.Generator) -> 
     return (clean + noise * (sigma / 255.0)).clamp(0, 1)
 
 
+def add_poisson(clean: torch.Tensor, peak: float, generator: torch.Generator) -> torch.Tensor:
+    """Photon (shot) noise: Poisson counts of mean ``peak * clean`` divided by ``peak``, so
+    white is ``peak`` photons on average; clipped to [0, 1] as a saved image holds it.
+
+    Shape:
+        - Input: ``(1, C, H, W)`` in [0, 1]
+        - Output: same
+    """
+    if not peak > 0:
+        raise InputError(f"the Poisson peak (photons at white) must be > 0, got {peak}")
+    counts = torch.poisson(clean.double() * peak, generator=generator)
+    return (counts / peak).clamp(0, 1).to(clean.dtype)
+
+
 def drop_pixels(clean: torch.Tensor, fraction: float,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove a random ``fraction`` of pixels (all channels of a pixel together).

@@ -1,0 +1,100 @@
+"""Photon (Poisson) noise: the corruption, the peak estimate, the losses, the command, and old
+denoising records that predate the ``noise`` section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dip import batch, operators
+from dip.cli.main import cli
+from dip.tasks.denoise import anscombe_error, estimate_peak, poisson_deviance
+
+from conftest import save, synthetic
+
+SMALL = ["--set", "net.channels_down=[16,16,16]", "--set", "net.channels_up=[16,16,16]",
+         "--set", "net.channels_skip=[4,4,4]", "--device", "cpu", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_poisson_counts_have_the_mean_and_variance_of_photons() -> None:
+    x = torch.full((1, 1, 200, 200), 0.4)
+    y = operators.add_poisson(x, 20, torch.Generator().manual_seed(0))
+    assert y.mean().item() == pytest.approx(0.4, rel=0.02)
+    assert y.var().item() == pytest.approx(0.4 / 20, rel=0.05)  # var = x / peak
+    assert torch.allclose(y * 20, (y * 20).round(), atol=1e-4)  # whole photons
+
+
+@pytest.mark.parametrize("peak", [30, 10])
+def test_the_peak_is_estimated_from_the_image_alone(peak: float) -> None:
+    clean = synthetic(128) * 0.8 + 0.1
+    y = operators.add_poisson(clean, peak, torch.Generator().manual_seed(1))
+    assert estimate_peak((y * 255).round() / 255) == pytest.approx(peak, rel=0.25)
+
+
+@pytest.mark.parametrize("make", [poisson_deviance, anscombe_error])
+def test_both_losses_are_about_one_per_pixel_at_the_truth(make) -> None:
+    x = synthetic(128) * 0.8 + 0.1
+    y = operators.add_poisson(x, 50, torch.Generator().manual_seed(2))
+    at_truth = make(50)(x, y).item()
+    assert at_truth == pytest.approx(1.0, abs=0.2)
+    assert make(50)(x * 0.8, y).item() > 2 * at_truth  # a wrong image costs more
+
+
+def _noisy(tmp_path: Path, peak: float = 10) -> tuple[Path, Path]:
+    ref = save(synthetic(32), tmp_path / "clean.png")
+    result = invoke("corrupt", ref, "-o", tmp_path / "noisy.png", "--poisson", peak)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "noisy.png", ref
+
+
+@pytest.mark.parametrize("loss", ["nll", "anscombe"])
+def test_denoise_with_poisson_noise_gains_and_records_the_peak(tmp_path: Path,
+                                                               loss: str) -> None:
+    noisy, ref = _noisy(tmp_path)
+    out = tmp_path / "out.png"
+    result = invoke("denoise", noisy, "--noise", "poisson", "--set", f"noise.loss={loss}",
+                    "-o", out, "--iters", 300, "--stop", "fixed", "--reference", ref, *SMALL)
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["config"]["noise"] == {"model": "poisson", "peak": 0.0, "loss": loss}
+    assert 4 < record["noise_peak"] < 25  # estimated; made with 10
+    m = record["metrics"]
+    assert m["psnr"] > m["input_psnr"] + 4, m
+
+
+def test_a_given_peak_is_used_and_poisson_keys_belong_to_denoising(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path)
+    out = tmp_path / "out.png"
+    assert invoke("denoise", noisy, "--noise", "poisson", "--set", "noise.peak=10", "-o", out,
+                  "--iters", 3, *SMALL).exit_code == 0
+    assert json.loads(Path(f"{out}.json").read_text())["noise_peak"] == 10
+    for args, words in ((["superres", noisy, "--set", "noise.model=poisson"],
+                         "applies to denoise only"),
+                        (["denoise", noisy, "--set", "noise.loss=l1"], "'noise.loss' must be"),
+                        (["denoise", noisy, "--noise", "speckle"], "'speckle' is not one of")):
+        result = invoke(*args, "-o", tmp_path / "x.png", *SMALL)
+        assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_a_denoising_record_from_before_the_noise_section_is_still_done(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    save(synthetic(32), tmp_path / "photos" / "p0.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: {iters: 3, device: cpu}\njobs:\n"
+                    "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    record_file = tmp_path / "out" / "p0_denoise.png.json"
+    record = json.loads(record_file.read_text())
+    del record["config"]["noise"]  # as dip wrote it before Poisson noise existed
+    record_file.write_text(json.dumps(record))
+    assert batch.is_done(batch.load_batch(path)[0])
+    path.write_text(path.read_text().replace("output: out/", "output: out/, noise: poisson"))
+    assert not batch.is_done(batch.load_batch(path)[0])  # another noise model: redone
