@@ -1,0 +1,129 @@
+"""Damage painted over in a colour (--mask-color): found exactly in a PNG, and mostly (thin
+strokes, chroma subsampling) in a JPEG; filled through the real command and a batch job."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from dip.cli.main import cli
+from dip.errors import InputError
+from dip.tasks.inpaint import painted_holes, parse_colour
+
+from conftest import save, synthetic
+
+MAGENTA = (255, 0, 255)
+#: the strokes' colour: pure green is 94 units from every colour of the synthetic picture
+#: (magenta only 75, within the default tolerance of its pinks)
+GREEN = (0, 255, 0)
+SMALL = ["--set", "net.channels_down=[16,16,16]", "--set", "net.channels_up=[16,16,16]",
+         "--set", "net.channels_skip=[4,4,4]", "--device", "cpu", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def painted(size: int = 64) -> tuple[Image.Image, np.ndarray]:
+    """The synthetic picture with strokes of 2, 3 and 6 pixels painted in green."""
+    clean = synthetic(size)
+    img = Image.fromarray((clean[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    s = size / 128
+    draw.line([(10 * s, 20 * s), (110 * s, 90 * s)], fill=GREEN, width=3)
+    draw.line([(20 * s, 100 * s), (100 * s, 110 * s)], fill=GREEN, width=2)
+    draw.line([(60 * s, 10 * s), (70 * s, 120 * s)], fill=GREEN, width=6)
+    return img, np.all(np.asarray(img) == GREEN, axis=-1)
+
+
+def _tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("text", ["#ff00ff", "ff00ff", "255,0,255", "magenta", " #FF00FF "])
+def test_colours_are_read_the_ways_people_write_them(text: str) -> None:
+    assert parse_colour(text) == MAGENTA
+
+
+@pytest.mark.parametrize("text", ["#ff00f", "300,0,0", "nocolour", "1,2"])
+def test_a_colour_that_cannot_be_read_says_how_to_write_it(text: str) -> None:
+    with pytest.raises(InputError, match="#ff00ff"):
+        parse_colour(text)
+
+
+def test_exact_paint_in_a_png_is_found_and_grown_by_one_pixel() -> None:
+    img, truth = painted()
+    holes = painted_holes(_tensor(img), GREEN, 80)[0, 0].numpy()
+    assert holes[truth].all()
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(truth).float()[None, None], 3, 1,
+                                           1)[0, 0].numpy() > 0
+    assert not holes[~grown].any()  # nothing beyond the strokes and their 1-pixel rim
+
+
+@pytest.mark.parametrize("quality", [90, 75])
+def test_jpeg_compressed_paint_is_found_colours_near_not_equal_to_the_key(quality: int) -> None:
+    img, truth = painted(128)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    decoded = Image.open(buf)
+    # near the key, not equal to it: compression moved most painted pixels off the colour
+    assert np.all(np.asarray(decoded) == GREEN, axis=-1)[truth].mean() < 0.5
+    holes = painted_holes(_tensor(decoded), GREEN, 80)[0, 0].numpy()
+    assert holes[truth].mean() > 0.9
+    rim = torch.nn.functional.max_pool2d(torch.from_numpy(truth).float()[None, None], 5, 1,
+                                         2)[0, 0].numpy() > 0
+    assert holes[~rim].mean() < 0.01  # nothing far from the strokes
+
+
+def test_inpaint_fills_what_was_painted(tmp_path: Path) -> None:
+    img, truth = painted()
+    img.save(tmp_path / "painted.jpg", quality=90)
+    ref = save(synthetic(64), tmp_path / "clean.png")
+    out = tmp_path / "out.png"
+    result = invoke("inpaint", tmp_path / "painted.jpg", "--mask-color", "#00ff00", "-o", out,
+                    "--iters", 300, "--stop", "fixed", "--reference", ref, *SMALL)
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert (record["mask"], record["mask_color"], record["mask_tolerance"]) == (None, "#00ff00",
+                                                                                80)
+    filled = np.asarray(Image.open(out), np.float32)
+    clean = np.asarray(Image.open(ref), np.float32)
+    before = np.abs(np.asarray(Image.open(tmp_path / "painted.jpg"), np.float32) - clean)
+    assert np.abs(filled - clean)[truth].mean() < 0.25 * before[truth].mean()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mask", "MASK", "--mask-color", "#00ff00"], "exactly one of --mask"),
+    ([], "exactly one of --mask"),
+    (["--mask-color", "#00ff0"], "cannot read the colour"),
+    (["--mask-color", "#0000ff", "--mask-tolerance", 5], "no pixel of the input is painted"),
+])
+def test_mask_color_mistakes_are_one_line(tmp_path: Path, args: list, words: str) -> None:
+    img, _ = painted(32)
+    img.save(tmp_path / "p.png")
+    Image.new("L", (32, 32)).save(tmp_path / "m.png")
+    args = [tmp_path / "m.png" if a == "MASK" else a for a in args]
+    result = invoke("inpaint", tmp_path / "p.png", *args, "-o", tmp_path / "o.png", *SMALL)
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_batch_job_fills_painted_photos(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        painted(32)[0].save(tmp_path / "photos" / f"p{i}.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: {iters: 3, device: cpu}\njobs:\n  - {task: inpaint, input: "
+                    "photos/, mask_color: '#00ff00', mask_tolerance: 60, output: out/}\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "p1_inpaint.png.json").read_text())
+    assert record["mask_color"] == "#00ff00" and record["mask_tolerance"] == 60
