@@ -201,7 +201,7 @@ def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
      "'iters' expects an integer"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    set: {optim.lrr: 0.1}\n",
      "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
-    ("jobs:\n  - task: inpaint\n    input: photos/p0.png\n", "needs 'mask'"),
+    ("jobs:\n  - task: inpaint\n    input: photos/p0.png\n", "needs exactly one of 'mask'"),
     ("jobs:\n  - task: denoise\n    input: photos/\n    mask: photos/p0.png\n",
      "'mask' only applies to inpaint"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    output: o.png\n"
