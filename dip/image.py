@@ -1,17 +1,23 @@
-"""The only place that touches image files: Pillow <-> float tensors ``(1, C, H, W)`` in [0, 1].
+"""The only place that touches image files: files <-> float tensors ``(1, C, H, W)`` in [0, 1].
 
 Grey stays grey (C=1), colour is RGB (C=3). Alpha is kept aside and re-attached on save, EXIF
 orientation is applied on load, 16-bit PNGs are read and written as 16-bit (colour ones through
-pypng: Pillow holds 16-bit grey but reads 16-bit colour as 8 bits). Every write goes to
-a temporary file in the destination folder and is renamed into place, so an interrupted run
-never leaves a half-written image.
+pypng: Pillow holds 16-bit grey but reads 16-bit colour as 8 bits), TIFFs through tifffile
+(8- and 16-bit and float, grey, RGB and with alpha; a float TIFF keeps its range, see
+:class:`Picture`). A file whose pixel data stops short, that holds several frames, or that is
+not a regular file is refused. Every write goes to a temporary file in the destination folder
+and is renamed into place, so an interrupted run never leaves a half-written image.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import tempfile
 import threading
+import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -27,6 +33,13 @@ from dip.errors import InputError
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
 #: make us allocate); 64 MP is larger than any consumer camera's full frame today.
 DEFAULT_MAX_PIXELS = 64_000_000
+#: the formats dip writes (Pillow's names): those that hold an 8-bit RGB image, and more
+WRITABLE = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
+
+
+class DipWarning(UserWarning):
+    """Something a user should know about an input that is not an error (a mask with many
+    grey pixels). The ``dip`` command prints these as ``dip: warning: ...``."""
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -43,12 +56,16 @@ class Picture:
     Attributes:
         pixels: ``(1, C, H, W)`` float32 in [0, 1], C = 1 (grey) or 3 (RGB).
         alpha: ``(1, 1, H, W)`` float32 in [0, 1], or None; never restored, only carried.
-        bits: 8 or 16, the bit depth to write back.
+        bits: 8 or 16, the bit depth to write back; 32 for a float TIFF.
+        value_range: a float TIFF's ``(lowest, highest)`` when its values leave [0, 1]: the
+            pixels are mapped linearly from that range to [0, 1] on reading and back on
+            writing a float TIFF (other formats get the [0, 1] picture).
     """
 
     pixels: torch.Tensor
     alpha: torch.Tensor | None = None
     bits: int = 8
+    value_range: tuple[float, float] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,18 +81,22 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
     8 bits (``""`` otherwise; see :func:`load_image`). With ``deep_png_elsewhere`` such a PNG
     is not decoded here: the caller decodes it at 16 bits itself."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{what} is a folder, not an image: {path}")
+    path = _regular_file(path, what)
     try:
         with own_pixel_limit():
             img = Image.open(path)
         w, h = img.size
         if w * h > max_pixels:
             raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
-                             f"limit of {max_pixels / 1e6:.1f} MP (raise it with --max-pixels)")
+                             f"limit of {max_pixels / 1e6:.1f} MP (raise it with "
+                             f"{{arg:max_pixels}})")
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
+                             f"multi-page file); dip restores one picture: save the one you "
+                             f"want on its own")
+        if img.format == "PNG":
+            check_png_data(path, what)
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
@@ -88,6 +109,92 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     return img, deep
+
+
+def _regular_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is an existing regular file (not a folder, FIFO or device: a FIFO would
+    hang the second of two reads)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} is a folder, not an image: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a regular file (a pipe or a device?); save it "
+                         f"to a file first")
+    return path
+
+
+# --- PNG chunks: a short pixel stream, and the orientation of a 16-bit colour PNG ----------------
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """``(type, payload)`` of each chunk of a PNG file's bytes (CRCs are Pillow's to check)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        yield kind, data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+
+
+def _png_raw_size(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """The bytes a PNG's image data decompresses to (filter bytes included)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 1)
+    if not interlace:
+        return height * (1 + (width * channels * depth + 7) // 8)
+    total = 0  # Adam7: seven passes, each its own rows
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4),
+                           (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w and h:
+            total += h * (1 + (w * channels * depth + 7) // 8)
+    return total
+
+
+def check_png_data(path: Path, what: str) -> None:
+    """Refuse a PNG whose pixel data stops short (Pillow fills the missing rows with black and
+    says nothing, even with its truncated-image option off)."""
+    data = path.read_bytes()
+    chunks = list(png_chunks(data))
+    header = next((payload for kind, payload in chunks if kind == b"IHDR"), b"")
+    if len(header) < 13:
+        raise InputError(f"cannot read {what} {path}: no PNG header")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    stream = zlib.decompressobj()
+    try:
+        raw = len(stream.decompress(b"".join(p for k, p in chunks if k == b"IDAT")))
+    except zlib.error as exc:
+        raise InputError(f"cannot read {what} {path}: its pixel data is damaged ({exc})") from None
+    expected = _png_raw_size(width, height, depth, colour, interlace)
+    if raw < expected:
+        rows = raw * height // expected if expected else 0
+        raise InputError(f"{what} {path} is truncated: its pixel data stops after about {rows} "
+                         f"of {height} rows")
+
+
+def png_orientation(path: Path) -> int:
+    """The EXIF orientation (1-8) a PNG's eXIf chunk gives, 1 when it has none."""
+    for kind, payload in png_chunks(path.read_bytes()):
+        if kind == b"eXIf":
+            exif = Image.Exif()
+            try:
+                exif.load(payload)
+            except Exception:  # a damaged EXIF block: no orientation, as Pillow would
+                return 1
+            return int(exif.get(0x0112, 1) or 1)
+    return 1
+
+
+#: EXIF orientation -> (rotations by 90 degrees counter-clockwise, mirror first)
+_ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False),
+                 7: (1, True), 8: (1, False)}
+
+
+def orient(t: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation to ``(1, C, H, W)``, as ImageOps.exif_transpose does."""
+    turns, mirror = _ORIENTATIONS.get(orientation, (0, False))
+    if mirror:
+        t = t.flip(-1)
+    return torch.rot90(t, turns, dims=(-2, -1)) if turns else t
 
 
 _PILLOW_LIMIT = threading.Lock()
@@ -119,14 +226,88 @@ def _load_png16(path: Path, what: str) -> Picture:
     import png
 
     try:
-        w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+        # the bytes are read once (a second open of a pipe would hang)
+        w, h, rows, info = png.Reader(bytes=path.read_bytes()).asDirect()
         array = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
-    except (png.Error, OSError, ValueError) as exc:
+        array = array.reshape(h, w, info["planes"]).astype(np.float32)
+    except (png.Error, OSError, ValueError, zlib.error) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
-    array = array.reshape(h, w, info["planes"]).astype(np.float32)
     alpha = _to_tensor(array[..., -1], 65535.0) if info["alpha"] else None
     colour = array[..., :-1] if info["alpha"] else array
-    return Picture(_to_tensor(colour, 65535.0), alpha, 16)
+    # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
+    turn = png_orientation(path)
+    return Picture(orient(_to_tensor(colour, 65535.0), turn),
+                   None if alpha is None else orient(alpha, turn), 16)
+
+
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
+    """A TIFF through tifffile: 8-bit, 16-bit or float; grey, RGB, with or without alpha.
+
+    A float TIFF's values are mapped to [0, 1] from its own range when they leave it (the
+    range is kept in :attr:`Picture.value_range` and restored when a float TIFF is written).
+    None when the file's compression needs the optional imagecodecs package (LZW, JPEG):
+    Pillow reads those at 8 bits.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) > 1:
+                raise InputError(f"{what} {path} holds {len(tif.pages)} pages (a multi-page "
+                                 f"TIFF); dip restores one picture: save the one you want on "
+                                 f"its own")
+            page = tif.pages[0]
+            h, w = page.shape[:2] if page.planarconfig != 2 or page.ndim < 3 else page.shape[1:3]
+            if h * w > max_pixels:
+                raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
+                                 f"limit of {max_pixels / 1e6:.1f} MP (raise it with "
+                                 f"{{arg:max_pixels}})")
+            try:
+                array = page.asarray()
+            except ValueError as exc:
+                if "imagecodecs" in str(exc):
+                    return None
+                raise
+            extra = len(getattr(page, "extrasamples", ()) or ())
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+    if array.ndim == 3 and array.shape[0] in (2, 3, 4) and array.shape[-1] not in (2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar -> interleaved
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4):
+        raise InputError(f"{what} {path} is a TIFF of shape {array.shape}; dip reads grey, "
+                         f"RGB, and either with alpha")
+    channels = 1 if array.ndim == 2 else array.shape[-1]
+    has_alpha = channels in (2, 4) or (extra and channels > 1)
+    if np.issubdtype(array.dtype, np.floating):
+        return _float_picture(array.astype(np.float32), has_alpha)
+    bits = 16 if array.dtype.itemsize >= 2 else 8
+    scale = float(np.iinfo(array.dtype).max) if bits == 16 else 255.0
+    if array.dtype.itemsize > 2:  # 32-bit integers: their own range
+        scale, bits = float(max(array.max(), 1)), 16
+    data = array.astype(np.float32) / scale
+    alpha = _to_tensor(data[..., -1], 1.0) if has_alpha else None
+    colour = data[..., :-1] if has_alpha else data
+    return Picture(_to_tensor(colour, 1.0).clamp(0, 1), alpha, bits)
+
+
+def _float_picture(array: np.ndarray, has_alpha: bool) -> Picture:
+    alpha = _to_tensor(array[..., -1], 1.0).clamp(0, 1) if has_alpha else None
+    colour = array[..., :-1] if has_alpha else array
+    if not np.isfinite(colour).all():
+        raise InputError("a float TIFF with NaN or infinite values cannot be restored")
+    low, high = float(colour.min()), float(colour.max())
+    value_range = None
+    if low < 0 or high > 1:
+        value_range = (low, high)
+        colour = (colour - low) / ((high - low) or 1.0)
+    return Picture(_to_tensor(colour, 1.0), alpha, 32, value_range)
 
 
 def _to_tensor(array: np.ndarray, scale: float) -> torch.Tensor:
@@ -148,13 +329,22 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         InputError: missing, unreadable, truncated or too large.
     """
+    if _is_tiff(_regular_file(path, what)):  # every depth, float included: tifffile
+        picture = _load_tiff(Path(path), what, max_pixels)
+        if picture is not None:
+            return picture  # else a compression tifffile cannot decode alone: Pillow's turn
     img, deep = _open(path, what, max_pixels, deep_png_elsewhere=True)
     if deep:
         if deep != "PNG":
             raise InputError(f"{what} {path} is 16-bit colour {deep}, which dip can only read "
-                             f"as 8 bits; save it as a 16-bit PNG (kept at 16 bits) or as "
-                             f"8-bit")
+                             f"as 8 bits; save it as a 16-bit PNG or TIFF (kept at 16 bits) "
+                             f"or as 8-bit")
         return _load_png16(Path(path), what)
+    return _from_pillow(img)
+
+
+def _from_pillow(img: Image.Image) -> Picture:
+    """A decoded Pillow image of any mode as a Picture."""
     if img.mode in ("L", "RGB") and "transparency" in img.info:
         # a PNG whose tRNS chunk makes one colour transparent: that is alpha too
         img = img.convert("LA" if img.mode == "L" else "RGBA")
@@ -184,9 +374,11 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read an inpainting mask and return the KNOWN-pixel map.
 
-    By default non-zero (white) mask pixels are the ones to fill — the convention of OpenCV,
-    scikit-image and paint programs. With ``keeps=True`` non-zero pixels are the known ones
-    (the Deep Image Prior notebooks' convention).
+    By default light (white) mask pixels are the ones to fill — the convention of OpenCV,
+    scikit-image and paint programs. With ``keeps=True`` light pixels are the known ones (the
+    Deep Image Prior notebooks' convention). Light means 50 % grey or more, as a user who
+    drew in black and white means: a JPEG mask's compression noise near black is not a hole.
+    A mask with many grey pixels draws a :class:`DipWarning`.
 
     Args:
         size: ``(H, W)`` of the image the mask belongs to; another size is an error.
@@ -206,11 +398,22 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
     if array.shape != (h, w):
         raise InputError(f"mask {path} is {array.shape[1]}x{array.shape[0]} but the image is "
                          f"{w}x{h}; they must be the same size")
-    marked = torch.from_numpy(array != 0)
+    full = {"1": 1.0, "F": 1.0, "I": 65535.0, "I;16": 65535.0, "I;16B": 65535.0,
+            "I;16L": 65535.0}.get(img.mode, 255.0)
+    level = array.astype(np.float32) / full
+    grey = float(((level > 0.1) & (level < 0.9)).mean())
+    if grey > 0.05:
+        warnings.warn(f"mask {path} has {grey:.0%} grey pixels (neither black nor white: JPEG "
+                      f"compression or a soft brush?); those at 50 % grey or lighter count as "
+                      f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=2)
+    marked = torch.from_numpy(level >= 0.5)
     known = marked if keeps else ~marked
     if not known.any():
         raise InputError(f"mask {path} leaves no known pixel: nothing to restore from "
-                         f"(is it inverted? see --mask-keeps)")
+                         f"(is it inverted? see {{arg:mask_keeps}})")
+    if known.all():
+        raise InputError(f"mask {path} marks no pixel to fill (it is all "
+                         f"{'white' if keeps else 'black'}); nothing to do")
     return known.float()[None, None]
 
 
@@ -233,8 +436,8 @@ def output_format(path: str | os.PathLike) -> str:
     """Pillow's format name for an output path's extension (``.png`` -> ``PNG``)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise InputError(f"cannot write images with extension '{path.suffix}' ({path}); "
+    if fmt not in WRITABLE or fmt not in Image.SAVE:
+        raise InputError(f"cannot write images with extension '{path.suffix[:20]}' ({path}); "
                          f"use .png, .jpg, .tif, .bmp or .webp")
     return fmt
 
@@ -242,17 +445,54 @@ def output_format(path: str | os.PathLike) -> str:
 def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryIO], None]:
     """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
-    16-bit output is kept for grey PNG/TIFF; alpha is re-attached where the format holds it.
+    16 bits are kept in PNG (grey and colour) and TIFF, float in TIFF (its range restored);
+    alpha is re-attached where the format holds it.
     """
     fmt = output_format(path)
-    bits = picture.bits if fmt in ("PNG", "TIFF") else 8
-    if bits == 16 and fmt == "PNG" and (picture.pixels.shape[1] == 3 or picture.alpha is not None):
+    if fmt == "TIFF":
+        return _tiff_writer(picture)
+    bits = min(picture.bits, 16) if fmt == "PNG" else 8
+    if bits == 16 and (picture.pixels.shape[1] == 3 or picture.alpha is not None):
         return _png16_writer(picture)
     img = _to_pil(picture.pixels, bits)
     if picture.alpha is not None and fmt in ("PNG", "TIFF", "WEBP") and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
     return lambda f: img.save(f, format=fmt)
+
+
+def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
+    """TIFF through tifffile, at the picture's depth: uint8, uint16, or float32 (mapped back to
+    the range it was read in); grey or RGB, with alpha as an extra sample."""
+    import tifffile
+
+    planes = [picture.pixels] + ([picture.alpha] if picture.alpha is not None else [])
+    array = torch.cat([p.detach().float().cpu().clamp(0, 1) for p in planes], 1)[0]
+    array = array.permute(1, 2, 0).numpy()
+    if picture.bits == 32:
+        if picture.value_range is not None:
+            low, high = picture.value_range
+            colour = picture.pixels.shape[1]
+            array[..., :colour] = array[..., :colour] * (high - low) + low
+        array = array.astype(np.float32)
+    elif picture.bits == 16:
+        array = np.round(array * 65535).astype(np.uint16)
+    else:
+        array = np.round(array * 255).astype(np.uint8)
+    colour = picture.pixels.shape[1] == 3
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    options = {"photometric": "rgb" if colour else "minisblack"}
+    if picture.alpha is not None:
+        options["extrasamples"] = ["unassalpha"]
+        if not colour:
+            options["planarconfig"] = "contig"
+    def write(f: BinaryIO) -> None:
+        buf = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
+        tifffile.imwrite(buf, array, **options)
+        f.write(buf.getvalue())
+
+    return write
 
 
 def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
@@ -266,6 +506,31 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     writer = png.Writer(w, h, greyscale=picture.pixels.shape[1] == 1,
                         alpha=picture.alpha is not None, bitdepth=16)
     return lambda f: writer.write(f, rows)
+
+
+#: the PNG text key that marks the pictures dip draws about a run (reports, contact sheets)
+MARKER_KEY = "dip"
+
+
+def marked_png(img: Image.Image, kind: str) -> Callable[[BinaryIO], None]:
+    """A writer of ``img`` as a PNG that says dip drew it (a ``dip`` text chunk = ``kind``):
+    a later batch never takes it for a photo, and a summary is only written over its own."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(MARKER_KEY, kind)
+    return lambda f: img.save(f, format="PNG", pnginfo=info)
+
+
+def dip_marker(path: Path) -> str | None:
+    """The ``kind`` of a PNG dip drew (:func:`marked_png`), None for any other file."""
+    if path.suffix.lower() != ".png" or not path.is_file():
+        return None
+    try:
+        with own_pixel_limit(), Image.open(path) as img:
+            return img.text.get(MARKER_KEY) if hasattr(img, "text") else None
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 def save_image(picture: Picture, path: str | os.PathLike) -> Path:
@@ -294,6 +559,9 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
     into place, the first (the result) last: a result never appears without its record, nor
     half-written, even if the process is killed between two renames."""
     temps: list[str] = []
+    for path, _ in files:  # what a run killed while writing left behind
+        for stale in path.parent.glob(f".{_glob_escape(path.name)}.*.part"):
+            stale.unlink(missing_ok=True)
     try:
         for path, write in files:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -308,6 +576,12 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def resize(pixels: torch.Tensor, size: tuple[int, int], method: str = "bicubic") -> torch.Tensor:

@@ -70,13 +70,13 @@ def test_truncated_image_is_an_input_error(tmp_path: Path) -> None:
     Image.fromarray(_rgb(64, 64)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="cannot read input"):
+    with pytest.raises(InputError, match="truncated"):
         image.load_image(tmp_path / "cut.png")
 
 
 def test_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
     Image.fromarray(_rgb(100, 100)).save(tmp_path / "big.png")
-    with pytest.raises(InputError, match="--max-pixels"):
+    with pytest.raises(InputError, match="raise it with max_pixels"):
         image.load_image(tmp_path / "big.png", max_pixels=5000)
 
 
