@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -291,15 +292,17 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
         return
     csv_path, json_path = batch.summary_paths(jobs, summary_path, shard_kn)
-    batch.prepare_summary(csv_path)
+    batch.prepare_summary(csv_path, json_path, jobs)
     rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet)
-    batch.write_summary(rows, csv_path, json_path)
     sheet = csv_path.with_suffix(".png")
+    written = True
     try:
+        batch.write_summary(rows, csv_path, json_path)
         reports.write_contact_sheet(sheet, rows)
-    except OSError as exc:
-        click.echo(f"dip: could not write the contact sheet {sheet}: {exc.strerror or exc}",
-                   err=True)
+    except OSError as exc:  # a full disk after the night's work: the results are written
+        click.echo(f"dip: could not write the summary beside {csv_path}: "
+                   f"{exc.strerror or exc}", err=True)
+        written = False
     if not quiet:
         click.echo(_batch_table(rows))
     counts = batch.counts(rows)
@@ -310,7 +313,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
                    "interrupted, redone by the next run)", err=True)
         sys.exit(signals.exit_code())
-    if counts["failed"]:
+    if counts["failed"] or not written:
         sys.exit(1)
 
 
@@ -390,8 +393,15 @@ def info() -> None:
     click.echo(f"extras: {plot}")
 
 
+def show_warning(message: Warning | str, category: type, filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """The library's warnings (:class:`dip.image.DipWarning`) as one line each, like errors."""
+    sys.stderr.write(f"dip: warning: {message}\n")
+
+
 def main() -> None:
     signals.install()  # again, for a caller that did not come through dip.cli.entry
+    warnings.showwarning = show_warning
     cli()
 
 

@@ -40,8 +40,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -56,9 +58,11 @@ from dip import image, interrupts, record
 from dip import report as reports
 from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config
 from dip.errors import ConfigError, DipError, python_spelling
+from dip.record import fingerprint
 from dip.request import DEFAULT_MAX_PIXELS, FORMATS, Option, RunRequest, request_options
 from dip.run import beside as files_beside
 from dip.run import (
+    claim_path,
     default_output,
     output_path,
     plan,
@@ -114,6 +118,8 @@ class Job:
 
     request: RunRequest
     source: str
+    #: the input came from a folder or a glob (not named on its own)
+    expanded: bool = False
 
     @property
     def task(self) -> str:
@@ -235,9 +241,10 @@ def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bo
             raise BatchError(f"{where}: input not found: {path}")
     except OSError as exc:
         raise BatchError(f"{where}: cannot list input {path}: {exc.strerror or exc}") from None
-    # Images only (not records, summaries, ...) and not a batch's own contact sheet.
+    # Images only (not records, ...), and not dip's own files: results (their record names
+    # them), reports and contact sheets (marked when drawn): every run expands the same list.
     files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes
-             and not (p.name.startswith("summary") and p.with_suffix(".csv").exists())]
+             and not record.is_dip_output(p) and image.dip_marker(p) is None]
     if not files:
         raise BatchError(f"{where}: input {pattern!r} matches no image in {base}")
     return files, True
@@ -350,7 +357,7 @@ def _entry_jobs(path: Path, index: int, entry: Any, defaults: dict,
                 image.output_format(request.output)
             except DipError as exc:
                 raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
-        jobs.append((Job(request, where.removeprefix(f"{path}: ")), where))
+        jobs.append((Job(request, where.removeprefix(f"{path}: "), many), where))
     return jobs
 
 
@@ -380,22 +387,69 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
     return _own_files_and_owners(jobs)
 
 
+def path_key(path: Path) -> str:
+    """One spelling per file: the resolved path, case-folded where its folder's file system
+    folds case (``out/r.png`` and ``sub/../OUT/r.png`` are then the same file)."""
+    resolved = Path(os.path.abspath(path)).resolve()
+    return str(resolved).casefold() if _folds_case(resolved.parent) else str(resolved)
+
+
+def _folds_case(folder: Path) -> bool:
+    """Whether ``folder``'s file system treats names differently cased as one (macOS,
+    Windows): the folder under its swapped-case name is the same folder."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    swapped = folder.with_name(folder.name.swapcase())
+    if not folder.name or swapped == folder:
+        return False
+    try:
+        return swapped.exists() and os.path.samefile(folder, swapped)
+    except OSError:
+        return False
+
+
+def job_reads(job: Job) -> list[Path]:
+    """Every file a job reads: its input, the task's files, its reference, config files."""
+    task = get_task(job.task)
+    request = job.request
+    extra = [Path(request.reference)] if request.reference is not None else []
+    configs = [Path(c) for c in request.config if not isinstance(c, dict)]
+    return [job.input, *task.reads(request.task_args), *extra, *configs]
+
+
+def job_writes(job: Job) -> list[Path]:
+    """Every path a job may write: result, record, report, GIF, snapshot folder, claim."""
+    return [job.output, *files_beside(job.output).values(), claim_path(job.output)]
+
+
 def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
-    """A folder that is both input and output: this batch's own files (results, records,
-    reports, GIFs, snapshots) are not inputs, so every run, and every shard whenever it
-    starts, expands to the same job list. Two jobs may not write the same file."""
-    own = {p.resolve() for job, _ in jobs
-           for p in [job.output, *files_beside(job.output).values()]}
-    owners: dict[Path, str] = {}
+    """Check the jobs against each other before anything runs: no two write the same file
+    (however it is spelled), none writes a file any job reads (an input, mask, reference:
+    --overwrite would delete it), and an explicit input is not another job's result (run those
+    as two batches). A folder or glob that is both input and output is fine: this batch's own
+    files are not its inputs, so every run, and every shard, expands the same list."""
+    own = {path_key(p) for job, _ in jobs for p in job_writes(job)}
+    jobs = [(job, where) for job, where in jobs if not job.expanded
+            or not {path_key(job.input), path_key(job.input.parent)} & own]
+    owners: dict[str, str] = {}
+    for job, where in jobs:
+        for path in job_writes(job):
+            key = path_key(path)
+            if key in owners and path == job.output:
+                raise BatchError(f"{where}: {job.input.name} would write {job.output}, which "
+                                 f"{owners[key]} also writes; give the jobs different outputs")
+            owners[key] = f"{where} ({job.input.name})"
     kept: list[Job] = []
     for job, where in jobs:
-        if job.input.resolve() in own or job.input.resolve().parent in own:
-            continue
-        if job.output in owners:
-            raise BatchError(f"{where}: {job.input.name} would write {job.output}, which "
-                             f"{owners[job.output]} also writes; give the jobs different "
-                             f"outputs")
-        owners[job.output] = f"{where} ({job.input.name})"
+        own = {path_key(p) for p in job_writes(job)}
+        for path in job_reads(job):
+            key = path_key(path)
+            if key in own:
+                raise BatchError(f"{where}: {job.input.name} would write {path}, which it "
+                                 f"reads; give it another output")
+            if key in owners:
+                raise BatchError(f"{where}: {path} is a file {owners[key]} writes; run the "
+                                 f"job that reads it in a second batch, after the first")
         kept.append(job)
     return kept
 
@@ -438,6 +492,24 @@ def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
     return [job for i, job in enumerate(jobs) if i % n == k - 1]
 
 
+def _same_contents(job: Job, rec: dict) -> bool:
+    """The files the record's run read still hold what they held (a photo or mask replaced
+    under the same name is redone). A record from before fingerprints existed is trusted."""
+    recorded = rec.get("fingerprints")
+    if not isinstance(recorded, dict):
+        return True
+    named = {"input": job.input}
+    if job.request.reference is not None:
+        named["reference"] = Path(job.request.reference)
+    task = get_task(job.task)
+    for opt in task.options:
+        value = job.request.task_args.get(opt.name)
+        if opt.kind == "path" and value is not None and not opt.is_word(value):
+            named[opt.name] = Path(value)
+    return all(name in recorded and path.is_file() and fingerprint(path) == recorded[name]
+               for name, path in named.items())
+
+
 def is_done(job: Job) -> bool:
     """The job's output and record exist, the record is of this input (and task options and
     reference) with the same resolved config, and that run was not interrupted."""
@@ -455,7 +527,7 @@ def is_done(job: Job) -> bool:
     pictures = [key for key in ("report", "gif") if getattr(job.request, key)]
     asked = task.record_args(job.request.task_args)
     defaults = {o.name: o.default for o in task.options}
-    return (same and rec.get("stop_reason") != "interrupted"
+    return (same and _same_contents(job, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and Path(rec[key]).exists() for key in pictures)
             and rec.get("input") == str(job.input.resolve())
             and all(rec.get(k, defaults.get(k)) == v for k, v in asked.items())
@@ -493,18 +565,9 @@ def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
     by ``spell`` (never raises, except KeyboardInterrupt outside the fit)."""
     row = Row.of(job, "failed")
     started = time.perf_counter()
-    # Leftovers of a run killed while writing (see image.write_all_atomic).
-    for stale in job.output.parent.glob(f".{glob.escape(job.output.name)}*.part"):
-        stale.unlink(missing_ok=True)
-    # dip's own earlier result for other settings (it has a record) is replaced; a file that
-    # is not dip's is only replaced with --overwrite.
-    replace = (overwrite or record.read(job.output) is not None
-               or not job.output.exists())
-    if replace and job.output.exists():
-        # Gone before the new record is renamed into place: a kill between the two renames
-        # then leaves a record without an image (redone), never a new record beside an old
-        # image (which would count as done).
-        job.output.unlink()
+    # dip's own earlier result for other settings (its record names it) is replaced, when
+    # the new one is written; a file that is not dip's only with --overwrite.
+    replace = overwrite or record.is_dip_output(job.output) or not job.output.exists()
     try:
         result = restore(job.request.replace(overwrite=replace), progress=progress,
                          keep_on_interrupt=True)
@@ -539,6 +602,9 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
         torch.cuda.set_device(torch.device(device))
     _worker.update(device=device, stop=stop, parent=parent, busy=False)
     torch.set_num_threads(threads)
+    # the library's warnings (a grey mask, ...) as the dip command prints them: one line each
+    warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(
+        f"dip: warning: {message}\n")
     # Ctrl-C reaches every process of the terminal's group, and the parent passes SIGTERM on:
     # between jobs a worker ignores both (no traceback from its idle loop); during a job the
     # first one stops the fit (see _run_in_worker). The parent started this process with both
@@ -765,9 +831,52 @@ def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
     return stem.with_name(name + ".csv"), stem.with_name(name + ".json")
 
 
-def prepare_summary(csv_path: Path) -> None:
-    """Check before any job runs that the summary can be written there (not after a night)."""
-    writable_folder(csv_path.parent, f"the summary {csv_path.name} (or give --summary)")
+def summary_files(csv_path: Path, json_path: Path) -> list[Path]:
+    """The summary's three files: the table, its JSON, the contact sheet."""
+    return [csv_path, json_path, csv_path.with_suffix(".png")]
+
+
+def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
+    """Check before any job runs that the summary can be written there (not after a night):
+    its folder can be written, none of its files is a file a job reads, and none replaces a
+    file dip did not write (a photo called summary.png, a user's own summary.csv).
+
+    Raises:
+        BatchError: naming the file.
+    """
+    reads = {path_key(p) for job in jobs for p in job_reads(job)}
+    for path in summary_files(csv_path, json_path):
+        if path_key(path) in reads:
+            raise BatchError(f"the summary would write {path}, a file the batch reads; choose "
+                             f"another summary path")
+        if path.exists() and not _our_summary(path):
+            raise BatchError(f"{path} exists and dip did not write it; it is kept: move it or "
+                             f"choose another summary path")
+    writable_folder(csv_path.parent, f"the summary {csv_path.name}")
+
+
+def _our_summary(path: Path) -> bool:
+    """A summary file an earlier ``dip run`` wrote (its header, keys or mark say so)."""
+    try:
+        if path.suffix == ".csv":
+            with path.open(encoding="utf-8") as f:
+                return f.readline().strip() == ",".join(f.name for f in fields(Row))
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and {"counts", "jobs"} <= data.keys()
+    except (OSError, ValueError):
+        return False
+    # a contact sheet: marked when drawn (one from before the mark: beside our own table)
+    return (image.dip_marker(path) == "summary"
+            or (image.dip_marker(path) is None and path.with_suffix(".csv").is_file()
+                and _our_summary(path.with_suffix(".csv")) and path.suffix == ".png"
+                and _unmarked_sheet(path)))
+
+
+def _unmarked_sheet(path: Path) -> bool:
+    """A PNG without dip's mark whose record says nothing: an old contact sheet only when no
+    record claims it as a result (a result beside the table would have its record)."""
+    return not record.is_dip_output(path)
 
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:

@@ -497,7 +497,13 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     sections, foreign = _task_sections(task)
     users = list(base or []) + [read_yaml(f, sections) for f in files]
     top: dict[str, Any] = {}
+    leaves = set(all_keys(sections=sections))
     for key, value in [parse_override(o) for o in overrides]:
+        parts = key.split(".")
+        below = [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in leaves]
+        if below:
+            raise ConfigError(f"config key '{below[0]}' expects a value, not keys below it "
+                              f"('{_quote(key)}')")
         _set_path(top, key, value)
     for key, value in (explicit or {}).items():
         if value is not None:

@@ -53,6 +53,8 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
         extra_files.update(files)
         facts.update(notes)
     targets = [output] + [path for path, _ in extra_files.values()]
+    for path in targets:
+        image.output_format(path)
     check_written(targets, [clean], overwrite)
     write_files([(output, picture)] + list(extra_files.values()))
     return {"image": output, **{name: path for name, (path, _) in extra_files.items()},

@@ -10,6 +10,7 @@ number (the PSNR of a result identical to its reference) is written as ``null``,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -97,6 +98,22 @@ def strict(value: Any, path: str = "") -> tuple[Any, dict[str, str]]:
             reasons.update(found)
         return out_list, reasons
     return value, reasons
+
+
+def fingerprint(path: Path) -> str:
+    """``sha256:...`` of a file's bytes: a file replaced under the same name is told apart
+    (about 0.5 s per GB here; a 12 MP JPEG takes milliseconds)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def is_dip_output(path: Path) -> bool:
+    """A result dip wrote: a dip record beside it names it as its output."""
+    data = read(path)
+    return data is not None and data.get("output") in (str(path.resolve()), None)
 
 
 def record_path(output: Path) -> Path:

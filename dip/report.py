@@ -108,7 +108,7 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
                  f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
                  f"{record.get('device')}")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={image.MARKER_KEY: "report"})
     return buf.getvalue()
 
 
@@ -227,5 +227,5 @@ def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4)
         draw.text((x, y + THUMB + 3), name[:40], fill=(0, 0, 0), font=font)
         draw.text((x, y + THUMB + 17), ", ".join(figures)[:40], fill=colour, font=font)
     path = Path(path)
-    image.write_atomic(path, lambda f: sheet.save(f, format="PNG"))
+    image.write_atomic(path, image.marked_png(sheet, "summary"))
     return path

@@ -17,11 +17,14 @@ written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from dip.errors import InputError, RunError
 from dip.fitting import FitResult, Progress, fit
 from dip.inputs import make_code
 from dip.nets import build_net
-from dip.record import Record, record_path
+from dip.record import Record, fingerprint, record_path
 from dip.request import FORMATS, RunRequest, split_arguments
 from dip.stopping import StopRule, build_stop_rule
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
@@ -169,17 +172,15 @@ def written_files(p: Plan) -> list[Path]:
 
 
 def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
-    """Before any work: every file to be written has a known extension, a folder that exists
-    or can be created and written, is none of the files read, and is not already there unless
-    ``overwrite``. Nothing is created here.
+    """Before any work: every file to be written has a folder that exists or can be created
+    and written, is none of the files read, and is not already there unless ``overwrite``.
+    Nothing is created here.
 
     Raises:
         InputError: with the path and what to do.
     """
     read = {path.resolve() for path in reads if path.exists()}
     for path in outputs:
-        if path.suffix.lower() != ".json":
-            image.output_format(path)
         if path.resolve() in read:
             raise InputError(f"output {path} is one of the run's input files; choose another "
                              f"output name")
@@ -203,7 +204,9 @@ def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
 
 
 def check_outputs(p: Plan) -> None:
-    """:func:`check_written` for the run's files, and its snapshot folder."""
+    """The result's format can hold it, :func:`check_written` for the run's files, and its
+    snapshot folder."""
+    image.output_format(p.output)
     check_written(written_files(p), p.reads, p.request.overwrite)
     steps = p.files["steps"]
     if p.snapshot_every:
@@ -404,6 +407,19 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 # --- record -----------------------------------------------------------------------------------
 
+def fingerprints(p: Plan) -> dict[str, str]:
+    """The content of every file the run read, by what it was (input, reference, the task's
+    own files): ``dip run`` redoes a job whose files changed under the same names."""
+    named = {"input": Path(p.request.input)}
+    if p.request.reference is not None:
+        named["reference"] = Path(p.request.reference)
+    for opt in p.task.options:
+        value = p.args.get(opt.name)
+        if opt.kind == "path" and value is not None and not opt.is_word(value):
+            named[opt.name] = Path(value)
+    return {name: fingerprint(path) for name, path in named.items() if path.is_file()}
+
+
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
@@ -427,7 +443,8 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
         config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
-        task_args=p.task.record_args(p.args), extra=dict(setup.problem.facts))
+        task_args=p.task.record_args(p.args), extra=dict(setup.problem.facts),
+        fingerprints=fingerprints(p))
     if loaded.reference is not None:
         ref = loaded.reference
         record.metrics = _rounded({
@@ -468,11 +485,73 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> N
                        f"{type(exc).__name__}: {exc}") from None
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {p.output}")
+    if p.output.exists():
+        if not p.request.overwrite:
+            raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
+                           f"result is not written (use {{arg:overwrite}} to replace it)")
+        # gone before the new record is renamed into place: a kill between the two renames
+        # leaves a record without an image (redone), never a new record beside the old image
+        p.output.unlink()
     try:
         image.write_all_atomic([(p.output, image.image_writer(restored, p.output)),
                                 (p.files["record"], lambda f: f.write(text)), *pictures])
     except OSError as exc:
         raise RunError(f"cannot write {p.output}: {exc.strerror or exc}") from None
+
+
+# --- one writer per output ----------------------------------------------------------------------
+
+def claim_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.dip-claim")
+
+
+@contextmanager
+def claimed(output: Path) -> Iterator[None]:
+    """Hold ``output`` for this run: a second dip writing the same file (another terminal, a
+    second ``dip run`` of the same batch) fails at once with one line instead of silently
+    replacing the first one's result. A claim whose process is gone (``kill -9``) is taken
+    over.
+
+    Raises:
+        InputError: another live dip process holds it.
+    """
+    path = claim_path(output)
+    me = f"{os.getpid()} {socket.gethostname()}"
+    writable_folder(path.parent, f"output {output}")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _claim_holder(path)
+            if holder is not None:
+                raise InputError(f"another dip run ({holder}) is writing {output}; wait for it "
+                                 f"or choose another output") from None
+            path.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _claim_holder(path: Path) -> str | None:
+    """``pid N on HOST`` of a live claim, None for a stale one (its process is gone)."""
+    try:
+        pid_text, _, host = path.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    return f"pid {pid} on {host}"
 
 
 # --- all stages -------------------------------------------------------------------------------
@@ -505,6 +584,15 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     the_plan = plan(request)
     loaded = load(the_plan)
     setup = build(the_plan, loaded)
+    # every check has passed: from here on the run writes (its folder, snapshots, the result)
+    with claimed(the_plan.output) if request.write else contextlib.nullcontext():
+        return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
+
+
+def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
+         progress: Callable[[Progress], None] | None, keep_on_interrupt: bool) -> Restoration:
+    """fit -> record -> write, holding the output."""
+    request = the_plan.request
     result = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
     # The result is complete (or the estimate an interruption keeps): a signal now takes
     # effect once it is written, not half-way through drawing or writing it.

@@ -1,0 +1,273 @@
+"""``dip run`` and the single commands never lose a user's file (issue 17): each case drives the
+real command on real files and checks afterwards that every input's bytes are unchanged."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dip import batch
+from dip.cli.main import cli
+
+from conftest import save, synthetic, wait_until
+
+TINY = ("set: {net.channels_down: [8, 8, 8, 8, 8], net.channels_up: [8, 8, 8, 8, 8]}\n"
+        "  iters: 3\n  device: cpu\n")
+
+
+def claim_path(output: Path) -> Path:
+    """Where a run holds its output (dip.run.claim_path)."""
+    return output.with_name(f".{output.name}.dip-claim")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and its bytes' hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def photos(tmp_path: Path, n: int = 2) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir(exist_ok=True)
+    for i in range(n):
+        save(synthetic(32), folder / f"p{i}.png")
+    return folder
+
+
+def batch_file(tmp_path: Path, jobs: str) -> Path:
+    path = tmp_path / "batch.yaml"
+    path.write_text(f"defaults:\n  {TINY}jobs:\n{jobs}")
+    return path
+
+
+def _refused(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    for word in words:
+        assert word in result.output, result.output
+
+
+# --- 1. summaries: never over a user's file, never an input ---------------------------------------
+
+@pytest.mark.parametrize("name", ["summary.png", "summary.csv", "summary.json"])
+def test_a_users_file_named_like_the_summary_is_kept(tmp_path: Path, name: str) -> None:
+    folder = photos(tmp_path)
+    if name.endswith(".png"):
+        save(synthetic(32), folder / name)  # a photo of the user's called summary.png
+    else:
+        (folder / name).write_text("the user's own notes\n")
+    before = digest(folder)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: photos/}\n")
+    result = invoke("run", path, "-q")
+    # the photo is an input too, and the other files are not dip's: refused either way
+    _refused(result, name)
+    assert "dip did not write it" in result.output or "a file the batch reads" in result.output
+    assert digest(folder) == before  # nothing written, nothing replaced
+
+
+def test_the_summary_is_never_a_file_the_batch_reads(tmp_path: Path) -> None:
+    folder = photos(tmp_path)
+    before = digest(folder)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    _refused(invoke("run", path, "-q", "--summary", folder / "p0.csv"), "a file the batch reads")
+    assert digest(folder) == before
+
+
+def test_a_rerun_does_not_take_dips_own_files_for_photos(tmp_path: Path) -> None:
+    folder = photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: photos/, "
+                                "report: true}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    assert (folder / "summary.png").exists() and (folder / "p0_denoise_report.png").exists()
+    result = invoke("run", path, "-q", "--summary", folder / "report.csv")
+    assert result.exit_code == 0 and "0 done, 2 already done" in result.output, result.output
+    assert len(batch.load_batch(path)) == 2  # summaries, sheets and reports are not inputs
+    assert not list(folder.glob("summary_denoise*")) and not list(folder.glob("report_*"))
+
+
+# --- 2, 4, 11, 14: what jobs write against what they read ---------------------------------------
+
+@pytest.mark.parametrize("key", ["mask", "reference"])
+def test_overwrite_never_deletes_a_jobs_mask_or_reference(tmp_path: Path, key: str) -> None:
+    folder = photos(tmp_path)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:12] = 255
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(mask).save(tmp_path / "masks" / "p0.png")
+    if key == "mask":
+        job = ("  - {task: inpaint, input: photos/p0.png, mask: masks/p0.png, "
+               "output: masks/p0.png}\n")
+    else:
+        job = ("  - {task: denoise, input: photos/p0.png, reference: masks/p0.png, "
+               "output: masks/p0.png}\n")
+    before = digest(tmp_path / "masks"), digest(folder)
+    _refused(invoke("run", batch_file(tmp_path, job), "-q", "--overwrite"), "which it reads")
+    assert (digest(tmp_path / "masks"), digest(folder)) == before
+
+
+def test_a_job_writing_its_own_input_is_refused(tmp_path: Path) -> None:
+    folder = photos(tmp_path)
+    before = digest(folder)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, "
+                                "output: photos/p0.png}\n")
+    _refused(invoke("run", path, "-q", "--overwrite"), "which it reads")
+    _refused(invoke("run", path, "--dry-run"), "which it reads")
+    assert digest(folder) == before
+
+
+def test_one_output_spelled_two_ways_is_two_jobs_writing_one_file(tmp_path: Path) -> None:
+    photos(tmp_path)
+    (tmp_path / "sub").mkdir()
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/r.png}\n"
+                                "  - {task: denoise, input: photos/p1.png, "
+                                "output: sub/../out/r.png}\n")
+    _refused(invoke("run", path, "-q"), "also writes")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path) -> None:
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/d.png}\n"
+                                "  - {task: superres, input: out/d.png, factor: 2, "
+                                "output: out/s.png}\n")
+    (tmp_path / "out").mkdir()
+    save(synthetic(32), tmp_path / "out" / "d.png")  # from an earlier run, say
+    _refused(invoke("run", path, "--dry-run"), "out/d.png", "second batch")
+
+
+# --- 3: changed contents are redone ----------------------------------------------------------
+
+@pytest.mark.parametrize("what", ["input", "mask"])
+def test_a_file_replaced_under_the_same_name_is_redone(tmp_path: Path, what: str) -> None:
+    photos(tmp_path)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    path = batch_file(tmp_path, "  - {task: inpaint, input: photos/p0.png, mask: m.png, "
+                                "output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    job = batch.load_batch(path)[0]
+    assert batch.is_done(job)
+    if what == "input":
+        save(synthetic(32).flip(-1), tmp_path / "photos" / "p0.png")  # another picture
+    else:
+        mask[20:28, 20:28] = 255
+        Image.fromarray(mask).save(tmp_path / "m.png")
+    assert not batch.is_done(job)
+    assert "1 done, 0 already done" in invoke("run", path, "-q").output
+
+
+# --- 6: one writer per output ---------------------------------------------------------------------
+
+def test_a_live_claim_refuses_a_second_writer_and_a_stale_one_is_taken_over(
+        tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    claim_path(out).write_text(f"{os.getpid()} {os.uname().nodename}")  # this process: alive
+    _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
+             "another dip run", str(os.getpid()))
+    assert not out.exists()
+    claim_path(out).write_text(f"{2 ** 22 + 12345} {os.uname().nodename}")  # no such process
+    assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert out.exists() and not claim_path(out).exists()
+
+
+def test_two_dips_writing_one_output_the_second_fails_with_one_line(
+        tmp_path: Path, spawn_dip, slowness: float) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    first = spawn_dip("denoise", src, "-o", out, "--iters", 100000, "--stop", "fixed",
+                      "--device", "cpu", "-q", "--save-every", 5)
+    assert wait_until(lambda: (tmp_path / "out_steps").is_dir(), 120 * slowness, first)
+    _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
+             "another dip run")
+    first.terminate()
+    first.communicate(timeout=60 * slowness)
+    assert json.loads(Path(f"{out}.json").read_text())["stop_reason"] == "interrupted"
+
+
+# --- 10: leftovers of a kill ------------------------------------------------------------------
+
+def test_leftover_part_files_are_cleaned_by_a_single_run(tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    for stale in (".out.png.x1y2.part", ".out.png.json.a8b9.part"):
+        (tmp_path / stale).write_bytes(b"half a file")
+    assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_kill_between_the_renames_with_overwrite_never_leaves_the_old_image(
+        tmp_path: Path, monkeypatch) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"an old result")
+    real = os.replace
+
+    def killed_before_the_image(a, b):
+        if str(b).endswith(".png"):
+            raise OSError("killed")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_image)
+    invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q", "--overwrite")
+    assert not out.exists()  # a new record may stand alone (redone later), never beside it
+
+
+# --- 16: a full disk at the summary ---------------------------------------------------------------
+
+def test_a_full_disk_at_the_summary_is_one_line_and_the_results_stay(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    folder = photos(tmp_path)
+    before = digest(folder)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch, "write_summary", full)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "Traceback" not in result.output
+    assert len(list((tmp_path / "out").glob("*_denoise.png"))) == 2
+    assert digest(folder) == before
+
+
+# --- 5: Ctrl-C while the report is drawn ------------------------------------------------------
+
+def test_ctrl_c_while_the_report_is_drawn_keeps_the_finished_result(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """The result was complete: it is written with its record and report, then the run stops
+    with 130 (before: exit 130 and nothing at all)."""
+    import signal
+
+    from dip import report
+
+    real = report.render_report
+
+    def interrupted_while_drawing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-drawing
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "render_report", interrupted_while_drawing)
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q", "--report")
+    assert result.exit_code == 130, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["stop_reason"] == "budget" and record["iterations"] == 3
+    assert out.is_file() and (tmp_path / "out_report.png").is_file()
