@@ -268,7 +268,8 @@ def run_job(job: dict) -> dict:
             job.update(psnr=score(task, r.picture.pixels, ref), device=rec["device"],
                        preset=rec["preset"], perf=rec["perf"], steps=rec["iterations"],
                        returned_step=rec["returned_iteration"], stop=rec["stop_reason"],
-                       peak=rec["metrics"].get("peak_psnr"))
+                       peak=rec["metrics"].get("peak_psnr"),
+                       guard_restores=len(rec["guard_restores"]))
         elif job["method"] == PUBLISHED:
             job.update(psnr=published(task, job["set"], job["image"]), device="-")
         else:
