@@ -167,6 +167,12 @@ def methods(task: str) -> dict:
 
 
 DIP = "dip (defaults)"
+#: dip with one setting changed, measured beside its defaults: method -> (task, overrides)
+DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",))}
+
+
+def dip_methods(task: str) -> list[str]:
+    return [DIP] + [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
 
 
 def run_job(job: dict) -> dict:
@@ -182,12 +188,13 @@ def run_job(job: dict) -> dict:
     ref = image.load_image(folder / "reference.png").pixels
     started = time.perf_counter()
     try:
-        if job["method"] == DIP:
+        if job["method"] in dip_methods(task):
             args = ({"kernel": LEVELS[task][level]["kernel"]} if task == "deblur"
                     else {"noise": "poisson"})
+            overrides = DIP_VARIANTS.get(job["method"], (task, ()))[1]
             r = dip.restore("deblur" if task == "deblur" else "denoise",
                             folder / "input.png", reference=folder / "reference.png",
-                            write=False, device="cpu", **args)
+                            write=False, device="cpu", overrides=overrides, **args)
             rec = r.record
             job.update(psnr=metrics.psnr(r.picture.pixels, ref), steps=rec["iterations"],
                        stop=rec["stop_reason"], peak=rec["metrics"].get("peak_psnr"),
@@ -226,11 +233,11 @@ def table(task: str, rows: list[dict]) -> str:
                 continue
             out.append(f"\n## {level}, {where} crops "
                        f"({'settings chosen here' if where == 'centre' else 'held out'})\n")
-            ms = [m for m in [DIP, *methods(task)]
+            ms = [m for m in [*dip_methods(task), *methods(task)]
                   if all((task, level, where, n, m) in by for n in names)]
             best = {}
             for m in ms[1:]:
-                family = m.split(",")[0]
+                family = m if m in DIP_VARIANTS else m.split(",")[0]
                 mean = statistics.fmean(by[(task, level, where, n, m)]["psnr"] for n in names)
                 if family not in best or mean > best[family][1]:
                     best[family] = (m, mean)
@@ -251,7 +258,7 @@ def table(task: str, rows: list[dict]) -> str:
                        + " | ".join(f"**{means[m]:.2f}**" for m in shown) + " |")
             out.append("| seconds/image | | " + " | ".join(f"{secs[m]:.1f}" for m in shown)
                        + " |")
-            rival = max((m for m in shown if m != DIP), key=lambda m: means[m])
+            rival = max((m for m in shown if m not in dip_methods(task)), key=lambda m: means[m])
             steps = statistics.fmean(by[(task, level, where, n, DIP)]["steps"] for n in names)
             out.append(f"\ndip - best classical ({rival}): {means[DIP] - means[rival]:+.2f} dB; "
                        f"dip ran {steps:.0f} steps on average.")
@@ -286,7 +293,7 @@ def collect(args: argparse.Namespace, results: Path) -> None:
         done = {_key(json.loads(line)) for line in results.read_text().splitlines()
                 if "error" not in json.loads(line)}
     wanted = args.methods.split(",")
-    ms = ([DIP] if "dip" in wanted else []) + (list(methods(args.task))
+    ms = (dip_methods(args.task) if "dip" in wanted else []) + (list(methods(args.task))
                                                if "classical" in wanted else [])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     todo, commit = [], commit_id()
@@ -302,7 +309,7 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                     if _key(job) not in done:
                         todo.append({**job, "commit": commit, "threads": threads,
                                      "folder": str(folder)})
-    todo.sort(key=lambda j: j["method"] != DIP)  # the long ones first
+    todo.sort(key=lambda j: j["method"] not in dip_methods(args.task))  # the long ones first
     print(f"{len(todo)} runs to do", file=sys.stderr, flush=True)
     append_runs(run_job, todo, results, args.workers, lambda r: (
         f"{r['level']:>9} {r['where']:>6} {r['image']:>8} {r['method'][:30]:>30}: "
