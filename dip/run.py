@@ -367,7 +367,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     def on_step(s: Progress) -> None:
         if every and s.step % every == 0:
             snap = image.Picture(s.estimate.detach().float().cpu(), alpha,
-                                 loaded.inputs.picture.bits)
+                                 loaded.inputs.picture.bits, loaded.inputs.picture.value_range)
             try:
                 image.save_image(snap, steps / f"step_{s.step:06d}.png")
             except OSError as exc:
@@ -474,7 +474,7 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> N
             key, label = p.task.headline
             score = (record.metrics or {}).get(key)
             data = reports.render_report(loaded.inputs.picture, restored, record.to_dict(),
-                                         loaded.reference, loaded.inputs.data.get("known"),
+                                         loaded.reference, p.task.report_mask(loaded.inputs),
                                          None if score is None else (label, score))
             pictures.append((p.files["report"], lambda f, d=data: f.write(d)))
         if p.request.gif:
@@ -598,7 +598,10 @@ def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
     # effect once it is written, not half-way through drawing or writing it.
     with interrupts.deferred():
         alpha = the_plan.task.out_alpha(loaded.inputs, loaded.out_size)
-        restored = image.Picture(result.image.float().cpu(), alpha, loaded.inputs.picture.bits)
+        # a float TIFF's own range goes back with its depth (the fit works in [0, 1])
+        source = loaded.inputs.picture
+        restored = image.Picture(result.image.float().cpu(), alpha, source.bits,
+                                 source.value_range)
         record = make_record(the_plan, loaded, setup, result, restored,
                              time.perf_counter() - started)
         if request.write:
