@@ -274,6 +274,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                     return None
                 raise
             extra = len(getattr(page, "extrasamples", ()) or ())
+            turn = _tiff_orientation(page)
     except InputError:
         raise
     except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
@@ -286,7 +287,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     channels = 1 if array.ndim == 2 else array.shape[-1]
     has_alpha = channels in (2, 4) or (extra and channels > 1)
     if np.issubdtype(array.dtype, np.floating):
-        return _float_picture(array.astype(np.float32), has_alpha)
+        return oriented(_float_picture(array.astype(np.float32), has_alpha), turn)
     bits = 16 if array.dtype.itemsize >= 2 else 8
     scale = float(np.iinfo(array.dtype).max) if bits == 16 else 255.0
     if array.dtype.itemsize > 2:  # 32-bit integers: their own range
@@ -294,7 +295,24 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     data = array.astype(np.float32) / scale
     alpha = _to_tensor(data[..., -1], 1.0) if has_alpha else None
     colour = data[..., :-1] if has_alpha else data
-    return Picture(_to_tensor(colour, 1.0).clamp(0, 1), alpha, bits)
+    return oriented(Picture(_to_tensor(colour, 1.0).clamp(0, 1), alpha, bits), turn)
+
+
+def _tiff_orientation(page) -> int:
+    """A TIFF page's Orientation tag (274; the values are EXIF's), 1 when it has none."""
+    tag = page.tags.get(274)
+    try:
+        return int(tag.value) if tag is not None else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def oriented(picture: Picture, orientation: int) -> Picture:
+    """``picture`` with an EXIF orientation applied to its pixels and alpha."""
+    if orientation == 1:
+        return picture
+    alpha = None if picture.alpha is None else orient(picture.alpha, orientation)
+    return replace(picture, pixels=orient(picture.pixels, orientation), alpha=alpha)
 
 
 def _float_picture(array: np.ndarray, has_alpha: bool) -> Picture:

@@ -460,6 +460,39 @@ def test_a_float_tiff_keeps_its_range(tmp_path: Path) -> None:
     assert back.dtype == np.float32 and np.allclose(back, values, atol=1e-5)
 
 
+def test_a_float_tiff_keeps_its_range_through_the_command(tmp_path: Path) -> None:
+    """The result of a float TIFF in [-2, 5] is written in that range, not in [0, 1]."""
+    import tifffile
+
+    values = _rng().uniform(-2.0, 5.0, (H, W)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", values)
+    out = tmp_path / "fo.tif"
+    result = invoke("denoise", tmp_path / "f.tif", "-o", out, "--save-every", 1, *TINY)
+    assert result.exit_code == 0, result.output
+    written = tifffile.imread(out)
+    assert written.dtype == np.float32
+    assert written.min() >= values.min() - 1e-4 and written.max() <= values.max() + 1e-4
+    assert written.max() - written.min() > 1.5  # the range, not [0, 1] squeezed into it
+    picture = image.load_image(next((tmp_path / "fo_steps").glob("step_*.png")))
+    assert picture.pixels.shape == (1, 1, H, W)  # snapshots are PNGs: the [0, 1] picture
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiff_orientation_is_applied_as_for_png(tmp_path: Path, dtype) -> None:
+    import tifffile
+
+    rgb = _rng().integers(0, 256, (20, 40, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(tmp_path / "p.png", exif=exif)
+    full = rgb.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    tifffile.imwrite(tmp_path / "t.tif", full, photometric="rgb",
+                     extratags=[(274, "H", 1, 6, True)])
+    png_picture, tiff_picture = (image.load_image(tmp_path / n) for n in ("p.png", "t.tif"))
+    assert png_picture.pixels.shape == tiff_picture.pixels.shape == (1, 3, 40, 20)
+    assert torch.allclose(png_picture.pixels, tiff_picture.pixels, atol=1 / 255)
+
+
 def test_missing_output_folders_are_created(tmp_path: Path) -> None:
     paths = _setup(tmp_path)
     out = tmp_path / "a" / "b" / "c.png"
