@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +22,7 @@ from torch import nn
 from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
 from dip.stopping import FixedBudget, StopRule
+from dip.threads import plan_lanes
 
 #: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
 #: try halves the learning rate, so the last one steps at 2**-20 of it
@@ -83,6 +87,49 @@ class FitResult:
     history: dict[str, list] = field(default_factory=dict)
 
 
+@dataclass
+class Member:
+    """One independent fit of a group (:func:`fit_group`): its own generator ``net``, code,
+    corruption and observation, and its own stop rule, divergence guard, estimate and record.
+
+    Attributes:
+        net: the generator, on the same device as ``code``.
+        code: the fixed input ``z``, ``(1, C_z, H, W)``.
+        operator: the corruption ``A`` (an ``nn.Module``).
+        observation: ``y``, shaped like ``operator(net(code))``.
+        generator: source of the code's perturbations (seeded by the caller).
+        stop_rule: decides when this member stops (default: its whole budget).
+        metric: ``estimate -> PSNR`` against a reference (None: no reference).
+        loss: ``loss(A(x), y)``, a 0-d tensor; default the mean squared error (the paper's).
+        noise_sigma: the observation's noise level when known ([0, 1] units), for a stop rule
+            that uses it; None: the rule estimates it.
+    """
+
+    net: nn.Module
+    code: torch.Tensor
+    operator: nn.Module
+    observation: torch.Tensor
+    generator: torch.Generator | None = None
+    stop_rule: StopRule | None = None
+    metric: Callable[[torch.Tensor], float] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    noise_sigma: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every member of a group fits with (the arguments of :func:`fit`)."""
+
+    iters: int
+    lr: float = 0.01
+    average: float = 0.99
+    perturb_std: float = 1 / 30
+    guard: float = 3.16
+    metrics_every: int = 10
+    schedule: str = "constant"
+    lr_end: float = 0.0
+
+
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
         iters: int, lr: float = 0.01, average: float = 0.99, perturb_std: float = 1 / 30,
         guard: float = 3.16, generator: torch.Generator | None = None,
@@ -91,56 +138,92 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         callback: Callable[[Progress], None] | None = None, perf: Perf | None = None,
         schedule: str = "constant", lr_end: float = 0.0,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        noise_sigma: float | None = None, keep_on_interrupt: bool = False) -> FitResult:
+        noise_sigma: float | None = None, keep_on_interrupt: bool = False,
+        threads: int | None = None) -> FitResult:
     """Fit ``net`` so that ``operator(net(code))`` matches ``observation``.
 
     Args:
-        net: the generator, on the same device as ``code``.
-        code: the fixed input ``z``, ``(1, C_z, H, W)``.
-        operator: the corruption ``A`` (an ``nn.Module``).
-        observation: ``y``, shaped like ``operator(net(code))``.
+        net, code, operator, observation, generator, stop_rule, metric, loss, noise_sigma:
+            as the attributes of :class:`Member`.
         iters: the step budget (upper bound).
         lr: Adam's learning rate.
         average: weight of the exponential moving average of outputs (0: return the last).
         perturb_std: std of the Gaussian perturbation of ``code`` at each step.
         guard: a loss above ``guard`` × the previous step's loss (or not finite) restores the
-            previous weights and resets Adam's moments; 0 disables.
-        generator: source of the perturbation noise (seeded by the caller).
-        stop_rule: decides when to stop (default: run the whole budget).
-        metric: ``estimate -> PSNR`` against a reference, evaluated every ``metrics_every``
-            steps to record the peak; None when there is no reference.
+            previous weights and Adam's moments and halves the rate (:class:`Guard`); 0
+            disables.
+        metrics_every: how often the history (and the PSNR peak) is sampled.
         callback: called with a :class:`Progress` after every step.
         perf: how steps run on the device (:func:`dip.engine.resolve_perf`); default: plain
             eager steps, with the kept allocator on the CPU.
         schedule: ``constant`` | ``cosine`` (from ``lr`` to ``lr_end`` over ``iters``); a
             schedule other than constant needs ``perf.graphs`` off.
-        loss: ``loss(A(x), y)``, a 0-d tensor; default the mean squared error (the paper's).
-        noise_sigma: the observation's noise level when known (in [0, 1] units), for a stop
-            rule that uses it; None: the rule estimates it.
         keep_on_interrupt: Ctrl-C (KeyboardInterrupt) ends the loop and the result so far is
             returned with ``stop_reason`` ``interrupted``; False (the default): it propagates,
             as any library call lets it.
+        threads: CPU threads for the fit's operations; None: torch's current setting.
 
     Raises:
         RunError: the loss diverged and the guard could not recover.
     """
-    stop_rule = stop_rule or FixedBudget()
+    member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
+                    noise_sigma)
+    settings = Settings(iters, lr, average, perturb_std, guard, metrics_every, schedule, lr_end)
+    outcome, = fit_group([member], settings, perf=perf, threads=threads,
+                         keep_on_interrupt=keep_on_interrupt,
+                         callback=None if callback is None else lambda i, p: callback(p))
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def fit_group(members: list[Member], settings: Settings, *, perf: Perf | None = None,
+              threads: int | None = None,
+              callback: Callable[[int, Progress], None] | None = None,
+              keep_on_interrupt: bool = False) -> list[FitResult | RunError]:
+    """Fit several independent members at once: restarts of one image, tiles, batch jobs.
+
+    Members share nothing but the settings and the cores: each has its own network, Adam,
+    divergence guard, stop rule and estimate, and its result does not depend on which other
+    members share its step (on the CPU each member's operations run on one thread, so its
+    arithmetic is the same alone or in a group: :mod:`dip.threads`). A member that has stopped
+    stops costing. ``callback(index, progress)`` is called after each member's step (one call
+    at a time).
+
+    Returns:
+        per member, its :class:`FitResult`, or the :class:`RunError` that ended it (a diverging
+        member ends alone; the others go on).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, unless ``keep_on_interrupt`` (then every member returns what
+            it has, ``stop_reason`` ``interrupted``).
+    """
+    if not members:
+        return []
+    device = members[0].code.device
     if perf is None:
-        perf = Perf(keep_cpu_memory=code.device.type == "cpu")
-    net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
-    check_schedule(schedule)
-    rate = None
-    if schedule != "constant":
-        def rate(t: int) -> float:
-            return SCHEDULES[schedule](lr, lr_end, t, iters)
-    # after the checks: it may measure the observation
-    stop_rule.start(observation, noise_sigma=noise_sigma)
-    engine = StepEngine(net, code, operator, observation, lr=lr, perturb_std=perturb_std,
-                        generator=generator, perf=perf, checkpoint=guard > 0, loss=loss)
-    with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext():
-        return _loop(engine, iters=iters, average=average, guard=guard, stop_rule=stop_rule,
-                     metric=metric, metrics_every=metrics_every, callback=callback, rate=rate,
-                     keep_on_interrupt=keep_on_interrupt)
+        perf = Perf(keep_cpu_memory=device.type == "cpu")
+    check_schedule(settings.schedule)
+    fits = [_Fit(i, m, settings, perf) for i, m in enumerate(members)]
+    lanes = plan_lanes(len(fits), threads or torch.get_num_threads())
+    with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
+            _intra_op_threads(lanes.intra if device.type == "cpu" else None):
+        _Scheduler(fits, lanes.workers if device.type == "cpu" else 1,
+                   callback).run(keep_on_interrupt)
+    return [f.outcome() for f in fits]
+
+
+@contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's (process-wide) intra-op threads set to ``threads`` while inside."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class Guard:
@@ -212,56 +295,145 @@ class _Trace:
                 self.peak_psnr, self.peak_iteration = self.psnr, step
 
 
-def _loop(engine: StepEngine, *, iters: int, average: float, guard: float, stop_rule: StopRule,
-          metric: Callable[[torch.Tensor], float] | None, metrics_every: int,
-          callback: Callable[[Progress], None] | None,
-          rate: Callable[[int], float] | None, keep_on_interrupt: bool) -> FitResult:
-    estimate: torch.Tensor | None = None
-    judge, trace, base_lr = Guard(guard), _Trace(metric), engine.lr
-    step, stop_reason = 0, "budget"
-    try:
-        while step < iters:
-            engine.set_lr((rate(step) if rate is not None else base_lr) * judge.factor)
-            out, loss = engine.step()
-            loss_value = loss.item()
-            if not judge.accepts(loss_value, step + 1):
-                engine.restore()
-                trace.history["restores"].append(step + 1)
-                continue
-            engine.accept()
-            step += 1
-            with torch.no_grad():  # the paper's exponential average of the outputs
-                if average > 0 and estimate is not None:
-                    estimate.mul_(average).add_(out, alpha=1 - average)
-                else:
-                    estimate = out.clone()
-            stop = stop_rule.update(step, out, estimate)
-            if step % metrics_every == 0 or step == iters or stop:
-                trace.sample(step, loss_value, stop_rule, estimate)
-            if callback is not None:
-                callback(Progress(step, iters, loss_value, estimate, trace.psnr, out))
-            if stop:
-                stop_reason = stop_rule.name
-                break
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what we have, when the caller asked; the caller decides whether to
-        # write it.
-        if not keep_on_interrupt or estimate is None:
-            raise
-        stop_reason = "interrupted"
-    return _result(estimate, step, stop_reason, stop_rule, trace)
+class _Fit:
+    """One member's fit in progress: its engine, guard, estimate, stop rule and trace.
+    :meth:`advance` takes one step (accepted, or undone by the guard); only one thread at a
+    time advances a member."""
+
+    def __init__(self, index: int, m: Member, settings: Settings, perf: Perf) -> None:
+        self.index, self.settings = index, settings
+        self.stop_rule = m.stop_rule or FixedBudget()
+        m.net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
+        # after the checks: it may measure the observation
+        self.stop_rule.start(m.observation, noise_sigma=m.noise_sigma)
+        self.engine = StepEngine(m.net, m.code, m.operator, m.observation, lr=settings.lr,
+                                 perturb_std=settings.perturb_std, generator=m.generator,
+                                 perf=perf, checkpoint=settings.guard > 0, loss=m.loss)
+        self.judge, self.trace = Guard(settings.guard), _Trace(m.metric)
+        self.estimate: torch.Tensor | None = None
+        self.step, self.stop_reason = 0, "budget"
+        self.error: RunError | None = None
+        self.done = False
+
+    def rate(self) -> float:
+        s = self.settings
+        base = SCHEDULES[s.schedule](s.lr, s.lr_end, self.step, s.iters)
+        return base * self.judge.factor
+
+    def advance(self) -> Progress | None:
+        """One step; returns the progress to report (None when the guard undid the step)."""
+        engine, s = self.engine, self.settings
+        engine.set_lr(self.rate())
+        out, loss = engine.step()
+        loss_value = loss.item()
+        if not self.judge.accepts(loss_value, self.step + 1):
+            engine.restore()
+            self.trace.history["restores"].append(self.step + 1)
+            return None
+        engine.accept()
+        self.step += 1
+        with torch.no_grad():  # the paper's exponential average of the outputs
+            if s.average > 0 and self.estimate is not None:
+                self.estimate.mul_(s.average).add_(out, alpha=1 - s.average)
+            else:
+                self.estimate = out.clone()
+        stop = self.stop_rule.update(self.step, out, self.estimate)
+        if self.step % s.metrics_every == 0 or self.step == s.iters or stop:
+            self.trace.sample(self.step, loss_value, self.stop_rule, self.estimate)
+        if stop:
+            self.stop_reason = self.stop_rule.name
+        self.done = stop or self.step >= s.iters
+        return Progress(self.step, s.iters, loss_value, self.estimate, self.trace.psnr, out)
+
+    def outcome(self) -> FitResult | RunError:
+        if self.error is not None:
+            return self.error
+        if self.estimate is None:
+            return RunError("the fit was stopped before its first step; nothing to return")
+        returned_iteration, image = self.step, self.estimate
+        chosen = self.stop_rule.chosen  # one read: a rule may read its choice from the device
+        if chosen is not None:
+            returned_iteration, image = chosen
+        # With a stop rule the returned image is the rule's choice even when the budget ran
+        # out first: the best moment it found so far (if it found none, the output average).
+        trace = self.trace
+        return FitResult(image.detach().clamp(0, 1), self.step, returned_iteration,
+                         self.stop_reason, trace.peak_psnr, trace.peak_iteration,
+                         {k: v for k, v in trace.history.items() if v or k != "psnr"})
 
 
-def _result(estimate: torch.Tensor | None, step: int, stop_reason: str, stop_rule: StopRule,
-            trace: _Trace) -> FitResult:
-    if estimate is None:
-        raise RunError("the fit was stopped before its first step; nothing to return")
-    returned_iteration, image = step, estimate
-    chosen = stop_rule.chosen  # one read: a rule may read its choice back from the device
-    if chosen is not None:
-        returned_iteration, image = chosen
-    # With a stop rule the returned image is the rule's choice even when the budget ran out
-    # first: the best moment it found so far (if it found none, the output average).
-    return FitResult(image.detach().clamp(0, 1), step, returned_iteration, stop_reason,
-                     trace.peak_psnr, trace.peak_iteration,
-                     {k: v for k, v in trace.history.items() if v or k != "psnr"})
+class _Scheduler:
+    """Steps a group's members until each is done: in the calling thread when ``workers`` is
+    1, else on ``workers`` threads that take the members in turn from a queue (a worker is
+    never idle while a member is waiting, and a finished member leaves the queue)."""
+
+    def __init__(self, fits: list[_Fit], workers: int,
+                 callback: Callable[[int, Progress], None] | None) -> None:
+        self.fits, self.workers, self.callback = fits, workers, callback
+        self.lock = threading.Lock()  # one callback at a time
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+
+    def _advance(self, f: _Fit) -> None:
+        try:
+            progress = f.advance()
+            if progress is not None and self.callback is not None:
+                with self.lock:
+                    self.callback(f.index, progress)
+        except RunError as exc:  # this member ends; the others go on
+            f.error, f.done = exc, True
+
+    def run(self, keep_on_interrupt: bool) -> None:
+        try:
+            if self.workers <= 1:
+                while not self.stopping.is_set():
+                    active = [f for f in self.fits if not f.done]
+                    if not active:
+                        break
+                    for f in active:
+                        self._advance(f)
+            else:
+                self._run_threads()
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what we have, when the caller asked; the caller decides whether
+            # to write it.
+            self.stopping.set()
+            if not keep_on_interrupt or all(f.estimate is None for f in self.fits):
+                raise
+            for f in self.fits:
+                if not f.done:
+                    f.stop_reason, f.done = "interrupted", True
+
+    def _run_threads(self) -> None:
+        waiting: queue.SimpleQueue[_Fit] = queue.SimpleQueue()
+        for f in self.fits:
+            waiting.put(f)
+        threads = [threading.Thread(target=self._work, args=(waiting,), daemon=True)
+                   for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # short waits: Ctrl-C reaches the main thread between them
+        finally:
+            self.stopping.set()
+            for t in threads:
+                t.join()
+        if self.failure is not None:
+            raise self.failure
+
+    def _work(self, waiting: queue.SimpleQueue) -> None:
+        while not self.stopping.is_set():
+            try:
+                f = waiting.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._advance(f)
+            except BaseException as exc:  # out of memory, a bug: stop the group, re-raise
+                self.failure = exc
+                self.stopping.set()
+                return
+            if not f.done:
+                waiting.put(f)

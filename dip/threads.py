@@ -1,0 +1,97 @@
+"""How many CPU threads a fit uses, and how a group's members share the cores.
+
+Measured on the 2-core development machine (benchmarks/multifit.py, fast network, 128 px):
+
+- one fit with 2 intra-op threads is 1.2-1.45x faster than with 1 thread when it has the CPU
+  to itself, but 2.6-4x SLOWER when one other busy process shares the cores: every small
+  operation ends at an OpenMP barrier that waits for a thread the kernel has descheduled;
+- two fits on one thread each, side by side in two Python threads (PyTorch releases the GIL
+  inside its kernels), do 1.6x the work of the same fits one after another on 2 threads, and
+  a thread that runs alone in its operations never waits at a barrier, so sharing the CPU
+  slows it only by the share it loses;
+- one network with ``groups=K`` convolutions for K members gave 1.0-1.15x on the CPU: oneDNN
+  runs the groups one after another.
+
+So a group of two or more members runs each member on ONE intra-op thread, members spread over
+up to one worker thread per core: the arithmetic of a member is then the same whichever worker
+runs it and whatever else shares its step, so its result does not depend on the machine's load.
+A fit alone uses the cores that are free when it starts (measured over a fraction of a second
+from ``/proc/stat``): all of them on an idle machine, one when another process is busy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+#: how long the CPU's idle time is sampled to count the free cores
+SAMPLE_SECONDS = 0.25
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: ``taskset``, cgroups' cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times(cpus: set[int]) -> tuple[float, float]:
+    """(busy, total) jiffies summed over ``cpus``, from /proc/stat."""
+    busy = total = 0.0
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                continue
+            values = [float(v) for v in fields[:8]]
+            idle = values[3] + values[4]  # idle + iowait
+            busy += sum(values) - idle
+            total += sum(values)
+    return busy, total
+
+
+def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
+    """The usable cores that other processes leave idle, rounded down, at least 1: what was
+    busy during ``seconds`` (this process idles meanwhile) is taken by someone else."""
+    cores = usable_cores()
+    try:
+        cpus = os.sched_getaffinity(0)
+        busy0, total0 = _cpu_times(cpus)
+        time.sleep(seconds)
+        busy1, total1 = _cpu_times(cpus)
+    except (AttributeError, OSError, ValueError):  # no /proc/stat: assume an idle machine
+        return cores
+    if total1 <= total0:
+        return cores
+    taken = (busy1 - busy0) / (total1 - total0) * cores
+    # a core counts as taken once it is more than half busy
+    return max(1, min(cores, cores - int(taken + 0.5)))
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """How a group runs on the CPU: ``workers`` threads stepping members, each member's
+    operations on ``intra`` threads."""
+
+    workers: int
+    intra: int
+
+
+def plan_lanes(members: int, threads: int) -> Lanes:
+    """``threads`` CPU threads for a group of ``members``: one fit alone gets them all for its
+    operations; two or more run on one thread each, ``min(members, threads)`` at a time."""
+    threads = max(1, threads)
+    if members <= 1:
+        return Lanes(1, threads)
+    return Lanes(min(members, threads), 1)
+
+
+def resolve_threads(setting: str | int, members: int) -> int:
+    """``perf.threads`` -> a number: ``auto`` is every usable core for a group (its members run
+    on one thread each, so a busy neighbour cannot stall them), and the free cores for a fit
+    alone."""
+    if setting != "auto":
+        return int(setting)
+    return usable_cores() if members > 1 else free_cores()
