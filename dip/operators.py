@@ -3,6 +3,10 @@
 Deep Image Prior fits ``min_θ ‖A(f_θ(z)) − y‖²``: ``forward`` of each operator here is ``A``,
 the physics that turned the clean image into the observation ``y``. Masks and kernels are
 buffers, so ``.to(device)`` moves them with the module.
+
+``window(top, left, height, width)`` gives the operator for a window of the result (a tile,
+:mod:`dip.tiles`): the same module where the physics is the same everywhere, the window's
+part of a mask where it is not.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
+        return self
+
 
 class Mask(nn.Module):
     """Inpainting: keep the known pixels, zero the rest.
@@ -50,6 +57,9 @@ class Mask(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.known
+
+    def window(self, top: int, left: int, height: int, width: int) -> Mask:
+        return Mask(self.known[..., top:top + height, left:left + width])
 
 
 def lanczos_kernel(factor: int, support: int = 2) -> torch.Tensor:
@@ -101,6 +111,9 @@ class Downsample(nn.Module):
         x = F.pad(x, (self.pad,) * 4, mode="replicate")
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), stride=self.factor, groups=c)
 
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
+        return self
+
 
 class Blur(nn.Module):
     """Deblurring: the image convolved with a known kernel, every channel alike.
@@ -141,6 +154,9 @@ class Blur(nn.Module):
         mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
         x = F.pad(x, (pw, pw, ph, ph), mode=mode)
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), groups=c)
+
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
+        return self
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:

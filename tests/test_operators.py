@@ -40,6 +40,25 @@ def test_contract_shape_linearity_no_parameters(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", OPERATORS)
+def test_contract_a_window_of_the_result_sees_the_same_physics(name: str) -> None:
+    """``window`` (a tile of the result, dip.tiles): away from the window's border (as far as
+    the operator's kernel reaches), the window's operator on the window's pixels gives the
+    whole operator's output there."""
+    make, factor = OPERATORS[name]
+    op = make() if name != "mask" else operators.Mask(_known(128, 128))
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    top, left, side = 32, 48, 64
+    part = op.window(top, left, side, side)(x[..., top:top + side, left:left + side])
+    whole = op(x)[..., top // factor:(top + side) // factor,
+                  left // factor:(left + side) // factor]
+    reach = op.kernel.shape[-1] // 2 if hasattr(op, "kernel") else 0
+    m = -(-reach // factor) + (1 if reach else 0)
+    inner = (..., slice(m, part.shape[-2] - m), slice(m, part.shape[-1] - m))
+    assert part[inner].numel() > 0
+    torch.testing.assert_close(part[inner], whole[inner])
+
+
+@pytest.mark.parametrize("name", OPERATORS)
 def test_contract_buffers_follow_dtype(name: str) -> None:
     op = OPERATORS[name][0]().to(torch.float64)
     assert all(b.dtype == torch.float64 for b in op.buffers())
