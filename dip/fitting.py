@@ -8,11 +8,11 @@ The returned image is an exponential moving average of the outputs f_θ(z) (the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -177,10 +177,11 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     return outcome
 
 
-def fit_group(members: list[Member], settings: Settings, *, perf: Perf | None = None,
-              threads: int | None = None,
+def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settings, *,
+              perf: Perf | None = None, threads: int | None = None,
               callback: Callable[[int, Progress], None] | None = None,
-              keep_on_interrupt: bool = False) -> list[FitResult | RunError]:
+              keep_on_interrupt: bool = False,
+              at_once: int | None = None) -> list[FitResult | RunError | None]:
     """Fit several independent members at once: restarts of one image, tiles, batch jobs.
 
     Members share nothing but the settings and the cores: each has its own network, Adam,
@@ -190,27 +191,39 @@ def fit_group(members: list[Member], settings: Settings, *, perf: Perf | None = 
     stops costing. ``callback(index, progress)`` is called after each member's step (one call
     at a time).
 
+    Args:
+        members: each a :class:`Member`, or a function that builds one when its turn comes
+            (the many tiles of a large photo are built, fitted and released a few at a time).
+        at_once: at most this many members exist at a time (None: all); on the CPU at least
+            one per worker thread.
+
     Returns:
-        per member, its :class:`FitResult`, or the :class:`RunError` that ended it (a diverging
-        member ends alone; the others go on).
+        per member, its :class:`FitResult`, the :class:`RunError` that ended it (a diverging
+        member ends alone; the others go on), or None for one that an interruption kept from
+        starting.
 
     Raises:
-        KeyboardInterrupt: Ctrl-C, unless ``keep_on_interrupt`` (then every member returns what
-            it has, ``stop_reason`` ``interrupted``).
+        KeyboardInterrupt: Ctrl-C, unless ``keep_on_interrupt`` (then every member started
+            returns what it has, ``stop_reason`` ``interrupted``).
     """
     if not members:
         return []
-    device = members[0].code.device
+    check_schedule(settings.schedule)
+    sources = list(members)
+    if not isinstance(sources[0], Member):
+        sources[0] = sources[0]()
+    device = sources[0].code.device
     if perf is None:
         perf = Perf(keep_cpu_memory=device.type == "cpu")
-    check_schedule(settings.schedule)
-    fits = [_Fit(i, m, settings, perf) for i, m in enumerate(members)]
-    lanes = plan_lanes(len(fits), threads or torch.get_num_threads())
+    live = len(sources) if at_once is None else max(1, min(at_once, len(sources)))
+    lanes = plan_lanes(live, threads or torch.get_num_threads())
+    workers = lanes.workers if device.type == "cpu" else 1
+    scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
+                           max(live, workers), callback)
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
             _intra_op_threads(lanes.intra if device.type == "cpu" else None):
-        _Scheduler(fits, lanes.workers if device.type == "cpu" else 1,
-                   callback).run(keep_on_interrupt)
-    return [f.outcome() for f in fits]
+        scheduler.run(keep_on_interrupt)
+    return scheduler.outcomes
 
 
 @contextmanager
@@ -345,6 +358,10 @@ class _Fit:
         self.done = stop or self.step >= s.iters
         return Progress(self.step, s.iters, loss_value, self.estimate, self.trace.psnr, out)
 
+    def release(self) -> None:
+        """Drop the network, its optimiser and the rule's buffers (the outcome is taken)."""
+        self.engine = self.stop_rule = self.estimate = None
+
     def outcome(self) -> FitResult | RunError:
         if self.error is not None:
             return self.error
@@ -363,18 +380,43 @@ class _Fit:
 
 
 class _Scheduler:
-    """Steps a group's members until each is done: in the calling thread when ``workers`` is
-    1, else on ``workers`` threads that take the members in turn from a queue (a worker is
-    never idle while a member is waiting, and a finished member leaves the queue)."""
+    """Steps members until each is done, ``workers`` at a time: in the calling thread when
+    ``workers`` is 1, else on that many threads. Members wait in a queue and a worker takes
+    the next one for each step, so no worker idles while a member waits; at most ``at_once``
+    members exist, the next one built when one finishes (and its memory released)."""
 
-    def __init__(self, fits: list[_Fit], workers: int,
+    def __init__(self, sources: list[Member | Callable[[], Member]],
+                 make: Callable[[int, Member], _Fit], workers: int, at_once: int,
                  callback: Callable[[int, Progress], None] | None) -> None:
-        self.fits, self.workers, self.callback = fits, workers, callback
-        self.lock = threading.Lock()  # one callback at a time
+        self.sources, self.make, self.workers, self.at_once = sources, make, workers, at_once
+        self.callback = callback
+        self.outcomes: list[FitResult | RunError | None] = [None] * len(sources)
+        self.waiting: collections.deque[_Fit] = collections.deque()
+        self.started = self.alive = 0
+        self.held: set[_Fit] = set()  # being stepped by a worker now
+        self.lock = threading.Lock()  # the queue, the counts, one callback at a time
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
 
-    def _advance(self, f: _Fit) -> None:
+    def _take(self) -> _Fit | None:
+        """The next member to step (a new one when there is room), or None: nothing left."""
+        with self.lock:
+            # fill the room first: every member that may exist is stepped in turn
+            if self.alive >= self.at_once or self.started >= len(self.sources):
+                if not self.waiting:
+                    return None
+                f = self.waiting.popleft()
+                self.held.add(f)
+                return f
+            index, self.started, self.alive = self.started, self.started + 1, self.alive + 1
+        source = self.sources[index]
+        self.sources[index] = None  # the member lives in its fit from now on
+        f = self.make(index, source if isinstance(source, Member) else source())
+        with self.lock:
+            self.held.add(f)
+        return f
+
+    def _step(self, f: _Fit) -> None:
         try:
             progress = f.advance()
             if progress is not None and self.callback is not None:
@@ -382,33 +424,43 @@ class _Scheduler:
                     self.callback(f.index, progress)
         except RunError as exc:  # this member ends; the others go on
             f.error, f.done = exc, True
+        with self.lock:
+            self.held.discard(f)
+            if f.done:
+                self.outcomes[f.index] = f.outcome()
+                f.release()
+                self.alive -= 1
+            else:
+                self.waiting.append(f)
+
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            f = self._take()
+            if f is None:
+                return
+            self._step(f)
 
     def run(self, keep_on_interrupt: bool) -> None:
         try:
             if self.workers <= 1:
-                while not self.stopping.is_set():
-                    active = [f for f in self.fits if not f.done]
-                    if not active:
-                        break
-                    for f in active:
-                        self._advance(f)
+                self._work()
             else:
                 self._run_threads()
         except KeyboardInterrupt:
             # Ctrl-C: keep what we have, when the caller asked; the caller decides whether
             # to write it.
             self.stopping.set()
-            if not keep_on_interrupt or all(f.estimate is None for f in self.fits):
+            unfinished = [*self.waiting, *self.held]
+            if not keep_on_interrupt or (
+                    all(f.estimate is None for f in unfinished)
+                    and not any(isinstance(o, FitResult) for o in self.outcomes)):
                 raise
-            for f in self.fits:
-                if not f.done:
-                    f.stop_reason, f.done = "interrupted", True
+            for f in unfinished:
+                f.stop_reason, f.done = "interrupted", True
+                self.outcomes[f.index] = f.outcome()
 
     def _run_threads(self) -> None:
-        waiting: queue.SimpleQueue[_Fit] = queue.SimpleQueue()
-        for f in self.fits:
-            waiting.put(f)
-        threads = [threading.Thread(target=self._work, args=(waiting,), daemon=True)
+        threads = [threading.Thread(target=self._guarded_work, daemon=True)
                    for _ in range(self.workers)]
         for t in threads:
             t.start()
@@ -423,17 +475,9 @@ class _Scheduler:
         if self.failure is not None:
             raise self.failure
 
-    def _work(self, waiting: queue.SimpleQueue) -> None:
-        while not self.stopping.is_set():
-            try:
-                f = waiting.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._advance(f)
-            except BaseException as exc:  # out of memory, a bug: stop the group, re-raise
-                self.failure = exc
-                self.stopping.set()
-                return
-            if not f.done:
-                waiting.put(f)
+    def _guarded_work(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # out of memory, a bug: stop the group, re-raise
+            self.failure = exc
+            self.stopping.set()

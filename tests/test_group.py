@@ -117,3 +117,29 @@ def test_lanes_one_fit_takes_every_thread_a_group_one_thread_per_member() -> Non
     assert plan_lanes(1, 2) == Lanes(workers=1, intra=2)
     assert plan_lanes(3, 2) == Lanes(workers=2, intra=1)
     assert plan_lanes(2, 8) == Lanes(workers=2, intra=1)
+
+
+def test_members_built_when_their_turn_comes_at_most_at_once_alive() -> None:
+    """A large photo's many tiles: built a few at a time, each released when it is done."""
+    import gc
+    import weakref
+
+    alive: list[weakref.ref] = []
+    most = 0
+
+    def factory(seed: int):
+        def build() -> Member:
+            nonlocal most
+            gc.collect()
+            most = max(most, sum(r() is not None for r in alive) + 1)
+            m = _member(seed)
+            alive.append(weakref.ref(m.net))
+            return m
+        return build
+
+    results = fit_group([factory(s) for s in range(5)], Settings(iters=4), threads=2,
+                        at_once=2)
+    assert [r.iterations for r in results] == [4] * 5
+    assert most <= 2
+    eager, = fit_group([_member(3)], Settings(iters=4), threads=1)
+    assert torch.equal(results[3].image, eager.image)  # built late, fitted the same

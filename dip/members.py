@@ -1,0 +1,130 @@
+"""The members one run fits, and how their images make the result.
+
+A run restores its image as ``restarts x tiles`` independent fits (:class:`Part`), fitted
+together by :func:`dip.fitting.fit_group`:
+
+- **restarts** (``optim.restarts`` K): K generators with different seeds fitted to the same
+  observation. Their mean is the result: each fit's error is part noise the prior let through
+  and part the network's own randomness, and the second part averages out (measured on the
+  9 denoising crops: benchmarks/README.md). Their per-pixel standard deviation is an
+  uncertainty map: where independent fits disagree (a large hole, fine texture), trust the
+  result less.
+- **tiles** (``tile.size``; :mod:`dip.tiles`): windows of the observation, each fitted as a
+  problem of its own and blended back.
+
+Restart 0 of an untiled run uses the run's seed itself, so ``restarts: 1`` without tiles is
+the single fit dip has always run, bit for bit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from dip.errors import RunError
+from dip.fitting import FitResult
+from dip.tiles import Blend, Tile
+
+
+@dataclass(frozen=True)
+class Part:
+    """Which fit of a run a member is: its restart, and its tile (None: the whole image)."""
+
+    restart: int
+    tile: Tile | None = None
+
+    def seed(self, seed: int) -> int:
+        """The member's seed, from the run's: the run's own for restart 0 of the whole
+        image, else a hash of the run's seed, the restart and the tile's place (so a member's
+        fit depends on what it is, not on how many others there are)."""
+        if self.restart == 0 and self.tile is None:
+            return seed
+        where = "whole" if self.tile is None else f"{self.tile.top},{self.tile.left}"
+        return zlib.crc32(f"{seed}/{self.restart}/{where}".encode())
+
+    def describe(self) -> dict:
+        tile = self.tile
+        return {"restart": self.restart,
+                "tile": None if tile is None else [tile.top, tile.left, tile.height,
+                                                   tile.width]}
+
+
+def parts(restarts: int, tiles: list[Tile] | None) -> list[Part]:
+    """Every member of a run: each tile (or the whole image) times each restart."""
+    return [Part(r, t) for t in (tiles or [None]) for r in range(restarts)]
+
+
+@dataclass
+class Combined:
+    """The result of a run's members.
+
+    Attributes:
+        image: ``(1, C, H, W)`` in [0, 1] on the CPU.
+        spread: the per-pixel standard deviation across restarts ``(1, C, H, W)`` (None with
+            one restart).
+        failed: the parts whose fit ended in an error, with it.
+    """
+
+    image: torch.Tensor
+    spread: torch.Tensor | None
+    failed: list[tuple[Part, RunError]]
+
+
+def combine(members: list[Part], outcomes: list[FitResult | RunError | torch.Tensor],
+            shape: tuple[int, ...], scale: int = 1) -> Combined:
+    """Average each tile's restarts (the members that did not fail), blend the tiles.
+
+    Args:
+        members: the parts, in the order of ``outcomes``.
+        outcomes: each member's fit result, its error, or an image already (an estimate so
+            far, a tile that needed no fit).
+        shape: the result's ``(1, C, H, W)``.
+        scale: result pixels per observation pixel (super-resolution's factor).
+
+    Raises:
+        RunError: a tile (or the whole image) whose every restart failed: its first error.
+    """
+    by_tile: dict[Tile | None, list[torch.Tensor]] = {}
+    failed = []
+    for part, outcome in zip(members, outcomes):
+        if isinstance(outcome, RunError):
+            failed.append((part, outcome))
+            continue
+        picture = outcome.image if isinstance(outcome, FitResult) else outcome
+        by_tile.setdefault(part.tile, []).append(picture.detach().float().cpu())
+    for part, error in failed:
+        if part.tile not in by_tile:
+            raise error
+    restarts = max(len(v) for v in by_tile.values())
+    mean, spread = Blend(shape), Blend(shape) if restarts > 1 else None
+    for tile, pictures in by_tile.items():
+        stack = torch.cat(pictures)
+        average = stack.mean(0, keepdim=True)
+        if tile is None:
+            return Combined(average.clamp(0, 1), _std(stack) if spread else None, failed)
+        mean.add(tile.scaled(scale), average)
+        if spread is not None:
+            spread.add(tile.scaled(scale), _std(stack))
+    return Combined(mean.result().clamp(0, 1),
+                    spread.result() if spread is not None else None, failed)
+
+
+def _std(stack: torch.Tensor) -> torch.Tensor:
+    """Per-pixel standard deviation across a stack of images ``(K, C, H, W)`` (0 for K=1)."""
+    if stack.shape[0] < 2:
+        return torch.zeros_like(stack[:1])
+    return stack.std(0, keepdim=True)
+
+
+#: the uncertainty map's pixel value is this many times the standard deviation: 0.25 (64 grey
+#: levels) of disagreement between restarts is white
+UNCERTAINTY_SCALE = 4.0
+
+
+def uncertainty_map(spread: torch.Tensor) -> torch.Tensor:
+    """One grey channel ``(1, 1, H, W)``: the restarts' standard deviation (root mean square
+    over colour channels) times :data:`UNCERTAINTY_SCALE`, clipped to 1."""
+    rms = spread.square().mean(1, keepdim=True).sqrt()
+    return (rms * UNCERTAINTY_SCALE).clamp(0, 1)
