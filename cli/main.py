@@ -97,11 +97,10 @@ def click_option(opt: Option) -> click.Option:
     elif opt.kind == "path":
         kwargs["type"] = (str if opt.words else
                           click.Path(dir_okay=False, path_type=Path))
-    elif opt.kind == "int":
-        kwargs["type"] = click.IntRange(min=opt.minimum) if opt.minimum is not None else int
-    elif opt.kind == "float":
-        kwargs["type"] = (click.FloatRange(min=opt.minimum) if opt.minimum is not None
-                          else float)
+    elif opt.kind in ("int", "float"):
+        number, bounded = (int, click.IntRange) if opt.kind == "int" else (float, click.FloatRange)
+        kwargs["type"] = (bounded(min=opt.minimum, min_open=opt.above)
+                          if opt.minimum is not None else number)
     if opt.kind == "list":
         kwargs["multiple"] = True
     if opt.default is not None and opt.kind != "list":

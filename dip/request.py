@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dip.config import PRESETS
 from dip.errors import InputError
 from dip.image import DEFAULT_MAX_PIXELS
+from dip.stopping import STOP_RULES
 
 #: ``format`` names -> file extensions
 FORMATS = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "bmp": ".bmp", "webp": ".webp"}
@@ -35,7 +37,8 @@ class Option:
         flag: the command line's spelling (default ``--`` + name with dashes).
         short: a one-letter alias (``-o``).
         choices: the allowed values (strings, as typed).
-        minimum: the smallest allowed number (ints).
+        minimum: the smallest allowed number.
+        above: ``minimum`` itself is not allowed (a Poisson peak must be > 0).
         default: the value when not given (None: "from the config").
         metavar: what ``--help`` shows for the value.
         config_key: the config key an explicit value sets (``optim.iters``): explicit flags
@@ -56,6 +59,7 @@ class Option:
     short: str | None = None
     choices: tuple[str, ...] | None = None
     minimum: int | float | None = None
+    above: bool = False
     default: Any = None
     metavar: str | None = None
     config_key: str | None = None
@@ -92,9 +96,10 @@ class Option:
         if self.choices is not None and str(value) not in self.choices:
             raise InputError(f"{{arg:{self.name}}} must be one of {', '.join(self.choices)}, "
                              f"got {value!r}")
-        if self.minimum is not None and isinstance(value, (int, float)) \
-                and value < self.minimum:
-            raise InputError(f"{{arg:{self.name}}} must be >= {self.minimum}, got {value}")
+        if self.minimum is not None and isinstance(value, (int, float)) and (
+                value <= self.minimum if self.above else value < self.minimum):
+            raise InputError(f"{{arg:{self.name}}} must be {'>' if self.above else '>='} "
+                             f"{self.minimum}, got {value}")
         return value
 
 
@@ -137,13 +142,13 @@ class RunRequest:
                                help="Upper bound on optimisation steps [default: the preset's "
                                     "budget].")
     stop: str | None = option(
-        choices=("auto", "fixed"), config_key="stop.rule",
+        choices=tuple(STOP_RULES), config_key="stop.rule",
         help="auto: stop when the outputs' running variance stops falling (no clean image "
              "needed; when denoising, not before the result is as close to the input as the "
              "noise); fixed: run all --iters steps [default: the preset's: auto, but fixed for "
              "fast inpainting].")
     preset: str | None = option(
-        choices=("auto", "paper", "fast"), config_key="preset",
+        choices=PRESETS, config_key="preset",
         help="paper: the paper's settings; fast: dip's cheaper settings for CPUs (measured in "
              "benchmarks/README.md); auto: fast on a CPU, paper on a GPU [default: auto].")
     seed: int | None = option(kind="int", config_key="seed",

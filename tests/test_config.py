@@ -160,3 +160,32 @@ def test_cuda_graphs_on_a_cpu_is_a_clear_error() -> None:
     bf16 = config.resolve("denoise", overrides=["perf.precision=bfloat16"])
     with pytest.raises(ConfigError, match="bfloat16 is for CUDA"):
         resolve_perf(bf16.perf, torch.device("cpu"))
+
+
+# --- the run's options take their choices and ranges from where they are defined ------------
+
+def test_the_options_choices_come_from_the_config_and_the_stop_rules() -> None:
+    from dip.request import request_options
+    from dip.stopping import STOP_RULES
+
+    choices = {o.name: o.choices for o in request_options()}
+    assert choices["preset"] == config.PRESETS
+    assert choices["stop"] == tuple(STOP_RULES)
+
+
+def test_a_poisson_peak_of_0_is_refused_by_the_option_itself(clean_png: Path) -> None:
+    from click.testing import CliRunner
+
+    import dip
+    from dip.cli.main import cli
+
+    out = clean_png.with_name("dark.png")
+    result = CliRunner().invoke(cli, ["corrupt", str(clean_png), "-o", str(out),
+                                      "--poisson", "0"])
+    assert result.exit_code == 2 and "'--poisson'" in result.output and "x>0" in result.output
+    with pytest.raises(InputError, match="poisson must be > 0, got 0"):
+        dip.corrupt(clean_png, out, poisson=0)
+    assert not out.exists()
+    # the smallest peak the option allows is one add_poisson takes
+    assert CliRunner().invoke(cli, ["corrupt", str(clean_png), "-o", str(out),
+                                    "--poisson", "0.5"]).exit_code == 0

@@ -7,6 +7,11 @@ low-light photographs, microscopy and astronomy: ``dip denoise --noise poisson``
 config section ``noise`` (``noise.peak``: photons at white, 0 = estimated from the image;
 ``noise.loss``: how the fit compares the result with the counts).
 
+The peak is the one key for the noise's strength; there is no ``noise.gain``. A camera's gain
+(grey levels per photon) is the same number spelled the other way round: with ``y = counts /
+peak`` in [0, 1], one photon is ``1 / peak``, i.e. a gain of ``255 / peak`` grey levels in an
+8-bit image (``65535 / peak`` in a 16-bit one). A second key would only let the two disagree.
+
 The stop rule's noise floor (the discrepancy principle, configs/denoise.yaml) is this task's: it
 compares the estimate with the input itself, which only here is the image plus noise. For
 Poisson noise its level is the one the counts imply, mean(y) / peak.
@@ -122,7 +127,7 @@ class Denoise(Task):
         Corruption(Option("noise", kind="float", minimum=0, metavar="SIGMA",
                           help="Add Gaussian noise of std SIGMA (0-255 units, e.g. 25)."),
                    _add_noise, after=("blur",), order=10),
-        Corruption(Option("poisson", kind="float", minimum=0, metavar="PEAK",
+        Corruption(Option("poisson", kind="float", minimum=0, above=True, metavar="PEAK",
                           help="Photon noise: Poisson counts with PEAK photons at white "
                                "(e.g. 10), divided by PEAK."),
                    _add_poisson, order=10),
