@@ -34,21 +34,27 @@ from dip.tasks import TASKS, Task
 EXIT_CODES = ((InputError, 2), (DipError, 1))
 
 
-def _options_by_name() -> dict[str, Option]:
-    found = {o.name: o for o in request_options()}
+def _flags() -> dict[str, str]:
+    """Every argument's flag by its library name: the commands' own options (``dip run``'s
+    ``shard``, ``devices``), over them the run's, the tasks' and their damage's
+    (:class:`Option` s)."""
+    found = {p.name: flag for command in cli.commands.values() for p in command.params
+             if isinstance(p, click.Option)
+             for flag in [next((o for o in p.opts if o.startswith("--")), None)] if flag}
+    options = list(request_options())
     for task in TASKS.values():
-        found.update({o.name: o for o in task.options})
-        found.update({c.option.name: c.option for c in task.corruptions})
+        options += [*task.options, *(c.option for c in task.corruptions)]
+    found.update({o.name: o.cli_flag for o in options})
     return found
 
 
 def flag_spelling(name: str, value: str | None) -> str:
     """How the command names a library argument: ``overwrite`` -> ``--overwrite``,
     ``device``, ``cpu`` -> ``--device cpu``, a config key -> ``--set key=...``."""
-    opt = _options_by_name().get(name)
-    if opt is None or "." in name:
+    flag = None if "." in name else _flags().get(name)
+    if flag is None:
         return f"--set {name}={value if value is not None else '...'}"
-    return opt.cli_flag if value is None else f"{opt.cli_flag} {value}"
+    return flag if value is None else f"{flag} {value}"
 
 
 class DipGroup(click.Group):

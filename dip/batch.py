@@ -464,7 +464,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         k_i = n_i = 0
     if not sep or not 1 <= k_i <= n_i:
-        raise BatchError(f"--shard expects K/N with 1 <= K <= N, got {text!r}")
+        raise BatchError(f"{{arg:shard}} expects K/N with 1 <= K <= N, got {text!r}")
     return k_i, n_i
 
 
@@ -478,12 +478,12 @@ def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[
         step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
         count = int(environ["SLURM_ARRAY_TASK_COUNT"])
     except ValueError:
-        raise BatchError("the SLURM_ARRAY_TASK_* variables are not numbers; give --shard "
-                         "K/N") from None
+        raise BatchError("the SLURM_ARRAY_TASK_* variables are not numbers; give "
+                         "{arg:shard=K/N}") from None
     k = (task_id - first) // step + 1
     if not 1 <= k <= count:
         raise BatchError(f"SLURM array task {task_id} is outside its {count} tasks; give "
-                         f"--shard K/N")
+                         f"{{arg:shard=K/N}}")
     return k, count
 
 
@@ -681,7 +681,7 @@ def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> l
         resolve_device(name)
     if "cpu" in devices and len(set(devices)) > 1:
         # A job's preset (and so its result) would depend on which worker took it.
-        raise BatchError("--devices mixes the CPU and GPUs; give one kind")
+        raise BatchError("{arg:devices} mixes the CPU and GPUs; give one kind")
     if workers > 1 and devices != ["cpu"]:
         return jobs  # each worker's GPU is its current device (_init_worker)
     return [job if job.request.device is not None

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dip import image
 from dip.errors import InputError
 
-PLOT_HINT = ("--report draws with matplotlib, which is not installed: pip install "
+PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip install "
              "'dip-restore[plot]' (in this repository: .venv/bin/pip install -e '.[plot]', "
              "or make demo)")
 

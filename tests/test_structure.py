@@ -37,3 +37,57 @@ def test_only_the_task_files_know_the_tasks_by_name() -> None:
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if pattern.search(line)]
     assert not found, found
+
+
+#: a command-line flag in a message (``--shard``), not a YAML ``--- `` or a range's ``--``
+FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def _message_strings(node: ast.AST) -> list[str]:
+    return [n.value for n in ast.walk(node)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_library_messages_name_arguments_not_flags() -> None:
+    """The library's errors and warnings spell an argument ``{arg:NAME}`` (the CLI turns it
+    into a flag, Python callers read the argument): no ``--flag`` in what they raise."""
+    found = []
+    for path in LIBRARY:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            raised = isinstance(node, ast.Raise) and node.exc is not None
+            warned = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and node.func.attr == "warn")
+            for text in _message_strings(node.exc if raised else node) if raised or warned \
+                    else []:
+                if FLAG.search(text):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text.strip()}")
+    assert not found, found
+
+
+def test_messages_with_a_shown_hint_render_as_flags_for_the_command() -> None:
+    from dip.batch import BatchError, parse_shard
+    from dip.cli.main import flag_spelling
+    from dip.errors import InputError
+    from dip.report import PLOT_HINT
+
+    hint = InputError(PLOT_HINT)
+    assert str(hint).startswith("report=True draws with matplotlib")
+    assert hint.render(flag_spelling).startswith("--report draws with matplotlib")
+    try:
+        parse_shard("0/2")
+    except BatchError as exc:
+        assert str(exc).startswith("shard expects K/N")
+        assert exc.render(flag_spelling).startswith("--shard expects K/N")
+    assert flag_spelling("devices", None) == "--devices"
+    assert flag_spelling("shard", "K/N") == "--shard K/N"
+
+
+def test_the_switches_python_names_as_true_are_the_options_that_are_flags() -> None:
+    from dip.errors import _SWITCHES
+    from dip.request import request_options
+    from dip.tasks import TASKS
+
+    options = [*request_options(), *(o for t in TASKS.values() for o in t.options),
+               *(c.option for t in TASKS.values() for c in t.corruptions)]
+    assert _SWITCHES == {o.name for o in options if o.kind == "flag" and not o.default}
