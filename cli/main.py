@@ -219,12 +219,11 @@ def corrupt_command() -> click.Command:
     def callback(clean: Path, output: Path, seed: int, overwrite: bool, **damage: Any) -> None:
         damage = {k: _typed(kinds[k].option, v) for k, v in damage.items() if v is not None}
         written = dip.corrupt(clean, output, seed=seed, overwrite=overwrite, **damage)
-        if "cropped_to" in written:
-            h, w = written["cropped_to"]
-            click.echo(f"note: cropped {clean} to {w}x{h} (a multiple of "
-                       f"{damage.get('downscale')}) before downscaling; compare results with "
-                       f"that crop", err=True)
-        extra = [str(v) for k, v in written.items() if k not in ("image", "cropped_to")]
+        for name, value in damage.items():
+            note = kinds[name].describe(written, value, clean)
+            if note:
+                click.echo(f"note: {note}", err=True)
+        extra = [str(v) for k, v in written.items() if k != "image" and isinstance(v, Path)]
         click.echo(f"wrote {output}" + "".join(f" and {e}" for e in extra))
 
     flags = ", ".join(c.option.cli_flag for c in kinds.values())
@@ -388,7 +387,7 @@ def info() -> None:
     for task in TASKS:
         for name in ("paper", "fast"):
             c = config.resolve(task, overrides=[f"preset={name}"])
-            click.echo(f"  {task:<8} {name:<5} {c.net.channels_down[0]:>3} channels, lr "
+            click.echo(f"  {task:<8} {name:<5} {c.net.describe():>12}, lr "
                        f"{c.optim.lr:g}, up to {c.optim.iters} steps, stop {c.stop.rule}")
     try:
         import matplotlib

@@ -50,6 +50,10 @@ class NetConfig:
     activation: str = "leaky_relu"
     need1x1_up: bool = True
 
+    def describe(self) -> str:
+        """The network's size in words (``dip info``): its width at full resolution."""
+        return f"{self.channels_down[0]} channels"
+
 
 @dataclass
 class InputConfig:

@@ -91,3 +91,25 @@ def test_the_switches_python_names_as_true_are_the_options_that_are_flags() -> N
     options = [*request_options(), *(o for t in TASKS.values() for o in t.options),
                *(c.option for t in TASKS.values() for c in t.corruptions)]
     assert _SWITCHES == {o.name for o in options if o.kind == "flag" and not o.default}
+
+
+def test_dip_corrupt_prints_the_note_its_damage_gives(tmp_path: Path) -> None:
+    """The command knows no kind of damage: a note (the crop before downscaling) is the
+    corruption's own words."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dip.cli.main import cli
+    from dip.damage import corruptions
+
+    clean = tmp_path / "odd.png"
+    Image.fromarray(np.full((30, 30, 3), 128, np.uint8)).save(clean)
+    result = CliRunner().invoke(cli, ["corrupt", str(clean), "-o", str(tmp_path / "s.png"),
+                                      "--downscale", "4"])
+    assert result.exit_code == 0, result.output
+    assert (f"note: cropped {clean} to 28x28 (a multiple of 4) before downscaling; compare "
+            f"results with that crop") in result.output
+    assert result.output.strip().endswith(f"wrote {tmp_path / 's.png'}")
+    downscale = corruptions()["downscale"]
+    assert downscale.describe({"image": clean}, 4, clean) is None  # nothing was cropped

@@ -72,12 +72,20 @@ class Corruption:
             picture)}``) and facts for the caller (``{"cropped_to": (h, w)}``).
         after: other corruptions it may follow in one call (noise after blur).
         order: where it applies when several are given (lower first).
+        note: ``note(facts, value, clean_path) -> str | None``: what the user should know
+            about what ``apply`` did, in words (``facts`` as :func:`dip.corrupt` returns
+            them); None: nothing to tell.
     """
 
     option: Option
     apply: Callable[..., tuple[image.Picture, dict, dict]]
     after: tuple[str, ...] = ()
     order: int = 0
+    note: Callable[[dict[str, Any], Any, Path], str | None] | None = None
+
+    def describe(self, facts: dict[str, Any], value: Any, clean: Path) -> str | None:
+        """The :attr:`note` for one call, or None."""
+        return None if self.note is None else self.note(facts, value, clean)
 
 
 class Task:
@@ -130,6 +138,11 @@ class Task:
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         """The result's alpha channel: the input's, carried through."""
         return inputs.picture.alpha
+
+    def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
+        """The known pixels ``(1, 1, H, W)`` (1 = known) a report shows the input through
+        (holes black); None: the input as it is."""
+        return None
 
     # --- the record -----------------------------------------------------------------------------
 

@@ -159,6 +159,9 @@ class Inpaint(Task):
         op = operators.Mask(inputs.data["known"])
         return Problem(op, op(inputs.picture.pixels), inputs.picture.size)
 
+    def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
+        return inputs.data["known"]
+
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
                 cfg: Any) -> dict[str, Any]:
         # the naive fill: every hole takes the mean known colour

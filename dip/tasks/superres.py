@@ -35,6 +35,14 @@ def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
     return result, {}, ({"cropped_to": (h, w)} if (h, w) != picture.size else {})
 
 
+def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
+    if "cropped_to" not in facts:
+        return None
+    h, w = facts["cropped_to"]
+    return (f"cropped {clean} to {w}x{h} (a multiple of {factor}) before downscaling; "
+            f"compare results with that crop")
+
+
 class SuperRes(Task):
     name = "superres"
     help = "Enlarge INPUT FACTOR times (no ground truth needed)."
@@ -49,7 +57,7 @@ class SuperRes(Task):
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="K",
                           help="Shrink K times with Lanczos (the paper's way to make SR "
                                "inputs)."),
-                   _downscale, order=20),
+                   _downscale, order=20, note=_cropped_note),
     )
 
     def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
