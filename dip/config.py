@@ -4,10 +4,11 @@ Precedence, lowest first: the task's preset (``configs/<task>.yaml``, the paper'
 with ``configs/fast/<task>.yaml`` over it when the ``preset`` key resolves to ``fast``) <
 YAML files given by the user < ``--set key.path=value`` < explicit flags (``--iters``,
 ``--seed``, ...). The ``preset`` key itself is read from the user's layers first (``auto``:
-``fast`` where the run will use a CPU, ``paper`` on a GPU). A YAML layer may hold a
-``per_factor:`` table (super-resolution settings that depend on the factor); it applies right
-after the layer that holds it. Unknown keys and values
-of the wrong type are :class:`ConfigError`\\ s that name the key and what is allowed.
+``fast`` where the run will use a CPU, ``paper`` on a GPU). A YAML layer may also hold the
+tables its task reads (:attr:`dip.tasks.Task.tables`: super-resolution's ``per_factor``);
+each applies right after the layer that holds it. Unknown keys and values of the wrong type
+are :class:`ConfigError`\\ s that name the key and what is allowed; the task then checks the
+keys it owns (:meth:`dip.tasks.Task.check_config`, :func:`dip.tasks.owner_check`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class RunConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
-    #: super-resolution factor (superres only; dip.tasks.superres checks it)
+    #: super-resolution factor (dip.tasks.superres owns and checks it; other tasks keep 4)
     factor: int = 4
     device: str = "auto"
     seed: int = 0
@@ -184,14 +185,14 @@ def _unknown_key(key: str, known: list[str] | None = None) -> ConfigError:
     close = [k for k in difflib.get_close_matches(key, known, n=2, cutoff=0.5)
              if not key.startswith(k + ".")]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-    return ConfigError(f"unknown config key '{_quote(key)}'{hint}")
+    return ConfigError(f"unknown config key '{quote(key)}'{hint}")
 
 
 #: the longest value or key a message quotes back (a 30 MB value must not become a 30 MB line)
 QUOTE_LIMIT = 80
 
 
-def _quote(value: Any) -> str:
+def quote(value: Any) -> str:
     """``repr`` of a value, cut to :data:`QUOTE_LIMIT` characters."""
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
@@ -209,7 +210,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}' expects a list of {TYPE_NAMES[item]}s, "
-                              f"got {_quote(repr(value))}")
+                              f"got {quote(repr(value))}")
         return [_check_value(key, v, item) for v in value]
     if tp is str and isinstance(value, bool):
         # YAML 1.1 reads on/off/yes/no as booleans; a string key such as perf.graphs means
@@ -227,7 +228,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
           else isinstance(value, tp))
     if not ok:
         raise ConfigError(f"config key '{key}' expects {TYPE_NAMES.get(tp, tp)}, got "
-                          f"{_quote(repr(value))}")
+                          f"{quote(repr(value))}")
     if tp is float and not math.isfinite(value):
         raise ConfigError(f"config key '{key}' expects a finite number, got {value!r}")
     return float(value) if tp is float else value
@@ -245,7 +246,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "",
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' is a section; expected keys under it, "
-                                  f"got {_quote(repr(value))}")
+                                  f"got {quote(repr(value))}")
             kwargs[name] = _build(tp, value, key + ".", known)
         else:
             kwargs[name] = _check_value(key, value, tp)
@@ -279,20 +280,20 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'seed' must be in 0 .. 2**63-1, got {cfg.seed}")
     if cfg.preset not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, got "
-                          f"{_quote(cfg.preset)}")
+                          f"{quote(cfg.preset)}")
 
 
-def _check_components(cfg: RunConfig) -> None:
-    """Each component checks the keys it owns, once, where it is defined."""
+def _check_components(cfg: RunConfig, task: Any) -> None:
+    """Each component checks the keys it owns, once, where it is defined; the task checks its
+    own and refuses those of other tasks."""
     from dip.engine import check_perf
     from dip.fitting import check_schedule
     from dip.nets import check_net
-    from dip.operators import Downsample
     from dip.stopping import build_stop_rule
+    from dip.tasks import owner_check
 
-    if cfg.factor not in Downsample.FACTORS:
-        raise ConfigError(f"config key 'factor' must be one of "
-                          f"{', '.join(map(str, Downsample.FACTORS))}, got {cfg.factor}")
+    task.check_config(cfg)
+    owner_check(task, cfg)
     check_net(cfg.net.name, **{k: v for k, v in dataclasses.asdict(cfg.net).items()
                                if k != "name"})
     build_stop_rule(cfg.stop)
@@ -363,7 +364,7 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML in {path}{where}: {_quote(problem)}") from None
+        raise ConfigError(f"invalid YAML in {path}{where}: {quote(problem)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
 
@@ -418,8 +419,8 @@ def record_config(config: dict[str, Any],
 
 def preset(task: str, name: str = "paper") -> list[dict[str, Any]]:
     """The task's bundled settings as layers: ``paper`` is configs/TASK.yaml; ``fast`` adds
-    configs/fast/TASK.yaml over it (where the task has one). Each layer keeps its own
-    ``per_factor`` table, which :func:`resolve` applies right after that layer."""
+    configs/fast/TASK.yaml over it (where the task has one). Each layer keeps its own tables
+    (:attr:`dip.tasks.Task.tables`), which :func:`resolve` applies right after that layer."""
     from dip.tasks import get_task
 
     get_task(task)
@@ -466,7 +467,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"{{arg:overrides}} expects key.path=value, got {_quote(text)!r}")
+        raise ConfigError(f"{{arg:overrides}} expects key.path=value, got {quote(text)!r}")
     try:
         value = yaml.load(raw, Loader=NoAliasLoader) if raw.strip() else ""
     except yaml.YAMLError:
@@ -474,14 +475,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _task_sections(task: str) -> tuple[dict[str, type], dict[str, str]]:
-    """The config sections ``task`` owns, and every other task's section -> its task."""
+def _task_parts(task: str) -> tuple[Any, dict[str, type], dict[str, str]]:
+    """The task, the config sections it owns, and every other task's sections and tables ->
+    that task."""
     from dip.tasks import TASKS, get_task
 
-    mine = get_task(task).sections
-    foreign = {name: other.name for other in TASKS.values() if other.name != task
-               for name in other.sections if name not in mine}
-    return mine, foreign
+    the_task = get_task(task)
+    mine = {*the_task.sections, *the_task.tables}
+    foreign = {name: other.name for other in TASKS.values() if other is not the_task
+               for name in [*other.sections, *other.tables] if name not in mine}
+    return the_task, the_task.sections, foreign
 
 
 def resolve(task: str, files: list[str | Path] | tuple = (),
@@ -498,7 +501,7 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         base: mappings applied after the preset and before ``files`` (used by the Python API
             to pass a config as a dict).
     """
-    sections, foreign = _task_sections(task)
+    the_task, sections, foreign = _task_parts(task)
     users = list(base or []) + [read_yaml(f, sections) for f in files]
     top: dict[str, Any] = {}
     leaves = set(all_keys(sections=sections))
@@ -507,77 +510,80 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         below = [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in leaves]
         if below:
             raise ConfigError(f"config key '{below[0]}' expects a value, not keys below it "
-                              f"('{_quote(key)}')")
+                              f"('{quote(key)}')")
         _set_path(top, key, value)
     for key, value in (explicit or {}).items():
         if value is not None:
             _set_path(top, key, value)
-    layers, per_factor, factor = _layers(task, users, top)
+    layers, tables, settings = _layers(the_task, foreign, users, top)
 
     merged: dict[str, Any] = {}
-    for layer, table in zip(layers, per_factor):
+    for layer, own in zip(layers, tables):
         merged = _merge(merged, layer)
-        if not isinstance(table, dict):
-            raise ConfigError("config key 'per_factor' must map factors to settings")
-        # a factor of the wrong type is reported by _build below, not here
-        extra = (table.get(factor, table.get(str(factor)))
-                 if isinstance(factor, (int, str)) else None)
-        if extra is not None and not isinstance(extra, dict):
-            raise ConfigError(f"config key 'per_factor' maps factor {factor} to "
-                              f"{_quote(repr(extra))}; expected a mapping of config keys")
-        if extra:
-            merged = _merge(merged, _expand_dotted(extra))
+        for name, table in own.items():
+            extra = the_task.table_settings(name, table, settings)
+            if extra:
+                merged = _merge(merged, _expand_dotted(extra))
     merged = _merge(merged, top)
-    return _built(merged, sections, foreign, task)
+    return _built(merged, sections, foreign, the_task)
 
 
-def _layers(task: str, users: list[dict[str, Any]],
-            top: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any], Any]:
-    """The preset's layers and the users', in order, each with its ``per_factor`` table apart;
-    and the factor those tables are read for. Which preset, on which device, and which factor:
-    the users' layers decide."""
+def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
+            top: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                          dict[str, Any]]:
+    """The preset's layers and the users', in order, each with the task's tables apart; and
+    the settings of all of them merged (tables apart, unchecked), which the tables are read
+    for. Which preset, on which device: the users' layers decide."""
     records = [layer for layer in users if layer.get(RECORD_MARK)]
     users = [{k: v for k, v in layer.items() if k != RECORD_MARK} for layer in users]
     asked = top.get("preset")
     for record in records:
         if asked is not None and record.get("preset") not in (None, asked):
             raise ConfigError(f"the record passed as {{arg:config}} was made with preset "
-                              f"{_quote(str(record.get('preset')))} and fixes every setting; "
+                              f"{quote(str(record.get('preset')))} and fixes every setting; "
                               f"{{arg:preset={asked}}} would change only its label (drop one "
                               f"of the two)")
+    theirs = next((name for layer in users for name in layer if name in foreign), None)
+    if theirs is not None:  # before a table of theirs is read as keys
+        raise ConfigError(f"config key '{theirs}' applies to {foreign[theirs]} only, not "
+                          f"{task.name}")
     merged: dict[str, Any] = {}
-    for layer in [_expand_dotted({k: v for k, v in layer.items() if k != "per_factor"})
+    for layer in [_expand_dotted({k: v for k, v in layer.items() if k not in task.tables})
                   for layer in users] + [top]:
         merged = _merge(merged, layer)
     name = merged.get("preset", RunConfig.preset)
     if name not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)}, "
-                          f"got {_quote(repr(name))}")
+                          f"got {quote(repr(name))}")
     device = merged.get("device", RunConfig.device)
-    bundled = preset(task, choose_preset(name, device if isinstance(device, str) else "auto"))
-    factor = merged.get("factor", bundled[0].get("factor", RunConfig.factor))
+    bundled = preset(task.name, choose_preset(name, device if isinstance(device, str)
+                                              else "auto"))
     layers = [dict(layer) for layer in bundled + users]
     # The preset actually used, not "auto": the record then reruns the same settings anywhere.
     for layer in layers[1:] + [top]:
         layer.pop("preset", None)
-    per_factor = [layer.pop("per_factor", None) or {} for layer in layers]
-    return [_expand_dotted(layer) for layer in layers], per_factor, factor
+    tables = [{n: layer.pop(n) for n in task.tables if n in layer} for layer in layers]
+    layers = [_expand_dotted(layer) for layer in layers]
+    settings: dict[str, Any] = {}
+    for layer in layers + [top]:
+        settings = _merge(settings, layer)
+    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings
 
 
 def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str, str],
-           task: str) -> RunConfig:
+           task: Any) -> RunConfig:
     """The merged layers as a checked RunConfig with the task's sections."""
     for name in merged:
         if name in foreign:
             raise ConfigError(f"config key '{name}' applies to {foreign[name]} only, not "
-                              f"{task}")
+                              f"{task.name}")
     known = all_keys(sections=sections)
     owned = {}
     for name, cls in sections.items():
         value = merged.pop(name, {})
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{name}' is a section; expected keys under it, "
-                              f"got {_quote(repr(value))}")
+                              f"got {quote(repr(value))}")
         owned[name] = _build(cls, value, name + ".", known)
         check = getattr(owned[name], "check", None)
         if check is not None:
@@ -585,5 +591,5 @@ def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str,
     cfg = _build(RunConfig, merged, known=known)
     cfg.sections = owned
     _validate(cfg)
-    _check_components(cfg)
+    _check_components(cfg, task)
     return cfg

@@ -93,7 +93,6 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     ("optim=3", "'optim' is a section"),
     ("optim.iters=0", "'optim.iters' must be > 0"),
     ("optim.average=1", "'optim.average' must be in"),
-    ("factor=3", "'factor' must be one of 2, 4, 8"),
     ("lr", "overrides expects key.path=value"),  # the library names the argument
     # values the network cannot take
     ("net.kernel_up=2", "'net.kernel_up' must be an odd size"),
@@ -160,6 +159,50 @@ def test_cuda_graphs_on_a_cpu_is_a_clear_error() -> None:
     bf16 = config.resolve("denoise", overrides=["perf.precision=bfloat16"])
     with pytest.raises(ConfigError, match="bfloat16 is for CUDA"):
         resolve_perf(bf16.perf, torch.device("cpu"))
+
+
+# --- what the super-resolution task owns: the factor and its per_factor tables ----------------
+
+def test_the_factor_is_super_resolutions_own() -> None:
+    with pytest.raises(ConfigError, match="'factor' must be one of 2, 4, 8"):
+        config.resolve("superres", overrides=["factor=3"])
+    for task in set(TASKS) - {"superres"}:
+        with pytest.raises(ConfigError, match=f"config key 'factor' applies to superres only, "
+                                              f"not {task} \\(set it to 4\\)"):
+            config.resolve(task, overrides=["factor=8"])
+        assert config.resolve(task, overrides=["factor=4"]).factor == 4  # the default is fine
+
+
+def test_dip_denoise_refuses_a_factor_in_one_line(clean_png: Path) -> None:
+    from click.testing import CliRunner
+
+    from dip.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["denoise", str(clean_png), "--set", "factor=8"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "dip: error: config key 'factor' applies to superres only, not denoise (set it to 4)"]
+    assert not list(clean_png.parent.glob("*_denoise*"))
+
+
+def test_a_per_factor_table_is_read_for_super_resolution_only(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("per_factor:\n  2:\n    optim.iters: 9\n  8:\n    optim.iters: 11\n")
+    assert config.resolve("superres", [f], explicit={"factor": 2}).optim.iters == 9
+    assert config.resolve("superres", [f], explicit={"factor": 8}).optim.iters == 11
+    # a factor no table names keeps the layers' own settings
+    assert config.resolve("superres", [f], explicit={"factor": 4, "preset": "paper"}) \
+        .optim.iters == 2000
+    with pytest.raises(ConfigError, match="'per_factor' applies to superres only, not denoise"):
+        config.resolve("denoise", [f])
+    f.write_text("per_factor: 3\n")
+    with pytest.raises(ConfigError, match="'per_factor' must map factors to settings"):
+        config.resolve("superres", [f])
+
+
+def test_info_describes_each_preset_by_its_network() -> None:
+    assert config.resolve("denoise", explicit={"preset": "paper"}).net.describe() == \
+        "128 channels"
 
 
 # --- the run's options take their choices and ranges from where they are defined ------------

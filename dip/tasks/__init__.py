@@ -102,6 +102,9 @@ class Task:
     sections: dict[str, type] = {}
     #: config keys only this task may set to anything but their default: key -> the default
     owns: dict[str, Any] = {}
+    #: tables a config layer (a preset, a user's YAML file) may hold beside its keys, for this
+    #: task only; :meth:`table_settings` reads each, right after the layer that holds it
+    tables: tuple[str, ...] = ()
     #: damage ``dip corrupt`` can make for this task
     corruptions: tuple[Corruption, ...] = ()
     #: the metric that scores a result (its record key, and its name in a report)
@@ -120,6 +123,11 @@ class Task:
 
     def check_config(self, cfg: Any) -> None:
         """Raise ConfigError for a config value this task cannot run with."""
+
+    def table_settings(self, name: str, table: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """The config keys one layer's table ``name`` (:attr:`tables`) sets, given every
+        layer's settings merged (nested, tables apart, not yet checked)."""
+        return {}
 
     def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
         """The result's ``(H, W)`` for an input of ``size``."""

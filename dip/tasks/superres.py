@@ -4,6 +4,10 @@
 
 The network works at the result's size; the record reports the paper's protocol (PSNR of the
 Y channel with ``factor`` pixels cropped at each border) beside bicubic upscaling.
+
+The config key ``factor`` is this task's (every other task keeps it at 4), and so is the table
+``per_factor`` a config layer may hold: settings for one factor (the paper's x8 budget and
+perturbation), applied right after that layer's own keys.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Any
 import torch
 
 from dip import image, metrics, operators
-from dip.errors import InputError
+from dip.config import RunConfig, quote
+from dip.errors import ConfigError, InputError
 from dip.request import Option
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
@@ -59,6 +64,26 @@ class SuperRes(Task):
                                "inputs)."),
                    _downscale, order=20, note=_cropped_note),
     )
+    owns = {"factor": RunConfig.factor}
+    tables = ("per_factor",)
+
+    def check_config(self, cfg: Any) -> None:
+        if cfg.factor not in operators.Downsample.FACTORS:
+            raise ConfigError(f"config key 'factor' must be one of {', '.join(FACTORS)}, got "
+                              f"{cfg.factor}")
+
+    def table_settings(self, name: str, table: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """``per_factor: {8: {optim.iters: 4000}}``: the settings for the run's factor."""
+        if not isinstance(table, dict):
+            raise ConfigError("config key 'per_factor' must map factors to settings")
+        factor = settings.get("factor", RunConfig.factor)
+        # a factor of the wrong type is reported by the config's type check, not here
+        extra = (table.get(factor, table.get(str(factor)))
+                 if isinstance(factor, (int, str)) else None)
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError(f"config key 'per_factor' maps factor {factor} to "
+                              f"{quote(repr(extra))}; expected a mapping of config keys")
+        return extra or {}
 
     def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
         return size[0] * cfg.factor, size[1] * cfg.factor
@@ -83,7 +108,6 @@ class SuperRes(Task):
     def describe(self, m: dict[str, Any]) -> str:
         return (f"bicubic {m['bicubic_psnr']:.2f} dB\n  Y-channel PSNR (the paper's protocol) "
                 f"{m['psnr_y']:.2f} dB; bicubic {m['bicubic_psnr_y']:.2f} dB")
-
 
 
 register(SuperRes())
