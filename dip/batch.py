@@ -58,19 +58,18 @@ from dip import image, interrupts, record
 from dip import report as reports
 from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config
 from dip.errors import ConfigError, DipError, python_spelling
-from dip.record import fingerprint
-from dip.request import DEFAULT_MAX_PIXELS, FORMATS, Option, RunRequest, request_options
-from dip.run import beside as files_beside
+from dip.request import Option, RunRequest, request_options
 from dip.run import (
+    Plan,
     claim_path,
-    default_output,
+    fingerprints,
     output_path,
     plan,
-    resolve_config,
     resolve_device,
     restore,
     writable_folder,
 )
+from dip.run import beside as files_beside
 from dip.tasks import TASKS, Task, get_task
 
 _LINE = "__line__"
@@ -267,43 +266,48 @@ def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool
     return path
 
 
-def _output(value: str | None, base: Path, input_path: Path, task: str, many: bool,
-            fmt: str) -> Path:
+def _output(value: str | None, base: Path, name: Path, many: bool) -> Path:
+    """A job's result: ``output`` as a file, or ``name`` (the default name) in that folder
+    or in ``results/`` beside the batch file."""
     if value is None:
-        return base / "results" / default_output(input_path, task, fmt)
+        return base / "results" / name
     path = base / value
     if value.endswith(("/", os.sep)) or path.is_dir() or many or not path.suffix:
-        return path / default_output(input_path, task, fmt)
+        return path / name
     return path
+
+
+#: the RunRequest fields a job derives instead of copying its key: the task and input, the
+#: output (a folder or the default name), the config files (relative to the batch file), the
+#: overrides (``set``, the defaults' then the job's) and the seed (:func:`job_seed`)
+DERIVED = ("task", "input", "output", "config", "overrides", "seed")
 
 
 def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, base: Path,
              overrides: list[str], where: str, key: str) -> RunRequest:
-    """One input's RunRequest from an entry's merged options."""
-    fmt = spec.get("format", "png")
-    if fmt not in FORMATS:
-        raise BatchError(f"{where}: 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    """One input's RunRequest from an entry's merged options: every key the job holds goes to
+    its field (paths against the batch file's folder), but the :data:`DERIVED` ones."""
+
+    def value(opt: Option) -> Any:
+        given = spec[opt.job_key]
+        if opt.kind == "path":
+            return _companion(given, opt, base, input_path, many, where)
+        return given
+
+    fields = {o.name: value(o) for o in common_keys().values()
+              if o.job_key in spec and o.name not in DERIVED}
+    task_args = {o.name: value(o) for o in task.options if o.job_key in spec}
+    try:  # the format's one check: output_path's
+        name = output_path(input_path, task.name, None, spec.get("format"))
+    except DipError as exc:
+        raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
     config = spec.get("config", ())
-    config = tuple(base / c for c in ([config] if isinstance(config, str) else config))
-    task_args = {}
-    for opt in task.options:
-        if opt.job_key in spec:
-            value = spec[opt.job_key]
-            task_args[opt.name] = (_companion(value, opt, base, input_path, many, where)
-                                   if opt.kind == "path" else value)
-    reference = spec.get("reference")
-    if reference is not None:
-        ref_opt = common_keys()["reference"]
-        reference = _companion(reference, ref_opt, base, input_path, many, where)
     return RunRequest(
-        task=task.name, input=input_path,
-        output=_output(spec.get("output"), base, input_path, task.name, many, fmt),
-        format=spec.get("format"), config=config, overrides=tuple(overrides),
-        iters=spec.get("iters"), stop=spec.get("stop"), preset=spec.get("preset"),
-        seed=job_seed(spec.get("seed", 0), key), device=spec.get("device"),
-        reference=reference, save_every=spec.get("save_every"),
-        report=spec.get("report", False), gif=spec.get("gif", False),
-        max_pixels=spec.get("max_pixels", DEFAULT_MAX_PIXELS), task_args=task_args)
+        **fields, task=task.name, input=input_path,
+        output=_output(spec.get("output"), base, name, many),
+        config=tuple(base / c for c in ([config] if isinstance(config, str) else config)),
+        overrides=tuple(overrides), seed=job_seed(spec.get("seed", 0), key),
+        task_args=task_args)
 
 
 def _check_request(request: RunRequest, where: str) -> None:
@@ -492,22 +496,15 @@ def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
     return [job for i, job in enumerate(jobs) if i % n == k - 1]
 
 
-def _same_contents(job: Job, rec: dict) -> bool:
-    """The files the record's run read still hold what they held (a photo or mask replaced
-    under the same name is redone). A record from before fingerprints existed is trusted."""
+def _same_contents(p: Plan, rec: dict) -> bool:
+    """The files the record's run read are still there and hold what they held
+    (:func:`dip.run.fingerprints`: a photo or mask replaced under the same name is redone). A
+    record from before fingerprints existed is trusted."""
     recorded = rec.get("fingerprints")
     if not isinstance(recorded, dict):
         return True
-    named = {"input": job.input}
-    if job.request.reference is not None:
-        named["reference"] = Path(job.request.reference)
-    task = get_task(job.task)
-    for opt in task.options:
-        value = job.request.task_args.get(opt.name)
-        if opt.kind == "path" and value is not None and not opt.is_word(value):
-            named[opt.name] = Path(value)
-    return all(name in recorded and path.is_file() and fingerprint(path) == recorded[name]
-               for name, path in named.items())
+    return (all(path.is_file() for path in p.reads)
+            and all(recorded.get(name) == value for name, value in fingerprints(p).items()))
 
 
 def is_done(job: Job) -> bool:
@@ -517,7 +514,8 @@ def is_done(job: Job) -> bool:
     if rec is None:
         return False
     task = get_task(job.task)
-    cfg = json.loads(json.dumps(resolve_config(job.request).to_dict()))
+    the_plan = plan(job.request.replace(write=False))
+    cfg = json.loads(json.dumps(the_plan.cfg.to_dict()))
     # Which device ran it is not part of what was asked (the preset it implies is).
     done = record_config(rec["config"], task.sections)
     same = ({k: v for k, v in cfg.items() if k != "device"}
@@ -527,7 +525,7 @@ def is_done(job: Job) -> bool:
     pictures = [key for key in ("report", "gif") if getattr(job.request, key)]
     asked = task.record_args(job.request.task_args)
     defaults = {o.name: o.default for o in task.options}
-    return (same and _same_contents(job, rec) and rec.get("stop_reason") != "interrupted"
+    return (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and Path(rec[key]).exists() for key in pictures)
             and rec.get("input") == str(job.input.resolve())
             and all(rec.get(k, defaults.get(k)) == v for k, v in asked.items())

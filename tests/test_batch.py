@@ -3,6 +3,7 @@ cover every job once, a dry run that runs nothing, and invalid batch files refus
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ from PIL import Image
 
 from dip import batch, image
 from dip.cli.main import cli
+from dip.request import FORMATS, RunRequest
+from dip.tasks import TASKS
 
 from conftest import _group_members, save, synthetic, wait_until
 
@@ -206,6 +209,10 @@ def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
      "'mask' only applies to inpaint"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    output: o.png\n"
      "  - task: denoise\n    input: photos/p1.png\n    output: o.png\n", "also writes"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    format: xyz\n",
+     "unknown format 'xyz'; use one of png"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    set: {factor: 8}\n",
+     "config key 'factor' applies to superres only, not denoise"),
     ("defaults:\n  seed: 0\n", "no jobs"),
     ("- just a list\n", "a batch file is a mapping"),
 ])
@@ -228,6 +235,80 @@ def test_results_in_the_input_folder_are_not_read_as_inputs(tmp_path: Path) -> N
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/\n    output: photos/\n")
     assert invoke("run", path, "-q").exit_code == 0
     assert len(batch.load_batch(path)) == 3  # p*_denoise.png have records: not inputs
+
+
+def _every_key(tmp_path: Path) -> tuple[dict, dict]:
+    """A job holding every key a denoising job takes, each away from its default, and what
+    the job's request should hold for each field."""
+    for name in ("in.png", "ref.png"):
+        save(synthetic(32), tmp_path / name)
+    (tmp_path / "c.yaml").write_text("seed: 1\n")
+    derived = {  # the fields a job derives: (the key's value, the request's)
+        "task": ("denoise", "denoise"), "input": ("in.png", tmp_path / "in.png"),
+        "config": ("c.yaml", (tmp_path / "c.yaml",)),
+        "overrides": ({"optim.lr": 0.005}, ("optim.lr=0.005",)),
+        "seed": (5, batch.job_seed(5, "in.png"))}
+    spec, expected = {}, {}
+    for key, opt in batch.common_keys().items():
+        if opt.name in derived:
+            given, held = derived[opt.name]
+        elif opt.kind == "path":
+            given, held = "ref.png", tmp_path / "ref.png"
+        elif opt.kind == "flag":
+            given = held = not opt.default
+        elif opt.choices is not None:
+            given = held = opt.choices[-1]
+        elif opt.kind in ("int", "float"):
+            given = held = (opt.minimum or 0) + 3
+        else:
+            given = held = "sample"
+        spec[key], expected[opt.name] = given, held
+    spec["output"] = "out/"
+    expected["output"] = tmp_path / "out" / f"in_denoise{FORMATS[spec['format']]}"
+    return spec, expected
+
+
+def _job_request(tmp_path: Path, spec: dict) -> RunRequest:
+    overrides = batch._overrides(spec["set"], "test")
+    return batch._request(spec, TASKS["denoise"], tmp_path / "in.png", False, tmp_path,
+                          overrides, "test", "in.png")
+
+
+def test_every_batch_key_reaches_the_jobs_request(tmp_path: Path) -> None:
+    spec, expected = _every_key(tmp_path)
+    request = _job_request(tmp_path, spec)
+    defaults = RunRequest()
+    for name, value in expected.items():
+        assert getattr(request, name) == value, name
+        if name not in ("task", "input", "output"):  # those have no default worth the name
+            assert value != getattr(defaults, name), f"{name}'s sample is its default"
+
+
+def test_a_new_request_field_is_a_batch_key_with_no_batch_code(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """One field in RunRequest: ``dip run`` accepts its key and the job's request holds it."""
+    import dip.request
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(RunRequest):
+        tiles: int | None = dip.request.option(kind="int", minimum=1, help="A later option.")
+
+    monkeypatch.setattr(dip.request, "RunRequest", Wider)
+    monkeypatch.setattr(batch, "RunRequest", Wider)
+    assert "tiles" in batch.job_keys(TASKS["denoise"])
+    spec, expected = _every_key(tmp_path)
+    assert spec["tiles"] == 4
+    assert _job_request(tmp_path, spec).tiles == 4
+
+
+def test_devices_that_mix_the_cpu_and_gpus_are_refused(monkeypatch) -> None:
+    from dip.cli.main import flag_spelling
+
+    monkeypatch.setattr(batch, "resolve_device", lambda name: None)  # no GPU needed here
+    with pytest.raises(batch.BatchError) as caught:
+        batch.assign_device([], ["cpu", "cuda:0"], 2)
+    assert str(caught.value) == "devices mixes the CPU and GPUs; give one kind"
+    assert caught.value.render(flag_spelling).startswith("--devices mixes")
 
 
 def test_slurm_environment_gives_the_shard() -> None:
