@@ -1,0 +1,149 @@
+"""The stages of :func:`dip.run.restore`, each called alone on tiny images: plan decides without
+reading or writing, load reads and checks sizes, build makes the seeded setup, make_record
+describes a fit (here a made-up one: no step runs in this file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dip import image, run
+from dip.errors import InputError
+from dip.fitting import FitResult
+from dip.request import RunRequest
+
+from conftest import save, synthetic
+
+TINY = ("net.channels_down=[8,8,8,8,8]", "net.channels_up=[8,8,8,8,8]",
+        "net.channels_skip=[2,2,2,2,2]", "input.channels=4")
+
+
+def _request(tmp_path: Path, task: str = "superres", **fields) -> RunRequest:
+    fields.setdefault("input", save(synthetic(32), tmp_path / "small.png"))
+    return RunRequest(task=task, device="cpu", overrides=TINY, **fields)
+
+
+@pytest.fixture
+def no_reads(monkeypatch):
+    """Fail the test if a stage decodes an image."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"an image was read: {args}")
+    monkeypatch.setattr(image, "load_image", refuse)
+    monkeypatch.setattr(image, "load_mask", refuse)
+
+
+def _tree(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+def test_plan_without_an_input_is_an_input_error_and_reads_nothing(tmp_path: Path,
+                                                                   no_reads) -> None:
+    with pytest.raises(InputError, match="no input image given"):
+        run.plan(RunRequest(task="denoise", output=tmp_path / "out.png"))
+    assert not _tree(tmp_path)
+
+
+def test_plan_decides_every_path_and_writes_nothing(tmp_path: Path, no_reads) -> None:
+    out = tmp_path / "new" / "folder" / "big.png"
+    request = _request(tmp_path, output=out, iters=100, gif=True, task_args={"factor": 2})
+    before = _tree(tmp_path)  # the input
+    p = run.plan(request)
+    assert p.output == out and p.task.name == "superres"
+    assert p.files["record"] == out.with_name("big.png.json")
+    assert p.files["gif"] == out.with_name("big.gif")
+    assert p.files["steps"] == out.with_name("big_steps")
+    assert p.snapshot_every == 2  # a GIF of about 50 frames over the 100-step budget
+    assert (p.cfg.factor, p.cfg.optim.iters, p.cfg.device) == (2, 100, "cpu")
+    assert p.args["factor"] == 2 and p.reads == [tmp_path / "small.png"]
+    assert _tree(tmp_path) == before  # not even the output's folder
+
+
+def test_plan_refuses_a_result_that_exists_before_reading_anything(tmp_path: Path,
+                                                                  no_reads) -> None:
+    out = tmp_path / "taken.png"
+    out.write_bytes(b"someone's file")
+    with pytest.raises(InputError, match="already exists; use overwrite=True"):
+        run.plan(_request(tmp_path, output=out))
+    assert out.read_bytes() == b"someone's file"
+
+
+def test_load_reads_the_pixels_and_sizes_the_result(tmp_path: Path) -> None:
+    ref = save(synthetic(64), tmp_path / "ref.png")
+    p = run.plan(_request(tmp_path, reference=ref, task_args={"factor": 2}, write=False))
+    loaded = run.load(p)
+    assert loaded.inputs.picture.pixels.shape == (1, 3, 32, 32)
+    assert loaded.out_size == (64, 64)
+    assert loaded.reference.shape == (1, 3, 64, 64)
+    assert p.task.report_mask(loaded.inputs) is None  # nothing to black out
+
+    wrong = save(synthetic(32), tmp_path / "wrong.png")
+    p = run.plan(_request(tmp_path, reference=wrong, task_args={"factor": 2}, write=False))
+    with pytest.raises(InputError, match="is 32x32 but the result will be 64x64"):
+        run.load(p)
+
+
+def test_load_gives_inpaintings_report_its_mask(tmp_path: Path) -> None:
+    holes = torch.zeros(1, 1, 32, 32)
+    holes[..., 8:16, 8:24] = 1
+    mask = save(holes, tmp_path / "mask.png")
+    p = run.plan(_request(tmp_path, task="inpaint", task_args={"mask": mask}, write=False))
+    known = p.task.report_mask(run.load(p).inputs)
+    assert known.shape == (1, 1, 32, 32)
+    assert known.sum().item() == 32 * 32 - 8 * 16  # white in the mask = a hole
+
+
+def test_build_makes_a_seeded_setup_and_leaves_the_callers_rng_alone(tmp_path: Path) -> None:
+    p = run.plan(_request(tmp_path, task_args={"factor": 2}, write=False, seed=3))
+    loaded = run.load(p)
+    state = torch.random.get_rng_state()
+    setup = run.build(p, loaded)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert setup.device == torch.device("cpu") and setup.metric is None
+    assert setup.problem.observation.shape == (1, 3, 32, 32)
+    assert setup.problem.out_size == (64, 64)
+    assert setup.code.shape == (1, 4, 64, 64)  # input.channels at the result's size
+    again = run.build(p, loaded)  # the same seed, the same weights and code
+    assert torch.equal(again.code, setup.code)
+    assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(),
+                                                  setup.net.state_dict().values()))
+    with torch.no_grad():
+        estimate = setup.net(setup.code)
+        assert estimate.shape == (1, 3, 64, 64)
+        assert setup.problem.operator(estimate).shape == (1, 3, 32, 32)
+
+
+def test_make_record_describes_the_fit_it_is_given(tmp_path: Path) -> None:
+    ref = save(synthetic(64), tmp_path / "ref.png")
+    out = tmp_path / "big.png"
+    p = run.plan(_request(tmp_path, output=out, reference=ref, task_args={"factor": 2}))
+    loaded = run.load(p)
+    setup = run.build(p, loaded)
+    estimate = loaded.reference.clone()
+    result = FitResult(image=estimate, iterations=7, returned_iteration=5, stop_reason="auto",
+                       peak_psnr=31.5, peak_iteration=4,
+                       history={"step": [0, 5], "loss": [0.1234567891, 0.01],
+                                "restores": [3]})
+    restored = image.Picture(estimate, None, 8)
+    record = run.make_record(p, loaded, setup, result, restored, 1.23456)
+    assert (record.task, record.iterations, record.returned_iteration,
+            record.stop_reason) == ("superres", 7, 5, "auto")
+    assert record.input == str((tmp_path / "small.png").resolve())
+    assert record.output == str(out.resolve())
+    assert record.reference == str(ref.resolve())
+    assert record.size == {"input": [32, 32], "output": [64, 64]}
+    assert record.seconds == 1.235 and record.device == "cpu" and record.seed == p.cfg.seed
+    assert record.config == p.cfg.to_dict() and record.config["factor"] == 2
+    assert record.guard_restores == [3]
+    assert record.history == {"step": [0, 5], "loss": [0.123457, 0.01]}
+    assert record.task_args == {}  # the factor is recorded in the config
+    assert set(record.fingerprints) == {"input", "reference"}
+    m = record.metrics
+    assert m["ssim"] == pytest.approx(1.0) and m["peak_psnr"] == 31.5
+    assert {"psnr_y", "bicubic_psnr", "bicubic_psnr_y"} <= m.keys()  # the task's protocol
+    assert not _tree(tmp_path) - {tmp_path / "small.png", ref}  # the record stage wrote nothing
+    # the record serialises (a result equal to its reference: PSNR inf is written as null)
+    data = json.loads(record.to_json())
+    assert data["metrics"]["psnr"] is None and "metrics.psnr" in data["null_because"]
