@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -111,17 +112,32 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     return img, deep
 
 
+def shown(path: str | os.PathLike, limit: int = 200) -> str:
+    """``path`` as a message quotes it: a long one is cut in the middle (its start and its
+    file name stay), so that a 5000-character name is still one readable line."""
+    text = str(path)
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return f"{text[:half]}…{text[-half:]}"
+
+
 def _regular_file(path: str | os.PathLike, what: str) -> Path:
     """``path`` if it is an existing regular file (not a folder, FIFO or device: a FIFO would
     hang the second of two reads)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{what} is a folder, not an image: {path}")
-    if not path.is_file():
-        raise InputError(f"{what} {path} is not a regular file (a pipe or a device?); save it "
-                         f"to a file first")
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{what} not found: {shown(path)}") from None
+    except OSError as exc:  # a name too long, a loop of links, no permission on a folder
+        raise InputError(f"cannot use the {what} path {shown(path)}: "
+                         f"{exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} is a folder, not an image: {shown(path)}")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} {shown(path)} is not a regular file (a pipe or a device?); "
+                         f"save it to a file first")
     return path
 
 
@@ -240,9 +256,12 @@ def _load_png16(path: Path, what: str) -> Picture:
                    None if alpha is None else orient(alpha, turn), 16)
 
 
-def _is_tiff(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+def _is_tiff(path: Path, what: str) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+    except OSError as exc:  # no permission to read it
+        raise InputError(f"cannot read {what} {shown(path)}: {exc.strerror or exc}") from None
 
 
 def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
@@ -347,7 +366,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         InputError: missing, unreadable, truncated or too large.
     """
-    if _is_tiff(_regular_file(path, what)):  # every depth, float included: tifffile
+    if _is_tiff(_regular_file(path, what), what):  # every depth, float included: tifffile
         picture = _load_tiff(Path(path), what, max_pixels)
         if picture is not None:
             return picture  # else a compression tifffile cannot decode alone: Pillow's turn

@@ -37,6 +37,7 @@ from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf
 from dip.errors import InputError, RunError
 from dip.fitting import FitResult, Progress, fit
+from dip.image import shown
 from dip.inputs import make_code
 from dip.nets import build_net
 from dip.record import Record, fingerprint, record_path
@@ -179,24 +180,53 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     Raises:
         InputError: with the path and what to do.
     """
-    read = {path.resolve() for path in reads if path.exists()}
-    for path in outputs:
-        if path.resolve() in read:
-            raise InputError(f"output {path} is one of the run's input files; choose another "
-                             f"output name")
-        if path.is_dir():
-            raise InputError(f"output {path} is a folder; give a file name such as "
-                             f"{path / 'result.png'}")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists; use {{arg:overwrite}} to replace it")
-        writable_folder(path.parent, f"output {path}", create=False)
+    try:
+        read = {path.resolve() for path in reads if path.exists()}
+        for path in outputs:
+            if path.resolve() in read:
+                raise InputError(f"output {shown(path)} is one of the run's input files; "
+                                 f"choose another output name")
+            if path.is_dir():
+                raise InputError(f"output {shown(path)} is a folder; give a file name such as "
+                                 f"{shown(path / 'result.png')}")
+            if path.exists() and not overwrite:
+                raise InputError(f"{shown(path)} already exists; use {{arg:overwrite}} to "
+                                 f"replace it")
+            writable_folder(path.parent, f"output {shown(path)}", create=False)
+    except OSError as exc:  # a name too long for the file system, a loop of links, ...
+        raise InputError(f"cannot use the path {shown(exc.filename or '')}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def check_name_length(output: Path, written: list[Path]) -> None:
+    """The result's name leaves room for the names dip gives the files beside it (its record
+    ``NAME.json`` and the temporary ``.NAME.json.XXXXXXXX.part``), within what the folder's
+    file system allows (255 bytes on most).
+
+    Raises:
+        InputError: with the longest name that fits.
+    """
+    own = len(os.fsencode(output.name))
+    # mkstemp's temporary name: "." + name + "." + 8 random characters + ".part"
+    extra = max(len(os.fsencode(f.name)) for f in written) + 15 - own
+    folder = output.parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
+        limit = 255
+    if own + extra > limit:
+        raise InputError(f"output name {shown(output.name)} is too long ({own} bytes): the "
+                         f"file system allows {limit} in a name and dip's files beside it add "
+                         f"{extra}; use at most {limit - extra}")
 
 
 def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
     """Write pictures together, atomically (folders created first); a failure is one clear
     error."""
     for path, _ in pictures:
-        writable_folder(path.parent, f"output {path}")
+        writable_folder(path.parent, f"output {shown(path)}")
     try:
         image.write_all_atomic([(path, image.image_writer(pic, path)) for path, pic in pictures])
     except OSError as exc:
@@ -207,6 +237,7 @@ def check_outputs(p: Plan) -> None:
     """The result's format can hold it, :func:`check_written` for the run's files, and its
     snapshot folder."""
     image.output_format(p.output)
+    check_name_length(p.output, written_files(p))
     check_written(written_files(p), p.reads, p.request.overwrite)
     steps = p.files["steps"]
     if p.snapshot_every:
@@ -232,12 +263,16 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
             raise InputError(f"cannot create the folder for {what}: "
                              f"{exc.strerror or exc}") from None
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"cannot create the folder for {what}: {existing} is a file")
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        is_folder = existing.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise InputError(f"cannot use the folder for {what}: {exc.strerror or exc}") from None
+    if not is_folder:
+        raise InputError(f"cannot create the folder for {what}: {shown(existing)} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to the folder {existing} ({what})")
+        raise InputError(f"cannot write to the folder {shown(existing)} ({what})")
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -484,7 +519,7 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> N
         raise RunError(f"could not draw the pictures of {p.output}: "
                        f"{type(exc).__name__}: {exc}") from None
     text = record.to_json().encode()
-    writable_folder(p.output.parent, f"output {p.output}")
+    writable_folder(p.output.parent, f"output {shown(p.output)}")
     if p.output.exists():
         if not p.request.overwrite:
             raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
