@@ -175,12 +175,16 @@ def check_png_data(path: Path, what: str) -> None:
     if len(header) < 13:
         raise InputError(f"cannot read {what} {path}: no PNG header")
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    expected = _png_raw_size(width, height, depth, colour, interlace)
     stream = zlib.decompressobj()
-    try:
-        raw = len(stream.decompress(b"".join(p for k, p in chunks if k == b"IDAT")))
+    try:  # never more than the header's size and one byte: a small file can inflate to GBs
+        raw = len(stream.decompress(b"".join(p for k, p in chunks if k == b"IDAT"),
+                                    expected + 1))
     except zlib.error as exc:
         raise InputError(f"cannot read {what} {path}: its pixel data is damaged ({exc})") from None
-    expected = _png_raw_size(width, height, depth, colour, interlace)
+    if raw > expected:
+        raise InputError(f"{what} {path} holds more pixel data than its {width}x{height} "
+                         f"header says (a damaged or crafted file); it is refused")
     if raw < expected:
         rows = raw * height // expected if expected else 0
         raise InputError(f"{what} {path} is truncated: its pixel data stops after about {rows} "

@@ -24,6 +24,7 @@ from PIL import Image
 from dip import image
 from dip.cli.main import cli
 from dip.engine import StepEngine
+from dip.errors import InputError
 
 from conftest import wait_until
 
@@ -376,11 +377,66 @@ def test_a_file_where_the_snapshot_folder_goes_is_refused_before_the_fit(tmp_pat
     assert (tmp_path / "out_steps").read_text() == "a file of the user's"
 
 
+def test_a_png_inflating_past_its_header_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    """An 8x8 header over 200 MB of zeros (a 200 kB file, within any pixel limit): refused
+    with one line, and its data never inflated whole (memory stays small)."""
+    import tracemalloc
+
+    src = _png(tmp_path / "inflate.png", 8, 8, 8, 0, zlib.compress(bytes(200_000_000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="more pixel data than its 8x8 header"):
+            image.load_image(src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak  # the whole stream would be 200 MB
+    result = invoke("denoise", src, "-o", tmp_path / "o.png", *TINY)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
 def test_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "pipe.png")
-    result = invoke("denoise", tmp_path / "pipe.png", "-o", tmp_path / "o.png", *TINY)
-    assert result.exit_code == 2 and "not a regular file" in result.output
+    """Refused before it is opened. Should dip open it again, a writer feeds every reader a
+    picture, so the test fails on its assertion instead of hanging."""
+    import errno
+    import io
+    import threading
+    import time
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    buf = io.BytesIO()
+    Image.fromarray(_rng().integers(0, 256, (32, 32, 3), np.uint8)).save(buf, format="PNG")
+    stop, fed = threading.Event(), []
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:  # succeeds only while a reader has the pipe open
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.01)
+                continue
+            fed.append(1)
+            os.set_blocking(fd, True)
+            try:
+                os.write(fd, buf.getvalue())
+            except OSError:  # the reader went away
+                pass
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        result = invoke("denoise", pipe, "-o", tmp_path / "o.png", *TINY)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+    assert not fed  # never opened
 
 
 def test_two_config_files_apply_in_order(tmp_path: Path) -> None:
