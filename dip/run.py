@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +284,20 @@ class Loaded:
     inputs: Inputs
     reference: torch.Tensor | None
     out_size: tuple[int, int]
+    #: :func:`fingerprints` of the files read, taken as they were read (for the record)
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 def load(p: Plan) -> Loaded:
     """Read the input, the task's own files and the reference; check their sizes."""
     r = p.request
+    # Before reading: a file replaced from here on differs from its recorded fingerprint,
+    # so ``dip run`` redoes the job instead of keeping a result of the old file. One that
+    # cannot be read is left to the readers below to name (a record without it is redone).
+    try:
+        prints = fingerprints(p)
+    except OSError:
+        prints = {}
     picture = image.load_image(r.input, max_pixels=r.max_pixels)
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
@@ -308,7 +317,7 @@ def load(p: Plan) -> Loaded:
             raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
                              f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
                              f"both colour")
-    return Loaded(inputs, ref, out_size)
+    return Loaded(inputs, ref, out_size, prints)
 
 
 # --- build ------------------------------------------------------------------------------------
@@ -396,8 +405,10 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     cfg, steps, every = p.cfg, p.files["steps"], p.snapshot_every
     alpha = p.task.out_alpha(loaded.inputs, loaded.out_size)
     if every and steps.is_dir():
-        for old in steps.glob("step_*.png"):  # not frames of this run's GIF
-            old.unlink()
+        # an earlier run's snapshots, and those a kill left half-written (not this run's
+        # GIF frames: none are written yet)
+        for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
+            old.unlink(missing_ok=True)
 
     def on_step(s: Progress) -> None:
         if every and s.step % every == 0:
@@ -479,7 +490,7 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
         task_args=p.task.record_args(p.args), extra=dict(setup.problem.facts),
-        fingerprints=fingerprints(p))
+        fingerprints=dict(loaded.fingerprints))
     if loaded.reference is not None:
         ref = loaded.reference
         record.metrics = _rounded({

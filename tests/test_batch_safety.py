@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from dip import batch
+from dip import batch, run
 from dip.cli.main import cli
 
 from conftest import save, synthetic, wait_until
@@ -168,6 +168,35 @@ def test_a_file_replaced_under_the_same_name_is_redone(tmp_path: Path, what: str
     assert not batch.is_done(job)
     assert "1 done, 0 already done" in invoke("run", path, "-q").output
 
+
+def test_an_input_replaced_during_the_fit_is_redone(tmp_path: Path, monkeypatch) -> None:
+    """The record's fingerprint is of the file as it was read, not as it is after the fit: a
+    photo swapped while the fit ran leaves a result of the old one, which is not done."""
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    real = run.fit
+
+    def swapped_during_the_fit(*args, **kwargs):
+        save(synthetic(32).flip(-1), tmp_path / "photos" / "p0.png")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "fit", swapped_during_the_fit)
+    assert invoke("run", path, "-q").exit_code == 0
+    monkeypatch.setattr(run, "fit", real)
+    assert not batch.is_done(batch.load_batch(path)[0])
+    assert "1 done, 0 already done" in invoke("run", path, "-q").output
+
+def test_a_reference_replaced_under_the_same_name_is_redone(tmp_path: Path) -> None:
+    photos(tmp_path)
+    save(synthetic(32), tmp_path / "clean.png")
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, reference: clean.png, "
+                                "output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    job = batch.load_batch(path)[0]
+    assert batch.is_done(job)
+    save(synthetic(32).flip(-2), tmp_path / "clean.png")
+    assert not batch.is_done(job)
+    assert "1 done, 0 already done" in invoke("run", path, "-q").output
 
 # --- 6: one writer per output ---------------------------------------------------------------------
 

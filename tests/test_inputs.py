@@ -368,6 +368,17 @@ def test_a_mistake_with_overwrite_keeps_the_old_snapshots(tmp_path: Path) -> Non
     assert result.exit_code == 2 and (steps / "step_000002.png").exists()
 
 
+def test_overwrite_cleans_a_killed_runs_half_written_snapshots(tmp_path: Path) -> None:
+    paths = _setup(tmp_path)
+    steps = tmp_path / "out_steps"
+    steps.mkdir()
+    for name in ("step_000099.png", ".step_000099.png.k3j4l5m6.part"):
+        (steps / name).write_bytes(b"an earlier run's snapshot, half written")
+    result = invoke("denoise", paths["good"], "-o", tmp_path / "out.png", "--overwrite",
+                    "--save-every", 1, *TINY)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in steps.iterdir()) == ["step_000001.png", "step_000002.png"]
+
 def test_a_file_where_the_snapshot_folder_goes_is_refused_before_the_fit(tmp_path: Path) -> None:
     paths = _setup(tmp_path)
     (tmp_path / "out_steps").write_text("a file of the user's")
