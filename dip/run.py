@@ -563,24 +563,49 @@ def claimed(output: Path) -> Iterator[None]:
     """
     path = claim_path(output)
     me = f"{os.getpid()} {socket.gethostname()}"
-    writable_folder(path.parent, f"output {output}")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    writable_folder(path.parent, f"output {shown(output)}")
+    # One process at a time makes or takes over a claim in this folder: two that both found
+    # a killed run's claim stale would otherwise both take it, the second deleting the
+    # claim the first had just made; and a claim is never read half-written.
+    with _folder_lock(path.parent):
+        if path.exists():
             holder = _claim_holder(path)
             if holder is not None:
-                raise InputError(f"another dip run ({holder}) is writing {output}; wait for it "
-                                 f"or choose another output") from None
+                raise InputError(f"another dip run ({holder}) is writing {shown(output)}; "
+                                 f"wait for it or choose another output")
             path.unlink(missing_ok=True)  # its process is gone
-            continue
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # made just now where the folder cannot be locked
+            raise InputError(f"another dip run ({_claim_holder(path) or 'starting'}) is "
+                             f"writing {shown(output)}; wait for it or choose another "
+                             f"output") from None
         with os.fdopen(fd, "w") as f:
             f.write(me)
-        break
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:  # never another run's claim
+                path.unlink()
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` while the block runs. The kernel lets it go when
+    its process ends, so it is never stale, unlike a lock file. Without it where the file
+    system or platform has none (Windows, some network file systems)."""
+    fd = None
+    with contextlib.suppress(ImportError, OSError):
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _claim_holder(path: Path) -> str | None:

@@ -214,6 +214,51 @@ def test_a_live_claim_refuses_a_second_writer_and_a_stale_one_is_taken_over(
     assert out.exists() and not claim_path(out).exists()
 
 
+def test_two_runs_taking_over_one_stale_claim_one_of_them_wins(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Both find the claim of a killed run stale; the second must not delete the claim the
+    first has just made in its place (both would then write the output). Run B finds the
+    claim stale, then pauses while run A takes it over (or waits for B: it may not decide
+    while B is deciding); exactly one of them may hold the output."""
+    import threading
+
+    out = tmp_path / "out.png"
+    claim_path(out).write_text(f"{2 ** 22 + 12345} {os.uname().nodename}")  # a killed run's
+    b_found_it_stale, a_decided, b_holds = (threading.Event() for _ in range(3))
+    real = run._claim_holder
+
+    def holder(path: Path) -> str | None:
+        found = real(path)
+        if threading.current_thread().name == "B" and found is None:
+            b_found_it_stale.set()
+            a_decided.wait(5)  # A takes the claim over now, unless it must wait for B
+        return found
+
+    monkeypatch.setattr(run, "_claim_holder", holder)
+    held, refused = [], []
+
+    def take(name: str) -> None:
+        if name == "A":
+            b_found_it_stale.wait(10)
+        try:
+            with run.claimed(out):
+                held.append(name)
+                (a_decided if name == "A" else b_holds).set()
+                b_holds.wait(10) if name == "A" else a_decided.wait(10)
+        except run.InputError as exc:
+            refused.append((name, str(exc)))
+            a_decided.set()
+
+    threads = [threading.Thread(target=take, args=(n,), name=n) for n in "BA"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(held) == 1, (held, refused)
+    assert [name for name, _ in refused] == [n for n in "AB" if n not in held]
+    assert "another dip run" in refused[0][1]
+    assert not claim_path(out).exists()
+
 def test_two_dips_writing_one_output_the_second_fails_with_one_line(
         tmp_path: Path, spawn_dip, slowness: float) -> None:
     src = save(synthetic(32), tmp_path / "in.png")
