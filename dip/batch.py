@@ -878,12 +878,16 @@ def _unmarked_sheet(path: Path) -> bool:
 
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
-    """Both files written atomically."""
+    """Both files written atomically. The JSON is strict, as the records are: a PSNR that is
+    not a finite number is ``null``, and ``null_because`` says why."""
     records = [asdict(r) for r in rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, [f.name for f in fields(Row)], lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
-    text = json.dumps({"counts": counts(rows), "jobs": records}, indent=2) + "\n"
+    data, reasons = record.strict({"counts": counts(rows), "jobs": records})
+    if reasons:
+        data["null_because"] = reasons
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     image.write_all_atomic([(csv_path, lambda f: f.write(buf.getvalue().encode())),
                             (json_path, lambda f: f.write(text.encode()))])

@@ -147,6 +147,16 @@ def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path
     _refused(invoke("run", path, "--dry-run"), "out/d.png", "second batch")
 
 
+def test_same_named_photos_of_two_folders_into_one_are_refused(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        save(synthetic(32), tmp_path / name / "p.png")
+    path = batch_file(tmp_path, "  - {task: denoise, input: a/*, output: out/}\n"
+                                "  - {task: denoise, input: b/*, output: out/}\n")
+    before = digest(tmp_path)
+    _refused(invoke("run", path, "-q"), "also writes", "p_denoise.png")
+    assert digest(tmp_path) == before and not (tmp_path / "out").exists()
+
 # --- 3: changed contents are redone ----------------------------------------------------------
 
 @pytest.mark.parametrize("what", ["input", "mask"])
@@ -345,3 +355,35 @@ def test_ctrl_c_while_the_report_is_drawn_keeps_the_finished_result(tmp_path: Pa
     record = json.loads(Path(f"{out}.json").read_text())
     assert record["stop_reason"] == "budget" and record["iterations"] == 3
     assert out.is_file() and (tmp_path / "out_report.png").is_file()
+
+
+# --- strict JSON in the summary too ----------------------------------------------------------
+
+def test_the_summary_json_is_strict_with_a_reason_for_each_null(tmp_path: Path) -> None:
+    """A result identical to its reference has an infinite PSNR: the summary says null and
+    why, as the records do (strict parsers reject NaN and Infinity)."""
+    rows = [batch.Row("batch.yaml:3", "denoise", "a.png", "a_denoise.png", "done",
+                      psnr=float("inf"), ssim=1.0),
+            batch.Row("batch.yaml:3", "denoise", "b.png", "b_denoise.png", "done",
+                      psnr=float("nan"))]
+    csv_path, json_path = tmp_path / "summary.csv", tmp_path / "summary.json"
+    batch.write_summary(rows, csv_path, json_path)
+    data = json.loads(json_path.read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} in the summary"))
+    assert [job["psnr"] for job in data["jobs"]] == [None, None]
+    assert "identical" in data["null_because"]["jobs[0].psnr"]
+    assert "jobs[1].psnr" in data["null_because"]
+    assert data["counts"]["done"] == 2
+
+
+# --- batch files are YAML without aliases -----------------------------------------------------
+
+def test_a_batch_file_with_aliases_is_refused_in_one_line(tmp_path: Path) -> None:
+    photos(tmp_path)
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: &d {task: denoise, iters: 3}\n"
+                    "jobs:\n  - {<<: *d, input: photos/p0.png, output: out/}\n"
+                    "  - {task: denoise, input: photos/p1.png, output: out/, set: *d}\n")
+    result = invoke("run", path, "--dry-run")
+    _refused(result, "aliases")
+    assert not (tmp_path / "out").exists()
