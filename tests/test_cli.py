@@ -354,3 +354,23 @@ def test_a_record_pins_its_preset(tmp_path: Path, noisy_png: Path) -> None:
     line = _one_line_error(invoke("denoise", noisy_png, "-o", again, "--config", record,
                                   "--preset", "paper", "--overwrite"))
     assert "made with preset fast" in line
+
+
+def test_a_grey_mask_is_one_warning_line_from_the_command(tmp_path: Path) -> None:
+    """The library's DipWarning reaches the user of the real command as one ``dip: warning:``
+    line on stderr (not Python's two-line warning with its source, not once per stage)."""
+    import subprocess
+
+    from conftest import dip_command
+
+    src = save(synthetic(32), tmp_path / "in.png")
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))  # a soft brush
+    Image.fromarray(ramp).save(tmp_path / "soft.png")
+    args = ["inpaint", str(src), "--mask", str(tmp_path / "soft.png"), "-o",
+            str(tmp_path / "o.png"), *FAST, "--set", "net.channels_down=[8,8,8,8,8]",
+            "--set", "net.channels_up=[8,8,8,8,8]"]
+    done = subprocess.run(dip_command() + args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dip: warning: mask "), done.stderr
+    assert "grey pixels" in lines[0]

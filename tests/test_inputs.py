@@ -234,6 +234,8 @@ def _setup(tmp_path: Path) -> dict[str, Path]:
                                           "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n")
     (tmp_path / "string_record.json").write_text(json.dumps(
         {"task": "denoise", "versions": {}, "config": "optim.lr=0.1"}))
+    (tmp_path / "factor_record.json").write_text(json.dumps(  # a record edited by hand
+        {"task": "superres", "versions": {}, "config": {"per_factor": {"2": [1, 2]}}}))
     _bomb(tmp_path / "bomb.png")
     # pixel data cut after 5 of 24 rows, the rest of the file intact (header, CRCs, IEND)
     _png(tmp_path / "short.png", 16, 24, 8, 2,
@@ -296,6 +298,8 @@ MISTAKES = [
     (["denoise", "{good}", "--config", "{tmp}/laughs.yaml"], 2, ["aliases", "not allowed"]),
     (["denoise", "{good}", "--config", "{tmp}/string_record.json"], 2,
      ["'config' is not a mapping"]),
+    (["superres", "{good}", "--factor", "2", "--config", "{tmp}/factor_record.json"], 2,
+     ["'per_factor' maps factor 2"]),
     (["denoise", "{good}", "--set", "optim.lr=.nan"], 2, ["'optim.lr' expects a finite"]),
     (["denoise", "{good}", "--set", "input.scale=.nan"], 2, ["'input.scale' expects a finite"]),
     (["denoise", "{good}", "--set", "optim.guard=.inf"], 2, ["'optim.guard' expects a finite"]),
@@ -506,6 +510,17 @@ def test_16_bit_grey_with_alpha_keeps_its_alpha_in_tiff(tmp_path: Path) -> None:
     assert out.dtype == np.uint16 and out.shape == (H, W, 2)
     assert np.array_equal(out[..., 1], alpha)
 
+
+def test_16_bit_grey_with_alpha_png_keeps_its_alpha_written_as_tiff(tmp_path: Path) -> None:
+    import tifffile
+
+    array = _rng(2).integers(0, 65536, (H, W, 2), np.uint16)
+    array[:4, :, 1] = 0
+    src = _png16(tmp_path / "ga.png", array, "LA")
+    assert invoke("denoise", src, "-o", tmp_path / "o.tif", *TINY).exit_code == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.dtype == np.uint16 and out.shape == (H, W, 2)
+    assert np.array_equal(out[..., 1], array[..., 1])
 
 def test_exif_orientation_is_applied_to_16_bit_colour_png_as_to_8_bit(tmp_path: Path) -> None:
     exif = Image.Exif()
