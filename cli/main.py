@@ -24,10 +24,11 @@ from dip import report as reports
 from dip.cli import signals
 from dip.damage import corruptions
 from dip.errors import DipError, InputError
+from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.record import record_path
 from dip.request import Option, RunRequest, request_options, split_arguments
-from dip.run import Restoration, restore
+from dip.run import Restoration, Start, restore
 from dip.tasks import TASKS, Task
 
 #: exit codes by error class (the first that matches)
@@ -160,9 +161,12 @@ def _run(task: Task, request: RunRequest, quiet: bool) -> None:
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
+    def on_start(start: Start) -> None:
+        click.echo(f"dip: {start.describe()}", err=True)
+
     try:
         result = restore(request, progress=None if quiet else progress,
-                         keep_on_interrupt=True)
+                         keep_on_interrupt=True, on_start=None if quiet else on_start)
     finally:
         if bar is not None:
             bar.close()
@@ -192,8 +196,16 @@ def summary(task: Task, result: Restoration) -> str:
         baseline = task.describe(m)
         if baseline:
             line += f"; {baseline}"
+    fits = r.get("members")
+    if fits:
+        tiles, restarts = r.get("tiles"), r["config"]["optim"]["restarts"]
+        line += "\n  " + "; ".join(([tiles["why"]] if tiles else [])
+                                    + ([f"the average of {restarts} restarts"]
+                                       if restarts > 1 else []))
+    if r.get("estimate"):
+        line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
     line += f"\n  record: {record_path(result.output)}"
-    for key in ("report", "gif"):
+    for key in ("report", "gif", "uncertainty"):
         if key in r:
             line += f"\n  {key}: {r[key]}"
     return line
@@ -286,11 +298,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         jobs = batch.select_shard(jobs, *shard_kn)
     device_list = devices.split(",") if devices else None
     if dry_run:
-        for job in batch.assign_device(jobs, device_list, workers):
-            state = "done" if not overwrite and batch.is_done(job) else "to do"
-            click.echo(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  [{job.source}]")
-        click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
-                                            if shard_kn else ""))
+        _dry_run(jobs, device_list, workers, overwrite, shard_kn)
         return
     if not jobs:
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
@@ -319,6 +327,31 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(signals.exit_code())
     if counts["failed"] or not written:
         sys.exit(1)
+
+
+def _dry_run(jobs: list[batch.Job], devices: list[str] | None, workers: int, overwrite: bool,
+             shard_kn: tuple[int, int] | None) -> None:
+    """Each job, whether it is done, and for those to do what they will cost."""
+    seconds = 0.0
+    for job in batch.assign_device(jobs, devices, workers):
+        done = not overwrite and batch.is_done(job)
+        cost = ""
+        if not done:
+            start = batch.forecast(job)
+            seconds += start.estimate.seconds
+            cost = f"  {start.describe()}"
+        click.echo(f"{'done' if done else 'to do':>5}  {job.task:<8} {job.input} -> "
+                   f"{job.output}  [{job.source}]{cost}")
+    total = Estimate(seconds, 0, "").describe().split(",")[0]
+    click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
+                                        if shard_kn else "")
+               + (f"; {total} of fitting for those to do, one after another"
+                  if seconds else ""))
+
+
+def _estimate_args(saved: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": saved["seconds"], "peak_bytes": int(saved["peak_gb"] * 2 ** 30),
+            "device": saved["device"]}
 
 
 def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,

@@ -61,6 +61,7 @@ from dip.errors import ConfigError, DipError, python_spelling
 from dip.request import Option, RunRequest, request_options
 from dip.run import (
     Plan,
+    Start,
     claim_path,
     fingerprints,
     output_path,
@@ -70,6 +71,7 @@ from dip.run import (
     writable_folder,
 )
 from dip.run import beside as files_beside
+from dip.run import forecast as run_forecast
 from dip.tasks import TASKS, Task, get_task
 
 _LINE = "__line__"
@@ -555,6 +557,11 @@ class Row:
     @classmethod
     def of(cls, job: Job, status: str, error: str | None = None) -> Row:
         return cls(job.source, job.task, str(job.input), str(job.output), status, error=error)
+
+
+def forecast(job: Job) -> Start:
+    """What the job will do and cost (:func:`dip.run.forecast`)."""
+    return run_forecast(job.request)
 
 
 def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,

@@ -81,6 +81,8 @@ class OptimConfig:
     schedule: str = "constant"
     #: the rate a cosine schedule ends at
     lr_end: float = 0.0
+    #: independent fits of the image with different seeds, averaged (dip.members)
+    restarts: int = 1
 
 
 @dataclass
@@ -126,6 +128,22 @@ class PerfConfig:
     channels_last: str = "auto"
     #: float32 | bfloat16 (autocast of the network's forward pass)
     precision: str = "float32"
+    #: CPU threads: auto (every core for several fits, the free cores for one) | N
+    #: (dip.threads)
+    threads: str = "auto"
+    #: GB a run may use before it is tiled (tile.size auto); 0: the device's free memory
+    max_memory: float = 0.0
+
+
+@dataclass
+class TileConfig:
+    """Tiled restoration (:mod:`dip.tiles` checks the keys)."""
+
+    #: auto (tile when the whole image would not fit the memory budget) | off | the side of
+    #: a tile in pixels of the result
+    size: str = "auto"
+    #: pixels of the result that neighbouring tiles share
+    overlap: int = 32
 
 
 @dataclass
@@ -140,6 +158,7 @@ class RunConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
+    tile: TileConfig = field(default_factory=TileConfig)
     #: super-resolution factor (dip.tasks.superres owns and checks it; other tasks keep 4)
     factor: int = 4
     device: str = "auto"
@@ -216,6 +235,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         # YAML 1.1 reads on/off/yes/no as booleans; a string key such as perf.graphs means
         # the word
         value = "on" if value else "off"
+    if tp is str and isinstance(value, int):  # a word-or-number key: tile.size: 256
+        value = str(value)
     if tp is float and isinstance(value, str):
         # PyYAML reads YAML 1.1, where "1e-3" (no dot) is a string, not a number.
         try:
@@ -276,6 +297,11 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
     if 0 < cfg.optim.guard <= 1 or cfg.optim.guard < 0:
         raise ConfigError(f"config key 'optim.guard' must be 0 (off) or > 1, got {cfg.optim.guard}")
+    if cfg.optim.restarts < 1:
+        raise ConfigError(f"config key 'optim.restarts' must be >= 1, got {cfg.optim.restarts}")
+    if cfg.perf.max_memory < 0:
+        raise ConfigError(f"config key 'perf.max_memory' must be >= 0 (0: the device's free "
+                          f"memory), got {cfg.perf.max_memory}")
     if not 0 <= cfg.seed < 2 ** 63:
         raise ConfigError(f"config key 'seed' must be in 0 .. 2**63-1, got {cfg.seed}")
     if cfg.preset not in PRESETS:
@@ -291,6 +317,8 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
     from dip.nets import check_net
     from dip.stopping import build_stop_rule
     from dip.tasks import owner_check
+    from dip.threads import check_threads
+    from dip.tiles import check_tiles
 
     task.check_config(cfg)
     owner_check(task, cfg)
@@ -298,6 +326,8 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
                                if k != "name"})
     build_stop_rule(cfg.stop)
     check_perf(cfg.perf)
+    check_threads(cfg.perf.threads)
+    check_tiles(cfg.tile)
     check_schedule(cfg.optim.schedule)
 
 
@@ -394,7 +424,10 @@ RECORD_MARK = "__record__"
 
 #: config keys added after records were first written, with the value that reproduces a run
 #: recorded without them (the behaviour before the key existed)
-ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0}
+ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
+              "perf.threads": "auto", "perf.max_memory": 0.0,
+              # auto fits an image that fits in memory whole, as every run before tiles did
+              "tile.size": "auto", "tile.overlap": 32}
 
 
 def record_config(config: dict[str, Any],
@@ -406,6 +439,8 @@ def record_config(config: dict[str, Any],
     config = copy.deepcopy(config)
     for key, value in ADDED_KEYS.items():
         section, name = key.split(".")
+        if section == "tile" and section not in config:  # a section added after them
+            config[section] = {}
         if isinstance(config.get(section), dict):
             config[section].setdefault(name, value)
     for name, cls in (sections or {}).items():

@@ -28,7 +28,7 @@ def python_spelling(name: str, value: str | None) -> str:
 
 
 #: arguments that are switches: named as ``name=True`` in Python
-_SWITCHES = {"overwrite", "report", "gif", "mask_keeps"}
+_SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty"}
 
 
 class DipError(Exception):

@@ -85,6 +85,8 @@ class FitResult:
     peak_psnr: float | None = None
     peak_iteration: int | None = None
     history: dict[str, list] = field(default_factory=dict)
+    #: the noise level the stop rule worked with ([0, 1] units), None if it used none
+    noise_level: float | None = None
 
 
 @dataclass
@@ -376,7 +378,8 @@ class _Fit:
         trace = self.trace
         return FitResult(image.detach().clamp(0, 1), self.step, returned_iteration,
                          self.stop_reason, trace.peak_psnr, trace.peak_iteration,
-                         {k: v for k, v in trace.history.items() if v or k != "psnr"})
+                         {k: v for k, v in trace.history.items() if v or k != "psnr"},
+                         self.stop_rule.noise_level)
 
 
 class _Scheduler:

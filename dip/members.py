@@ -20,11 +20,18 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.nn import functional as F
 
+from dip import metrics
 from dip.errors import RunError
-from dip.fitting import FitResult
+from dip.fitting import FitResult, Member
+from dip.inputs import make_code
+from dip.nets import build_net
+from dip.stopping import build_stop_rule
+from dip.tasks import Problem
 from dip.tiles import Blend, Tile
 
 
@@ -128,3 +135,46 @@ def uncertainty_map(spread: torch.Tensor) -> torch.Tensor:
     over colour channels) times :data:`UNCERTAINTY_SCALE`, clipped to 1."""
     rms = spread.square().mean(1, keepdim=True).sqrt()
     return (rms * UNCERTAINTY_SCALE).clamp(0, 1)
+
+
+# --- building a run's members -------------------------------------------------------------------
+
+def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
+                 reference: torch.Tensor | None = None,
+                 noise_sigma: float | None = None) -> Member:
+    """The member fitting ``part`` of ``problem`` (on the problem's device), seeded by the
+    part (:meth:`Part.seed`): its network (through a forked global RNG: the caller's RNG state
+    is untouched), code and perturbations, stop rule, and a PSNR metric against its part of
+    ``reference`` when there is one. ``noise_sigma``: the noise level every tile shares (the
+    whole image's), where the problem does not know it."""
+    sub = problem if part.tile is None else problem.window(part.tile)
+    device = problem.observation.device
+    seed = part.seed(cfg.seed)
+    options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        net = build_net(cfg.net.name, cfg.input.channels, channels, **options)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    code = make_code(cfg.input.kind, cfg.input.channels, sub.out_size, cfg.input.scale,
+                     generator)
+    metric = None
+    if reference is not None:
+        ref = reference if part.tile is None else part.tile.scaled(problem.scale).crop(reference)
+
+        def metric(estimate: torch.Tensor) -> float:
+            return metrics.psnr(estimate, ref)
+
+    sigma = sub.noise_sigma if sub.noise_sigma is not None else noise_sigma
+    return Member(net.to(device), code, sub.operator, sub.observation, generator,
+                  build_stop_rule(cfg.stop), metric, sub.loss, sigma)
+
+
+def stand_in(problem: Problem, part: Part) -> torch.Tensor:
+    """What a part that was never fitted (an interrupted run) shows: its observation, resized
+    to its result's size."""
+    sub = problem if part.tile is None else problem.window(part.tile)
+    obs = sub.observation.detach().float()
+    if tuple(obs.shape[-2:]) == tuple(sub.out_size):
+        return obs.clamp(0, 1)
+    return F.interpolate(obs, size=sub.out_size, mode="bilinear", align_corners=False).clamp(0, 1)

@@ -155,6 +155,23 @@ class RunRequest:
                               help="Random seed [default: 0].")
     device: str | None = option(config_key="device",
                                 help="auto | cpu | cuda | cuda:N | mps [default: auto].")
+    restarts: int | None = option(
+        kind="int", minimum=1, metavar="K", config_key="optim.restarts",
+        help="Fit K differently seeded networks and return their average (steadier, and "
+             "with --uncertainty a map of where they disagree) [default: the preset's].")
+    uncertainty: bool = option(
+        kind="flag", default=False,
+        help="Also write {stem}_{task}_uncertainty.png: the restarts' per-pixel standard "
+             "deviation, x4 (white: 64 grey levels or more); needs --restarts 2 or more.")
+    tile: str | None = option(
+        metavar="auto|off|N", config_key="tile.size",
+        help="Restore in overlapping tiles of N pixels, blended without seams, so memory "
+             "stays bounded at any size; auto: tile only when the whole image would not fit "
+             "in memory [default: auto].")
+    max_memory: float | None = option(
+        kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",
+        help="Memory the run may use before --tile auto tiles it [default: the device's "
+             "free memory].")
     reference: Path | None = option(kind="path", companion=True, record=True,
                                     help="Clean image: report PSNR and SSIM (never used to "
                                          "fit).")

@@ -18,6 +18,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import re
@@ -30,20 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf
 from dip.errors import InputError, RunError
-from dip.fitting import FitResult, Progress, fit
+from dip.estimate import Estimate, calibrate, timed_steps
+from dip.fitting import FitResult, Member, Progress, Settings, fit_group
 from dip.image import shown
-from dip.inputs import make_code
-from dip.nets import build_net
+from dip.layout import Layout, calibration_key, calibration_parts, member_side, plan_layout, seconds
+from dip.members import Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, record_path
 from dip.request import FORMATS, RunRequest, split_arguments
-from dip.stopping import StopRule, build_stop_rule
+from dip.stopping import build_stop_rule, estimate_sigma
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
+from dip.threads import plan_lanes
 from dip.version import __version__
 
 
@@ -62,6 +66,8 @@ class Restoration:
     record: dict[str, Any]
     output: Path | None
     fit: FitResult
+    #: every member's outcome (restarts x tiles, :class:`dip.layout.Layout`)
+    members: list[Any] = field(default_factory=list)
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -132,6 +138,7 @@ def beside(output: Path) -> dict[str, Path]:
     return {"record": record_path(output),
             "report": output.with_name(f"{output.stem}_report.png"),
             "gif": output.with_name(f"{output.stem}.gif"),
+            "uncertainty": output.with_name(f"{output.stem}_uncertainty.png"),
             "steps": output.with_name(f"{output.stem}_steps")}
 
 
@@ -158,6 +165,9 @@ def plan(request: RunRequest) -> Plan:
     the_plan = Plan(request, task, cfg, out, files, every if request.write else 0)
     if request.report and request.write:
         reports.require_matplotlib()
+    if request.uncertainty and cfg.optim.restarts < 2:
+        raise InputError("{arg:uncertainty} maps where restarts disagree; it needs "
+                         "{arg:restarts} of 2 or more")
     if request.gif and files["gif"] == out:
         raise InputError(f"{{arg:gif}} would write {out}, the result's own path; give the "
                          f"result another format")
@@ -168,7 +178,7 @@ def plan(request: RunRequest) -> Plan:
 
 def written_files(p: Plan) -> list[Path]:
     """The files a run writes: result, record, and the pictures asked for."""
-    return [p.output, p.files["record"]] + [p.files[k] for k in ("report", "gif")
+    return [p.output, p.files["record"]] + [p.files[k] for k in ("report", "gif", "uncertainty")
                                             if getattr(p.request, k)]
 
 
@@ -348,99 +358,182 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Setup:
-    """Everything the fit runs with, on its device."""
+    """Everything the fit runs with, on its device: the whole problem, the run's layout
+    (restarts x tiles, :mod:`dip.layout`) and how each member is built."""
 
     device: torch.device
     perf: Perf
     problem: Problem
-    net: torch.nn.Module
-    code: torch.Tensor
-    generator: torch.Generator
-    stop_rule: StopRule
-    metric: Callable[[torch.Tensor], float] | None
+    layout: Layout
+    member: Callable[[int], Member]
+    channels: int
+    estimate: Estimate | None = None
 
 
 def build(p: Plan, loaded: Loaded) -> Setup:
-    """The operator, observation, code, network and stop rule on the run's device. Every random
-    draw comes from the run's seed: the weights through a forked global RNG (the caller's RNG
-    state is untouched), the code and its perturbations from a generator."""
+    """The operator and observation on the run's device, the layout, and a builder for each
+    member (seeded from the run's seed and the member's part, :mod:`dip.members`)."""
     cfg = p.cfg
     dev = resolve_device(cfg.device)
     perf = resolve_perf(cfg.perf, dev, constant_lr=cfg.optim.schedule == "constant")
     problem = p.task.problem(loaded.inputs, cfg)
     problem.operator = problem.operator.to(dev)
     problem.observation = problem.observation.to(dev)
-    net_options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
-    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(cfg.seed)
-        net = build_net(cfg.net.name, cfg.input.channels,
-                        loaded.inputs.picture.pixels.shape[1], **net_options)
-    generator = torch.Generator(device=dev).manual_seed(cfg.seed)
-    code = make_code(cfg.input.kind, cfg.input.channels, problem.out_size, cfg.input.scale,
-                     generator)
-    metric = None
-    if loaded.reference is not None:
-        ref = loaded.reference.to(dev)
+    channels = loaded.inputs.picture.pixels.shape[1]
+    layout = plan_layout(cfg, problem, channels, dev, p.task.solved)
+    ref = loaded.reference.to(dev) if loaded.reference is not None else None
+    # tiles share the whole image's noise level (the denoising stop's floor), so they agree
+    sigma = (None if layout.tiles is None or problem.noise_sigma is not None
+             else estimate_sigma(problem.observation))
 
-        def metric(estimate: torch.Tensor) -> float:
-            return metrics.psnr(estimate, ref)
+    def member(i: int) -> Member:
+        return build_member(cfg, problem, layout.parts[i], channels, ref, sigma)
 
-    return Setup(dev, perf, problem, net.to(dev), code, generator, build_stop_rule(cfg.stop),
-                 metric)
+    return Setup(dev, perf, problem, layout, member, channels)
+
+
+def estimate(p: Plan, setup: Setup) -> Estimate:
+    """The run's time (a few calibration steps of members shaped like its own, cached per
+    machine: :func:`dip.estimate.calibrate`) and peak memory, before its first step."""
+    layout = setup.layout
+    if not layout.fitted():
+        return Estimate(0.0, layout.peak_bytes, str(setup.device))
+    side = member_side(setup.problem, layout)
+    trial = calibration_parts(layout)
+
+    def fit_steps(on_step: Callable[[], None], n: int) -> None:
+        fit_group([setup.member(i) for i in trial],
+                  dataclasses.replace(_settings(p.cfg), iters=n), perf=setup.perf,
+                  threads=layout.threads, callback=lambda i, s: on_step())
+
+    with _memory_advice(p, setup):
+        rate = calibrate(calibration_key(p.cfg, layout, setup.channels, side), setup.device,
+                         timed_steps(fit_steps, len(trial)))
+    return Estimate(seconds(layout, rate, p.cfg.optim.iters), layout.peak_bytes,
+                    str(setup.device))
+
+
+def _settings(cfg: RunConfig) -> Settings:
+    o = cfg.optim
+    return Settings(o.iters, o.lr, o.average, cfg.input.perturb_std, o.guard,
+                    cfg.output.metrics_every, o.schedule, o.lr_end)
 
 
 # --- fit --------------------------------------------------------------------------------------
 
+@dataclass
+class Fitted:
+    """What the members made: the result (and the restarts' spread), each member's outcome
+    (a FitResult, the error that ended it, or the image of a part that needed no fit), and
+    the first fitted member's result (its curves go into the record)."""
+
+    image: torch.Tensor
+    spread: torch.Tensor | None
+    outcomes: list[FitResult | RunError | torch.Tensor]
+    first: FitResult
+
+
 def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
               progress: Callable[[Progress], None] | None = None,
-              keep_on_interrupt: bool = False) -> FitResult:
-    """Run the fit; write a snapshot every ``plan.snapshot_every`` steps (old ones go first, now
-    that every check has passed).
+              keep_on_interrupt: bool = False) -> Fitted:
+    """Fit the run's members together (:func:`dip.fitting.fit_group`) and combine them; write
+    a snapshot of the combined estimate every ``plan.snapshot_every`` steps (old ones go
+    first, now that every check has passed).
 
     Raises:
-        RunError: divergence the guard could not undo, out of memory (with advice), a
-            snapshot that cannot be written.
+        RunError: every restart of a tile (or of the image) failed: divergence the guard could
+            not undo; out of memory (with advice); a snapshot that cannot be written.
     """
-    cfg, steps, every = p.cfg, p.files["steps"], p.snapshot_every
-    alpha = p.task.out_alpha(loaded.inputs, loaded.out_size)
-    if every and steps.is_dir():
+    layout, steps = setup.layout, p.files["steps"]
+    if p.snapshot_every and steps.is_dir():
         # an earlier run's snapshots, and those a kill left half-written (not this run's
         # GIF frames: none are written yet)
         for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
             old.unlink(missing_ok=True)
+    fitted = layout.fitted()
+    live = _Live(p, loaded, setup, progress)
+    with _memory_advice(p, setup):
+        outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], _settings(p.cfg),
+                             perf=setup.perf, threads=layout.threads, callback=live.on_step,
+                             keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once)
+    every = live.outcomes(dict(zip(fitted, outcomes)))
+    combined = combine(layout.parts, every, (1, setup.channels, *loaded.out_size),
+                       setup.problem.scale)
+    first = next((o for o in outcomes if isinstance(o, FitResult)), None)
+    if first is None:
+        raise next(o for o in outcomes if isinstance(o, RunError))
+    return Fitted(combined.image, combined.spread, every, first)
 
-    def on_step(s: Progress) -> None:
-        if every and s.step % every == 0:
-            snap = image.Picture(s.estimate.detach().float().cpu(), alpha,
-                                 loaded.inputs.picture.bits, loaded.inputs.picture.value_range)
-            try:
-                image.save_image(snap, steps / f"step_{s.step:06d}.png")
-            except OSError as exc:
-                raise RunError(f"cannot write a snapshot into {steps}: "
-                               f"{exc.strerror or exc}") from None
-        if progress is not None:
-            progress(s)
 
-    problem = setup.problem
+@contextmanager
+def _memory_advice(p: Plan, setup: Setup) -> Iterator[None]:
+    """Out of memory (in the fit, or already in its calibration) as one RunError that says
+    what to try."""
     try:
-        return fit(setup.net, setup.code, problem.operator, problem.observation,
-                   iters=cfg.optim.iters, lr=cfg.optim.lr, average=cfg.optim.average,
-                   perturb_std=cfg.input.perturb_std, guard=cfg.optim.guard,
-                   generator=setup.generator, stop_rule=setup.stop_rule, metric=setup.metric,
-                   metrics_every=cfg.output.metrics_every, callback=on_step, perf=setup.perf,
-                   schedule=cfg.optim.schedule, lr_end=cfg.optim.lr_end, loss=problem.loss,
-                   noise_sigma=problem.noise_sigma, keep_on_interrupt=keep_on_interrupt)
+        yield
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
         advice = ["a smaller image"]
+        if setup.layout.tiles is None:
+            advice.append("{arg:tile=256}")
         if setup.device.type != "cpu":
             advice.append("{arg:device=cpu}")
-        if cfg.preset != "fast":
+        if p.cfg.preset != "fast":
             advice.append("the narrower network of {arg:preset=fast}")
-        raise RunError(f"out of memory on {setup.device} for a {loaded.out_size[1]}x"
-                       f"{loaded.out_size[0]} result; try {' or '.join(advice)}") from None
+        h, w = setup.problem.out_size
+        raise RunError(f"out of memory on {setup.device} for a {w}x{h} result; try "
+                       f"{' or '.join(advice)}") from None
+
+
+class _Live:
+    """The fit as it goes: each member's latest estimate, progress for the caller (one bar
+    over every member's steps), snapshots of the combined estimate."""
+
+    def __init__(self, p: Plan, loaded: Loaded, setup: Setup,
+                 progress: Callable[[Progress], None] | None) -> None:
+        self.p, self.loaded, self.setup, self.progress = p, loaded, setup, progress
+        self.fitted = setup.layout.fitted()
+        self.latest: dict[int, torch.Tensor] = {}
+        self.done = 0
+        self.total = len(self.fitted) * p.cfg.optim.iters
+
+    def outcomes(self, results: dict[int, FitResult | RunError | None]) -> list:
+        """Every part's outcome: its fit's, its solved image, or (never started) a stand-in."""
+        layout = self.setup.layout
+        return [layout.solved[i] if i in layout.solved
+                else results[i] if results.get(i) is not None
+                else self.latest.get(i, stand_in(self.setup.problem, part))
+                for i, part in enumerate(layout.parts)]
+
+    def on_step(self, index: int, s: Progress) -> None:
+        self.latest[self.fitted[index]] = s.estimate
+        self.done += 1
+        step = self.done // len(self.fitted)
+        every = self.p.snapshot_every
+        if every and self.done % len(self.fitted) == 0 and step % every == 0:
+            self._snapshot(step)
+        if self.progress is not None:
+            if len(self.fitted) == 1:
+                self.progress(s)
+            else:
+                self.progress(Progress(self.done, self.total, s.loss, s.estimate, s.psnr,
+                                       s.output))
+
+    def _snapshot(self, step: int) -> None:
+        layout, loaded = self.setup.layout, self.loaded
+        current = combine(layout.parts, self.outcomes({}), (1, self.setup.channels,
+                                                            *loaded.out_size),
+                          self.setup.problem.scale).image
+        source = loaded.inputs.picture
+        snap = image.Picture(current, self.p.task.out_alpha(loaded.inputs, loaded.out_size),
+                             source.bits, source.value_range)
+        steps = self.p.files["steps"]
+        try:
+            image.save_image(snap, steps / f"step_{step:06d}.png")
+        except OSError as exc:
+            raise RunError(f"cannot write a snapshot into {steps}: "
+                           f"{exc.strerror or exc}") from None
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -470,17 +563,20 @@ def _rounded(values: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
-def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
+def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResult,
                 restored: image.Picture, seconds: float) -> Record:
-    r, picture = p.request, loaded.inputs.picture
-    rule = setup.stop_rule
+    """The record of a run. Its steps, stop and curves are the first member's (the only one
+    without restarts or tiles); ``members`` lists every member's when there are several."""
+    if isinstance(fitted, FitResult):  # one fit, as the record has always described
+        fitted = Fitted(fitted.image, None, [fitted], fitted)
+    r, picture, result = p.request, loaded.inputs.picture, fitted.first
     record = Record(
         task=p.task.name, input=str(Path(r.input).resolve()),
         output=str(p.output.resolve()) if r.write else None,
         reference=str(Path(r.reference).resolve()) if r.reference is not None else None,
         iterations=result.iterations, returned_iteration=result.returned_iteration,
-        stop_reason=result.stop_reason,
-        noise_sigma=(round(rule.sigma * 255, 3) if getattr(rule, "noise_floor", 0) else None),
+        stop_reason=_stop_reason(fitted.outcomes),
+        noise_sigma=(None if result.noise_level is None else round(result.noise_level * 255, 3)),
         seconds=round(seconds, 3), device=str(setup.device), preset=p.cfg.preset,
         perf=setup.perf.describe(), seed=p.cfg.seed,
         size={"input": list(picture.size), "output": list(loaded.out_size)},
@@ -489,24 +585,65 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, result: FitResult,
         config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
-        task_args=p.task.record_args(p.args), extra=dict(setup.problem.facts),
+        task_args=p.task.record_args(p.args), extra=_extra(setup, fitted),
         fingerprints=dict(loaded.fingerprints))
     if loaded.reference is not None:
-        ref = loaded.reference
+        ref, tiled = loaded.reference, setup.layout.tiles is not None
         record.metrics = _rounded({
             "psnr": metrics.psnr(restored.pixels, ref),
             "ssim": metrics.ssim(restored.pixels, ref),
-            "peak_psnr": result.peak_psnr, "peak_iteration": result.peak_iteration,
+            # a tile's peak is not the image's
+            "peak_psnr": None if tiled else result.peak_psnr,
+            "peak_iteration": None if tiled else result.peak_iteration,
             **p.task.metrics(restored.pixels, ref, loaded.inputs, p.cfg)})
     if r.write:
-        record.files = {k: str(p.files[k].resolve()) for k in ("report", "gif")
+        record.files = {k: str(p.files[k].resolve()) for k in ("report", "gif", "uncertainty")
                         if getattr(r, k)}
     return record
 
 
+def _stop_reason(outcomes: list) -> str:
+    """One member's stop, or the members': interrupted if any was, else the most common."""
+    reasons = [o.stop_reason for o in outcomes if isinstance(o, FitResult)]
+    if "interrupted" in reasons:
+        return "interrupted"
+    return max(reasons, key=reasons.count)
+
+
+def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
+    """The task's facts, the estimate, and with several members their parts and stops."""
+    extra = dict(setup.problem.facts)
+    if setup.estimate is not None:
+        extra["estimate"] = setup.estimate.to_dict()
+    layout = setup.layout
+    if setup.device.type == "cpu":
+        lanes = plan_lanes(min(layout.at_once, max(1, len(layout.fitted()))), layout.threads)
+        extra["threads"] = {"fits_at_once": lanes.workers, "per_fit": lanes.intra}
+    if layout.tiles is not None:
+        extra["tiles"] = layout.describe()
+    if len(layout.parts) > 1:
+        extra["members"] = [_member_row(part, o, i in layout.solved)
+                            for i, (part, o) in enumerate(zip(layout.parts, fitted.outcomes))]
+    return extra
+
+
+def _member_row(part: Part, outcome: Any, solved: bool) -> dict[str, Any]:
+    row = part.describe()
+    if isinstance(outcome, FitResult):
+        row.update(iterations=outcome.iterations, returned_iteration=outcome.returned_iteration,
+                   stop_reason=outcome.stop_reason,
+                   guard_restores=len(outcome.history.get("restores", [])))
+    elif isinstance(outcome, RunError):
+        row["error"] = str(outcome)
+    else:
+        row["stop_reason"] = "no fit needed" if solved else "not started"
+    return row
+
+
 # --- write ------------------------------------------------------------------------------------
 
-def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> None:
+def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
+          spread: torch.Tensor | None = None) -> None:
     """Draw the pictures asked for, then write them with the result and its record, all or
     none (:func:`dip.image.write_all_atomic`: the record is renamed into place before the
     image).
@@ -526,6 +663,11 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record) -> N
         if p.request.gif:
             data = reports.render_gif(sorted(p.files["steps"].glob("step_*.png")), restored)
             pictures.append((p.files["gif"], lambda f, d=data: f.write(d)))
+        if p.request.uncertainty and spread is not None:
+            # marked as dip's own, so that a batch never takes it for a photo
+            grey = (uncertainty_map(spread)[0, 0] * 255).round().to(torch.uint8).numpy()
+            pictures.append((p.files["uncertainty"],
+                             image.marked_png(Image.fromarray(grey, "L"), "uncertainty")))
     except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
         raise RunError(f"could not draw the pictures of {p.output}: "
                        f"{type(exc).__name__}: {exc}") from None
@@ -629,7 +771,9 @@ def _claim_holder(path: Path) -> str | None:
 
 def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /, *,
             progress: Callable[[Progress], None] | None = None,
-            keep_on_interrupt: bool = False, **arguments: Any) -> Restoration:
+            keep_on_interrupt: bool = False,
+            on_start: Callable[[Start], None] | None = None,
+            **arguments: Any) -> Restoration:
     """Restore one image file with Deep Image Prior.
 
     ``restore(RunRequest(...))``, or ``restore(task, input, **arguments)`` with the request's
@@ -638,10 +782,12 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     :class:`dip.request.RunRequest` and ``dip.tasks.TASKS[task].options``).
 
     Args:
-        progress: called after every step with a :class:`dip.fitting.Progress`.
+        progress: called after every step with a :class:`dip.fitting.Progress` (with several
+            members -- restarts, tiles -- ``step`` and ``total`` count every member's steps).
         keep_on_interrupt: on Ctrl-C, stop the fit and write (and return) the estimate so
             far, marked ``interrupted``; otherwise KeyboardInterrupt propagates and nothing is
             written.
+        on_start: called once before the first step with what the run will do and cost.
 
     Raises:
         InputError, ConfigError: before anything runs or is written.
@@ -655,27 +801,54 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     the_plan = plan(request)
     loaded = load(the_plan)
     setup = build(the_plan, loaded)
+    setup.estimate = estimate(the_plan, setup)
+    if on_start is not None:
+        on_start(Start(setup.estimate, setup.layout))
     # every check has passed: from here on the run writes (its folder, snapshots, the result)
     with claimed(the_plan.output) if request.write else contextlib.nullcontext():
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
+
+
+def forecast(request: RunRequest) -> Start:
+    """What a run of ``request`` would do and cost, without running it (``dip run
+    --dry-run``): it is planned, its files read and its fits laid out and calibrated, and
+    nothing is written (but the calibration cache)."""
+    the_plan = plan(request.replace(write=False))
+    loaded = load(the_plan)
+    setup = build(the_plan, loaded)
+    return Start(estimate(the_plan, setup), setup.layout)
+
+
+@dataclass(frozen=True)
+class Start:
+    """What :func:`restore` tells ``on_start`` before the first step."""
+
+    estimate: Estimate
+    layout: Layout
+
+    def describe(self) -> str:
+        members = len(self.layout.fitted())
+        what = self.layout.why + (f", {members} fits" if members > 1 else "")
+        return f"{self.estimate.describe()} ({what})"
 
 
 def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
          progress: Callable[[Progress], None] | None, keep_on_interrupt: bool) -> Restoration:
     """fit -> record -> write, holding the output."""
     request = the_plan.request
-    result = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
+    fitted = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
     # The result is complete (or the estimate an interruption keeps): a signal now takes
     # effect once it is written, not half-way through drawing or writing it.
     with interrupts.deferred():
         alpha = the_plan.task.out_alpha(loaded.inputs, loaded.out_size)
         # a float TIFF's own range goes back with its depth (the fit works in [0, 1])
         source = loaded.inputs.picture
-        restored = image.Picture(result.image.float().cpu(), alpha, source.bits,
+        restored = image.Picture(fitted.image.float().cpu(), alpha, source.bits,
                                  source.value_range)
-        record = make_record(the_plan, loaded, setup, result, restored,
+        record = make_record(the_plan, loaded, setup, fitted, restored,
                              time.perf_counter() - started)
         if request.write:
-            write(the_plan, loaded, restored, record)
+            write(the_plan, loaded, restored, record, fitted.spread)
         return Restoration(restored, record.to_dict(),
-                           the_plan.output if request.write else None, result)
+                           the_plan.output if request.write else None, fitted.first,
+                           fitted.outcomes)

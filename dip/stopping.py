@@ -8,6 +8,7 @@ and answers "stop now?". A rule that prefers an earlier image than the last one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,16 @@ class StopRule:
     def candidate(self) -> torch.Tensor | None:
         """The image the rule would keep if it chose now (None: the fit's estimate)."""
         return None
+
+    @property
+    def noise_level(self) -> float | None:
+        """The noise level the rule works with ([0, 1] units; for the record), None when it
+        uses none."""
+        return None
+
+    def memory(self, shape: tuple[int, ...]) -> int:
+        """Bytes the rule keeps for a fit whose outputs have ``shape`` (for the estimate)."""
+        return 0
 
 
 class FixedBudget(StopRule):
@@ -257,6 +268,15 @@ class VarianceStop(StopRule):
     @property
     def candidate(self) -> torch.Tensor | None:
         return self._candidate
+
+    @property
+    def noise_level(self) -> float | None:
+        return self.sigma if self.noise_floor else None
+
+    def memory(self, shape: tuple[int, ...]) -> int:
+        # float16 frames, the running mean, the image at the minimum, the floor's residual
+        numel = math.prod(shape)
+        return self.window * 2 * numel + 3 * 4 * numel
 
 
 def _variance_stop(s: Any) -> VarianceStop:

@@ -25,6 +25,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from dip.errors import ConfigError
+
 #: how long the CPU's idle time is sampled to count the free cores
 SAMPLE_SECONDS = 0.25
 
@@ -86,6 +88,13 @@ def plan_lanes(members: int, threads: int) -> Lanes:
     if members <= 1:
         return Lanes(1, threads)
     return Lanes(min(members, threads), 1)
+
+
+def check_threads(setting: str) -> None:
+    """``perf.threads`` is ``auto`` or a positive number."""
+    if setting != "auto" and not (setting.isdigit() and int(setting) >= 1):
+        raise ConfigError(f"config key 'perf.threads' must be auto or a number of threads "
+                          f">= 1, got {setting!r}")
 
 
 def resolve_threads(setting: str | int, members: int) -> int:

@@ -21,8 +21,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from dip.errors import ConfigError
+
+#: the smallest tile: the network's five scales halve 32 pixels down to 1
+MIN_TILE = 32
+#: the side of a tile when ``tile.size`` is auto and the image must be tiled (pixels of the
+#: result): small enough that two fits at once take about 1 GB with the fast preset
+AUTO_TILE = 256
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,23 @@ class Tile:
     def crop(self, t: torch.Tensor) -> torch.Tensor:
         """The window of ``t`` ``(N, C, H, W)``."""
         return t[..., self.top:self.top + self.height, self.left:self.left + self.width]
+
+
+def check_tiles(settings: Any) -> None:
+    """The ``tile.*`` keys: ``size`` auto | off | a side >= :data:`MIN_TILE`, ``overlap``
+    >= 0 (used up to a quarter of the tile: :func:`overlap_for`)."""
+    size = settings.size
+    if size not in ("auto", "off") and not (size.isdigit() and int(size) >= MIN_TILE):
+        raise ConfigError(f"config key 'tile.size' must be auto, off or a tile's side of at "
+                          f"least {MIN_TILE} pixels, got {size!r}")
+    if settings.overlap < 0:
+        raise ConfigError(f"config key 'tile.overlap' must be >= 0, got {settings.overlap}")
+
+
+def overlap_for(side: int, overlap: int) -> int:
+    """The overlap tiles of ``side`` pixels use: ``tile.overlap``, at most a quarter of the
+    side (so that the blend's ramps leave every tile an inside of its own)."""
+    return min(overlap, side // 4)
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -35,6 +35,19 @@ def save(t: torch.Tensor, path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """dip's calibration cache (dip.estimate) in a folder of the test run's own, for this
+    process and the dip processes tests start, never the user's ~/.cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture
 def clean_png(tmp_path: Path) -> Path:
     return save(synthetic(32), tmp_path / "clean.png")

@@ -184,15 +184,15 @@ def test_an_input_replaced_during_the_fit_is_redone(tmp_path: Path, monkeypatch)
     photo swapped while the fit ran leaves a result of the old one, which is not done."""
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
-    real = run.fit
+    real = run.fit_group
 
     def swapped_during_the_fit(*args, **kwargs):
         save(synthetic(32).flip(-1), tmp_path / "photos" / "p0.png")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run, "fit", swapped_during_the_fit)
+    monkeypatch.setattr(run, "fit_group", swapped_during_the_fit)
     assert invoke("run", path, "-q").exit_code == 0
-    monkeypatch.setattr(run, "fit", real)
+    monkeypatch.setattr(run, "fit_group", real)
     assert not batch.is_done(batch.load_batch(path)[0])
     assert "1 done, 0 already done" in invoke("run", path, "-q").output
 

@@ -331,7 +331,7 @@ def test_out_of_memory_says_what_to_do(tmp_path: Path, noisy_png: Path, monkeypa
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(dip.run, "fit", no_memory)
+    monkeypatch.setattr(dip.run, "fit_group", no_memory)
     out = tmp_path / "r.png"
     line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *FAST, "--preset", "paper"),
                            code=1)

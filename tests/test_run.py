@@ -101,18 +101,20 @@ def test_build_makes_a_seeded_setup_and_leaves_the_callers_rng_alone(tmp_path: P
     state = torch.random.get_rng_state()
     setup = run.build(p, loaded)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert setup.device == torch.device("cpu") and setup.metric is None
+    assert setup.device == torch.device("cpu")
     assert setup.problem.observation.shape == (1, 3, 32, 32)
     assert setup.problem.out_size == (64, 64)
-    assert setup.code.shape == (1, 4, 64, 64)  # input.channels at the result's size
-    again = run.build(p, loaded)  # the same seed, the same weights and code
-    assert torch.equal(again.code, setup.code)
+    assert setup.layout.tiles is None and len(setup.layout.parts) == 1  # one fit, whole
+    first = setup.member(0)
+    assert first.code.shape == (1, 4, 64, 64)  # input.channels at the result's size
+    again = run.build(p, loaded).member(0)  # the same seed, the same weights and code
+    assert torch.equal(again.code, first.code)
     assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(),
-                                                  setup.net.state_dict().values()))
+                                                  first.net.state_dict().values()))
     with torch.no_grad():
-        estimate = setup.net(setup.code)
+        estimate = first.net(first.code)
         assert estimate.shape == (1, 3, 64, 64)
-        assert setup.problem.operator(estimate).shape == (1, 3, 32, 32)
+        assert first.operator(estimate).shape == (1, 3, 32, 32)
 
 
 def test_make_record_describes_the_fit_it_is_given(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import torch
 from dip import image
 from dip.errors import ConfigError, InputError
 from dip.request import Option
+from dip.tiles import Tile
 
 
 @dataclass
@@ -50,6 +51,19 @@ class Problem:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     noise_sigma: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> int:
+        """Result pixels per observation pixel along a side (super-resolution's factor)."""
+        return max(1, self.out_size[0] // self.observation.shape[-2])
+
+    def window(self, t: Tile) -> Problem:
+        """The problem of one tile ``t`` of the observation (:mod:`dip.tiles`): its part of
+        the observation, the operator for its part of the result."""
+        out = t.scaled(self.scale)
+        return Problem(self.operator.window(out.top, out.left, out.height, out.width),
+                       t.crop(self.observation), (out.height, out.width), self.loss,
+                       self.noise_sigma)
 
 
 @dataclass
@@ -142,6 +156,11 @@ class Task:
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         raise NotImplementedError
+
+    def solved(self, problem: Problem) -> torch.Tensor | None:
+        """The result of ``problem`` when it needs no fit (a tile with nothing to restore),
+        else None."""
+        return None
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         """The result's alpha channel: the input's, carried through."""

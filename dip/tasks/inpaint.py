@@ -159,6 +159,12 @@ class Inpaint(Task):
         op = operators.Mask(inputs.data["known"])
         return Problem(op, op(inputs.picture.pixels), inputs.picture.size)
 
+    def solved(self, problem: Problem) -> torch.Tensor | None:
+        # a tile without a hole is its own result: every pixel of it is known (measured:
+        # fitting it gives back a slightly blurred copy, benchmarks/README.md "tiles")
+        known = problem.operator.known
+        return problem.observation if bool(known.bool().all()) else None
+
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         return inputs.data["known"]
 

@@ -1,0 +1,165 @@
+"""What a run will cost, said before it starts: its time and its peak memory.
+
+**Memory.** A fit's memory is mostly the activations its network saves for the backward pass,
+which grow with the pixels. :func:`activation_bytes` measures them on a real 64x64 forward pass
+(every saved tensor's storage, counted once) and scales by the pixels; the backward pass and
+the convolutions' workspaces about double that (measured against peak RSS on the CPU at
+256-512 px, fast and paper networks: 1.75-2x, :data:`BACKWARD`). Each member also keeps its
+weights with Adam's moments and the guard's snapshots, its stop rule's window of outputs and
+its output average; the run keeps the whole image a few times over (input, result, blend).
+
+**Time.** Seconds per step are measured, not modelled: a few steps of throwaway members shaped
+like the run's, fitted the way the run will fit them (:func:`calibrate`), cached per machine
+in ``$XDG_CACHE_HOME/dip/calibration.json`` (``~/.cache``), so a second run or ``dip run
+--dry-run`` costs nothing. The estimate is the step budget times that: an upper bound where
+the automatic stop ends a fit early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: peak memory of a step over the activations it saves (measured 1.75-2.0 on the CPU)
+BACKWARD = 2.0
+#: floats per weight a member keeps: weights, gradients, Adam's two moments, and the
+#: divergence guard's two snapshots of weights and moments
+FLOATS_PER_WEIGHT = 10
+#: the memory a run needs beyond its fits (the interpreter, torch, the kernels' libraries),
+#: where it cannot be read from the process itself
+BASE_BYTES = 600 * 2 ** 20
+#: calibration steps after one warm-up step
+CALIBRATION_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds and peak bytes of a run, and where it runs."""
+
+    seconds: float
+    peak_bytes: int
+    device: str
+
+    def describe(self) -> str:
+        minutes = self.seconds / 60
+        when = (f"about {minutes:.0f} min" if minutes >= 1.5
+                else f"about {max(1, round(self.seconds))} s")
+        return f"{when}, peak {self.peak_bytes / 2 ** 30:.1f} GB on {self.device}"
+
+    def to_dict(self) -> dict:
+        return {"seconds": round(self.seconds, 1),
+                "peak_gb": round(self.peak_bytes / 2 ** 30, 2), "device": self.device}
+
+
+@functools.lru_cache(maxsize=32)
+def _saved_per_pixel(signature: str, build: Callable[[], torch.nn.Module],
+                     code_channels: int) -> float:
+    with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
+        net = build()
+        x = torch.rand(1, code_channels, 64, 64)
+    net.train()
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x)
+    return sum(storages.values()) / x[0, 0].numel()
+
+
+def activation_bytes(signature: str, build: Callable[[], torch.nn.Module], code_channels: int,
+                     pixels: int) -> int:
+    """Bytes one step of the network ``build()`` saves for its backward pass on an output of
+    ``pixels`` (measured once per ``signature``, on the CPU: a tensor's size is the same on
+    every device)."""
+    return int(_saved_per_pixel(signature, build, code_channels) * pixels)
+
+
+def member_bytes(weights: int, out_channels: int, code_channels: int, pixels: int,
+                 stop_bytes: int) -> int:
+    """What one member keeps between steps: weights and optimiser state, the code (with its
+    perturbed copy and the perturbation), its output and the output average, and what its stop
+    rule keeps (``stop_bytes``: :meth:`dip.stopping.StopRule.memory`)."""
+    return (FLOATS_PER_WEIGHT * 4 * weights + 3 * 4 * code_channels * pixels
+            + 3 * 4 * out_channels * pixels + stop_bytes)
+
+
+def process_bytes() -> int:
+    """This process's resident memory now (the base a run adds to), or :data:`BASE_BYTES`."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return BASE_BYTES
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for a run on ``device``: CUDA's free memory, or the CPU's MemAvailable
+    (None where it cannot be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
+# --- time: measured steps, cached per machine --------------------------------------------------
+
+def _cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "dip" / "calibration.json"
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def calibrate(key: str, device: torch.device, run_steps: Callable[[int], float]) -> float:
+    """Seconds per member-step of the fits ``key`` describes (network, size, members at once,
+    threads), from the cache or measured: ``run_steps(n)`` fits throwaway members for ``n``
+    steps each and returns the seconds per member-step after their first (warm-up) step."""
+    full = f"{_machine(device)}|torch {torch.__version__}|{key}"
+    path = _cache_path()
+    cache: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(path.read_text())
+    if isinstance(cache.get(full), (int, float)):
+        return float(cache[full])
+    seconds = run_steps(CALIBRATION_STEPS + 1)
+    cache[full] = seconds
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs a recalibration
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        part.replace(path)
+    return seconds
+
+
+def timed_steps(fit_steps: Callable[[Callable[[], None], int], None],
+                members: int) -> Callable[[int], float]:
+    """Wrap ``fit_steps(on_step, n)`` (fits ``members`` members n steps each, calling
+    ``on_step()`` after each member-step) as :func:`calibrate`'s ``run_steps``: the rate from
+    the end of the members' first steps (warm-up: allocations, the kernels' first choices) to
+    the end of the last."""
+    def run(n: int) -> float:
+        marks: list[float] = []
+        fit_steps(lambda: marks.append(time.perf_counter()), n)
+        timed = marks[members - 1:]
+        return (timed[-1] - timed[0]) / (len(timed) - 1) if len(timed) > 1 else 0.0
+    return run

@@ -1,0 +1,153 @@
+"""How a run is laid out on its device: the whole image or tiles, the members fitted at once,
+the threads, and what it will cost (:mod:`dip.estimate`) -- decided before the first step.
+
+``tile.size`` auto fits the whole image when its estimated peak memory fits the budget
+(``perf.max_memory``, else the device's free memory less a margin), and tiles of
+:data:`dip.tiles.AUTO_TILE` pixels otherwise; a number fixes the tile, off never tiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dip import estimate as costs
+from dip.members import Part, parts
+from dip.nets import build_net
+from dip.stopping import build_stop_rule
+from dip.tasks import Problem
+from dip.threads import plan_lanes, resolve_threads
+from dip.tiles import AUTO_TILE, Tile, grid, overlap_for
+
+#: of the free memory, what a run leaves to everything else
+MARGIN = 0.2
+#: tiles fitted at once on an accelerator (its members run one after another: more only
+#: cost memory), and on the CPU at least one per worker thread
+GPU_AT_ONCE = 4
+
+
+@dataclass
+class Layout:
+    """The members of a run and how they run.
+
+    Attributes:
+        parts: every member (restarts x tiles), in order.
+        tiles: the tiles (None: the whole image), ``side`` and ``overlap`` in result pixels.
+        solved: parts that need no fit (a tile with nothing to restore) -> their result.
+        threads: CPU threads for the fit (``perf.threads`` resolved).
+        at_once: members alive at a time.
+        peak_bytes: estimated peak memory; ``whole_bytes`` the whole image's, ``budget``
+            what the run may use (None: unknown).
+        why: one line on why the image is tiled or not.
+    """
+
+    parts: list[Part]
+    tiles: list[Tile] | None
+    side: int | None
+    overlap: int
+    threads: int
+    at_once: int
+    peak_bytes: int
+    whole_bytes: int
+    budget: int | None
+    why: str
+    solved: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def fitted(self) -> list[int]:
+        """The indices of the parts that are fitted."""
+        return [i for i in range(len(self.parts)) if i not in self.solved]
+
+    def describe(self) -> dict[str, Any]:
+        """The layout for the record (``tiles``), when the image is tiled."""
+        return {"size": self.side, "overlap": self.overlap, "count": len(self.tiles or []),
+                "solved": len(self.solved), "why": self.why}
+
+
+def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int, int],
+               concurrent: int, alive: int) -> int:
+    """Estimated peak memory of a run: the process itself, ``concurrent`` members computing a
+    step of ``member_side`` result pixels at once, ``alive`` members' state, and the whole
+    image's buffers."""
+    pixels = member_side[0] * member_side[1]
+    options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
+
+    def net() -> torch.nn.Module:
+        return build_net(cfg.net.name, cfg.input.channels, channels, **options)
+
+    signature = repr((cfg.net, cfg.input.channels, channels))
+    with torch.device("meta"):
+        weights = sum(p.numel() for p in net().parameters())
+    stop = build_stop_rule(cfg.stop).memory((1, channels, *member_side))
+    state = costs.member_bytes(weights, channels, cfg.input.channels, pixels, stop)
+    step = costs.BACKWARD * costs.activation_bytes(signature, net, cfg.input.channels, pixels)
+    out_pixels = problem.out_size[0] * problem.out_size[1]
+    whole = 8 * 4 * channels * out_pixels  # input, observation, reference, blend, result
+    return int(costs.process_bytes() + concurrent * step + alive * state + whole)
+
+
+def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
+                solved: Callable[[Problem], torch.Tensor | None]) -> Layout:
+    """Decide the run's layout (see the module docstring)."""
+    restarts, cpu = cfg.optim.restarts, device.type == "cpu"
+    threads = resolve_threads(cfg.perf.threads, restarts) if cpu else 1
+    workers = plan_lanes(restarts, threads).workers if cpu else 1
+    whole = peak_bytes(cfg, problem, channels, problem.out_size, min(workers, restarts),
+                       restarts)
+    free = costs.free_bytes(device)
+    budget = (int(cfg.perf.max_memory * 2 ** 30) if cfg.perf.max_memory
+              else None if free is None else int(free * (1 - MARGIN)))
+    size = cfg.tile.size
+    if size == "off" or (size == "auto" and (budget is None or whole <= budget)):
+        why = ("whole image" + ("" if budget is None else
+                                f": {whole / 2 ** 30:.1f} GB fits in {budget / 2 ** 30:.1f} GB"))
+        return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
+                      budget, why)
+    side = int(size) if size.isdigit() else AUTO_TILE
+    overlap = overlap_for(side, cfg.tile.overlap)
+    scale = problem.scale
+    tiles = grid(tuple(problem.observation.shape[-2:]), max(1, side // scale),
+                 overlap // scale)
+    members = parts(restarts, tiles)
+    threads = resolve_threads(cfg.perf.threads, len(members)) if cpu else 1
+    at_once = plan_lanes(len(members), threads).workers if cpu else GPU_AT_ONCE
+    at_once = max(at_once, min(restarts, len(members)))
+    biggest = (max(t.height for t in tiles) * scale, max(t.width for t in tiles) * scale)
+    peak = peak_bytes(cfg, problem, channels, biggest,
+                      plan_lanes(at_once, threads).workers if cpu else 1, at_once)
+    why = (f"{len(tiles)} tiles of {side} px: " + (
+        f"the whole image would need {whole / 2 ** 30:.1f} GB, over {budget / 2 ** 30:.1f} GB"
+        if size == "auto" else "tile.size asks for them"))
+    answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
+    done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
+    return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,
+                  done)
+
+
+def calibration_key(cfg: Any, layout: Layout, channels: int, side: tuple[int, int]) -> str:
+    workers = plan_lanes(layout.at_once, layout.threads).workers
+    return (f"{cfg.net}|code {cfg.input.channels}|out {channels}|{side[0]}x{side[1]}|"
+            f"{workers} at once|{layout.threads} threads")
+
+
+def member_side(problem: Problem, layout: Layout) -> tuple[int, int]:
+    """The result size of the run's typical member (the first tile, or the whole image)."""
+    if layout.tiles is None:
+        return tuple(problem.out_size)
+    t = layout.tiles[0].scaled(problem.scale)
+    return t.height, t.width
+
+
+def seconds(layout: Layout, per_member_step: float, iters: int) -> float:
+    """The run's time: every fitted member's budget at the measured rate (members that run
+    side by side are in the rate)."""
+    return len(layout.fitted()) * iters * per_member_step
+
+
+def calibration_parts(layout: Layout) -> list[int]:
+    """The parts whose members (built afresh, thrown away after) time the run's steps: its
+    first ones, as many as run side by side."""
+    workers = plan_lanes(layout.at_once, layout.threads).workers
+    return layout.fitted()[:max(1, workers)]

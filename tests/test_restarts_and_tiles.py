@@ -1,0 +1,194 @@
+"""Runs of several members: restarts averaged (with an uncertainty map), tiles blended, the
+layout decided from memory, and the estimate said before the first step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import dip
+from dip import image, metrics, run
+from dip.cli.main import cli
+from dip.config import resolve
+from dip.image import dip_marker
+from dip.layout import peak_bytes
+from dip.operators import Identity
+from dip.tasks import Problem
+
+from conftest import save, synthetic
+
+TINY = ("net.channels_down=[8,8,8,8,8]", "net.channels_up=[8,8,8,8,8]",
+        "net.channels_skip=[2,2,2,2,2]", "input.channels=4")
+SETS = [a for o in TINY for a in ("--set", o)]
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _noisy(tmp_path: Path, size: int = 48) -> tuple[Path, Path]:
+    clean = synthetic(size)
+    g = torch.Generator().manual_seed(0)
+    noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    return save(noisy, tmp_path / "noisy.png"), save(clean, tmp_path / "clean.png")
+
+
+def _restore(noisy: Path, **kw):
+    kw.setdefault("iters", 20)
+    return dip.restore("denoise", noisy, write=False, device="cpu", stop="fixed",
+                       overrides=TINY + tuple(kw.pop("sets", ())), **kw)
+
+
+def test_restarts_keep_the_first_fit_and_their_average_is_no_worse(tmp_path: Path) -> None:
+    noisy, clean = _noisy(tmp_path)
+    ref = image.load_image(clean).pixels
+    one = _restore(noisy, sets=("perf.threads=1",))
+    three = _restore(noisy, restarts=3, sets=("perf.threads=1",))
+    # restart 0 keeps the run's seed: adding restarts does not change the first fit
+    assert torch.equal(three.members[0].image, one.fit.image)
+    singles = [metrics.psnr(m.image, ref) for m in three.members]
+    mean_mse = np.mean([10 ** (-p / 10) for p in singles])
+    # the average's error is at most the members' mean error (convexity), and here below all
+    assert metrics.psnr(three.picture.pixels, ref) >= -10 * np.log10(mean_mse)
+    assert three.record["config"]["optim"]["restarts"] == 3
+    assert [m["restart"] for m in three.record["members"]] == [0, 1, 2]
+
+
+def test_uncertainty_is_a_grey_map_of_the_restarts_spread_marked_as_dips(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path)
+    out = tmp_path / "out.png"
+    result = invoke("denoise", noisy, "-o", out, "--iters", "15", "--restarts", "2",
+                    "--uncertainty", "--device", "cpu", "-q", *SETS)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "out_uncertainty.png"
+    picture = Image.open(path)
+    assert picture.mode == "L" and picture.size == (48, 48)
+    assert np.asarray(picture).max() > 0  # two seeds never agree everywhere
+    assert dip_marker(path) == "uncertainty"  # a batch never takes it for a photo
+    record = json.loads(out.with_name("out.png.json").read_text())
+    assert record["uncertainty"] == str(path.resolve())
+
+
+def test_uncertainty_without_restarts_is_refused_in_one_line(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path)
+    result = invoke("denoise", noisy, "-o", tmp_path / "o.png", "--uncertainty", "-q")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "dip: error: --uncertainty maps where restarts disagree; it needs --restarts of 2 or "
+        "more"]
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("task,extra", [("denoise", {}), ("superres", {"factor": 2})])
+def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: dict) -> None:
+    noisy, _ = _noisy(tmp_path, 40)
+    r = dip.restore(task, noisy, write=False, device="cpu", iters=10, stop="fixed", tile="32",
+                    overrides=TINY, **extra)
+    scale = extra.get("factor", 1)
+    assert r.picture.pixels.shape == (1, 3, 40 * scale, 40 * scale)
+    tiles = r.record["tiles"]
+    assert tiles["size"] == 32 and tiles["count"] == len(r.record["members"]) > 1
+    for member in r.record["members"]:
+        top, left, h, w = member["tile"]
+        assert member["iterations"] == 10 and h * scale <= 32 and w * scale <= 32
+
+
+def test_an_inpainting_tile_without_a_hole_is_its_own_result(tmp_path: Path) -> None:
+    picture = synthetic(64)
+    path = save(picture, tmp_path / "photo.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[4:12, 4:12] = 255  # one hole, in the top-left tile
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
+                    iters=5, stop="fixed", tile="32", overrides=TINY + ("tile.overlap=8",))
+    rows = r.record["members"]
+    assert r.record["tiles"]["solved"] == sum(m["stop_reason"] == "no fit needed"
+                                              for m in rows) > 0
+    far = r.picture.pixels[..., 40:, 40:]  # only in tiles without the hole
+    assert torch.allclose(far, image.load_image(path).pixels[..., 40:, 40:], atol=1 / 255)
+
+
+def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path, 64)
+    seen = []
+
+    def interrupt(p) -> None:
+        seen.append(p.step)
+        if len(seen) == 12:
+            raise KeyboardInterrupt
+
+    r = dip.restore("denoise", noisy, write=False, device="cpu", iters=50, stop="fixed",
+                    tile="32", overrides=TINY + ("tile.overlap=8",), progress=interrupt,
+                    keep_on_interrupt=True)
+    assert r.record["stop_reason"] == "interrupted"
+    assert r.picture.pixels.shape == (1, 3, 64, 64)
+    # one count over every tile's steps (a second worker may finish the step it was in)
+    assert seen[:12] == list(range(1, 13)) and len(seen) <= 13
+    assert any(m["stop_reason"] == "not started" for m in r.record["members"])
+
+
+def test_auto_tiles_only_when_the_whole_image_would_not_fit(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path, 64)
+    whole = dip.restore("denoise", noisy, write=False, device="cpu", iters=2, overrides=TINY)
+    assert "tiles" not in whole.record and whole.record["estimate"]["peak_gb"] > 0
+    tight = dip.restore("denoise", noisy, write=False, device="cpu", iters=2,
+                        max_memory=0.001, overrides=TINY)
+    assert "the whole image would need" in tight.record["tiles"]["why"]
+
+
+def _problem(size: int) -> Problem:
+    y = torch.zeros(1, 3, size, size)
+    return Problem(Identity(), y, (size, size))
+
+
+def test_the_memory_estimate_grows_with_the_pixels_and_the_fits_at_once() -> None:
+    cfg = resolve("denoise", overrides=TINY)
+    sizes = [peak_bytes(cfg, _problem(s), 3, (s, s), 1, 1) for s in (64, 128, 256, 512)]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+    one, two = (peak_bytes(cfg, _problem(256), 3, (256, 256), n, n) for n in (1, 2))
+    assert two > one
+
+
+def test_the_estimate_is_said_before_the_first_step_and_recorded(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path, 32)
+    events = []
+    r = dip.restore("denoise", noisy, write=False, device="cpu", iters=3, overrides=TINY,
+                    on_start=lambda s: events.append(("start", s.describe())),
+                    progress=lambda p: events.append(("step", p.step)))
+    assert events[0][0] == "start" and "GB on cpu" in events[0][1]
+    assert [e for e in events[1:] if e[0] == "start"] == []
+    assert set(r.record["estimate"]) == {"seconds", "peak_gb", "device"}
+
+
+def test_dry_run_says_what_each_job_to_do_will_cost(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path, 32)
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("defaults:\n  iters: 3\n  set: [" + ", ".join(f"'{o}'" for o in TINY)
+                     + "]\n"
+                     "jobs:\n  - {task: denoise, input: noisy.png}\n")
+    result = invoke("run", batch, "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("to do") and "GB on cpu" in lines[0]
+    assert "of fitting for those to do" in lines[-1]
+    assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_an_old_record_without_restarts_or_tiles_still_reruns_as_one_fit(tmp_path) -> None:
+    noisy, _ = _noisy(tmp_path, 32)
+    out = tmp_path / "o.png"
+    assert invoke("denoise", noisy, "-o", out, "--iters", "3", "-q", *SETS).exit_code == 0
+    record = json.loads(out.with_name("o.png.json").read_text())
+    for section, key in (("optim", "restarts"), ("perf", "threads"), ("perf", "max_memory")):
+        del record["config"][section][key]
+    del record["config"]["tile"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(record))
+    again = run.resolve_config(run.RunRequest(task="denoise", input=noisy, config=(old,)))
+    assert (again.optim.restarts, again.tile.size) == (1, "auto")
