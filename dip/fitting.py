@@ -22,7 +22,7 @@ from torch import nn
 from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
 from dip.stopping import FixedBudget, StopRule
-from dip.threads import plan_lanes
+from dip.threads import Neighbours, plan_lanes
 
 #: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
 #: try halves the learning rate, so the last one steps at 2**-20 of it
@@ -87,6 +87,8 @@ class FitResult:
     history: dict[str, list] = field(default_factory=dict)
     #: the noise level the stop rule worked with ([0, 1] units), None if it used none
     noise_level: float | None = None
+    #: (step, threads) each time the fit's threads changed with the machine's load
+    thread_changes: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -182,8 +184,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
 def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settings, *,
               perf: Perf | None = None, threads: int | None = None,
               callback: Callable[[int, Progress], None] | None = None,
-              keep_on_interrupt: bool = False,
-              at_once: int | None = None) -> list[FitResult | RunError | None]:
+              keep_on_interrupt: bool = False, at_once: int | None = None,
+              adapt_threads: bool = False) -> list[FitResult | RunError | None]:
     """Fit several independent members at once: restarts of one image, tiles, batch jobs.
 
     Members share nothing but the settings and the cores: each has its own network, Adam,
@@ -198,6 +200,11 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
             (the many tiles of a large photo are built, fitted and released a few at a time).
         at_once: at most this many members exist at a time (None: all); on the CPU at least
             one per worker thread.
+        adapt_threads: a member fitted alone on several CPU threads drops to the threads that
+            other processes leave free while it runs, and climbs back when they are idle
+            (:class:`dip.threads.Neighbours`; each change is in the result's
+            ``thread_changes``). Without it the threads stay as they are: the same image
+            whatever the machine's load.
 
     Returns:
         per member, its :class:`FitResult`, the :class:`RunError` that ended it (a diverging
@@ -222,6 +229,8 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
     workers = lanes.workers if device.type == "cpu" else 1
     scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
                            max(live, workers), callback)
+    if adapt_threads and device.type == "cpu" and workers == 1 and lanes.intra > 1:
+        scheduler.watch, scheduler.most = Neighbours(), lanes.intra
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
             _intra_op_threads(lanes.intra if device.type == "cpu" else None):
         scheduler.run(keep_on_interrupt)
@@ -329,6 +338,7 @@ class _Fit:
         self.step, self.stop_reason = 0, "budget"
         self.error: RunError | None = None
         self.done = False
+        self.thread_changes: list[tuple[int, int]] = []
 
     def rate(self) -> float:
         s = self.settings
@@ -379,7 +389,7 @@ class _Fit:
         return FitResult(image.detach().clamp(0, 1), self.step, returned_iteration,
                          self.stop_reason, trace.peak_psnr, trace.peak_iteration,
                          {k: v for k, v in trace.history.items() if v or k != "psnr"},
-                         self.stop_rule.noise_level)
+                         self.stop_rule.noise_level, self.thread_changes)
 
 
 class _Scheduler:
@@ -398,8 +408,11 @@ class _Scheduler:
         self.started = self.alive = 0
         self.held: set[_Fit] = set()  # being stepped by a worker now
         self.lock = threading.Lock()  # the queue, the counts, one callback at a time
+        self.building = threading.Lock()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
+        self.watch: Neighbours | None = None  # set: adapt one fit's threads to the load
+        self.most = 1
 
     def _take(self) -> _Fit | None:
         """The next member to step (a new one when there is room), or None: nothing left."""
@@ -414,7 +427,10 @@ class _Scheduler:
             index, self.started, self.alive = self.started, self.started + 1, self.alive + 1
         source = self.sources[index]
         self.sources[index] = None  # the member lives in its fit from now on
-        f = self.make(index, source if isinstance(source, Member) else source())
+        # one build at a time: a member's weights are drawn from torch's global generator,
+        # seeded for that member (two at once would draw from each other's seeds)
+        with self.building:
+            f = self.make(index, source if isinstance(source, Member) else source())
         with self.lock:
             self.held.add(f)
         return f
@@ -442,6 +458,16 @@ class _Scheduler:
             if f is None:
                 return
             self._step(f)
+            if self.watch is not None and self.watch.due():
+                self._adapt()
+
+    def _adapt(self) -> None:
+        """The threads the neighbours leave free (:class:`dip.threads.Neighbours`)."""
+        threads = min(self.most, self.watch.free())
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            for f in [*self.waiting, *self.held]:
+                f.thread_changes.append((f.step, threads))
 
     def run(self, keep_on_interrupt: bool) -> None:
         try:

@@ -16,7 +16,12 @@ So a group of two or more members runs each member on ONE intra-op thread, membe
 up to one worker thread per core: the arithmetic of a member is then the same whichever worker
 runs it and whatever else shares its step, so its result does not depend on the machine's load.
 A fit alone uses the cores that are free when it starts (measured over a fraction of a second
-from ``/proc/stat``): all of them on an idle machine, one when another process is busy.
+from ``/proc/stat``): all of them on an idle machine, one when another process is busy; and,
+with ``perf.threads: auto``, it keeps watching (:class:`Neighbours`): when another process
+starts later (two ``dip`` started together both see idle cores) it drops to the free cores,
+and climbs back when they are idle again. A thread count changes a fit's rounding, so such a
+run's image depends on what else ran; the record lists the changes, and ``perf.threads: N``
+fixes the threads (the same command and seed then give the same image, busy or not).
 """
 
 from __future__ import annotations
@@ -70,6 +75,56 @@ def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
     taken = (busy1 - busy0) / (total1 - total0) * cores
     # a core counts as taken once it is more than half busy
     return max(1, min(cores, cores - int(taken + 0.5)))
+
+
+class Neighbours:
+    """How busy the other processes keep this process's cores, measured as a fit runs: the
+    cores' busy time from ``/proc/stat`` minus this process's own CPU time, since the last
+    look. A fit alone on several threads looks every :data:`LOOK_SECONDS` (:meth:`due`) and
+    drops to the threads the others leave free (one when another process is busy), and climbs
+    back when they are idle again. The look is by the clock, not by steps: two fits on two
+    threads each on two cores take 1.7-2.5 s per step instead of 0.03-0.05 (every parallel
+    region waits at a barrier for a descheduled thread), so twenty steps before the first
+    look would cost most of a short run."""
+
+    def __init__(self) -> None:
+        self.cores = usable_cores()
+        try:
+            self.cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            self.cpus = set(range(self.cores))
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._now()
+        self.next_look = time.monotonic() + LOOK_SECONDS
+
+    def due(self) -> bool:
+        """Whether :data:`LOOK_SECONDS` have passed since the last look."""
+        now = time.monotonic()
+        if now < self.next_look:
+            return False
+        self.next_look = now + LOOK_SECONDS
+        return True
+
+    def _now(self) -> tuple[float, float, float] | None:
+        try:
+            busy, _ = _cpu_times(self.cpus)
+        except (OSError, ValueError):
+            return None
+        return busy / self.tick, time.process_time(), time.monotonic()
+
+    def free(self) -> int:
+        """The cores the other processes left idle since the last call (at least 1)."""
+        now, last = self._now(), self.last
+        self.last = now
+        if now is None or last is None or now[2] <= last[2]:
+            return self.cores
+        others = max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
+        return max(1, min(self.cores, self.cores - int(others + 0.5)))
+
+
+#: seconds between two looks at the neighbours (:class:`Neighbours`): /proc/stat's counters
+#: tick every 10 ms, so half a second reads the load to a few percent
+LOOK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,48 @@ def test_members_built_when_their_turn_comes_at_most_at_once_alive() -> None:
     assert most <= 2
     eager, = fit_group([_member(3)], Settings(iters=4), threads=1)
     assert torch.equal(results[3].image, eager.image)  # built late, fitted the same
+
+
+def test_neighbours_count_the_cores_other_processes_keep_busy(monkeypatch) -> None:
+    """/proc/stat's busy time minus this process's own: a neighbour busy on one of two cores
+    leaves one free; an idle machine leaves both."""
+    from dip import threads
+
+    clock = {"busy": 0.0, "own": 0.0, "now": 0.0}
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (clock["busy"] * 100, 0.0))
+    monkeypatch.setattr(threads.time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
+    watch = threads.Neighbours()
+    clock.update(busy=2.0, own=1.0, now=1.0)  # two cores busy for a second, one of them ours
+    assert watch.free() == 1
+    clock.update(busy=3.0, own=2.0, now=2.0)  # only ours
+    assert watch.free() == 2
+    clock["now"] = watch.next_look - 0.1
+    assert not watch.due()
+    clock["now"] = watch.next_look
+    assert watch.due()
+
+
+def test_a_fit_alone_drops_to_the_free_threads_and_says_so(monkeypatch) -> None:
+    """perf.threads auto: when another process takes a core mid-fit, the fit steps on the
+    threads left free from the next look on, and its result lists the change."""
+    from dip import fitting
+
+    class Busy:
+        def due(self) -> bool:
+            return True
+
+        def free(self) -> int:
+            return 1
+
+    monkeypatch.setattr(fitting, "Neighbours", Busy)
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    result, = fit_group([_member(0)], Settings(iters=5), threads=2, adapt_threads=True,
+                        callback=lambda i, p: seen.append(torch.get_num_threads()))
+    assert result.thread_changes == [(1, 1)]
+    assert seen[0] == 2 and set(seen[1:]) == {1}
+    assert torch.get_num_threads() == before  # the process's threads are given back
+    still, = fit_group([_member(0)], Settings(iters=5), threads=2)
+    assert still.thread_changes == []
