@@ -287,11 +287,20 @@ def _job_options_help() -> str:
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the summary (.csv and .json) [default: summary.csv and "
                    "summary.json in the folder the outputs share].")
-@click.option("--dry-run", is_flag=True, help="List the jobs and whether each is done; run none.")
+@click.option("--pack", default="auto", show_default=True, metavar="auto|K",
+              help="Fit K jobs with the same settings side by side in one process, each on "
+                   "one thread (auto: one per CPU core; one on a GPU). With --workers, one "
+                   "job per worker.")
+@click.option("--dry-run", is_flag=True,
+              help="List the jobs, whether each is done, and what those to do will cost; run "
+                   "none.")
 @click.option("--overwrite", is_flag=True, help="Redo jobs that are already done.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
-        summary_path: Path | None, dry_run: bool, overwrite: bool, quiet: bool) -> None:
+        summary_path: Path | None, pack: str, dry_run: bool, overwrite: bool,
+        quiet: bool) -> None:
+    if pack != "auto" and not (pack.isdigit() and int(pack) >= 1):
+        raise click.BadParameter(f"auto or a number >= 1, not {pack!r}", param_hint="'--pack'")
     jobs = batch.load_batch(batch_file)
     shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()
     if shard_kn:
@@ -305,7 +314,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         return
     csv_path, json_path = batch.summary_paths(jobs, summary_path, shard_kn)
     batch.prepare_summary(csv_path, json_path, jobs)
-    rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet)
+    rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet, pack)
     sheet = csv_path.with_suffix(".png")
     written = True
     try:
@@ -355,7 +364,7 @@ def _estimate_args(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
-               overwrite: bool, quiet: bool) -> tuple[list[batch.Row], bool]:
+               overwrite: bool, quiet: bool, pack: str = "auto") -> tuple[list[batch.Row], bool]:
     """Run the jobs with a bar over jobs and one over each image's steps."""
     bars: dict[str, tqdm] = {}
     if not quiet:
@@ -379,7 +388,7 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
     try:
         rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
                               on_end=on_end, progress=None if quiet else progress,
-                              spell=flag_spelling)
+                              spell=flag_spelling, pack=pack)
         return rows, False
     except batch.BatchInterrupted as exc:
         return exc.rows, True

@@ -37,7 +37,7 @@ from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf
-from dip.errors import InputError, RunError
+from dip.errors import DipError, InputError, RunError
 from dip.estimate import Estimate, calibrate, timed_steps
 from dip.fitting import FitResult, Member, Progress, Settings, fit_group
 from dip.image import shown
@@ -47,7 +47,7 @@ from dip.record import Record, fingerprint, record_path
 from dip.request import FORMATS, RunRequest, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
-from dip.threads import plan_lanes
+from dip.threads import plan_lanes, resolve_threads
 from dip.version import __version__
 
 
@@ -455,7 +455,8 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     with _memory_advice(p, setup):
         outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], _settings(p.cfg),
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
-                             keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once)
+                             keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
+                             adapt_threads=p.cfg.perf.threads == "auto")
     every = live.outcomes(dict(zip(fitted, outcomes)))
     combined = combine(layout.parts, every, (1, setup.channels, *loaded.out_size),
                        setup.problem.scale)
@@ -619,6 +620,8 @@ def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     if setup.device.type == "cpu":
         lanes = plan_lanes(min(layout.at_once, max(1, len(layout.fitted()))), layout.threads)
         extra["threads"] = {"fits_at_once": lanes.workers, "per_fit": lanes.intra}
+        if fitted.first.thread_changes:  # other processes took cores: (step, threads)
+            extra["threads"]["changes"] = [list(c) for c in fitted.first.thread_changes]
     if layout.tiles is not None:
         extra["tiles"] = layout.describe()
     if len(layout.parts) > 1:
@@ -809,6 +812,101 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
 
 
+def restore_pack(requests: list[RunRequest], *,
+                 progress: Callable[[Progress], None] | None = None,
+                 keep_on_interrupt: bool = False) -> list[Restoration | DipError]:
+    """Restore several images in one group of fits (``dip run --pack``): every request's
+    members (restarts x tiles) step side by side, each job keeping its own seed, stop rules,
+    record and files. The requests must fit with the same settings (:func:`pack_key`).
+
+    Returns:
+        per request, its :class:`Restoration` or the error that ended it: a mistake or a
+        failed fit ends its own job only.
+    """
+    started = time.perf_counter()
+    jobs: list[tuple[int, Plan, Loaded, Setup]] = []
+    outcomes: list[Restoration | DipError | None] = [None] * len(requests)
+    for i, request in enumerate(requests):
+        try:
+            the_plan = plan(request)
+            loaded = load(the_plan)
+            setup = build(the_plan, loaded)
+            setup.estimate = estimate(the_plan, setup)
+            jobs.append((i, the_plan, loaded, setup))
+        except DipError as exc:
+            outcomes[i] = exc
+    with contextlib.ExitStack() as claims:
+        held = []
+        for job in jobs:
+            try:
+                if job[1].request.write:
+                    claims.enter_context(claimed(job[1].output))
+                held.append(job)
+            except DipError as exc:
+                outcomes[job[0]] = exc
+        for i, result in _fit_pack(held, started, progress, keep_on_interrupt):
+            outcomes[i] = result
+    return outcomes
+
+
+def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
+              progress: Callable[[Progress], None] | None,
+              keep_on_interrupt: bool) -> Iterator[tuple[int, Restoration | DipError]]:
+    """One fit_group over the jobs' members; then each job's record and files."""
+    if not jobs:
+        return
+    lives = [_Live(p, loaded, setup, None) for _, p, loaded, setup in jobs]
+    owners = [(j, k) for j, live in enumerate(lives) for k in range(len(live.fitted))]
+    total = sum(live.total for live in lives)
+    done = [0]
+
+    def on_step(index: int, s: Progress) -> None:
+        j, k = owners[index]
+        lives[j].on_step(k, s)
+        done[0] += 1
+        if progress is not None:
+            progress(Progress(done[0], total, s.loss, s.estimate, s.psnr, s.output))
+
+    first = jobs[0][1]
+    members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
+    with _memory_advice(first, jobs[0][3]):
+        results = fit_group(members, _settings(first.cfg), perf=jobs[0][3].perf,
+                            threads=resolve_threads(first.cfg.perf.threads, len(members)),
+                            callback=on_step, keep_on_interrupt=keep_on_interrupt,
+                            at_once=sum(setup.layout.at_once for *_, setup in jobs))
+    for j, (i, p, loaded, setup) in enumerate(jobs):
+        mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
+        try:
+            yield i, _finish(p, loaded, setup, lives[j], mine, started)
+        except DipError as exc:
+            yield i, exc
+
+
+def _finish(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict,
+            started: float) -> Restoration:
+    """One packed job's members combined, recorded and written (as :func:`_run` does)."""
+    every = live.outcomes(results)
+    combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
+                       setup.problem.scale)
+    fits = [o for o in results.values() if isinstance(o, FitResult)]
+    if not fits:
+        raise next(o for o in results.values() if isinstance(o, RunError))
+    fitted = Fitted(combined.image, combined.spread, every, fits[0])
+    with interrupts.deferred():
+        return _written(p, loaded, setup, fitted, started)
+
+
+def pack_key(request: RunRequest) -> tuple | None:
+    """Requests with the same key can be packed into one group (:func:`restore_pack`): the
+    same step settings, device and threads. None: the request cannot be planned (it runs alone
+    and fails there with its own message)."""
+    try:
+        cfg = resolve_config(request)
+    except DipError:
+        return None
+    return _settings(cfg), cfg.device, repr(cfg.perf)
+
+
 def forecast(request: RunRequest) -> Start:
     """What a run of ``request`` would do and cost, without running it (``dip run
     --dry-run``): it is planned, its files read and its fits laid out and calibrated, and
@@ -835,20 +933,22 @@ class Start:
 def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
          progress: Callable[[Progress], None] | None, keep_on_interrupt: bool) -> Restoration:
     """fit -> record -> write, holding the output."""
-    request = the_plan.request
     fitted = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
     # The result is complete (or the estimate an interruption keeps): a signal now takes
     # effect once it is written, not half-way through drawing or writing it.
     with interrupts.deferred():
-        alpha = the_plan.task.out_alpha(loaded.inputs, loaded.out_size)
-        # a float TIFF's own range goes back with its depth (the fit works in [0, 1])
-        source = loaded.inputs.picture
-        restored = image.Picture(fitted.image.float().cpu(), alpha, source.bits,
-                                 source.value_range)
-        record = make_record(the_plan, loaded, setup, fitted, restored,
-                             time.perf_counter() - started)
-        if request.write:
-            write(the_plan, loaded, restored, record, fitted.spread)
-        return Restoration(restored, record.to_dict(),
-                           the_plan.output if request.write else None, fitted.first,
-                           fitted.outcomes)
+        return _written(the_plan, loaded, setup, fitted, started)
+
+
+def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,
+             started: float) -> Restoration:
+    """record -> write: the result's picture, its record, the files asked for."""
+    alpha = p.task.out_alpha(loaded.inputs, loaded.out_size)
+    # a float TIFF's own range goes back with its depth (the fit works in [0, 1])
+    source = loaded.inputs.picture
+    restored = image.Picture(fitted.image.float().cpu(), alpha, source.bits, source.value_range)
+    record = make_record(p, loaded, setup, fitted, restored, time.perf_counter() - started)
+    if p.request.write:
+        write(p, loaded, restored, record, fitted.spread)
+    return Restoration(restored, record.to_dict(), p.output if p.request.write else None,
+                       fitted.first, fitted.outcomes)

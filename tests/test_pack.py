@@ -1,0 +1,90 @@
+"""dip run --pack: jobs with the same settings fitted side by side in one group, each keeping
+its own seed, record, files, failure and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from dip import batch
+from dip.cli.main import cli
+
+from conftest import save, synthetic
+
+TINY = ("set: {net.channels_down: [8, 8, 8, 8, 8], net.channels_up: [8, 8, 8, 8, 8]}\n"
+        "  iters: 4\n  device: cpu\n  seed: 0\n")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _batch(tmp_path: Path, jobs: str) -> Path:
+    (tmp_path / "photos").mkdir(exist_ok=True)
+    for i in range(3):
+        save(synthetic(32).roll(i * 5, -1), tmp_path / "photos" / f"p{i}.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text(f"defaults:\n  {TINY}jobs:\n{jobs}")
+    return path
+
+
+def test_a_pack_writes_every_jobs_own_result_and_record(tmp_path: Path) -> None:
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/*.png, output: out/}\n")
+    result = invoke("run", path, "--pack", "3", "-q")
+    assert result.exit_code == 0, result.output
+    records = [json.loads((tmp_path / "out" / f"p{i}_denoise.png.json").read_text())
+               for i in range(3)]
+    assert [r["iterations"] for r in records] == [4, 4, 4]
+    assert len({r["seed"] for r in records}) == 3  # each job keeps its own derived seed
+    images = [np.asarray(Image.open(tmp_path / "out" / f"p{i}_denoise.png")) for i in range(3)]
+    assert not np.array_equal(images[0], images[1])
+    # done means done: a rerun packs nothing and redoes nothing
+    assert "0 done, 3 already done" in invoke("run", path, "--pack", "3", "-q").output
+
+
+def test_a_job_that_fails_in_a_pack_fails_alone(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "small_mask.png")
+    path = _batch(tmp_path, "  - {task: inpaint, input: photos/p0.png, mask: small_mask.png, "
+                            "output: out/a.png}\n"
+                            "  - {task: inpaint, input: photos/p1.png, mask_color: '#ff00ff', "
+                            "output: out/b.png}\n")
+    save(synthetic(32), tmp_path / "photos" / "p1.png")
+    result = invoke("run", path, "--pack", "2", "-q")
+    assert result.exit_code == 1, result.output
+    assert "small_mask" in result.output or "mask" in result.output
+    assert not (tmp_path / "out" / "a.png").exists()
+    assert (tmp_path / "out" / "b.png").is_file() and (tmp_path / "out" / "b.png.json").is_file()
+
+
+def test_only_jobs_with_the_same_step_settings_share_a_pack(tmp_path: Path) -> None:
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/a.png}\n"
+                            "  - {task: denoise, input: photos/p1.png, output: out/b.png}\n"
+                            "  - {task: denoise, input: photos/p2.png, output: out/c.png, "
+                            "iters: 5}\n")
+    jobs = batch.load_batch(path)
+    assert [len(p) for p in batch.packs(jobs, 4)] == [2, 1]
+    assert [len(p) for p in batch.packs(jobs, 1)] == [1, 1, 1]
+
+
+def test_pack_must_be_auto_or_a_positive_number(tmp_path: Path) -> None:
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/p0.png}\n")
+    result = invoke("run", path, "--pack", "zero")
+    assert result.exit_code == 2 and "--pack" in result.output
+
+
+def test_a_packed_job_gives_the_image_it_gives_alone(tmp_path: Path) -> None:
+    """Members are independent: on one thread each, a job's image does not depend on which
+    jobs share its pack."""
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/*.png, output: out/}\n")
+    path.write_text(path.read_text().replace("net.channels_down", "perf.threads: 1, "
+                                                                   "net.channels_down"))
+    images = {}
+    for pack in ("1", "3"):
+        assert invoke("run", path, "--pack", pack, "--overwrite", "-q").exit_code == 0
+        images[pack] = [np.asarray(Image.open(tmp_path / "out" / f"p{i}_denoise.png"))
+                        for i in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(images["1"], images["3"]))
