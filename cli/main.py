@@ -254,7 +254,7 @@ cli.add_command(corrupt_command())
 def _job_options_help() -> str:
     common = [o.job_key for o in request_options() if o.batch]
     own = [f"{o.job_key} ({t.name})" for t in TASKS.values() for o in t.options]
-    return ", ".join(["task", *common, *own])
+    return ", ".join(dict.fromkeys(["task", *common, *own]))  # task is also a request field
 
 
 @cli.command("run", help=f"""Run every job of BATCH.yaml; finished jobs are skipped, a failed

@@ -113,3 +113,16 @@ def test_dip_corrupt_prints_the_note_its_damage_gives(tmp_path: Path) -> None:
     assert result.output.strip().endswith(f"wrote {tmp_path / 's.png'}")
     downscale = corruptions()["downscale"]
     assert downscale.describe({"image": clean}, 4, clean) is None  # nothing was cropped
+
+
+def test_the_readme_and_dip_run_help_name_every_job_key_once() -> None:
+    """The job keys are generated from the request and the tasks; the README's list is
+    written by hand and must follow them."""
+    from dip.cli.main import _job_options_help
+
+    keys = _job_options_help().split(", ")
+    assert len(keys) == len(set(keys)), keys
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme[readme.index("- Job options:"):]
+    listed = listed[:listed.index("\n- ")]
+    assert {k.split(" ")[0] for k in keys} == set(re.findall(r"`(\w+)`", listed))
