@@ -289,8 +289,9 @@ def _job_options_help() -> str:
                    "summary.json in the folder the outputs share].")
 @click.option("--pack", default="auto", show_default=True, metavar="auto|K",
               help="Fit K jobs with the same settings side by side in one process, each on "
-                   "one thread (auto: one per CPU core; one on a GPU). With --workers, one "
-                   "job per worker.")
+                   "one thread (auto: one per CPU core; one on a GPU), fewer where their "
+                   "estimated memory together is over the budget (max_memory, else the free "
+                   "memory). With --workers, one job per worker.")
 @click.option("--dry-run", is_flag=True,
               help="List the jobs, whether each is done, and what those to do will cost; run "
                    "none.")

@@ -38,7 +38,7 @@ from dip import report as reports
 from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf
 from dip.errors import DipError, InputError, RunError
-from dip.estimate import Estimate, calibrate, timed_steps
+from dip.estimate import Estimate, calibrate, process_bytes, timed_steps
 from dip.fitting import FitResult, Member, Progress, Settings, fit_group
 from dip.image import shown
 from dip.layout import Layout, calibration_key, calibration_parts, member_side, plan_layout, seconds
@@ -844,9 +844,27 @@ def restore_pack(requests: list[RunRequest], *,
                 held.append(job)
             except DipError as exc:
                 outcomes[job[0]] = exc
-        for i, result in _fit_pack(held, started, progress, keep_on_interrupt):
-            outcomes[i] = result
+        for group in by_memory(held):
+            for i, result in _fit_pack(group, started, progress, keep_on_interrupt):
+                outcomes[i] = result
     return outcomes
+
+
+def by_memory(jobs: list[tuple[int, Plan, Loaded, Setup]]) -> list[list[tuple]]:
+    """Consecutive jobs whose estimated peaks fit the memory budget together (each job's peak
+    counts the process itself once: the jobs share it); a job over the budget alone runs
+    alone, laid out (tiled) for the budget by itself."""
+    base, groups, used = process_bytes(), [], 0
+    for job in jobs:
+        layout = job[3].layout
+        need = max(0, layout.peak_bytes - base)
+        if groups and (layout.budget is None or base + used + need <= layout.budget):
+            groups[-1].append(job)
+            used += need
+        else:
+            groups.append([job])
+            used = need
+    return groups
 
 
 def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,

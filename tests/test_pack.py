@@ -88,3 +88,21 @@ def test_a_packed_job_gives_the_image_it_gives_alone(tmp_path: Path) -> None:
         images[pack] = [np.asarray(Image.open(tmp_path / "out" / f"p{i}_denoise.png"))
                         for i in range(3)]
     assert all(np.array_equal(a, b) for a, b in zip(images["1"], images["3"]))
+
+
+def test_a_pack_is_split_where_its_jobs_together_would_not_fit_in_memory() -> None:
+    from types import SimpleNamespace
+
+    from dip import run
+
+    base = run.process_bytes()
+    gb = 2 ** 30
+
+    def job(peak_gb: float, budget_gb: float | None = 10):
+        layout = SimpleNamespace(peak_bytes=base + int(peak_gb * gb),
+                                 budget=None if budget_gb is None else int(budget_gb * gb))
+        return (0, None, None, SimpleNamespace(layout=layout))
+
+    assert [len(g) for g in run.by_memory([job(3), job(3), job(3), job(3)])] == [3, 1]
+    assert [len(g) for g in run.by_memory([job(12), job(1), job(1)])] == [1, 2]
+    assert [len(g) for g in run.by_memory([job(3, None)] * 4)] == [4]  # no budget known
