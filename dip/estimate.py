@@ -51,7 +51,8 @@ class Estimate:
 
     def describe(self) -> str:
         minutes = self.seconds / 60
-        when = (f"about {minutes:.0f} min" if minutes >= 1.5
+        when = (f"about {minutes / 60:.1f} h" if minutes >= 90
+                else f"about {minutes:.0f} min" if minutes >= 1.5
                 else f"about {max(1, round(self.seconds))} s")
         return f"{when}, peak {self.peak_bytes / 2 ** 30:.1f} GB on {self.device}"
 

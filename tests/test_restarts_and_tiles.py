@@ -166,6 +166,15 @@ def test_the_estimate_is_said_before_the_first_step_and_recorded(tmp_path: Path)
     assert set(r.record["estimate"]) == {"seconds", "peak_gb", "device"}
 
 
+def test_the_estimate_reads_in_seconds_minutes_or_hours() -> None:
+    from dip.estimate import Estimate
+
+    gb = 2 ** 30
+    assert Estimate(40, gb, "cpu").describe() == "about 40 s, peak 1.0 GB on cpu"
+    assert Estimate(600, gb, "cpu").describe() == "about 10 min, peak 1.0 GB on cpu"
+    assert Estimate(30000, 2 * gb, "cpu").describe() == "about 8.3 h, peak 2.0 GB on cpu"
+
+
 def test_dry_run_says_what_each_job_to_do_will_cost(tmp_path: Path) -> None:
     noisy, _ = _noisy(tmp_path, 32)
     batch = tmp_path / "batch.yaml"
