@@ -243,15 +243,17 @@ def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bo
         elif path.exists():
             return [path], False
         else:
-            raise BatchError(f"{where}: input not found: {path}")
+            raise BatchError(f"{where}: input not found: {image.shown(path)}")
     except OSError as exc:
-        raise BatchError(f"{where}: cannot list input {path}: {exc.strerror or exc}") from None
+        raise BatchError(f"{where}: cannot list input {image.shown(path)}: "
+                         f"{exc.strerror or exc}") from None
     # Images only (not records, ...), and not dip's own files: results (their record names
     # them), reports and contact sheets (marked when drawn): every run expands the same list.
     files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes
              and not record.is_dip_output(p) and image.dip_marker(p) is None]
     if not files:
-        raise BatchError(f"{where}: input {pattern!r} matches no image in {base}")
+        raise BatchError(f"{where}: input '{image.shown(pattern)}' matches no image in "
+                         f"{image.shown(base)}")
     return files, True
 
 
@@ -334,6 +336,15 @@ def _entry_jobs(path: Path, index: int, entry: Any, defaults: dict,
     """The jobs of ``jobs[index]``: one per input file it names."""
     line = entry.get(_LINE) if isinstance(entry, dict) else None
     where = f"{path}: jobs[{index}]" + (f" (line {line})" if line else "")
+    try:
+        return _expanded(path, entry, defaults, base, where)
+    except OSError as exc:  # a path the file system refuses: a name too long, a loop of links
+        raise BatchError(f"{where}: cannot use the path {image.shown(exc.filename or '')}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
+              where: str) -> list[tuple[Job, str]]:
     if not isinstance(entry, dict):
         raise BatchError(f"{where}: expected a mapping of options, got {entry!r}")
     spec = {**defaults, **entry}
@@ -407,14 +418,14 @@ def path_key(path: Path) -> str:
 def _folds_case(folder: Path) -> bool:
     """Whether ``folder``'s file system treats names differently cased as one (macOS,
     Windows): the folder under its swapped-case name is the same folder."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    swapped = folder.with_name(folder.name.swapcase())
-    if not folder.name or swapped == folder:
-        return False
     try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        swapped = folder.with_name(folder.name.swapcase())
+        if not folder.name or swapped == folder:
+            return False
         return swapped.exists() and os.path.samefile(folder, swapped)
-    except OSError:
+    except OSError:  # a name too long to ask about: the job's own checks refuse it
         return False
 
 

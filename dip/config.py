@@ -386,17 +386,23 @@ class NoAliasLoader(yaml.SafeLoader):
 def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a
     ConfigError, each naming ``what`` it is, the file and (for YAML) the line."""
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+    from dip.image import shown
+
+    try:
+        if not path.is_file():
+            raise InputError(f"{what} not found: {shown(path)}")
+    except OSError as exc:  # a name too long, a loop of links
+        raise InputError(f"cannot use the {what} path {shown(path)}: "
+                         f"{exc.strerror or exc}") from None
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML in {path}{where}: {quote(problem)}") from None
+        raise ConfigError(f"invalid YAML in {shown(path)}{where}: {quote(problem)}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} {path}: {exc}") from None
+        raise InputError(f"cannot read {what} {shown(path)}: {exc}") from None
 
 
 def read_yaml(path: str | Path, sections: dict[str, type] | None = None) -> dict[str, Any]:

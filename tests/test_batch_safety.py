@@ -394,3 +394,23 @@ def test_a_batch_file_with_aliases_is_refused_in_one_line(tmp_path: Path) -> Non
     result = invoke("run", path, "--dry-run")
     _refused(result, "aliases")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("job", ["{task: denoise, input: photos/p0.png, output: out/LONG.png}",
+                                 "{task: denoise, input: photos/LONG.png}",
+                                 "{task: denoise, input: LONG/*.png}",
+                                 "{task: denoise, input: photos/p0.png, config: LONG.yaml}"])
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path, job: str) -> None:
+    """A 5000-character name in a job: one short line naming it (cut in the middle), not an
+    OSError's traceback; nothing written."""
+    folder = photos(tmp_path)
+    before = digest(folder)
+    path = batch_file(tmp_path, "  - " + job.replace("LONG", "x" * 5000) + "\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code in (1, 2) and not isinstance(result.exception, OSError), \
+        repr(result.exception)[:2000]
+    lines = [line for line in result.output.splitlines() if line.startswith("dip:")]
+    assert lines and all(len(line) < 600 for line in lines), result.output[:3000]
+    # a glob of a name too long matches nothing, which is what it says
+    assert any("too long" in line or "matches no image" in line for line in lines), lines
+    assert digest(folder) == before and not (tmp_path / "out").exists()

@@ -316,6 +316,8 @@ MISTAKES = [
     (["inpaint", "{good}", "--mask", "{tmp}/" + "x" * 5000 + ".png"], 2, ["too long"]),
     (["denoise", "{good}", "--reference", "{tmp}/" + "x" * 5000 + ".png"], 2, ["too long"]),
     (["denoise", "{tmp}/" + "/".join(["x" * 200] * 15) + ".png"], 2, ["input not found", "…"]),
+    (["denoise", "{good}", "--config", "{tmp}/" + "x" * 5000 + ".yaml"], 2,
+     ["config file path", "too long", "…"]),
     # NaN spelled as a plain word, and a format that holds no photo
     (["denoise", "{good}", "--set", "optim.lr=nan"], 2, ["'optim.lr' expects a finite"]),
     (["denoise", "{good}", "-o", "{tmp}/out.h5"], 2, ["extension '.h5'"]),
