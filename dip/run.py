@@ -850,11 +850,15 @@ def restore_pack(requests: list[RunRequest], *,
     return outcomes
 
 
-def by_memory(jobs: list[tuple[int, Plan, Loaded, Setup]]) -> list[list[tuple]]:
+def by_memory(jobs: list[tuple[int, Plan, Loaded, Setup]],
+              base: int | None = None) -> list[list[tuple]]:
     """Consecutive jobs whose estimated peaks fit the memory budget together (each job's peak
-    counts the process itself once: the jobs share it); a job over the budget alone runs
-    alone, laid out (tiled) for the budget by itself."""
-    base, groups, used = process_bytes(), [], 0
+    counts the process itself, ``base`` bytes, the resident memory now: the jobs share it
+    once); a job over the budget alone runs alone, laid out (tiled) for the budget by
+    itself."""
+    base = process_bytes() if base is None else base
+    groups: list[list[tuple]] = []
+    used = 0
     for job in jobs:
         layout = job[3].layout
         need = max(0, layout.peak_bytes - base)
