@@ -651,8 +651,8 @@ def run_pack(pack: list[Job], overwrite: bool = False, progress: Callable | None
 
 def pack_size(pack: int | str, devices: list[str]) -> int:
     """``--pack``: a number, or auto: as many jobs as the CPU has cores (each fits on one
-    thread beside the others: 1.4-1.6x the throughput of one job at a time on 2 cores,
-    benchmarks/README.md "multifit.py"); one on a GPU, where members run one after another."""
+    thread beside the others: 1.25x the throughput of one job at a time on 2 cores,
+    benchmarks/README.md "batch.py"); one on a GPU, where members run one after another."""
     if pack != "auto":
         return max(1, int(pack))
     return usable_cores() if devices == ["cpu"] else 1

@@ -444,12 +444,8 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
         RunError: every restart of a tile (or of the image) failed: divergence the guard could
             not undo; out of memory (with advice); a snapshot that cannot be written.
     """
-    layout, steps = setup.layout, p.files["steps"]
-    if p.snapshot_every and steps.is_dir():
-        # an earlier run's snapshots, and those a kill left half-written (not this run's
-        # GIF frames: none are written yet)
-        for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
-            old.unlink(missing_ok=True)
+    layout = setup.layout
+    _clear_old_snapshots(p)
     fitted = layout.fitted()
     live = _Live(p, loaded, setup, progress)
     with _memory_advice(p, setup):
@@ -457,12 +453,30 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
                              adapt_threads=p.cfg.perf.threads == "auto")
-    every = live.outcomes(dict(zip(fitted, outcomes)))
-    combined = combine(layout.parts, every, (1, setup.channels, *loaded.out_size),
+    return _combined(loaded, setup, live, dict(zip(fitted, outcomes)))
+
+
+def _clear_old_snapshots(p: Plan) -> None:
+    """An earlier run's snapshots, and those a kill left half-written (not this run's GIF
+    frames: none are written yet), go before the fit, now that every check has passed."""
+    steps = p.files["steps"]
+    if p.snapshot_every and steps.is_dir():
+        for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
+            old.unlink(missing_ok=True)
+
+
+def _combined(loaded: Loaded, setup: Setup, live: _Live, results: dict) -> Fitted:
+    """The members' outcomes (fitted part -> outcome) combined into the run's result.
+
+    Raises:
+        RunError: every member failed (the first one's error).
+    """
+    every = live.outcomes(results)
+    combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
                        setup.problem.scale)
-    first = next((o for o in outcomes if isinstance(o, FitResult)), None)
+    first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
-        raise next(o for o in outcomes if isinstance(o, RunError))
+        raise next(o for o in results.values() if isinstance(o, RunError))
     return Fitted(combined.image, combined.spread, every, first)
 
 
@@ -889,6 +903,8 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
         if progress is not None:
             progress(Progress(done[0], total, s.loss, s.estimate, s.psnr, s.output))
 
+    for _, p, _, _ in jobs:
+        _clear_old_snapshots(p)
     first = jobs[0][1]
     members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
     with _memory_advice(first, jobs[0][3]):
@@ -907,13 +923,7 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
 def _finish(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict,
             started: float) -> Restoration:
     """One packed job's members combined, recorded and written (as :func:`_run` does)."""
-    every = live.outcomes(results)
-    combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
-                       setup.problem.scale)
-    fits = [o for o in results.values() if isinstance(o, FitResult)]
-    if not fits:
-        raise next(o for o in results.values() if isinstance(o, RunError))
-    fitted = Fitted(combined.image, combined.spread, every, fits[0])
+    fitted = _combined(loaded, setup, live, results)
     with interrupts.deferred():
         return _written(p, loaded, setup, fitted, started)
 

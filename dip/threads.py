@@ -2,14 +2,14 @@
 
 Measured on the 2-core development machine (benchmarks/multifit.py, fast network, 128 px):
 
-- one fit with 2 intra-op threads is 1.2-1.45x faster than with 1 thread when it has the CPU
-  to itself, but 2.6-4x SLOWER when one other busy process shares the cores: every small
+- one fit with 2 intra-op threads is 1.15-1.45x faster than with 1 thread when it has the CPU
+  to itself, but 2.6-16x SLOWER when one other busy process shares the cores: every small
   operation ends at an OpenMP barrier that waits for a thread the kernel has descheduled;
 - two fits on one thread each, side by side in two Python threads (PyTorch releases the GIL
-  inside its kernels), do 1.6x the work of the same fits one after another on 2 threads, and
-  a thread that runs alone in its operations never waits at a barrier, so sharing the CPU
-  slows it only by the share it loses;
-- one network with ``groups=K`` convolutions for K members gave 1.0-1.15x on the CPU: oneDNN
+  inside its kernels), do 1.3-1.6x the work of the same fits one after another on 2
+  threads, and a thread that runs alone in its operations never waits at a barrier, so
+  sharing the CPU slows it only by the share it loses;
+- one network with ``groups=K`` convolutions for K members gave 0.4-1.2x on the CPU: oneDNN
   runs the groups one after another.
 
 So a group of two or more members runs each member on ONE intra-op thread, members spread over

@@ -106,3 +106,16 @@ def test_a_pack_is_split_where_its_jobs_together_would_not_fit_in_memory() -> No
     assert [len(g) for g in run.by_memory([job(3), job(3), job(3), job(3)], base)] == [3, 1]
     assert [len(g) for g in run.by_memory([job(12), job(1), job(1)], base)] == [1, 2]
     assert [len(g) for g in run.by_memory([job(3, None)] * 4, base)] == [4]  # no budget known
+
+
+def test_a_packed_rerun_clears_the_old_snapshots_as_a_single_run_does(tmp_path: Path) -> None:
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/*.png, output: out/, "
+                            "save_every: 2}\n")
+    assert invoke("run", path, "--pack", "3", "-q").exit_code == 0
+    steps = tmp_path / "out" / "p0_denoise_steps"
+    stale = steps / "step_99999.png"
+    stale.write_bytes(b"an earlier run's snapshot")
+    (steps / ".step_00004.part").write_bytes(b"half")
+    assert invoke("run", path, "--pack", "3", "--overwrite", "-q").exit_code == 0
+    assert not stale.exists() and not (steps / ".step_00004.part").exists()
+    assert any(steps.glob("step_*.png"))
