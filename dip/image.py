@@ -46,6 +46,7 @@ RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
 

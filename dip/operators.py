@@ -62,6 +62,18 @@ class Mask(nn.Module):
         return Mask(self.known[..., top:top + height, left:left + width])
 
 
+def _phase_half_offsets(taps: int, factor: int) -> torch.Tensor:
+    """Tap positions, in low-resolution pixels, of a ``taps``-wide kernel centred on the
+    middle of a ``factor x factor`` block (the half-pixel phase 0.5 of the paper's kernels and
+    of Pillow's resampling)."""
+    return (torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2) / factor
+
+
+def _separable(lobe: torch.Tensor) -> torch.Tensor:
+    kernel = torch.outer(lobe, lobe)
+    return (kernel / kernel.sum()).float()
+
+
 def lanczos_kernel(factor: int, support: int = 2) -> torch.Tensor:
     """The paper's "lanczos2" anti-aliasing kernel for downsampling by ``factor``.
 
@@ -72,19 +84,98 @@ def lanczos_kernel(factor: int, support: int = 2) -> torch.Tensor:
     Shape:
         - Output: ``(2*support*factor, 2*support*factor)``
     """
-    taps = 2 * support * factor
-    # Tap positions relative to the kernel centre, on the half-pixel grid (phase 0.5).
-    offsets = (torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2) / factor
-    lobe = torch.special.sinc(offsets) * torch.special.sinc(offsets / support)
-    kernel = torch.outer(lobe, lobe)
-    return (kernel / kernel.sum()).float()
+    offsets = _phase_half_offsets(2 * support * factor, factor)
+    return _separable(torch.special.sinc(offsets) * torch.special.sinc(offsets / support))
+
+
+def bicubic_kernel(factor: int) -> torch.Tensor:
+    """Pillow's (and MATLAB's ``imresize``'s) antialiased bicubic downsampling by ``factor``:
+    Keys' cubic convolution with ``a = -0.5`` stretched by the factor -- how most small
+    pictures are made.
+
+    Shape:
+        - Output: ``(4*factor, 4*factor)``
+    """
+    x = _phase_half_offsets(4 * factor, factor).abs()
+    a = -0.5
+    lobe = torch.where(x <= 1, (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1,
+                       torch.where(x < 2, a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a,
+                                   torch.zeros_like(x)))
+    return _separable(lobe)
+
+
+def area_kernel(factor: int) -> torch.Tensor:
+    """Area (box) downsampling: each small pixel the mean of its ``factor x factor`` block
+    (Pillow's BOX, OpenCV's INTER_AREA).
+
+    Shape:
+        - Output: ``(factor, factor)``
+    """
+    return torch.full((factor, factor), 1.0 / factor ** 2)
+
+
+def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
+    """A Gaussian blur of ``sigma`` high-resolution pixels, then one pixel per block (at the
+    block's centre): the blur-and-decimate degradation of much of the SR literature.
+
+    Shape:
+        - Output: ``(T, T)``, ``T = factor + 2 * ceil(3 * sigma)``
+    """
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise InputError(f"a Gaussian downsampling kernel needs sigma > 0, got {sigma}")
+    taps = factor + 2 * math.ceil(3 * sigma)
+    if taps > 255:  # a typo such as gaussian:120 must not make a 700-tap convolution
+        raise InputError(f"a Gaussian downsampling kernel of sigma {sigma:g} is {taps} pixels "
+                         f"wide, over 255")
+    offsets = _phase_half_offsets(taps, factor) * factor  # in high-resolution pixels
+    return _separable(torch.exp(-offsets ** 2 / (2 * sigma ** 2)))
+
+
+#: name -> kernel for a factor (``gaussian`` takes its sigma: ``gaussian:1.2``)
+DOWNSAMPLE_KERNELS = {
+    "lanczos": lanczos_kernel,
+    "bicubic": bicubic_kernel,
+    "area": area_kernel,
+    "gaussian": gaussian_downsample_kernel,
+}
+#: what ``--kernel`` of super-resolution accepts, for messages and ``--help``
+DOWNSAMPLE_USAGE = "lanczos, bicubic, area or gaussian:SIGMA"
+
+
+def downsample_kernel(spec: str, factor: int) -> torch.Tensor:
+    """``lanczos`` | ``bicubic`` | ``area`` | ``gaussian:SIGMA`` -> the kernel for ``factor``.
+
+    Raises:
+        InputError: an unknown name, or a Gaussian without a positive sigma.
+    """
+    name, colon, value = spec.partition(":")
+    make = DOWNSAMPLE_KERNELS.get(name.strip().lower())
+    if make is gaussian_downsample_kernel and not colon:
+        raise InputError("the Gaussian downsampling kernel needs its sigma: gaussian:SIGMA, "
+                         "e.g. gaussian:1.2")
+    if make is None or (make is not gaussian_downsample_kernel and colon):
+        raise InputError(f"unknown downsampling kernel {spec[:40]!r}; use {DOWNSAMPLE_USAGE}")
+    if make is not gaussian_downsample_kernel:
+        return make(factor)
+    try:
+        sigma = float(value)
+    except ValueError:
+        raise InputError(f"cannot read the sigma of {spec[:40]!r}; write gaussian:SIGMA, e.g. "
+                         f"gaussian:1.2") from None
+    return make(factor, sigma)
 
 
 class Downsample(nn.Module):
-    """Super-resolution: anti-aliased downsampling by ``factor`` with the paper's Lanczos kernel.
+    """Super-resolution: anti-aliased downsampling by ``factor`` with a known kernel (default
+    the paper's Lanczos; :func:`downsample_kernel` for the others).
 
     A fixed depthwise convolution with stride ``factor``, after replicate padding so that an
     ``(H, W)`` image becomes ``(H/factor, W/factor)`` exactly (the paper's ``preserve_size``).
+
+    Args:
+        factor: one of :attr:`FACTORS`.
+        kernel: a spec for :func:`downsample_kernel` (``lanczos``, ``bicubic``, ``area``,
+            ``gaussian:SIGMA``).
 
     Shape:
         - Input: ``(N, C, H, W)`` with ``H`` and ``W`` multiples of ``factor``
@@ -95,20 +186,22 @@ class Downsample(nn.Module):
     #: the factors the paper's kernel is defined and measured for
     FACTORS = (2, 4, 8)
 
-    def __init__(self, factor: int, support: int = 2) -> None:
+    def __init__(self, factor: int, kernel: str = "lanczos") -> None:
         super().__init__()
         if factor not in self.FACTORS:
             raise InputError(f"superres factor must be one of "
                              f"{', '.join(map(str, self.FACTORS))}, got {factor}")
         self.factor = factor
-        kernel = lanczos_kernel(factor, support)
-        self.register_buffer("kernel", kernel[None, None])
-        # (taps - factor) / 2 on each side keeps the output at exactly H / factor.
-        self.pad = (kernel.shape[0] - factor) // 2
+        weights = downsample_kernel(kernel, factor)
+        self.register_buffer("kernel", weights[None, None])
+        # (taps - factor) / 2 on each side keeps the output at exactly H / factor (every
+        # kernel's taps minus the factor is even).
+        self.pad = (weights.shape[0] - factor) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4, mode="replicate")
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), stride=self.factor, groups=c)
 
     def window(self, top: int, left: int, height: int, width: int) -> nn.Module:

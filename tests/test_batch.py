@@ -78,17 +78,33 @@ def test_a_rerun_skips_finished_jobs_and_redoes_changed_ones(tmp_path: Path) -> 
 
 
 def test_records_from_before_a_config_key_existed_still_count_as_done(tmp_path: Path) -> None:
-    # Upgrading dip adds config keys (stop.noise_floor, stop.sigma); a finished job whose
-    # record lacks them ran with what they now default to, and is not redone.
+    # Upgrading dip adds config keys (stop.noise_floor, stop.sigma) and task options (superres'
+    # kernel); a finished job whose record lacks them ran with what they now default to, and
+    # is not redone.
     path = make_batch(tmp_path, "  - task: superres\n    input: photos/*.png\n"
                                 "    factor: 2\n    output: out/\n")
     assert invoke("run", path, "-q").exit_code == 0
     for record_file in (tmp_path / "out").glob("*.png.json"):
         record = json.loads(record_file.read_text())
+        assert record["kernel"] == "lanczos"
         del record["config"]["stop"]["noise_floor"], record["config"]["stop"]["sigma"]
+        del record["kernel"]
         record_file.write_text(json.dumps(record))
     again = invoke("run", path, "-q")
     assert again.exit_code == 0 and "0 done, 3 already done" in again.output
+
+
+def test_a_superres_job_takes_its_kernel(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: superres\n    input: photos/p0.png\n"
+                                "    kernel: area\n    factor: 2\n    output: out/\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    record = json.loads((tmp_path / "out" / "p0_superres.png.json").read_text())
+    assert record["kernel"] == "area"
+    bad = make_batch(tmp_path, "  - task: superres\n    input: photos/p0.png\n"
+                               "    kernel: cubic\n    output: out2/\n")
+    result = invoke("run", bad, "-q")
+    assert result.exit_code != 0 and "unknown downsampling kernel 'cubic'" in result.output
+    assert not (tmp_path / "out2" / "p0_superres.png").exists()
 
 
 def test_a_run_killed_between_writes_is_finished_on_rerun(tmp_path: Path) -> None:

@@ -107,6 +107,27 @@ def test_superres_output_is_factor_times_larger(tmp_path: Path, factor: str) -> 
     assert json.loads((tmp_path / "big.png.json").read_text())["config"]["factor"] == int(factor)
 
 
+def test_superres_kernel_is_used_and_recorded(tmp_path: Path) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    result = invoke("superres", small, "--kernel", "bicubic", "-o", tmp_path / "b.png", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b.png.json").read_text())["kernel"] == "bicubic"
+    assert invoke("superres", small, "-o", tmp_path / "l.png", *FAST).exit_code == 0
+    assert json.loads((tmp_path / "l.png.json").read_text())["kernel"] == "lanczos"
+    # another operator, another fit: the same seed gives another image
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "b.png")),
+                              np.asarray(Image.open(tmp_path / "l.png")))
+
+
+def test_superres_unknown_kernel_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    small = save(synthetic(8), tmp_path / "small.png")
+    line = _one_line_error(invoke("superres", small, "--kernel", "gauss:2", "-o",
+                                  tmp_path / "o.png", *FAST))
+    assert line == ("dip: error: unknown downsampling kernel 'gauss:2'; use lanczos, bicubic, "
+                    "area or gaussian:SIGMA")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.png"]
+
+
 def test_reference_adds_metrics_to_the_record(tmp_path: Path, noisy_png: Path,
                                               clean_png: Path) -> None:
     out = tmp_path / "r.png"

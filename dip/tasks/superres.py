@@ -1,6 +1,12 @@
 """Super-resolution: the observation is the result shrunk ``factor`` times.
 
-    A = Lanczos downsampling by the factor (the paper's "lanczos2"),  y = the small input
+    A = downsampling by the factor with a known kernel,  y = the small input
+
+The kernel (``--kernel``) is how the small picture was made: the paper's Lanczos ("lanczos2",
+the default), Pillow's / MATLAB's antialiased ``bicubic`` (how most small pictures on the web
+and from photo software are made), ``area`` (block means) or ``gaussian:SIGMA`` (blur, then one
+pixel per block). A kernel that does not match the input's costs dB that no prior recovers:
+benchmarks/README.md, "degradations.py".
 
 The network works at the result's size; the record reports the paper's protocol (PSNR of the
 Y channel with ``factor`` pixels cropped at each border) beside bicubic upscaling.
@@ -57,6 +63,11 @@ class SuperRes(Task):
         Option("factor", kind="int", choices=FACTORS, config_key="factor",
                help="The result is FACTOR times larger in each dimension [default: 4, or the "
                     "config's factor]."),
+        Option("kernel", metavar="lanczos|bicubic|area|gaussian:SIGMA", default="lanczos",
+               record=True,
+               help="How INPUT was made small: lanczos (the paper's), bicubic (Pillow's, "
+                    "MATLAB's imresize), area (block means) or gaussian:SIGMA (blur of SIGMA "
+                    "result pixels, then one pixel per block)."),
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="K",
@@ -66,6 +77,13 @@ class SuperRes(Task):
     )
     owns = {"factor": RunConfig.factor}
     tables = ("per_factor",)
+
+    def check(self, args: dict[str, Any]) -> None:
+        operators.downsample_kernel(args.get("kernel") or "lanczos", 4)  # costs no decode
+
+    def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
+             max_pixels: int) -> Inputs:
+        return Inputs(picture, {"kernel": args.get("kernel") or "lanczos"})
 
     def check_config(self, cfg: Any) -> None:
         if cfg.factor not in operators.Downsample.FACTORS:
@@ -90,7 +108,8 @@ class SuperRes(Task):
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
-        return Problem(operators.Downsample(cfg.factor), picture.pixels,
+        return Problem(operators.Downsample(cfg.factor, inputs.data.get("kernel", "lanczos")),
+                       picture.pixels,
                        self.out_size(picture.size, cfg))
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
