@@ -18,6 +18,15 @@ says so). Full size (``--crop 0``) needs a GPU.
     python benchmarks/early_stopping.py --crop 64 --workers 2 --tasks denoise --iters 2000 \\
         --out benchmarks/results/es_denoise_crop64.json
     python benchmarks/early_stopping.py --replay benchmarks/results/es_*_crop64.json
+
+``--members K`` replays each member of a group alone instead: every image is restored as K
+restarts fitted together in one group (``dip.fitting.fit_group``, the path of ``--restarts K``,
+automatic stop per member), then each member is fitted again ALONE with its own seed; the table
+says where each stopped in the group and alone, and whether its image is the same (the stop
+of one member must not depend on the others beside it):
+
+    python benchmarks/early_stopping.py --members 3 --limit 3 --set preset=fast \\
+        --out benchmarks/results/es_members_crop64.json
 """
 
 from __future__ import annotations
@@ -154,6 +163,61 @@ def run_one(job: tuple[str, str, int, int | None, str, list[str]]) -> dict:
     return {"task": task, "image": name, "size": list(ref.shape[-2:]), "iters": len(
         curves["psnr_average"]), "seconds": seconds, "rule_seconds": rule_seconds,
             "config": _stop_settings(cfg.stop), "live": live_fired, "curves": curves}
+
+
+def members_one(job: tuple[str, str, int, int, int | None, list[str]]) -> dict:
+    """One image as K members fitted together, then each member alone (same seed)."""
+    task, name, crop, k, iters, overrides = job
+    from dip import image, metrics, run
+    from dip.fitting import fit_group
+    from dip.request import RunRequest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        args = make_case(task, name, crop, folder)
+        ref = image.load_image(folder / "reference.png").pixels
+        options = {key: args[key] for key in ("mask", "factor") if key in args}
+        request = RunRequest(task=task, input=str(folder / "input.png"), write=False,
+                             device="cpu", restarts=k, iters=iters,
+                             overrides=tuple(overrides), task_args=options)
+        the_plan = run.plan(request)
+        loaded = run.load(the_plan)
+        setup = run.build(the_plan, loaded)
+        settings = run._settings(the_plan.cfg)
+        started = time.perf_counter()
+        group = fit_group([setup.member(i) for i in range(k)], settings, threads=min(2, k))
+        group_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        alone = [fit_group([setup.member(i)], settings, threads=1)[0] for i in range(k)]
+        alone_seconds = time.perf_counter() - started
+    rows = [{"member": i, "group_stop": g.iterations, "alone_stop": a.iterations,
+             "group_reason": g.stop_reason, "alone_reason": a.stop_reason,
+             "same_image": bool(torch.equal(g.image, a.image)),
+             "psnr": round(metrics.psnr(g.image.clamp(0, 1).cpu(), ref), 4)}
+            for i, (g, a) in enumerate(zip(group, alone))]
+    return {"task": task, "image": name, "k": k, "budget": the_plan.cfg.optim.iters,
+            "preset": the_plan.cfg.preset, "members": rows,
+            "group_seconds": round(group_seconds, 2), "alone_seconds": round(alone_seconds, 2)}
+
+
+def members_table(runs: list[dict]) -> str:
+    out = ["| task | image | member | stop in the group | stop alone | same image | PSNR |",
+           "|---|---|---|---|---|---|---|"]
+    same = total = 0
+    for r in runs:
+        for m in r["members"]:
+            total += 1
+            agree = m["group_stop"] == m["alone_stop"] and m["same_image"]
+            same += agree
+            out.append(f"| {r['task']} | {r['image']} | {m['member']} | {m['group_stop']} "
+                       f"({m['group_reason']}) | {m['alone_stop']} ({m['alone_reason']}) | "
+                       f"{'yes' if m['same_image'] else 'NO'} | {m['psnr']:.2f} |")
+    group = sum(r["group_seconds"] for r in runs)
+    alone = sum(r["alone_seconds"] for r in runs)
+    out.append(f"\n{same} of {total} members stopped at the same step with the same image in "
+               f"the group as alone; the groups took {group:.0f} s, the members one after "
+               f"another alone {alone:.0f} s ({alone / group:.2f}x).")
+    return "\n".join(out)
 
 
 # --- replay of other rule settings on the recorded curves -------------------------------------
@@ -307,10 +371,15 @@ def main(argv: list[str] | None = None) -> None:
                          "preset=paper, the settings the tables below were measured with]")
     ap.add_argument("--out", type=Path, help="save runs (JSON) for --replay")
     ap.add_argument("--replay", type=Path, nargs="+", help="print the tables of saved runs")
+    ap.add_argument("--members", type=int, default=0,
+                    help="K: fit K restarts together, then each alone, and compare their stops")
     args = ap.parse_args(argv)
 
     if args.replay:
         saved = [json.loads(p.read_text()) for p in args.replay]
+        if "members" in saved[0]:
+            print(members_table([run for s in saved for run in s["runs"]]))
+            return
         runs = [run for s in saved for run in s["runs"]]
         print(tables(runs, saved[0]["crop"]))
         print(alternatives(runs))
@@ -323,6 +392,17 @@ def main(argv: list[str] | None = None) -> None:
         for name in names[task][: args.limit or None]:
             jobs.append((task, name, args.crop, args.iters, args.device, args.overrides))
     started = time.perf_counter()
+    if args.members:
+        runs = []
+        for task, name, crop, iters, _device, overrides in jobs:
+            runs.append(members_one((task, name, crop, args.members, iters, overrides)))
+            print(f"done {task} {name}", file=sys.stderr, flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"crop": args.crop, "members": args.members,
+                                            "torch": torch.__version__, "runs": runs}))
+        print(members_table(runs))
+        return
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             runs = []
