@@ -139,11 +139,18 @@ class PerfConfig:
 class TileConfig:
     """Tiled restoration (:mod:`dip.tiles` checks the keys)."""
 
-    #: auto (tile when the whole image would not fit the memory budget) | off | the side of
-    #: a tile in pixels of the result
+    #: auto (tile when the whole image would not fit the memory budget, or is larger than
+    #: whole_max) | off | the side of a tile in pixels of the result
     size: str = "auto"
     #: pixels of the result that neighbouring tiles share
     overlap: int = 32
+    #: auto fits an image whole only when its result's longer side is at most this (pixels;
+    #: 0: any size that fits the memory budget). A preset whose step budget was chosen on
+    #: small crops sets it: a larger image fitted whole stops under-fitted
+    whole_max: int = 0
+    #: the side of auto's tiles (pixels of the result): 256 is small enough that two fits at
+    #: once take about 1 GB with the fast preset
+    auto_size: int = 256
 
 
 @dataclass
@@ -433,7 +440,9 @@ RECORD_MARK = "__record__"
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
               "perf.threads": "auto", "perf.max_memory": 0.0,
               # auto fits an image that fits in memory whole, as every run before tiles did
-              "tile.size": "auto", "tile.overlap": 32}
+              "tile.size": "auto", "tile.overlap": 32,
+              # auto fitted whole any image that fit in memory, at tiles of 256 otherwise
+              "tile.whole_max": 0, "tile.auto_size": 256}
 
 
 def record_config(config: dict[str, Any],

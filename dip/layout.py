@@ -2,8 +2,13 @@
 the threads, and what it will cost (:mod:`dip.estimate`) -- decided before the first step.
 
 ``tile.size`` auto fits the whole image when its estimated peak memory fits the budget
-(``perf.max_memory``, else the device's free memory less a margin), and tiles of
-:data:`dip.tiles.AUTO_TILE` pixels otherwise; a number fixes the tile, off never tiles.
+(``perf.max_memory``, else the device's free memory less a margin) and its result's longer
+side is at most ``tile.whole_max`` (when set), and tiles of ``tile.auto_size`` pixels
+otherwise; a number fixes the tile, off never tiles.
+
+``whole_max`` is for quality, not memory: the fast preset's step budget was chosen on 128 px
+crops, and a larger image fitted whole stops under-fitted (denoising at 512 px on the CPU:
+tiles of 128 gave +0.9 to +4 dB over the whole fit; benchmarks/README.md, "tiles.py").
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dip.nets import build_net
 from dip.stopping import build_stop_rule
 from dip.tasks import Problem
 from dip.threads import plan_lanes, resolve_threads
-from dip.tiles import AUTO_TILE, Tile, grid, overlap_for
+from dip.tiles import Tile, grid, overlap_for
 
 #: of the free memory, what a run leaves to everything else
 MARGIN = 0.2
@@ -100,12 +105,15 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     budget = (int(cfg.perf.max_memory * 2 ** 30) if cfg.perf.max_memory
               else None if free is None else int(free * (1 - MARGIN)))
     size = cfg.tile.size
-    if size == "off" or (size == "auto" and (budget is None or whole <= budget)):
+    over_memory = budget is not None and whole > budget
+    longer, most = max(problem.out_size), cfg.tile.whole_max
+    over_size = bool(most) and longer > most
+    if size == "off" or (size == "auto" and not over_memory and not over_size):
         why = ("whole image" + ("" if budget is None else
                                 f": {whole / 2 ** 30:.1f} GB fits in {budget / 2 ** 30:.1f} GB"))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why)
-    side = int(size) if size.isdigit() else AUTO_TILE
+    side = int(size) if size.isdigit() else cfg.tile.auto_size
     overlap = overlap_for(side, cfg.tile.overlap)
     scale = problem.scale
     tiles = grid(tuple(problem.observation.shape[-2:]), max(1, side // scale),
@@ -117,9 +125,12 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     biggest = (max(t.height for t in tiles) * scale, max(t.width for t in tiles) * scale)
     peak = peak_bytes(cfg, problem, channels, biggest,
                       plan_lanes(at_once, threads).workers if cpu else 1, at_once)
-    why = (f"{len(tiles)} tiles of {side} px: " + (
-        f"the whole image would need {whole / 2 ** 30:.1f} GB, over {budget / 2 ** 30:.1f} GB"
-        if size == "auto" else "tile.size asks for them"))
+    why = f"{len(tiles)} tiles of {side} px: " + (
+        "tile.size asks for them" if size != "auto"
+        else f"the whole image would need {whole / 2 ** 30:.1f} GB, over "
+             f"{budget / 2 ** 30:.1f} GB" if over_memory
+        else f"{longer} px is over the {most} px the preset fits whole (its step budget is "
+             f"for smaller images)")
     answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,

@@ -29,9 +29,6 @@ from dip.errors import ConfigError
 
 #: the smallest tile: the network's five scales halve 32 pixels down to 1
 MIN_TILE = 32
-#: the side of a tile when ``tile.size`` is auto and the image must be tiled (pixels of the
-#: result): small enough that two fits at once take about 1 GB with the fast preset
-AUTO_TILE = 256
 
 
 @dataclass(frozen=True)
@@ -58,13 +55,20 @@ class Tile:
 
 def check_tiles(settings: Any) -> None:
     """The ``tile.*`` keys: ``size`` auto | off | a side >= :data:`MIN_TILE`, ``overlap``
-    >= 0 (used up to a quarter of the tile: :func:`overlap_for`)."""
+    >= 0 (used up to a quarter of the tile: :func:`overlap_for`), ``whole_max`` >= 0,
+    ``auto_size`` >= :data:`MIN_TILE`."""
     size = settings.size
     if size not in ("auto", "off") and not (size.isdigit() and int(size) >= MIN_TILE):
         raise ConfigError(f"config key 'tile.size' must be auto, off or a tile's side of at "
                           f"least {MIN_TILE} pixels, got {size!r}")
     if settings.overlap < 0:
         raise ConfigError(f"config key 'tile.overlap' must be >= 0, got {settings.overlap}")
+    if settings.whole_max < 0:
+        raise ConfigError(f"config key 'tile.whole_max' must be >= 0 (0: no limit), got "
+                          f"{settings.whole_max}")
+    if settings.auto_size < MIN_TILE:
+        raise ConfigError(f"config key 'tile.auto_size' must be a tile's side of at least "
+                          f"{MIN_TILE} pixels, got {settings.auto_size}")
 
 
 def overlap_for(side: int, overlap: int) -> int:

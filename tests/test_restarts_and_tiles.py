@@ -142,6 +142,37 @@ def test_auto_tiles_only_when_the_whole_image_would_not_fit(tmp_path: Path) -> N
     assert "the whole image would need" in tight.record["tiles"]["why"]
 
 
+def _layout(tmp_path: Path, size: int, *overrides: str, **kw):
+    noisy, _ = _noisy(tmp_path, size)
+    request = run.RunRequest(task="denoise", input=str(noisy), write=False, device="cpu",
+                             overrides=overrides, **kw)
+    p = run.plan(request)
+    return run.build(p, run.load(p)).layout
+
+
+def test_the_fast_preset_tiles_a_denoise_larger_than_its_budget_was_chosen_for(
+        tmp_path: Path) -> None:
+    """Quality, not memory: the fast preset's budget is for 128 px; a 256 px image fitted
+    whole stops under-fitted, so auto fits it in tiles of 128 (benchmarks/README.md)."""
+    big = _layout(tmp_path, 200, "preset=fast")
+    assert big.side == 128 and len(big.tiles) == 4
+    assert big.why == ("4 tiles of 128 px: 200 px is over the 192 px the preset fits whole "
+                       "(its step budget is for smaller images)")
+    assert _layout(tmp_path, 192, "preset=fast").tiles is None  # up to 192 px: whole
+    assert _layout(tmp_path, 200, "preset=fast", tile="off").tiles is None  # as asked
+    assert _layout(tmp_path, 200, "preset=paper").tiles is None  # chosen at full size
+
+
+def test_the_tile_keys_are_checked(tmp_path: Path) -> None:
+    from dip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'tile.whole_max' must be >= 0"):
+        resolve("denoise", overrides=("tile.whole_max=-1",))
+    with pytest.raises(ConfigError, match="'tile.auto_size' must be a tile's side of at least "
+                                          "32 pixels, got 16"):
+        resolve("denoise", overrides=("tile.auto_size=16",))
+
+
 def _problem(size: int) -> Problem:
     y = torch.zeros(1, 3, size, size)
     return Problem(Identity(), y, (size, size))
@@ -201,3 +232,5 @@ def test_an_old_record_without_restarts_or_tiles_still_reruns_as_one_fit(tmp_pat
     old.write_text(json.dumps(record))
     again = run.resolve_config(run.RunRequest(task="denoise", input=noisy, config=(old,)))
     assert (again.optim.restarts, again.tile.size) == (1, "auto")
+    # ... and fits whole at any size that fits in memory, as runs before tile.whole_max did
+    assert (again.tile.whole_max, again.tile.auto_size) == (0, 256)
