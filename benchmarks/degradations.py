@@ -4,6 +4,7 @@
     python benchmarks/degradations.py --task deblur --workers 2 --threads 1
     python benchmarks/degradations.py --task poisson --workers 2 --threads 1
     python benchmarks/degradations.py --task deblur --table-only
+    python benchmarks/degradations.py --task superres --levels bicubic,area --workers 2 --threads 1
 
 Images: the paper's 9 colour denoising images (their clean *_GT.png), 128x128 crops from the
 centre (the settings were chosen looking at these) and from the top-left corner (held out:
@@ -22,8 +23,16 @@ poisson  each crop scaled so that white is PEAK photons, Poisson counts drawn (s
          CBM3D at sigma 1 and the exact unbiased inverse (Makitalo & Foi, IEEE TIP 2011, its
          closed-form approximation), given the true peak. dip runs with its defaults and
          estimates the peak from the image itself.
+superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (how most small
+         pictures are made), box (area: block means) or Lanczos (Pillow's, 3 lobes) -- and
+         saved as 8-bit PNG. dip runs with its defaults (the paper's Lanczos-2 operator, a
+         mismatch for every one of these), and with ``--kernel`` naming the downscaler that
+         made the input (bicubic, area). Baselines: Pillow's Lanczos and bicubic upscaling.
+         "kernel choice": for each candidate kernel a 200-step fit, then the candidate whose
+         result passed back through its own operator is closest to the input (the data fit
+         after a short run): is the downscaler recognisable without being told?
 
-Scores: RGB PSNR over the whole crop. Every result is a JSON line in
+Scores: RGB PSNR over the whole crop (superres: Y-PSNR, 4 px border, the SR protocol). Every result is a JSON line in
 benchmarks/results/{task}_crop128.jsonl (a re-run skips what is there); the tables go to
 benchmarks/results/{task}_crop128.md.
 """
@@ -54,7 +63,15 @@ LEVELS = {
     "deblur": {"gaussian": {"kernel": "gaussian:1.6,25", "noise": 2 ** 0.5},
                "box": {"kernel": "box:9", "noise": 2 ** 0.5}},
     "poisson": {"peak30": {"peak": 30}, "peak10": {"peak": 10}},
+    # the downscaler that made the input (Pillow's filter) and dip's --kernel for it
+    "superres": {"bicubic": {"resample": "bicubic", "kernel": "bicubic"},
+                 "area": {"resample": "box", "kernel": "area"},
+                 "lanczos": {"resample": "lanczos", "kernel": "lanczos"}},
 }
+FACTOR = 4
+#: superres: the kernels the short fits choose among, and their steps
+CHOICES = ("lanczos", "bicubic", "area")
+CHOICE_STEPS = 200
 RL_ITERS = (10, 30, 100)
 WIENER_BALANCE = (0.003, 0.01, 0.03, 0.1)
 
@@ -80,6 +97,8 @@ def make_case(task: str, level: str, name: str, where: str, folder: Path) -> Non
     if task == "deblur":
         blurred = operators.Blur(parse_spec(spec["kernel"]))(clean)
         damaged = operators.add_noise(blurred, spec["noise"], g)
+    elif task == "superres":
+        damaged = image.resize(clean, (CROP // FACTOR, CROP // FACTOR), spec["resample"])
     else:
         damaged = operators.add_poisson(clean, spec["peak"], g)
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,7 +176,17 @@ def anscombe_bm3d(noisy, kernel, level):
     return _tensor(np.maximum(inverse, 0) / peak)
 
 
+def upscale(method: str):
+    def run(small, kernel, level):
+        from dip import image
+
+        return image.resize(small, (CROP, CROP), method)
+    return run
+
+
 def methods(task: str) -> dict:
+    if task == "superres":
+        return {"Lanczos": upscale("lanczos"), "bicubic": upscale("bicubic")}
     if task == "deblur":
         out = {f"Richardson-Lucy, {n} iterations": richardson_lucy(n) for n in RL_ITERS}
         out.update({f"Wiener, balance {b}": wiener(b) for b in WIENER_BALANCE})
@@ -169,10 +198,40 @@ def methods(task: str) -> dict:
 DIP = "dip (defaults)"
 #: dip with one setting changed, measured beside its defaults: method -> (task, overrides)
 DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",))}
+#: superres: dip told the downscaler (--kernel), and the short fits that guess it
+MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
 
 
 def dip_methods(task: str) -> list[str]:
+    if task == "superres":
+        return [DIP, MATCHED, CHOICE]
     return [DIP] + [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
+
+
+def _superres(job: dict, folder: Path, ref) -> None:
+    """The superres task's dip runs: the defaults, the matched kernel, or the kernel choice."""
+    import dip
+    from dip import image, metrics, operators
+
+    small = image.load_image(folder / "input.png").pixels
+    if job["method"] == CHOICE:
+        misfit = {}
+        for kernel in CHOICES:
+            r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
+                            iters=CHOICE_STEPS, stop="fixed", write=False, device="cpu")
+            again = operators.Downsample(FACTOR, kernel)(r.picture.pixels)
+            misfit[kernel] = round(((again - small) ** 2).mean().item(), 8)
+        chosen = min(misfit, key=misfit.get)
+        job.update(misfit=misfit, chosen=chosen,
+                   right=chosen == LEVELS["superres"][job["level"]]["kernel"])
+        return
+    kernel = "lanczos" if job["method"] == DIP else LEVELS["superres"][job["level"]]["kernel"]
+    r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
+                    reference=folder / "reference.png", write=False, device="cpu")
+    rec = r.record
+    job.update(psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR), steps=rec["iterations"],
+               stop=rec["stop_reason"], peak=rec["metrics"].get("peak_psnr"),
+               preset=rec["preset"], guard_restores=len(rec["guard_restores"]))
 
 
 def run_job(job: dict) -> dict:
@@ -188,7 +247,9 @@ def run_job(job: dict) -> dict:
     ref = image.load_image(folder / "reference.png").pixels
     started = time.perf_counter()
     try:
-        if job["method"] in dip_methods(task):
+        if task == "superres" and job["method"] in dip_methods(task):
+            _superres(job, folder, ref)
+        elif job["method"] in dip_methods(task):
             args = ({"kernel": LEVELS[task][level]["kernel"]} if task == "deblur"
                     else {"noise": "poisson"})
             overrides = DIP_VARIANTS.get(job["method"], (task, ()))[1]
@@ -205,8 +266,11 @@ def run_job(job: dict) -> dict:
                       else None)
             out = methods(task)[job["method"]](image.load_image(folder / "input.png").pixels,
                                                kernel, level)
-            job.update(psnr=metrics.psnr(out, ref))
-        job["input_psnr"] = metrics.psnr(image.load_image(folder / "input.png").pixels, ref)
+            job.update(psnr=metrics.psnr_y(out, ref, FACTOR) if task == "superres"
+                       else metrics.psnr(out, ref))
+        if task != "superres":
+            job["input_psnr"] = metrics.psnr(image.load_image(folder / "input.png").pixels,
+                                             ref)
     except Exception as exc:  # a failed image is a row, not the end of the benchmark
         job["error"] = f"{type(exc).__name__}: {exc}"
     job["seconds"] = round(time.perf_counter() - started, 2)
@@ -222,7 +286,49 @@ def _key(r: dict) -> tuple:
     return r["task"], r["level"], r["where"], r["image"], r["method"]
 
 
+def superres_table(rows: list[dict]) -> str:
+    by = {_key(r): r for r in rows if "error" not in r and r["task"] == "superres"}
+    out = ["# superres x4: dip's defaults (CPU) and dip told the downscaler, against "
+           "upscaling, 128 px crops (Y-PSNR, 4 px border)\n",
+           "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()}))]
+    shown = [DIP, MATCHED, "Lanczos", "bicubic"]
+    for level in LEVELS["superres"]:
+        for where in WHERE:
+            names = [n for n in DENOISE if ("superres", level, where, n, DIP) in by]
+            if not names:
+                continue
+            cols = [m for m in shown if all(("superres", level, where, n, m) in by
+                                            for n in names)]
+            out.append(f"\n## input made with Pillow's {level}, {where} crops "
+                       f"({'settings chosen here' if where == 'centre' else 'held out'})\n")
+            out.append("| image | " + " | ".join(cols) + " | kernel choice |")
+            out.append("|---" * (len(cols) + 2) + "|")
+            for n in names:
+                choice = by.get(("superres", level, where, n, CHOICE))
+                said = "" if choice is None else (choice["chosen"]
+                                                  + ("" if choice["right"] else " (wrong)"))
+                out.append(f"| {n} | " + " | ".join(
+                    f"{by[('superres', level, where, n, m)]['psnr']:.2f}" for m in cols)
+                    + f" | {said} |")
+            means = {m: statistics.fmean(by[("superres", level, where, n, m)]["psnr"]
+                                         for n in names) for m in cols}
+            secs = {m: statistics.fmean(by[("superres", level, where, n, m)]["seconds"]
+                                        for n in names) for m in cols}
+            choices = [by[("superres", level, where, n, CHOICE)] for n in names
+                       if ("superres", level, where, n, CHOICE) in by]
+            right = sum(c["right"] for c in choices)
+            out.append("| **mean** | " + " | ".join(f"**{means[m]:.2f}**" for m in cols)
+                       + f" | right {right}/{len(choices)} |")
+            out.append("| seconds/image | " + " | ".join(f"{secs[m]:.1f}" for m in cols)
+                       + " | |")
+            best = max(means.get(DIP, -1), means.get(MATCHED, -1))
+            out.append(f"\nbest dip - Lanczos: {best - means['Lanczos']:+.2f} dB")
+    return "\n".join(out) + "\n"
+
+
 def table(task: str, rows: list[dict]) -> str:
+    if task == "superres":
+        return superres_table(rows)
     by = {_key(r): r for r in rows if "error" not in r and r["task"] == task}
     out = [f"# {task}: dip's defaults (CPU) against the classical tools, 128 px crops\n",
            "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()}))]
@@ -304,6 +410,8 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                 if not (folder / "reference.png").exists():
                     make_case(args.task, level, name, where, folder)
                 for m in ms:
+                    if m == MATCHED and LEVELS[args.task][level]["kernel"] == "lanczos":
+                        continue  # the defaults' kernel already (the paper's Lanczos-2)
                     job = {"task": args.task, "level": level, "where": where, "image": name,
                            "method": m}
                     if _key(job) not in done:
@@ -313,7 +421,8 @@ def collect(args: argparse.Namespace, results: Path) -> None:
     print(f"{len(todo)} runs to do", file=sys.stderr, flush=True)
     append_runs(run_job, todo, results, args.workers, lambda r: (
         f"{r['level']:>9} {r['where']:>6} {r['image']:>8} {r['method'][:30]:>30}: "
-        + (r["error"] if "error" in r else f"{r['psnr']:.2f} dB, {r['seconds']:.1f} s")),
+        + (r["error"] if "error" in r else f"chose {r['chosen']}" if "chosen" in r
+           else f"{r['psnr']:.2f} dB, {r['seconds']:.1f} s")),
         maxtasksperchild=1)
 
 
