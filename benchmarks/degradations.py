@@ -32,9 +32,9 @@ superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (
          result passed back through its own operator is closest to the input (the data fit
          after a short run): is the downscaler recognisable without being told?
 
-Scores: RGB PSNR over the whole crop (superres: Y-PSNR, 4 px border, the SR protocol). Every result is a JSON line in
-benchmarks/results/{task}_crop128.jsonl (a re-run skips what is there); the tables go to
-benchmarks/results/{task}_crop128.md.
+Scores: RGB PSNR over the whole crop (superres: Y-PSNR, 4 px border, the SR protocol). Every
+result is a JSON line in benchmarks/results/{task}_crop128.jsonl (a re-run skips what is
+there); the tables go to benchmarks/results/{task}_crop128.md.
 """
 
 from __future__ import annotations

@@ -220,6 +220,18 @@ def members_table(runs: list[dict]) -> str:
     return "\n".join(out)
 
 
+def members_main(args: argparse.Namespace, jobs: list) -> None:
+    runs = []
+    for task, name, crop, iters, _device, overrides in jobs:
+        runs.append(members_one((task, name, crop, args.members, iters, overrides)))
+        print(f"done {task} {name}", file=sys.stderr, flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"crop": args.crop, "members": args.members,
+                                        "torch": torch.__version__, "runs": runs}))
+    print(members_table(runs))
+
+
 # --- replay of other rule settings on the recorded curves -------------------------------------
 
 def _stop_settings(stop) -> dict:
@@ -393,15 +405,7 @@ def main(argv: list[str] | None = None) -> None:
             jobs.append((task, name, args.crop, args.iters, args.device, args.overrides))
     started = time.perf_counter()
     if args.members:
-        runs = []
-        for task, name, crop, iters, _device, overrides in jobs:
-            runs.append(members_one((task, name, crop, args.members, iters, overrides)))
-            print(f"done {task} {name}", file=sys.stderr, flush=True)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"crop": args.crop, "members": args.members,
-                                            "torch": torch.__version__, "runs": runs}))
-        print(members_table(runs))
+        members_main(args, jobs)
         return
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
