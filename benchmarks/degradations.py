@@ -228,10 +228,14 @@ def _superres(job: dict, folder: Path, ref) -> None:
     kernel = "lanczos" if job["method"] == DIP else LEVELS["superres"][job["level"]]["kernel"]
     r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
                     reference=folder / "reference.png", write=False, device="cpu")
-    rec = r.record
-    job.update(psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR), steps=rec["iterations"],
-               stop=rec["stop_reason"], peak=rec["metrics"].get("peak_psnr"),
-               preset=rec["preset"], guard_restores=len(rec["guard_restores"]))
+    job.update(_dip_row(r.record), psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR))
+
+
+def _dip_row(rec: dict) -> dict:
+    """What a dip run's record says of the fit, for its row."""
+    return {"steps": rec["iterations"], "stop": rec["stop_reason"],
+            "peak": rec["metrics"].get("peak_psnr"), "preset": rec["preset"],
+            "guard_restores": len(rec["guard_restores"])}
 
 
 def run_job(job: dict) -> dict:
@@ -256,11 +260,8 @@ def run_job(job: dict) -> dict:
             r = dip.restore("deblur" if task == "deblur" else "denoise",
                             folder / "input.png", reference=folder / "reference.png",
                             write=False, device="cpu", overrides=overrides, **args)
-            rec = r.record
-            job.update(psnr=metrics.psnr(r.picture.pixels, ref), steps=rec["iterations"],
-                       stop=rec["stop_reason"], peak=rec["metrics"].get("peak_psnr"),
-                       preset=rec["preset"], guard_restores=len(rec["guard_restores"]),
-                       estimated_peak=rec.get("noise_peak"))
+            job.update(_dip_row(r.record), psnr=metrics.psnr(r.picture.pixels, ref),
+                       estimated_peak=r.record.get("noise_peak"))
         else:
             kernel = (parse_spec(LEVELS[task][level]["kernel"]).numpy() if task == "deblur"
                       else None)

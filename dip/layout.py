@@ -125,12 +125,15 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     biggest = (max(t.height for t in tiles) * scale, max(t.width for t in tiles) * scale)
     peak = peak_bytes(cfg, problem, channels, biggest,
                       plan_lanes(at_once, threads).workers if cpu else 1, at_once)
-    why = f"{len(tiles)} tiles of {side} px: " + (
-        "tile.size asks for them" if size != "auto"
-        else f"the whole image would need {whole / 2 ** 30:.1f} GB, over "
-             f"{budget / 2 ** 30:.1f} GB" if over_memory
-        else f"{longer} px is over the {most} px the preset fits whole (its step budget is "
-             f"for smaller images)")
+    if size != "auto":
+        reason = "tile.size asks for them"
+    elif over_memory:
+        reason = (f"the whole image would need {whole / 2 ** 30:.1f} GB, over "
+                  f"{budget / 2 ** 30:.1f} GB")
+    else:
+        reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
+                  f"is for smaller images)")
+    why = f"{len(tiles)} tiles of {side} px: {reason}"
     answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,

@@ -127,16 +127,16 @@ def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
     if taps > 255:  # a typo such as gaussian:120 must not make a 700-tap convolution
         raise InputError(f"a Gaussian downsampling kernel of sigma {sigma:g} is {taps} pixels "
                          f"wide, over 255")
-    offsets = _phase_half_offsets(taps, factor) * factor  # in high-resolution pixels
-    return _separable(torch.exp(-offsets ** 2 / (2 * sigma ** 2)))
+    # an even width when the factor is even: centred on the block's middle, as the others
+    return gaussian_kernel(sigma, taps)
 
 
-#: name -> kernel for a factor (``gaussian`` takes its sigma: ``gaussian:1.2``)
+#: name -> kernel for a factor; ``gaussian:SIGMA`` (:func:`gaussian_downsample_kernel`) is the
+#: one that takes a number
 DOWNSAMPLE_KERNELS = {
     "lanczos": lanczos_kernel,
     "bicubic": bicubic_kernel,
     "area": area_kernel,
-    "gaussian": gaussian_downsample_kernel,
 }
 #: what ``--kernel`` of super-resolution accepts, for messages and ``--help``
 DOWNSAMPLE_USAGE = "lanczos, bicubic, area or gaussian:SIGMA"
@@ -149,20 +149,20 @@ def downsample_kernel(spec: str, factor: int) -> torch.Tensor:
         InputError: an unknown name, or a Gaussian without a positive sigma.
     """
     name, colon, value = spec.partition(":")
-    make = DOWNSAMPLE_KERNELS.get(name.strip().lower())
-    if make is gaussian_downsample_kernel and not colon:
-        raise InputError("the Gaussian downsampling kernel needs its sigma: gaussian:SIGMA, "
-                         "e.g. gaussian:1.2")
-    if make is None or (make is not gaussian_downsample_kernel and colon):
+    name = name.strip().lower()
+    if name == "gaussian":
+        if not colon:
+            raise InputError("the Gaussian downsampling kernel needs its sigma: "
+                             "gaussian:SIGMA, e.g. gaussian:1.2")
+        try:
+            sigma = float(value)
+        except ValueError:
+            raise InputError(f"cannot read the sigma of {spec[:40]!r}; write gaussian:SIGMA, "
+                             f"e.g. gaussian:1.2") from None
+        return gaussian_downsample_kernel(factor, sigma)
+    if name not in DOWNSAMPLE_KERNELS or colon:
         raise InputError(f"unknown downsampling kernel {spec[:40]!r}; use {DOWNSAMPLE_USAGE}")
-    if make is not gaussian_downsample_kernel:
-        return make(factor)
-    try:
-        sigma = float(value)
-    except ValueError:
-        raise InputError(f"cannot read the sigma of {spec[:40]!r}; write gaussian:SIGMA, e.g. "
-                         f"gaussian:1.2") from None
-    return make(factor, sigma)
+    return DOWNSAMPLE_KERNELS[name](factor)
 
 
 class Downsample(nn.Module):

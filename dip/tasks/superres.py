@@ -29,6 +29,8 @@ from dip.request import Option
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
 FACTORS = tuple(str(f) for f in operators.Downsample.FACTORS)
+#: the operator's kernel when ``--kernel`` is not given: the paper's
+KERNEL = "lanczos"
 
 
 def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
@@ -63,7 +65,7 @@ class SuperRes(Task):
         Option("factor", kind="int", choices=FACTORS, config_key="factor",
                help="The result is FACTOR times larger in each dimension [default: 4, or the "
                     "config's factor]."),
-        Option("kernel", metavar="lanczos|bicubic|area|gaussian:SIGMA", default="lanczos",
+        Option("kernel", metavar="lanczos|bicubic|area|gaussian:SIGMA", default=KERNEL,
                record=True,
                help="How INPUT was made small: lanczos (the paper's), bicubic (Pillow's, "
                     "MATLAB's imresize), area (block means) or gaussian:SIGMA (blur of SIGMA "
@@ -79,11 +81,14 @@ class SuperRes(Task):
     tables = ("per_factor",)
 
     def check(self, args: dict[str, Any]) -> None:
-        operators.downsample_kernel(args.get("kernel") or "lanczos", 4)  # costs no decode
+        # a wrong spec costs no decode; checked at the largest factor (the widest kernel), so
+        # that a spec accepted here is accepted for every factor
+        operators.downsample_kernel(args.get("kernel") or KERNEL,
+                                    max(operators.Downsample.FACTORS))
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
-        return Inputs(picture, {"kernel": args.get("kernel") or "lanczos"})
+        return Inputs(picture, {"kernel": args.get("kernel") or KERNEL})
 
     def check_config(self, cfg: Any) -> None:
         if cfg.factor not in operators.Downsample.FACTORS:
@@ -108,8 +113,7 @@ class SuperRes(Task):
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
-        return Problem(operators.Downsample(cfg.factor, inputs.data.get("kernel", "lanczos")),
-                       picture.pixels,
+        return Problem(operators.Downsample(cfg.factor, inputs.data["kernel"]), picture.pixels,
                        self.out_size(picture.size, cfg))
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
