@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -216,7 +217,12 @@ def methods(task: str) -> dict:
 
 DIP = "dip (defaults)"
 #: dip with one setting changed, measured beside its defaults: method -> (task, overrides)
-DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",))}
+DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",)),
+                # the fast preset's 1200 steps at every noise level (the defaults before
+                # stop.budget_sigma), and 2400 at every level
+                "dip, stop.budget_sigma=0": ("gaussian", ("stop.budget_sigma=0",)),
+                "dip, optim.iters=2400": ("gaussian", ("optim.iters=2400",
+                                                       "stop.budget_sigma=0"))}
 #: superres: dip told the downscaler (--kernel), and the short fits that guess it
 MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
 
@@ -405,7 +411,8 @@ def table(task: str, rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=list(LEVELS), required=True)
-    parser.add_argument("--methods", default="dip,classical")
+    parser.add_argument("--methods", default="dip,classical",
+                        help="dip, classical, or method names (commas without a space between)")
     parser.add_argument("--where", default=",".join(WHERE))
     parser.add_argument("--levels", help="only these levels (comma-separated)")
     parser.add_argument("--images", help="only these images (comma-separated)")
@@ -429,9 +436,10 @@ def collect(args: argparse.Namespace, results: Path) -> None:
     if results.exists():
         done = {_key(json.loads(line)) for line in results.read_text().splitlines()
                 if "error" not in json.loads(line)}
-    wanted = args.methods.split(",")
-    ms = (dip_methods(args.task) if "dip" in wanted else []) + (list(methods(args.task))
-                                               if "classical" in wanted else [])
+    wanted = re.split(r",(?! )", args.methods)  # a method's own name has ", " in it
+    ms = [m for m in dip_methods(args.task) + list(methods(args.task))
+          if m in wanted or ("dip" in wanted and m in dip_methods(args.task))
+          or ("classical" in wanted and m not in dip_methods(args.task))]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     todo, commit = [], commit_id()
     for level in (args.levels.split(",") if args.levels else LEVELS[args.task]):

@@ -29,6 +29,7 @@ from dip.fitting import Progress
 from dip.record import record_path
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, restore
+from dip.stopping import MAX_BUDGET_GROWTH
 from dip.tasks import TASKS, Task
 
 #: exit codes by error class (the first that matches)
@@ -431,7 +432,10 @@ def info() -> None:
         for name in ("paper", "fast"):
             c = config.resolve(task, overrides=[f"preset={name}"])
             click.echo(f"  {task:<8} {name:<5} {c.net.describe():>12}, lr "
-                       f"{c.optim.lr:g}, up to {c.optim.iters} steps, stop {c.stop.rule}")
+                       f"{c.optim.lr:g}, up to {c.optim.iters} steps"
+                       + (f" (up to {round(c.optim.iters * MAX_BUDGET_GROWTH)} for noise "
+                          f"under sigma {c.stop.budget_sigma:g})" if c.stop.budget_sigma else "")
+                       + f", stop {c.stop.rule}")
     try:
         import matplotlib
         plot = f"matplotlib {matplotlib.__version__} (--report works)"

@@ -107,6 +107,10 @@ class StopConfig:
     noise_floor: float = 0.0
     #: the noise's standard deviation in 0-255 pixel units for the floor (0: estimate it)
     sigma: float = 0.0
+    #: denoise, automatic stop only: optim.iters is the budget for noise of this standard
+    #: deviation (0-255 units); a less noisy input gets up to twice the steps
+    #: (dip.stopping.noise_budget; 0: optim.iters for every input)
+    budget_sigma: float = 0.0
 
 
 @dataclass
@@ -438,6 +442,7 @@ RECORD_MARK = "__record__"
 #: config keys added after records were first written, with the value that reproduces a run
 #: recorded without them (the behaviour before the key existed)
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
+              "stop.budget_sigma": 0.0,
               "perf.threads": "auto", "perf.max_memory": 0.0,
               # auto fits an image that fits in memory whole, as every run before tiles did
               "tile.size": "auto", "tile.overlap": 32,

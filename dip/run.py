@@ -45,7 +45,7 @@ from dip.layout import Layout, calibration_key, calibration_parts, member_side, 
 from dip.members import Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, record_path
 from dip.request import FORMATS, RunRequest, split_arguments
-from dip.stopping import build_stop_rule, estimate_sigma
+from dip.stopping import build_stop_rule, estimate_sigma, noise_budget
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
 from dip.threads import plan_lanes, resolve_threads
 from dip.version import __version__
@@ -367,6 +367,8 @@ class Setup:
     layout: Layout
     member: Callable[[int], Member]
     channels: int
+    #: the step settings every member fits with (the budget from :func:`budget`)
+    settings: Settings
     estimate: Estimate | None = None
 
 
@@ -389,7 +391,21 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     def member(i: int) -> Member:
         return build_member(cfg, problem, layout.parts[i], channels, ref, sigma)
 
-    return Setup(dev, perf, problem, layout, member, channels)
+    settings = dataclasses.replace(_settings(cfg), iters=budget(cfg, problem, sigma))
+    return Setup(dev, perf, problem, layout, member, channels, settings)
+
+
+def budget(cfg: RunConfig, problem: Problem, sigma: float | None = None) -> int:
+    """The step budget: ``optim.iters``, grown for a less noisy input than
+    ``stop.budget_sigma`` under the automatic stop (:func:`dip.stopping.noise_budget`), the
+    noise level being the one the stop's floor uses (``stop.sigma``, the task's, or estimated:
+    ``sigma``, the tiles' shared estimate, saves estimating it again)."""
+    iters, reference = cfg.optim.iters, cfg.stop.budget_sigma
+    if reference <= 0 or cfg.stop.rule != "auto":
+        return iters
+    level = (cfg.stop.sigma / 255 or problem.noise_sigma or sigma
+             or estimate_sigma(problem.observation))
+    return noise_budget(iters, level, reference / 255)
 
 
 def estimate(p: Plan, setup: Setup) -> Estimate:
@@ -403,13 +419,13 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
 
     def fit_steps(on_step: Callable[[], None], n: int) -> None:
         fit_group([setup.member(i) for i in trial],
-                  dataclasses.replace(_settings(p.cfg), iters=n), perf=setup.perf,
+                  dataclasses.replace(setup.settings, iters=n), perf=setup.perf,
                   threads=layout.threads, callback=lambda i, s: on_step())
 
     with _memory_advice(p, setup):
         rate = calibrate(calibration_key(p.cfg, layout, setup.channels, side), setup.device,
                          timed_steps(fit_steps, len(trial)))
-    return Estimate(seconds(layout, rate, p.cfg.optim.iters), layout.peak_bytes,
+    return Estimate(seconds(layout, rate, setup.settings.iters), layout.peak_bytes,
                     str(setup.device))
 
 
@@ -449,7 +465,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     fitted = layout.fitted()
     live = _Live(p, loaded, setup, progress)
     with _memory_advice(p, setup):
-        outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], _settings(p.cfg),
+        outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], setup.settings,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
                              adapt_threads=p.cfg.perf.threads == "auto")
@@ -511,7 +527,7 @@ class _Live:
         self.fitted = setup.layout.fitted()
         self.latest: dict[int, torch.Tensor] = {}
         self.done = 0
-        self.total = len(self.fitted) * p.cfg.optim.iters
+        self.total = len(self.fitted) * setup.settings.iters
 
     def outcomes(self, results: dict[int, FitResult | RunError | None]) -> list:
         """Every part's outcome: its fit's, its solved image, or (never started) a stand-in."""
@@ -628,6 +644,7 @@ def _stop_reason(outcomes: list) -> str:
 def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     """The task's facts, the estimate, and with several members their parts and stops."""
     extra = dict(setup.problem.facts)
+    extra["budget"] = setup.settings.iters  # optim.iters, or grown (stop.budget_sigma)
     if setup.estimate is not None:
         extra["estimate"] = setup.estimate.to_dict()
     layout = setup.layout
@@ -858,9 +875,15 @@ def restore_pack(requests: list[RunRequest], *,
                 held.append(job)
             except DipError as exc:
                 outcomes[job[0]] = exc
-        for group in by_memory(held):
-            for i, result in _fit_pack(group, started, progress, keep_on_interrupt):
-                outcomes[i] = result
+        # the same step settings in one group: a budget grown for a less noisy image
+        # (:func:`budget`) fits beside the jobs with that budget only
+        budgets: dict[Settings, list] = {}
+        for job in held:
+            budgets.setdefault(job[3].settings, []).append(job)
+        for same in budgets.values():
+            for group in by_memory(same):
+                for i, result in _fit_pack(group, started, progress, keep_on_interrupt):
+                    outcomes[i] = result
     return outcomes
 
 
@@ -908,7 +931,7 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
     first = jobs[0][1]
     members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
     with _memory_advice(first, jobs[0][3]):
-        results = fit_group(members, _settings(first.cfg), perf=jobs[0][3].perf,
+        results = fit_group(members, jobs[0][3].settings, perf=jobs[0][3].perf,
                             threads=resolve_threads(first.cfg.perf.threads, len(members)),
                             callback=on_step, keep_on_interrupt=keep_on_interrupt,
                             at_once=sum(setup.layout.at_once for *_, setup in jobs))

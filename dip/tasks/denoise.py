@@ -115,7 +115,7 @@ def _add_poisson(picture: image.Picture, peak: float, generator: torch.Generator
 class Denoise(Task):
     name = "denoise"
     help = "Remove noise from INPUT (Gaussian, or photon noise with --noise poisson)."
-    owns = {"stop.noise_floor": 0.0}
+    owns = {"stop.noise_floor": 0.0, "stop.budget_sigma": 0.0}
     sections = {"noise": NoiseSettings}
     options = (
         Option("noise", choices=MODELS, config_key="noise.model",
