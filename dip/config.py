@@ -571,6 +571,16 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
         if value is not None:
             _set_path(top, key, value)
     layers, tables, settings = _layers(the_task, foreign, users, top)
+    # A budget the user sets is the budget: the preset's growth of its own for a less noisy
+    # image (stop.budget_sigma) stays off unless they set that too (a record sets both).
+    said: dict[str, Any] = {}
+    for layer in users + [top]:
+        said = _merge(said, _expand_dotted({k: v for k, v in layer.items()
+                                            if k != RECORD_MARK and k not in the_task.tables}))
+    optim, stop = said.get("optim"), said.get("stop")
+    if (isinstance(optim, dict) and "iters" in optim
+            and not (isinstance(stop, dict) and "budget_sigma" in stop)):
+        top = _merge(top, {"stop": {"budget_sigma": 0.0}})
 
     merged: dict[str, Any] = {}
     for layer, own in zip(layers, tables):

@@ -139,10 +139,9 @@ class RunRequest:
         kind="list", factory=tuple, flag="--set", key="set", metavar="KEY.PATH=VALUE",
         help="Override one config key, e.g. --set optim.lr=0.005 (repeatable).")
     iters: int | None = option(kind="int", minimum=1, config_key="optim.iters",
-                               help="Upper bound on optimisation steps; with the fast preset's "
-                                    "automatic stop, a denoised image less noisy than sigma "
-                                    "25 gets up to twice as many (stop.budget_sigma) "
-                                    "[default: the preset's budget].")
+                               help="Upper bound on optimisation steps [default: the preset's "
+                                    "budget; fast denoising's grows up to 2x for an image "
+                                    "less noisy than sigma 25 (stop.budget_sigma)].")
     stop: str | None = option(
         choices=tuple(STOP_RULES), config_key="stop.rule",
         help="auto: stop when the outputs' running variance stops falling (no clean image "

@@ -119,3 +119,31 @@ def test_a_packed_rerun_clears_the_old_snapshots_as_a_single_run_does(tmp_path: 
     assert invoke("run", path, "--pack", "3", "--overwrite", "-q").exit_code == 0
     assert not stale.exists() and not (steps / ".step_00004.part").exists()
     assert any(steps.glob("step_*.png"))
+
+
+def test_packed_jobs_with_different_noise_keep_their_own_budget(tmp_path: Path) -> None:
+    """The fast preset grows the budget of a less noisy image (stop.budget_sigma): in a pack
+    each job fits with its own budget and gives the image it gives alone."""
+    import torch
+
+    from dip import operators
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, sigma in (("quiet", 5), ("loud", 60)):
+        y = operators.add_noise(synthetic(32), sigma, torch.Generator().manual_seed(0))
+        save(y, photos / f"{name}.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: {preset: fast, iters: 4, device: cpu, seed: 0, "
+                    "set: {perf.threads: 1, stop.patience: 1000, stop.budget_sigma: 25}}\n"
+                    "jobs:\n  - {task: denoise, input: photos/*.png, output: out/}\n")
+    images = {}
+    for pack in ("1", "2"):
+        result = invoke("run", path, "--pack", pack, "--overwrite", "-q")
+        assert result.exit_code == 0, result.output
+        records = {n: json.loads((tmp_path / "out" / f"{n}_denoise.png.json").read_text())
+                   for n in ("quiet", "loud")}
+        assert records["quiet"]["budget"] == 8 and records["loud"]["budget"] == 4
+        images[pack] = [np.asarray(Image.open(tmp_path / "out" / f"{n}_denoise.png"))
+                        for n in ("quiet", "loud")]
+    assert all(np.array_equal(a, b) for a, b in zip(images["1"], images["2"]))

@@ -280,3 +280,75 @@ def test_the_noise_floor_is_refused_outside_denoising(tmp_path: Path, noisy_png:
     assert result.exit_code == 2
     assert "'stop.noise_floor' applies to denoise only" in result.output
     assert not (tmp_path / "r.png").exists()
+
+
+# --- the step budget grows for less noise (stop.budget_sigma) ------------------------------
+
+def test_a_less_noisy_input_gets_a_larger_budget_up_to_twice() -> None:
+    from dip.stopping import MAX_BUDGET_GROWTH, noise_budget
+
+    ref = 25 / 255
+    assert noise_budget(1200, 25 / 255, ref) == 1200  # the level the budget is for
+    assert noise_budget(1200, 50 / 255, ref) == 1200  # more noise: never fewer steps
+    assert noise_budget(1200, 20 / 255, ref) == 1875  # 1200 x (25 / 20)^2
+    assert noise_budget(1200, 15 / 255, ref) == 2400  # (25 / 15)^2 = 2.8, capped at 2
+    assert noise_budget(1200, 0.0, ref) == round(1200 * MAX_BUDGET_GROWTH)  # no noise at all
+    assert noise_budget(1200, 5 / 255, 0.0) == 1200  # off
+    budgets = [noise_budget(1000, s / 255, ref) for s in range(1, 40)]
+    assert budgets == sorted(budgets, reverse=True)  # less noise, never a smaller budget
+
+
+@pytest.mark.parametrize("value", [-1, 0.5])
+def test_budget_sigma_is_in_pixel_units(value: float) -> None:
+    with pytest.raises(ConfigError, match="stop.budget_sigma"):
+        build_stop_rule(StopConfig(rule="auto", budget_sigma=value))
+
+
+def _noisy_file(tmp_path: Path, sigma: float) -> Path:
+    from conftest import save
+
+    y = operators.add_noise(synthetic(32), sigma, torch.Generator().manual_seed(0))
+    return save(y, tmp_path / f"noisy{sigma:g}.png")
+
+
+def test_the_fast_denoisers_budget_follows_the_estimated_noise(tmp_path: Path) -> None:
+    import dip
+
+    def budget(sigma: float, *overrides: str, **kw) -> dict:
+        # a short budget, grown as the preset's own 1200 steps are
+        r = dip.restore("denoise", _noisy_file(tmp_path, sigma), write=False, device="cpu",
+                        preset="fast", iters=6, overrides=("stop.budget_sigma=25", *overrides),
+                        **kw)
+        return r.record
+
+    low, high = budget(8), budget(50)
+    assert low["budget"] == 12 and low["iterations"] <= 12  # sigma 8 < 25: twice the steps
+    assert high["budget"] == 6 and high["iterations"] <= 6
+    assert budget(8, stop="fixed")["iterations"] == 6  # a fixed budget is what it says
+    assert budget(8, "stop.budget_sigma=0")["budget"] == 6
+    assert budget(8, "stop.sigma=50")["budget"] == 6  # the noise level the stop is told
+
+
+def test_a_budget_the_user_sets_does_not_grow() -> None:
+    from dip.config import resolve
+
+    assert resolve("denoise", overrides=["preset=fast"]).stop.budget_sigma == 25
+    for layer in ({"explicit": {"optim.iters": 300}}, {"overrides": ["optim.iters=300"]},
+                  {"base": [{"optim": {"iters": 300}}]}):
+        cfg = resolve("denoise", **{"overrides": ["preset=fast"], **layer})
+        assert (cfg.optim.iters, cfg.stop.budget_sigma) == (300, 0)
+    both = resolve("denoise", overrides=["preset=fast", "optim.iters=300",
+                                         "stop.budget_sigma=20"])
+    assert both.stop.budget_sigma == 20
+    assert resolve("denoise", overrides=["preset=paper"]).stop.budget_sigma == 0
+
+
+def test_only_denoising_takes_a_budget_sigma(tmp_path: Path) -> None:
+    from conftest import save
+
+    save(synthetic(32), tmp_path / "small.png")
+    result = CliRunner().invoke(cli, ["superres", str(tmp_path / "small.png"), "--factor", "2",
+                                      "--set", "stop.budget_sigma=25", "-o",
+                                      str(tmp_path / "out.png")])
+    assert result.exit_code != 0 and "stop.budget_sigma" in result.output
+    assert not (tmp_path / "out.png").exists()
