@@ -289,7 +289,7 @@ def noise_budget(iters: int, sigma: float, budget_sigma: float) -> int:
     ``iters`` for every input).
 
     The less noise, the later the fit's best moment: with the fast preset's 1200 steps (chosen
-    at σ = 25) every σ = 15 crop but one ran to the end still improving, and 2400 steps gave
+    at σ = 25) 15 of the 18 σ = 15 crops ran to the end still improving, and 2400 steps gave
     +0.76 dB on the centre crops, +0.41 on the corners (benchmarks/README.md,
     "degradations.py"), while σ = 50 fits stop after 600–900. The budget grows as the noise's
     power falls, ``(budget_sigma / sigma)²``, at most :data:`MAX_BUDGET_GROWTH` times: σ = 15
