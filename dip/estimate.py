@@ -135,21 +135,38 @@ def calibrate(key: str, device: torch.device, run_steps: Callable[[int], float])
     """Seconds per member-step of the fits ``key`` describes (network, size, members at once,
     threads), from the cache or measured: ``run_steps(n)`` fits throwaway members for ``n``
     steps each and returns the seconds per member-step after their first (warm-up) step."""
-    full = f"{_machine(device)}|torch {torch.__version__}|{key}"
-    path = _cache_path()
-    cache: dict[str, float] = {}
-    with contextlib.suppress(OSError, ValueError):
-        cache = json.loads(path.read_text())
-    if isinstance(cache.get(full), (int, float)):
-        return float(cache[full])
+    cached = _read_cache().get(_full_key(key, device))
+    if isinstance(cached, (int, float)):
+        return float(cached)
     seconds = run_steps(CALIBRATION_STEPS + 1)
-    cache[full] = seconds
+    remember(key, device, seconds)
+    return seconds
+
+
+def remember(key: str, device: torch.device, seconds: float) -> None:
+    """Cache ``seconds`` per member-step for the fits ``key`` describes: a calibration's, or a
+    real run's own rate afterwards (:func:`dip.run.fit_stage`), so that one calibration made
+    while other processes held the cores does not mislead every later estimate."""
+    cache = _read_cache()
+    cache[_full_key(key, device)] = seconds
+    path = _cache_path()
     with contextlib.suppress(OSError):  # a cache that cannot be written costs a recalibration
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         part.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
         part.replace(path)
-    return seconds
+
+
+def _full_key(key: str, device: torch.device) -> str:
+    return f"{_machine(device)}|torch {torch.__version__}|{key}"
+
+
+def _read_cache() -> dict[str, float]:
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(_cache_path().read_text())
+        if isinstance(cache, dict):
+            return cache
+    return {}
 
 
 def timed_steps(fit_steps: Callable[[Callable[[], None], int], None],

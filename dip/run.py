@@ -38,7 +38,14 @@ from dip import report as reports
 from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf
 from dip.errors import DipError, InputError, RunError
-from dip.estimate import Estimate, calibrate, process_bytes, timed_steps
+from dip.estimate import (
+    CALIBRATION_STEPS,
+    Estimate,
+    calibrate,
+    process_bytes,
+    remember,
+    timed_steps,
+)
 from dip.fitting import FitResult, Member, Progress, Settings, fit_group
 from dip.image import shown
 from dip.layout import Layout, calibration_key, calibration_parts, member_side, plan_layout, seconds
@@ -469,6 +476,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
                              adapt_threads=p.cfg.perf.threads == "auto")
+    live.remember_rate()
     return _combined(loaded, setup, live, dict(zip(fitted, outcomes)))
 
 
@@ -528,6 +536,21 @@ class _Live:
         self.latest: dict[int, torch.Tensor] = {}
         self.done = 0
         self.total = len(self.fitted) * setup.settings.iters
+        # the real rate, timed as a calibration is: from the end of the first steps of the
+        # members that run side by side (warm-up) to the end of the last
+        self.warm = len(calibration_parts(setup.layout))
+        self.timed: list[float] = []  # [time at warm-up's end, time of the latest step]
+
+    def remember_rate(self) -> None:
+        """Cache the run's own seconds per member-step for the next estimate of fits like
+        these (:func:`dip.estimate.remember`); a run too short to time leaves it."""
+        steps = self.done - self.warm
+        if len(self.timed) < 2 or steps < CALIBRATION_STEPS:
+            return
+        setup = self.setup
+        key = calibration_key(self.p.cfg, setup.layout, setup.channels,
+                              member_side(setup.problem, setup.layout))
+        remember(key, setup.device, (self.timed[1] - self.timed[0]) / steps)
 
     def outcomes(self, results: dict[int, FitResult | RunError | None]) -> list:
         """Every part's outcome: its fit's, its solved image, or (never started) a stand-in."""
@@ -540,6 +563,10 @@ class _Live:
     def on_step(self, index: int, s: Progress) -> None:
         self.latest[self.fitted[index]] = s.estimate
         self.done += 1
+        if self.done == self.warm:
+            self.timed = [time.perf_counter()]
+        elif self.done > self.warm:
+            self.timed[1:] = [time.perf_counter()]
         step = self.done // len(self.fitted)
         every = self.p.snapshot_every
         if every and self.done % len(self.fitted) == 0 and step % every == 0:

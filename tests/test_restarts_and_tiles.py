@@ -197,6 +197,27 @@ def test_the_estimate_is_said_before_the_first_step_and_recorded(tmp_path: Path)
     assert set(r.record["estimate"]) == {"seconds", "peak_gb", "device"}
 
 
+def test_a_run_corrects_a_misleading_calibration_for_the_next_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A calibration measured while other processes held the cores is cached; the next run
+    of fits like these replaces it with its own measured rate."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    noisy, _ = _noisy(tmp_path, 32)
+
+    def fit() -> dict:
+        return dip.restore("denoise", noisy, write=False, device="cpu", iters=12,
+                           overrides=(*TINY, "stop.rule=fixed")).record
+
+    fit()
+    cache = tmp_path / "cache" / "dip" / "calibration.json"
+    (key, _), = json.loads(cache.read_text()).items()
+    cache.write_text(json.dumps({key: 1000.0}))  # as if measured on a machine 10^5x busier
+    assert fit()["estimate"]["seconds"] == pytest.approx(12 * 1000.0)
+    learned = json.loads(cache.read_text())[key]
+    assert 0 < learned < 1000.0 / 10
+    assert fit()["estimate"]["seconds"] == pytest.approx(12 * learned, abs=0.06)  # rounded
+
+
 def test_the_estimate_reads_in_seconds_minutes_or_hours() -> None:
     from dip.estimate import Estimate
 
