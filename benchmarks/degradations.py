@@ -377,7 +377,9 @@ def table(task: str, rows: list[dict]) -> str:
             ms = [m for m in [*dip_methods(task), *methods(task)]
                   if all((task, level, where, n, m) in by for n in names)]
             best = {}
-            for m in (m for m in ms if m != lead):
+            for m in ms:
+                if m == lead:
+                    continue
                 family = m if m in DIP_VARIANTS else m.split(",")[0]
                 mean = statistics.fmean(by[(task, level, where, n, m)]["psnr"] for n in names)
                 if family not in best or mean > best[family][1]:

@@ -570,13 +570,9 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     for key, value in (explicit or {}).items():
         if value is not None:
             _set_path(top, key, value)
-    layers, tables, settings = _layers(the_task, foreign, users, top)
+    layers, tables, settings, said = _layers(the_task, foreign, users, top)
     # A budget the user sets is the budget: the preset's growth of its own for a less noisy
     # image (stop.budget_sigma) stays off unless they set that too (a record sets both).
-    said: dict[str, Any] = {}
-    for layer in users + [top]:
-        said = _merge(said, _expand_dotted({k: v for k, v in layer.items()
-                                            if k != RECORD_MARK and k not in the_task.tables}))
     optim, stop = said.get("optim"), said.get("stop")
     if (isinstance(optim, dict) and "iters" in optim
             and not (isinstance(stop, dict) and "budget_sigma" in stop)):
@@ -595,10 +591,11 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
 
 def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
             top: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                          dict[str, Any]]:
-    """The preset's layers and the users', in order, each with the task's tables apart; and
-    the settings of all of them merged (tables apart, unchecked), which the tables are read
-    for. Which preset, on which device: the users' layers decide."""
+                                          dict[str, Any], dict[str, Any]]:
+    """The preset's layers and the users', in order, each with the task's tables apart; the
+    settings of all of them merged (tables apart, unchecked), which the tables are read for;
+    and the users' alone merged, the same way. Which preset, on which device: the users'
+    layers decide."""
     records = [layer for layer in users if layer.get(RECORD_MARK)]
     users = [{k: v for k, v in layer.items() if k != RECORD_MARK} for layer in users]
     asked = top.get("preset")
@@ -632,7 +629,7 @@ def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
     settings: dict[str, Any] = {}
     for layer in layers + [top]:
         settings = _merge(settings, layer)
-    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings
+    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings, merged
 
 
 def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str, str],

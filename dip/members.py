@@ -145,8 +145,8 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
     """The member fitting ``part`` of ``problem`` (on the problem's device), seeded by the
     part (:meth:`Part.seed`): its network (through a forked global RNG: the caller's RNG state
     is untouched), code and perturbations, stop rule, and a PSNR metric against its part of
-    ``reference`` when there is one. ``noise_sigma``: the noise level every tile shares (the
-    whole image's), where the problem does not know it."""
+    ``reference`` when there is one. ``noise_sigma``: the whole image's noise level, which
+    every tile shares (:func:`dip.run.noise_level`), where the part does not know its own."""
     sub = problem if part.tile is None else problem.window(part.tile)
     device = problem.observation.device
     seed = part.seed(cfg.seed)

@@ -374,7 +374,7 @@ class Setup:
     layout: Layout
     member: Callable[[int], Member]
     channels: int
-    #: the step settings every member fits with (the budget from :func:`budget`)
+    #: the step settings every member fits with (the budget grown for less noise: build)
     settings: Settings
     estimate: Estimate | None = None
 
@@ -391,28 +391,30 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     channels = loaded.inputs.picture.pixels.shape[1]
     layout = plan_layout(cfg, problem, channels, dev, p.task.solved)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
-    # tiles share the whole image's noise level (the denoising stop's floor), so they agree
-    sigma = (None if layout.tiles is None or problem.noise_sigma is not None
-             else estimate_sigma(problem.observation))
+    sigma = noise_level(cfg, problem)
 
     def member(i: int) -> Member:
         return build_member(cfg, problem, layout.parts[i], channels, ref, sigma)
 
-    settings = dataclasses.replace(_settings(cfg), iters=budget(cfg, problem, sigma))
+    # the budget grows for a less noisy image than stop.budget_sigma (0: optim.iters as is)
+    iters = (cfg.optim.iters if sigma is None
+             else noise_budget(cfg.optim.iters, sigma, cfg.stop.budget_sigma / 255))
+    settings = dataclasses.replace(_settings(cfg), iters=iters)
     return Setup(dev, perf, problem, layout, member, channels, settings)
 
 
-def budget(cfg: RunConfig, problem: Problem, sigma: float | None = None) -> int:
-    """The step budget: ``optim.iters``, grown for a less noisy input than
-    ``stop.budget_sigma`` under the automatic stop (:func:`dip.stopping.noise_budget`), the
-    noise level being the one the stop's floor uses (``stop.sigma``, the task's, or estimated:
-    ``sigma``, the tiles' shared estimate, saves estimating it again)."""
-    iters, reference = cfg.optim.iters, cfg.stop.budget_sigma
-    if reference <= 0 or cfg.stop.rule != "auto":
-        return iters
-    level = (cfg.stop.sigma / 255 or problem.noise_sigma or sigma
-             or estimate_sigma(problem.observation))
-    return noise_budget(iters, level, reference / 255)
+def noise_level(cfg: RunConfig, problem: Problem) -> float | None:
+    """The noise level the denoising stop uses, for its floor and its budget: ``stop.sigma``,
+    the task's, or estimated -- once for the whole image, so that its tiles agree and no
+    member estimates it again. None where no automatic stop uses it."""
+    stop = cfg.stop
+    if stop.rule != "auto" or (stop.noise_floor <= 0 and stop.budget_sigma <= 0):
+        return None
+    if stop.sigma:
+        return stop.sigma / 255
+    if problem.noise_sigma is not None:
+        return problem.noise_sigma
+    return estimate_sigma(problem.observation)
 
 
 def estimate(p: Plan, setup: Setup) -> Estimate:
@@ -539,18 +541,18 @@ class _Live:
         # the real rate, timed as a calibration is: from the end of the first steps of the
         # members that run side by side (warm-up) to the end of the last
         self.warm = len(calibration_parts(setup.layout))
-        self.timed: list[float] = []  # [time at warm-up's end, time of the latest step]
+        self.warm_at = self.last_at = 0.0
 
     def remember_rate(self) -> None:
         """Cache the run's own seconds per member-step for the next estimate of fits like
         these (:func:`dip.estimate.remember`); a run too short to time leaves it."""
         steps = self.done - self.warm
-        if len(self.timed) < 2 or steps < CALIBRATION_STEPS:
+        if steps < CALIBRATION_STEPS:
             return
         setup = self.setup
         key = calibration_key(self.p.cfg, setup.layout, setup.channels,
                               member_side(setup.problem, setup.layout))
-        remember(key, setup.device, (self.timed[1] - self.timed[0]) / steps)
+        remember(key, setup.device, (self.last_at - self.warm_at) / steps)
 
     def outcomes(self, results: dict[int, FitResult | RunError | None]) -> list:
         """Every part's outcome: its fit's, its solved image, or (never started) a stand-in."""
@@ -563,10 +565,9 @@ class _Live:
     def on_step(self, index: int, s: Progress) -> None:
         self.latest[self.fitted[index]] = s.estimate
         self.done += 1
+        self.last_at = time.perf_counter()
         if self.done == self.warm:
-            self.timed = [time.perf_counter()]
-        elif self.done > self.warm:
-            self.timed[1:] = [time.perf_counter()]
+            self.warm_at = self.last_at
         step = self.done // len(self.fitted)
         every = self.p.snapshot_every
         if every and self.done % len(self.fitted) == 0 and step % every == 0:
@@ -903,7 +904,7 @@ def restore_pack(requests: list[RunRequest], *,
             except DipError as exc:
                 outcomes[job[0]] = exc
         # the same step settings in one group: a budget grown for a less noisy image
-        # (:func:`budget`) fits beside the jobs with that budget only
+        # (stop.budget_sigma) fits beside the jobs with that budget only
         budgets: dict[Settings, list] = {}
         for job in held:
             budgets.setdefault(job[3].settings, []).append(job)
