@@ -28,7 +28,8 @@ def python_spelling(name: str, value: str | None) -> str:
 
 
 #: arguments that are switches: named as ``name=True`` in Python
-_SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty"}
+_SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty",
+             "redraw_known"}
 
 
 class DipError(Exception):

@@ -114,6 +114,32 @@ def test_an_inpainting_tile_without_a_hole_is_its_own_result(tmp_path: Path) -> 
     assert torch.allclose(far, image.load_image(path).pixels[..., 40:, 40:], atol=1 / 255)
 
 
+@pytest.mark.parametrize("tile", ["off", "32"])
+def test_inpainting_keeps_every_known_pixel_as_given_unless_told_to_redraw(
+        tmp_path: Path, tile: str) -> None:
+    path = save(synthetic(48), tmp_path / "photo.png")
+    given = image.load_image(path).pixels
+    g = torch.Generator().manual_seed(1)
+    holes = torch.rand(1, 1, 48, 48, generator=g) < 0.5
+    save(holes.float(), tmp_path / "mask.png")
+
+    def fill(out: str, **kw):
+        return dip.restore("inpaint", path, mask=tmp_path / "mask.png", output=tmp_path / out,
+                           device="cpu", iters=5, stop="fixed", tile=tile, restarts=2,
+                           overrides=TINY + ("tile.overlap=8",), **kw)
+
+    kept = fill("kept.png", uncertainty=True)
+    known = ~holes.expand_as(given)
+    assert torch.equal(kept.picture.pixels[known], given[known])
+    spread = torch.from_numpy(np.array(Image.open(tmp_path / "kept_uncertainty.png")))
+    assert int(spread[~holes[0, 0]].max()) == 0 < int(spread[holes[0, 0]].max())
+    assert kept.record["redraw_known"] is False
+    redrawn = fill("redrawn.png", redraw_known=True)
+    assert not torch.allclose(redrawn.picture.pixels[known], given[known], atol=1 / 255)
+    # the holes are the same fill either way: only the known pixels are put back
+    assert torch.equal(redrawn.picture.pixels[~known], kept.picture.pixels[~known])
+
+
 def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:
     noisy, _ = _noisy(tmp_path, 64)
     seen = []

@@ -166,6 +166,13 @@ class Task:
         """The result's alpha channel: the input's, carried through."""
         return inputs.picture.alpha
 
+    def kept(self, inputs: Inputs, args: dict[str, Any]
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The input's pixels the result keeps as they are: ``(values, where)``, ``values``
+        ``(1, C, H, W)`` and ``where`` ``(1, 1, H, W)`` (1 = keep), on the CPU; None: the
+        result is the fit's everywhere."""
+        return None
+
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         """The known pixels ``(1, 1, H, W)`` (1 = known) a report shows the input through
         (holes black); None: the input as it is."""
