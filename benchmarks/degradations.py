@@ -37,9 +37,10 @@ superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (
          "kernel choice": for each candidate kernel a 200-step fit, then the candidate whose
          result passed back through its own operator is closest to the input (the data fit
          after a short run): is the downscaler recognisable without being told?
-inpaint  half of each colour crop's pixels dropped (the same pixels in every channel, seeded per
-         image: Table 1's protocol on colour photos), the mask beside. Baselines: scikit-image's
-         biharmonic fill (per channel) and OpenCV's Navier-Stokes fill.
+inpaint  half of each crop's pixels dropped (the same pixels in every channel, seeded per
+         image), the mask beside: the 9 colour images (drop50) and Table 1's 11 grey ones
+         (drop50grey; the fast preset was chosen on their centre crops: those are tuned).
+         Baselines: scikit-image's biharmonic fill (per channel) and OpenCV's Navier-Stokes.
 
 Scores: RGB PSNR over the whole crop, known pixels included as Table 1 scores (superres:
 Y-PSNR, 4 px border, the SR protocol). Every result is a JSON line in
@@ -61,7 +62,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from early_stopping import DATA, DENOISE  # noqa: E402  (benchmarks/)
+from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402  (benchmarks/)
 from paper import commit_id  # noqa: E402
 from presets import append_runs  # noqa: E402
 
@@ -79,7 +80,9 @@ LEVELS = {
     "superres": {"bicubic": {"resample": "bicubic", "kernel": "bicubic"},
                  "area": {"resample": "box", "kernel": "area"},
                  "lanczos": {"resample": "lanczos", "kernel": "lanczos"}},
-    "inpaint": {"drop50": {"fraction": 0.5}},
+    "inpaint": {"drop50": {"fraction": 0.5},
+                # Table 1's 11 grey images (the fast preset was chosen on their centre crops)
+                "drop50grey": {"fraction": 0.5, "grey": True}},
 }
 FACTOR = 4
 #: superres: the kernels the short fits choose among, and their steps
@@ -90,6 +93,10 @@ WIENER_BALANCE = (0.003, 0.01, 0.03, 0.1)
 
 
 # --- cases ----------------------------------------------------------------------------------------
+
+def images(task: str, level: str) -> list[str]:
+    return INPAINT if LEVELS[task][level].get("grey") else DENOISE
+
 
 def crop(t, where: str):
     h, w = t.shape[-2:]
@@ -103,10 +110,11 @@ def make_case(task: str, level: str, name: str, where: str, folder: Path) -> Non
     from dip import image, operators
     from dip.tasks.deblur import parse_spec
 
-    clean = crop(image.load_image(DATA / "Denoising" / "Color" / "25" / f"{name}_GT.png").pixels,
-                 where)
-    g = torch.Generator().manual_seed(zlib.crc32(f"{task}/{level}/{name}/{where}".encode()))
     spec = LEVELS[task][level]
+    source = (DATA / "Reconstruction" / "Gray" / "50p" if spec.get("grey")
+              else DATA / "Denoising" / "Color" / "25")
+    clean = crop(image.load_image(source / f"{name}_GT.png").pixels, where)
+    g = torch.Generator().manual_seed(zlib.crc32(f"{task}/{level}/{name}/{where}".encode()))
     if task == "deblur":
         blurred = operators.Blur(parse_spec(spec["kernel"]))(clean)
         damaged = operators.add_noise(blurred, spec["noise"], g)
@@ -366,7 +374,8 @@ def superres_table(rows: list[dict]) -> str:
     shown = [DIP, MATCHED, "Lanczos", "bicubic"]
     for level in LEVELS["superres"]:
         for where in WHERE:
-            names = [n for n in DENOISE if ("superres", level, where, n, DIP) in by]
+            names = [n for n in images("superres", level) if ("superres", level, where, n, DIP)
+                     in by]
             if not names:
                 continue
             cols = [m for m in shown if all(("superres", level, where, n, m) in by
@@ -408,10 +417,11 @@ def table(task: str, rows: list[dict]) -> str:
         for where in WHERE:
             # the defaults lead; where they ran on some images only (a rerun of a few), the
             # first dip variant that ran on all of them
-            counts = {m: sum((task, level, where, n, m) in by for n in DENOISE)
+            every = images(task, level)
+            counts = {m: sum((task, level, where, n, m) in by for n in every)
                       for m in dip_methods(task)}
-            lead = max(counts, key=lambda m: (counts[m] == len(DENOISE), m == DIP, counts[m]))
-            names = [n for n in DENOISE if (task, level, where, n, lead) in by]
+            lead = max(counts, key=lambda m: (counts[m] == len(every), m == DIP, counts[m]))
+            names = [n for n in every if (task, level, where, n, lead) in by]
             if not names:
                 continue
             out.append(f"\n## {level}, {where} crops "
@@ -501,7 +511,8 @@ def collect(args: argparse.Namespace, results: Path) -> None:
     todo, commit = [], commit_id()
     for level in (args.levels.split(",") if args.levels else LEVELS[args.task]):
         for where in args.where.split(","):
-            for name in (args.images.split(",") if args.images else DENOISE):
+            for name in (args.images.split(",") if args.images else images(args.task,
+                                                                                level)):
                 folder = case_folder(args.task, level, name, where)
                 if not (folder / "reference.png").exists():
                     make_case(args.task, level, name, where, folder)
