@@ -479,7 +479,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
                              adapt_threads=p.cfg.perf.threads == "auto")
     live.remember_rate()
-    return _combined(p, loaded, setup, live, dict(zip(fitted, outcomes)))
+    return _combined(live, dict(zip(fitted, outcomes)))
 
 
 def _clear_old_snapshots(p: Plan) -> None:
@@ -491,32 +491,18 @@ def _clear_old_snapshots(p: Plan) -> None:
             old.unlink(missing_ok=True)
 
 
-def _combined(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict) -> Fitted:
+def _combined(live: _Live, results: dict) -> Fitted:
     """The members' outcomes (fitted part -> outcome) combined into the run's result.
 
     Raises:
         RunError: every member failed (the first one's error).
     """
     every = live.outcomes(results)
-    combined = _kept(p, loaded, combine(setup.layout.parts, every,
-                                        (1, setup.channels, *loaded.out_size),
-                                        setup.problem.scale))
+    combined = live.combined(every)
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
     return Fitted(combined.image, combined.spread, every, first)
-
-
-def _kept(p: Plan, loaded: Loaded, combined: Combined) -> Combined:
-    """The input's pixels the task keeps as they are (:meth:`Task.kept`: inpainting's known
-    pixels) put into the combined result; the restarts' spread there is 0."""
-    kept = p.task.kept(loaded.inputs, p.args)
-    if kept is None:
-        return combined
-    values, where = (t.to(combined.image) for t in kept)
-    spread = None if combined.spread is None else combined.spread * (1 - where)
-    return dataclasses.replace(combined, image=combined.image * (1 - where) + values * where,
-                               spread=spread)
 
 
 @contextmanager
@@ -575,6 +561,21 @@ class _Live:
                 else self.latest.get(i, stand_in(self.setup.problem, part))
                 for i, part in enumerate(layout.parts)]
 
+    def combined(self, every: list) -> Combined:
+        """Every part's outcome (:meth:`outcomes`) combined, with the input's pixels the task
+        keeps as they are (:meth:`Task.kept`: inpainting's known pixels) put back; the
+        restarts' spread there is 0."""
+        setup, loaded = self.setup, self.loaded
+        combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
+                           setup.problem.scale)
+        kept = self.p.task.kept(loaded.inputs, self.p.args)
+        if kept is None:
+            return combined
+        values, where = (t.to(combined.image) for t in kept)
+        spread = None if combined.spread is None else combined.spread * (1 - where)
+        return dataclasses.replace(combined, image=combined.image * (1 - where)
+                                   + values * where, spread=spread)
+
     def on_step(self, index: int, s: Progress) -> None:
         self.latest[self.fitted[index]] = s.estimate
         self.done += 1
@@ -593,10 +594,8 @@ class _Live:
                                        s.output))
 
     def _snapshot(self, step: int) -> None:
-        layout, loaded = self.setup.layout, self.loaded
-        current = _kept(self.p, loaded, combine(layout.parts, self.outcomes({}),
-                                                (1, self.setup.channels, *loaded.out_size),
-                                                self.setup.problem.scale)).image
+        loaded = self.loaded
+        current = self.combined(self.outcomes({})).image
         source = loaded.inputs.picture
         snap = image.Picture(current, self.p.task.out_alpha(loaded.inputs, loaded.out_size),
                              source.bits, source.value_range)
@@ -987,7 +986,7 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
 def _finish(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict,
             started: float) -> Restoration:
     """One packed job's members combined, recorded and written (as :func:`_run` does)."""
-    fitted = _combined(p, loaded, setup, live, results)
+    fitted = _combined(live, results)
     with interrupts.deferred():
         return _written(p, loaded, setup, fitted, started)
 

@@ -173,8 +173,9 @@ class Inpaint(Task):
              ) -> tuple[torch.Tensor, torch.Tensor] | None:
         # What every inpainting tool does (biharmonic, Navier-Stokes, a paint program's fill):
         # the pixels the user gave come back as given. The paper returns the network's output
-        # everywhere, and the fast preset's fits the known pixels only to ~40 dB (measured on
-        # Table 1's crops): keeping them gained 0.45-1.24 dB there (benchmarks/README.md).
+        # everywhere, and the fast preset fits the known pixels only to 38-40 dB: keeping them
+        # gained 0.70-1.31 dB on the colour and grey crops' means (benchmarks/README.md,
+        # "degradations.py").
         if args.get("redraw_known"):
             return None
         return inputs.picture.pixels, inputs.data["known"]
