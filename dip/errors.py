@@ -29,7 +29,7 @@ def python_spelling(name: str, value: str | None) -> str:
 
 #: arguments that are switches: named as ``name=True`` in Python
 _SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty",
-             "redraw_known"}
+             "redraw_known", "no_back_projection"}
 
 
 class DipError(Exception):

@@ -562,19 +562,15 @@ class _Live:
                 for i, part in enumerate(layout.parts)]
 
     def combined(self, every: list) -> Combined:
-        """Every part's outcome (:meth:`outcomes`) combined, with the input's pixels the task
-        keeps as they are (:meth:`Task.kept`: inpainting's known pixels) put back; the
-        restarts' spread there is 0."""
+        """Every part's outcome (:meth:`outcomes`) combined, then made to agree with the input
+        where it determines the result (:meth:`Task.consistent`: inpainting's known pixels,
+        super-resolution's back-projection)."""
         setup, loaded = self.setup, self.loaded
         combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
                            setup.problem.scale)
-        kept = self.p.task.kept(loaded.inputs, self.p.args)
-        if kept is None:
-            return combined
-        values, where = (t.to(combined.image) for t in kept)
-        spread = None if combined.spread is None else combined.spread * (1 - where)
-        return dataclasses.replace(combined, image=combined.image * (1 - where)
-                                   + values * where, spread=spread)
+        result, spread = self.p.task.consistent(combined.image, combined.spread, loaded.inputs,
+                                                self.p.args, self.p.cfg)
+        return dataclasses.replace(combined, image=result, spread=spread)
 
     def on_step(self, index: int, s: Progress) -> None:
         self.latest[self.fitted[index]] = s.estimate

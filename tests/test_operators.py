@@ -166,6 +166,44 @@ def test_downsample_takes_the_factors_the_command_offers_and_no_others(factor: i
         operators.Downsample(factor)
 
 
+@pytest.mark.parametrize("spec", ["lanczos", "bicubic", "area", "gaussian:1.5"])
+@pytest.mark.parametrize("factor", operators.Downsample.FACTORS)
+def test_downsample_adjoint_is_its_transpose(spec: str, factor: int) -> None:
+    op = operators.Downsample(factor, spec).double()
+    g = torch.Generator().manual_seed(factor)
+    x = torch.rand(2, 3, 8 * factor, 5 * factor, generator=g, dtype=torch.float64)
+    y = torch.rand(2, 3, 8, 5, generator=g, dtype=torch.float64)
+    assert op.adjoint(y).shape == x.shape
+    assert math.isclose((op(x) * y).sum().item(), (x * op.adjoint(y)).sum().item(),
+                        rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["lanczos", "bicubic", "area"])
+def test_back_projection_is_the_nearest_image_that_shrinks_to_the_input(spec: str) -> None:
+    op = operators.Downsample(4, spec)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 64, 48, generator=g)
+    y = torch.rand(1, 3, 16, 12, generator=g)
+    projected = operators.back_project(op, x, y)
+    assert (op(projected) - y).abs().max() < 1e-4
+    # the correction lies in A's row space (A^T u), so it is the smallest that fits y: any
+    # other consistent image is farther from x
+    other = projected + torch.randn(x.shape, generator=g) * 0.01
+    other = operators.back_project(op, other, y)
+    assert (other - x).norm() > (projected - x).norm()
+    # an image that already shrinks to y is its own projection
+    assert torch.allclose(operators.back_project(op, projected, op(projected)), projected,
+                          atol=1e-6)
+
+
+def test_back_projection_leaves_the_estimate_where_the_kernel_is_ill_conditioned() -> None:
+    # a blur far wider than the factor: the exact solve would amplify rounding without bound
+    op = operators.Downsample(2, "gaussian:1.2")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 1, 32, 32, generator=g), torch.rand(1, 1, 16, 16, generator=g)
+    assert torch.equal(operators.back_project(op, x, y), x)
+
+
 def test_mask_zeroes_missing_pixels_and_keeps_known_ones() -> None:
     known = _known()
     x = torch.rand(1, 3, 32, 32)

@@ -18,7 +18,7 @@ from dip.cli.main import cli
 from dip.config import resolve
 from dip.image import dip_marker
 from dip.layout import peak_bytes
-from dip.operators import Identity
+from dip.operators import Downsample, Identity, back_project
 from dip.tasks import Problem
 
 from conftest import save, synthetic
@@ -138,6 +138,27 @@ def test_inpainting_keeps_every_known_pixel_as_given_unless_told_to_redraw(
     assert not torch.allclose(redrawn.picture.pixels[known], given[known], atol=1 / 255)
     # the holes are the same fill either way: only the known pixels are put back
     assert torch.equal(redrawn.picture.pixels[~known], kept.picture.pixels[~known])
+
+
+@pytest.mark.parametrize("kernel", ["lanczos", "area"])
+def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
+        tmp_path: Path, kernel: str) -> None:
+    path = save(synthetic(16), tmp_path / "small.png")
+    small = image.load_image(path).pixels
+    op = Downsample(4, kernel)
+
+    def enlarge(**kw):
+        return dip.restore("superres", path, factor=4, kernel=kernel, write=False,
+                           device="cpu", iters=5, stop="fixed", overrides=TINY, **kw)
+
+    projected, raw = enlarge(), enlarge(no_back_projection=True)
+    assert projected.record["no_back_projection"] is False
+    # 5 steps of a tiny network are far from the input; the correction puts it back (to
+    # float rounding, and the clamp to [0, 1] where a kernel's ringing overshoots)
+    assert metrics.psnr(op(raw.picture.pixels), small) < 30
+    assert metrics.psnr(op(projected.picture.pixels), small) > 50
+    assert torch.allclose(projected.picture.pixels,
+                          back_project(op, raw.picture.pixels, small).clamp(0, 1), atol=1e-6)
 
 
 def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:

@@ -166,12 +166,13 @@ class Task:
         """The result's alpha channel: the input's, carried through."""
         return inputs.picture.alpha
 
-    def kept(self, inputs: Inputs, args: dict[str, Any]
-             ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The input's pixels the result keeps as they are: ``(values, where)``, ``values``
-        ``(1, C, H, W)`` and ``where`` ``(1, 1, H, W)`` (1 = keep), on the CPU; None: the
-        result is the fit's everywhere."""
-        return None
+    def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
+                   args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The combined result made to agree with the input where the input determines it
+        exactly (inpainting's known pixels put back, super-resolution's back-projection), and
+        the restarts' spread with it. ``result`` ``(1, C, H, W)`` in [0, 1] on the CPU, as is
+        the image returned; by default both come back as they are."""
+        return result, spread
 
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         """The known pixels ``(1, 1, H, W)`` (1 = known) a report shows the input through

@@ -169,16 +169,19 @@ class Inpaint(Task):
         known = problem.operator.known
         return problem.observation if bool(known.bool().all()) else None
 
-    def kept(self, inputs: Inputs, args: dict[str, Any]
-             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
+                   args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         # What every inpainting tool does (biharmonic, Navier-Stokes, a paint program's fill):
         # the pixels the user gave come back as given. The paper returns the network's output
         # everywhere, and the fast preset fits the known pixels only to 38-40 dB: keeping them
         # gained 0.70-1.31 dB on the colour and grey crops' means (benchmarks/README.md,
-        # "degradations.py").
+        # "degradations.py"). The restarts' spread there is 0.
         if args.get("redraw_known"):
-            return None
-        return inputs.picture.pixels, inputs.data["known"]
+            return result, spread
+        known = inputs.data["known"].to(result)
+        pixels = inputs.picture.pixels.to(result)
+        return (result * (1 - known) + pixels * known,
+                None if spread is None else spread * (1 - known))
 
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         return inputs.data["known"]
