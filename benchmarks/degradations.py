@@ -264,6 +264,8 @@ DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",)
 MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
 #: superres: the defaults' network image, before the back-projection (a column, not a run)
 NETWORK = "dip, network's image"
+#: superres: the images the fast preset's x4 settings were chosen on (a2d0967)
+SUPERRES_TUNED = ("F16", "baboon", "hill")
 
 
 def dip_methods(task: str) -> list[str]:
@@ -380,9 +382,11 @@ def superres_table(rows: list[dict]) -> str:
     # the defaults' fit before its back-projection: a column of its own
     by.update({_key(r)[:-1] + (NETWORK,): dict(r, psnr=r["network_psnr"])
                for r in list(by.values()) if r["method"] == DIP and "network_psnr" in r})
-    out = ["# superres x4: dip's defaults (CPU) and dip told the downscaler, against "
-           "upscaling, 128 px crops (Y-PSNR, 4 px border)\n",
-           "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()}))]
+    out = ["# superres x4: dip's defaults (CPU) against upscaling, 128 px crops (Y-PSNR, "
+           "4 px border)\n",
+           "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()})),
+           f"\nSettings chosen on {', '.join(SUPERRES_TUNED)} (both crops); the others held "
+           "out."]
     shown = [NETWORK, DIP, MATCHED, "Lanczos", "bicubic"]
     for level in LEVELS["superres"]:
         for where in WHERE:
@@ -392,34 +396,29 @@ def superres_table(rows: list[dict]) -> str:
                 continue
             cols = [m for m in shown if all(("superres", level, where, n, m) in by
                                             for n in names)]
-            out.append(f"\n## input made with Pillow's {level}, {where} crops "
-                       f"({'settings chosen here' if where == 'centre' else 'held out'})\n")
-            choices = [by[("superres", level, where, n, CHOICE)] for n in names
-                       if ("superres", level, where, n, CHOICE) in by]
-            tail = " | kernel choice |" if choices else " |"
-            out.append("| image | " + " | ".join(cols) + tail)
-            out.append("|---" * (len(cols) + 1 + bool(choices)) + "|")
+            out.append(f"\n## input made with Pillow's {level}, {where} crops\n")
+            out.append("| image | " + " | ".join(cols) + " |")
+            out.append("|---" * (len(cols) + 1) + "|")
             for n in names:
-                choice = by.get(("superres", level, where, n, CHOICE))
-                said = "" if choice is None else (choice["chosen"]
-                                                  + ("" if choice["right"] else " (wrong)"))
                 out.append(f"| {n} | " + " | ".join(
-                    f"{by[('superres', level, where, n, m)]['psnr']:.2f}" for m in cols)
-                    + (f" | {said} |" if choices else " |"))
-            means = {m: statistics.fmean(by[("superres", level, where, n, m)]["psnr"]
-                                         for n in names) for m in cols}
+                    f"{by[('superres', level, where, n, m)]['psnr']:.2f}" for m in cols) + " |")
+            groups = {"tuned": [n for n in names if n in SUPERRES_TUNED],
+                      "held out": [n for n in names if n not in SUPERRES_TUNED]}
+            lines = []
+            for label, group in groups.items():
+                if not group:
+                    continue
+                means = {m: statistics.fmean(by[("superres", level, where, n, m)]["psnr"]
+                                             for n in group) for m in cols}
+                out.append(f"| **mean, {label} ({len(group)})** | "
+                           + " | ".join(f"**{means[m]:.2f}**" for m in cols) + " |")
+                if "Lanczos" in means:
+                    lines.append(f"{label}: dip (defaults) - Lanczos "
+                                 f"{means[DIP] - means['Lanczos']:+.2f} dB")
             secs = {m: statistics.fmean(by[("superres", level, where, n, m)]["seconds"]
                                         for n in names) for m in cols}
-            right = sum(c["right"] for c in choices)
-            out.append("| **mean** | " + " | ".join(f"**{means[m]:.2f}**" for m in cols)
-                       + (f" | right {right}/{len(choices)} |" if choices else " |"))
-            out.append("| seconds/image | " + " | ".join(f"{secs[m]:.1f}" for m in cols)
-                       + (" | |" if choices else " |"))
-            line = f"\ndip (defaults) - Lanczos: {means[DIP] - means['Lanczos']:+.2f} dB"
-            if MATCHED in means:
-                line += (f"; dip told the kernel - Lanczos: "
-                         f"{means[MATCHED] - means['Lanczos']:+.2f} dB")
-            out.append(line)
+            out.append("| seconds/image | " + " | ".join(f"{secs[m]:.1f}" for m in cols) + " |")
+            out.append("\n" + "; ".join(lines))
     return "\n".join(out) + "\n"
 
 
