@@ -140,7 +140,8 @@ def test_make_record_describes_the_fit_it_is_given(tmp_path: Path) -> None:
     assert record.config == p.cfg.to_dict() and record.config["factor"] == 2
     assert record.guard_restores == [3]
     assert record.history == {"step": [0, 5], "loss": [0.123457, 0.01]}
-    assert record.task_args == {"kernel": "lanczos"}  # the factor is in the config
+    # the factor is in the config
+    assert record.task_args == {"kernel": "lanczos", "no_back_projection": False}
     assert set(record.fingerprints) == {"input", "reference"}
     m = record.metrics
     assert m["ssim"] == pytest.approx(1.0) and m["peak_psnr"] == 31.5
