@@ -280,6 +280,7 @@ def _superres(job: dict, folder: Path, ref) -> None:
 
     import dip
     from dip import image, metrics, operators
+    from dip.tasks.superres import back_projected
 
     small = image.load_image(folder / "input.png").pixels
     if job["method"] == CHOICE:
@@ -299,9 +300,9 @@ def _superres(job: dict, folder: Path, ref) -> None:
     r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
                     reference=folder / "reference.png", write=False, device="cpu",
                     no_back_projection=True, overrides=(f"perf.threads={torch.get_num_threads()}",))
-    out = operators.back_project(operators.Downsample(FACTOR, kernel), r.picture.pixels, small)
-    job.update(_dip_row(r.record), psnr=metrics.psnr_y(out.clamp(0, 1), ref, FACTOR),
-               network_psnr=round(metrics.psnr_y(r.picture.pixels, ref, FACTOR), 4))
+    out = back_projected(r.picture.pixels, small, FACTOR, kernel)
+    job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, FACTOR),
+               network_psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR))
 
 
 def _dip_row(rec: dict) -> dict:
@@ -346,7 +347,7 @@ def run_job(job: dict) -> dict:
             out = r.picture.pixels
             if task == "inpaint":
                 known = 1 - image.load_image(folder / "mask.png").pixels
-                job["redrawn_psnr"] = round(metrics.psnr(out, ref), 4)
+                job["redrawn_psnr"] = metrics.psnr(out, ref)
                 out = out * (1 - known) + image.load_image(folder / "input.png").pixels * known
             job.update(_dip_row(r.record), psnr=metrics.psnr(out, ref),
                        estimated_peak=r.record.get("noise_peak"),
@@ -365,7 +366,7 @@ def run_job(job: dict) -> dict:
     except Exception as exc:  # a failed image is a row, not the end of the benchmark
         job["error"] = f"{type(exc).__name__}: {exc}"
     job["seconds"] = round(time.perf_counter() - started, 2)
-    for key in ("psnr", "input_psnr", "peak"):
+    for key in ("psnr", "input_psnr", "peak", "network_psnr", "redrawn_psnr"):
         if job.get(key) is not None:
             job[key] = round(job[key], 4)
     return job

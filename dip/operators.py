@@ -235,7 +235,8 @@ def back_project(op: Downsample, x: torch.Tensor, y: torch.Tensor, iters: int = 
     """The image nearest to ``x`` that ``op`` maps to ``y``: ``x + A^T (A A^T)^-1 (y - A x)``.
 
     Super-resolution's counterpart of keeping inpainting's known pixels: the network's image
-    after a budget of steps still misses the small input by 40-46 dB, and the correction puts
+    after the fast preset's budget still misses the small input by 39-46 dB (PSNR of it shrunk
+    again, 128 px crops; 26-36 where the stop ended the fit early), and the correction puts
     back exactly the part of the image the input determines (the low frequencies), leaving
     the network's detail above them. It is the minimum-norm step of iterative
     back-projection (Irani & Peleg, CVGIP 1991) solved at once, with conjugate gradients on
@@ -256,20 +257,20 @@ def back_project(op: Downsample, x: torch.Tensor, y: torch.Tensor, iters: int = 
     """
     r = y - op(x)
     u, p = torch.zeros_like(r), r.clone()
-    rr = first = (r * r).sum()
+    rr = (r * r).sum()
+    target = tol ** 2 * rr
     for _ in range(iters):
-        if rr <= (tol ** 2) * first or rr == 0:
+        if rr <= target:
             break
         q = op(op.adjoint(p))
         a = rr / (p * q).sum()
         u, r = u + a * p, r - a * q
         rr, previous = (r * r).sum(), rr
         p = r + (rr / previous) * p
-    else:
-        if rr > (tol ** 2) * first:
-            # ill-conditioned (a blur much wider than the factor, e.g. gaussian:1.2 at x2):
-            # the exact solve would amplify the input's rounding; the estimate stays as it is
-            return x
+    if rr > target:
+        # ill-conditioned (a blur much wider than the factor, e.g. gaussian:1.2 at x2): the
+        # exact solve would amplify the input's rounding; the estimate stays as it is
+        return x
     return x + op.adjoint(u)
 
 

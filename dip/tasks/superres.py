@@ -56,6 +56,19 @@ def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
             f"compare results with that crop")
 
 
+def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
+                   kernel: str) -> torch.Tensor:
+    """``result`` corrected to the nearest image that shrinks (``factor`` times, with
+    ``kernel``) exactly to ``small``, clamped to [0, 1]: dip's super-resolution result.
+
+    Shape:
+        - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``
+        - Output: ``(1, C, H, W)``
+    """
+    op = operators.Downsample(factor, kernel).to(result)
+    return operators.back_project(op, result, small.to(result)).clamp(0, 1)
+
+
 class SuperRes(Task):
     name = "superres"
     help = "Enlarge INPUT FACTOR times (no ground truth needed)."
@@ -121,15 +134,14 @@ class SuperRes(Task):
 
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
                    args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Back-projection (operators.back_project): the budget's network image still misses the
-        # small input by 40-46 dB on 128 px crops; putting back exactly the low frequencies the
-        # input determines gained 0.25 dB on their mean (benchmarks/README.md,
-        # "degradations.py"). The restarts' spread stays theirs, before the correction.
+        # The fit's image misses the small input (operators.back_project); putting back exactly
+        # the low frequencies the input determines gained 0.20-0.93 dB on the benchmark's
+        # group means (benchmarks/README.md, "degradations.py"). The restarts' spread stays
+        # theirs, before the correction.
         if args.get("no_back_projection"):
             return result, spread
-        op = operators.Downsample(cfg.factor, inputs.data["kernel"]).to(result)
-        small = inputs.picture.pixels.to(result)
-        return operators.back_project(op, result, small).clamp(0, 1), spread
+        return back_projected(result, inputs.picture.pixels, cfg.factor,
+                              inputs.data["kernel"]), spread
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         alpha = inputs.picture.alpha
