@@ -6,15 +6,19 @@ and how a fit behaves when the CPU is shared.
     python benchmarks/multifit.py table                # both tables from the saved results
 
 throughput  member-steps per second for K = 1, 2, 4, 8, 16 members (each its own network, code
-            and Adam; the fast preset's or the paper's network) on one denoising image, in
-            three ways measured in the same process:
-              separate   K fits one after another, each with torch's threads (dip's default
-                         of one fit per run before groups existed);
-              group      one fit_group of K members (dip's engine: on the CPU each member on
-                         one thread, the members spread over the cores);
-              grouped    the K networks as ONE network with groups=K convolutions and
-                         per-member BatchNorm channels (the alternative the issue named), one
-                         Adam over it: the arithmetic of K fits in one set of kernels.
+            and Adam; the fast preset's or the paper's network) on one denoising image, after
+            each fit's warm-up steps (its first; on CUDA the graph's eager steps and capture),
+            in three ways measured in the same process (--device cpu|cuda):
+              separate   K fits one after another, each as dip fits one image there (the
+                         CPU: torch's threads; CUDA: a CUDA graph per fit);
+              group      one fit_group of K members as dip runs it there (the CPU: each
+                         member on one thread, the members spread over the cores; CUDA: one
+                         stack, below);
+              stacked    one stack (dip.stack, perf.stack=on): the K networks as grouped
+                         convolutions under torch.func.vmap, one Adam over all their
+                         weights, one CUDA graph: the arithmetic of K fits in one set of
+                         kernels. (Older CPU rows hold "grouped", the same idea as a
+                         hand-built network.)
             The figure to read is each way's throughput over separate's.
 contention  200 steps of one 128 px fast-preset fit (the issue's measurement), alone, beside
             one busy Python process, and as two such runs started together, for: 2 threads,
@@ -36,8 +40,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 NETS = {"fast": 32, "paper": 128}  # channels at every scale (configs/fast/denoise.yaml)
 
 
-def _member(seed: int, size: int, channels: int):
+def _member(seed: int, size: int, channels: int, device: str = "cpu"):
     from dip.fitting import Member
     from dip.inputs import make_code
     from dip.nets import build_net
@@ -55,117 +57,101 @@ def _member(seed: int, size: int, channels: int):
     net = build_net("skip", 32, 3, channels_down=[channels] * 5, channels_up=[channels] * 5)
     g = torch.Generator().manual_seed(seed)
     y = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(100 + seed))
-    return Member(net, make_code("noise", 32, (size, size), 0.1, g), Identity(), y, g)
+    code = make_code("noise", 32, (size, size), 0.1, g)
+    if device != "cpu":
+        g = torch.Generator(device=device).manual_seed(seed)
+    return Member(net.to(device), code.to(device), Identity().to(device), y.to(device), g)
 
 
-def separate(k: int, size: int, channels: int, steps: int) -> float:
+def _perf(device: str, stack: str = "auto"):
+    """dip's own choice of how steps run on ``device`` (on CUDA: graphs), with ``stack``."""
+    from dip.config import PerfConfig
+    from dip.engine import resolve_perf
+
+    return resolve_perf(PerfConfig(stack=stack), torch.device(device))
+
+
+def _timed(fits: int, perf, run) -> float:
+    """Seconds of ``fits`` fits' steps after their warm-up steps (the first, and a CUDA
+    graph's eager steps and capture: dip.engine.warm_steps), as dip's estimate times them:
+    ``run(on_step, steps)`` runs them, calling ``on_step()`` after each member-step."""
+    from dip.engine import warm_steps
+
+    marks: list[float] = []
+
+    def on_step() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+
+    run(on_step)
+    timed = marks[fits * warm_steps(perf) - 1:]
+    return timed[-1] - timed[0]
+
+
+def separate(k: int, size: int, channels: int, steps: int, device: str) -> float:
+    """K fits one after another, each as dip fits one image on ``device``."""
+    from dip.engine import warm_steps
     from dip.fitting import fit
 
-    members = [_member(i, size, channels) for i in range(k)]
-    started = time.perf_counter()
-    for m in members:
-        fit(m.net, m.code, m.operator, m.observation, iters=steps, generator=m.generator)
-    return time.perf_counter() - started
+    perf = _perf(device)
+    seconds = 0.0
+    for i in range(k):
+        m = _member(i, size, channels, device)
+        seconds += _timed(1, perf, lambda on_step: fit(
+            m.net, m.code, m.operator, m.observation, iters=steps + warm_steps(perf),
+            generator=m.generator, perf=perf, callback=lambda p: on_step()))
+    return seconds
 
 
-def group(k: int, size: int, channels: int, steps: int) -> float:
-    from dip.fitting import Settings, fit_group
+def _together(stack: str):
+    def way(k: int, size: int, channels: int, steps: int, device: str) -> float:
+        from dip.engine import warm_steps
+        from dip.fitting import Settings, fit_group
 
-    members = [_member(i, size, channels) for i in range(k)]
-    started = time.perf_counter()
-    fit_group(members, Settings(iters=steps), threads=torch.get_num_threads())
-    return time.perf_counter() - started
-
-
-# --- the alternative: K networks as one with groups=K convolutions ---------------------
-
-def _block(c_in: int, c_out: int, kernel: int, k: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in * k, c_out * k, kernel, stride=stride, padding=kernel // 2, groups=k,
-                  padding_mode="reflect" if kernel > 1 else "zeros"),
-        nn.BatchNorm2d(c_out * k), nn.LeakyReLU(0.2, inplace=True))
+        perf = _perf(device, stack)
+        members = [_member(i, size, channels, device) for i in range(k)]
+        return _timed(k, perf, lambda on_step: fit_group(
+            members, Settings(iters=steps + warm_steps(perf)), perf=perf,
+            threads=torch.get_num_threads(), callback=lambda i, p: on_step()))
+    return way
 
 
-class _GroupedScale(nn.Module):
-    def __init__(self, c_in: int, c: int, deeper: nn.Module | None, k: int) -> None:
-        super().__init__()
-        self.k, self.deeper = k, deeper
-        self.skip = _block(c_in, 4, 1, k)
-        self.down = nn.Sequential(_block(c_in, c, 3, k, 2), _block(c, c, 3, k))
-        self.decoder = nn.Sequential(nn.BatchNorm2d((4 + c) * k), _block(4 + c, c, 3, k),
-                                     _block(c, c, 1, k))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.down(x)
-        if self.deeper is not None:
-            y = self.deeper(y)
-        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        n, _, h, w = x.shape
-        s = self.skip(x)  # each member's skip channels beside its own upsampled ones
-        merged = torch.cat([s.view(n, self.k, -1, h, w), y.view(n, self.k, -1, h, w)], 2)
-        return self.decoder(merged.view(n, -1, h, w))
-
-
-class GroupedSkip(nn.Module):
-    """The skip network (5 scales, skip width 4) for ``k`` members in one: member i owns
-    channel block i of every layer."""
-
-    def __init__(self, k: int, channels: int) -> None:
-        super().__init__()
-        self.k = k
-        deeper = None
-        for i in reversed(range(5)):
-            deeper = _GroupedScale(32 if i == 0 else channels, channels, deeper, k)
-        self.body = deeper
-        self.head = nn.Sequential(nn.Conv2d(channels * k, 3 * k, 1, groups=k), nn.Sigmoid())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(z))
-
-
-def grouped(k: int, size: int, channels: int, steps: int) -> float:
-    torch.manual_seed(0)
-    net = GroupedSkip(k, channels)
-    opt = torch.optim.Adam(net.parameters(), lr=0.01, fused=True)
-    z = torch.rand(1, 32 * k, size, size) * 0.1
-    y = torch.rand(1, 3 * k, size, size)
-    started = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        # the sum of the members' own mean squared errors: each member's gradient is its own
-        loss = ((net(z + torch.randn_like(z) / 30) - y) ** 2).view(k, -1).mean(1).sum()
-        loss.backward()
-        opt.step()
-        loss.item()
-    return time.perf_counter() - started
-
-
-WAYS = {"separate": separate, "group": group, "grouped": grouped}
+#: group: dip's engine as it runs K members on the device (the CPU: side by side on one
+#: thread each; CUDA: one stack); stacked: one stack on any device (dip.stack: the K networks
+#: as grouped convolutions under torch.func.vmap, one Adam over all rows)
+WAYS = {"separate": separate, "group": _together("auto"), "stacked": _together("on")}
 
 
 def throughput(args: argparse.Namespace) -> None:
     out = args.out or RESULTS / "multifit_throughput.json"
     rows = json.loads(out.read_text()) if out.exists() else []
-    done = {(r["net"], r["size"], r["k"], r["way"]) for r in rows}
+    device = args.device
+    done = {(r["net"], r["size"], r["k"], r["way"]) for r in rows
+            if r.get("device", "cpu") == device}
     for net in args.nets.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for k in (int(k) for k in args.ks.split(",")):
                 ways = [w for w in args.ways.split(",") if (net, size, k, w) not in done
-                        # all K members' activations at once: beyond this machine
-                        and not (w == "grouped" and NETS[net] * k * size ** 2
-                                 > 128 * 4 * 256 ** 2)]
+                        and not (k == 1 and w != "separate")  # one member: one fit
+                        # all K members' activations at once: beyond this CPU
+                        and not (device == "cpu" and w == "stacked"
+                                 and NETS[net] * k * size ** 2 > 128 * 4 * 256 ** 2)]
                 times: dict[str, list[float]] = {w: [] for w in ways}
-                for way in ways:
-                    WAYS[way](k, size, NETS[net], 1)  # warm-up: allocator, oneDNN's kernels
+                for way in ways:  # warm-up: allocator, oneDNN's and cuDNN's kernels
+                    WAYS[way](k, size, NETS[net], 1, device)
                 for _ in range(args.repeats):  # the ways in turn: a drift hits them alike
                     for way in ways:
-                        times[way].append(WAYS[way](k, size, NETS[net], args.steps))
+                        times[way].append(WAYS[way](k, size, NETS[net], args.steps, device))
                 for way in ways:
                     seconds = statistics.median(times[way])
                     row = {"net": net, "size": size, "k": k, "way": way, "steps": args.steps,
-                           "seconds": round(seconds, 3), "repeats": args.repeats,
+                           "seconds": round(seconds, 4), "repeats": args.repeats,
                            "member_steps_per_s": round(k * args.steps / seconds, 3),
+                           "device": device, "warm_up_excluded": True,
                            "threads": torch.get_num_threads(), "cores": os.cpu_count()}
+                    if device != "cpu":
+                        row["gpu"] = torch.cuda.get_device_name()
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     out.write_text(json.dumps(rows, indent=1) + "\n")
@@ -225,18 +211,24 @@ def tables(path: Path | None = None) -> None:
     path = path or RESULTS / "multifit_throughput.json"
     if path.exists():
         rows = json.loads(path.read_text())
-        by = {(r["net"], r["size"], r["k"], r["way"]): r["member_steps_per_s"] for r in rows}
-        print("| net | size | K | separate (member-steps/s) | group | grouped convs |")
-        print("|---|---|---|---|---|---|")
-        for net, size, k in sorted({key[:3] for key in by}, key=lambda t: (t[0] != "fast",
-                                                                           t[1], t[2])):
-            base = by.get((net, size, k, "separate"))
-            cells = []
-            for way in ("group", "grouped"):
-                v = by.get((net, size, k, way))
-                cells.append("–" if v is None or base is None else f"{v:.2f} ({v / base:.2f}×)")
-            print(f"| {net} | {size} | {k} | {base if base is not None else '–'} | "
-                  + " | ".join(cells) + " |")
+        by = {(r.get("device", "cpu"), r["net"], r["size"], r["k"], r["way"]):
+              r["member_steps_per_s"] for r in rows}
+        for device in sorted({key[0] for key in by}):
+            ways = [w for w in ("group", "stacked", "grouped")
+                    if any(key[0] == device and key[4] == w for key in by)]
+            print(f"\n{device}: member-steps per second (each way over separate)\n")
+            print("| net | size | K | separate | " + " | ".join(ways) + " |")
+            print("|---|---|---|---|" + "---|" * len(ways))
+            for net, size, k in sorted({key[1:4] for key in by if key[0] == device},
+                                       key=lambda t: (t[0] != "fast", t[1], t[2])):
+                base = by.get((device, net, size, k, "separate"))
+                cells = []
+                for way in ways:
+                    v = by.get((device, net, size, k, way))
+                    cells.append("–" if v is None or base is None
+                                 else f"{v:.2f} ({v / base:.2f}×)")
+                print(f"| {net} | {size} | {k} | {base if base is not None else '–'} | "
+                      + " | ".join(cells) + " |")
     path = RESULTS / "multifit_contention.json"
     if path.exists():
         rows = json.loads(path.read_text())
@@ -260,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--sizes", default="64,128,256")
     t.add_argument("--nets", default="fast,paper")
     t.add_argument("--ks", default="1,2,4,8,16")
-    t.add_argument("--ways", default="separate,group,grouped")
+    t.add_argument("--ways", default="separate,group,stacked")
+    t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--repeats", type=int, default=1, help="median of this many, ways in turn")
     t.add_argument("--out", type=Path, help="results file [default: "

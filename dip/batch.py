@@ -58,6 +58,7 @@ from dip import image, interrupts, record
 from dip import report as reports
 from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config
 from dip.errors import ConfigError, DipError, python_spelling
+from dip.layout import STACK_MOST
 from dip.request import Option, RunRequest, request_options
 from dip.run import (
     Plan,
@@ -652,10 +653,12 @@ def run_pack(pack: list[Job], overwrite: bool = False, progress: Callable | None
 def pack_size(pack: int | str, devices: list[str]) -> int:
     """``--pack``: a number, or auto: as many jobs as the CPU has cores (each fits on one
     thread beside the others: 1.25x the throughput of one job at a time on 2 cores,
-    benchmarks/README.md "batch.py"); one on a GPU, where members run one after another."""
+    benchmarks/README.md "batch.py"); on a GPU as many as one stack holds
+    (:data:`dip.layout.STACK_MOST`: jobs of one size take each step together; fewer where
+    their memory is over the budget, :func:`dip.run.by_memory`)."""
     if pack != "auto":
         return max(1, int(pack))
-    return usable_cores() if devices == ["cpu"] else 1
+    return usable_cores() if devices == ["cpu"] else STACK_MOST
 
 
 _worker: dict[str, Any] = {}

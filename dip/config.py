@@ -132,6 +132,9 @@ class PerfConfig:
     channels_last: str = "auto"
     #: float32 | bfloat16 (autocast of the network's forward pass)
     precision: str = "float32"
+    #: members fitted at once (restarts, tiles, packed jobs) share one step: auto (on CUDA;
+    #: off on the CPU, where their convolutions would run one after another) | on | off
+    stack: str = "auto"
     #: CPU threads: auto (every core for several fits, the free cores for one) | N
     #: (dip.threads)
     threads: str = "auto"
@@ -444,6 +447,8 @@ RECORD_MARK = "__record__"
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
               "stop.budget_sigma": 0.0,
               "perf.threads": "auto", "perf.max_memory": 0.0,
+              # members fitted at once ran one after another on CUDA before stacks
+              "perf.stack": "off",
               # auto fits an image that fits in memory whole, as every run before tiles did
               "tile.size": "auto", "tile.overlap": 32,
               # auto fitted whole any image that fit in memory, at tiles of 256 otherwise

@@ -34,6 +34,9 @@ from torch import nn
 from dip.errors import ConfigError
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+#: eager steps before a step is captured as a CUDA graph (cuDNN picks its kernels and the
+#: allocator settles on them); they are real steps of the fit
+GRAPH_WARMUP = 3
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,21 @@ class Perf:
     channels_last: bool = False
     autocast: torch.dtype | None = None
     keep_cpu_memory: bool = False
+    #: members fitted at once share one step (:class:`dip.stack.StackedEngine`)
+    stack: bool = False
 
     def describe(self) -> str:
-        parts = [name for name, on in (("cuda-graph", self.graphs),
+        parts = [name for name, on in (("stacked", self.stack), ("cuda-graph", self.graphs),
                                        ("channels-last", self.channels_last),
                                        ("bf16", self.autocast is not None),
                                        ("kept-cpu-memory", self.keep_cpu_memory)) if on]
         return "+".join(parts) or "eager"
+
+
+def warm_steps(perf: Perf) -> int:
+    """Steps of a fit that run slower than the rest: its first (allocations, the kernels'
+    first choices), and with a CUDA graph the eager steps and the capture before replays."""
+    return 1 + (GRAPH_WARMUP + 1 if perf.graphs else 0)
 
 
 SWITCHES = ("auto", "on", "off")
@@ -59,7 +70,7 @@ SWITCHES = ("auto", "on", "off")
 def check_perf(settings: Any) -> None:
     """Check the ``perf.*`` keys that do not depend on the device (:func:`resolve_perf` checks
     the rest once the device is known)."""
-    for key in ("graphs", "channels_last"):
+    for key in ("graphs", "channels_last", "stack"):
         if getattr(settings, key) not in SWITCHES:
             raise ConfigError(f"config key 'perf.{key}' must be one of {', '.join(SWITCHES)}, "
                               f"got {getattr(settings, key)!r}")
@@ -72,9 +83,10 @@ def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) 
     """Validated ``perf.*`` settings (:class:`dip.config.PerfConfig`) -> :class:`Perf` for
     ``device``; raises ConfigError for what that device cannot do.
 
-    ``auto`` picks what measured faster on that kind of device (benchmarks/speed.py): CUDA
-    graphs on CUDA (NCHW: channels_last measured slower there for this network, and on the
-    CPU), the kept allocator on the CPU; float32 everywhere.
+    ``auto`` picks what measured faster on that kind of device (benchmarks/speed.py,
+    benchmarks/multifit.py): CUDA graphs and stacks of members on CUDA (NCHW: channels_last
+    measured slower there for this network, and on the CPU), the kept allocator on the CPU;
+    float32 everywhere.
     """
     check_perf(settings)
     cuda = device.type == "cuda"
@@ -91,9 +103,17 @@ def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) 
         raise ConfigError("perf.graphs=on needs a CUDA device")
     if graphs and not constant_lr:
         raise ConfigError("perf.graphs=on needs optim.schedule=constant")
-    return Perf(graphs=graphs, channels_last=switch(settings.channels_last, False),
+    channels_last = switch(settings.channels_last, False)
+    # a stack runs its members' convolutions as one grouped convolution: on CUDA many small
+    # fits fill the chip together; on the CPU oneDNN runs the groups one after another
+    # (0.4-1.2x), so there members run side by side on threads instead (dip.threads)
+    stack = switch(settings.stack, cuda and not channels_last)
+    if stack and channels_last:
+        raise ConfigError("perf.stack=on runs in the NCHW layout; it cannot be combined with "
+                          "perf.channels_last=on")
+    return Perf(graphs=graphs, channels_last=channels_last,
                 autocast=PRECISIONS[settings.precision],
-                keep_cpu_memory=device.type == "cpu")
+                keep_cpu_memory=device.type == "cpu", stack=stack)
 
 
 # --- the CPU allocator ------------------------------------------------------------------------
@@ -163,7 +183,7 @@ def _adam(params: list[torch.Tensor], lr: float, graphs: bool,
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _mse(prediction: torch.Tensor, observation: torch.Tensor) -> torch.Tensor:
+def mse(prediction: torch.Tensor, observation: torch.Tensor) -> torch.Tensor:
     """The paper's data term: the mean squared error."""
     return torch.mean((prediction - observation) ** 2)
 
@@ -192,10 +212,10 @@ class StepEngine:
     def __init__(self, net: nn.Module, code: torch.Tensor, operator: nn.Module,
                  observation: torch.Tensor, *, lr: float, perturb_std: float,
                  generator: torch.Generator | None, perf: Perf = Perf(),
-                 checkpoint: bool = True, warmup: int = 3,
+                 checkpoint: bool = True, warmup: int = GRAPH_WARMUP,
                  loss: Loss | None = None) -> None:
         self.perf, self.operator, self.observation = perf, operator, observation
-        self.loss_fn = loss or _mse
+        self.loss_fn = loss or mse
         fmt = torch.channels_last if perf.channels_last else torch.contiguous_format
         self.net = net.to(memory_format=fmt)
         self.code = code.contiguous(memory_format=fmt)

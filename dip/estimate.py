@@ -134,11 +134,11 @@ def _machine(device: torch.device) -> str:
 def calibrate(key: str, device: torch.device, run_steps: Callable[[int], float]) -> float:
     """Seconds per member-step of the fits ``key`` describes (network, size, members at once,
     threads), from the cache or measured: ``run_steps(n)`` fits throwaway members for ``n``
-    steps each and returns the seconds per member-step after their first (warm-up) step."""
+    steps each after their warm-up steps and returns the seconds per member-step of those."""
     cached = _read_cache().get(_full_key(key, device))
     if isinstance(cached, (int, float)):
         return float(cached)
-    seconds = run_steps(CALIBRATION_STEPS + 1)
+    seconds = run_steps(CALIBRATION_STEPS)
     remember(key, device, seconds)
     return seconds
 
@@ -169,15 +169,15 @@ def _read_cache() -> dict[str, float]:
     return {}
 
 
-def timed_steps(fit_steps: Callable[[Callable[[], None], int], None],
-                members: int) -> Callable[[int], float]:
+def timed_steps(fit_steps: Callable[[Callable[[], None], int], None], members: int,
+                warm: int = 1) -> Callable[[int], float]:
     """Wrap ``fit_steps(on_step, n)`` (fits ``members`` members n steps each, calling
     ``on_step()`` after each member-step) as :func:`calibrate`'s ``run_steps``: the rate from
-    the end of the members' first steps (warm-up: allocations, the kernels' first choices) to
-    the end of the last."""
+    the end of the members' ``warm`` first steps (allocations, the kernels' first choices, a
+    CUDA graph's capture: :func:`dip.engine.warm_steps`) to the end of the last."""
     def run(n: int) -> float:
         marks: list[float] = []
-        fit_steps(lambda: marks.append(time.perf_counter()), n)
-        timed = marks[members - 1:]
+        fit_steps(lambda: marks.append(time.perf_counter()), warm + n)
+        timed = marks[members * warm - 1:]
         return (timed[-1] - timed[0]) / (len(timed) - 1) if len(timed) > 1 else 0.0
     return run

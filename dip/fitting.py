@@ -21,6 +21,7 @@ from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
+from dip.stack import Slot, StackedEngine, signature
 from dip.stopping import FixedBudget, StopRule
 from dip.threads import Neighbours, plan_lanes
 
@@ -226,13 +227,20 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
         perf = Perf(keep_cpu_memory=device.type == "cpu")
     live = len(sources) if at_once is None else max(1, min(at_once, len(sources)))
     lanes = plan_lanes(live, threads or torch.get_num_threads())
-    workers = lanes.workers if device.type == "cpu" else 1
-    scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
-                           max(live, workers), callback)
-    if adapt_threads and device.type == "cpu" and workers == 1 and lanes.intra > 1:
-        scheduler.watch, scheduler.most = Neighbours(), lanes.intra
+    cpu = device.type == "cpu"
+    if perf.stack and live > 1:
+        # one step for up to `live` members at once, on every thread the fit has
+        scheduler = _Stacks(sources, settings, perf, live, callback)
+        intra = threads or torch.get_num_threads()
+    else:
+        workers = lanes.workers if cpu else 1
+        scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
+                               max(live, workers), callback)
+        if adapt_threads and cpu and workers == 1 and lanes.intra > 1:
+            scheduler.watch, scheduler.most = Neighbours(), lanes.intra
+        intra = lanes.intra
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
-            _intra_op_threads(lanes.intra if device.type == "cpu" else None):
+            _intra_op_threads(intra if cpu else None):
         scheduler.run(keep_on_interrupt)
     return scheduler.outcomes
 
@@ -324,15 +332,19 @@ class _Fit:
     :meth:`advance` takes one step (accepted, or undone by the guard); only one thread at a
     time advances a member."""
 
-    def __init__(self, index: int, m: Member, settings: Settings, perf: Perf) -> None:
+    def __init__(self, index: int, m: Member, settings: Settings, perf: Perf,
+                 own_engine: bool = True) -> None:
         self.index, self.settings = index, settings
         self.stop_rule = m.stop_rule or FixedBudget()
         m.net.train()  # the paper's generator always runs BatchNorm on the batch's statistics
         # after the checks: it may measure the observation
         self.stop_rule.start(m.observation, noise_sigma=m.noise_sigma)
-        self.engine = StepEngine(m.net, m.code, m.operator, m.observation, lr=settings.lr,
-                                 perturb_std=settings.perturb_std, generator=m.generator,
-                                 perf=perf, checkpoint=settings.guard > 0, loss=m.loss)
+        # a member of a stack (:class:`_Stacks`) steps in its stack's engine instead
+        self.engine = (StepEngine(m.net, m.code, m.operator, m.observation, lr=settings.lr,
+                                  perturb_std=settings.perturb_std, generator=m.generator,
+                                  perf=perf, checkpoint=settings.guard > 0, loss=m.loss)
+                       if own_engine else None)
+        self.member = None if own_engine else m
         self.judge, self.trace = Guard(settings.guard), _Trace(m.metric)
         self.estimate: torch.Tensor | None = None
         self.step, self.stop_reason = 0, "budget"
@@ -347,15 +359,21 @@ class _Fit:
 
     def advance(self) -> Progress | None:
         """One step; returns the progress to report (None when the guard undid the step)."""
-        engine, s = self.engine, self.settings
-        engine.set_lr(self.rate())
-        out, loss = engine.step()
-        loss_value = loss.item()
+        self.engine.set_lr(self.rate())
+        out, loss = self.engine.step()
+        return self.settle(out, loss.item(), self.engine.accept, self.engine.restore)
+
+    def settle(self, out: torch.Tensor, loss_value: float, accept: Callable[[], None],
+               undo: Callable[[], None]) -> Progress | None:
+        """The guard's verdict on a step that gave ``out`` with ``loss_value`` (``accept()``
+        or ``undo()`` tells the engine), and, when accepted, the average, the stop rule and
+        the trace; returns the progress to report (None when the guard undid the step)."""
+        s = self.settings
         if not self.judge.accepts(loss_value, self.step + 1):
-            engine.restore()
+            undo()
             self.trace.history["restores"].append(self.step + 1)
             return None
-        engine.accept()
+        accept()
         self.step += 1
         with torch.no_grad():  # the paper's exponential average of the outputs
             if s.average > 0 and self.estimate is not None:
@@ -372,7 +390,7 @@ class _Fit:
 
     def release(self) -> None:
         """Drop the network, its optimiser and the rule's buffers (the outcome is taken)."""
-        self.engine = self.stop_rule = self.estimate = None
+        self.engine = self.stop_rule = self.estimate = self.member = None
 
     def outcome(self) -> FitResult | RunError:
         if self.error is not None:
@@ -476,17 +494,8 @@ class _Scheduler:
             else:
                 self._run_threads()
         except KeyboardInterrupt:
-            # Ctrl-C: keep what we have, when the caller asked; the caller decides whether
-            # to write it.
             self.stopping.set()
-            unfinished = [*self.waiting, *self.held]
-            if not keep_on_interrupt or (
-                    all(f.estimate is None for f in unfinished)
-                    and not any(isinstance(o, FitResult) for o in self.outcomes)):
-                raise
-            for f in unfinished:
-                f.stop_reason, f.done = "interrupted", True
-                self.outcomes[f.index] = f.outcome()
+            _interrupted([*self.waiting, *self.held], self.outcomes, keep_on_interrupt)
 
     def _run_threads(self) -> None:
         threads = [threading.Thread(target=self._guarded_work, daemon=True)
@@ -510,3 +519,107 @@ class _Scheduler:
         except BaseException as exc:  # out of memory, a bug: stop the group, re-raise
             self.failure = exc
             self.stopping.set()
+
+
+def _interrupted(unfinished: list[_Fit], outcomes: list, keep_on_interrupt: bool) -> None:
+    """Ctrl-C: keep what the members have, when the caller asked (the caller decides whether
+    to write it); else, or with nothing to keep, the KeyboardInterrupt goes on (call this
+    inside its ``except``)."""
+    if not keep_on_interrupt or (all(f.estimate is None for f in unfinished)
+                                 and not any(isinstance(o, FitResult) for o in outcomes)):
+        raise
+    for f in unfinished:
+        f.stop_reason, f.done = "interrupted", True
+        outcomes[f.index] = f.outcome()
+
+
+class _Stacks:
+    """Steps members in stacks (:class:`dip.stack.StackedEngine`): up to ``at_once`` members
+    of one shape take every step together. A member that finishes leaves its row idle until a
+    quarter of the stack is idle; then the stack is packed again from the members still
+    running and the next ones waiting (each carries its weights, Adam's moments and the guard's
+    snapshot along), so a finished member soon stops costing and new ones (the next tiles)
+    take its place. A member of another shape waits for the stack to empty."""
+
+    def __init__(self, sources: list[Member | Callable[[], Member]], settings: Settings,
+                 perf: Perf, at_once: int,
+                 callback: Callable[[int, Progress], None] | None) -> None:
+        self.sources, self.settings, self.perf = sources, settings, perf
+        self.at_once, self.callback = at_once, callback
+        self.outcomes: list[FitResult | RunError | None] = [None] * len(sources)
+        self.started = 0
+        self.held_back: _Fit | None = None  # built, but of another shape than the stack
+        self.fits: list[_Fit | None] = []  # the stack's rows (None: finished)
+        self.engine: StackedEngine | None = None
+
+    def _next(self) -> _Fit | None:
+        if self.held_back is not None:
+            f, self.held_back = self.held_back, None
+            return f
+        if self.started >= len(self.sources):
+            return None
+        index, self.started = self.started, self.started + 1
+        source, self.sources[index] = self.sources[index], None
+        # a member's weights are drawn from torch's global generator when it is built
+        member = source if isinstance(source, Member) else source()
+        return _Fit(index, member, self.settings, self.perf, own_engine=False)
+
+    def _pack(self) -> bool:
+        """Pack the stack again when a quarter of it is idle; False when nothing is left."""
+        live = [f for f in self.fits if f is not None]
+        idle = len(self.fits) - len(live)
+        if self.engine is not None and idle < max(1, len(self.fits) // 4):
+            return True
+        carried = {id(f): self.engine.carry(i) for i, f in enumerate(self.fits)
+                   if f is not None} if self.engine is not None else {}
+        self.engine = None  # release the old stack before the new one is built
+        shape = (signature(live[0].member.net, live[0].member.code) if live else None)
+        while len(live) < self.at_once:
+            f = self._next()
+            if f is None:
+                break
+            mine = signature(f.member.net, f.member.code)
+            if shape is not None and mine != shape:
+                self.held_back = f
+                break
+            shape = shape or mine
+            live.append(f)
+        self.fits = live
+        if not live:
+            return False
+        slots = [Slot(f.member.net, f.member.code, f.member.operator, f.member.observation,
+                      f.member.loss, f.member.generator, carried.get(id(f)))
+                 for f in live]
+        self.engine = StackedEngine(slots, [f.rate() for f in live],
+                                    perturb_std=self.settings.perturb_std, perf=self.perf,
+                                    checkpoint=self.settings.guard > 0)
+        return True
+
+    def _step(self) -> None:
+        engine, fits = self.engine, self.fits
+        engine.set_rates([f.rate() if f is not None else 0.0 for f in fits])
+        out, losses = engine.step()
+        values = losses.tolist()  # one read-back for the whole stack
+        for i, f in enumerate(fits):
+            if f is None:
+                continue
+            try:
+                progress = f.settle(out[i], values[i], lambda i=i: engine.accept(i),
+                                    lambda i=i: engine.reject(i))
+                if progress is not None and self.callback is not None:
+                    self.callback(f.index, progress)
+            except RunError as exc:  # this member ends; the others go on
+                f.error, f.done = exc, True
+            if f.done:
+                self.outcomes[f.index] = f.outcome()
+                f.release()
+                fits[i] = None
+        engine.commit()
+
+    def run(self, keep_on_interrupt: bool) -> None:
+        try:
+            while self._pack():
+                self._step()
+        except KeyboardInterrupt:
+            _interrupted([f for f in self.fits if f is not None], self.outcomes,
+                         keep_on_interrupt)

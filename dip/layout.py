@@ -29,9 +29,12 @@ from dip.tiles import Tile, grid, overlap_for
 
 #: of the free memory, what a run leaves to everything else
 MARGIN = 0.2
-#: tiles fitted at once on an accelerator (its members run one after another: more only
-#: cost memory), and on the CPU at least one per worker thread
+#: tiles fitted at once on an accelerator whose members run one after another (more only
+#: cost memory); on the CPU at least one per worker thread
 GPU_AT_ONCE = 4
+#: the most members in one stack (perf.stack, dip.stack): on CUDA, as many as the memory
+#: budget holds up to this (benchmarks/README.md, "multifit.py")
+STACK_MOST = 16
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Layout:
         peak_bytes: estimated peak memory; ``whole_bytes`` the whole image's, ``budget``
             what the run may use (None: unknown).
         why: one line on why the image is tiled or not.
+        stacked: the members alive at once take each step together (:mod:`dip.stack`).
     """
 
     parts: list[Part]
@@ -60,6 +64,8 @@ class Layout:
     budget: int | None
     why: str
     solved: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: the members alive at once share one step (perf.stack on an accelerator)
+    stacked: bool = False
 
     def fitted(self) -> list[int]:
         """The indices of the parts that are fitted."""
@@ -94,11 +100,15 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
 
 
 def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
-                solved: Callable[[Problem], torch.Tensor | None]) -> Layout:
-    """Decide the run's layout (see the module docstring)."""
+                solved: Callable[[Problem], torch.Tensor | None],
+                stack: bool = False) -> Layout:
+    """Decide the run's layout (see the module docstring); ``stack``: the members alive at
+    once take each step together (``perf.stack`` resolved), which only an accelerator does."""
     restarts, cpu = cfg.optim.restarts, device.type == "cpu"
+    stacked = stack and not cpu
     threads = resolve_threads(cfg.perf.threads, restarts) if cpu else 1
-    workers = plan_lanes(restarts, threads).workers if cpu else 1
+    workers = (plan_lanes(restarts, threads).workers if cpu
+               else restarts if stacked else 1)
     whole = peak_bytes(cfg, problem, channels, problem.out_size, min(workers, restarts),
                        restarts)
     free = costs.free_bytes(device)
@@ -112,7 +122,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         why = ("whole image" + ("" if budget is None else
                                 f": {whole / 2 ** 30:.1f} GB fits in {budget / 2 ** 30:.1f} GB"))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
-                      budget, why)
+                      budget, why, stacked=stacked and restarts > 1)
     side = int(size) if size.isdigit() else cfg.tile.auto_size
     overlap = overlap_for(side, cfg.tile.overlap)
     scale = problem.scale
@@ -120,11 +130,23 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                  overlap // scale)
     members = parts(restarts, tiles)
     threads = resolve_threads(cfg.perf.threads, len(members)) if cpu else 1
-    at_once = plan_lanes(len(members), threads).workers if cpu else GPU_AT_ONCE
-    at_once = max(at_once, min(restarts, len(members)))
     biggest = (max(t.height for t in tiles) * scale, max(t.width for t in tiles) * scale)
-    peak = peak_bytes(cfg, problem, channels, biggest,
-                      plan_lanes(at_once, threads).workers if cpu else 1, at_once)
+
+    def peak_of(at_once: int) -> int:
+        computing = (plan_lanes(at_once, threads).workers if cpu
+                     else at_once if stacked else 1)
+        return peak_bytes(cfg, problem, channels, biggest, computing, at_once)
+
+    if cpu:
+        at_once = plan_lanes(len(members), threads).workers
+    elif stacked:  # as many as the budget holds, each member's step and state on top
+        one, each = peak_of(1), peak_of(2) - peak_of(1)
+        room = STACK_MOST if budget is None else 1 + max(0, budget - one) // max(1, each)
+        at_once = max(1, min(len(members), STACK_MOST, room))
+    else:
+        at_once = GPU_AT_ONCE
+    at_once = max(at_once, min(restarts, len(members)))
+    peak = peak_of(at_once)
     if size != "auto":
         reason = "tile.size asks for them"
     elif over_memory:
@@ -137,13 +159,21 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,
-                  done)
+                  done, stacked=stacked and at_once > 1)
+
+
+def side_by_side(layout: Layout) -> int:
+    """How many members compute at the same time: a stack's members, the CPU's workers, or
+    one on an accelerator that steps its members one after another (threads are 1 there)."""
+    if layout.stacked:
+        return min(layout.at_once, len(layout.fitted()))
+    return plan_lanes(layout.at_once, layout.threads).workers
 
 
 def calibration_key(cfg: Any, layout: Layout, channels: int, side: tuple[int, int]) -> str:
-    workers = plan_lanes(layout.at_once, layout.threads).workers
+    stacked = " stacked" if layout.stacked else ""
     return (f"{cfg.net}|code {cfg.input.channels}|out {channels}|{side[0]}x{side[1]}|"
-            f"{workers} at once|{layout.threads} threads")
+            f"{side_by_side(layout)} at once{stacked}|{layout.threads} threads")
 
 
 def member_side(problem: Problem, layout: Layout) -> tuple[int, int]:
@@ -163,5 +193,4 @@ def seconds(layout: Layout, per_member_step: float, iters: int) -> float:
 def calibration_parts(layout: Layout) -> list[int]:
     """The parts whose members (built afresh, thrown away after) time the run's steps: its
     first ones, as many as run side by side."""
-    workers = plan_lanes(layout.at_once, layout.threads).workers
-    return layout.fitted()[:max(1, workers)]
+    return layout.fitted()[:max(1, side_by_side(layout))]

@@ -36,7 +36,7 @@ from PIL import Image
 from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, resolve
-from dip.engine import Perf, resolve_perf
+from dip.engine import Perf, resolve_perf, warm_steps
 from dip.errors import DipError, InputError, RunError
 from dip.estimate import (
     CALIBRATION_STEPS,
@@ -389,7 +389,7 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     problem.operator = problem.operator.to(dev)
     problem.observation = problem.observation.to(dev)
     channels = loaded.inputs.picture.pixels.shape[1]
-    layout = plan_layout(cfg, problem, channels, dev, p.task.solved)
+    layout = plan_layout(cfg, problem, channels, dev, p.task.solved, stack=perf.stack)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
     sigma = noise_level(cfg, problem)
 
@@ -433,7 +433,7 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
 
     with _memory_advice(p, setup):
         rate = calibrate(calibration_key(p.cfg, layout, setup.channels, side), setup.device,
-                         timed_steps(fit_steps, len(trial)))
+                         timed_steps(fit_steps, len(trial), warm_steps(setup.perf)))
     return Estimate(seconds(layout, rate, setup.settings.iters), layout.peak_bytes,
                     str(setup.device))
 
@@ -539,7 +539,7 @@ class _Live:
         self.total = len(self.fitted) * setup.settings.iters
         # the real rate, timed as a calibration is: from the end of the first steps of the
         # members that run side by side (warm-up) to the end of the last
-        self.warm = len(calibration_parts(setup.layout))
+        self.warm = len(calibration_parts(setup.layout)) * warm_steps(setup.perf)
         self.warm_at = self.last_at = 0.0
 
     def remember_rate(self) -> None:

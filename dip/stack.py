@@ -1,0 +1,273 @@
+"""Many members' steps as ONE step: K generators of the same shape fitted side by side.
+
+A 128 px fit of the paper's network is far too little work for a GPU: one step is hundreds of
+small kernels, and even replayed as a CUDA graph (:class:`dip.engine.StepEngine`) it leaves
+most of the chip idle. :class:`StackedEngine` fits K members in one set of kernels: their
+weights are the rows of one ``(K, P)`` tensor, the network runs under ``torch.func.vmap``
+over them (each convolution becomes one grouped convolution with a group per member, each
+BatchNorm a per-member channel block), and Adam updates all K rows in a few elementwise
+kernels. The members stay independent -- no member's arithmetic reads another's weights,
+activations or loss:
+
+- the loss is the sum of the members' own losses, so each member's gradient is its own;
+- BatchNorm normalises each member's channels over its own pixels (batch 1, as alone);
+- Adam is elementwise, with a learning rate and a step count per member (the divergence
+  guard halves one member's rate without touching the others';
+  :class:`dip.fitting.Guard`);
+- the guard's undo is per member: a rejected member's row is put back from its snapshot.
+
+A member's image alone (:class:`dip.engine.StepEngine`) and in a stack agree up to float
+rounding: a grouped convolution adds the same products in another order.
+
+BatchNorm's running statistics are not kept: the paper's generator always normalises with the
+batch's own statistics (``train()``), so they never reach an output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
+
+from dip.engine import GRAPH_WARMUP, Perf, mse
+
+#: Adam's constants (torch.optim.Adam's defaults, which StepEngine uses)
+BETAS, EPS = (0.9, 0.999), 1e-8
+
+
+@dataclass
+class Carried:
+    """One member's optimisation state, taken out of a stack to go into the next one:
+    ``(weights, Adam's first and second moments, Adam's step)`` now, and as last accepted by
+    the guard. Weights and moments are flat ``(P,)`` tensors."""
+
+    now: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    good: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Slot:
+    """What a stack needs of one member: its network (weights to start from, when nothing is
+    ``carried``), code, corruption, observation, loss and perturbation source."""
+
+    net: nn.Module
+    code: torch.Tensor
+    operator: nn.Module
+    observation: torch.Tensor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # None: mse
+    generator: torch.Generator | None = None
+    carried: Carried | None = None
+
+
+def signature(net: nn.Module, code: torch.Tensor) -> tuple:
+    """Members with the same signature can share a stack: the same weights' names and shapes,
+    the same code shape, dtype and device."""
+    return (tuple((name, tuple(p.shape)) for name, p in net.named_parameters()),
+            tuple(code.shape), code.dtype, str(code.device))
+
+
+class StackedEngine:
+    """Runs one step for every member of a stack (see the module docstring).
+
+    ``step()`` returns the members' outputs ``(K, 1, C, H, W)`` and losses ``(K,)`` (the loss
+    of the weights each started the step from); ``accept(k)`` / ``reject(k)`` record the
+    guard's verdict on member k, and ``commit()`` applies them all: an accepted member's
+    starting state becomes its last good one, a rejected member gets its last good state
+    back (weights and Adam's moments).
+
+    Args:
+        slots: the members, all of one :func:`signature`.
+        rates: each member's learning rate to start with.
+        perturb_std: std of each code's Gaussian perturbation at each step.
+        perf: how to run (:func:`dip.engine.resolve_perf`): a CUDA graph, bfloat16 autocast.
+        checkpoint: keep the snapshots ``reject`` needs (the divergence guard).
+        warmup: eager steps before a CUDA graph is captured; they are real steps.
+    """
+
+    def __init__(self, slots: Sequence[Slot], rates: Sequence[float], *, perturb_std: float,
+                 perf: Perf = Perf(), checkpoint: bool = True,
+                 warmup: int = GRAPH_WARMUP) -> None:
+        if not slots:
+            raise ValueError("a stack needs at least one member")
+        first = slots[0]
+        for s in slots[1:]:
+            if signature(s.net, s.code) != signature(first.net, first.code):
+                raise ValueError("the members of a stack need networks of the same shape and "
+                                 "codes of the same shape")
+        self.k, self.perf = len(slots), perf
+        self.slots = list(slots)
+        device = first.code.device
+        # the network's structure only: the weights come from the stack's rows at each call
+        self.template = copy.deepcopy(first.net).to("meta")
+        replace_all_batch_norm_modules_(self.template)
+        self.template.train()
+        self.layout: list[tuple[str, int, int, torch.Size]] = []
+        offset = 0
+        for name, p in first.net.named_parameters():
+            self.layout.append((name, offset, offset + p.numel(), p.shape))
+            offset += p.numel()
+        k = self.k
+        # the state a step changes: weights, Adam's moments, Adam's step count per member
+        self.weights = torch.zeros(k, offset, device=device, requires_grad=True)
+        self.m = torch.zeros(k, offset, device=device)
+        self.v = torch.zeros(k, offset, device=device)
+        self.t = torch.zeros(k, 1, device=device)
+        self.lr = torch.tensor([[float(r)] for r in rates], device=device)
+        self._rates = [float(r) for r in rates]
+        self.state = [self.weights, self.m, self.v, self.t]
+        self.checkpoint = checkpoint
+        # two snapshots of the state, as StepEngine: the state this step started from, and
+        # the last one the guard accepted
+        self.snapshots = ([[t.detach().clone() for t in self.state] for _ in range(2)]
+                          if checkpoint else None)
+        self.good = 0
+        with torch.no_grad():
+            for i, s in enumerate(slots):
+                if s.carried is None:
+                    row = torch.cat([p.detach().reshape(-1) for p in s.net.parameters()])
+                    now = good = (row, torch.zeros_like(row), torch.zeros_like(row),
+                                  torch.zeros(1, device=device))
+                else:
+                    now, good = s.carried.now, s.carried.good
+                for target, value in zip(self.state, now):
+                    target[i].copy_(value)
+                if self.snapshots is not None:
+                    for target, value in zip(self.snapshots[self.good], good):
+                        target[i].copy_(value)
+        self.codes = torch.stack([s.code for s in slots])  # (K, 1, C_z, H, W)
+        self.noise = torch.empty_like(self.codes)
+        self.input = torch.empty_like(self.codes)
+        self.perturb_std = perturb_std
+        self.verdicts: dict[int, bool] = {}
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warmup = warmup if perf.graphs else 0
+        self.steps = 0
+        self.out: torch.Tensor | None = None
+        self.losses: torch.Tensor | None = None
+
+    # --- the step ---------------------------------------------------------------------------
+
+    def _draw_input(self) -> None:
+        # each member draws from its own generator, exactly as it would alone
+        for i, s in enumerate(self.slots):
+            if self.perturb_std > 0:
+                self.noise[i].normal_(generator=s.generator)
+            else:
+                self.noise[i].zero_()
+        torch.add(self.codes, self.noise, alpha=self.perturb_std, out=self.input)
+
+    def _call(self, weights: dict[str, torch.Tensor], code: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, weights, (code,))
+
+    def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = {name: self.weights[:, a:b].view(self.k, *shape)
+                for name, a, b, shape in self.layout}
+        autocast = (torch.autocast(self.input.device.type, dtype=self.perf.autocast,
+                                   cache_enabled=False)
+                    if self.perf.autocast is not None else contextlib.nullcontext())
+        with autocast:
+            out = vmap(self._call)(rows, self.input)
+        out = out.float()
+        # each member's own loss; their sum gives each member exactly its own gradient
+        losses = torch.stack([(s.loss or mse)(s.operator(out[i]), s.observation)
+                              for i, s in enumerate(self.slots)])
+        losses.sum().backward()
+        self._adam()
+        return out.detach(), losses.detach()
+
+    @torch.no_grad()
+    def _adam(self) -> None:
+        """Adam (Kingma & Ba, ICLR 2015, Algorithm 1; torch.optim.Adam's arithmetic) on every
+        member's row at once, with a rate and a step count per member."""
+        (b1, b2), g = BETAS, self.weights.grad
+        self.t.add_(1)
+        self.m.lerp_(g, 1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        step_size = self.lr / (1 - b1 ** self.t)
+        denom = (self.v.sqrt() / (1 - b2 ** self.t).sqrt()).add_(EPS)
+        self.weights.sub_(step_size * self.m / denom)
+
+    def _eager(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.weights.grad = None
+        return self._forward_backward()
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of every member; returns ``(outputs, losses)``, both overwritten by the
+        next step."""
+        if self.snapshots is not None:
+            torch._foreach_copy_(self.snapshots[1 - self.good], self.state)
+        self._draw_input()
+        if not self.perf.graphs:
+            self.out, self.losses = self._eager()
+        elif self.steps < self.warmup:
+            side = torch.cuda.Stream()  # warm up on a side stream, as torch.cuda.graphs asks
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.out, self.losses = self._eager()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            if self.graph is None:
+                self.weights.grad = None
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.out, self.losses = self._forward_backward()
+            self.graph.replay()
+        self.steps += 1
+        return self.out, self.losses
+
+    def set_rates(self, rates: Sequence[float]) -> None:
+        """Each member's learning rate from the next step on (a tensor on the device: a
+        captured graph reads the new rates, nothing is captured again)."""
+        rates = [float(r) for r in rates]
+        if rates != self._rates:
+            self._rates = rates
+            self.lr.copy_(torch.tensor(rates, dtype=self.lr.dtype).view(-1, 1))
+
+    # --- the guard's verdicts ----------------------------------------------------------------
+
+    def accept(self, i: int) -> None:
+        self.verdicts[i] = True
+
+    def reject(self, i: int) -> None:
+        if self.snapshots is None:
+            raise RuntimeError("reject() needs checkpoint=True")
+        self.verdicts[i] = False
+
+    @torch.no_grad()
+    def commit(self) -> None:
+        """Apply this step's verdicts (a member without one -- it has finished -- counts as
+        accepted: its row no longer matters)."""
+        verdicts, self.verdicts = self.verdicts, {}
+        if self.snapshots is None:
+            return
+        rejected = [i for i, ok in verdicts.items() if not ok]
+        if not rejected:  # the usual case: what this step started from is the new good state
+            self.good = 1 - self.good
+            return
+        accepted = [i for i in range(self.k) if i not in rejected]
+        good, pending = self.snapshots[self.good], self.snapshots[1 - self.good]
+        if accepted:
+            idx = torch.tensor(accepted, device=self.weights.device)
+            for g, p in zip(good, pending):
+                g.index_copy_(0, idx, p.index_select(0, idx))
+        idx = torch.tensor(rejected, device=self.weights.device)
+        for now, g in zip(self.state, good):
+            now.index_copy_(0, idx, g.index_select(0, idx))
+
+    def carry(self, i: int) -> Carried:
+        """Member ``i``'s state, to go on in another stack (after :meth:`commit`)."""
+        with torch.no_grad():
+            now = tuple(t[i].detach().clone() for t in self.state)
+            good = (tuple(t[i].clone() for t in self.snapshots[self.good])
+                    if self.snapshots is not None else now)
+        return Carried(now, good)
+
+    def weights_of(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s weights by parameter name (copies)."""
+        row = self.weights[i].detach()
+        return {name: row[a:b].view(shape).clone() for name, a, b, shape in self.layout}
