@@ -45,7 +45,9 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dip-paper" / "project-page"
+# $DIP_PAPER_DATA: the same folder carried elsewhere (a lent GPU machine has no ../shared)
+DATA = Path(os.environ.get("DIP_PAPER_DATA") or Path(__file__).resolve().parents[2] / "shared"
+            / "data" / "dip-paper" / "project-page")
 DENOISE = ["F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12", "lena",
            "peppers"]
 INPAINT = ["barbara", "boat", "Cameraman256", "couple", "fingerprint", "hill", "house",

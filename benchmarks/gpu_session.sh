@@ -3,40 +3,66 @@
 #
 #     bash benchmarks/gpu_session.sh OUTDIR
 #
-# CUDA tests, the CUDA speed table (benchmarks/speed.py) and the preset sweep on the 128x128
-# crops (benchmarks/presets.py; the crops are made here by `presets.py prepare` and carried
-# along as benchmarks/crops). Each part has its own time limit and writes into OUTDIR as it
-# goes, so a part that runs long still leaves the others' results.
+# Carried along (git-ignored, made here by `bash benchmarks/gpu_session.sh --prepare`):
+# .gpu/wheels (pypng, which the GPU image lacks), .gpu/data (kodim01's clean image for the
+# 12 MP photo) and benchmarks/cases (the paper.py cases: Set5 and Set14 at full size).
+#
+# Parts, most wanted first, each with its own time limit (seconds, from the environment), each
+# writing into OUTDIR as it goes, so that a part cut off still leaves the others' results:
+#   1. the CUDA tests (stacks against members alone, graphs against eager)       TESTS_S
+#   2. multifit.py throughput: separate CUDA-graph fits against stacks           MULTIFIT_S
+#   3. a 12 MP photo denoised with the paper and the fast presets, a few steps   LARGE_S
+#   4. paper.py: x4 super-resolution on Set5 and Set14 at full size, paper preset  SR_S
 set -u
+if [ "${1:-}" = "--prepare" ]; then  # here, before the call
+    set -e
+    mkdir -p .gpu/wheels .gpu/data/Denoising/Color/25
+    grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d .gpu/wheels \
+        'pypng==0.20220715.0'
+    cp ../shared/data/dip-paper/project-page/Denoising/Color/25/kodim01_GT.png \
+        .gpu/data/Denoising/Color/25/
+    .venv/bin/python benchmarks/paper.py --prepare-only --tasks superres
+    du -sh .gpu benchmarks/cases
+    exit 0
+fi
 out=${1:-benchmarks/results/gpu}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/tmp/site DIP_PAPER_DATA=$PWD/.gpu/data
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
 # The installed layout without installing: dip.cli is cli/, dip.configs is configs/.
 [ -e dip/cli ] || ln -s ../cli dip/cli
 [ -e dip/configs ] || ln -s ../configs dip/configs
+started=$(date +%s)
+part() { echo "== $1 at +$(( $(date +%s) - started )) s" | tee -a "$out/parts.txt"; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
   git rev-parse --short HEAD 2>/dev/null; } | tee "$out/gpu.txt"
 
-timeout "${TESTS_S:-120}" python3 -m pytest -q -p no:cacheprovider tests/test_fit.py \
-    2>&1 | tail -4 | tee "$out/tests.txt"
+part tests
+timeout "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -k "cuda or stack" \
+    tests/test_stack.py tests/test_fit.py 2>&1 | tail -15 | tee "$out/tests.txt"
 
-timeout "${SPEED_S:-200}" python3 benchmarks/speed.py --device cuda --sizes 128,256,512 \
-    --modes "${SPEED_MODES:-baseline,dip,dip-cl,dip-bf16}" --check \
-    --json "$out/speed_cuda.json" 2>&1 | tee "$out/speed_cuda.md"
+part multifit
+mf="$out/multifit_cuda.json"
+for spec in "128 paper 1,2,4,8,16,32,64" "128 fast 1,2,4,8,16,32,64" "64,256 paper 1,4,16" \
+            "64,256 fast 1,4,16"; do
+    set -- $spec
+    timeout "${MULTIFIT_S:-60}" python3 benchmarks/multifit.py throughput --device cuda \
+        --sizes "$1" --nets "$2" --ks "$3" --ways separate,stacked --steps 20 --out "$mf" \
+        2>&1 | grep -v '^{' | tail -40
+done > "$out/multifit.txt"
+python3 benchmarks/multifit.py table --out "$mf" 2>/dev/null | head -40 >> "$out/multifit.txt"
 
-# The runs a first session left, and settings to try (PSNR curves at fixed budgets). Rows
-# already in benchmarks/results/presets_gpu.jsonl are not run again.
-w48="net.channels_down=[48,48,48,48,48];net.channels_up=[48,48,48,48,48]"
-w32="net.channels_down=[32,32,32,32,32];net.channels_up=[32,32,32,32,32]"
-[ -f benchmarks/results/presets_gpu.jsonl ] && cp benchmarks/results/presets_gpu.jsonl "$out/"
-timeout "${SWEEP_S:-240}" python3 benchmarks/presets.py run --device cuda \
-    --workers "${WORKERS:-10}" --threads 1 \
-    --pairs "${PAIRS:-paper:denoise,paper:inpaint,w32lr2f:inpaint,w32f:superres,w32lr2s:superres,w48lr2:denoise}" \
-    --variant "w48lr2:$w48;optim.lr=0.02" --variant "w32lr2:$w32;optim.lr=0.02" \
-    --variant "w32lr2f:$w32;optim.lr=0.02;stop.rule=fixed;optim.iters=3000" \
-    --variant "w32lr2s:$w32;optim.lr=0.02;stop.rule=fixed;optim.iters=1500" \
-    --variant "w32f:$w32;stop.rule=fixed;optim.iters=1500" \
-    --results "$out/presets_gpu.jsonl" > "$out/sweep.log" 2>&1
-echo "sweep: $(grep -c . "$out/presets_gpu.jsonl" 2>/dev/null) runs"; tail -3 "$out/sweep.log"
+part large
+for preset in paper fast; do
+    timeout "${LARGE_S:-75}" python3 benchmarks/tiles.py large --size 4000x3000 --iters 20 \
+        --preset $preset --results "$out/tiles_large_cuda.jsonl" 2>&1 | tail -3
+done > "$out/large.txt"
+
+part superres
+timeout "${SR_S:-150}" python3 benchmarks/paper.py --device cuda --tasks superres \
+    --sets Set5,Set14 --methods dip --workers 7 --results "$out/paper_full_sr.jsonl" \
+    > "$out/paper_sr.log" 2>&1
+part end

@@ -18,10 +18,12 @@ run took and the seconds its own estimate said before the first step.
 
 ``large`` makes a photo of the asked size (kodim01's clean image, cropped to the size's
 aspect, resized with Lanczos, Gaussian noise of sigma 25 seeded), and runs the real command
-on it, ``dip denoise big.png --iters N --stop fixed`` with every other setting its default,
-in a fresh process under ``/usr/bin/time``: its peak RSS, its wall time, and the estimate it
-printed before the first step (``--stop fixed`` so that the run takes the steps the estimate
-counts: with the automatic stop the estimate is an upper bound).
+on it, ``dip denoise big.png --iters N --stop fixed`` with every other setting its default
+(``--preset`` to choose one), in a fresh process: its peak RSS (and, on CUDA, its record's
+peak GPU memory), its wall time, and the estimate it printed before the first step
+(``--stop fixed`` so that the run takes the steps the estimate counts: with the automatic
+stop the estimate is an upper bound). With ``--iters`` the estimate of the defaults' whole
+run (``optim.iters`` at the preset's budget) comes from the same measured rate.
 
 Results: benchmarks/results/tiles_full.jsonl and tiles_large.jsonl (a re-run of collect
 skips what is there).
@@ -140,12 +142,14 @@ def table() -> None:
 
 
 def large(args: argparse.Namespace) -> None:
-    import re
+    import resource
     import tempfile
     import time
 
     import numpy as np
     from PIL import Image
+
+    from dip.config import resolve
 
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,29 +165,41 @@ def large(args: argparse.Namespace) -> None:
         noise = np.random.default_rng(0).normal(0, 25, pixels.shape).astype(np.float32)
         noisy = Path(tmp) / "big.png"
         Image.fromarray(np.clip(pixels + noise, 0, 255).round().astype(np.uint8)).save(noisy)
-        dip = Path(sys.executable).with_name("dip")
         started = time.perf_counter()
         steps = ["--iters", str(args.iters), "--stop", "fixed"] if args.iters else []
-        out = subprocess.run(["/usr/bin/time", "-f", "peak_rss_kb %M", str(dip), "denoise",
-                              str(noisy), "-o", str(Path(tmp) / "out.png"), *steps],
+        preset = ["--preset", args.preset] if args.preset else []
+        out = subprocess.run([sys.executable, "-m", "dip.cli", "denoise", str(noisy), "-o",
+                              str(Path(tmp) / "out.png"), *steps, *preset],
                              capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if out.returncode != 0:
             sys.exit(f"dip failed ({out.returncode}):\n{out.stderr}")
         record = json.loads((Path(tmp) / "out.png.json").read_text())
-    rss = int(re.search(r"peak_rss_kb (\d+)", out.stderr).group(1))
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     said = next((line for line in out.stderr.splitlines() if line.startswith("dip: about")),
                 None)
     estimate = record["estimate"]
     row = {"size": args.size, "iters": args.iters or "defaults", "commit": commit_id(),
+           "preset": record["config"]["preset"], "device": record["device"],
            "steps": record["iterations"], "stop_reason": record["stop_reason"],
            "tiles": record.get("tiles", {}), "said": said, "summary": out.stdout.strip(),
            "estimate_seconds": estimate["seconds"], "estimate_peak_gb": estimate["peak_gb"],
            "seconds": round(seconds, 1), "record_seconds": record["seconds"],
            "estimate_over_real": round(estimate["seconds"] / seconds, 3),
-           "peak_rss_gb": round(rss / 2 ** 20, 2)}
-    LARGE.parent.mkdir(parents=True, exist_ok=True)
-    with LARGE.open("a") as f:
+           "peak_rss_gb": round(rss / 2 ** 20, 2), "cuda_peak_gb": record.get("cuda_peak_gb")}
+    if args.iters:  # the whole run at the preset's budget, at the rate this run measured
+        budget = resolve("denoise", overrides=[f"preset={record['config']['preset']}"]
+                         ).optim.iters
+        # dip's own estimate for the budget, and this run's time scaled to it (an upper
+        # bound: the run's fixed costs -- reading, calibrating, captures -- scale too)
+        row["defaults_budget"] = budget
+        row["defaults_hours_by_estimate"] = round(
+            estimate["seconds"] * budget / args.iters / 3600, 2)
+        row["defaults_hours_by_this_run"] = round(
+            record["seconds"] * budget / args.iters / 3600, 2)
+    out_file = args.results or LARGE
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with out_file.open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
 
@@ -196,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="4000x3000", help="large: WIDTHxHEIGHT")
     parser.add_argument("--iters", type=int, default=8,
                         help="large: steps of each fit (0: the defaults, automatic stop)")
+    parser.add_argument("--preset", help="large: dip's --preset (default: the device's)")
+    parser.add_argument("--results", type=Path, help="large: results file [default: "
+                                                     "results/tiles_large.jsonl]")
     parser.add_argument("--images")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args(argv)

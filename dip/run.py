@@ -683,6 +683,8 @@ def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     extra["budget"] = setup.settings.iters  # optim.iters, or grown (stop.budget_sigma)
     if setup.estimate is not None:
         extra["estimate"] = setup.estimate.to_dict()
+    if setup.device.type == "cuda":  # what the estimate's peak was for (this process's peak)
+        extra["cuda_peak_gb"] = round(torch.cuda.max_memory_reserved(setup.device) / 2 ** 30, 2)
     layout = setup.layout
     if setup.device.type == "cpu":
         lanes = plan_lanes(min(layout.at_once, max(1, len(layout.fitted()))), layout.threads)
