@@ -17,6 +17,8 @@ from dip.errors import ConfigError, RunError
 from dip.fitting import Settings, fit_group
 from dip.stack import Slot, StackedEngine
 
+from conftest import save, synthetic
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -136,8 +138,6 @@ def test_perf_stack_is_on_for_cuda_off_on_the_cpu_and_refuses_channels_last() ->
 def test_a_cuda_stack_denoises_as_well_as_its_members_alone() -> None:
     """Three restarts on CUDA, stacked and replayed as a graph, against each alone on its own
     CUDA-graph engine: the same quality and nearly the same images."""
-    from conftest import synthetic
-
     clean = synthetic(48).cuda()
     perf = resolve_perf(PerfConfig(), torch.device("cuda"))
     assert perf.stack and perf.graphs
@@ -164,8 +164,6 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     """On CUDA (here a pretend one: its free memory is the test's) the tiles of a large photo
     go in stacks of up to STACK_MOST, fewer when the memory budget is smaller, and the
     estimated peak counts every member of a stack as computing at once."""
-    from conftest import save, synthetic
-
     from dip import estimate, layout, run
     from dip.request import RunRequest
 
