@@ -168,6 +168,7 @@ def large(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         steps = ["--iters", str(args.iters), "--stop", "fixed"] if args.iters else []
         preset = ["--preset", args.preset] if args.preset else []
+        preset += [arg for value in args.set or () for arg in ("--set", value)]
         out = subprocess.run([sys.executable, "-m", "dip.cli", "denoise", str(noisy), "-o",
                               str(Path(tmp) / "out.png"), *steps, *preset],
                              capture_output=True, text=True)
@@ -181,6 +182,7 @@ def large(args: argparse.Namespace) -> None:
     estimate = record["estimate"]
     row = {"size": args.size, "iters": args.iters or "defaults", "commit": commit_id(),
            "preset": record["config"]["preset"], "device": record["device"],
+           "perf": record["perf"], "set": args.set or [],
            "steps": record["iterations"], "stop_reason": record["stop_reason"],
            "tiles": record.get("tiles", {}), "said": said, "summary": out.stdout.strip(),
            "estimate_seconds": estimate["seconds"], "estimate_peak_gb": estimate["peak_gb"],
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=8,
                         help="large: steps of each fit (0: the defaults, automatic stop)")
     parser.add_argument("--preset", help="large: dip's --preset (default: the device's)")
+    parser.add_argument("--set", action="append", help="large: a dip --set KEY=VALUE")
     parser.add_argument("--results", type=Path, help="large: results file [default: "
                                                      "results/tiles_large.jsonl]")
     parser.add_argument("--images")
