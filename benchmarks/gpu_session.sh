@@ -7,7 +7,8 @@
 # .gpu/wheels (pypng, which the GPU image lacks), .gpu/data (kodim01's clean image for the
 # 12 MP photo) and benchmarks/cases (the paper.py cases: Set5 and Set14 at full size).
 #
-# Parts, most wanted first, each with its own time limit (seconds, from the environment), each
+# Parts, most wanted first, each with its own time limit (seconds, from the environment; SR_S=0
+# skips part 4), each
 # writing into OUTDIR as it goes, so that a part cut off still leaves the others' results:
 #   1. the CUDA tests (stacks against members alone, graphs against eager)       TESTS_S
 #   2. multifit.py throughput: separate CUDA-graph fits against stacks           MULTIFIT_S
@@ -42,7 +43,8 @@ part() { echo "== $1 at +$(( $(date +%s) - started )) s" | tee -a "$out/parts.tx
 
 part tests
 timeout "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -k "cuda or stack" \
-    tests/test_stack.py tests/test_fit.py 2>&1 | tail -15 | tee "$out/tests.txt"
+    tests/test_stack.py tests/test_fit.py > "$out/tests.log" 2>&1
+tail -4 "$out/tests.log" | tee "$out/tests.txt"
 
 part multifit
 mf="$out/multifit_cuda.json"
@@ -64,7 +66,7 @@ for preset in paper fast; do
 done > "$out/large.txt"
 
 part superres
-timeout "${SR_S:-150}" python3 benchmarks/paper.py --device cuda --tasks superres \
+[ "${SR_S:-150}" -gt 0 ] && timeout "${SR_S:-150}" python3 benchmarks/paper.py --device cuda --tasks superres \
     --sets Set5,Set14 --methods dip --workers 7 --results "$out/paper_full_sr.jsonl" \
     > "$out/paper_sr.log" 2>&1
 part end

@@ -2,11 +2,11 @@
 
 A 128 px fit of the paper's network is far too little work for a GPU: one step is hundreds of
 small kernels, and even replayed as a CUDA graph (:class:`dip.engine.StepEngine`) it leaves
-most of the chip idle. :class:`StackedEngine` fits K members in one set of kernels: their
-weights are the rows of one ``(K, P)`` tensor, the network runs under ``torch.func.vmap``
-over them (each convolution becomes one grouped convolution with a group per member, each
-BatchNorm a per-member channel block), and Adam updates all K rows in a few elementwise
-kernels. The members stay independent -- no member's arithmetic reads another's weights,
+most of the chip idle. :class:`StackedEngine` fits K members in one set of kernels: each of
+their weights is stacked into one ``(K, ...)`` tensor, the network runs under
+``torch.func.vmap`` over them (each convolution becomes one grouped convolution with a group
+per member, each BatchNorm a per-member channel block), and Adam updates every member's
+weights in the same elementwise kernels. The members stay independent -- no member's arithmetic reads another's weights,
 activations or loss:
 
 - the loss is the sum of the members' own losses, so each member's gradient is its own;
@@ -14,7 +14,8 @@ activations or loss:
 - Adam is elementwise, with a learning rate and a step count per member (the divergence
   guard halves one member's rate without touching the others';
   :class:`dip.fitting.Guard`);
-- the guard's undo is per member: a rejected member's row is put back from its snapshot.
+- the guard's undo is per member: a rejected member's slice (row ``k`` of every stacked
+  tensor) is put back from its snapshot.
 
 A member's image alone (:class:`dip.engine.StepEngine`) and in a stack agree up to float
 rounding: a grouped convolution adds the same products in another order.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,12 +44,12 @@ BETAS, EPS = (0.9, 0.999), 1e-8
 
 @dataclass
 class Carried:
-    """One member's optimisation state, taken out of a stack to go into the next one:
-    ``(weights, Adam's first and second moments, Adam's step)`` now, and as last accepted by
-    the guard. Weights and moments are flat ``(P,)`` tensors."""
+    """One member's optimisation state, taken out of a stack to go into the next one: its
+    slice of each state tensor (weights, Adam's moments, Adam's step), now and as last
+    accepted by the guard."""
 
-    now: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-    good: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    now: list[torch.Tensor]
+    good: list[torch.Tensor]
 
 
 @dataclass
@@ -102,24 +104,25 @@ class StackedEngine:
         self.k, self.perf = len(slots), perf
         self.slots = list(slots)
         device = first.code.device
-        # the network's structure only: the weights come from the stack's rows at each call
+        # the network's structure only: the weights come from the stack at each call
         self.template = copy.deepcopy(first.net).to("meta")
         replace_all_batch_norm_modules_(self.template)
         self.template.train()
-        self.layout: list[tuple[str, int, int, torch.Size]] = []
-        offset = 0
-        for name, p in first.net.named_parameters():
-            self.layout.append((name, offset, offset + p.numel(), p.shape))
-            offset += p.numel()
         k = self.k
-        # the state a step changes: weights, Adam's moments, Adam's step count per member
-        self.weights = torch.zeros(k, offset, device=device, requires_grad=True)
-        self.m = torch.zeros(k, offset, device=device)
-        self.v = torch.zeros(k, offset, device=device)
-        self.t = torch.zeros(k, 1, device=device)
+        # each weight stacked over the members, (K, *shape): a leaf of its own, as a network's
+        # weights are (a view of one shared tensor would keep its autograd node from one
+        # step to the next, which a CUDA graph's capture refuses)
+        self.names = [name for name, _ in first.net.named_parameters()]
+        with torch.no_grad():
+            self.weights = [torch.stack([dict(s.net.named_parameters())[name].detach()
+                                         for s in slots]).requires_grad_(True)
+                            for name in self.names]
+        self.m = [torch.zeros_like(w) for w in self.weights]
+        self.v = [torch.zeros_like(w) for w in self.weights]
+        self.t = torch.zeros(k, 1, device=device)  # Adam's step count per member
         self.lr = torch.tensor([[float(r)] for r in rates], device=device)
         self._rates = [float(r) for r in rates]
-        self.state = [self.weights, self.m, self.v, self.t]
+        self.state = [*self.weights, *self.m, *self.v, self.t]
         self.checkpoint = checkpoint
         # two snapshots of the state, as StepEngine: the state this step started from, and
         # the last one the guard accepted
@@ -128,23 +131,19 @@ class StackedEngine:
         self.good = 0
         with torch.no_grad():
             for i, s in enumerate(slots):
-                if s.carried is None:
-                    row = torch.cat([p.detach().reshape(-1) for p in s.net.parameters()])
-                    now = good = (row, torch.zeros_like(row), torch.zeros_like(row),
-                                  torch.zeros(1, device=device))
-                else:
-                    now, good = s.carried.now, s.carried.good
-                for target, value in zip(self.state, now):
-                    target[i].copy_(value)
-                if self.snapshots is not None:
-                    for target, value in zip(self.snapshots[self.good], good):
+                if s.carried is not None:
+                    for target, value in zip(self.state, s.carried.now):
                         target[i].copy_(value)
+                    if self.snapshots is not None:
+                        for target, value in zip(self.snapshots[self.good], s.carried.good):
+                            target[i].copy_(value)
         self.codes = torch.stack([s.code for s in slots])  # (K, 1, C_z, H, W)
         self.noise = torch.empty_like(self.codes)
         self.input = torch.empty_like(self.codes)
         self.perturb_std = perturb_std
         self.verdicts: dict[int, bool] = {}
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs = perf.graphs
         self.warmup = warmup if perf.graphs else 0
         self.steps = 0
         self.out: torch.Tensor | None = None
@@ -165,60 +164,74 @@ class StackedEngine:
         return functional_call(self.template, weights, (code,))
 
     def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = {name: self.weights[:, a:b].view(self.k, *shape)
-                for name, a, b, shape in self.layout}
         autocast = (torch.autocast(self.input.device.type, dtype=self.perf.autocast,
                                    cache_enabled=False)
                     if self.perf.autocast is not None else contextlib.nullcontext())
         with autocast:
-            out = vmap(self._call)(rows, self.input)
+            out = vmap(self._call)(dict(zip(self.names, self.weights)), self.input)
         out = out.float()
         # each member's own loss; their sum gives each member exactly its own gradient
         losses = torch.stack([(s.loss or mse)(s.operator(out[i]), s.observation)
                               for i, s in enumerate(self.slots)])
-        losses.sum().backward()
-        self._adam()
+        grads = torch.autograd.grad(losses.sum(), self.weights)
+        self._adam(grads)
         return out.detach(), losses.detach()
 
     @torch.no_grad()
-    def _adam(self) -> None:
+    def _adam(self, grads: Sequence[torch.Tensor]) -> None:
         """Adam (Kingma & Ba, ICLR 2015, Algorithm 1; torch.optim.Adam's arithmetic) on every
-        member's row at once, with a rate and a step count per member."""
-        (b1, b2), g = BETAS, self.weights.grad
+        member's weights at once, with a rate and a step count per member."""
+        b1, b2 = BETAS
         self.t.add_(1)
-        self.m.lerp_(g, 1 - b1)
-        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        step_size = self.lr / (1 - b1 ** self.t)
-        denom = (self.v.sqrt() / (1 - b2 ** self.t).sqrt()).add_(EPS)
-        self.weights.sub_(step_size * self.m / denom)
-
-    def _eager(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self.weights.grad = None
-        return self._forward_backward()
+        torch._foreach_lerp_(self.m, list(grads), 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, list(grads), list(grads), value=1 - b2)
+        step_size = self.lr / (1 - b1 ** self.t)  # (K, 1)
+        root = (1 - b2 ** self.t).sqrt()
+        for w, m, v in zip(self.weights, self.m, self.v):
+            per_member = (self.k,) + (1,) * (w.dim() - 1)
+            denom = (v.sqrt() / root.view(per_member)).add_(EPS)
+            w.sub_(step_size.view(per_member) * m / denom)
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of every member; returns ``(outputs, losses)``, both overwritten by the
         next step."""
         if self.snapshots is not None:
-            torch._foreach_copy_(self.snapshots[1 - self.good], self.state)
+            with torch.no_grad():  # a copy in grad mode would tie the snapshot to autograd
+                torch._foreach_copy_(self.snapshots[1 - self.good], self.state)
         self._draw_input()
-        if not self.perf.graphs:
-            self.out, self.losses = self._eager()
+        if not self.graphs:
+            self.out, self.losses = self._forward_backward()
         elif self.steps < self.warmup:
             side = torch.cuda.Stream()  # warm up on a side stream, as torch.cuda.graphs asks
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self.out, self.losses = self._eager()
+                self.out, self.losses = self._forward_backward()
             torch.cuda.current_stream().wait_stream(side)
         else:
             if self.graph is None:
-                self.weights.grad = None
-                self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph):
-                    self.out, self.losses = self._forward_backward()
-            self.graph.replay()
+                self._capture()
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.out, self.losses = self._forward_backward()
         self.steps += 1
         return self.out, self.losses
+
+    def _capture(self) -> None:
+        """Record one whole step as a CUDA graph; a step that cannot be captured runs eagerly
+        from then on (the same arithmetic, slower), with a warning."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out, losses = self._forward_backward()
+        except RuntimeError as exc:
+            warnings.warn(f"a stack's step could not be captured as a CUDA graph ({exc}); "
+                          f"its steps run eagerly", stacklevel=2)
+            self.graphs = False
+            torch.cuda.synchronize()
+            return
+        self.graph, self.out, self.losses = graph, out, losses
 
     def set_rates(self, rates: Sequence[float]) -> None:
         """Each member's learning rate from the next step on (a tensor on the device: a
@@ -252,22 +265,17 @@ class StackedEngine:
         accepted = [i for i in range(self.k) if i not in rejected]
         good, pending = self.snapshots[self.good], self.snapshots[1 - self.good]
         if accepted:
-            idx = torch.tensor(accepted, device=self.weights.device)
+            idx = torch.tensor(accepted, device=self.t.device)
             for g, p in zip(good, pending):
                 g.index_copy_(0, idx, p.index_select(0, idx))
-        idx = torch.tensor(rejected, device=self.weights.device)
+        idx = torch.tensor(rejected, device=self.t.device)
         for now, g in zip(self.state, good):
             now.index_copy_(0, idx, g.index_select(0, idx))
 
     def carry(self, i: int) -> Carried:
         """Member ``i``'s state, to go on in another stack (after :meth:`commit`)."""
         with torch.no_grad():
-            now = tuple(t[i].detach().clone() for t in self.state)
-            good = (tuple(t[i].clone() for t in self.snapshots[self.good])
+            now = [t[i].detach().clone() for t in self.state]
+            good = ([t[i].clone() for t in self.snapshots[self.good]]
                     if self.snapshots is not None else now)
         return Carried(now, good)
-
-    def weights_of(self, i: int) -> dict[str, torch.Tensor]:
-        """Member ``i``'s weights by parameter name (copies)."""
-        row = self.weights[i].detach()
-        return {name: row[a:b].view(shape).clone() for name, a, b, shape in self.layout}

@@ -52,7 +52,10 @@ def test_a_member_in_a_stack_depends_on_no_other_member(device: str) -> None:
                                       SETTINGS, perf=perf)
         beside_spiking, b = fit_group([_on(_member(0), device),
                                        _on(_member(1, spiking), device)], SETTINGS, perf=perf)
-    assert torch.equal(beside_healthy.image, beside_spiking.image)
+    if device == "cpu":
+        assert torch.equal(beside_healthy.image, beside_spiking.image)
+    else:  # CUDA's bilinear upsampling adds its gradients atomically, in any order
+        assert metrics.psnr(beside_healthy.image, beside_spiking.image) > 45
     assert b.history["restores"] == [5, 5, 10]  # its steps 5 (twice) and 10 were undone
     assert beside_spiking.history["restores"] == []
     assert torch.isfinite(b.image).all() and b.iterations == 25
@@ -106,23 +109,22 @@ def test_ctrl_c_in_a_stack_keeps_every_members_estimate_when_asked() -> None:
 
 
 def test_a_stacks_adam_is_torchs_adam_row_by_row() -> None:
-    """One member's row of the stack's Adam against torch.optim.Adam on the same gradients."""
+    """One member's slice of the stack's Adam against torch.optim.Adam on the same gradients,
+    each member at its own rate."""
     torch.manual_seed(0)
-    weights = torch.randn(2, 5)
     stack = StackedEngine([Slot(torch.nn.Linear(2, 1), torch.zeros(1, 2),
                                 operators.Identity(), torch.zeros(1, 1)) for _ in range(2)],
                           [0.01, 0.003], perturb_std=0.0, checkpoint=False)
-    with torch.no_grad():
-        stack.weights.copy_(weights[:, :3])
-    mine = weights[1, :3].clone().requires_grad_(True)
-    adam = torch.optim.Adam([mine], lr=0.003)
+    mine = [w[1].detach().clone().requires_grad_(True) for w in stack.weights]
+    adam = torch.optim.Adam(mine, lr=0.003)
     for step in range(5):
-        grad = torch.randn(2, 3)
-        stack.weights.grad = grad.clone()
-        stack._adam()
-        mine.grad = grad[1].clone()
+        grads = [torch.randn_like(w) for w in stack.weights]
+        stack._adam(grads)
+        for p, g in zip(mine, grads):
+            p.grad = g[1].clone()
         adam.step()
-        assert torch.allclose(stack.weights[1], mine, atol=1e-7), step
+        for w, p in zip(stack.weights, mine):
+            assert torch.allclose(w[1], p, atol=1e-7), step
 
 
 def test_perf_stack_is_on_for_cuda_off_on_the_cpu_and_refuses_channels_last() -> None:
@@ -193,3 +195,18 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     assert stacked.peak_bytes <= stacked.budget
     assert layout.side_by_side(stacked) == stacked.at_once
     assert stacked.peak_bytes > lone.peak_bytes  # its members compute at once
+
+
+def test_a_step_leaves_no_autograd_history_in_the_stacks_state() -> None:
+    """The snapshots the guard keeps are plain copies: one tied to the step's autograd graph
+    would keep the graph alive into the next step (memory, and a CUDA graph's capture fails
+    on a gradient node kept from the eager steps before it)."""
+    members = [_member(0), _member(1)]
+    stack = StackedEngine([Slot(m.net, m.code, m.operator, m.observation, None, m.generator)
+                           for m in members], [0.01, 0.01], perturb_std=1 / 30)
+    for _ in range(2):
+        stack.step()
+        stack.commit()
+    assert all(t.grad_fn is None for snapshot in stack.snapshots for t in snapshot)
+    assert all(w.is_leaf for w in stack.weights)
+    assert stack.out.grad_fn is None and stack.losses.grad_fn is None
