@@ -6,8 +6,8 @@ most of the chip idle. :class:`StackedEngine` fits K members in one set of kerne
 their weights is stacked into one ``(K, ...)`` tensor, the network runs under
 ``torch.func.vmap`` over them (each convolution becomes one grouped convolution with a group
 per member, each BatchNorm a per-member channel block), and Adam updates every member's
-weights in the same elementwise kernels. The members stay independent -- no member's arithmetic reads another's weights,
-activations or loss:
+weights in the same elementwise kernels. The members stay independent -- no member's
+arithmetic reads another's weights, activations or loss:
 
 - the loss is the sum of the members' own losses, so each member's gradient is its own;
 - BatchNorm normalises each member's channels over its own pixels (batch 1, as alone);
