@@ -35,6 +35,12 @@ GPU_AT_ONCE = 4
 #: the most members in one stack (perf.stack, dip.stack): on CUDA, as many as the memory
 #: budget holds up to this (benchmarks/README.md, "multifit.py")
 STACK_MOST = 16
+#: a stack's step on CUDA holds this many times the memory estimated for its members' steps
+#: (measured on the H200: 16 stacked tiles of 256 px, paper network, CUDA graph: 46.3 GB
+#: reserved against 16.6 GB estimated for their steps plus 2.9 GB for their state; the eager
+#: warm-up's blocks stay cached beside the graph's own pool, and a stacked member saves 1.23x
+#: the activations it saves alone)
+STACK_STEP_MEMORY = 2.7
 
 
 @dataclass
@@ -78,10 +84,10 @@ class Layout:
 
 
 def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int, int],
-               concurrent: int, alive: int) -> int:
+               concurrent: int, alive: int, step_factor: float = 1.0) -> int:
     """Estimated peak memory of a run: the process itself, ``concurrent`` members computing a
-    step of ``member_side`` result pixels at once, ``alive`` members' state, and the whole
-    image's buffers."""
+    step of ``member_side`` result pixels at once (each ``step_factor`` times a step's
+    estimate), ``alive`` members' state, and the whole image's buffers."""
     pixels = member_side[0] * member_side[1]
     options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
 
@@ -96,7 +102,7 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
     step = costs.BACKWARD * costs.activation_bytes(signature, net, cfg.input.channels, pixels)
     out_pixels = problem.out_size[0] * problem.out_size[1]
     whole = 8 * 4 * channels * out_pixels  # input, observation, reference, blend, result
-    return int(costs.process_bytes() + concurrent * step + alive * state + whole)
+    return int(costs.process_bytes() + concurrent * step * step_factor + alive * state + whole)
 
 
 def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
@@ -109,8 +115,9 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     threads = resolve_threads(cfg.perf.threads, restarts) if cpu else 1
     workers = (plan_lanes(restarts, threads).workers if cpu
                else restarts if stacked else 1)
+    factor = STACK_STEP_MEMORY if stacked else 1.0
     whole = peak_bytes(cfg, problem, channels, problem.out_size, min(workers, restarts),
-                       restarts)
+                       restarts, factor if restarts > 1 else 1.0)
     free = costs.free_bytes(device)
     budget = (int(cfg.perf.max_memory * 2 ** 30) if cfg.perf.max_memory
               else None if free is None else int(free * (1 - MARGIN)))
@@ -135,7 +142,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     def peak_of(at_once: int) -> int:
         computing = (plan_lanes(at_once, threads).workers if cpu
                      else at_once if stacked else 1)
-        return peak_bytes(cfg, problem, channels, biggest, computing, at_once)
+        return peak_bytes(cfg, problem, channels, biggest, computing, at_once,
+                          factor if stacked and at_once > 1 else 1.0)
 
     if cpu:
         at_once = plan_lanes(len(members), threads).workers

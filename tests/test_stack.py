@@ -183,7 +183,8 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     assert (lone.at_once, lone.stacked) == (layout.GPU_AT_ONCE, False)
     if budget_gb is None:  # a budget that holds the fixed costs and about three members
         one = layout.peak_bytes(p.cfg, problem, 3, (64, 64), 1, 1)
-        each = layout.peak_bytes(p.cfg, problem, 3, (64, 64), 2, 2) - one
+        each = layout.peak_bytes(p.cfg, problem, 3, (64, 64), 2, 2,
+                                 layout.STACK_STEP_MEMORY) - one
         budget_gb = (one + 2.5 * each) / 2 ** 30
     p.cfg.perf.max_memory = budget_gb
     stacked = layout.plan_layout(p.cfg, problem, 3, cuda, p.task.solved, stack=True)
