@@ -226,23 +226,31 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
     if perf is None:
         perf = Perf(keep_cpu_memory=device.type == "cpu")
     live = len(sources) if at_once is None else max(1, min(at_once, len(sources)))
-    lanes = plan_lanes(live, threads or torch.get_num_threads())
     cpu = device.type == "cpu"
-    if perf.stack and live > 1:
-        # one step for up to `live` members at once, on every thread the fit has
-        scheduler = _Stacks(sources, settings, perf, live, callback)
-        intra = threads or torch.get_num_threads()
-    else:
-        workers = lanes.workers if cpu else 1
-        scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
-                               max(live, workers), callback)
-        if adapt_threads and cpu and workers == 1 and lanes.intra > 1:
-            scheduler.watch, scheduler.most = Neighbours(), lanes.intra
-        intra = lanes.intra
+    scheduler, intra = _scheduler(sources, settings, perf, live, threads, callback, cpu,
+                                  adapt_threads and cpu)
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
             _intra_op_threads(intra if cpu else None):
         scheduler.run(keep_on_interrupt)
     return scheduler.outcomes
+
+
+def _scheduler(sources: list, settings: Settings, perf: Perf, live: int, threads: int | None,
+               callback: Callable[[int, Progress], None] | None, cpu: bool,
+               adapt_threads: bool) -> tuple[_Scheduler | _Stacks, int]:
+    """How a group's members step (and the intra-op threads for it): in stacks of up to
+    ``live`` (perf.stack) on every thread, or side by side, a worker per core on the CPU
+    (one thread each: :mod:`dip.threads`) and one after another on an accelerator."""
+    threads = threads or torch.get_num_threads()
+    if perf.stack and live > 1:
+        return _Stacks(sources, settings, perf, live, callback), threads
+    lanes = plan_lanes(live, threads)
+    workers = lanes.workers if cpu else 1
+    scheduler = _Scheduler(sources, lambda i, m: _Fit(i, m, settings, perf), workers,
+                           max(live, workers), callback)
+    if adapt_threads and workers == 1 and lanes.intra > 1:
+        scheduler.watch, scheduler.most = Neighbours(), lanes.intra
+    return scheduler, lanes.intra
 
 
 @contextmanager

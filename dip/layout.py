@@ -145,15 +145,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         return peak_bytes(cfg, problem, channels, biggest, computing, at_once,
                           factor if stacked and at_once > 1 else 1.0)
 
-    if cpu:
-        at_once = plan_lanes(len(members), threads).workers
-    elif stacked:  # as many as the budget holds, each member's step and state on top
-        one, each = peak_of(1), peak_of(2) - peak_of(1)
-        room = STACK_MOST if budget is None else 1 + max(0, budget - one) // max(1, each)
-        at_once = max(1, min(len(members), STACK_MOST, room))
-    else:
-        at_once = GPU_AT_ONCE
-    at_once = max(at_once, min(restarts, len(members)))
+    at_once = _tiles_at_once(len(members), restarts, threads, cpu, stacked, budget, peak_of)
     peak = peak_of(at_once)
     if size != "auto":
         reason = "tile.size asks for them"
@@ -168,6 +160,22 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,
                   done, stacked=stacked and at_once > 1)
+
+
+def _tiles_at_once(members: int, restarts: int, threads: int, cpu: bool, stacked: bool,
+                   budget: int | None, peak_of: Callable[[int], int]) -> int:
+    """Tiles alive at once: a worker's each on the CPU; on an accelerator a stack of as many
+    as the budget holds (each member's step and state on top of one's), else a few; at least
+    every restart of a tile."""
+    if cpu:
+        at_once = plan_lanes(members, threads).workers
+    elif stacked:
+        one, each = peak_of(1), peak_of(2) - peak_of(1)
+        room = STACK_MOST if budget is None else 1 + max(0, budget - one) // max(1, each)
+        at_once = max(1, min(members, STACK_MOST, room))
+    else:
+        at_once = GPU_AT_ONCE
+    return max(at_once, min(restarts, members))
 
 
 def side_by_side(layout: Layout) -> int:
