@@ -541,13 +541,20 @@ def _interrupted(unfinished: list[_Fit], outcomes: list, keep_on_interrupt: bool
         outcomes[f.index] = f.outcome()
 
 
+def _shape(f: _Fit) -> tuple:
+    return signature(f.member.net, f.member.code)
+
+
 class _Stacks:
     """Steps members in stacks (:class:`dip.stack.StackedEngine`): up to ``at_once`` members
     of one shape take every step together. A member that finishes leaves its row idle until a
     quarter of the stack is idle; then the stack is packed again from the members still
     running and the next ones waiting (each carries its weights, Adam's moments and the guard's
     snapshot along), so a finished member soon stops costing and new ones (the next tiles)
-    take its place. A member of another shape waits for the stack to empty."""
+    take its place. Members of another shape (:func:`dip.stack.signature`) wait, at most
+    ``at_once`` of them, for a stack of their own once this one is done. The members' own
+    networks are not trained in place: their weights are copied into the stack."""
+
 
     def __init__(self, sources: list[Member | Callable[[], Member]], settings: Settings,
                  perf: Perf, at_once: int,
@@ -556,14 +563,11 @@ class _Stacks:
         self.at_once, self.callback = at_once, callback
         self.outcomes: list[FitResult | RunError | None] = [None] * len(sources)
         self.started = 0
-        self.held_back: _Fit | None = None  # built, but of another shape than the stack
+        self.held_back: list[_Fit] = []  # built, but of another shape than the stack
         self.fits: list[_Fit | None] = []  # the stack's rows (None: finished)
         self.engine: StackedEngine | None = None
 
     def _next(self) -> _Fit | None:
-        if self.held_back is not None:
-            f, self.held_back = self.held_back, None
-            return f
         if self.started >= len(self.sources):
             return None
         index, self.started = self.started, self.started + 1
@@ -581,16 +585,20 @@ class _Stacks:
         carried = {id(f): self.engine.carry(i) for i, f in enumerate(self.fits)
                    if f is not None} if self.engine is not None else {}
         self.engine = None  # release the old stack before the new one is built
-        shape = (signature(live[0].member.net, live[0].member.code) if live else None)
-        while len(live) < self.at_once:
+        if not live and self.held_back:  # the next shape's turn
+            live.append(self.held_back.pop(0))
+        shape = _shape(live[0]) if live else None
+        for f in [f for f in self.held_back if _shape(f) == shape][:self.at_once - len(live)]:
+            self.held_back.remove(f)
+            live.append(f)
+        while len(live) < self.at_once and len(self.held_back) < self.at_once:
             f = self._next()
             if f is None:
                 break
-            mine = signature(f.member.net, f.member.code)
-            if shape is not None and mine != shape:
-                self.held_back = f
-                break
-            shape = shape or mine
+            if shape is not None and _shape(f) != shape:
+                self.held_back.append(f)
+                continue
+            shape = shape or _shape(f)
             live.append(f)
         self.fits = live
         if not live:
@@ -628,6 +636,6 @@ class _Stacks:
         try:
             while self._pack():
                 self._step()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # members held back have not started: None
             _interrupted([f for f in self.fits if f is not None], self.outcomes,
                          keep_on_interrupt)

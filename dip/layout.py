@@ -57,6 +57,7 @@ class Layout:
             what the run may use (None: unknown).
         why: one line on why the image is tiled or not.
         stacked: the members alive at once take each step together (:mod:`dip.stack`).
+        packed_bytes: the peak as part of a stack of several runs (``dip run --pack``).
     """
 
     parts: list[Part]
@@ -70,8 +71,11 @@ class Layout:
     budget: int | None
     why: str
     solved: dict[int, torch.Tensor] = field(default_factory=dict)
-    #: the members alive at once share one step (perf.stack on an accelerator)
+    #: the members alive at once share one step (perf.stack)
     stacked: bool = False
+    #: the peak when the run's members take their steps in a stack with other runs' (a packed
+    #: batch job with perf.stack); 0: as ``peak_bytes``
+    packed_bytes: int = 0
 
     def fitted(self) -> list[int]:
         """The indices of the parts that are fitted."""
@@ -109,15 +113,16 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                 solved: Callable[[Problem], torch.Tensor | None],
                 stack: bool = False) -> Layout:
     """Decide the run's layout (see the module docstring); ``stack``: the members alive at
-    once take each step together (``perf.stack`` resolved), which only an accelerator does."""
-    restarts, cpu = cfg.optim.restarts, device.type == "cpu"
-    stacked = stack and not cpu
-    threads = resolve_threads(cfg.perf.threads, restarts) if cpu else 1
-    workers = (plan_lanes(restarts, threads).workers if cpu
-               else restarts if stacked else 1)
+    once take each step together (``perf.stack`` resolved: auto on CUDA only)."""
+    restarts, cpu, stacked = cfg.optim.restarts, device.type == "cpu", stack
+    # on the CPU a stack takes every thread, members side by side one each
+    threads = resolve_threads(cfg.perf.threads, 1 if stacked else restarts) if cpu else 1
+    workers = (restarts if stacked else plan_lanes(restarts, threads).workers if cpu else 1)
     factor = STACK_STEP_MEMORY if stacked else 1.0
     whole = peak_bytes(cfg, problem, channels, problem.out_size, min(workers, restarts),
                        restarts, factor if restarts > 1 else 1.0)
+    packed = (peak_bytes(cfg, problem, channels, problem.out_size, restarts, restarts, factor)
+              if stacked else 0)
     free = costs.free_bytes(device)
     budget = (int(cfg.perf.max_memory * 2 ** 30) if cfg.perf.max_memory
               else None if free is None else int(free * (1 - MARGIN)))
@@ -129,24 +134,27 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         why = ("whole image" + ("" if budget is None else
                                 f": {whole / 2 ** 30:.1f} GB fits in {budget / 2 ** 30:.1f} GB"))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
-                      budget, why, stacked=stacked and restarts > 1)
+                      budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
     side = int(size) if size.isdigit() else cfg.tile.auto_size
     overlap = overlap_for(side, cfg.tile.overlap)
     scale = problem.scale
     tiles = grid(tuple(problem.observation.shape[-2:]), max(1, side // scale),
                  overlap // scale)
     members = parts(restarts, tiles)
-    threads = resolve_threads(cfg.perf.threads, len(members)) if cpu else 1
+    threads = (resolve_threads(cfg.perf.threads, 1 if stacked else len(members)) if cpu
+               else 1)
     biggest = (max(t.height for t in tiles) * scale, max(t.width for t in tiles) * scale)
 
-    def peak_of(at_once: int) -> int:
-        computing = (plan_lanes(at_once, threads).workers if cpu
-                     else at_once if stacked else 1)
+    def peak_of(at_once: int, in_stack: bool | None = None) -> int:
+        in_stack = stacked and at_once > 1 if in_stack is None else in_stack
+        computing = (at_once if stacked else plan_lanes(at_once, threads).workers if cpu
+                     else 1)
         return peak_bytes(cfg, problem, channels, biggest, computing, at_once,
-                          factor if stacked and at_once > 1 else 1.0)
+                          factor if in_stack else 1.0)
 
     at_once = _tiles_at_once(len(members), restarts, threads, cpu, stacked, budget, peak_of)
     peak = peak_of(at_once)
+    packed = peak_of(at_once, True) if stacked else 0
     if size != "auto":
         reason = "tile.size asks for them"
     elif over_memory:
@@ -159,20 +167,20 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,
-                  done, stacked=stacked and at_once > 1)
+                  done, stacked=stacked and at_once > 1, packed_bytes=packed)
 
 
 def _tiles_at_once(members: int, restarts: int, threads: int, cpu: bool, stacked: bool,
                    budget: int | None, peak_of: Callable[[int], int]) -> int:
-    """Tiles alive at once: a worker's each on the CPU; on an accelerator a stack of as many
-    as the budget holds (each member's step and state on top of one's), else a few; at least
-    every restart of a tile."""
-    if cpu:
+    """Tiles alive at once: a stack of as many as the budget holds (up to STACK_MOST); else a
+    worker's each on the CPU, and a few on an accelerator that steps them one after another;
+    at least every restart of a tile."""
+    if stacked:
+        at_once = min(members, STACK_MOST)
+        while at_once > 1 and budget is not None and peak_of(at_once) > budget:
+            at_once -= 1
+    elif cpu:
         at_once = plan_lanes(members, threads).workers
-    elif stacked:
-        one, each = peak_of(1), peak_of(2) - peak_of(1)
-        room = STACK_MOST if budget is None else 1 + max(0, budget - one) // max(1, each)
-        at_once = max(1, min(members, STACK_MOST, room))
     else:
         at_once = GPU_AT_ONCE
     return max(at_once, min(restarts, members))

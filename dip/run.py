@@ -48,7 +48,15 @@ from dip.estimate import (
 )
 from dip.fitting import FitResult, Member, Progress, Settings, fit_group
 from dip.image import shown
-from dip.layout import Layout, calibration_key, calibration_parts, member_side, plan_layout, seconds
+from dip.layout import (
+    STACK_MOST,
+    Layout,
+    calibration_key,
+    calibration_parts,
+    member_side,
+    plan_layout,
+    seconds,
+)
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, record_path
 from dip.request import FORMATS, RunRequest, split_arguments
@@ -473,6 +481,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     _clear_old_snapshots(p)
     fitted = layout.fitted()
     live = _Live(p, loaded, setup, progress)
+    _reset_cuda_peak(setup.device)
     with _memory_advice(p, setup):
         outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], setup.settings,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
@@ -480,6 +489,13 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
                              adapt_threads=p.cfg.perf.threads == "auto")
     live.remember_rate()
     return _combined(live, dict(zip(fitted, outcomes)))
+
+
+def _reset_cuda_peak(device: torch.device) -> None:
+    """The record's ``cuda_peak_gb`` is the fit's own peak, not an earlier run's in the
+    process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _clear_old_snapshots(p: Plan) -> None:
@@ -683,7 +699,7 @@ def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     extra["budget"] = setup.settings.iters  # optim.iters, or grown (stop.budget_sigma)
     if setup.estimate is not None:
         extra["estimate"] = setup.estimate.to_dict()
-    if setup.device.type == "cuda":  # what the estimate's peak was for (this process's peak)
+    if setup.device.type == "cuda":  # the fit's peak, beside the estimate's
         extra["cuda_peak_gb"] = round(torch.cuda.max_memory_reserved(setup.device) / 2 ** 30, 2)
     layout = setup.layout
     if setup.device.type == "cpu":
@@ -929,14 +945,15 @@ def by_memory(jobs: list[tuple[int, Plan, Loaded, Setup]],
               base: int | None = None) -> list[list[tuple]]:
     """Consecutive jobs whose estimated peaks fit the memory budget together (each job's peak
     counts the process itself, ``base`` bytes, the resident memory now: the jobs share it
-    once); a job over the budget alone runs alone, laid out (tiled) for the budget by
-    itself."""
+    once; a job whose members would take their steps in a stack with the others' counts
+    its peak in a stack, :attr:`Layout.packed_bytes`); a job over the budget alone runs
+    alone, laid out (tiled) for the budget by itself."""
     base = process_bytes() if base is None else base
     groups: list[list[tuple]] = []
     used = 0
     for job in jobs:
         layout = job[3].layout
-        need = max(0, layout.peak_bytes - base)
+        need = max(0, (layout.packed_bytes or layout.peak_bytes) - base)
         if groups and (layout.budget is None or base + used + need <= layout.budget):
             groups[-1].append(job)
             used += need
@@ -966,13 +983,16 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
 
     for _, p, _, _ in jobs:
         _clear_old_snapshots(p)
-    first = jobs[0][1]
+    first, perf = jobs[0][1], jobs[0][3].perf
     members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
+    at_once = sum(setup.layout.at_once for *_, setup in jobs)
+    _reset_cuda_peak(jobs[0][3].device)
     with _memory_advice(first, jobs[0][3]):
-        results = fit_group(members, jobs[0][3].settings, perf=jobs[0][3].perf,
-                            threads=resolve_threads(first.cfg.perf.threads, len(members)),
+        results = fit_group(members, jobs[0][3].settings, perf=perf,
+                            threads=resolve_threads(first.cfg.perf.threads,
+                                                    1 if perf.stack else len(members)),
                             callback=on_step, keep_on_interrupt=keep_on_interrupt,
-                            at_once=sum(setup.layout.at_once for *_, setup in jobs))
+                            at_once=min(at_once, STACK_MOST) if perf.stack else at_once)
     for j, (i, p, loaded, setup) in enumerate(jobs):
         mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
         try:

@@ -67,9 +67,10 @@ class Slot:
 
 
 def signature(net: nn.Module, code: torch.Tensor) -> tuple:
-    """Members with the same signature can share a stack: the same weights' names and shapes,
-    the same code shape, dtype and device."""
-    return (tuple((name, tuple(p.shape)) for name, p in net.named_parameters()),
+    """Members with the same signature can share a stack: the same network (its structure as
+    its repr shows it -- padding, activations, upsampling -- and its weights' names and
+    shapes), the same code shape, dtype and device."""
+    return (repr(net), tuple((name, tuple(p.shape)) for name, p in net.named_parameters()),
             tuple(code.shape), code.dtype, str(code.device))
 
 
@@ -225,6 +226,8 @@ class StackedEngine:
         try:
             with torch.cuda.graph(graph):
                 out, losses = self._forward_backward()
+        except torch.cuda.OutOfMemoryError:
+            raise
         except RuntimeError as exc:
             warnings.warn(f"a stack's step could not be captured as a CUDA graph ({exc}); "
                           f"its steps run eagerly", stacklevel=2)

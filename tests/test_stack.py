@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_group import SETTINGS, _Counting, _member, _StopAt
+from test_group import SETTINGS, SMALL, _Counting, _member, _StopAt
 
 from dip import metrics, operators
 from dip.config import PerfConfig
@@ -86,14 +86,34 @@ def test_stopped_members_leave_the_stack_and_waiting_ones_take_their_rows() -> N
     assert metrics.psnr(results[1].image, pair[0].image) > 45
 
 
-def test_a_stack_needs_one_shape_and_other_shapes_wait_their_turn() -> None:
+def test_a_stack_needs_one_shape_and_other_shapes_wait_their_turn(monkeypatch) -> None:
+    """Members of other sizes, or of a network that differs only in what its weights do not
+    show (upsampling, padding, activation), never share a stack: they wait and make stacks of
+    their own, one per shape however the members are ordered."""
+    from dip import fitting
+    from dip.nets import build_net
+    from dip.stack import signature
+
     small, large = _member(0, size=32), _member(1, size=64)
     with pytest.raises(ValueError, match="same shape"):
         StackedEngine([Slot(m.net, m.code, m.operator, m.observation) for m in (small, large)],
                       [0.01, 0.01], perturb_std=0.0)
-    results = fit_group([_member(0, size=32), _member(1, size=64), _member(2, size=32)],
-                        Settings(iters=4), perf=_perf("cpu"))
-    assert [tuple(r.image.shape[-2:]) for r in results] == [(32, 32), (64, 64), (32, 32)]
+    for option in ({"upsample": "nearest"}, {"padding": "zero"}, {"activation": "relu"}):
+        other = build_net("skip", 8, 3, **{**SMALL, **option})
+        assert signature(other, small.code) != signature(small.net, small.code), option
+    stacks: list[int] = []
+
+    class Counting(StackedEngine):
+        def __init__(self, slots, *args, **kwargs) -> None:
+            stacks.append(len(slots))
+            super().__init__(slots, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, "StackedEngine", Counting)
+    sizes = [32, 64, 32, 64, 32]
+    results = fit_group([_member(i, size=n) for i, n in enumerate(sizes)], Settings(iters=4),
+                        perf=_perf("cpu"), at_once=3)
+    assert [r.image.shape[-1] for r in results] == sizes
+    assert stacks == [3, 2]  # the three of 32 px, then the two of 64 px
 
 
 def test_ctrl_c_in_a_stack_keeps_every_members_estimate_when_asked() -> None:
@@ -181,11 +201,13 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     cuda = torch.device("cuda")
     lone = layout.plan_layout(p.cfg, problem, 3, cuda, p.task.solved)
     assert (lone.at_once, lone.stacked) == (layout.GPU_AT_ONCE, False)
-    if budget_gb is None:  # a budget that holds the fixed costs and about three members
-        one = layout.peak_bytes(p.cfg, problem, 3, (64, 64), 1, 1)
-        each = layout.peak_bytes(p.cfg, problem, 3, (64, 64), 2, 2,
-                                 layout.STACK_STEP_MEMORY) - one
-        budget_gb = (one + 2.5 * each) / 2 ** 30
+    if budget_gb is None:  # a budget that holds a stack of three, not of four
+
+        def stack(n: int) -> int:
+            return layout.peak_bytes(p.cfg, problem, 3, (64, 64), n, n,
+                                     layout.STACK_STEP_MEMORY)
+
+        budget_gb = (stack(3) + stack(4)) / 2 / 2 ** 30
     p.cfg.perf.max_memory = budget_gb
     stacked = layout.plan_layout(p.cfg, problem, 3, cuda, p.task.solved, stack=True)
     assert len(stacked.parts) == 25 and stacked.stacked
@@ -196,6 +218,7 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     assert stacked.peak_bytes <= stacked.budget
     assert layout.side_by_side(stacked) == stacked.at_once
     assert stacked.peak_bytes > lone.peak_bytes  # its members compute at once
+    assert stacked.packed_bytes == stacked.peak_bytes  # in a pack, the same stack
 
 
 def test_a_step_leaves_no_autograd_history_in_the_stacks_state() -> None:
@@ -211,3 +234,29 @@ def test_a_step_leaves_no_autograd_history_in_the_stacks_state() -> None:
     assert all(t.grad_fn is None for snapshot in stack.snapshots for t in snapshot)
     assert all(w.is_leaf for w in stack.weights)
     assert stack.out.grad_fn is None and stack.losses.grad_fn is None
+
+
+def test_a_stack_forced_on_the_cpu_is_laid_out_and_timed_as_a_stack(tmp_path) -> None:
+    """perf.stack=on on the CPU: one stack on every thread, and its rate cached apart from
+    the rate of members side by side (so a default run's estimate is not misled by it)."""
+    from dip import layout, run
+    from dip.request import RunRequest
+
+    picture = save(synthetic(96), tmp_path / "photo.png")
+
+    def setup(*overrides: str):
+        request = RunRequest(task="denoise", device="cpu", input=picture, write=False,
+                             overrides=("tile.size=64", "net.channels_down=[8,8,8,8,8]",
+                                        "net.channels_up=[8,8,8,8,8]", *overrides))
+        p = run.plan(request)
+        s = run.build(p, run.load(p))
+        return p, s
+
+    p, stacked = setup("perf.stack=on")
+    _, side_by_side = setup()
+    assert stacked.perf.stack and stacked.layout.stacked
+    assert stacked.layout.at_once == len(stacked.layout.parts) == 4
+    assert not side_by_side.perf.stack and not side_by_side.layout.stacked
+    key = layout.calibration_key(p.cfg, stacked.layout, 3, (64, 64))
+    assert "stacked" in key
+    assert key != layout.calibration_key(p.cfg, side_by_side.layout, 3, (64, 64))

@@ -74,6 +74,10 @@ class _Scale(nn.Module):
             decoder.append(_conv_block(up_out, up_out, 1, padding, activation))
         self.decoder = nn.Sequential(*decoder)
 
+    def extra_repr(self) -> str:
+        # the one choice of this module that is not a submodule (a stack compares reprs)
+        return f"upsample={self.upsample}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.down(x)
         if self.deeper is not None:
