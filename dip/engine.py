@@ -179,6 +179,17 @@ def _adam(params: list[torch.Tensor], lr: float, graphs: bool,
     return torch.optim.Adam(params, lr=lr)
 
 
+def on_side_stream(run: Callable[[], Any]) -> Any:
+    """``run()`` on a side CUDA stream, waited for: the eager steps before a graph's capture
+    (torch.cuda.graphs' warm-up)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        result = run()
+    torch.cuda.current_stream().wait_stream(side)
+    return result
+
+
 #: ``loss(A(x), y)`` -> a 0-d tensor
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -306,12 +317,7 @@ class StepEngine:
         if not self.perf.graphs:
             self.out, self.loss = self._eager()
         elif self.steps < self.warmup:
-            # warm up on a side stream, as torch.cuda.graphs asks
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.out, self.loss = self._eager()
-            torch.cuda.current_stream().wait_stream(side)
+            self.out, self.loss = on_side_stream(self._eager)
         else:
             if self.graph is None:
                 self._capture()

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
-from dip.engine import GRAPH_WARMUP, Perf, mse
+from dip.engine import GRAPH_WARMUP, Perf, mse, on_side_stream
 
 #: Adam's constants (torch.optim.Adam's defaults, which StepEngine uses)
 BETAS, EPS = (0.9, 0.999), 1e-8
@@ -204,11 +204,7 @@ class StackedEngine:
         if not self.graphs:
             self.out, self.losses = self._forward_backward()
         elif self.steps < self.warmup:
-            side = torch.cuda.Stream()  # warm up on a side stream, as torch.cuda.graphs asks
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.out, self.losses = self._forward_backward()
-            torch.cuda.current_stream().wait_stream(side)
+            self.out, self.losses = on_side_stream(self._forward_backward)
         else:
             if self.graph is None:
                 self._capture()
