@@ -98,14 +98,17 @@ def test_a_pack_is_split_where_its_jobs_together_would_not_fit_in_memory() -> No
     base = 600 * 2 ** 20  # the process itself, fixed: its real RSS moves as the suite runs
     gb = 2 ** 30
 
-    def job(peak_gb: float, budget_gb: float | None = 10):
+    def job(peak_gb: float, budget_gb: float | None = 10, stacked_gb: float = 0):
         layout = SimpleNamespace(peak_bytes=base + int(peak_gb * gb),
-                                 budget=None if budget_gb is None else int(budget_gb * gb))
+                                 budget=None if budget_gb is None else int(budget_gb * gb),
+                                 packed_bytes=base + int(stacked_gb * gb) if stacked_gb else 0)
         return (0, None, None, SimpleNamespace(layout=layout))
 
     assert [len(g) for g in run.by_memory([job(3), job(3), job(3), job(3)], base)] == [3, 1]
     assert [len(g) for g in run.by_memory([job(12), job(1), job(1)], base)] == [1, 2]
     assert [len(g) for g in run.by_memory([job(3, None)] * 4, base)] == [4]  # no budget known
+    # on CUDA packed jobs share a stack, whose steps cost more (dip.layout.STACK_STEP_MEMORY)
+    assert [len(g) for g in run.by_memory([job(3, stacked_gb=4)] * 4, base)] == [2, 2]
 
 
 def test_a_packed_rerun_clears_the_old_snapshots_as_a_single_run_does(tmp_path: Path) -> None:
