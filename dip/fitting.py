@@ -192,9 +192,11 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
     Members share nothing but the settings and the cores: each has its own network, Adam,
     divergence guard, stop rule and estimate, and its result does not depend on which other
     members share its step (on the CPU each member's operations run on one thread, so its
-    arithmetic is the same alone or in a group: :mod:`dip.threads`). A member that has stopped
-    stops costing. ``callback(index, progress)`` is called after each member's step (one call
-    at a time).
+    arithmetic is the same alone or in a group: :mod:`dip.threads`). With ``perf.stack`` (on
+    CUDA by default) the members alive at once take each step together as one stack
+    (:class:`dip.stack.StackedEngine`; the same arithmetic up to float rounding, and nothing
+    of one member reaches another). A member that has stopped stops costing.
+    ``callback(index, progress)`` is called after each member's step (one call at a time).
 
     Args:
         members: each a :class:`Member`, or a function that builds one when its turn comes
