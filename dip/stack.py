@@ -100,8 +100,8 @@ class StackedEngine:
         first = slots[0]
         for s in slots[1:]:
             if signature(s.net, s.code) != signature(first.net, first.code):
-                raise ValueError("the members of a stack need networks of the same shape and "
-                                 "codes of the same shape")
+                raise ValueError("the members of a stack need the same network (structure "
+                                 "and weights of the same shape) and codes of the same shape")
         self.k, self.perf = len(slots), perf
         self.slots = list(slots)
         device = first.code.device
@@ -111,12 +111,11 @@ class StackedEngine:
         self.template.train()
         k = self.k
         # each weight stacked over the members, (K, *shape): a leaf of its own, as a network's
-        # weights are (a view of one shared tensor would keep its autograd node from one
-        # step to the next, which a CUDA graph's capture refuses)
+        # weights are
         self.names = [name for name, _ in first.net.named_parameters()]
+        weights = [dict(s.net.named_parameters()) for s in slots]
         with torch.no_grad():
-            self.weights = [torch.stack([dict(s.net.named_parameters())[name].detach()
-                                         for s in slots]).requires_grad_(True)
+            self.weights = [torch.stack([w[name].detach() for w in weights]).requires_grad_(True)
                             for name in self.names]
         self.m = [torch.zeros_like(w) for w in self.weights]
         self.v = [torch.zeros_like(w) for w in self.weights]
