@@ -355,6 +355,8 @@ class _Fit:
                                   perf=perf, checkpoint=settings.guard > 0, loss=m.loss)
                        if own_engine else None)
         self.member = None if own_engine else m
+        # what a stack compares (its network's repr and shapes): once, not at every repack
+        self.shape = None if own_engine else signature(m.net, m.code)
         self.judge, self.trace = Guard(settings.guard), _Trace(m.metric)
         self.estimate: torch.Tensor | None = None
         self.step, self.stop_reason = 0, "budget"
@@ -543,10 +545,6 @@ def _interrupted(unfinished: list[_Fit], outcomes: list, keep_on_interrupt: bool
         outcomes[f.index] = f.outcome()
 
 
-def _shape(f: _Fit) -> tuple:
-    return signature(f.member.net, f.member.code)
-
-
 class _Stacks:
     """Steps members in stacks (:class:`dip.stack.StackedEngine`): up to ``at_once`` members
     of one shape take every step together. A member that finishes leaves its row idle until a
@@ -589,18 +587,18 @@ class _Stacks:
         self.engine = None  # release the old stack before the new one is built
         if not live and self.held_back:  # the next shape's turn
             live.append(self.held_back.pop(0))
-        shape = _shape(live[0]) if live else None
-        for f in [f for f in self.held_back if _shape(f) == shape][:self.at_once - len(live)]:
+        shape = live[0].shape if live else None
+        for f in [f for f in self.held_back if f.shape == shape][:self.at_once - len(live)]:
             self.held_back.remove(f)
             live.append(f)
         while len(live) < self.at_once and len(self.held_back) < self.at_once:
             f = self._next()
             if f is None:
                 break
-            if shape is not None and _shape(f) != shape:
+            if shape is not None and f.shape != shape:
                 self.held_back.append(f)
                 continue
-            shape = shape or _shape(f)
+            shape = shape or f.shape
             live.append(f)
         self.fits = live
         if not live:

@@ -121,8 +121,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     factor = STACK_STEP_MEMORY if stacked else 1.0
     whole = peak_bytes(cfg, problem, channels, problem.out_size, min(workers, restarts),
                        restarts, factor if restarts > 1 else 1.0)
-    packed = (peak_bytes(cfg, problem, channels, problem.out_size, restarts, restarts, factor)
-              if stacked else 0)
+    packed = (0 if not stacked else whole if restarts > 1 else
+              peak_bytes(cfg, problem, channels, problem.out_size, 1, 1, factor))
     free = costs.free_bytes(device)
     budget = (int(cfg.perf.max_memory * 2 ** 30) if cfg.perf.max_memory
               else None if free is None else int(free * (1 - MARGIN)))
@@ -171,14 +171,17 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
 
 
 def _tiles_at_once(members: int, restarts: int, threads: int, cpu: bool, stacked: bool,
-                   budget: int | None, peak_of: Callable[[int], int]) -> int:
-    """Tiles alive at once: a stack of as many as the budget holds (up to STACK_MOST); else a
-    worker's each on the CPU, and a few on an accelerator that steps them one after another;
-    at least every restart of a tile."""
+                   budget: int | None, peak_of: Callable[[int, bool], int]) -> int:
+    """Tiles alive at once: a stack of as many as the budget holds (up to STACK_MOST; a
+    stack's peak grows by the same step and state with each member); else a worker's each on
+    the CPU, and a few on an accelerator that steps them one after another; at least every
+    restart of a tile."""
     if stacked:
-        at_once = min(members, STACK_MOST)
-        while at_once > 1 and budget is not None and peak_of(at_once) > budget:
-            at_once -= 1
+        room = STACK_MOST
+        if budget is not None:
+            one = peak_of(1, True)
+            room = 1 + max(0, budget - one) // max(1, peak_of(2, True) - one)
+        at_once = max(1, min(members, STACK_MOST, room))
     elif cpu:
         at_once = plan_lanes(members, threads).workers
     else:

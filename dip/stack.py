@@ -98,8 +98,9 @@ class StackedEngine:
         if not slots:
             raise ValueError("a stack needs at least one member")
         first = slots[0]
+        shape = signature(first.net, first.code)
         for s in slots[1:]:
-            if signature(s.net, s.code) != signature(first.net, first.code):
+            if signature(s.net, s.code) != shape:
                 raise ValueError("the members of a stack need the same network (structure "
                                  "and weights of the same shape) and codes of the same shape")
         self.k, self.perf = len(slots), perf
@@ -152,12 +153,12 @@ class StackedEngine:
     # --- the step ---------------------------------------------------------------------------
 
     def _draw_input(self) -> None:
+        if self.perturb_std <= 0:
+            self.input.copy_(self.codes)
+            return
         # each member draws from its own generator, exactly as it would alone
         for i, s in enumerate(self.slots):
-            if self.perturb_std > 0:
-                self.noise[i].normal_(generator=s.generator)
-            else:
-                self.noise[i].zero_()
+            self.noise[i].normal_(generator=s.generator)
         torch.add(self.codes, self.noise, alpha=self.perturb_std, out=self.input)
 
     def _call(self, weights: dict[str, torch.Tensor], code: torch.Tensor) -> torch.Tensor:
