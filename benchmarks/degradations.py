@@ -270,10 +270,28 @@ NETWORK = "dip, network's image"
 SUPERRES_TUNED = ("F16", "baboon", "hill")
 
 
-def dip_methods(task: str) -> list[str]:
+def variant(method: str) -> tuple[str, ...] | None:
+    """A dip method's ``--set`` overrides (None: not a dip run). Besides the named ones, any
+    ``"dip, KEY=VALUE; KEY=VALUE"`` is dip with those overrides: a search's candidates,
+    measured without naming each here first."""
+    if method in (DIP, MATCHED, CHOICE):
+        return ()
+    if method in DIP_VARIANTS:
+        return DIP_VARIANTS[method][1]
+    if method.startswith("dip, ") and "=" in method:
+        return tuple(part.strip() for part in method[len("dip, "):].split(";"))
+    return None
+
+
+def dip_methods(task: str, others=()) -> list[str]:
+    """The task's dip methods: the defaults, its named variants, and the searched ``others``
+    of them."""
+    named = [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
+    searched = sorted({m for m in others if variant(m) is not None and m not in named
+                       and m not in (DIP, MATCHED, CHOICE)})
     if task == "superres":
-        return [DIP, MATCHED, CHOICE] + [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
-    return [DIP] + [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
+        return [DIP, MATCHED, CHOICE, *named, *searched]
+    return [DIP, *named, *searched]
 
 
 def _superres(job: dict, folder: Path, ref) -> None:
@@ -296,15 +314,15 @@ def _superres(job: dict, folder: Path, ref) -> None:
         job.update(misfit=misfit, chosen=chosen,
                    right=chosen == LEVELS["superres"][job["level"]]["kernel"])
         return
-    kernel = ("lanczos" if job["method"] in (DIP, *DIP_VARIANTS)
+    kernel = ("lanczos" if job["method"] != MATCHED
               else LEVELS["superres"][job["level"]]["kernel"])
-    variant = DIP_VARIANTS.get(job["method"], ("superres", ()))[1]
     # the network's image; the defaults' result is it back-projected onto the input, the same
     # arithmetic as dip's own (tests/test_restarts_and_tiles.py), so one fit scores both
     r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
                     reference=folder / "reference.png", write=False, device="cpu",
                     no_back_projection=True,
-                    overrides=(f"perf.threads={torch.get_num_threads()}", *variant))
+                    overrides=(f"perf.threads={torch.get_num_threads()}",
+                               *variant(job["method"])))
     out = back_projected(r.picture.pixels, small, FACTOR, kernel)
     job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, FACTOR),
                network_psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR))
@@ -330,16 +348,16 @@ def run_job(job: dict) -> dict:
     ref = image.load_image(folder / "reference.png").pixels
     started = time.perf_counter()
     try:
-        if task == "superres" and job["method"] in dip_methods(task):
+        if task == "superres" and variant(job["method"]) is not None:
             _superres(job, folder, ref)
-        elif job["method"] in dip_methods(task):
+        elif variant(job["method"]) is not None:
             args = {"deblur": {"kernel": LEVELS[task][level].get("kernel")},
                     "poisson": {"noise": "poisson"}, "gaussian": {},
                     "inpaint": {"mask": folder / "mask.png"}}[task]
             # dip's own threads pinned too: "auto" adapts them to the load, and two runs of
             # the same settings then drift apart in rounding (benchmarks/README.md)
             overrides = (f"perf.threads={torch.get_num_threads()}",
-                         *DIP_VARIANTS.get(job["method"], (task, ()))[1])
+                         *variant(job["method"]))
             if task == "inpaint":
                 # the network's image everywhere; the defaults' result is it with the known
                 # pixels put back, the same arithmetic as dip's own (tests/
@@ -429,10 +447,37 @@ def superres_table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _notes(task: str, level: str, dips: list[dict], means: dict, lead: str,
+           rivals: list[str]) -> list[str]:
+    """The lines under a group's table: dip against the best classical tool (when the
+    results hold one), its steps, best moment and noise estimates."""
+    steps = statistics.fmean(r["steps"] for r in dips)
+    out = [f"\ndip ran {steps:.0f} steps on average."]
+    if rivals:  # (a search's file may hold dip's runs only)
+        rival = max(rivals, key=lambda m: means[m])
+        out = [f"\ndip - best classical ({rival}): {means[lead] - means[rival]:+.2f} dB; "
+               f"dip ran {steps:.0f} steps on average."]
+    if all(r.get("peak") is not None for r in dips) and task != "inpaint":
+        # (inpainting runs its whole budget; its peak is the network's image's)
+        peak = statistics.fmean(r["peak"] for r in dips)
+        out.append(f"dip's best moment on the way (found with the clean image): "
+                   f"{peak:.2f} dB, {peak - means[lead]:.2f} dB over what its stop returned.")
+    if all(r.get("redrawn_psnr") is not None for r in dips):
+        redrawn = statistics.fmean(r["redrawn_psnr"] for r in dips)
+        out.append(f"The network's image everywhere (`--redraw-known`, what the defaults "
+                   f"returned before they kept the known pixels): {redrawn:.2f} dB.")
+    if task == "gaussian" and all(r.get("estimated_sigma") is not None for r in dips):
+        sigmas = ", ".join(f"{r['estimated_sigma']:.1f}" for r in dips)
+        out.append(f"The noise sigma dip estimated (true {LEVELS[task][level]['sigma']}): "
+                   f"{sigmas}.")
+    return out
+
+
 def table(task: str, rows: list[dict]) -> str:
     if task == "superres":
         return superres_table(rows)
     by = {_key(r): r for r in rows if "error" not in r and r["task"] == task}
+    dip_ms = dip_methods(task, {r["method"] for r in by.values()})
     out = [f"# {task}: dip's defaults (CPU) against the classical tools, 128 px crops\n",
            "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()}))]
     for level in LEVELS[task]:
@@ -441,20 +486,20 @@ def table(task: str, rows: list[dict]) -> str:
             # first dip variant that ran on all of them
             every = images(task, level)
             counts = {m: sum((task, level, where, n, m) in by for n in every)
-                      for m in dip_methods(task)}
+                      for m in dip_ms}
             lead = max(counts, key=lambda m: (counts[m] == len(every), m == DIP, counts[m]))
             names = [n for n in every if (task, level, where, n, lead) in by]
             if not names:
                 continue
             out.append(f"\n## {level}, {where} crops "
                        f"({'settings chosen here' if where == 'centre' else 'held out'})\n")
-            ms = [m for m in [*dip_methods(task), *methods(task)]
+            ms = [m for m in [*dip_ms, *methods(task)]
                   if all((task, level, where, n, m) in by for n in names)]
             best = {}
             for m in ms:
                 if m == lead:
                     continue
-                family = m if m in DIP_VARIANTS else m.split(",")[0]
+                family = m if variant(m) else m.split(",")[0]
                 mean = statistics.fmean(by[(task, level, where, n, m)]["psnr"] for n in names)
                 if family not in best or mean > best[family][1]:
                     best[family] = (m, mean)
@@ -475,26 +520,8 @@ def table(task: str, rows: list[dict]) -> str:
                        + " | ".join(f"**{means[m]:.2f}**" for m in shown) + " |")
             out.append("| seconds/image | | " + " | ".join(f"{secs[m]:.1f}" for m in shown)
                        + " |")
-            rival = max((m for m in shown if m not in dip_methods(task)), key=lambda m: means[m])
-            steps = statistics.fmean(by[(task, level, where, n, lead)]["steps"] for n in names)
-            out.append(f"\ndip - best classical ({rival}): {means[lead] - means[rival]:+.2f} dB; "
-                       f"dip ran {steps:.0f} steps on average.")
-            dips = [by[(task, level, where, n, lead)] for n in names]
-            if all(r.get("peak") is not None for r in dips) and task != "inpaint":
-                # (inpainting runs its whole budget; its peak is the network's image's)
-                peak = statistics.fmean(r["peak"] for r in dips)
-                out.append(f"dip's best moment on the way (found with the clean image): "
-                           f"{peak:.2f} dB, {peak - means[lead]:.2f} dB over what its stop "
-                           f"returned.")
-            if all(r.get("redrawn_psnr") is not None for r in dips):
-                redrawn = statistics.fmean(r["redrawn_psnr"] for r in dips)
-                out.append(f"The network's image everywhere (`--redraw-known`, what the "
-                           f"defaults returned before they kept the known pixels): "
-                           f"{redrawn:.2f} dB.")
-            if task == "gaussian" and all(r.get("estimated_sigma") is not None for r in dips):
-                sigmas = ", ".join(f"{r['estimated_sigma']:.1f}" for r in dips)
-                out.append(f"The noise sigma dip estimated (true {LEVELS[task][level]['sigma']}):"
-                           f" {sigmas}.")
+            out += _notes(task, level, [by[(task, level, where, n, lead)] for n in names],
+                          means, lead, [m for m in shown if m not in dip_ms])
     return "\n".join(out) + "\n"
 
 
@@ -527,9 +554,10 @@ def collect(args: argparse.Namespace, results: Path) -> None:
         done = {_key(json.loads(line)) for line in results.read_text().splitlines()
                 if "error" not in json.loads(line)}
     wanted = re.split(r",(?! )", args.methods)  # a method's own name has ", " in it
-    ms = [m for m in dip_methods(args.task) + list(methods(args.task))
+    dips = dip_methods(args.task, wanted)
+    ms = [m for m in dips + list(methods(args.task))
           if m in wanted or ("dip" in wanted and m in dip_methods(args.task))
-          or ("classical" in wanted and m not in dip_methods(args.task))]
+          or ("classical" in wanted and m not in dips)]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     todo, commit = [], commit_id()
     for level in (args.levels.split(",") if args.levels else LEVELS[args.task]):
@@ -547,7 +575,7 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                     if _key(job) not in done:
                         todo.append({**job, "commit": commit, "threads": threads,
                                      "folder": str(folder)})
-    todo.sort(key=lambda j: j["method"] not in dip_methods(args.task))  # the long ones first
+    todo.sort(key=lambda j: j["method"] not in dips)  # the long ones first
     print(f"{len(todo)} runs to do", file=sys.stderr, flush=True)
     append_runs(run_job, todo, results, args.workers, lambda r: (
         f"{r['level']:>9} {r['where']:>6} {r['image']:>8} {r['method'][:30]:>30}: "
