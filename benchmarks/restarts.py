@@ -8,6 +8,8 @@ corner crops (``noise_floor.py --at corner``'s, not looked at while choosing set
 
     python benchmarks/restarts.py --restarts 1,3 --at centre
     python benchmarks/restarts.py --table
+    python benchmarks/restarts.py --restarts 1,2 --at centre,corner \
+        --results benchmarks/results/restarts2_crop128.jsonl
 
 Results: one JSON line per run in benchmarks/results/restarts_crop128.jsonl (a re-run skips
 what is there).
@@ -58,11 +60,11 @@ def run_one(job: dict) -> dict:
             "seconds": round(seconds, 2), "preset": r.record["preset"]}
 
 
-def collect(args: argparse.Namespace) -> None:
+def collect(args: argparse.Namespace, results: Path) -> None:
     done = set()
-    if RESULTS.exists():
+    if results.exists():
         done = {(r["image"], r["at"], r["restarts"], tuple(r.get("set", ())))
-                for r in map(json.loads, RESULTS.read_text().splitlines())}
+                for r in map(json.loads, results.read_text().splitlines())}
     sets = tuple(args.set)
     for at in args.at.split(","):
         for name in (args.images.split(",") if args.images else DENOISE):
@@ -75,15 +77,15 @@ def collect(args: argparse.Namespace) -> None:
                 out = subprocess.run([sys.executable, __file__, "one", json.dumps(job)],
                                      capture_output=True, text=True, check=True)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                with RESULTS.open("a") as f:
+                results.parent.mkdir(parents=True, exist_ok=True)
+                with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{at:>6} {name:>8} K={k}: {row['psnr']:.2f} dB "
                       f"(members {row['members_psnr']}), {row['seconds']:.0f} s", flush=True)
 
 
-def table() -> None:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+def table(results: Path) -> None:
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
     for at in ("centre", "corner"):
         for sets in sorted({tuple(r.get("set", ())) for r in rows if r["at"] == at}):
             mine = [r for r in rows if r["at"] == at and tuple(r.get("set", ())) == sets]
@@ -113,13 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images")
     parser.add_argument("--set", action="append", default=[], help="a config override")
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the JSON lines file (a run measured apart from the others' rows)")
     args = parser.parse_args(argv)
     if args.what == "one":
         print(json.dumps(run_one(json.loads(args.job))))
         return
     if not args.table:
-        collect(args)
-    table()
+        collect(args, args.results)
+    table(args.results)
 
 
 if __name__ == "__main__":
