@@ -453,7 +453,12 @@ def show_warning(message: Warning | str, category: type, filename: str, lineno: 
 def main() -> None:
     signals.install()  # again, for a caller that did not come through dip.cli.entry
     warnings.showwarning = show_warning
-    cli()
+    try:
+        cli()
+    except SystemExit as exc:
+        if signals.stopped(exc.code):
+            signals.leave(exc.code)
+        raise
 
 
 if __name__ == "__main__":
