@@ -77,7 +77,8 @@ def test_uncertainty_is_a_grey_map_of_the_restarts_spread_marked_as_dips(tmp_pat
 
 def test_uncertainty_without_restarts_is_refused_in_one_line(tmp_path: Path) -> None:
     noisy, _ = _noisy(tmp_path)
-    result = invoke("denoise", noisy, "-o", tmp_path / "o.png", "--uncertainty", "-q")
+    result = invoke("denoise", noisy, "-o", tmp_path / "o.png", "--uncertainty", "-q",
+                    "--restarts", "1")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "dip: error: --uncertainty maps where restarts disagree; it needs --restarts of 2 or "
@@ -89,7 +90,7 @@ def test_uncertainty_without_restarts_is_refused_in_one_line(tmp_path: Path) -> 
 def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: dict) -> None:
     noisy, _ = _noisy(tmp_path, 40)
     r = dip.restore(task, noisy, write=False, device="cpu", iters=10, stop="fixed", tile="32",
-                    overrides=TINY, **extra)
+                    restarts=1, overrides=TINY, **extra)
     scale = extra.get("factor", 1)
     assert r.picture.pixels.shape == (1, 3, 40 * scale, 40 * scale)
     tiles = r.record["tiles"]
@@ -252,7 +253,7 @@ def test_a_run_corrects_a_misleading_calibration_for_the_next_estimate(
     noisy, _ = _noisy(tmp_path, 32)
 
     def fit() -> dict:
-        return dip.restore("denoise", noisy, write=False, device="cpu", iters=12,
+        return dip.restore("denoise", noisy, write=False, device="cpu", iters=12, restarts=1,
                            overrides=(*TINY, "stop.rule=fixed")).record
 
     fit()

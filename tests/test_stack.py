@@ -190,7 +190,7 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     from dip.request import RunRequest
 
     picture = save(synthetic(256), tmp_path / "big.png")
-    request = RunRequest(task="denoise", device="cpu", input=picture, write=False,
+    request = RunRequest(task="denoise", device="cpu", input=picture, write=False, restarts=1,
                          overrides=("tile.size=64", "net.channels_down=[8,8,8,8,8]",
                                     "net.channels_up=[8,8,8,8,8]"))
     p = run.plan(request)
@@ -246,6 +246,7 @@ def test_a_stack_forced_on_the_cpu_is_laid_out_and_timed_as_a_stack(tmp_path) ->
 
     def setup(*overrides: str):
         request = RunRequest(task="denoise", device="cpu", input=picture, write=False,
+                             restarts=1,
                              overrides=("tile.size=64", "net.channels_down=[8,8,8,8,8]",
                                         "net.channels_up=[8,8,8,8,8]", *overrides))
         p = run.plan(request)
