@@ -58,6 +58,7 @@ import statistics
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,15 +284,12 @@ def variant(method: str) -> tuple[str, ...] | None:
     return None
 
 
-def dip_methods(task: str, others=()) -> list[str]:
+def dip_methods(task: str, others: Iterable[str] = ()) -> list[str]:
     """The task's dip methods: the defaults, its named variants, and the searched ``others``
     of them."""
-    named = [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
-    searched = sorted({m for m in others if variant(m) is not None and m not in named
-                       and m not in (DIP, MATCHED, CHOICE)})
-    if task == "superres":
-        return [DIP, MATCHED, CHOICE, *named, *searched]
-    return [DIP, *named, *searched]
+    fixed = [DIP, MATCHED, CHOICE] if task == "superres" else [DIP]
+    fixed += [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
+    return fixed + sorted({m for m in others if variant(m) and m not in fixed})
 
 
 def _superres(job: dict, folder: Path, ref) -> None:
@@ -452,11 +450,10 @@ def _notes(task: str, level: str, dips: list[dict], means: dict, lead: str,
     """The lines under a group's table: dip against the best classical tool (when the
     results hold one), its steps, best moment and noise estimates."""
     steps = statistics.fmean(r["steps"] for r in dips)
-    out = [f"\ndip ran {steps:.0f} steps on average."]
-    if rivals:  # (a search's file may hold dip's runs only)
-        rival = max(rivals, key=lambda m: means[m])
-        out = [f"\ndip - best classical ({rival}): {means[lead] - means[rival]:+.2f} dB; "
-               f"dip ran {steps:.0f} steps on average."]
+    rival = max(rivals, key=lambda m: means[m], default=None)  # a search's file: dip only
+    versus = ("" if rival is None
+              else f"dip - best classical ({rival}): {means[lead] - means[rival]:+.2f} dB; ")
+    out = [f"\n{versus}dip ran {steps:.0f} steps on average."]
     if all(r.get("peak") is not None for r in dips) and task != "inpaint":
         # (inpainting runs its whole budget; its peak is the network's image's)
         peak = statistics.fmean(r["peak"] for r in dips)
@@ -554,9 +551,9 @@ def collect(args: argparse.Namespace, results: Path) -> None:
         done = {_key(json.loads(line)) for line in results.read_text().splitlines()
                 if "error" not in json.loads(line)}
     wanted = re.split(r",(?! )", args.methods)  # a method's own name has ", " in it
-    dips = dip_methods(args.task, wanted)
+    plain, dips = dip_methods(args.task), dip_methods(args.task, wanted)
     ms = [m for m in dips + list(methods(args.task))
-          if m in wanted or ("dip" in wanted and m in dip_methods(args.task))
+          if m in wanted or ("dip" in wanted and m in plain)
           or ("classical" in wanted and m not in dips)]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     todo, commit = [], commit_id()

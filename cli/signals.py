@@ -50,9 +50,8 @@ def exit_code() -> int:
 
 
 def stopped(code: object) -> bool:
-    """Whether a ``SystemExit`` code is a stop's: a stopping signal was received (or Ctrl-C
-    came another way) and the code is its exit code."""
-    return code in EXIT_CODES.values() and code == exit_code()
+    """Whether a ``SystemExit`` code is a stop's (:func:`exit_code`)."""
+    return code == exit_code()
 
 
 def interrupted() -> None:
