@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from dip.errors import ConfigError
+from dip.sure import Sure
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 #: eager steps before a step is captured as a CUDA graph (cuDNN picks its kernels and the
@@ -218,15 +219,20 @@ class StepEngine:
         warmup: eager steps before a CUDA graph is captured (cuDNN picks its kernels and the
             allocator settles on them); they are real steps of the fit.
         loss: ``loss(A(out), y)``; default the mean squared error.
+        sure: fit by Stein's unbiased risk estimate instead (:mod:`dip.sure`; denoising, the
+            code being the noisy image): each step adds the input's eSURE noise and takes a
+            second forward pass at a probe; ``loss`` stays what the step reports (the guard
+            and the trace judge the data term), SURE is what it descends.
     """
 
     def __init__(self, net: nn.Module, code: torch.Tensor, operator: nn.Module,
                  observation: torch.Tensor, *, lr: float, perturb_std: float,
                  generator: torch.Generator | None, perf: Perf = Perf(),
                  checkpoint: bool = True, warmup: int = GRAPH_WARMUP,
-                 loss: Loss | None = None) -> None:
+                 loss: Loss | None = None, sure: Sure | None = None) -> None:
         self.perf, self.operator, self.observation = perf, operator, observation
         self.loss_fn = loss or mse
+        self.sure = sure
         fmt = torch.channels_last if perf.channels_last else torch.contiguous_format
         self.net = net.to(memory_format=fmt)
         self.code = code.contiguous(memory_format=fmt)
@@ -236,6 +242,9 @@ class StepEngine:
         # every layout sees the same random numbers.
         self.noise = torch.empty(code.shape, device=code.device, dtype=code.dtype)
         self.input = torch.empty_like(self.code)
+        if sure is not None:  # the divergence's probe and the input noise's level, per step
+            self.probe = torch.empty_like(self.code)
+            self.level = torch.empty((), device=code.device, dtype=code.dtype)
         self.params = [p for p in net.parameters()]
         self.optimizer = _adam(self.params, lr, perf.graphs, self.device_type)
         self.lr = lr
@@ -276,7 +285,14 @@ class StepEngine:
         torch._foreach_copy_(self.snapshots[self.pending], self.state)
 
     def _draw_input(self) -> None:
-        if self.perturb_std > 0:
+        if self.sure is not None:
+            # eSURE (Jo et al. 2021): fresh noise of a random level on the noisy image
+            self.noise.normal_(generator=self.generator)
+            self.level.uniform_(0, self.sure.input_noise * self.sure.sigma,
+                                generator=self.generator)
+            torch.addcmul(self.code, self.noise, self.level, out=self.input)
+            self.probe.normal_(generator=self.generator)
+        elif self.perturb_std > 0:
             self.noise.normal_(generator=self.generator)
             torch.add(self.code, self.noise, alpha=self.perturb_std, out=self.input)
         else:
@@ -290,9 +306,14 @@ class StepEngine:
                     if self.perf.autocast is not None else contextlib.nullcontext())
         with autocast:
             out = self.net(self.input)
+            # SURE's divergence: the output again at the input moved along the probe
+            probed = (self.net(self.input + self.sure.step * self.probe)
+                      if self.sure is not None else None)
         out = out.float()
         loss = self.loss_fn(self.operator(out), self.observation)
-        loss.backward()
+        objective = (loss if probed is None
+                     else loss + self.sure.penalty(out, probed.float(), self.probe))
+        objective.backward()
         self.optimizer.step()
         return out.detach(), loss.detach()
 

@@ -23,6 +23,7 @@ from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
 from dip.stack import Slot, StackedEngine, signature
 from dip.stopping import FixedBudget, StopRule
+from dip.sure import Sure
 from dip.threads import Neighbours, plan_lanes
 
 #: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
@@ -108,6 +109,8 @@ class Member:
         loss: ``loss(A(x), y)``, a 0-d tensor; default the mean squared error (the paper's).
         noise_sigma: the observation's noise level when known ([0, 1] units), for a stop rule
             that uses it; None: the rule estimates it.
+        sure: fit by Stein's unbiased risk estimate (:mod:`dip.sure`) instead of ``loss``;
+            ``code`` is then the noisy observation itself.
     """
 
     net: nn.Module
@@ -119,6 +122,7 @@ class Member:
     metric: Callable[[torch.Tensor], float] | None = None
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     noise_sigma: float | None = None
+    sure: Sure | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +248,8 @@ def _scheduler(sources: list, settings: Settings, perf: Perf, live: int, threads
     ``live`` (perf.stack) on every thread, or side by side, a worker per core on the CPU
     (one thread each: :mod:`dip.threads`) and one after another on an accelerator."""
     threads = threads or torch.get_num_threads()
-    if perf.stack and live > 1:
+    # a stack runs one forward pass per step; SURE's members (two each) step side by side
+    if perf.stack and live > 1 and not any(isinstance(m, Member) and m.sure for m in sources):
         return _Stacks(sources, settings, perf, live, callback), threads
     lanes = plan_lanes(live, threads)
     workers = lanes.workers if cpu else 1
@@ -352,7 +357,8 @@ class _Fit:
         # a member of a stack (:class:`_Stacks`) steps in its stack's engine instead
         self.engine = (StepEngine(m.net, m.code, m.operator, m.observation, lr=settings.lr,
                                   perturb_std=settings.perturb_std, generator=m.generator,
-                                  perf=perf, checkpoint=settings.guard > 0, loss=m.loss)
+                                  perf=perf, checkpoint=settings.guard > 0, loss=m.loss,
+                                  sure=m.sure)
                        if own_engine else None)
         self.member = None if own_engine else m
         # what a stack compares (its network's repr and shapes): once, not at every repack

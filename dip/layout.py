@@ -94,16 +94,20 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
     estimate), ``alive`` members' state, and the whole image's buffers."""
     pixels = member_side[0] * member_side[1]
     options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
+    # the widest input among the restarts (alternating objectives: dip.tasks.Problem)
+    code = max(problem.code_channels(cfg.input.channels, channels, r) for r in (0, 1))
 
     def net() -> torch.nn.Module:
-        return build_net(cfg.net.name, cfg.input.channels, channels, **options)
+        return build_net(cfg.net.name, code, channels, **options)
 
-    signature = repr((cfg.net, cfg.input.channels, channels))
+    signature = repr((cfg.net, code, channels))
     with torch.device("meta"):
         weights = sum(p.numel() for p in net().parameters())
     stop = build_stop_rule(cfg.stop).memory((1, channels, *member_side))
-    state = costs.member_bytes(weights, channels, cfg.input.channels, pixels, stop)
-    step = costs.BACKWARD * costs.activation_bytes(signature, net, cfg.input.channels, pixels)
+    state = costs.member_bytes(weights, channels, code, pixels, stop)
+    # SURE's step keeps two forward passes for its backward (dip.sure)
+    passes = 1 if problem.objective == "mse" else 2
+    step = passes * costs.BACKWARD * costs.activation_bytes(signature, net, code, pixels)
     out_pixels = problem.out_size[0] * problem.out_size[1]
     whole = 8 * 4 * channels * out_pixels  # input, observation, reference, blend, result
     return int(costs.process_bytes() + concurrent * step * step_factor + alive * state + whole)
@@ -197,9 +201,12 @@ def side_by_side(layout: Layout) -> int:
     return plan_lanes(layout.at_once, layout.threads).workers
 
 
-def calibration_key(cfg: Any, layout: Layout, channels: int, side: tuple[int, int]) -> str:
+def calibration_key(cfg: Any, problem: Problem, layout: Layout, channels: int,
+                    side: tuple[int, int]) -> str:
     stacked = " stacked" if layout.stacked else ""
-    return (f"{cfg.net}|code {cfg.input.channels}|out {channels}|{side[0]}x{side[1]}|"
+    code = (cfg.input.channels if problem.objective == "mse"  # else: SURE's fits (dip.sure)
+            else problem.objective)
+    return (f"{cfg.net}|code {code}|out {channels}|{side[0]}x{side[1]}|"
             f"{side_by_side(layout)} at once{stacked}|{layout.threads} threads")
 
 

@@ -30,7 +30,8 @@ from dip.errors import RunError
 from dip.fitting import FitResult, Member
 from dip.inputs import make_code
 from dip.nets import build_net
-from dip.stopping import build_stop_rule
+from dip.stopping import MIN_SIGMA, build_stop_rule, estimate_sigma
+from dip.sure import Sure
 from dip.tasks import Problem
 from dip.tiles import Blend, Tile
 
@@ -154,10 +155,19 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        net = build_net(cfg.net.name, cfg.input.channels, channels, **options)
+        net = build_net(cfg.net.name,
+                        problem.code_channels(cfg.input.channels, channels, part.restart),
+                        channels, **options)
     generator = torch.Generator(device=device).manual_seed(seed)
-    code = make_code(cfg.input.kind, cfg.input.channels, sub.out_size, cfg.input.scale,
-                     generator)
+    sigma = sub.noise_sigma if sub.noise_sigma is not None else noise_sigma
+    sure = None
+    if sub.fits_sure(part.restart):  # the input is the noisy image itself (dip.sure)
+        code = sub.observation.detach().clone()
+        sigma = estimate_sigma(sub.observation) if sigma is None else sigma
+        sure = Sure(sigma) if sigma >= MIN_SIGMA else None  # no noise: nothing to charge
+    else:
+        code = make_code(cfg.input.kind, cfg.input.channels, sub.out_size, cfg.input.scale,
+                         generator)
     metric = None
     if reference is not None:
         ref = reference if part.tile is None else part.tile.scaled(problem.scale).crop(reference)
@@ -165,9 +175,8 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
         def metric(estimate: torch.Tensor) -> float:
             return metrics.psnr(estimate, ref)
 
-    sigma = sub.noise_sigma if sub.noise_sigma is not None else noise_sigma
     return Member(net.to(device), code, sub.operator, sub.observation, generator,
-                  build_stop_rule(cfg.stop), metric, sub.loss, sigma)
+                  build_stop_rule(cfg.stop), metric, sub.loss, sigma, sure)
 
 
 def stand_in(problem: Problem, part: Part) -> torch.Tensor:

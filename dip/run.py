@@ -396,6 +396,8 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     problem = p.task.problem(loaded.inputs, cfg)
     problem.operator = problem.operator.to(dev)
     problem.observation = problem.observation.to(dev)
+    if problem.objective != "mse" and perf.stack:  # a stack's step: one pass; SURE's: two
+        perf = dataclasses.replace(perf, stack=False)
     channels = loaded.inputs.picture.pixels.shape[1]
     layout = plan_layout(cfg, problem, channels, dev, p.task.solved, stack=perf.stack)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
@@ -405,18 +407,20 @@ def build(p: Plan, loaded: Loaded) -> Setup:
         return build_member(cfg, problem, layout.parts[i], channels, ref, sigma)
 
     # the budget grows for a less noisy image than stop.budget_sigma (0: optim.iters as is)
-    iters = (cfg.optim.iters if sigma is None
+    iters = (cfg.optim.iters if sigma is None or cfg.stop.rule != "auto"
              else noise_budget(cfg.optim.iters, sigma, cfg.stop.budget_sigma / 255))
     settings = dataclasses.replace(_settings(cfg), iters=iters)
     return Setup(dev, perf, problem, layout, member, channels, settings)
 
 
 def noise_level(cfg: RunConfig, problem: Problem) -> float | None:
-    """The noise level the denoising stop uses, for its floor and its budget: ``stop.sigma``,
-    the task's, or estimated -- once for the whole image, so that its tiles agree and no
-    member estimates it again. None where no automatic stop uses it."""
+    """The noise level the denoising stop uses, for its floor and its budget, and SURE for its
+    risk (:mod:`dip.sure`): ``stop.sigma``, the task's, or estimated -- once for the whole
+    image, so that its tiles agree and no member estimates it again. None where nothing
+    uses it."""
     stop = cfg.stop
-    if stop.rule != "auto" or (stop.noise_floor <= 0 and stop.budget_sigma <= 0):
+    if problem.objective == "mse" and (stop.rule != "auto"
+                             or (stop.noise_floor <= 0 and stop.budget_sigma <= 0)):
         return None
     if stop.sigma:
         return stop.sigma / 255
@@ -440,7 +444,8 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
                   threads=layout.threads, callback=lambda i, s: on_step())
 
     with _memory_advice(p, setup):
-        rate = calibrate(calibration_key(p.cfg, layout, setup.channels, side), setup.device,
+        key = calibration_key(p.cfg, setup.problem, layout, setup.channels, side)
+        rate = calibrate(key, setup.device,
                          timed_steps(fit_steps, len(trial), warm_steps(setup.perf)))
     return Estimate(seconds(layout, rate, setup.settings.iters), layout.peak_bytes,
                     str(setup.device))
@@ -565,7 +570,7 @@ class _Live:
         if steps < CALIBRATION_STEPS:
             return
         setup = self.setup
-        key = calibration_key(self.p.cfg, setup.layout, setup.channels,
+        key = calibration_key(self.p.cfg, setup.problem, setup.layout, setup.channels,
                               member_side(setup.problem, setup.layout))
         remember(key, setup.device, (self.last_at - self.warm_at) / steps)
 
@@ -671,13 +676,14 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
         task_args=p.task.record_args(p.args), extra=_extra(setup, fitted),
         fingerprints=dict(loaded.fingerprints))
     if loaded.reference is not None:
-        ref, tiled = loaded.reference, setup.layout.tiles is not None
+        ref = loaded.reference
+        # a tile's peak is not the image's, nor one restart's the average's
+        one_fit = setup.layout.tiles is None and p.cfg.optim.restarts == 1
         record.metrics = _rounded({
             "psnr": metrics.psnr(restored.pixels, ref),
             "ssim": metrics.ssim(restored.pixels, ref),
-            # a tile's peak is not the image's
-            "peak_psnr": None if tiled else result.peak_psnr,
-            "peak_iteration": None if tiled else result.peak_iteration,
+            "peak_psnr": result.peak_psnr if one_fit else None,
+            "peak_iteration": result.peak_iteration if one_fit else None,
             **p.task.metrics(restored.pixels, ref, loaded.inputs, p.cfg)})
     if r.write:
         record.files = {k: str(p.files[k].resolve()) for k in ("report", "gif", "uncertainty")

@@ -29,6 +29,9 @@ from dip.errors import ConfigError, InputError
 from dip.request import Option
 from dip.tiles import Tile
 
+#: what a problem's fits descend (:attr:`Problem.objective`)
+OBJECTIVES = ("mse", "sure", "alternate")
+
 
 @dataclass
 class Problem:
@@ -43,6 +46,10 @@ class Problem:
             stop's noise floor uses it; None: estimated from ``y``).
         facts: what the task measured while building the problem (an estimated noise level,
             ...), written into the record as they are.
+        objective: what the fits descend (:data:`OBJECTIVES`): ``mse`` (``loss``, the paper's),
+            ``sure`` (Stein's unbiased risk estimate, :mod:`dip.sure`: white Gaussian noise
+            on ``y`` itself, ``A`` the identity; the network's input is then the observation)
+            or ``alternate`` (restart 0 the first, restart 1 the second, and so on).
     """
 
     operator: torch.nn.Module
@@ -51,11 +58,21 @@ class Problem:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     noise_sigma: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    objective: str = "mse"
 
     @property
     def scale(self) -> int:
         """Result pixels per observation pixel along a side (super-resolution's factor)."""
         return max(1, self.out_size[0] // self.observation.shape[-2])
+
+    def fits_sure(self, restart: int) -> bool:
+        """Whether restart ``restart``'s fit descends SURE (:attr:`objective`)."""
+        return self.objective == "sure" or (self.objective == "alternate" and restart % 2 == 1)
+
+    def code_channels(self, configured: int, image: int, restart: int = 0) -> int:
+        """Restart ``restart``'s network input channels: ``input.channels`` (``configured``),
+        or the image's own where the input is the observation itself (SURE)."""
+        return image if self.fits_sure(restart) else configured
 
     def window(self, t: Tile) -> Problem:
         """The problem of one tile ``t`` of the observation (:mod:`dip.tiles`): its part of
@@ -63,7 +80,7 @@ class Problem:
         out = t.scaled(self.scale)
         return Problem(self.operator.window(out.top, out.left, out.height, out.width),
                        t.crop(self.observation), (out.height, out.width), self.loss,
-                       self.noise_sigma)
+                       self.noise_sigma, objective=self.objective)
 
 
 @dataclass

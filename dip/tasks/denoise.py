@@ -5,7 +5,9 @@
 The noise is Gaussian by default (the paper's), or Poisson -- photon counting, the noise of
 low-light photographs, microscopy and astronomy: ``dip denoise --noise poisson``, with the
 config section ``noise`` (``noise.peak``: photons at white, 0 = estimated from the image;
-``noise.loss``: how the fit compares the result with the counts).
+``noise.loss``: how the fit compares the result with the counts; ``noise.objective``: Gaussian
+noise fitted by the paper's squared error, Stein's unbiased risk estimate (:mod:`dip.sure`) or
+the two in turn across restarts).
 
 The peak is the one key for the noise's strength; there is no ``noise.gain``. A camera's gain
 (grey levels per photon) is the same number spelled the other way round: with ``y = counts /
@@ -28,7 +30,7 @@ import torch
 from dip import image, metrics, operators
 from dip.errors import ConfigError
 from dip.request import Option
-from dip.tasks import Corruption, Inputs, Problem, Task, register
+from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, register
 
 MODELS = ("gaussian", "poisson")
 POISSON_LOSSES = ("nll", "anscombe")
@@ -45,6 +47,10 @@ class NoiseSettings:
     #: poisson: nll (the Poisson deviance) | anscombe (squared error after the Anscombe
     #: transform, where the noise is about unit Gaussian)
     loss: str = "nll"
+    #: gaussian: what the fit descends: mse (the paper's squared error to the noisy image) |
+    #: sure (Stein's unbiased risk estimate, the network's input being the noisy image:
+    #: dip.sure; Jo, Chun & Choi 2021) | alternate (the restarts take turns, restart 0 mse)
+    objective: str = "mse"
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -53,6 +59,9 @@ class NoiseSettings:
         if self.peak < 0:
             raise ConfigError(f"config key 'noise.peak' must be >= 0 (0: estimate it), got "
                               f"{self.peak}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"config key 'noise.objective' must be one of "
+                              f"{', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.loss not in POISSON_LOSSES:
             raise ConfigError(f"config key 'noise.loss' must be one of "
                               f"{', '.join(POISSON_LOSSES)}, got {self.loss!r}")
@@ -137,6 +146,8 @@ class Denoise(Task):
         picture = inputs.picture
         problem = Problem(operators.Identity(), picture.pixels, picture.size)
         noise = cfg.section("noise")
+        if noise.model == "gaussian":
+            problem.objective = noise.objective
         if noise.model == "poisson":
             peak = noise.peak or estimate_peak(picture.pixels)
             if not math.isfinite(peak):
