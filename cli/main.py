@@ -200,8 +200,12 @@ def summary(task: Task, result: Restoration) -> str:
     fits = r.get("members")
     if fits:
         tiles, restarts = r.get("tiles"), r["config"]["optim"]["restarts"]
+        noise = r["config"].get("noise") or {}
+        turns = (" (the paper's fit and SURE's in turn)"
+                 if noise.get("model") == "gaussian" and noise.get("objective") == "alternate"
+                 else "")
         line += "\n  " + "; ".join(([tiles["why"]] if tiles else [])
-                                    + ([f"the average of {restarts} restarts"]
+                                    + ([f"the average of {restarts} restarts{turns}"]
                                        if restarts > 1 else []))
     if r.get("estimate"):
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"

@@ -132,6 +132,15 @@ def test_alternate_restarts_take_turns_and_restart_0_is_the_papers_fit(tmp_path:
     assert outs["alternate"].read_bytes() == outs["mse"].read_bytes()
 
 
+def test_the_summary_says_the_restarts_take_turns(tmp_path: Path) -> None:
+    noisy, _ = _noisy(tmp_path)
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "denoise", noisy, "-o", tmp_path / "o.png", "--set", "noise.objective=alternate",
+        "--restarts", 2, "--iters", 3, *SMALL[:-1])])  # not quiet
+    assert result.exit_code == 0, result.output
+    assert "the average of 2 restarts (the paper's fit and SURE's in turn)" in result.output
+
+
 def test_an_unknown_objective_is_one_line(tmp_path: Path) -> None:
     noisy, _ = _noisy(tmp_path)
     result = CliRunner().invoke(cli, [str(a) for a in (
