@@ -2,7 +2,8 @@
 less overhead.
 
 A step is: draw the code's perturbation, ``out = f_θ(z + ε)``, ``loss = ‖A(out) − y‖²``,
-backward, Adam. :class:`StepEngine` runs it
+backward, Adam (a SURE fit, :mod:`dip.sure`, also runs the network at a probe and descends
+SURE). :class:`StepEngine` runs it
 
 - on the CPU with glibc's allocator told to keep freed memory (:func:`kept_cpu_memory`): the
   paper network's activations are 8–130 MB each, and glibc hands every block above its mmap

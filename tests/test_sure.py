@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dip import layout, run
+from dip import layout, metrics, run
 from dip.cli.main import cli
 from dip.request import RunRequest
 from dip.sure import Sure
@@ -172,3 +172,32 @@ def test_sure_runs_side_by_side_and_is_costed_and_timed_apart(tmp_path: Path) ->
         return layout.calibration_key(p.cfg, s.problem, s.layout, 3, (48, 48))
 
     assert "sure" in key(p_sure, sure) and "sure" not in key(p_plain, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_sure_fit_in_a_cuda_graph_matches_the_eager_one() -> None:
+    """The probe and the input noise's level are drawn outside the captured step, so the
+    graph replays SURE's arithmetic with each step's new draws."""
+    from dip.config import PerfConfig
+    from dip.engine import resolve_perf
+    from dip.fitting import Member, Settings, fit_group
+    from dip.nets import build_net
+
+    clean = synthetic(48)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * SIGMA).clamp(0, 1).cuda()
+
+    def run(graphs: str) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = build_net("skip", 3, 3, channels_down=[16] * 3, channels_up=[16] * 3,
+                        channels_skip=[4] * 3).cuda()
+        member = Member(net, noisy.clone(), torch.nn.Identity(), noisy,
+                        torch.Generator(device="cuda").manual_seed(0), sure=Sure(SIGMA))
+        perf = resolve_perf(PerfConfig(graphs=graphs), torch.device("cuda"))
+        return fit_group([member], Settings(iters=150, lr=0.02, average=0.9),
+                         perf=perf)[0].image.cpu()
+
+    eager, graph = run("off"), run("on")
+    noisy_psnr = metrics.psnr(noisy.cpu(), clean)
+    assert metrics.psnr(graph, clean) > noisy_psnr + 3
+    assert abs(metrics.psnr(graph, clean) - metrics.psnr(eager, clean)) < 0.3
