@@ -81,7 +81,8 @@ def check_perf(settings: Any) -> None:
                           f"{', '.join(PRECISIONS)}, got {settings.precision!r}")
 
 
-def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) -> Perf:
+def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True,
+                 one_pass: bool = True) -> Perf:
     """Validated ``perf.*`` settings (:class:`dip.config.PerfConfig`) -> :class:`Perf` for
     ``device``; raises ConfigError for what that device cannot do.
 
@@ -109,7 +110,9 @@ def resolve_perf(settings: Any, device: torch.device, constant_lr: bool = True) 
     # a stack runs its members' convolutions as one grouped convolution: on CUDA many small
     # fits fill the chip together; on the CPU oneDNN runs the groups one after another
     # (0.4-1.2x), so there members run side by side on threads instead (dip.threads)
-    stack = switch(settings.stack, cuda and not channels_last)
+    # (``one_pass``: each member's step is one forward pass; SURE's are two, dip.sure, and
+    # step side by side whatever perf.stack says)
+    stack = switch(settings.stack, cuda and not channels_last) and one_pass
     if stack and channels_last:
         raise ConfigError("perf.stack=on runs in the NCHW layout; it cannot be combined with "
                           "perf.channels_last=on")
@@ -243,8 +246,9 @@ class StepEngine:
         # every layout sees the same random numbers.
         self.noise = torch.empty(code.shape, device=code.device, dtype=code.dtype)
         self.input = torch.empty_like(self.code)
-        if sure is not None:  # the divergence's probe and the input noise's level, per step
+        if sure is not None:  # the divergence's probe, the input along it, the noise's level
             self.probe = torch.empty_like(self.code)
+            self.probed_input = torch.empty_like(self.code)
             self.level = torch.empty((), device=code.device, dtype=code.dtype)
         self.params = [p for p in net.parameters()]
         self.optimizer = _adam(self.params, lr, perf.graphs, self.device_type)
@@ -293,6 +297,8 @@ class StepEngine:
                                 generator=self.generator)
             torch.addcmul(self.code, self.noise, self.level, out=self.input)
             self.probe.normal_(generator=self.generator)
+            torch.mul(self.probe, self.sure.step, out=self.probed_input)
+            self.probed_input.add_(self.input)
         elif self.perturb_std > 0:
             self.noise.normal_(generator=self.generator)
             torch.add(self.code, self.noise, alpha=self.perturb_std, out=self.input)
@@ -308,8 +314,7 @@ class StepEngine:
         with autocast:
             out = self.net(self.input)
             # SURE's divergence: the output again at the input moved along the probe
-            probed = (self.net(self.input + self.sure.step * self.probe)
-                      if self.sure is not None else None)
+            probed = self.net(self.probed_input) if self.sure is not None else None
         out = out.float()
         loss = self.loss_fn(self.operator(out), self.observation)
         objective = (loss if probed is None

@@ -249,7 +249,8 @@ def _scheduler(sources: list, settings: Settings, perf: Perf, live: int, threads
     (one thread each: :mod:`dip.threads`) and one after another on an accelerator."""
     threads = threads or torch.get_num_threads()
     # a stack runs one forward pass per step; SURE's members (two each) step side by side
-    if perf.stack and live > 1 and not any(isinstance(m, Member) and m.sure for m in sources):
+    if perf.stack and live > 1 and not any(isinstance(m, Member) and m.sure is not None
+                                      for m in sources):
         return _Stacks(sources, settings, perf, live, callback), threads
     lanes = plan_lanes(live, threads)
     workers = lanes.workers if cpu else 1

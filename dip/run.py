@@ -392,12 +392,11 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     member (seeded from the run's seed and the member's part, :mod:`dip.members`)."""
     cfg = p.cfg
     dev = resolve_device(cfg.device)
-    perf = resolve_perf(cfg.perf, dev, constant_lr=cfg.optim.schedule == "constant")
     problem = p.task.problem(loaded.inputs, cfg)
+    perf = resolve_perf(cfg.perf, dev, constant_lr=cfg.optim.schedule == "constant",
+                        one_pass=problem.objective == "mse")
     problem.operator = problem.operator.to(dev)
     problem.observation = problem.observation.to(dev)
-    if problem.objective != "mse" and perf.stack:  # a stack's step: one pass; SURE's: two
-        perf = dataclasses.replace(perf, stack=False)
     channels = loaded.inputs.picture.pixels.shape[1]
     layout = plan_layout(cfg, problem, channels, dev, p.task.solved, stack=perf.stack)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None

@@ -35,14 +35,17 @@ def test_auto_preset_is_fast_on_the_cpu_and_paper_on_a_gpu(task: str, monkeypatc
 
 
 def test_cpu_denoising_averages_two_restarts_and_a_flag_takes_one() -> None:
-    """The fast denoising preset fits two seeds and averages them (+0.28 / +0.40 dB at 1.39x
-    the time on 2 cores: benchmarks/README.md); the paper's settings and the other tasks fit
-    one; --restarts 1 is the single fit."""
+    """The fast denoising preset averages two fits, the paper's objective's and SURE's in turn
+    (benchmarks/README.md); the paper's settings and the other tasks fit one with the paper's
+    objective; --restarts 1 is the single fit."""
     assert config.resolve("denoise", explicit={"device": "cpu"}).optim.restarts == 2
     assert config.resolve("denoise", explicit={"device": "cuda"}).optim.restarts == 1
     assert config.resolve("inpaint", explicit={"device": "cpu"}).optim.restarts == 1
     assert config.resolve("denoise", explicit={"device": "cpu",
                                                "optim.restarts": 1}).optim.restarts == 1
+    for device, objective in (("cpu", "alternate"), ("cuda", "mse")):
+        cfg = config.resolve("denoise", explicit={"device": device})
+        assert cfg.section("noise").objective == objective
 
 
 def test_user_settings_win_over_the_fast_preset(tmp_path: Path) -> None:

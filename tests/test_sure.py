@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_poisson import SMALL
 
 from dip import layout, metrics, run
 from dip.cli.main import cli
@@ -17,8 +18,6 @@ from dip.sure import Sure
 
 from conftest import save, synthetic
 
-SMALL = ["--set", "net.channels_down=[16,16,16]", "--set", "net.channels_up=[16,16,16]",
-         "--set", "net.channels_skip=[4,4,4]", "--device", "cpu", "-q"]
 SIGMA = 25 / 255
 
 
@@ -51,15 +50,9 @@ def test_sure_needs_a_noise_level() -> None:
         Sure(0.0)
 
 
-def _noisy(tmp_path: Path, size: int = 32) -> tuple[Path, Path]:
-    g = torch.Generator().manual_seed(1)
-    clean = synthetic(size)
-    noisy = (clean + torch.randn(clean.shape, generator=g) * SIGMA).clamp(0, 1)
-    return save(noisy, tmp_path / "noisy.png"), save(clean, tmp_path / "clean.png")
-
-
-def test_a_sure_fit_denoises_and_is_reproducible(tmp_path: Path) -> None:
-    noisy, ref = _noisy(tmp_path)
+def test_a_sure_fit_denoises_and_is_reproducible(tmp_path: Path, noisy_png: Path,
+                                                 clean_png: Path) -> None:
+    noisy, ref = noisy_png, clean_png
     outs = [tmp_path / "a.png", tmp_path / "b.png"]
     for out in outs:
         result = CliRunner().invoke(cli, [str(a) for a in (
@@ -114,14 +107,15 @@ def test_poisson_noise_and_the_paper_objective_fit_a_random_code(tmp_path: Path)
         assert member.sure is None and member.code.shape[1] == 32, overrides
 
 
-def test_alternate_restarts_take_turns_and_restart_0_is_the_papers_fit(tmp_path: Path) -> None:
+def test_alternate_restarts_take_turns_and_restart_0_is_the_papers_fit(tmp_path: Path,
+                                                                       noisy_png: Path) -> None:
     """``alternate``: restart 0 fits the paper's squared error with a random code, restart 1
     SURE with the noisy image as its input; so with one restart it is the paper's fit."""
     _, setup = _setup(tmp_path, "noise.objective=alternate", restarts=3)
     members = [setup.member(i) for i in range(3)]
     assert [m.sure is not None for m in members] == [False, True, False]
     assert [m.code.shape[1] for m in members] == [32, 3, 32]
-    noisy, _ = _noisy(tmp_path)
+    noisy = noisy_png
     outs = {}
     for objective in ("alternate", "mse"):
         outs[objective] = tmp_path / f"{objective}.png"
@@ -132,8 +126,8 @@ def test_alternate_restarts_take_turns_and_restart_0_is_the_papers_fit(tmp_path:
     assert outs["alternate"].read_bytes() == outs["mse"].read_bytes()
 
 
-def test_the_summary_says_the_restarts_take_turns(tmp_path: Path) -> None:
-    noisy, _ = _noisy(tmp_path)
+def test_the_summary_says_the_restarts_take_turns(tmp_path: Path, noisy_png: Path) -> None:
+    noisy = noisy_png
     result = CliRunner().invoke(cli, [str(a) for a in (
         "denoise", noisy, "-o", tmp_path / "o.png", "--set", "noise.objective=alternate",
         "--restarts", 2, "--iters", 3, *SMALL[:-1])])  # not quiet
@@ -141,8 +135,8 @@ def test_the_summary_says_the_restarts_take_turns(tmp_path: Path) -> None:
     assert "the average of 2 restarts (the paper's fit and SURE's in turn)" in result.output
 
 
-def test_an_unknown_objective_is_one_line(tmp_path: Path) -> None:
-    noisy, _ = _noisy(tmp_path)
+def test_an_unknown_objective_is_one_line(tmp_path: Path, noisy_png: Path) -> None:
+    noisy = noisy_png
     result = CliRunner().invoke(cli, [str(a) for a in (
         "denoise", noisy, "-o", tmp_path / "o.png", "--set", "noise.objective=l1", *SMALL)])
     assert result.exit_code == 2
