@@ -518,7 +518,7 @@ def _combined(live: _Live, results: dict) -> Fitted:
         RunError: every member failed (the first one's error).
     """
     every = live.outcomes(results)
-    combined = live.combined(every)
+    combined = live.combined(every, final=True)
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
@@ -581,15 +581,18 @@ class _Live:
                 else self.latest.get(i, stand_in(self.setup.problem, part))
                 for i, part in enumerate(layout.parts)]
 
-    def combined(self, every: list) -> Combined:
+    def combined(self, every: list, final: bool = False) -> Combined:
         """Every part's outcome (:meth:`outcomes`) combined, then made to agree with the input
         where it determines the result (:meth:`Task.consistent`: inpainting's known pixels,
-        super-resolution's back-projection)."""
+        super-resolution's back-projection), and for the ``final`` result the task's last
+        step (:meth:`Task.finish`: denoising's Wiener filter)."""
         setup, loaded = self.setup, self.loaded
         combined = combine(setup.layout.parts, every, (1, setup.channels, *loaded.out_size),
                            setup.problem.scale)
         result, spread = self.p.task.consistent(combined.image, combined.spread, loaded.inputs,
                                                 self.p.args, self.p.cfg)
+        if final:
+            result = self.p.task.finish(result, loaded.inputs, self.p.cfg)
         return dataclasses.replace(combined, image=result, spread=spread)
 
     def on_step(self, index: int, s: Progress) -> None:
@@ -676,8 +679,10 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
         fingerprints=dict(loaded.fingerprints))
     if loaded.reference is not None:
         ref = loaded.reference
-        # a tile's peak is not the image's, nor one restart's the average's
-        one_fit = setup.layout.tiles is None and p.cfg.optim.restarts == 1
+        # a tile's peak is not the image's, nor one restart's the average's, nor the fit's
+        # the result's when the task filtered it after the fit (Task.finish)
+        one_fit = (setup.layout.tiles is None and p.cfg.optim.restarts == 1
+                   and not p.task.finishes(p.cfg))
         record.metrics = _rounded({
             "psnr": metrics.psnr(restored.pixels, ref),
             "ssim": metrics.ssim(restored.pixels, ref),

@@ -90,8 +90,10 @@ def test_a_denoising_record_from_before_the_noise_section_is_still_done(tmp_path
     (tmp_path / "photos").mkdir()
     save(synthetic(32), tmp_path / "photos" / "p0.png")
     path = tmp_path / "batch.yaml"
-    # the paper's objective, what every denoising run fitted before the section existed
-    path.write_text("defaults: {iters: 3, device: cpu, set: {noise.objective: mse}}\njobs:\n"
+    # the paper's objective without the Wiener filter: what every denoising run did before the
+    # section existed
+    path.write_text("defaults: {iters: 3, device: cpu, set: {noise.objective: mse, "
+                    "noise.wiener: false}}\njobs:\n"
                     "  - {task: denoise, input: photos/p0.png, output: out/}\n")
     assert invoke("run", path, "-q").exit_code == 0
     record_file = tmp_path / "out" / "p0_denoise.png.json"
@@ -99,8 +101,8 @@ def test_a_denoising_record_from_before_the_noise_section_is_still_done(tmp_path
     del record["config"]["noise"]  # as dip wrote it before Poisson noise existed
     record_file.write_text(json.dumps(record))
     assert batch.is_done(batch.load_batch(path)[0])
-    # the fast preset's SURE is another objective than the old record's: redone
-    fast = path.read_text().replace(", set: {noise.objective: mse}", "")
+    # the fast preset's SURE and Wiener filter are another fit than the old record's: redone
+    fast = path.read_text().replace(", set: {noise.objective: mse, noise.wiener: false}", "")
     path.with_name("fast.yaml").write_text(fast)
     assert not batch.is_done(batch.load_batch(path.with_name("fast.yaml"))[0])
     path.write_text(path.read_text().replace("output: out/", "output: out/, noise: poisson"))

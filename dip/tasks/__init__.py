@@ -191,6 +191,18 @@ class Task:
         the image returned; by default both come back as they are."""
         return result, spread
 
+    def finishes(self, cfg: Any) -> bool:
+        """Whether :meth:`finish` changes the result under ``cfg`` (then the record's peak,
+        the fit's best moment, is not the result's)."""
+        return False
+
+    def finish(self, result: torch.Tensor, inputs: Inputs, cfg: Any) -> torch.Tensor:
+        """The run's final result, after :meth:`consistent`, from a step that needs no network
+        (denoising's collaborative Wiener filter); snapshots of a fit in progress skip it.
+        ``result`` ``(1, C, H, W)`` in [0, 1] on the CPU, as is the image returned; by default
+        it comes back as it is."""
+        return result
+
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         """The known pixels ``(1, 1, H, W)`` (1 = known) a report shows the input through
         (holes black); None: the input as it is."""

@@ -1,0 +1,126 @@
+"""Denoising's last step: the collaborative Wiener filter with the fits' result as its pilot
+(dip.wiener), and the noise level it is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from dip import run
+from dip.image import load_image
+from dip.request import RunRequest
+from dip.stopping import estimate_sigma
+from dip.wiener import PROFILES, collaborative_wiener, noise_level, profile_for
+
+from conftest import psnr, save, synthetic
+
+SIGMA = 25 / 255
+
+
+def _noisy(clean: torch.Tensor, sigma: float = SIGMA, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return clean + torch.randn(clean.shape, generator=g) * sigma
+
+
+def _blurred(t: torch.Tensor) -> torch.Tensor:
+    """A mediocre pilot: the noisy image under a 5x5 box (less noise, softer edges)."""
+    return F.avg_pool2d(F.pad(t, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_filter_improves_on_its_pilot_and_on_the_noisy_image(channels: int) -> None:
+    clean = synthetic(64, channels)
+    noisy = _noisy(clean).clamp(0, 1)
+    pilot = _blurred(noisy).clamp(0, 1)
+    out = collaborative_wiener(noisy, pilot, SIGMA)
+    assert out.shape == clean.shape and 0 <= out.min() and out.max() <= 1
+    assert psnr(out, clean) > psnr(pilot, clean) + 1.0
+    assert psnr(out, clean) > psnr(noisy, clean) + 6.0
+    assert torch.equal(out, collaborative_wiener(noisy, pilot, SIGMA))  # deterministic
+
+
+def test_an_exact_pilot_gives_the_oracle_filter_close_to_the_clean_image() -> None:
+    clean = synthetic(64)
+    noisy = _noisy(clean)
+    assert psnr(collaborative_wiener(noisy, clean, SIGMA), clean) > psnr(noisy, clean) + 10
+
+
+def test_no_noise_or_a_picture_smaller_than_a_patch_returns_the_pilot() -> None:
+    pilot = synthetic(32)
+    noisy = _noisy(pilot)
+    assert torch.equal(collaborative_wiener(noisy, pilot, 0.0), pilot)
+    small = synthetic(32)[..., :6, :6]
+    assert torch.equal(collaborative_wiener(_noisy(small), small, SIGMA), small)
+
+
+def test_pictures_of_different_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="must both be"):
+        collaborative_wiener(synthetic(32), synthetic(48), SIGMA)
+    with pytest.raises(ValueError, match="must both be"):
+        collaborative_wiener(torch.rand(1, 2, 32, 32), torch.rand(1, 2, 32, 32), SIGMA)
+
+
+def test_the_papers_profile_changes_above_sigma_40() -> None:
+    assert profile_for(25 / 255) is PROFILES[0] and PROFILES[0].patch == 8
+    assert profile_for(50 / 255) is PROFILES[1] and PROFILES[1].patch == 11
+    clean = synthetic(64)
+    noisy = _noisy(clean, 50 / 255, seed=3)
+    out = collaborative_wiener(noisy, _blurred(noisy).clamp(0, 1), 50 / 255)
+    assert psnr(out, clean) > psnr(noisy, clean) + 8
+
+
+@pytest.mark.parametrize("sigma", [10 / 255, 25 / 255, 50 / 255])
+def test_the_noise_level_is_read_within_a_few_percent(sigma: float) -> None:
+    noisy = _noisy(synthetic(96), sigma, seed=4)
+    assert noise_level(noisy) == pytest.approx(sigma, rel=0.06)
+
+
+def test_fine_texture_is_not_read_as_noise() -> None:
+    """A one-pixel checkerboard lies wholly in the finest wavelet band, where the wavelet
+    estimate looks for noise: it reads the texture as noise; the patches' spectrum sees one
+    strong pattern and the noise under it."""
+    y, x = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    checks = 0.5 + 0.1 * ((x + y) % 2 * 2 - 1).float()
+    noisy = _noisy(checks.expand(1, 3, 96, 96), SIGMA, seed=5)
+    assert estimate_sigma(noisy) > 2 * SIGMA
+    assert noise_level(noisy) == pytest.approx(SIGMA, rel=0.1)
+
+
+def test_a_picture_smaller_than_a_patch_has_no_measurable_noise() -> None:
+    assert noise_level(torch.rand(1, 3, 5, 40)) == 0.0
+
+
+def _restore(tmp_path: Path, *overrides: str):
+    clean = synthetic(48)
+    picture = save(_noisy(clean, seed=6).clamp(0, 1), tmp_path / "photo.png")
+    req = RunRequest(task="denoise", device="cpu", input=picture, write=False, iters=40,
+                     restarts=2, preset="fast",
+                     overrides=("net.channels_down=[8,8,8]", "net.channels_up=[8,8,8]",
+                                "net.channels_skip=[4,4,4]", *overrides))
+    result = run.restore(req)
+    noisy = load_image(picture).pixels
+    average = torch.cat([m.image for m in result.members]).mean(0, keepdim=True).clamp(0, 1)
+    return result.picture.pixels, noisy, average
+
+
+def test_the_fast_preset_filters_the_fits_average_with_it_as_the_pilot(tmp_path: Path) -> None:
+    result, noisy, average = _restore(tmp_path)
+    expected = collaborative_wiener(noisy, average, noise_level(noisy))
+    assert torch.allclose(result, expected, atol=1e-6)
+    assert not torch.allclose(result, average, atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides", [("noise.wiener=false",),
+                                       ("noise.model=poisson", "noise.objective=mse")])
+def test_without_the_filter_or_for_photon_noise_the_result_is_the_average(
+        tmp_path: Path, overrides: tuple[str, ...]) -> None:
+    result, _, average = _restore(tmp_path, *overrides)
+    assert torch.allclose(result, average, atol=1e-6)
+
+
+def test_a_given_noise_level_is_the_filters_too(tmp_path: Path) -> None:
+    result, noisy, average = _restore(tmp_path, "stop.sigma=40")
+    assert torch.allclose(result, collaborative_wiener(noisy, average, 40 / 255), atol=1e-6)
