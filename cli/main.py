@@ -182,6 +182,21 @@ STOP_REASONS = {"auto": "automatic stop", "budget": "step budget reached",
                 "interrupted": "interrupted"}
 
 
+def _how(r: dict) -> str:
+    """The summary's line on how the result was made: tiles, restarts, a filter after them."""
+    tiles, restarts = r.get("tiles"), r["config"]["optim"]["restarts"]
+    noise = r["config"].get("noise") or {}
+    gaussian = noise.get("model") == "gaussian"
+    turns = (" (the paper's fit and SURE's in turn)"
+             if gaussian and noise.get("objective") == "alternate" else "")
+    parts = (([tiles["why"]] if r.get("members") and tiles else [])
+             + ([f"the average of {restarts} restarts{turns}"] if restarts > 1 else []))
+    if gaussian and noise.get("wiener"):
+        parts.append("then a Wiener filter of the input with that image as its pilot "
+                     "(BM3D's second step)")
+    return "\n  " + "; ".join(parts) if parts else ""
+
+
 def summary(task: Task, result: Restoration) -> str:
     """What a run did, in a few lines."""
     r = result.record
@@ -197,16 +212,7 @@ def summary(task: Task, result: Restoration) -> str:
         baseline = task.describe(m)
         if baseline:
             line += f"; {baseline}"
-    fits = r.get("members")
-    if fits:
-        tiles, restarts = r.get("tiles"), r["config"]["optim"]["restarts"]
-        noise = r["config"].get("noise") or {}
-        turns = (" (the paper's fit and SURE's in turn)"
-                 if noise.get("model") == "gaussian" and noise.get("objective") == "alternate"
-                 else "")
-        line += "\n  " + "; ".join(([tiles["why"]] if tiles else [])
-                                    + ([f"the average of {restarts} restarts{turns}"]
-                                       if restarts > 1 else []))
+    line += _how(r)
     if r.get("estimate"):
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
     line += f"\n  record: {record_path(result.output)}"

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
+from test_poisson import SMALL
 from torch.nn import functional as F
 
 from dip import run
+from dip.cli.main import cli
 from dip.image import load_image
 from dip.request import RunRequest
 from dip.stopping import estimate_sigma
@@ -124,3 +127,15 @@ def test_without_the_filter_or_for_photon_noise_the_result_is_the_average(
 def test_a_given_noise_level_is_the_filters_too(tmp_path: Path) -> None:
     result, noisy, average = _restore(tmp_path, "stop.sigma=40")
     assert torch.allclose(result, collaborative_wiener(noisy, average, 40 / 255), atol=1e-6)
+
+
+@pytest.mark.parametrize("wiener", ["true", "false"])
+def test_the_summary_says_whether_the_result_was_filtered(tmp_path: Path, noisy_png: Path,
+                                                          wiener: str) -> None:
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "denoise", noisy_png, "-o", tmp_path / "o.png", "--set", f"noise.wiener={wiener}",
+        "--restarts", 2, "--iters", 3, *SMALL[:-1])])  # not quiet
+    assert result.exit_code == 0, result.output
+    said = ("the average of 2 restarts (the paper's fit and SURE's in turn); then a Wiener "
+            "filter of the input with that image as its pilot" in result.output)
+    assert said == (wiener == "true"), result.output

@@ -169,8 +169,8 @@ class Denoise(Task):
         return noise.model == "gaussian" and noise.wiener
 
     def finish(self, result: torch.Tensor, inputs: Inputs, cfg: Any) -> torch.Tensor:
-        # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.2 to +0.45 dB
-        # on the sigma = 25 crops' means (benchmarks/README.md, "degradations.py").
+        # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.24 to +0.82 dB
+        # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
         if not self.finishes(cfg):
             return result
         observed = inputs.picture.pixels
