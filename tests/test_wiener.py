@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_poisson import SMALL
 from torch.nn import functional as F
 
-from dip import run
+from dip import run, wiener
 from dip.cli.main import cli
 from dip.image import load_image
 from dip.request import RunRequest
@@ -139,3 +139,14 @@ def test_the_summary_says_whether_the_result_was_filtered(tmp_path: Path, noisy_
     said = ("the average of 2 restarts (the paper's fit and SURE's in turn); then a Wiener "
             "filter of the input with that image as its pilot" in result.output)
     assert said == (wiener == "true"), result.output
+
+
+def test_matching_in_bands_gives_the_same_image(monkeypatch) -> None:
+    """A large image is matched a few reference rows at a time (bounded memory): each
+    reference's group is its own, so the bands change nothing but the summation order."""
+    clean = synthetic(64)
+    noisy = _noisy(clean, seed=7).clamp(0, 1)
+    pilot = _blurred(noisy).clamp(0, 1)
+    whole = collaborative_wiener(noisy, pilot, SIGMA)
+    monkeypatch.setattr(wiener, "_REFERENCES", 40)  # about two reference rows a band
+    assert torch.allclose(collaborative_wiener(noisy, pilot, SIGMA), whole, atol=1e-5)
