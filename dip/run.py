@@ -591,7 +591,7 @@ class _Live:
                            setup.problem.scale)
         result, spread = self.p.task.consistent(combined.image, combined.spread, loaded.inputs,
                                                 self.p.args, self.p.cfg)
-        if final:
+        if final and self.p.task.finishes(self.p.cfg):
             result = self.p.task.finish(result, loaded.inputs, self.p.cfg)
         return dataclasses.replace(combined, image=result, spread=spread)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -170,7 +169,7 @@ def _filter_groups(noisy: torch.Tensor, pilot: torch.Tensor, top: torch.Tensor,
     gain = guide ** 2 / (guide ** 2 + sigma ** 2)
     patches = pixels(gain * observed)
     weight = 1.0 / (sigma ** 2 * gain.pow(2).sum((2, 3)))  # (C, R): per group and channel
-    kaiser = torch.from_numpy(np.kaiser(p, 2.0)).float()
+    kaiser = torch.kaiser_window(p, periodic=False, beta=2.0)
     window = weight[:, :, None, None, None] * (kaiser[:, None] * kaiser[None])
     where = (rows * width + cols).expand(-1, -1, p, p).reshape(-1)
     num.index_add_(1, where, (patches * window).reshape(c, -1))

@@ -198,9 +198,9 @@ class Task:
 
     def finish(self, result: torch.Tensor, inputs: Inputs, cfg: Any) -> torch.Tensor:
         """The run's final result, after :meth:`consistent`, from a step that needs no network
-        (denoising's collaborative Wiener filter); snapshots of a fit in progress skip it.
-        ``result`` ``(1, C, H, W)`` in [0, 1] on the CPU, as is the image returned; by default
-        it comes back as it is."""
+        (denoising's collaborative Wiener filter); called only where :meth:`finishes`, and
+        snapshots of a fit in progress skip it. ``result`` ``(1, C, H, W)`` in [0, 1] on the
+        CPU, as is the image returned."""
         return result
 
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:

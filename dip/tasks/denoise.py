@@ -171,8 +171,6 @@ class Denoise(Task):
     def finish(self, result: torch.Tensor, inputs: Inputs, cfg: Any) -> torch.Tensor:
         # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.24 to +0.82 dB
         # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
-        if not self.finishes(cfg):
-            return result
         observed = inputs.picture.pixels
         sigma = cfg.stop.sigma / 255 if cfg.stop.sigma else wiener.noise_level(observed)
         return wiener.collaborative_wiener(observed, result, sigma)
