@@ -90,6 +90,25 @@ def test_the_noise_level_is_estimated_from_the_noisy_image_alone(sigma: int) -> 
     assert estimate_sigma(clean) * 255 < 1.5  # a smooth clean image has (almost) no noise
 
 
+def test_fine_texture_is_not_read_as_noise() -> None:
+    """A one-pixel checkerboard lies wholly in the finest wavelet band, where a wavelet
+    estimate (dip's before) looks for noise and reads the texture as noise; the patches'
+    spectrum sees one strong pattern and the noise under it."""
+    y, x = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    checks = 0.5 + 0.1 * ((x + y) % 2 * 2 - 1).float()
+    sigma = 25 / 255
+    noise = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    noisy = checks.expand(1, 3, 96, 96) + sigma * noise
+    haar = (noisy[..., 0::2, 0::2] - noisy[..., 0::2, 1::2] - noisy[..., 1::2, 0::2]
+            + noisy[..., 1::2, 1::2]) / 2
+    assert float(haar.abs().median() / 0.6745) > 2 * sigma  # what the wavelet band reads
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+
+
+def test_a_picture_smaller_than_a_patch_has_no_measurable_noise() -> None:
+    assert estimate_sigma(torch.rand(1, 3, 5, 40)) == 0.0
+
+
 def _slow_start_then_fit(rule: VarianceStop, steps: int = 300) -> int | None:
     """Frames that sit still far from y (a tiny variance: the network's slow start), then
     settle onto the image with a moderate wobble (steps 41-150), then wander off. Returns the

@@ -16,7 +16,7 @@ from dip.cli.main import cli
 from dip.image import load_image
 from dip.request import RunRequest
 from dip.stopping import estimate_sigma
-from dip.wiener import PROFILES, collaborative_wiener, noise_level, profile_for
+from dip.wiener import PROFILES, collaborative_wiener, profile_for
 
 from conftest import psnr, save, synthetic
 
@@ -75,27 +75,6 @@ def test_the_papers_profile_changes_above_sigma_40() -> None:
     assert psnr(out, clean) > psnr(noisy, clean) + 8
 
 
-@pytest.mark.parametrize("sigma", [10 / 255, 25 / 255, 50 / 255])
-def test_the_noise_level_is_read_within_a_few_percent(sigma: float) -> None:
-    noisy = _noisy(synthetic(96), sigma, seed=4)
-    assert noise_level(noisy) == pytest.approx(sigma, rel=0.06)
-
-
-def test_fine_texture_is_not_read_as_noise() -> None:
-    """A one-pixel checkerboard lies wholly in the finest wavelet band, where the wavelet
-    estimate looks for noise: it reads the texture as noise; the patches' spectrum sees one
-    strong pattern and the noise under it."""
-    y, x = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
-    checks = 0.5 + 0.1 * ((x + y) % 2 * 2 - 1).float()
-    noisy = _noisy(checks.expand(1, 3, 96, 96), SIGMA, seed=5)
-    assert estimate_sigma(noisy) > 2 * SIGMA
-    assert noise_level(noisy) == pytest.approx(SIGMA, rel=0.1)
-
-
-def test_a_picture_smaller_than_a_patch_has_no_measurable_noise() -> None:
-    assert noise_level(torch.rand(1, 3, 5, 40)) == 0.0
-
-
 def _restore(tmp_path: Path, *overrides: str):
     clean = synthetic(48)
     picture = save(_noisy(clean, seed=6).clamp(0, 1), tmp_path / "photo.png")
@@ -111,7 +90,7 @@ def _restore(tmp_path: Path, *overrides: str):
 
 def test_the_fast_preset_filters_the_fits_average_with_it_as_the_pilot(tmp_path: Path) -> None:
     result, noisy, average = _restore(tmp_path)
-    expected = collaborative_wiener(noisy, average, noise_level(noisy))
+    expected = collaborative_wiener(noisy, average, estimate_sigma(noisy))
     assert torch.allclose(result, expected, atol=1e-6)
     assert not torch.allclose(result, average, atol=1e-3)
 

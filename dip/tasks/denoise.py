@@ -31,6 +31,7 @@ import torch
 from dip import image, metrics, operators, wiener
 from dip.errors import ConfigError
 from dip.request import Option
+from dip.stopping import estimate_sigma
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, register
 
 MODELS = ("gaussian", "poisson")
@@ -172,7 +173,7 @@ class Denoise(Task):
         # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.24 to +0.82 dB
         # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
         observed = inputs.picture.pixels
-        sigma = cfg.stop.sigma / 255 if cfg.stop.sigma else wiener.noise_level(observed)
+        sigma = cfg.stop.sigma / 255 if cfg.stop.sigma else estimate_sigma(observed)
         return wiener.collaborative_wiener(observed, result, sigma)
 
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
