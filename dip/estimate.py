@@ -12,7 +12,8 @@ its output average; the run keeps the whole image a few times over (input, resul
 like the run's, fitted the way the run will fit them (:func:`calibrate`), cached per machine
 in ``$XDG_CACHE_HOME/dip/calibration.json`` (``~/.cache``), so a second run or ``dip run
 --dry-run`` costs nothing. The estimate is the step budget times that: an upper bound where
-the automatic stop ends a fit early.
+the automatic stop ends a fit early. A task's last step without a network (denoising's Wiener
+filter, :meth:`dip.tasks.Task.finish_seconds`) is timed on a crop and cached the same way.
 """
 
 from __future__ import annotations

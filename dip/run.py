@@ -432,8 +432,11 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
     """The run's time (a few calibration steps of members shaped like its own, cached per
     machine: :func:`dip.estimate.calibrate`) and peak memory, before its first step."""
     layout = setup.layout
+    # a last step without a network (denoising's Wiener filter: minutes for a 12 MP photo)
+    finish = (p.task.finish_seconds(setup.problem.observation, p.cfg)
+              if p.task.finishes(p.cfg) else 0.0)
     if not layout.fitted():
-        return Estimate(0.0, layout.peak_bytes, str(setup.device))
+        return Estimate(finish, layout.peak_bytes, str(setup.device))
     side = member_side(setup.problem, layout)
     trial = calibration_parts(layout)
 
@@ -446,7 +449,7 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
         key = calibration_key(p.cfg, setup.problem, layout, setup.channels, side)
         rate = calibrate(key, setup.device,
                          timed_steps(fit_steps, len(trial), warm_steps(setup.perf)))
-    return Estimate(seconds(layout, rate, setup.settings.iters), layout.peak_bytes,
+    return Estimate(seconds(layout, rate, setup.settings.iters) + finish, layout.peak_bytes,
                     str(setup.device))
 
 

