@@ -44,13 +44,11 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     columns = F.unfold(y.double(), patch, stride=stride)[0]  # (C * patch^2, L)
     columns = columns - columns.mean(1, keepdim=True)
     eigen = torch.linalg.eigvalsh(columns @ columns.T / columns.shape[1]).flip(0)
-    clipped = float(eigen[-1].clamp(min=0).sqrt())
     for i in range(eigen.numel()):
         tail = eigen[i:]
         if tail.mean() <= tail.median():
-            clipped = float(tail.mean().clamp(min=0).sqrt())
             break
-    return _unclipped(y, clipped, most)
+    return _unclipped(y, float(tail.mean().clamp(min=0).sqrt()), most)
 
 
 def _clipped_variance(mean: torch.Tensor, sigma: float) -> torch.Tensor:
