@@ -161,6 +161,20 @@ class TileConfig:
 
 
 @dataclass
+class RedConfig:
+    """DeepRED's denoiser term beside the data term (:mod:`dip.red` checks the keys)."""
+
+    #: lambda, the denoiser's pull; 0: off (the paper's fit)
+    weight: float = 0.0
+    #: mu, ADMM's penalty on the output's distance from the denoised copy
+    admm: float = 0.06
+    #: the noise level the denoiser (non-local means) is told, 0-255 units
+    sigma: float = 5.0
+    #: steps between two runs of the denoiser
+    every: int = 10
+
+
+@dataclass
 class RunConfig:
     """Everything that decides a run's result, written beside every output."""
 
@@ -173,6 +187,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     tile: TileConfig = field(default_factory=TileConfig)
+    red: RedConfig = field(default_factory=RedConfig)
     #: super-resolution factor (dip.tasks.superres owns and checks it; other tasks keep 4)
     factor: int = 4
     device: str = "auto"
@@ -329,6 +344,7 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
     from dip.engine import check_perf
     from dip.fitting import check_schedule
     from dip.nets import check_net
+    from dip.red import check_red
     from dip.stopping import build_stop_rule
     from dip.tasks import owner_check
     from dip.threads import check_threads
@@ -343,6 +359,7 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
     check_threads(cfg.perf.threads)
     check_tiles(cfg.tile)
     check_schedule(cfg.optim.schedule)
+    check_red(cfg.red)
 
 
 # --- layers -----------------------------------------------------------------------------------
@@ -452,7 +469,9 @@ ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
               # auto fits an image that fits in memory whole, as every run before tiles did
               "tile.size": "auto", "tile.overlap": 32,
               # auto fitted whole any image that fit in memory, at tiles of 256 otherwise
-              "tile.whole_max": 0, "tile.auto_size": 256}
+              "tile.whole_max": 0, "tile.auto_size": 256,
+              # no denoiser term before DeepRED
+              "red.weight": 0.0, "red.admm": 0.06, "red.sigma": 5.0, "red.every": 10}
 
 
 def record_config(config: dict[str, Any],
@@ -464,7 +483,7 @@ def record_config(config: dict[str, Any],
     config = copy.deepcopy(config)
     for key, value in ADDED_KEYS.items():
         section, name = key.split(".")
-        if section == "tile" and section not in config:  # a section added after them
+        if section in ("tile", "red") and section not in config:  # sections added later
             config[section] = {}
         if isinstance(config.get(section), dict):
             config[section].setdefault(name, value)

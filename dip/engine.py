@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from dip.errors import ConfigError
+from dip.red import Red, RedState
 from dip.sure import Sure
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
@@ -227,16 +228,22 @@ class StepEngine:
             code being the noisy image): each step adds the input's eSURE noise and takes a
             second forward pass at a probe; ``loss`` stays what the step reports (the guard
             and the trace judge the data term), SURE is what it descends.
+        red: DeepRED's denoiser term (:mod:`dip.red`): each step also pulls the output
+            towards ADMM's ``x − u``, and ``x`` and ``u`` follow each step; ``loss`` stays the
+            data term.
     """
 
     def __init__(self, net: nn.Module, code: torch.Tensor, operator: nn.Module,
                  observation: torch.Tensor, *, lr: float, perturb_std: float,
                  generator: torch.Generator | None, perf: Perf = Perf(),
                  checkpoint: bool = True, warmup: int = GRAPH_WARMUP,
-                 loss: Loss | None = None, sure: Sure | None = None) -> None:
+                 loss: Loss | None = None, sure: Sure | None = None,
+                 red: Red | None = None) -> None:
         self.perf, self.operator, self.observation = perf, operator, observation
         self.loss_fn = loss or mse
         self.sure = sure
+        self.red = red
+        self.red_state: RedState | None = None  # made from the first output (dip.red)
         fmt = torch.channels_last if perf.channels_last else torch.contiguous_format
         self.net = net.to(memory_format=fmt)
         self.code = code.contiguous(memory_format=fmt)
@@ -270,11 +277,12 @@ class StepEngine:
         self.loss: torch.Tensor | None = None
 
     def _state(self) -> list[torch.Tensor]:
-        """The tensors a step changes, in a fixed order. Adam creates its moments on its first
-        step, so the list grows once."""
+        """The tensors a step changes, in a fixed order. Adam creates its moments (and a
+        DeepRED fit its ADMM variables) on the first step, so the list grows once."""
         optim_state = [value for p in self.params for value in
                        self.optimizer.state.get(p, {}).values() if torch.is_tensor(value)]
-        return self.params + list(self.net.buffers()) + optim_state
+        red = self.red_state.tensors() if self.red_state is not None else []
+        return self.params + list(self.net.buffers()) + optim_state + red
 
     @torch.no_grad()  # a copy outside no_grad would link the snapshot into autograd
     def _snapshot(self) -> None:
@@ -319,6 +327,10 @@ class StepEngine:
         loss = self.loss_fn(self.operator(out), self.observation)
         objective = (loss if probed is None
                      else loss + self.sure.penalty(out, probed.float(), self.probe))
+        if self.red is not None:
+            if self.red_state is None:  # x starts at the first output (an eager step)
+                self.red_state = RedState(self.red, out)
+            objective = objective + self.red.penalty(out, self.red_state.target)
         objective.backward()
         self.optimizer.step()
         return out.detach(), loss.detach()
@@ -350,6 +362,8 @@ class StepEngine:
                 self._capture()
             self.graph.replay()
         self.steps += 1
+        if self.red_state is not None:  # ADMM's x and u follow the step (dip.red)
+            self.red_state.update(self.out, self.steps)
         return self.out, self.loss
 
     def set_lr(self, lr: float) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, RunError
+from dip.red import Red
 from dip.stack import Slot, StackedEngine, signature
 from dip.stopping import FixedBudget, StopRule
 from dip.sure import Sure
@@ -111,6 +112,8 @@ class Member:
             that uses it; None: the rule estimates it.
         sure: fit by Stein's unbiased risk estimate (:mod:`dip.sure`) instead of ``loss``;
             ``code`` is then the noisy observation itself.
+        red: DeepRED's denoiser term beside the data term (:mod:`dip.red`); None: the paper's
+            fit.
     """
 
     net: nn.Module
@@ -123,6 +126,7 @@ class Member:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     noise_sigma: float | None = None
     sure: Sure | None = None
+    red: Red | None = None
 
 
 @dataclass(frozen=True)
@@ -248,9 +252,11 @@ def _scheduler(sources: list, settings: Settings, perf: Perf, live: int, threads
     ``live`` (perf.stack) on every thread, or side by side, a worker per core on the CPU
     (one thread each: :mod:`dip.threads`) and one after another on an accelerator."""
     threads = threads or torch.get_num_threads()
-    # a stack runs one forward pass per step; SURE's members (two each) step side by side
-    if perf.stack and live > 1 and not any(isinstance(m, Member) and m.sure is not None
-                                      for m in sources):
+    # a stack runs one forward pass per step; SURE's members (two each) and DeepRED's (a
+    # denoiser between steps) step side by side
+    if perf.stack and live > 1 and not any(
+            isinstance(m, Member) and (m.sure is not None or m.red is not None)
+            for m in sources):
         return _Stacks(sources, settings, perf, live, callback), threads
     lanes = plan_lanes(live, threads)
     workers = lanes.workers if cpu else 1
@@ -359,7 +365,7 @@ class _Fit:
         self.engine = (StepEngine(m.net, m.code, m.operator, m.observation, lr=settings.lr,
                                   perturb_std=settings.perturb_std, generator=m.generator,
                                   perf=perf, checkpoint=settings.guard > 0, loss=m.loss,
-                                  sure=m.sure)
+                                  sure=m.sure, red=m.red)
                        if own_engine else None)
         self.member = None if own_engine else m
         # what a stack compares (its network's repr and shapes): once, not at every repack

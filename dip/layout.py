@@ -206,8 +206,10 @@ def calibration_key(cfg: Any, problem: Problem, layout: Layout, channels: int,
     stacked = " stacked" if layout.stacked else ""
     code = (cfg.input.channels if problem.objective == "mse"  # else: SURE's fits (dip.sure)
             else problem.objective)
+    # DeepRED's denoiser (dip.red) runs between steps: its share of a step is its own rate
+    red = f"|red every {cfg.red.every}" if cfg.red.weight > 0 else ""
     return (f"{cfg.net}|code {code}|out {channels}|{side[0]}x{side[1]}|"
-            f"{side_by_side(layout)} at once{stacked}|{layout.threads} threads")
+            f"{side_by_side(layout)} at once{stacked}|{layout.threads} threads{red}")
 
 
 def member_side(problem: Problem, layout: Layout) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from dip.errors import RunError
 from dip.fitting import FitResult, Member
 from dip.inputs import make_code
 from dip.nets import build_net
+from dip.red import from_config as red_from_config
 from dip.stopping import MIN_SIGMA, build_stop_rule, estimate_sigma
 from dip.sure import Sure
 from dip.tasks import Problem
@@ -176,7 +177,8 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
             return metrics.psnr(estimate, ref)
 
     return Member(net.to(device), code, sub.operator, sub.observation, generator,
-                  build_stop_rule(cfg.stop), metric, sub.loss, sigma, sure)
+                  build_stop_rule(cfg.stop), metric, sub.loss, sigma, sure,
+                  red_from_config(cfg.red))
 
 
 def stand_in(problem: Problem, part: Part) -> torch.Tensor:

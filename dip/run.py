@@ -59,6 +59,8 @@ from dip.layout import (
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, record_path
+from dip.red import from_config as red_from_config
+from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma, noise_budget
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
@@ -445,12 +447,25 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
                   dataclasses.replace(setup.settings, iters=n), perf=setup.perf,
                   threads=layout.threads, callback=lambda i, s: on_step())
 
+    run_steps = _with_denoiser(timed_steps(fit_steps, len(trial), warm_steps(setup.perf)),
+                               p.cfg, setup, side, len(trial))
     with _memory_advice(p, setup):
         key = calibration_key(p.cfg, setup.problem, layout, setup.channels, side)
-        rate = calibrate(key, setup.device,
-                         timed_steps(fit_steps, len(trial), warm_steps(setup.perf)))
+        rate = calibrate(key, setup.device, run_steps)
     return Estimate(seconds(layout, rate, setup.settings.iters) + finish, layout.peak_bytes,
                     str(setup.device))
+
+
+def _with_denoiser(run_steps: Callable[[int], float], cfg: RunConfig, setup: Setup,
+                   side: tuple[int, int], at_once: int) -> Callable[[int], float]:
+    """A calibration's ``run_steps`` plus DeepRED's denoiser's share of a step (dip.red): it
+    runs every ``red.every`` steps, which a few calibration steps never reach. Members side by
+    side run theirs at the same time, on their own cores."""
+    red = red_from_config(cfg.red)
+    if red is None:
+        return run_steps
+    return lambda n: (run_steps(n)
+                      + red_seconds(red, setup.channels, side, setup.device) / at_once)
 
 
 def _settings(cfg: RunConfig) -> Settings:
