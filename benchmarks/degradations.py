@@ -261,8 +261,12 @@ DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",)
                 "dip, stop.budget_sigma=0": ("gaussian", ("stop.budget_sigma=0",)),
                 "dip, optim.iters=2400": ("gaussian", ("optim.iters=2400",
                                                        "stop.budget_sigma=0")),
-                # the fast super-resolution preset's rate before it took the paper's 0.01
-                "dip, optim.lr=0.02": ("superres", ("optim.lr=0.02",))}
+                # the fast super-resolution preset before DeepRED's denoiser (dip.red), and
+                # before that with the other fast presets' rate, not the paper's 0.01
+                "dip, optim.iters=1000; red.weight=0": ("superres", ("optim.iters=1000",
+                                                                    "red.weight=0")),
+                "dip, optim.lr=0.02; optim.iters=1000; red.weight=0": (
+                    "superres", ("optim.lr=0.02", "optim.iters=1000", "red.weight=0"))}
 #: superres: dip told the downscaler (--kernel), and the short fits that guess it
 MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
 #: superres: the defaults' network image, before the back-projection (a column, not a run)
