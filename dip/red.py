@@ -37,12 +37,16 @@ def nlm(x: torch.Tensor, sigma: float, patch: int = 5, search: int = 11) -> torc
     ``exp(−max(d − 2σ², 0) / h²)``, ``d`` the patches' mean squared difference and ``h = 0.8σ``
     (the form scikit-image's ``denoise_nl_means`` uses). Borders are reflected.
 
+    On an image smaller than the window the window and the patch shrink to it (a reflected
+    border must be narrower than the image).
+
     Shape:
-        - Input: ``(1, C, H, W)`` in [0, 1], ``H`` and ``W`` larger than ``search // 2``
+        - Input: ``(1, C, H, W)`` in [0, 1]
         - Output: ``(1, C, H, W)``
     """
     _, _, h, w = x.shape
-    reach, half = search // 2, patch // 2
+    reach, half = min(search // 2, h - 1, w - 1), min(patch // 2, h - 1, w - 1)
+    search, patch = 2 * reach + 1, 2 * half + 1
     padded = F.pad(x, (reach,) * 4, mode="reflect")
     level = 2 * sigma ** 2
     cutoff = max((0.8 * sigma) ** 2, 1e-12)

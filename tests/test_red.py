@@ -33,6 +33,23 @@ def test_non_local_means_removes_most_of_the_noise_and_keeps_a_flat_image() -> N
     assert torch.allclose(nlm(flat, 5 / 255), flat)
 
 
+@pytest.mark.parametrize("side", [1, 2, 4])
+def test_non_local_means_takes_an_image_smaller_than_its_window(side: int) -> None:
+    flat = torch.full((1, 3, side, side), 0.6)
+    assert torch.allclose(nlm(flat, 5 / 255), flat)
+
+
+def test_a_tiny_input_is_enlarged_with_the_denoiser_on(tmp_path: Path) -> None:
+    """A 2×2 picture's ×2 result is smaller than the denoiser's window."""
+    small = save(synthetic(2), tmp_path / "tiny.png")
+    out = tmp_path / "big.png"
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "superres", small, "--factor", 2, "-o", out, "--iters", 25, "--stop", "fixed",
+        "--set", "red.weight=0.05", "--set", "red.every=5", *SMALL)])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
 def test_admm_moves_x_between_the_denoised_copy_and_the_output() -> None:
     """x = (λ·D(x) + μ·(out + u)) / (λ + μ), then u += out − x; the target is x − u."""
     red = Red(weight=0.05, admm=0.06, every=1)
