@@ -22,6 +22,7 @@ import torch
 from dip import estimate as costs
 from dip.members import Part, parts
 from dip.nets import build_net
+from dip.red import KEPT_IMAGES
 from dip.stopping import build_stop_rule
 from dip.tasks import Problem
 from dip.threads import plan_lanes, resolve_threads
@@ -105,6 +106,8 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
         weights = sum(p.numel() for p in net().parameters())
     stop = build_stop_rule(cfg.stop).memory((1, channels, *member_side))
     state = costs.member_bytes(weights, channels, code, pixels, stop)
+    if cfg.red.weight > 0:  # DeepRED's ADMM variables and their snapshots (dip.red)
+        state += KEPT_IMAGES * 4 * channels * pixels
     # SURE's step keeps two forward passes for its backward (dip.sure)
     passes = 1 if problem.objective == "mse" else 2
     step = passes * costs.BACKWARD * costs.activation_bytes(signature, net, code, pixels)

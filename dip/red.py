@@ -130,6 +130,11 @@ def from_config(section: Any) -> Red | None:
     return Red(section.weight, section.admm, section.sigma / 255, section.every)
 
 
+#: image-sized tensors a fit with the term keeps: x, u, the denoised copy and x − u, and the
+#: divergence guard's two snapshots of each (:class:`dip.engine.StepEngine`)
+KEPT_IMAGES = 4 * 3
+
+
 def seconds_per_step(red: Red, channels: int, size: tuple[int, int],
                      device: torch.device) -> float:
     """The denoiser's share of one step of a fit whose result is ``channels`` × ``size``: one

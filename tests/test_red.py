@@ -204,3 +204,24 @@ def test_the_estimate_said_before_a_run_counts_the_denoiser(
         assert (seconds >= 4 * 1.0) == (weight != "0")  # 4 steps at >= 1 s each
     cache = json.loads((tmp_path / "cache" / "dip" / "calibration.json").read_text())
     assert sum("|red every 20" in k for k in cache) == 1 and len(cache) == 2  # the fast preset's
+
+
+def test_the_memory_estimate_counts_the_admm_variables(tmp_path: Path) -> None:
+    from dip import layout, run
+    from dip.red import KEPT_IMAGES
+    from dip.request import RunRequest
+    small = save(synthetic(16), tmp_path / "small.png")
+
+    def peak(weight: str) -> int:
+        req = RunRequest(task="superres", device="cpu", input=small, write=False,
+                         overrides=("net.channels_down=[8,8,8]", "net.channels_up=[8,8,8]",
+                                    "net.channels_skip=[4,4,4]", f"red.weight={weight}"))
+        p = run.plan(req)
+        s = run.build(p, run.load(p))
+        return layout.peak_bytes(p.cfg, s.problem, 3, (1024, 1024), 1, alive=2) \
+            - layout.peak_bytes(p.cfg, s.problem, 3, (1024, 1024), 1, alive=1)
+
+    # one more member alive: its state, with the term 12 images of 3 x 1024 x 1024 floats more
+    # (the process's own resident memory, read at each call, moves by a few hundred kB)
+    assert peak("0.05") - peak("0") == pytest.approx(KEPT_IMAGES * 4 * 3 * 1024 * 1024,
+                                                      rel=0.01)
