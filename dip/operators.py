@@ -135,15 +135,18 @@ def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
 #: one that takes a number
 DOWNSAMPLE_KERNELS = {
     "lanczos": lanczos_kernel,
+    # three lobes: Pillow's LANCZOS and ImageMagick's default Lanczos, not the paper's two
+    "lanczos3": lambda factor: lanczos_kernel(factor, support=3),
     "bicubic": bicubic_kernel,
     "area": area_kernel,
 }
 #: what ``--kernel`` of super-resolution accepts, for messages and ``--help``
-DOWNSAMPLE_USAGE = "lanczos, bicubic, area or gaussian:SIGMA"
+DOWNSAMPLE_USAGE = "lanczos, lanczos3, bicubic, area or gaussian:SIGMA"
 
 
 def downsample_kernel(spec: str, factor: int) -> torch.Tensor:
-    """``lanczos`` | ``bicubic`` | ``area`` | ``gaussian:SIGMA`` -> the kernel for ``factor``.
+    """``lanczos`` | ``lanczos3`` | ``bicubic`` | ``area`` | ``gaussian:SIGMA`` -> the kernel
+    for ``factor``.
 
     Raises:
         InputError: an unknown name, or a Gaussian without a positive sigma.
@@ -174,8 +177,8 @@ class Downsample(nn.Module):
 
     Args:
         factor: one of :attr:`FACTORS`.
-        kernel: a spec for :func:`downsample_kernel` (``lanczos``, ``bicubic``, ``area``,
-            ``gaussian:SIGMA``).
+        kernel: a spec for :func:`downsample_kernel` (``lanczos``, ``lanczos3``,
+            ``bicubic``, ``area``, ``gaussian:SIGMA``).
 
     Shape:
         - Input: ``(N, C, H, W)`` with ``H`` and ``W`` multiples of ``factor``

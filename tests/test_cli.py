@@ -123,8 +123,8 @@ def test_superres_unknown_kernel_is_one_line_and_writes_nothing(tmp_path: Path) 
     small = save(synthetic(8), tmp_path / "small.png")
     line = _one_line_error(invoke("superres", small, "--kernel", "gauss:2", "-o",
                                   tmp_path / "o.png", *FAST))
-    assert line == ("dip: error: unknown downsampling kernel 'gauss:2'; use lanczos, bicubic, "
-                    "area or gaussian:SIGMA")
+    assert line == ("dip: error: unknown downsampling kernel 'gauss:2'; use lanczos, lanczos3, "
+                    "bicubic, area or gaussian:SIGMA")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.png"]
 
 

@@ -3,7 +3,8 @@
     A = downsampling by the factor with a known kernel,  y = the small input
 
 The kernel (``--kernel``) is how the small picture was made: the paper's Lanczos ("lanczos2",
-the default), Pillow's / MATLAB's antialiased ``bicubic`` (how most small pictures on the web
+the default), ``lanczos3`` (Pillow's and ImageMagick's Lanczos, three lobes), Pillow's /
+MATLAB's antialiased ``bicubic`` (how most small pictures on the web
 and from photo software are made), ``area`` (block means) or ``gaussian:SIGMA`` (blur, then one
 pixel per block). A kernel that does not match the input's costs dB that no prior recovers:
 benchmarks/README.md, "degradations.py".
@@ -78,11 +79,12 @@ class SuperRes(Task):
         Option("factor", kind="int", choices=FACTORS, config_key="factor",
                help="The result is FACTOR times larger in each dimension [default: 4, or the "
                     "config's factor]."),
-        Option("kernel", metavar="lanczos|bicubic|area|gaussian:SIGMA", default=KERNEL,
-               record=True,
-               help="How INPUT was made small: lanczos (the paper's), bicubic (Pillow's, "
-                    "MATLAB's imresize), area (block means) or gaussian:SIGMA (blur of SIGMA "
-                    "result pixels, then one pixel per block)."),
+        Option("kernel", metavar="lanczos|lanczos3|bicubic|area|gaussian:SIGMA",
+               default=KERNEL, record=True,
+               help="How INPUT was made small: lanczos (the paper's, two lobes), lanczos3 "
+                    "(Pillow's and ImageMagick's Lanczos), bicubic (Pillow's, MATLAB's "
+                    "imresize), area (block means) or gaussian:SIGMA (blur of SIGMA result "
+                    "pixels, then one pixel per block)."),
         Option("no_back_projection", kind="flag", default=False, record=True,
                help="Return the network's image as it is. By default it is corrected to the "
                     "nearest image that shrinks (with the kernel) exactly to INPUT."),
