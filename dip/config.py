@@ -483,7 +483,7 @@ def record_config(config: dict[str, Any],
     config = copy.deepcopy(config)
     for key, value in ADDED_KEYS.items():
         section, name = key.split(".")
-        if section in ("tile", "red") and section not in config:  # sections added later
+        if section not in config:  # a whole section added after the record (tile, red)
             config[section] = {}
         if isinstance(config.get(section), dict):
             config[section].setdefault(name, value)

@@ -116,11 +116,13 @@ class RedState:
 
 def check_red(section: Any) -> None:
     """The ``red.*`` config keys' ranges."""
-    for key, value, low in (("weight", section.weight, None), ("admm", section.admm, 0),
-                            ("sigma", section.sigma, 0), ("every", section.every, 0)):
-        if (value < 0) if low is None else (value <= low):
-            bound = ">= 0 (0: off)" if low is None else f"> {low}"
-            raise ConfigError(f"config key 'red.{key}' must be {bound}, got {value}")
+    if section.weight < 0:
+        raise ConfigError(f"config key 'red.weight' must be >= 0 (0: off), got "
+                          f"{section.weight}")
+    for key in ("admm", "sigma", "every"):
+        if getattr(section, key) <= 0:
+            raise ConfigError(f"config key 'red.{key}' must be > 0, got "
+                              f"{getattr(section, key)}")
 
 
 def from_config(section: Any) -> Red | None:
