@@ -270,6 +270,8 @@ DIP_VARIANTS = {"dip, noise.loss=anscombe": ("poisson", ("noise.loss=anscombe",)
                     "superres", ("optim.lr=0.02", "optim.iters=1000", "red.weight=0"))}
 #: superres: dip told the downscaler (--kernel), and the short fits that guess it
 MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
+#: superres: dip told one kernel for every input, whichever downscaler made it
+KERNEL = "dip, --kernel "
 #: superres: the defaults' network image, before the back-projection (a column, not a run)
 NETWORK = "dip, network's image"
 #: superres: the images the fast preset's x4 settings were chosen on (a2d0967)
@@ -280,7 +282,7 @@ def variant(method: str) -> tuple[str, ...] | None:
     """A dip method's ``--set`` overrides (None: not a dip run). Besides the named ones, any
     ``"dip, KEY=VALUE; KEY=VALUE"`` is dip with those overrides: a search's candidates,
     measured without naming each here first."""
-    if method in (DIP, MATCHED, CHOICE):
+    if method in (DIP, MATCHED, CHOICE) or method.startswith(KERNEL):
         return ()
     if method in DIP_VARIANTS:
         return DIP_VARIANTS[method][1]
@@ -294,7 +296,7 @@ def dip_methods(task: str, others: Iterable[str] = ()) -> list[str]:
     of them."""
     fixed = [DIP, MATCHED, CHOICE] if task == "superres" else [DIP]
     fixed += [m for m, (t, _) in DIP_VARIANTS.items() if t == task]
-    return fixed + sorted({m for m in others if variant(m) and m not in fixed})
+    return fixed + sorted({m for m in others if variant(m) is not None and m not in fixed})
 
 
 def _superres(job: dict, folder: Path, ref) -> None:
@@ -317,8 +319,9 @@ def _superres(job: dict, folder: Path, ref) -> None:
         job.update(misfit=misfit, chosen=chosen,
                    right=chosen == LEVELS["superres"][job["level"]]["kernel"])
         return
-    kernel = ("lanczos" if job["method"] != MATCHED
-              else LEVELS["superres"][job["level"]]["kernel"])
+    kernel = (LEVELS["superres"][job["level"]]["kernel"] if job["method"] == MATCHED
+              else job["method"][len(KERNEL):] if job["method"].startswith(KERNEL)
+              else "lanczos")
     # the network's image; the defaults' result is it back-projected onto the input, the same
     # arithmetic as dip's own (tests/test_restarts_and_tiles.py), so one fit scores both
     r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
@@ -415,7 +418,8 @@ def superres_table(rows: list[dict]) -> str:
            f"\nSettings chosen on {', '.join(SUPERRES_TUNED)} (both crops); the others held "
            "out."]
     shown = [NETWORK, DIP, *(m for m, (t, _) in DIP_VARIANTS.items() if t == "superres"),
-             MATCHED, "Lanczos", "bicubic"]
+             MATCHED, *sorted({k[-1] for k in by if k[-1].startswith(KERNEL)}), "Lanczos",
+             "bicubic"]
     for level in LEVELS["superres"]:
         for where in WHERE:
             names = [n for n in images("superres", level) if ("superres", level, where, n, DIP)

@@ -43,7 +43,8 @@ part() { echo "== $1 at +$(( $(date +%s) - started )) s" | tee -a "$out/parts.tx
 
 part tests
 timeout "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -k "cuda or stack" \
-    tests/test_stack.py tests/test_fit.py > "$out/tests.log" 2>&1
+    tests/test_stack.py tests/test_fit.py tests/test_sure.py tests/test_red.py \
+    > "$out/tests.log" 2>&1
 tail -4 "$out/tests.log" | tee "$out/tests.txt"
 
 part multifit
