@@ -439,9 +439,17 @@ def job_reads(job: Job) -> list[Path]:
     return [job.input, *task.reads(request.task_args), *extra, *configs]
 
 
-def job_writes(job: Job) -> list[Path]:
-    """Every path a job may write: result, record, report, GIF, snapshot folder, claim."""
-    return [job.output, *files_beside(job.output).values(), claim_path(job.output)]
+def job_writes(job: Job, asked: bool = False) -> list[Path]:
+    """Every path a job may write: result, record, report, GIF, uncertainty map, snapshot
+    folder, claim; with ``asked``, only those it will write: the pictures its request asks
+    for (the snapshot folder with a GIF)."""
+    files = files_beside(job.output)
+    if asked:
+        wanted = {"record", *(k for k in ("report", "gif", "uncertainty")
+                              if getattr(job.request, k))}
+        files = {k: v for k, v in files.items()
+                 if k in wanted or (k == "steps" and job.request.gif)}
+    return [job.output, *files.values(), claim_path(job.output)]
 
 
 def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
@@ -453,14 +461,18 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
     own = {path_key(p) for job, _ in jobs for p in job_writes(job)}
     jobs = [(job, where) for job, where in jobs if not job.expanded
             or not {path_key(job.input), path_key(job.input.parent)} & own]
-    owners: dict[str, str] = {}
+    # two jobs writing one file: any file either writes (a result, or one job's uncertainty
+    # map another's result), whichever job comes first
+    writers: dict[str, str] = {}
     for job, where in jobs:
-        for path in job_writes(job):
+        for path in job_writes(job, asked=True):
             key = path_key(path)
-            if key in owners and path == job.output:
-                raise BatchError(f"{where}: {job.input.name} would write {job.output}, which "
-                                 f"{owners[key]} also writes; give the jobs different outputs")
-            owners[key] = f"{where} ({job.input.name})"
+            if key in writers:
+                raise BatchError(f"{where}: {job.input.name} would write {path}, which "
+                                 f"{writers[key]} also writes; give the jobs different outputs")
+            writers[key] = f"{where} ({job.input.name})"
+    owners = {path_key(path): f"{where} ({job.input.name})"
+              for job, where in jobs for path in job_writes(job)}
     kept: list[Job] = []
     for job, where in jobs:
         own = {path_key(p) for p in job_writes(job)}

@@ -137,6 +137,28 @@ def test_one_output_spelled_two_ways_is_two_jobs_writing_one_file(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("first", ["result", "map"])
+def test_one_jobs_uncertainty_map_on_another_jobs_result_is_refused(tmp_path: Path,
+                                                                    first: str) -> None:
+    photos(tmp_path)
+    result = "  - {task: denoise, input: photos/p0.png, output: out/p1_denoise_uncertainty.png}\n"
+    mapped = "  - {task: denoise, input: photos/p1.png, output: out/p1_denoise.png, " \
+             "restarts: 2, uncertainty: true}\n"
+    path = batch_file(tmp_path, result + mapped if first == "result" else mapped + result)
+    before = digest(tmp_path)
+    _refused(invoke("run", path, "-q"), "also writes", "p1_denoise_uncertainty.png")
+    assert digest(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_same_stem_results_that_ask_for_no_pictures_beside_may_share_a_folder(
+        tmp_path: Path) -> None:
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/r.png}\n"
+                                "  - {task: denoise, input: photos/p1.png, output: out/r.jpg}\n")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 0, result.output
+
+
 def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path) -> None:
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/d.png}\n"
