@@ -114,15 +114,21 @@ class RedState:
         torch.sub(self.x, self.u, out=self.target)
 
 
+#: the ``red.*`` keys' ranges: (lowest, whether the lowest itself is allowed, highest). A loss
+#: weight or ADMM penalty past 1000 only overflows float32; sigma is in 0-255 units
+RANGES = {"weight": (0, True, 1000), "admm": (0, False, 1000), "sigma": (0, False, 255),
+          "every": (0, False, None)}
+
+
 def check_red(section: Any) -> None:
-    """The ``red.*`` config keys' ranges."""
-    if section.weight < 0:
-        raise ConfigError(f"config key 'red.weight' must be >= 0 (0: off), got "
-                          f"{section.weight}")
-    for key in ("admm", "sigma", "every"):
-        if getattr(section, key) <= 0:
-            raise ConfigError(f"config key 'red.{key}' must be > 0, got "
-                              f"{getattr(section, key)}")
+    """The ``red.*`` config keys' ranges (:data:`RANGES`), each refused in one line."""
+    for key, (low, closed, high) in RANGES.items():
+        value = getattr(section, key)
+        if value < low or (value == low and not closed) or (high is not None and value > high):
+            bounds = (f">= {low}" if closed else f"> {low}") + (
+                "" if high is None else f" and <= {high}")
+            off = " (0: off)" if key == "weight" else ""
+            raise ConfigError(f"config key 'red.{key}' must be {bounds}{off}, got {value}")
 
 
 def from_config(section: Any) -> Red | None:

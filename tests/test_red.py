@@ -137,10 +137,14 @@ def test_the_red_keys_reach_the_record_and_bad_values_are_one_line(tmp_path: Pat
     assert result.exit_code == 0, result.output
     record = json.loads(Path(f"{out}.json").read_text())
     assert record["config"]["red"] == {"weight": 0.05, "admm": 0.06, "sigma": 5.0, "every": 4}
-    for key, value, message in (("red.weight", -1, "must be >= 0 (0: off)"),
+    for key, value, message in (("red.weight", -1, "must be >= 0 and <= 1000 (0: off)"),
                                 ("red.every", 0, "must be > 0"),
-                                ("red.sigma", 0, "must be > 0")):
-        bad = tmp_path / f"bad_{value}.png"
+                                ("red.sigma", 0, "must be > 0 and <= 255"),
+                                # past these the fit overflowed mid-run with a traceback
+                                ("red.sigma", 1e200, "must be > 0 and <= 255"),
+                                ("red.admm", 1e308, "must be > 0 and <= 1000"),
+                                ("red.weight", 1e300, "must be >= 0 and <= 1000 (0: off)")):
+        bad = tmp_path / f"bad_{key}_{value}.png"
         result = CliRunner().invoke(cli, [str(a) for a in (
             "superres", small, "-o", bad, "--set", f"{key}={value}", *SMALL)])
         assert result.exit_code == 2
