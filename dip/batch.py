@@ -648,15 +648,15 @@ def packs(jobs: list[Job], size: int) -> list[list[Job]]:
 def run_pack(pack: list[Job], overwrite: bool = False, progress: Callable | None = None,
              spell: Callable[[str, str | None], str] = python_spelling) -> list[Row]:
     """Restore the jobs of a pack in one group of fits (:func:`dip.run.restore_pack`); a
-    failure of the group as a whole (out of memory with all of them at once) runs each job
-    alone instead."""
+    failure of the group as a whole (out of memory with all of them at once, or one job's
+    unexpected error) runs each job alone instead, where a failure stays that job's."""
     if len(pack) == 1:
         return [run_job(pack[0], overwrite, progress, spell)]
     started = time.perf_counter()
     try:
         results = restore_pack([_replacing(job, overwrite) for job in pack], progress=progress,
                                keep_on_interrupt=True)
-    except DipError:
+    except Exception:  # as run_job: one image's failure must not end the batch
         return [run_job(job, overwrite, progress, spell) for job in pack]
     seconds = (time.perf_counter() - started) / len(pack)
     return [_row(job, result, spell, seconds) for job, result in zip(pack, results)]

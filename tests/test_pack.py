@@ -60,6 +60,21 @@ def test_a_job_that_fails_in_a_pack_fails_alone(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "b.png").is_file() and (tmp_path / "out" / "b.png.json").is_file()
 
 
+def test_an_unexpected_error_in_a_pack_runs_its_jobs_alone(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    # a member's bug (an overflow, say) raised out of the group took the whole batch down,
+    # with a traceback and no summary
+    def broken(*args, **kwargs):
+        raise OverflowError("one member's unexpected error")
+
+    monkeypatch.setattr(batch, "restore_pack", broken)
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/*.png, output: out/}\n")
+    result = invoke("run", path, "--pack", "3", "-q")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert all((tmp_path / "out" / f"p{i}_denoise.png").is_file() for i in range(3))
+
+
 def test_only_jobs_with_the_same_step_settings_share_a_pack(tmp_path: Path) -> None:
     path = _batch(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/a.png}\n"
                             "  - {task: denoise, input: photos/p1.png, output: out/b.png}\n"
