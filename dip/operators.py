@@ -114,6 +114,20 @@ def area_kernel(factor: int) -> torch.Tensor:
     return torch.full((factor, factor), 1.0 / factor ** 2)
 
 
+#: the widest kernel side accepted, blur or downsampling: a typo such as box:900 must not
+#: run for hours, nor box:100000 try to allocate 40 GB
+MAX_KERNEL = 255
+
+
+def _check_side(what: str, given: str, side: int | None) -> None:
+    """Refuse a kernel ``side`` pixels wide (None: too wide to count) over
+    :data:`MAX_KERNEL`, before it is built."""
+    if side is None or side > MAX_KERNEL:
+        wide = (f"is {side} pixels wide, over" if side is not None and side < 10 ** 6
+                else "is wider than")
+        raise InputError(f"{what} of {given} {wide} {MAX_KERNEL} pixels")
+
+
 def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
     """A Gaussian blur of ``sigma`` high-resolution pixels, then one pixel per block (at the
     block's centre): the blur-and-decimate degradation of much of the SR literature.
@@ -123,10 +137,10 @@ def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
     """
     if not (math.isfinite(sigma) and sigma > 0):
         raise InputError(f"a Gaussian downsampling kernel needs sigma > 0, got {sigma}")
-    taps = factor + 2 * math.ceil(3 * sigma)
-    if taps > 255:  # a typo such as gaussian:120 must not make a 700-tap convolution
-        raise InputError(f"a Gaussian downsampling kernel of sigma {sigma:g} is {taps} pixels "
-                         f"wide, over 255")
+    # a typo such as gaussian:120 must not make a 700-tap convolution (nor gaussian:1e308 an
+    # infinite width): checked before the kernel is built
+    taps = factor + 2 * math.ceil(3 * sigma) if sigma < MAX_KERNEL else None
+    _check_side("a Gaussian downsampling kernel", f"sigma {sigma:g}", taps)
     # an even width when the factor is even: centred on the block's middle, as the others
     return gaussian_kernel(sigma, taps)
 
@@ -323,12 +337,15 @@ class Blur(nn.Module):
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     """An isotropic Gaussian of standard deviation ``sigma`` pixels, ``size`` wide (default
-    ``2 * ceil(3 sigma) + 1``), normalised to sum 1."""
-    if not sigma > 0:
+    ``2 * ceil(3 sigma) + 1``, at most :data:`MAX_KERNEL`), normalised to sum 1."""
+    if not (math.isfinite(sigma) and sigma > 0):
         raise InputError(f"a Gaussian blur needs sigma > 0, got {sigma}")
-    size = size or 2 * math.ceil(3 * sigma) + 1
+    size = size or (2 * math.ceil(3 * sigma) + 1 if sigma < MAX_KERNEL else None)
+    _check_side("a Gaussian blur", f"sigma {sigma:g}", size)
     xs = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-xs ** 2 / (2 * sigma ** 2))
+    # relative to the centre's weight: a sigma far under a pixel keeps the middle tap(s) at 1
+    # where exp(-x^2 / 2 sigma^2) itself would be 0 everywhere (and the kernel 0 / 0)
+    g = torch.exp(-(xs ** 2 - xs.abs().min() ** 2) / (2 * sigma ** 2))
     return (torch.outer(g, g) / torch.outer(g, g).sum()).float()
 
 
@@ -336,15 +353,18 @@ def box_kernel(size: int) -> torch.Tensor:
     """A ``size x size`` uniform (box) blur."""
     if size < 1:
         raise InputError(f"a box blur needs a size >= 1, got {size}")
+    _check_side("a box blur", f"size {size}", size)
     return torch.full((size, size), 1.0 / size ** 2)
 
 
 def motion_kernel(length: float, angle: float) -> torch.Tensor:
     """A straight motion blur ``length`` pixels long at ``angle`` degrees (counter-clockwise
     from the x axis): a line through the kernel's centre, drawn with bilinear weights."""
-    if not length >= 1:
-        raise InputError(f"a motion blur needs a length >= 1, got {length}")
-    size = 2 * math.ceil(length / 2) + 1
+    if not (length >= 1 and math.isfinite(angle)):
+        raise InputError(f"a motion blur needs a length >= 1 and a finite angle, got "
+                         f"{length}, {angle}")
+    size = 2 * math.ceil(length / 2) + 1 if length < 2 * MAX_KERNEL else None
+    _check_side("a motion blur", f"length {length:g}", size)
     kernel = torch.zeros(size, size, dtype=torch.float64)
     c, rad = (size - 1) / 2, math.radians(angle)
     for t in torch.linspace(-(length - 1) / 2, (length - 1) / 2, max(2, int(4 * length))):

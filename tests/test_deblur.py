@@ -59,6 +59,14 @@ def test_a_wrong_spec_says_how_to_write_it(spec: str) -> None:
         parse_spec(spec)
 
 
+@pytest.mark.parametrize("spec", ["box:100000", "box:1e308", "gaussian:1e308",
+                                  "gaussian:1.6,100000", "motion:100000000,0", "motion:5,nan"])
+def test_a_huge_or_impossible_kernel_is_refused_before_it_is_built(spec: str) -> None:
+    # each of these tried to allocate gigabytes, or overflowed, before the size check
+    with pytest.raises(InputError, match="wider than 255 pixels|over 255|finite angle"):
+        parse_spec(spec)
+
+
 def test_kernel_files_npy_and_png(tmp_path: Path) -> None:
     np.save(tmp_path / "k.npy", np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=float))
     Image.fromarray(np.array([[0, 64, 0], [64, 255, 64], [0, 64, 0]], np.uint8)).save(

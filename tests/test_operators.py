@@ -170,10 +170,21 @@ def test_the_matching_kernel_explains_a_bicubic_input_and_lanczos_does_not() -> 
     ("gaussian:0", "needs sigma > 0, got 0.0"),
     ("gaussian:nan", "needs sigma > 0"),
     ("gaussian:100", "604 pixels wide, over 255"),
+    ("gaussian:1e308", "wider than 255 pixels"),  # it overflowed math.ceil
 ])
 def test_a_wrong_downsampling_kernel_is_named(spec: str, message: str) -> None:
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         operators.Downsample(4, spec)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_a_gaussian_far_under_a_pixel_is_a_kernel_not_zero_over_zero(factor: int) -> None:
+    # exp(-0.25 / 2 sigma^2) underflows to 0 at every tap of an even-width kernel: the fit then
+    # "diverged" at step 1 on NaNs
+    kernel = operators.downsample_kernel("gaussian:0.01", factor)
+    assert torch.isfinite(kernel).all() and kernel.sum().item() == pytest.approx(1.0)
+    small = operators.Downsample(factor, "gaussian:0.01")(torch.rand(1, 3, 16, 16))
+    assert torch.isfinite(small).all()
 
 
 @pytest.mark.parametrize("factor", [3, 6, 16])

@@ -25,8 +25,9 @@ from dip.tasks import Corruption, Inputs, Problem, Task, register
 
 #: the parametric kernels, ``NAME:NUMBERS``
 SPEC = r"(gaussian|box|motion):.*"
-#: the largest kernel side accepted (a typo such as box:900 must not run for hours)
-MAX_KERNEL = 255
+#: the largest kernel side accepted (a typo such as box:900 must not run for hours); the
+#: parametric kernels check it before they are built
+MAX_KERNEL = operators.MAX_KERNEL
 
 
 #: spec name -> (how to make it, the counts of numbers it takes, which must be whole, usage)
