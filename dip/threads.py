@@ -145,11 +145,15 @@ def plan_lanes(members: int, threads: int) -> Lanes:
     return Lanes(min(members, threads), 1)
 
 
+#: the most threads ``perf.threads`` takes: 100000 crashed OpenMP itself, with a traceback
+MAX_THREADS = 1024
+
+
 def check_threads(setting: str) -> None:
-    """``perf.threads`` is ``auto`` or a positive number."""
-    if setting != "auto" and not (setting.isdigit() and int(setting) >= 1):
+    """``perf.threads`` is ``auto`` or a number from 1 to :data:`MAX_THREADS`."""
+    if setting != "auto" and not (setting.isdigit() and 1 <= int(setting) <= MAX_THREADS):
         raise ConfigError(f"config key 'perf.threads' must be auto or a number of threads "
-                          f">= 1, got {setting!r}")
+                          f"from 1 to {MAX_THREADS}, got {setting!r}")
 
 
 def resolve_threads(setting: str | int, members: int) -> int:

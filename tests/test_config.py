@@ -115,6 +115,10 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     ("net.kernel_down=0", "'net.kernel_down' must be an odd size"),
     ("seed=99999999999999999999", "'seed' must be in"),
     ("seed=-1", "'seed' must be in"),
+    # past these a run overflowed, or was killed for memory, instead of one line
+    ("optim.restarts=101", "'optim.restarts' must be from 1 to 100"),
+    ("perf.max_memory=1e308", "'perf.max_memory' must be from 0"),
+    ("perf.threads=100000", "'perf.threads' must be auto or a number of threads from 1 to 1024"),
 ])
 def test_wrong_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
