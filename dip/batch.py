@@ -196,7 +196,8 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
                  defaults: bool = False) -> dict:
     if not isinstance(entry, dict):
         raise BatchError(f"{where}: expected a mapping of options, got {entry!r}")
-    for key, value in entry.items():
+    entry = dict(entry)
+    for key, value in list(entry.items()):
         if key in (_LINE, "task"):
             if key == "task" and not isinstance(value, str):
                 raise BatchError(f"{where}: 'task' expects a string, got {value!r}")
@@ -213,6 +214,13 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
                              f"{', '.join(allowed)})")
         opt = allowed[key]
         types = (dict, list) if opt.job_key == "set" else opt.job_types()
+        if float in types and isinstance(value, str):
+            # PyYAML reads YAML 1.1, where 1e3 and 1.0e308 (no sign after the e) are strings;
+            # config keys take them as numbers (dip.config), and so does a job
+            try:
+                value = entry[key] = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")
@@ -356,7 +364,7 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
                          f"{', '.join(TASKS)})")
     task = get_task(spec["task"])
     allowed = job_keys(task)
-    _check_entry(entry, where, allowed, task.name)
+    spec = {**defaults, **_check_entry(entry, where, allowed, task.name)}
     if "input" not in spec:
         raise BatchError(f"{where}: missing 'input'")
     spec = {k: v for k, v in spec.items() if k in allowed or k == "task"}
@@ -398,9 +406,9 @@ def load_batch(path: str | os.PathLike) -> list[Job]:
         if key not in ("defaults", "jobs", _LINE):
             raise BatchError(f"{path}: unknown key '{str(key)[:40]}' (allowed: defaults, jobs)")
     base = path.resolve().parent
-    defaults = data.get("defaults") or {}
-    _check_entry(defaults, f"{path}: defaults",
-                 {k: v for k, v in common_keys().items() if k != "input"}, defaults=True)
+    defaults = _check_entry(data.get("defaults") or {}, f"{path}: defaults",
+                            {k: v for k, v in common_keys().items() if k != "input"},
+                            defaults=True)
     if not data.get("jobs") or not isinstance(data["jobs"], list):
         raise BatchError(f"{path}: no jobs (expected 'jobs:' with a list of jobs)")
     jobs: list[tuple[Job, str]] = []

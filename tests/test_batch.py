@@ -247,6 +247,21 @@ def test_an_invalid_batch_file_exits_2_naming_the_key_or_line(tmp_path: Path, bo
     assert not list(tmp_path.rglob("*_denoise.png"))
 
 
+def test_a_number_yaml_reads_as_a_string_is_a_number_in_a_job(tmp_path: Path) -> None:
+    # YAML 1.1: 1e3 and 2.0e1 (no sign after the e) are strings; as for config keys, a job's
+    # number option takes them
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n"
+                                "    max_memory: 2.0e1\n")
+    (job,) = batch.load_batch(path)
+    assert job.request.max_memory == 20.0
+    path.write_text("defaults:\n  max_memory: 1e3\njobs:\n"
+                    "  - {task: denoise, input: photos/p0.png}\n")
+    assert batch.load_batch(path)[0].request.max_memory == 1000.0
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, max_memory: lots}\n")
+    with pytest.raises(batch.BatchError, match="'max_memory' expects"):
+        batch.load_batch(path)
+
+
 def test_results_in_the_input_folder_are_not_read_as_inputs(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/\n    output: photos/\n")
     assert invoke("run", path, "-q").exit_code == 0
