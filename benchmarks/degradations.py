@@ -37,14 +37,16 @@ superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (
          "kernel choice": for each candidate kernel a 200-step fit, then the candidate whose
          result passed back through its own operator is closest to the input (the data fit
          after a short run): is the downscaler recognisable without being told?
+         bicubic_x8: bicubic, 8x smaller (the factor's own budget), run only when --levels
+         names it.
 inpaint  half of each crop's pixels dropped (the same pixels in every channel, seeded per
          image), the mask beside: the 9 colour images (drop50) and Table 1's 11 grey ones
          (drop50grey; the fast preset was chosen on their centre crops: those are tuned).
          Baselines: scikit-image's biharmonic fill (per channel) and OpenCV's Navier-Stokes.
 
 Scores: RGB PSNR over the whole crop, known pixels included as Table 1 scores (superres:
-Y-PSNR, 4 px border, the SR protocol). Every result is a JSON line in
-benchmarks/results/{task}_crop128.jsonl (a re-run skips what is there); the tables go to
+Y-PSNR, as many border pixels cropped as the factor: the SR protocol). Every result is a JSON
+line in benchmarks/results/{task}_crop128.jsonl (a re-run skips what is there); the tables go to
 benchmarks/results/{task}_crop128.md.
 """
 
@@ -81,12 +83,14 @@ LEVELS = {
     "superres": {"bicubic": {"resample": "bicubic", "kernel": "bicubic"},
                  "area": {"resample": "box", "kernel": "area"},
                  # Pillow's Lanczos has three lobes (the paper's, dip's default, two)
-                 "lanczos": {"resample": "lanczos", "kernel": "lanczos3"}},
+                 "lanczos": {"resample": "lanczos", "kernel": "lanczos3"},
+                 # x8, the factor's own budget (configs' per_factor): run with --levels only
+                 "bicubic_x8": {"resample": "bicubic", "kernel": "bicubic", "factor": 8}},
     "inpaint": {"drop50": {"fraction": 0.5},
                 # Table 1's 11 grey images (the fast preset was chosen on their centre crops)
                 "drop50grey": {"fraction": 0.5, "grey": True}},
 }
-FACTOR = 4
+FACTOR = 4  # superres, where a level names no factor of its own
 #: superres: the kernels the short fits choose among, and their steps
 CHOICES = ("lanczos", "lanczos3", "bicubic", "area")
 CHOICE_STEPS = 200
@@ -95,6 +99,11 @@ WIENER_BALANCE = (0.003, 0.01, 0.03, 0.1)
 
 
 # --- cases ----------------------------------------------------------------------------------------
+
+def factor(level: str) -> int:
+    """A superres level's factor."""
+    return LEVELS["superres"][level].get("factor", FACTOR)
+
 
 def images(task: str, level: str) -> list[str]:
     return INPAINT if LEVELS[task][level].get("grey") else DENOISE
@@ -123,7 +132,7 @@ def make_case(task: str, level: str, name: str, where: str, folder: Path) -> Non
     elif task == "gaussian":
         damaged = operators.add_noise(clean, spec["sigma"], g)
     elif task == "superres":
-        damaged = image.resize(clean, (CROP // FACTOR, CROP // FACTOR), spec["resample"])
+        damaged = image.resize(clean, (CROP // factor(level),) * 2, spec["resample"])
     elif task == "inpaint":
         damaged, known = operators.drop_pixels(clean, spec["fraction"], g)
         folder.mkdir(parents=True, exist_ok=True)
@@ -308,12 +317,13 @@ def _superres(job: dict, folder: Path, ref) -> None:
     from dip.tasks.superres import back_projected
 
     small = image.load_image(folder / "input.png").pixels
+    f = factor(job["level"])
     if job["method"] == CHOICE:
         misfit = {}
         for kernel in CHOICES:
-            r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
+            r = dip.restore("superres", folder / "input.png", factor=f, kernel=kernel,
                             iters=CHOICE_STEPS, stop="fixed", write=False, device="cpu")
-            again = operators.Downsample(FACTOR, kernel)(r.picture.pixels)
+            again = operators.Downsample(f, kernel)(r.picture.pixels)
             misfit[kernel] = round(((again - small) ** 2).mean().item(), 8)
         chosen = min(misfit, key=misfit.get)
         job.update(misfit=misfit, chosen=chosen,
@@ -324,14 +334,14 @@ def _superres(job: dict, folder: Path, ref) -> None:
               else "lanczos")
     # the network's image; the defaults' result is it back-projected onto the input, the same
     # arithmetic as dip's own (tests/test_restarts_and_tiles.py), so one fit scores both
-    r = dip.restore("superres", folder / "input.png", factor=FACTOR, kernel=kernel,
+    r = dip.restore("superres", folder / "input.png", factor=f, kernel=kernel,
                     reference=folder / "reference.png", write=False, device="cpu",
                     no_back_projection=True,
                     overrides=(f"perf.threads={torch.get_num_threads()}",
                                *variant(job["method"])))
-    out = back_projected(r.picture.pixels, small, FACTOR, kernel)
-    job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, FACTOR),
-               network_psnr=metrics.psnr_y(r.picture.pixels, ref, FACTOR))
+    out = back_projected(r.picture.pixels, small, f, kernel)
+    job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, f),
+               network_psnr=metrics.psnr_y(r.picture.pixels, ref, f))
 
 
 def _dip_row(rec: dict) -> dict:
@@ -387,7 +397,7 @@ def run_job(job: dict) -> dict:
                       else None)
             out = methods(task)[job["method"]](image.load_image(folder / "input.png").pixels,
                                                kernel, level)
-            job.update(psnr=metrics.psnr_y(out, ref, FACTOR) if task == "superres"
+            job.update(psnr=metrics.psnr_y(out, ref, factor(level)) if task == "superres"
                        else metrics.psnr(out, ref))
         if task != "superres":
             job["input_psnr"] = metrics.psnr(image.load_image(folder / "input.png").pixels,
@@ -412,14 +422,17 @@ def superres_table(rows: list[dict]) -> str:
     # the defaults' fit before its back-projection: a column of its own
     by.update({_key(r)[:-1] + (NETWORK,): dict(r, psnr=r["network_psnr"])
                for r in list(by.values()) if r["method"] == DIP and "network_psnr" in r})
-    out = ["# superres x4: dip's defaults (CPU) against upscaling, 128 px crops (Y-PSNR, "
-           "4 px border)\n",
+    out = ["# superres: dip's defaults (CPU) against upscaling, 128 px crops (Y-PSNR, as many "
+           "border pixels cropped as the factor)\n",
            "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()})),
            f"\nSettings chosen on {', '.join(SUPERRES_TUNED)} (both crops); the others held "
            "out."]
     shown = [NETWORK, DIP, *(m for m, (t, _) in DIP_VARIANTS.items() if t == "superres"),
-             MATCHED, *sorted({k[-1] for k in by if k[-1].startswith(KERNEL)}), "Lanczos",
-             "bicubic"]
+             MATCHED]
+    # the other dip runs (a kernel for every input, a search's candidates): where they ran on
+    # every crop of a group
+    shown += sorted({k[-1] for k in by if variant(k[-1]) is not None} - set(shown) - {CHOICE})
+    shown += ["Lanczos", "bicubic"]
     for level in LEVELS["superres"]:
         for where in WHERE:
             names = [n for n in images("superres", level) if ("superres", level, where, n, DIP)
@@ -428,7 +441,9 @@ def superres_table(rows: list[dict]) -> str:
                 continue
             cols = [m for m in shown if all(("superres", level, where, n, m) in by
                                             for n in names)]
-            out.append(f"\n## input made with Pillow's {level}, {where} crops\n")
+            spec = LEVELS["superres"][level]
+            out.append(f"\n## input made with Pillow's {spec['resample']}, x{factor(level)}, "
+                       f"{where} crops\n")
             out.append("| image | " + " | ".join(cols) + " |")
             out.append("|---" * (len(cols) + 1) + "|")
             for n in names:
@@ -566,7 +581,8 @@ def collect(args: argparse.Namespace, results: Path) -> None:
           or ("classical" in wanted and m not in dips)]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     todo, commit = [], commit_id()
-    for level in (args.levels.split(",") if args.levels else LEVELS[args.task]):
+    for level in (args.levels.split(",") if args.levels
+                  else [lv for lv in LEVELS[args.task] if "factor" not in LEVELS[args.task][lv]]):
         for where in args.where.split(","):
             for name in (args.images.split(",") if args.images else images(args.task,
                                                                                 level)):
