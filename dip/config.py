@@ -461,8 +461,6 @@ def read_yaml(path: str | Path, sections: dict[str, type] | None = None) -> dict
 #: marks a layer read from a result's record (see :func:`read_yaml`)
 RECORD_MARK = "__record__"
 
-#: config keys added after records were first written, with the value that reproduces a run
-#: recorded without them (the behaviour before the key existed)
 #: the most restarts a run takes: every member's network and optimiser exist from the start
 #: (1000 members of a 16 px image held 5.3 GB with the fast network; 10^8 were killed for
 #: memory without a word), and averaging more than a few gains little (benchmarks/README.md)
@@ -470,6 +468,8 @@ MAX_RESTARTS = 100
 #: the largest memory budget, GB (a petabyte; 1e308 overflowed its byte count)
 MAX_MEMORY_GB = 2 ** 20
 
+#: config keys added after records were first written, with the value that reproduces a run
+#: recorded without them (the behaviour before the key existed)
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
               "stop.budget_sigma": 0.0,
               "perf.threads": "auto", "perf.max_memory": 0.0,
