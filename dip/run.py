@@ -274,6 +274,13 @@ def check_outputs(p: Plan) -> None:
         if steps.is_dir() and any(steps.iterdir()) and not p.request.overwrite:
             raise InputError(f"snapshot folder {steps} is not empty; use {{arg:overwrite}} "
                              f"to replace its files")
+        # --overwrite clears and rewrites the folder's step_*.png: never a file the run reads
+        inside = [path for path in p.reads if path.exists() and steps.is_dir()
+                  and path.resolve().parent == steps.resolve()]
+        if inside:
+            raise InputError(f"{shown(inside[0])} is in the snapshot folder {shown(steps)}, "
+                             f"whose files a run with snapshots replaces; move it or give "
+                             f"another output name")
 
 
 def writable_folder(folder: Path, what: str, create: bool = True) -> None:

@@ -291,6 +291,25 @@ def test_two_runs_taking_over_one_stale_claim_one_of_them_wins(tmp_path: Path,
     assert "another dip run" in refused[0][1]
     assert not claim_path(out).exists()
 
+@pytest.mark.parametrize("read", ["input", "mask"])
+def test_a_file_read_from_the_snapshot_folder_is_never_a_snapshot(tmp_path: Path,
+                                                                   read: str) -> None:
+    # --overwrite clears and rewrites the folder's step_*.png: the input named
+    # step_000002.png was replaced by the run's own second snapshot
+    steps = tmp_path / "s_steps"
+    steps.mkdir()
+    src = save(synthetic(32), (steps if read == "input" else tmp_path) / "step_000002.png")
+    mask = tmp_path / "step_000002_mask.png"
+    Image.fromarray(np.pad(np.full((8, 8), 255, np.uint8), 12)).save(
+        steps / mask.name if read == "mask" else mask)
+    mask = steps / mask.name if read == "mask" else mask
+    before = digest(tmp_path)
+    _refused(invoke("inpaint", src, "--mask", mask, "-o", tmp_path / "s.png", "--iters", 3,
+                    "--save-every", 1, "--overwrite", "--device", "cpu", "-q"),
+             "is in the snapshot folder")
+    assert digest(tmp_path) == before
+
+
 def test_two_dips_writing_one_output_the_second_fails_with_one_line(
         tmp_path: Path, spawn_dip, slowness: float) -> None:
     src = save(synthetic(32), tmp_path / "in.png")
