@@ -845,8 +845,14 @@ def claimed(output: Path) -> Iterator[None]:
             raise InputError(f"another dip run ({_claim_holder(path) or 'starting'}) is "
                              f"writing {shown(output)}; wait for it or choose another "
                              f"output") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
+        except OSError as exc:  # a full disk; a folder os.access called writable (root, /sys)
+            raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+        except OSError as exc:  # the disk filled between the open and the write
+            path.unlink(missing_ok=True)
+            raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
     try:
         yield
     finally:

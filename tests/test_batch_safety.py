@@ -291,6 +291,43 @@ def test_two_runs_taking_over_one_stale_claim_one_of_them_wins(tmp_path: Path,
     assert "another dip run" in refused[0][1]
     assert not claim_path(out).exists()
 
+@pytest.mark.parametrize("fails", ["open", "write"])
+def test_a_full_disk_at_the_claim_is_one_line_and_leaves_no_claim(tmp_path: Path, monkeypatch,
+                                                                 fails: str) -> None:
+    # it was a 40-line OSError traceback and an empty claim left behind
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    real_open, real_fdopen = os.open, os.fdopen
+
+    def full_open(path, *args, **kwargs):
+        if fails == "open" and str(path).endswith(".dip-claim"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, *args, **kwargs)
+
+    class Full:
+        def __init__(self, fd: int) -> None:
+            self.file = real_fdopen(fd, "w")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def write(self, text: str) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "open", full_open)
+    if fails == "write":
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode="r": Full(fd))
+    before = digest(tmp_path)
+    result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert digest(tmp_path) == before and not claim_path(out).exists()
+
+
 @pytest.mark.parametrize("read", ["input", "mask"])
 def test_a_file_read_from_the_snapshot_folder_is_never_a_snapshot(tmp_path: Path,
                                                                    read: str) -> None:
