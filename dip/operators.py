@@ -387,11 +387,15 @@ def add_noise(clean: torch.Tensor, sigma: float, generator: torch.Generator) -> 
         - Input: ``(1, C, H, W)`` in [0, 1]
         - Output: same
     """
-    if sigma < 0:
-        raise InputError(f"noise sigma must be >= 0, got {sigma}")
+    if not (math.isfinite(sigma) and sigma >= 0):  # nan made an all-black image, exit 0
+        raise InputError(f"noise sigma must be a number >= 0, got {sigma}")
     noise = torch.randn(clean.shape, generator=generator, device=clean.device,
                         dtype=clean.dtype)
     return (clean + noise * (sigma / 255.0)).clamp(0, 1)
+
+
+#: the largest Poisson peak :func:`add_poisson` takes (photons at white)
+MAX_PEAK = 1e9
 
 
 def add_poisson(clean: torch.Tensor, peak: float, generator: torch.Generator) -> torch.Tensor:
@@ -402,8 +406,11 @@ def add_poisson(clean: torch.Tensor, peak: float, generator: torch.Generator) ->
         - Input: ``(1, C, H, W)`` in [0, 1]
         - Output: same
     """
-    if not peak > 0:
-        raise InputError(f"the Poisson peak (photons at white) must be > 0, got {peak}")
+    # past about 1e18 torch's counts overflow (negative, without a word); at 1e9 photons the
+    # noise is already under a 16-bit image's step
+    if not 0 < peak <= MAX_PEAK:
+        raise InputError(f"the Poisson peak (photons at white) must be > 0 and <= "
+                         f"{MAX_PEAK:.0e}, got {peak}")
     counts = torch.poisson(clean.double() * peak, generator=generator)
     return (counts / peak).clamp(0, 1).to(clean.dtype)
 

@@ -400,3 +400,12 @@ def test_a_grey_mask_is_one_warning_line_from_the_command(tmp_path: Path) -> Non
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dip: warning: mask "), done.stderr
     assert "grey pixels" in lines[0]
+
+
+@pytest.mark.parametrize("args", [("--noise", "nan"), ("--poisson", "inf")])
+def test_corrupt_refuses_noise_of_no_finite_size(tmp_path: Path, clean_png: Path,
+                                                 args: tuple) -> None:
+    out = tmp_path / "x.png"
+    result = invoke("corrupt", clean_png, "-o", out, *args)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output and not out.exists()

@@ -255,3 +255,14 @@ def test_drop_pixels_removes_the_requested_fraction_of_whole_pixels() -> None:
     assert 1 - known.mean().item() == pytest.approx(0.5, abs=0.03)
     # all channels of a dropped pixel are gone together
     assert torch.equal((corrupted == 0).all(1, keepdim=True).float(), 1 - known)
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: operators.add_noise(torch.rand(1, 3, 8, 8), float("nan"), g),  # all black, exit 0
+    lambda g: operators.add_noise(torch.rand(1, 3, 8, 8), float("inf"), g),
+    lambda g: operators.add_poisson(torch.rand(1, 3, 8, 8), float("inf"), g),  # a traceback
+    lambda g: operators.add_poisson(torch.rand(1, 3, 8, 8), 1e30, g),  # negative counts
+])
+def test_noise_of_no_finite_size_is_refused(make) -> None:
+    with pytest.raises(InputError, match="sigma must be a number >= 0|<= 1e\\+09"):
+        make(torch.Generator().manual_seed(0))
