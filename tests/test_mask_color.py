@@ -67,6 +67,16 @@ def test_exact_paint_in_a_png_is_found_and_grown_by_one_pixel() -> None:
     assert not holes[~grown].any()  # nothing beyond the strokes and their 1-pixel rim
 
 
+def test_a_grey_image_holds_grey_paint_but_never_colour() -> None:
+    # grey pixels were matched by brightness alone: any mid-grey was "green"
+    ramp = torch.linspace(0, 0.9, 32).expand(1, 1, 32, 32).clone()
+    assert not painted_holes(ramp, GREEN, 10).any()
+    assert not painted_holes(ramp, MAGENTA, 80).any()
+    ramp[..., 10:14, 10:20] = 1.0
+    holes = painted_holes(ramp, (255, 255, 255), 3)
+    assert holes[..., 10:14, 10:20].all() and not holes[..., :5, :].any()
+
+
 @pytest.mark.parametrize("quality", [90, 75])
 def test_jpeg_compressed_paint_is_found_colours_near_not_equal_to_the_key(quality: int) -> None:
     img, truth = painted(128)

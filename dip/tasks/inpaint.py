@@ -70,11 +70,10 @@ def painted_holes(pixels: torch.Tensor, colour: tuple[int, int, int],
     """
     key = _ycbcr(torch.tensor(colour, dtype=torch.float32))
     values = pixels[0].permute(1, 2, 0).float() * 255
-    if values.shape[-1] == 1:  # grey: the colour's brightness
-        dist = (values[..., 0] - key[0]).abs() / 2
-    else:
-        diff = _ycbcr(values) - key
-        dist = torch.sqrt((diff[..., 0] / 2) ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2)
+    # a grey pixel is the colour (v, v, v): no chroma, so a grey image never holds green paint
+    # (matched by brightness alone, any mid-grey was green)
+    diff = _ycbcr(values.expand(*values.shape[:-1], 3)) - key
+    dist = torch.sqrt((diff[..., 0] / 2) ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2)
     holes = (dist <= tolerance).float()[None, None]
     size = 2 * GROWTH + 1
     return torch.nn.functional.max_pool2d(holes, size, stride=1, padding=GROWTH) > 0
@@ -151,9 +150,11 @@ class Inpaint(Task):
         colour = parse_colour(args["mask_color"])
         holes = painted_holes(picture.pixels, colour, args["mask_tolerance"])
         if not holes.any():
+            grey = picture.pixels.shape[1] == 1 and len(set(colour)) > 1
+            hint = ("the input is grey: paint the holes in a grey shade, or give "
+                    "{arg:mask}" if grey else "raise {arg:mask_tolerance}?")
             raise InputError(f"no pixel of the input is painted in {args['mask_color']} "
-                             f"(within {args['mask_tolerance']}); nothing to fill (raise "
-                             f"{{arg:mask_tolerance}}?)")
+                             f"(within {args['mask_tolerance']}); nothing to fill ({hint})")
         if holes.all():
             raise InputError(f"every pixel of the input is near {args['mask_color']}; "
                              f"nothing to restore from (lower {{arg:mask_tolerance}})")
