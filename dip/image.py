@@ -484,6 +484,10 @@ def output_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+#: the output formats that keep an alpha channel (transparency)
+ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
+
+
 def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryIO], None]:
     """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
@@ -497,7 +501,7 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     if bits == 16 and (picture.pixels.shape[1] == 3 or picture.alpha is not None):
         return _png16_writer(picture)
     img = _to_pil(picture.pixels, bits)
-    if picture.alpha is not None and fmt in ("PNG", "TIFF", "WEBP") and img.mode in ("L", "RGB"):
+    if picture.alpha is not None and fmt in ALPHA_FORMATS and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
     return lambda f: img.save(f, format=fmt)

@@ -24,6 +24,7 @@ import platform
 import re
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -334,6 +335,12 @@ def load(p: Plan) -> Loaded:
         prints = {}
     picture = image.load_image(r.input, max_pixels=r.max_pixels)
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
+    alpha = inputs.picture.alpha
+    if (alpha is not None and (alpha < 1).any() and r.write
+            and image.output_format(p.output) not in image.ALPHA_FORMATS):
+        warnings.warn(f"{shown(p.output)}: {image.output_format(p.output)} holds no "
+                      f"transparency, so the input's is dropped (write .png, .tif or .webp to "
+                      f"keep it)", image.DipWarning, stacklevel=2)
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:

@@ -177,6 +177,22 @@ def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) ->
     assert not Path("x.png").exists()
 
 
+@pytest.mark.parametrize("suffix, warned", [(".jpg", True), (".bmp", True), (".png", False)])
+def test_a_format_without_alpha_says_the_transparency_is_dropped(tmp_path: Path, suffix: str,
+                                                                 warned: bool) -> None:
+    rgba = _rng().integers(0, 256, (H, W, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:4, :4, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    out = tmp_path / f"o{suffix}"
+    with warnings.catch_warnings(record=True) as caught:  # `dip` prints them, one line each
+        warnings.simplefilter("always")
+        result = invoke("denoise", tmp_path / "in.png", "-o", out, *TINY)
+    assert result.exit_code == 0 and out.is_file(), result.output
+    said = [str(w.message) for w in caught if w.category is image.DipWarning]
+    assert any("holds no transparency" in m for m in said) == warned, said
+
+
 def test_mask_alpha_fills_the_transparent_pixels(tmp_path: Path) -> None:
     rgba = _rng().integers(0, 256, (H, W, 4), np.uint8)
     rgba[..., 3] = 255
@@ -190,6 +206,14 @@ def test_mask_alpha_fills_the_transparent_pixels(tmp_path: Path) -> None:
     Image.fromarray(rgba[..., :3]).save(tmp_path / "opaque.png")
     result = invoke("inpaint", tmp_path / "opaque.png", "--mask", "alpha", *TINY)
     assert result.exit_code == 2 and "no alpha channel" in result.output
+    # an alpha channel with no transparent pixel: nothing to fill, as an all-black mask (it
+    # ran a whole fit and returned the input)
+    rgba[..., 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "solid.png")
+    result = invoke("inpaint", tmp_path / "solid.png", "--mask", "alpha", "-o",
+                    tmp_path / "s.png", *TINY)
+    assert result.exit_code == 2 and "no pixel of the input is transparent" in result.output
+    assert not (tmp_path / "s.png").exists()
 
 
 # --- mistakes -----------------------------------------------------------------------------------

@@ -143,6 +143,9 @@ class Inpaint(Task):
         if not known.any():
             raise InputError("{arg:mask=alpha}: every pixel of the input is transparent; "
                              "nothing to restore from")
+        if known.all():  # as an all-black mask file: a fit that changes nothing
+            raise InputError("{arg:mask=alpha}: no pixel of the input is transparent; "
+                             "nothing to fill")
         # The holes get filled: the result is opaque, not the input's alpha.
         return Inputs(image.Picture(picture.pixels, None, picture.bits), {"known": known})
 
