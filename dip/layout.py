@@ -170,7 +170,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     else:
         reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
                   f"is for smaller images)")
-    why = f"{len(tiles)} tiles of {side} px: {reason}"
+    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {side} px: {reason}"
     answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,

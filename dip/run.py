@@ -414,7 +414,8 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     problem.operator = problem.operator.to(dev)
     problem.observation = problem.observation.to(dev)
     channels = loaded.inputs.picture.pixels.shape[1]
-    layout = plan_layout(cfg, problem, channels, dev, p.task.solved, stack=perf.stack)
+    layout = plan_layout(cfg, problem, channels, dev, lambda part: p.task.solved(part, p.args),
+                         stack=perf.stack)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
     sigma = noise_level(cfg, problem)
 

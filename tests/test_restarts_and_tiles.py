@@ -113,6 +113,14 @@ def test_an_inpainting_tile_without_a_hole_is_its_own_result(tmp_path: Path) -> 
                                               for m in rows) > 0
     far = r.picture.pixels[..., 40:, 40:]  # only in tiles without the hole
     assert torch.allclose(far, image.load_image(path).pixels[..., 40:, 40:], atol=1 / 255)
+    # --redraw-known redraws every pixel, so no tile is its own result: those without a hole
+    # came back as the input beside redrawn ones
+    r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
+                    iters=5, stop="fixed", tile="32", redraw_known=True,
+                    overrides=TINY + ("tile.overlap=8",))
+    assert r.record["tiles"]["solved"] == 0
+    far = r.picture.pixels[..., 40:, 40:]
+    assert not torch.allclose(far, image.load_image(path).pixels[..., 40:, 40:], atol=1 / 255)
 
 
 @pytest.mark.parametrize("tile", ["off", "32"])

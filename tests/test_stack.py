@@ -199,7 +199,7 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
     monkeypatch.setattr(estimate, "free_bytes", lambda device: 100 * 2 ** 30)
     monkeypatch.setattr(estimate, "process_bytes", lambda: 2 ** 30)
     cuda = torch.device("cuda")
-    lone = layout.plan_layout(p.cfg, problem, 3, cuda, p.task.solved)
+    lone = layout.plan_layout(p.cfg, problem, 3, cuda, lambda t: p.task.solved(t, p.args))
     assert (lone.at_once, lone.stacked) == (layout.GPU_AT_ONCE, False)
     if budget_gb is None:  # a budget that holds a stack of three, not of four
 
@@ -209,7 +209,8 @@ def test_an_accelerator_stacks_as_many_tiles_as_its_memory_holds(
 
         budget_gb = (stack(3) + stack(4)) / 2 / 2 ** 30
     p.cfg.perf.max_memory = budget_gb
-    stacked = layout.plan_layout(p.cfg, problem, 3, cuda, p.task.solved, stack=True)
+    stacked = layout.plan_layout(p.cfg, problem, 3, cuda, lambda t: p.task.solved(t, p.args),
+                                  stack=True)
     assert len(stacked.parts) == 25 and stacked.stacked
     if stacked_most:
         assert stacked.at_once == layout.STACK_MOST

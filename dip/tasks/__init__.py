@@ -174,9 +174,9 @@ class Task:
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         raise NotImplementedError
 
-    def solved(self, problem: Problem) -> torch.Tensor | None:
+    def solved(self, problem: Problem, args: dict[str, Any]) -> torch.Tensor | None:
         """The result of ``problem`` when it needs no fit (a tile with nothing to restore),
-        else None."""
+        else None; ``args`` are the task's options."""
         return None
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:

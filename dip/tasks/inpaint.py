@@ -167,11 +167,15 @@ class Inpaint(Task):
         op = operators.Mask(inputs.data["known"])
         return Problem(op, op(inputs.picture.pixels), inputs.picture.size)
 
-    def solved(self, problem: Problem) -> torch.Tensor | None:
+    def solved(self, problem: Problem, args: dict[str, Any]) -> torch.Tensor | None:
         # a tile without a hole is its own result: every pixel of it is known, and a fit can
-        # at best give it back (the loss is 0 only there), so none is run
+        # at best give it back (the loss is 0 only there), so none is run -- unless the known
+        # pixels are to be redrawn too (the tiles with no hole were the input's, beside
+        # redrawn ones)
         known = problem.operator.known
-        return problem.observation if bool(known.bool().all()) else None
+        if args.get("redraw_known") or not bool(known.bool().all()):
+            return None
+        return problem.observation
 
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
                    args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
