@@ -228,13 +228,27 @@ def split_arguments(task_options: list[Option], values: dict[str, Any]) -> dict[
         else:
             known = sorted(fields | mine)
             raise InputError(f"unknown argument {name!r}; known: {', '.join(known)}")
+    return _normalised(request)
+
+
+def _normalised(request: dict[str, Any]) -> dict[str, Any]:
+    """The paths as Paths and ``config`` / ``overrides`` as tuples, each checked for its type
+    (a clear InputError, not a TypeError from deep inside)."""
     for name in ("input", "output", "reference"):
         if request.get(name) is not None:
+            if not isinstance(request[name], (str, os.PathLike)):  # an array, say
+                raise InputError(f"{name} must be a path to an image file, got "
+                                 f"{type(request[name]).__name__}")
             request[name] = Path(request[name])
+    if isinstance(request.get("overrides"), dict):
+        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']; give "
+                         "a mapping of settings as config={...}")
     for name in ("config", "overrides"):
         value = request.get(name)
         if isinstance(value, (str, os.PathLike, dict)):
             request[name] = (value,)
         elif value is not None:
             request[name] = tuple(value)
+    if not all(isinstance(o, str) for o in request.get("overrides", ())):
+        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']")
     return request

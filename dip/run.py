@@ -934,6 +934,10 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         task = get_task(request)
         request = RunRequest(task=task.name, **split_arguments(
             list(task.options), {"input": input, **arguments}))
+    elif input is not None or arguments:  # they were dropped without a word
+        raise TypeError(f"restore(RunRequest) takes no other arguments (got "
+                        f"{', '.join(['input'] * (input is not None) + sorted(arguments))}); "
+                        f"set them in the request: request.replace(...)")
     started = time.perf_counter()
     the_plan = plan(request)
     loaded = load(the_plan)

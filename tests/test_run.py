@@ -150,3 +150,22 @@ def test_make_record_describes_the_fit_it_is_given(tmp_path: Path) -> None:
     # the record serialises (a result equal to its reference: PSNR inf is written as null)
     data = json.loads(record.to_json())
     assert data["metrics"]["psnr"] is None and "metrics.psnr" in data["null_because"]
+
+
+def test_library_misuse_is_a_clear_error_not_silence_or_a_deep_traceback(tmp_path: Path) -> None:
+    import numpy as np
+
+    import dip
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    request = RunRequest(task="denoise", input=path, iters=2, write=False, device="cpu")
+    # keyword arguments beside a RunRequest were dropped: write=False ignored wrote a file
+    with pytest.raises(TypeError, match=r"takes no other arguments \(got iters, seed\)"):
+        dip.restore(request, iters=5, seed=7)
+    with pytest.raises(InputError, match="overrides takes 'key=value' strings.*config="):
+        dip.restore("denoise", path, overrides={"optim.lr": 0.01}, write=False)
+    with pytest.raises(InputError, match="overrides takes 'key=value' strings"):
+        dip.restore("denoise", path, overrides=[("optim.lr", 0.01)], write=False)
+    with pytest.raises(InputError, match="input must be a path to an image file, got ndarray"):
+        dip.restore("denoise", np.zeros((16, 16, 3)), write=False)
+    assert not list(tmp_path.glob("*_denoise*"))
