@@ -833,7 +833,8 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
 def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callable | None,
               progress: Callable | None, spell: Callable, pack: int = 1) -> list[Row]:
     """The jobs in this process, ``pack`` at a time (:func:`run_pack`)."""
-    for group in packs(todo, pack):
+    groups = packs(todo, pack)
+    for i, group in enumerate(groups):
         try:
             done = run_pack(group, overwrite, progress, spell)
         except KeyboardInterrupt:
@@ -843,6 +844,9 @@ def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callabl
             if on_end:
                 on_end(job, row)
         if any(row.status == "interrupted" for row in done):
+            # the jobs that never started are in the summary too, as with --workers
+            rows += [Row.of(job, "interrupted", NOT_STARTED)
+                     for later in groups[i + 1:] for job in later]
             raise BatchInterrupted(rows)
     return rows
 

@@ -454,6 +454,22 @@ def _interrupted_batch_state(tmp_path: Path) -> None:
     assert summary["counts"]["interrupted"] == 3
 
 
+def test_ctrl_c_in_one_process_lists_the_jobs_that_never_started(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    # without --workers the summary held only the jobs that had started
+    path = make_batch(tmp_path, GLOB_JOB)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run_pack", interrupted)
+    result = invoke("run", path, "-q", "--pack", "1")
+    assert result.exit_code == 130, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"]["interrupted"] == 3
+    assert json.dumps(summary).count(batch.NOT_STARTED) == 2
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group")
 def test_ctrl_c_with_workers_keeps_estimates_starts_nothing_new_and_exits_130(
         tmp_path: Path, spawn_dip, slowness: float) -> None:
