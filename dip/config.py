@@ -303,6 +303,21 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "",
     return cls(**kwargs)
 
 
+def _validate_bounds(cfg: RunConfig) -> None:
+    """The upper bounds: past them a run was killed for memory or overflowed mid-fit, with
+    no message."""
+    if not 1 <= cfg.optim.restarts <= MAX_RESTARTS:
+        raise ConfigError(f"config key 'optim.restarts' must be from 1 to {MAX_RESTARTS}, got "
+                          f"{cfg.optim.restarts}")
+    if not 0 <= cfg.perf.max_memory <= MAX_MEMORY_GB:
+        raise ConfigError(f"config key 'perf.max_memory' must be from 0 (the device's free "
+                          f"memory) to {MAX_MEMORY_GB} GB, got {cfg.perf.max_memory}")
+    for key, value in {"input.perturb_std": cfg.input.perturb_std,
+                       "input.scale": cfg.input.scale}.items():
+        if value > 1000:  # the paper's are 0.03-0.05 and 0.1; 1e300 overflowed float32
+            raise ConfigError(f"config key '{key}' must be <= 1000, got {value}")
+
+
 def _validate(cfg: RunConfig) -> None:
     """Range checks of the core keys that types alone do not catch. The components check their
     own keys where they are defined: the network (dip.nets), the stop rule (dip.stopping),
@@ -326,13 +341,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'optim.average' must be in [0, 1), got {cfg.optim.average}")
     if 0 < cfg.optim.guard <= 1 or cfg.optim.guard < 0:
         raise ConfigError(f"config key 'optim.guard' must be 0 (off) or > 1, got {cfg.optim.guard}")
-    # the upper bounds: past them a run was killed for memory or overflowed, with no message
-    if not 1 <= cfg.optim.restarts <= MAX_RESTARTS:
-        raise ConfigError(f"config key 'optim.restarts' must be from 1 to {MAX_RESTARTS}, got "
-                          f"{cfg.optim.restarts}")
-    if not 0 <= cfg.perf.max_memory <= MAX_MEMORY_GB:
-        raise ConfigError(f"config key 'perf.max_memory' must be from 0 (the device's free "
-                          f"memory) to {MAX_MEMORY_GB} GB, got {cfg.perf.max_memory}")
+    _validate_bounds(cfg)
     if not 0 <= cfg.seed < 2 ** 63:
         raise ConfigError(f"config key 'seed' must be in 0 .. 2**63-1, got {cfg.seed}")
     if cfg.preset not in PRESETS:

@@ -405,7 +405,23 @@ class Setup:
 
 def build(p: Plan, loaded: Loaded) -> Setup:
     """The operator and observation on the run's device, the layout, and a builder for each
-    member (seeded from the run's seed and the member's part, :mod:`dip.members`)."""
+    member (seeded from the run's seed and the member's part, :mod:`dip.members`).
+
+    Raises:
+        RunError: out of memory already here (a network far too wide for the machine: the
+            layout builds one to measure it).
+    """
+    try:
+        return _build(p, loaded)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise RunError(f"out of memory on {resolve_device(p.cfg.device)} building the "
+                       f"network: its widths (net.channels_down, net.channels_up, "
+                       f"input.channels) are too large for this machine") from None
+
+
+def _build(p: Plan, loaded: Loaded) -> Setup:
     cfg = p.cfg
     dev = resolve_device(cfg.device)
     problem = p.task.problem(loaded.inputs, cfg)

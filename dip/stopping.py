@@ -352,7 +352,7 @@ def _variance_stop(s: Any) -> VarianceStop:
     if s.budget_sigma < 0 or 0 < s.budget_sigma < 1:
         raise ConfigError(f"config key 'stop.budget_sigma' is in 0-255 pixel units, >= 1 "
                           f"(0: off), got {s.budget_sigma}")
-    if 0 < s.sigma < 1:
+    if 0 < s.sigma < 1 or s.sigma > 255:  # (1e300 overflowed the fit with a traceback)
         raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
                           f"standard deviation 25 grey levels), got {s.sigma}")
     return VarianceStop(s.window, s.patience, s.returns, s.patience_ratio, s.tolerance,

@@ -119,6 +119,9 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     ("optim.restarts=101", "'optim.restarts' must be from 1 to 100"),
     ("perf.max_memory=1e308", "'perf.max_memory' must be from 0"),
     ("perf.threads=100000", "'perf.threads' must be auto or a number of threads from 1 to 1024"),
+    ("input.perturb_std=1e300", "'input.perturb_std' must be <= 1000"),
+    ("input.scale=1e300", "'input.scale' must be <= 1000"),
+    ("stop.sigma=1e300", "'stop.sigma' is in 0-255 pixel units"),
 ])
 def test_wrong_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -169,3 +169,27 @@ def test_library_misuse_is_a_clear_error_not_silence_or_a_deep_traceback(tmp_pat
     with pytest.raises(InputError, match="input must be a path to an image file, got ndarray"):
         dip.restore("denoise", np.zeros((16, 16, 3)), write=False)
     assert not list(tmp_path.glob("*_denoise*"))
+
+
+def test_a_network_too_wide_for_the_machine_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    # net.channels_down=[100000, ...] failed in the layout's measuring net, before the fit's
+    # own out-of-memory advice, with torch's allocator traceback
+    from click.testing import CliRunner
+
+    from dip import layout
+    from dip.cli.main import cli
+
+    def too_wide(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 360000000000 bytes.")
+
+    monkeypatch.setattr(layout, "build_net", too_wide)
+    path = save(synthetic(16), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(cli, ["denoise", str(path), "-o", str(out), "--iters", "2",
+                                      "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("dip: error: out of memory on cpu building the network")
+    assert "Traceback" not in result.output and not out.exists()
