@@ -138,6 +138,11 @@ class FixedBudget(StopRule):
 MIN_SIGMA = 0.5 / 255
 
 
+#: the longest running-variance window: it holds that many outputs in memory (10^11 ran out
+#: of memory with the advice "a smaller image")
+MAX_WINDOW = 10000
+
+
 class VarianceStop(StopRule):
     """ES-WMV: stop at the minimum of the outputs' running variance, without ground truth.
 
@@ -190,8 +195,9 @@ class VarianceStop(StopRule):
     def __init__(self, window: int = 200, patience: int = 200, returns: str = "window",
                  patience_ratio: float = 0.25, tolerance: float = 0.05,
                  check_every: int = 10, noise_floor: float = 0.0, sigma: float = 0.0) -> None:
-        if window < 2:
-            raise ConfigError(f"config key 'stop.window' must be >= 2, got {window}")
+        if not 2 <= window <= MAX_WINDOW:  # it holds `window` outputs in memory
+            raise ConfigError(f"config key 'stop.window' must be from 2 to {MAX_WINDOW}, got "
+                              f"{window}")
         if patience < 1:
             raise ConfigError(f"config key 'stop.patience' must be >= 1, got {patience}")
         if returns not in self.RETURNS:

@@ -63,9 +63,9 @@ class NoiseSettings:
         if self.model not in MODELS:
             raise ConfigError(f"config key 'noise.model' must be one of {', '.join(MODELS)}, "
                               f"got {self.model!r}")
-        if self.peak < 0:
-            raise ConfigError(f"config key 'noise.peak' must be >= 0 (0: estimate it), got "
-                              f"{self.peak}")
+        if not 0 <= self.peak <= operators.MAX_PEAK:  # 1e300: a false "diverged at step 1"
+            raise ConfigError(f"config key 'noise.peak' must be from 0 (estimate it) to "
+                              f"{operators.MAX_PEAK:.0e}, got {self.peak}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"config key 'noise.objective' must be one of "
                               f"{', '.join(OBJECTIVES)}, got {self.objective!r}")
