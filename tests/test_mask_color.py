@@ -72,6 +72,7 @@ def test_a_grey_image_holds_grey_paint_but_never_colour() -> None:
     ramp = torch.linspace(0, 0.9, 32).expand(1, 1, 32, 32).clone()
     assert not painted_holes(ramp, GREEN, 10).any()
     assert not painted_holes(ramp, MAGENTA, 80).any()
+    assert painted_holes(ramp, GREEN, 10 ** 20).all()  # it overflowed converting to torch
     ramp[..., 10:14, 10:20] = 1.0
     holes = painted_holes(ramp, (255, 255, 255), 3)
     assert holes[..., 10:14, 10:20].all() and not holes[..., :5, :].any()

@@ -74,7 +74,7 @@ def painted_holes(pixels: torch.Tensor, colour: tuple[int, int, int],
     # (matched by brightness alone, any mid-grey was green)
     diff = _ycbcr(values.expand(*values.shape[:-1], 3)) - key
     dist = torch.sqrt((diff[..., 0] / 2) ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2)
-    holes = (dist <= tolerance).float()[None, None]
+    holes = (dist <= float(tolerance)).float()[None, None]  # (an int past 2**63: no overflow)
     size = 2 * GROWTH + 1
     return torch.nn.functional.max_pool2d(holes, size, stride=1, padding=GROWTH) > 0
 
