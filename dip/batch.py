@@ -56,7 +56,7 @@ import yaml
 
 from dip import image, interrupts, record
 from dip import report as reports
-from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config
+from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config, yaml_number
 from dip.errors import ConfigError, DipError, python_spelling
 from dip.layout import STACK_MOST
 from dip.request import Option, RunRequest, request_options
@@ -214,13 +214,8 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
                              f"{', '.join(allowed)})")
         opt = allowed[key]
         types = (dict, list) if opt.job_key == "set" else opt.job_types()
-        if float in types and isinstance(value, str):
-            # PyYAML reads YAML 1.1, where 1e3 and 1.0e308 (no sign after the e) are strings;
-            # config keys take them as numbers (dip.config), and so does a job
-            try:
-                value = entry[key] = float(value)
-            except ValueError:
-                pass
+        if float in types:  # 1e3 is a string in YAML 1.1: a number, as for config keys
+            value = entry[key] = yaml_number(value)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")

@@ -251,6 +251,17 @@ TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true
               dict: "a mapping", list: "a list"}
 
 
+def yaml_number(value: Any) -> Any:
+    """``value``, or the float a string spells: PyYAML reads YAML 1.1, where ``1e-3`` and
+    ``1e3`` (no dot, or no sign after the e) are strings, not numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _check_value(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -266,12 +277,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         value = "on" if value else "off"
     if tp is str and isinstance(value, int):  # a word-or-number key: tile.size: 256
         value = str(value)
-    if tp is float and isinstance(value, str):
-        # PyYAML reads YAML 1.1, where "1e-3" (no dot) is a string, not a number.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    if tp is float:
+        value = yaml_number(value)
     ok = (isinstance(value, bool) if tp is bool
           else isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float
           else isinstance(value, int) and not isinstance(value, bool) if tp is int

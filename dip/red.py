@@ -108,7 +108,8 @@ class RedState:
         r = self.red
         if step % r.every == 0:
             self.denoised.copy_(nlm(self.x, r.sigma))
-        torch.add(self.denoised * r.weight, out + self.u, alpha=r.admm, out=self.x)
+        # x = (λ·D(x) + μ·(out + u)) / (λ + μ), in place: no tensor made at each step
+        self.x.copy_(out).add_(self.u).mul_(r.admm).add_(self.denoised, alpha=r.weight)
         self.x.div_(r.weight + r.admm).clamp_(0, 1)
         self.u.add_(out).sub_(self.x)
         torch.sub(self.x, self.u, out=self.target)

@@ -240,15 +240,13 @@ def _normalised(request: dict[str, Any]) -> dict[str, Any]:
                 raise InputError(f"{name} must be a path to an image file, got "
                                  f"{type(request[name]).__name__}")
             request[name] = Path(request[name])
-    if isinstance(request.get("overrides"), dict):
-        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']; give "
-                         "a mapping of settings as config={...}")
     for name in ("config", "overrides"):
         value = request.get(name)
         if isinstance(value, (str, os.PathLike, dict)):
             request[name] = (value,)
         elif value is not None:
             request[name] = tuple(value)
-    if not all(isinstance(o, str) for o in request.get("overrides", ())):
-        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']")
+    if not all(isinstance(o, str) for o in request.get("overrides", ())):  # a dict, a pair
+        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']; give "
+                         "a mapping of settings as config={...}")
     return request

@@ -276,8 +276,9 @@ def check_outputs(p: Plan) -> None:
             raise InputError(f"snapshot folder {steps} is not empty; use {{arg:overwrite}} "
                              f"to replace its files")
         # --overwrite clears and rewrites the folder's step_*.png: never a file the run reads
-        inside = [path for path in p.reads if path.exists() and steps.is_dir()
-                  and path.resolve().parent == steps.resolve()]
+        folder = steps.resolve() if steps.is_dir() else None
+        inside = [path for path in p.reads
+                  if folder is not None and path.exists() and path.resolve().parent == folder]
         if inside:
             raise InputError(f"{shown(inside[0])} is in the snapshot folder {shown(steps)}, "
                              f"whose files a run with snapshots replaces; move it or give "
@@ -336,11 +337,12 @@ def load(p: Plan) -> Loaded:
     picture = image.load_image(r.input, max_pixels=r.max_pixels)
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
     alpha = inputs.picture.alpha
-    if (alpha is not None and (alpha < 1).any() and r.write
-            and image.output_format(p.output) not in image.ALPHA_FORMATS):
-        warnings.warn(f"{shown(p.output)}: {image.output_format(p.output)} holds no "
-                      f"transparency, so the input's is dropped (write .png, .tif or .webp to "
-                      f"keep it)", image.DipWarning, stacklevel=2)
+    if (alpha is not None and r.write  # (the format is checked by plan() when written)
+            and (fmt := image.output_format(p.output)) not in image.ALPHA_FORMATS
+            and (alpha < 1).any()):
+        warnings.warn(f"{shown(p.output)}: {fmt} holds no transparency, so the input's is "
+                      f"dropped (write .png, .tif or .webp to keep it)", image.DipWarning,
+                      stacklevel=2)
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:
@@ -865,17 +867,14 @@ def claimed(output: Path) -> Iterator[None]:
             path.unlink(missing_ok=True)  # its process is gone
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
         except FileExistsError:  # made just now where the folder cannot be locked
             raise InputError(f"another dip run ({_claim_holder(path) or 'starting'}) is "
                              f"writing {shown(output)}; wait for it or choose another "
                              f"output") from None
         except OSError as exc:  # a full disk; a folder os.access called writable (root, /sys)
-            raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-        except OSError as exc:  # the disk filled between the open and the write
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # (ours, or none: O_EXCL made it or failed)
             raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
     try:
         yield
@@ -951,9 +950,9 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         request = RunRequest(task=task.name, **split_arguments(
             list(task.options), {"input": input, **arguments}))
     elif input is not None or arguments:  # they were dropped without a word
+        given = sorted(arguments) if input is None else ["input", *sorted(arguments)]
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
-                        f"{', '.join(['input'] * (input is not None) + sorted(arguments))}); "
-                        f"set them in the request: request.replace(...)")
+                        f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
     the_plan = plan(request)
     loaded = load(the_plan)
