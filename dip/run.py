@@ -38,7 +38,7 @@ from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, resolve
 from dip.engine import Perf, resolve_perf, warm_steps
-from dip.errors import DipError, InputError, RunError
+from dip.errors import ConfigError, DipError, InputError, RunError
 from dip.estimate import (
     CALIBRATION_STEPS,
     Estimate,
@@ -62,7 +62,7 @@ from dip.members import Combined, Part, build_member, combine, stand_in, uncerta
 from dip.record import Record, fingerprint, record_path
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
-from dip.request import FORMATS, RunRequest, split_arguments
+from dip.request import FORMATS, RunRequest, request_options, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma, noise_budget
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
 from dip.threads import plan_lanes, resolve_threads
@@ -120,14 +120,30 @@ def resolve_config(request: RunRequest) -> RunConfig:
     files = [c for c in request.config if not isinstance(c, dict)]
     base = [c for c in request.config if isinstance(c, dict)]
     explicit = request.explicit()
+    by = {opt.config_key: opt.name for opt in request_options()
+          if opt.config_key is not None and getattr(request, opt.name) is not None}
     for opt in task.options:
         if opt.config_key is not None and request.task_args.get(opt.name) is not None:
             explicit[opt.config_key] = int(request.task_args[opt.name]) \
                 if opt.kind == "int" else request.task_args[opt.name]
-    cfg = resolve(task.name, files, request.overrides, explicit, base=base)
-    task.check_config(cfg)
+            by[opt.config_key] = opt.name
+    try:
+        cfg = resolve(task.name, files, request.overrides, explicit, base=base)
+        task.check_config(cfg)
+    except ConfigError as exc:
+        raise _named_by_option(exc, by) from None
     owner_check(task, cfg)
     return cfg
+
+
+def _named_by_option(exc: ConfigError, by: dict[str, str]) -> ConfigError:
+    """``exc`` naming the option the user gave (``--tile``), not the config key it sets
+    (``tile.size``): explicit options are the config's top layer, so a bad value of a key
+    one of them sets is that option's."""
+    for key, name in by.items():
+        if f"config key '{key}'" in exc.template:
+            return type(exc)(exc.template.replace(f"config key '{key}'", f"{{arg:{name}}}"))
+    return exc
 
 
 def default_output(input_path: str | os.PathLike, task: str, fmt: str = "png") -> Path:

@@ -409,3 +409,18 @@ def test_corrupt_refuses_noise_of_no_finite_size(tmp_path: Path, clean_png: Path
     result = invoke("corrupt", clean_png, "-o", out, *args)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (("--tile", "16"), "dip: error: --tile must be auto, off or a tile's side of at least 32"),
+    (("--restarts", "200"), "dip: error: --restarts must be from 1 to 100, got 200"),
+    (("--seed", "-1"), "dip: error: --seed must be in 0 .. 2**63-1"),
+    # the same value given as a config key is named as one
+    (("--set", "tile.size=16"), "dip: error: config key 'tile.size' must be auto, off"),
+])
+def test_a_bad_value_is_named_as_the_user_gave_it(tmp_path: Path, noisy_png: Path,
+                                                   args: tuple, said: str) -> None:
+    out = tmp_path / "x.png"
+    line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *args))
+    assert line.startswith(said), line
+    assert not out.exists()
