@@ -59,6 +59,14 @@ def flag_spelling(name: str, value: str | None) -> str:
     return flag if value is None else f"{flag} {value}"
 
 
+def job_spelling(name: str, value: str | None) -> str:
+    """How ``dip run`` names a library argument in a job's error: as the batch file's key
+    (``'mask_tolerance'``, ``'set: {optim.lr: ...}'``), but ``dip run``'s own options
+    (``--overwrite``) as flags."""
+    keys = {o.name for task in TASKS.values() for o in batch.job_keys(task).values()}
+    return (batch.job_key_spelling if "." in name or name in keys else flag_spelling)(name, value)
+
+
 class DipGroup(click.Group):
     """A click group that turns every error into one line on stderr (no usage block, no
     traceback) and keeps click's exit codes (2 for usage errors)."""
@@ -352,22 +360,31 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
 
 def _dry_run(jobs: list[batch.Job], devices: list[str] | None, workers: int, overwrite: bool,
              shard_kn: tuple[int, int] | None) -> None:
-    """Each job, whether it is done, and for those to do what they will cost."""
-    seconds = 0.0
+    """Each job, whether it is done, and for those to do what they will cost; a job that
+    would fail (an unreadable input, a colour it does not hold) says why, and the list goes
+    on (exit code 1 after it, as the run would)."""
+    seconds, failing = 0.0, 0
     for job in batch.assign_device(jobs, devices, workers):
-        done = not overwrite and batch.is_done(job)
+        state = "done" if not overwrite and batch.is_done(job) else "to do"
         cost = ""
-        if not done:
-            start = batch.forecast(job)
-            seconds += start.estimate.seconds
-            cost = f"  {start.describe()}"
-        click.echo(f"{'done' if done else 'to do':>5}  {job.task:<8} {job.input} -> "
-                   f"{job.output}  [{job.source}]{cost}")
+        if state == "to do":
+            try:
+                start = batch.forecast(job)
+                seconds += start.estimate.seconds
+                cost = f"  {start.describe()}"
+            except DipError as exc:
+                state, failing = "fails", failing + 1
+                cost = f"  {exc.render(job_spelling)}"
+        click.echo(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  [{job.source}]"
+                   f"{cost}")
     total = Estimate(seconds, 0, "").describe().split(",")[0]
     click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
                                         if shard_kn else "")
                + (f"; {total} of fitting for those to do, one after another"
-                  if seconds else ""))
+                  if seconds else "")
+               + (f"; {failing} would fail" if failing else ""))
+    if failing:
+        sys.exit(1)
 
 
 def _estimate_args(saved: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +417,7 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
     try:
         rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
                               on_end=on_end, progress=None if quiet else progress,
-                              spell=flag_spelling, pack=pack)
+                              spell=job_spelling, pack=pack)
         return rows, False
     except batch.BatchInterrupted as exc:
         return exc.rows, True

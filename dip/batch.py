@@ -359,7 +359,10 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
                          f"{', '.join(TASKS)})")
     task = get_task(spec["task"])
     allowed = job_keys(task)
-    spec = {**defaults, **_check_entry(entry, where, allowed, task.name)}
+    # the defaults' keys of this task's own options are checked here, where the task is known
+    own = {k: v for k, v in defaults.items() if _owner(k) == task.name and k not in entry}
+    spec = {**defaults, **_check_entry(own, f"{path}: defaults", allowed, task.name),
+            **_check_entry(entry, where, allowed, task.name)}
     if "input" not in spec:
         raise BatchError(f"{where}: missing 'input'")
     spec = {k: v for k, v in spec.items() if k in allowed or k == "task"}

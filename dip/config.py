@@ -149,7 +149,8 @@ class TileConfig:
     #: auto (tile when the whole image would not fit the memory budget, or is larger than
     #: whole_max) | off | the side of a tile in pixels of the result
     size: str = "auto"
-    #: pixels of the result that neighbouring tiles share
+    #: pixels of the result that neighbouring tiles share (at most a quarter of a tile's side:
+    #: more is cut to that)
     overlap: int = 32
     #: auto fits an image whole only when its result's longer side is at most this (pixels;
     #: 0: any size that fits the memory budget). A preset whose step budget was chosen on

@@ -33,7 +33,8 @@ class Option:
         name: the Python argument and ``dip run`` job key (``max_pixels``).
         help: one or two sentences for ``--help``.
         kind: ``path`` | ``str`` | ``int`` | ``float`` | ``flag`` | ``list`` (a repeatable
-            option: a tuple in Python, a list or one value in a batch file).
+            option: a tuple in Python, a list or one value in a batch file) | ``size`` (a
+            word or a whole number: ``auto``, ``off`` or ``256``).
         flag: the command line's spelling (default ``--`` + name with dashes).
         short: a one-letter alias (``-o``).
         choices: the allowed values (strings, as typed).
@@ -86,7 +87,7 @@ class Option:
     def job_types(self) -> tuple[type, ...]:
         """What a batch file may hold for it."""
         return {"path": (str,), "str": (str,), "int": (int,), "float": (int, float),
-                "flag": (bool,), "list": (str, list)}[self.kind]
+                "flag": (bool,), "list": (str, list), "size": (str, int)}[self.kind]
 
     def check(self, value: Any) -> Any:
         """``value`` as given from Python or a batch file, checked against the choices and the
@@ -164,8 +165,8 @@ class RunRequest:
         kind="flag", default=False,
         help="Also write {stem}_{task}_uncertainty.png: the restarts' per-pixel standard "
              "deviation, x4 (white: 64 grey levels or more); needs --restarts 2 or more.")
-    tile: str | None = option(
-        metavar="auto|off|N", config_key="tile.size",
+    tile: str | int | None = option(
+        kind="size", metavar="auto|off|N", config_key="tile.size",
         help="Restore in overlapping tiles of N pixels, blended without seams, so memory "
              "stays bounded at any size; auto: tile only when the whole image would not fit "
              "in memory [default: auto].")

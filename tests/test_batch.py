@@ -183,6 +183,43 @@ def test_dry_run_lists_the_expanded_jobs_without_running(tmp_path: Path) -> None
     assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
 
 
+def test_a_dry_run_lists_a_job_that_would_fail_with_why_and_goes_on(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/cut.png\n"
+                                "  - task: inpaint\n    input: photos/p0.png\n"
+                                "    mask_color: '#ff00ff'\n    mask_tolerance: 0\n"
+                                "  - task: denoise\n    input: photos/p1.png\n")
+    whole = (tmp_path / "photos" / "p2.png").read_bytes()
+    (tmp_path / "photos" / "cut.png").write_bytes(whole[:len(whole) // 2])
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("fails") and "jobs[0]" in lines[0] and "truncated" in lines[0]
+    # the job's error names the batch key, not the command line's flag
+    assert lines[1].startswith("fails") and "'mask_tolerance'" in lines[1], lines[1]
+    assert lines[2].startswith("to do") and "p1_denoise.png" in lines[2]
+    assert lines[3].endswith("2 would fail"), lines[3]
+    assert "Traceback" not in result.output and not (tmp_path / "results").exists()
+
+
+def test_a_tile_side_is_a_number_in_a_batch_file(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    tile: 32\n")
+    assert batch.load_batch(path)[0].request.tile == 32
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: 1.5}\n")
+    with pytest.raises(batch.BatchError, match="'tile' expects a string or an integer"):
+        batch.load_batch(path)
+
+
+def test_a_default_for_one_task_is_checked_for_its_jobs(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n")
+    path.write_text("defaults:\n  mask_tolerance: lots\njobs:\n"
+                    "  - {task: denoise, input: photos/p0.png}\n")
+    assert batch.load_batch(path)[0].request.task_args == {}  # not denoise's key: unused
+    path.write_text("defaults:\n  mask_tolerance: lots\njobs:\n"
+                    "  - {task: inpaint, input: photos/p0.png, mask_color: black}\n")
+    with pytest.raises(batch.BatchError, match="defaults: 'mask_tolerance' expects an integer"):
+        batch.load_batch(path)
+
+
 def test_seeds_come_from_the_input_not_the_order(tmp_path: Path) -> None:
     path = make_batch(tmp_path, GLOB_JOB)
     seeds = {j.input.name: j.seed for j in batch.load_batch(path)}
