@@ -312,8 +312,8 @@ def _job_options_help() -> str:
                    "estimated memory together is over the budget (max_memory, else the free "
                    "memory). With --workers, one job per worker.")
 @click.option("--dry-run", is_flag=True,
-              help="List the jobs, whether each is done, and what those to do will cost; run "
-                   "none.")
+              help="List the jobs, whether each is done, and what those to do will cost, or "
+                   "why one would fail (exit code 1); run none.")
 @click.option("--overwrite", is_flag=True, help="Redo jobs that are already done.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
