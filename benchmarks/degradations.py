@@ -66,7 +66,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402  (benchmarks/)
-from paper import commit_id  # noqa: E402
+from paper import _numpy, _tensor, commit_id  # noqa: E402
 from presets import append_runs  # noqa: E402
 
 CASES = ROOT / "benchmarks" / "cases" / "degradations"
@@ -149,17 +149,6 @@ def case_folder(task: str, level: str, name: str, where: str) -> Path:
 
 
 # --- methods --------------------------------------------------------------------------------------
-
-def _numpy(t):
-    a = t[0].permute(1, 2, 0).double().numpy()
-    return a[..., 0] if a.shape[-1] == 1 else a
-
-
-def _tensor(a):
-    import torch
-
-    t = torch.from_numpy(a.astype("float32").copy())
-    return (t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]).clamp(0, 1)
 
 
 def _per_channel(blurred, kernel, fn):
