@@ -367,8 +367,9 @@ def load(p: Plan) -> Loaded:
                          f"{r.max_pixels / 1e6:.1f} MP (raise it with {{arg:max_pixels}})")
     ref = None
     if r.reference is not None:
-        ref = image.load_image(r.reference, max_pixels=max(out_pixels, r.max_pixels),
-                               what="reference").pixels
+        ref = image.in_units_of(image.load_image(r.reference, what="reference",
+                                                 max_pixels=max(out_pixels, r.max_pixels)),
+                                picture)
         if tuple(ref.shape[-2:]) != out_size:
             raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
                              f"the result will be {out_size[1]}x{out_size[0]}")
