@@ -99,7 +99,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
                              f"want on its own")
         if img.format == "PNG":
             check_png_data(path, what)
-        deep = img.format if img.mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(img) else ""
+        deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
         img = ImageOps.exif_transpose(img)
@@ -206,8 +206,10 @@ def png_orientation(path: Path) -> int:
 
 
 #: EXIF orientation -> (rotations by 90 degrees counter-clockwise, mirror first)
-_ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False),
-                 7: (1, True), 8: (1, False)}
+#: (5 transposes: mirrored, then a quarter turn counter-clockwise; 7 transverses: mirrored,
+#: then three quarter turns)
+_ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (3, False),
+                 7: (3, True), 8: (1, False)}
 
 
 def orient(t: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -242,6 +244,15 @@ def _rawmode(img: Image.Image) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
+def _deep(img: Image.Image) -> bool:
+    """Whether the file stores more than 8 bits a sample (``RGB;16B``; a PPM of maxval
+    65535), before Pillow decodes it to 8."""
+    args = img.tile[0].args if img.tile else None
+    if img.format == "PPM" and isinstance(args, tuple) and len(args) > 1:
+        return isinstance(args[1], int) and args[1] > 255
+    return ";16" in _rawmode(img)
+
+
 def _load_png16(path: Path, what: str) -> Picture:
     """A 16-bit PNG with colour or alpha, every bit kept (pypng decodes it)."""
     import png
@@ -269,16 +280,30 @@ def _is_tiff(path: Path, what: str) -> bool:
         raise InputError(f"cannot read {what} {shown(path)}: {exc.strerror or exc}") from None
 
 
-def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
-    """A TIFF through tifffile: 8-bit, 16-bit or float; grey, RGB, with or without alpha.
+#: TIFF photometric interpretations whose samples are the picture as they are: grey (black
+#: is 0) and RGB. The others (inverted grey, palette, CMYK, YCbCr, CIELAB), and samples of
+#: fewer than 8 bits, are Pillow's to convert.
+_TIFF_AS_IS = {1: 1, 2: 3}  # photometric -> colour samples
+#: ExtraSamples: 0 unspecified (not alpha), 1 alpha premultiplied into the colour, 2 alpha
+_PREMULTIPLIED, _ALPHA = 1, 2
 
-    A float TIFF's values are mapped to [0, 1] from its own range when they leave it (the
-    range is kept in :attr:`Picture.value_range` and restored when a float TIFF is written).
-    None when the file's compression needs the optional imagecodecs package (LZW, JPEG):
-    Pillow reads those at 8 bits.
+
+def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
+    """A TIFF through tifffile: 8-bit, 16-bit, other integers or float; grey or RGB, with or
+    without alpha.
+
+    A float TIFF's values (and those of integers other than 8- and 16-bit unsigned: signed,
+    32-bit) are mapped to [0, 1] from their own range when they leave it (the range is kept
+    in :attr:`Picture.value_range` and restored when a float TIFF is written). None when
+    Pillow is to read the file: a compression that needs the optional imagecodecs package
+    (LZW, JPEG), a bilevel, palette, CMYK, YCbCr or inverted-grey picture.
     """
+    import logging
+
     import tifffile
 
+    quiet = logging.getLogger("tifffile")  # its warnings about a damaged file are ours to say
+    was, quiet.disabled = quiet.disabled, True
     try:
         with tifffile.TiffFile(path) as tif:
             if len(tif.pages) > 1:
@@ -286,7 +311,10 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                                  f"TIFF); dip restores one picture: save the one you want on "
                                  f"its own")
             page = tif.pages[0]
-            h, w = page.shape[:2] if page.planarconfig != 2 or page.ndim < 3 else page.shape[1:3]
+            colour = _TIFF_AS_IS.get(int(page.photometric))
+            if colour is None or page.bitspersample < 8:
+                return None
+            h, w = page.imagelength, page.imagewidth
             if h * w > max_pixels:
                 raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
                                  f"limit of {max_pixels / 1e6:.1f} MP (raise it with "
@@ -297,29 +325,53 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                 if "imagecodecs" in str(exc):
                     return None
                 raise
-            extra = len(getattr(page, "extrasamples", ()) or ())
+            if array.ndim == 3 and int(page.planarconfig) == 2:
+                array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
+            extras = tuple(int(e) for e in (page.extrasamples or ()))
             turn = _tiff_orientation(page)
     except InputError:
         raise
     except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
         raise InputError(f"cannot read {what} {path}: {exc}") from None
-    if array.ndim == 3 and array.shape[0] in (2, 3, 4) and array.shape[-1] not in (2, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # planar -> interleaved
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4):
-        raise InputError(f"{what} {path} is a TIFF of shape {array.shape}; dip reads grey, "
-                         f"RGB, and either with alpha")
-    channels = 1 if array.ndim == 2 else array.shape[-1]
-    has_alpha = channels in (2, 4) or (extra and channels > 1)
-    if np.issubdtype(array.dtype, np.floating):
-        return oriented(_float_picture(array.astype(np.float32), has_alpha), turn)
-    bits = 16 if array.dtype.itemsize >= 2 else 8
-    scale = float(np.iinfo(array.dtype).max) if bits == 16 else 255.0
-    if array.dtype.itemsize > 2:  # 32-bit integers: their own range
-        scale, bits = float(max(array.max(), 1)), 16
-    data = array.astype(np.float32) / scale
-    alpha = _to_tensor(data[..., -1], 1.0) if has_alpha else None
-    colour = data[..., :-1] if has_alpha else data
-    return oriented(Picture(_to_tensor(colour, 1.0).clamp(0, 1), alpha, bits), turn)
+    finally:
+        quiet.disabled = was
+    return oriented(_tiff_picture(array, colour, extras, f"{what} {path}"), turn)
+
+
+def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
+                  name: str) -> Picture:
+    """A TIFF's samples ``(H, W)`` or ``(H, W, S)`` as a Picture: ``colour`` samples, then
+    extra ones (``extras``: their ExtraSamples kinds), of which the first alpha is kept."""
+    samples = array.reshape(*array.shape[:2], -1)
+    if array.ndim not in (2, 3) or samples.shape[-1] < colour:
+        raise InputError(f"{name} is a TIFF of shape {array.shape}; dip reads grey, RGB, and "
+                         f"either with alpha")
+    kinds = extras or ((_ALPHA,) if samples.shape[-1] == colour + 1 else ())  # no tag: alpha
+    alpha_at = next((colour + i for i, k in enumerate(kinds) if k in (_PREMULTIPLIED, _ALPHA)
+                     and colour + i < samples.shape[-1]), None)
+    kind = array.dtype
+    if not (np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)):
+        raise InputError(f"{name} holds {kind} samples; dip reads integers and floats")
+    if np.issubdtype(kind, np.floating) or kind not in (np.uint8, np.uint16):
+        full, bits = 1.0, 32  # float, or integers of another kind: their own range, as float
+        alpha_full = 1.0 if np.issubdtype(kind, np.floating) else float(np.iinfo(kind).max)
+    else:
+        full = alpha_full = float(np.iinfo(kind).max)
+        bits = 8 * kind.itemsize
+    values = samples[..., :colour].astype(np.float32) / full
+    alpha = None
+    if alpha_at is not None:
+        alpha = samples[..., alpha_at].astype(np.float32) / alpha_full
+        if not np.isfinite(alpha).all():
+            raise InputError(f"{name} has NaN or infinite alpha values")
+        alpha = np.clip(alpha, 0, 1)
+        if kinds[alpha_at - colour] == _PREMULTIPLIED:  # the colour was multiplied by it
+            values = np.where(alpha[..., None] > 0, values / np.maximum(alpha, 1e-12)[..., None],
+                              values)
+    alpha_t = None if alpha is None else _to_tensor(alpha, 1.0)
+    if bits == 32:
+        return replace(_float_picture(values), alpha=alpha_t)
+    return Picture(_to_tensor(values, 1.0).clamp(0, 1), alpha_t, bits)
 
 
 def _tiff_orientation(page) -> int:
@@ -339,9 +391,9 @@ def oriented(picture: Picture, orientation: int) -> Picture:
     return replace(picture, pixels=orient(picture.pixels, orientation), alpha=alpha)
 
 
-def _float_picture(array: np.ndarray, has_alpha: bool) -> Picture:
-    alpha = _to_tensor(array[..., -1], 1.0).clamp(0, 1) if has_alpha else None
-    colour = array[..., :-1] if has_alpha else array
+def _float_picture(colour: np.ndarray) -> Picture:
+    """Float samples ``(H, W)`` or ``(H, W, C)`` as a 32-bit Picture, mapped to [0, 1] from
+    their own range when they leave it."""
     if not np.isfinite(colour).all():
         raise InputError("a float TIFF with NaN or infinite values cannot be restored")
     low, high = float(colour.min()), float(colour.max())
@@ -349,7 +401,18 @@ def _float_picture(array: np.ndarray, has_alpha: bool) -> Picture:
     if low < 0 or high > 1:
         value_range = (low, high)
         colour = (colour - low) / ((high - low) or 1.0)
-    return Picture(_to_tensor(colour, 1.0), alpha, 32, value_range)
+    return Picture(_to_tensor(colour, 1.0), None, 32, value_range)
+
+
+def in_units_of(picture: Picture, other: Picture) -> torch.Tensor:
+    """``picture``'s pixels in ``other``'s [0, 1] units: two float TIFFs (a reference and
+    the input) are compared in their values, not each mapped from its own range."""
+    if picture.bits != 32 or other.bits != 32 or picture.value_range == other.value_range:
+        return picture.pixels
+    low, high = picture.value_range or (0.0, 1.0)
+    to_low, to_high = other.value_range or (0.0, 1.0)
+    values = picture.pixels.double() * (high - low) + low
+    return ((values - to_low) / ((to_high - to_low) or 1.0)).float()
 
 
 def _to_tensor(array: np.ndarray, scale: float) -> torch.Tensor:
@@ -397,10 +460,14 @@ def _from_pillow(img: Image.Image) -> Picture:
         img = img.convert("RGBA")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(img).astype(np.float32)
-        # Pillow opens 16-bit grey PNGs as "I;16" or as 32-bit "I"; both hold 0..65535.
-        return Picture(_to_tensor(array, 65535.0).clamp(0, 1), None, 16)
-    if img.mode == "F":
-        return Picture(_to_tensor(np.asarray(img), 1.0).clamp(0, 1), None, 8)
+        # Pillow opens 16-bit grey PNGs as "I;16" or as 32-bit "I"; both hold 0..65535. A
+        # tRNS chunk names the one grey level that is transparent.
+        clear = img.info.get("transparency")
+        alpha = (None if not isinstance(clear, int) or isinstance(clear, bool)
+                 else _to_tensor((array != clear).astype(np.float32), 1.0))
+        return Picture(_to_tensor(array, 65535.0).clamp(0, 1), alpha, 16)
+    if img.mode == "F":  # a float TIFF tifffile could not decode alone: its range is kept
+        return _float_picture(np.asarray(img, dtype=np.float32))
     if img.mode == "1":
         img = img.convert("L")
     alpha = None
@@ -408,8 +475,16 @@ def _from_pillow(img: Image.Image) -> Picture:
         alpha = _to_tensor(np.asarray(img.getchannel("A")), 255.0)
         img = img.convert("L" if img.mode == "LA" else "RGB")
     if img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
+        try:
+            img = img.convert("RGB")  # CMYK, YCbCr
+        except ValueError:  # LAB, HSV: Pillow converts those to nothing
+            raise InputError(f"a picture in Pillow's mode {img.mode} cannot be read as RGB; "
+                             f"save it as RGB") from None
     return Picture(_to_tensor(np.asarray(img), 255.0), alpha, 8)
+
+
+#: the modes a mask is read in as they are: their samples' maximum is the lightness
+_MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = False,
@@ -429,8 +504,12 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
         ``(1, 1, H, W)`` float32, 1 = known pixel, 0 = pixel to fill.
     """
     img, _ = _open(path, "mask", max_pixels)
-    if img.mode == "P":
-        img = img.convert("RGB")
+    if img.mode not in _MASK_MODES:  # palette, CMYK (where white is all zeros), YCbCr
+        try:
+            img = img.convert("RGBA" if img.mode == "PA" else "RGB")
+        except ValueError:
+            raise InputError(f"mask {path} is in Pillow's mode {img.mode}, which cannot be "
+                             f"read as RGB; save it as black and white") from None
     array = np.asarray(img)
     if img.mode in ("LA", "RGBA"):
         array = array[..., :-1]  # alpha of a mask file is not part of the mask
@@ -484,6 +563,9 @@ def output_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+#: how a result is encoded, so that saving does not degrade it again: JPEG at quality 95
+#: (Pillow's own default is 75) with the colour at full resolution (not 4:2:0), WebP lossless
+SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
 #: the output formats that keep an alpha channel (transparency)
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
@@ -504,7 +586,7 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     if picture.alpha is not None and fmt in ALPHA_FORMATS and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
-    return lambda f: img.save(f, format=fmt)
+    return lambda f: img.save(f, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
 
 
 def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:

@@ -131,7 +131,8 @@ class RunRequest:
     format: str | None = option(
         choices=tuple(FORMATS),
         help="The result's format when no output path is given [default: png]. 16 bits per "
-             "channel are kept in PNG (and grey TIFF).")
+             "channel are kept in PNG and TIFF, float in TIFF; JPEG is written at quality 95, "
+             "WebP lossless.")
     config: tuple[str | os.PathLike | dict, ...] = option(
         kind="list", factory=tuple, metavar="FILE.yaml",
         help="YAML file of config keys over the task's preset (repeatable: applied in order; "

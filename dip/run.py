@@ -138,11 +138,12 @@ def resolve_config(request: RunRequest) -> RunConfig:
 
 def _named_by_option(exc: ConfigError, by: dict[str, str]) -> ConfigError:
     """``exc`` naming the option the user gave (``--tile``), not the config key it sets
-    (``tile.size``): explicit options are the config's top layer, so a bad value of a key
-    one of them sets is that option's."""
+    (``tile.size``): explicit options are the config's top layer, so a value out of range
+    ("config key 'tile.size' must be ...") of a key one of them sets is that option's."""
     for key, name in by.items():
-        if f"config key '{key}'" in exc.template:
-            return type(exc)(exc.template.replace(f"config key '{key}'", f"{{arg:{name}}}"))
+        said = f"config key '{key}' must "
+        if exc.template.startswith(said):
+            return type(exc)(f"{{arg:{name}}} must {exc.template.removeprefix(said)}")
     return exc
 
 

@@ -19,7 +19,7 @@ import png
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from dip import image
 from dip.cli.main import cli
@@ -651,3 +651,145 @@ def test_sigint_writes_the_best_image_so_far_and_exits_130(tmp_path: Path, spawn
     assert record["stop_reason"] == "interrupted" and record["iterations"] >= 3
     assert Image.open(out).size == (32, 32)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+# --- TIFFs of every kind, as Pillow shows them ----------------------------------------------
+
+def _tiff_rgb() -> np.ndarray:
+    y, x = np.mgrid[0:H, 0:W]
+    return np.dstack([x * 7, y * 9, (x + y) * 4]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_is_pillows(tmp_path: Path, orientation: int) -> None:
+    """TIFFs and 16-bit colour PNGs are turned by dip, the rest by Pillow: the two agree."""
+    import tifffile
+
+    rgb = _tiff_rgb()
+    tifffile.imwrite(tmp_path / "t.tif", rgb, photometric="rgb",
+                     extratags=[(274, "H", 1, orientation, True)])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(tmp_path / "p.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "p.png")))
+    for name in ("t.tif", "p.png"):
+        got = image.load_image(tmp_path / name).pixels[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(np.round(got * 255).astype(np.uint8), expected), name
+
+
+@pytest.mark.parametrize("make", ["cmyk", "palette", "bilevel", "miniswhite", "rgbx", "planar3"])
+def test_a_tiff_is_read_as_pillow_shows_it(tmp_path: Path, make: str) -> None:
+    import tifffile
+
+    rgb = _tiff_rgb()[:, :3] if make == "planar3" else _tiff_rgb()
+    path = tmp_path / "t.tif"
+    if make == "cmyk":
+        Image.fromarray(rgb).convert("CMYK").save(path)
+    elif make == "palette":
+        Image.fromarray(rgb).quantize(16).save(path)
+    elif make == "bilevel":
+        Image.fromarray(rgb[..., 0]).convert("1").save(path)
+    elif make == "miniswhite":
+        tifffile.imwrite(path, 255 - rgb[..., 0], photometric="miniswhite")
+    elif make == "rgbx":  # a fourth sample that is not alpha: all 0 here
+        tifffile.imwrite(path, np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)]),
+                         photometric="rgb", extrasamples=["unspecified"])
+    else:  # planar, 3 pixels wide: the samples' axis must not be taken for the width
+        tifffile.imwrite(path, np.moveaxis(rgb, -1, 0), photometric="rgb",
+                         planarconfig="separate")
+    shown = Image.open(path)
+    expected = np.asarray(shown.convert("L" if shown.mode in ("1", "L") else "RGB"))
+    if make == "miniswhite":
+        expected = rgb[..., 0]  # the picture it was made from
+    picture = image.load_image(path)
+    assert picture.alpha is None, make
+    got = np.round(picture.pixels[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.array_equal(got.squeeze(-1) if got.shape[-1] == 1 else got, expected), make
+
+
+def test_premultiplied_alpha_is_divided_out(tmp_path: Path) -> None:
+    import tifffile
+
+    rgb = _tiff_rgb().astype(np.float32) / 255
+    alpha = np.full(rgb.shape[:2], 0.5, np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", np.dstack([rgb * alpha[..., None], alpha]),
+                     photometric="rgb", extrasamples=["assocalpha"])
+    picture = image.load_image(tmp_path / "t.tif")
+    assert torch.allclose(picture.alpha, torch.full_like(picture.alpha, 0.5))
+    assert np.allclose(picture.pixels[0].permute(1, 2, 0).numpy(), rgb, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, low, high", [(np.int8, -100, 100), (np.int16, 0, 20800),
+                                              (np.int32, -70000, 65_000_000),
+                                              (np.uint32, 0, 65_000_000)])
+def test_other_integer_tiffs_keep_their_values(tmp_path: Path, dtype, low: int,
+                                              high: int) -> None:
+    import tifffile
+
+    values = np.linspace(low, high, H * W).reshape(H, W).astype(dtype)
+    tifffile.imwrite(tmp_path / "i.tif", values)
+    picture = image.load_image(tmp_path / "i.tif")
+    image.save_image(picture, tmp_path / "back.tif")
+    back = tifffile.imread(tmp_path / "back.tif")
+    assert back.dtype == np.float32
+    assert np.allclose(back, values.astype(np.float64), rtol=1e-6, atol=1e-3)
+
+
+def test_a_float_tiff_pillow_decodes_keeps_its_range(tmp_path: Path) -> None:
+    # LZW needs the imagecodecs package, which tifffile lacks here: Pillow reads it
+    values = np.linspace(0, 2080, H * W).reshape(H, W).astype(np.float32)
+    Image.fromarray(values, "F").save(tmp_path / "f.tif", compression="tiff_lzw")
+    picture = image.load_image(tmp_path / "f.tif")
+    assert picture.bits == 32 and picture.value_range == pytest.approx((0, 2080))
+
+
+def test_a_16_bit_grey_png_keeps_its_transparent_level(tmp_path: Path) -> None:
+    levels = (np.arange(H * W).reshape(H, W) * 50).astype(np.uint16)
+    with open(tmp_path / "t.png", "wb") as f:
+        png.Writer(W, H, greyscale=True, bitdepth=16, transparent=0).write(f, levels)
+    picture = image.load_image(tmp_path / "t.png")
+    assert picture.bits == 16 and picture.alpha is not None
+    assert np.array_equal(picture.alpha[0, 0].numpy() == 0, levels == 0)
+
+
+def test_a_16_bit_colour_ppm_is_refused_not_cut_to_8_bits(tmp_path: Path) -> None:
+    deep = (np.arange(H * W * 3).reshape(H, W, 3) * 100).astype(">u2")
+    (tmp_path / "d.ppm").write_bytes(f"P6\n{W} {H}\n65535\n".encode() + deep.tobytes())
+    with pytest.raises(InputError, match="16-bit colour PPM"):
+        image.load_image(tmp_path / "d.ppm")
+
+
+def test_a_cmyk_mask_is_read_by_its_colours(tmp_path: Path) -> None:
+    m = np.zeros((H, W), np.uint8)
+    m[5:10, 4:14] = 255
+    Image.fromarray(m).convert("CMYK").save(tmp_path / "m.tif")
+    known = image.load_mask(tmp_path / "m.tif", (H, W))
+    assert np.array_equal(known[0, 0].numpy() == 0, m == 255)
+
+
+def test_a_reference_float_tiff_is_compared_in_the_inputs_values(tmp_path: Path) -> None:
+    import tifffile
+
+    clean = np.linspace(0, 1160, H * W).reshape(H, W).astype(np.float32)
+    noisy = clean.copy()
+    noisy[0, 0] = 3000  # one pixel: the input's range is not the reference's
+    tifffile.imwrite(tmp_path / "n.tif", noisy)
+    tifffile.imwrite(tmp_path / "c.tif", clean)
+    result = invoke("corrupt", tmp_path / "n.tif", "-o", tmp_path / "x.tif", "--noise", "0")
+    assert result.exit_code == 0, result.output
+    ref, inp = image.load_image(tmp_path / "c.tif"), image.load_image(tmp_path / "n.tif")
+    mapped = image.in_units_of(ref, inp)
+    same = np.ones((H, W), bool)
+    same[0, 0] = False
+    assert np.allclose(mapped[0, 0].numpy()[same], inp.pixels[0, 0].numpy()[same], atol=1e-6)
+
+
+def test_jpeg_and_webp_results_are_not_degraded_again(tmp_path: Path) -> None:
+    rgb = _rng().integers(0, 256, (H, W, 3), np.uint8)
+    picture = image.Picture(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+    image.save_image(picture, tmp_path / "r.webp")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r.webp").convert("RGB")), rgb)
+    image.save_image(picture, tmp_path / "r.jpg")
+    written = Image.open(tmp_path / "r.jpg")
+    assert written.layers == 3 and JpegImagePlugin.get_sampling(written) == 0  # 4:4:4
+    assert written.quantization[0][0] <= 3  # quality 95's table, not 75's (8)
