@@ -54,3 +54,17 @@ def test_invalid_options_raise_config_errors(options: dict, message: str) -> Non
 def test_unknown_net_name_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="known nets: skip"):
         build_net("resnet", 2, 3)
+
+
+@pytest.mark.parametrize("kernels", [{"kernel_down": 5}, {"kernel_down": 31},
+                                     {"kernel_up": 31}, {"kernel_skip": 31}])
+def test_a_large_kernel_works_on_a_small_image(kernels: dict) -> None:
+    # a reflected pad longer than the coarsest scale's side was torch's RuntimeError
+    net = SkipNet(4, 3, channels_down=[4] * 5, channels_up=[4] * 5, channels_skip=[2] * 5,
+                  **kernels)
+    assert net(torch.rand(1, 4, 48, 64)).shape == (1, 3, 48, 64)
+
+
+def test_a_kernel_past_the_largest_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'net.kernel_down' must be an odd size from 1 to 31"):
+        SkipNet(4, 3, kernel_down=33)

@@ -18,6 +18,8 @@ from torch.nn import functional as F
 from dip.errors import ConfigError
 
 # Padding names as a user writes them -> torch's Conv2d padding_mode.
+#: the largest convolution a user may ask for: each scale pads its input to hold it
+MAX_KERNEL = 31
 PADDING_MODES = {"reflection": "reflect", "zero": "zeros", "replicate": "replicate"}
 UPSAMPLE_MODES = ("bilinear", "nearest", "bicubic")
 DOWNSAMPLE_MODES = ("stride", "avg", "max")
@@ -107,8 +109,8 @@ class SkipNet(nn.Module):
         sigmoid: squash the output to [0, 1].
 
     Any spatial size works: the input is reflection-padded up to a multiple of 2**scales (at
-    least 2 pixels at the coarsest scale) and the output cropped back, so every scale halves
-    exactly.
+    least 2 pixels at the coarsest scale, more for kernels larger than 3) and the output
+    cropped back, so every scale halves exactly.
 
     Shape:
         - Input: ``(N, in_channels, H, W)``
@@ -138,9 +140,10 @@ class SkipNet(nn.Module):
                                   f"{list(widths)}")
         for name, value in (("net.kernel_down", kernel_down), ("net.kernel_up", kernel_up),
                             ("net.kernel_skip", kernel_skip)):
-            if value < 1 or value % 2 == 0:
-                raise ConfigError(f"config key '{name}' must be an odd size >= 1 (the output "
-                                  f"keeps the input's size), got {value}")
+            if value < 1 or value % 2 == 0 or value > MAX_KERNEL:
+                raise ConfigError(f"config key '{name}' must be an odd size from 1 to "
+                                  f"{MAX_KERNEL} (the output keeps the input's size), got "
+                                  f"{value}")
         for name, value, allowed in (("net.padding", padding, tuple(PADDING_MODES)),
                                      ("net.upsample", upsample, UPSAMPLE_MODES),
                                      ("net.downsample", downsample, DOWNSAMPLE_MODES),
@@ -148,6 +151,10 @@ class SkipNet(nn.Module):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
         self.scales = n
+        # The side of the coarsest scale, at least: the second down conv runs there, the
+        # first and the decoder's convs at twice it, and a reflected pad must be shorter than
+        # the side it pads (BatchNorm needs 2 pixels anyway).
+        self.least = max(2, kernel_down // 2 + 1, kernel_up // 4 + 1, kernel_skip // 4 + 1)
         common = dict(kernel_down=kernel_down, kernel_up=kernel_up, kernel_skip=kernel_skip,
                       padding=padding, activation=activation, upsample=upsample,
                       downsample=downsample, need1x1_up=need1x1_up)
@@ -167,9 +174,10 @@ class SkipNet(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h, w = z.shape[-2:]
         m = 2 ** self.scales
-        # Pad to a multiple of 2**scales, and to at least 2 pixels at the coarsest scale:
-        # BatchNorm needs more than one value per channel there.
-        ph, pw = max((-h) % m, 2 * m - h), max((-w) % m, 2 * m - w)
+        # Pad to a multiple of 2**scales, and to at least ``least`` pixels at the coarsest
+        # scale (2: BatchNorm needs more than one value per channel there).
+        least = self.least * m
+        ph, pw = max((-h) % m, least - h), max((-w) % m, least - w)
         if ph or pw:
             # Reflection needs the pad to be smaller than the side; replicate covers the rest.
             mode = "reflect" if ph < h and pw < w else "replicate"
