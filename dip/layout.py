@@ -20,13 +20,14 @@ from typing import Any
 import torch
 
 from dip import estimate as costs
+from dip.errors import InputError
 from dip.members import Part, parts
 from dip.nets import build_net
 from dip.red import KEPT_IMAGES
 from dip.stopping import build_stop_rule
 from dip.tasks import Problem
 from dip.threads import plan_lanes, resolve_threads
-from dip.tiles import Tile, grid, overlap_for
+from dip.tiles import MIN_TILE, Tile, grid, overlap_for
 
 #: of the free memory, what a run leaves to everything else
 MARGIN = 0.2
@@ -137,12 +138,60 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     over_memory = budget is not None and whole > budget
     longer, most = max(problem.out_size), cfg.tile.whole_max
     over_size = bool(most) and longer > most
+    if size == "off" and cfg.perf.max_memory and over_memory:
+        raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
+                         f"whole image needs ({whole / 2 ** 30:.2f} GB), and {{arg:tile=off}} "
+                         f"keeps it whole; drop one of the two")
     if size == "off" or (size == "auto" and not over_memory and not over_size):
         why = ("whole image" + ("" if budget is None else
                                 f": {whole / 2 ** 30:.1f} GB fits in {budget / 2 ** 30:.1f} GB"))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
     side = int(size) if size.isdigit() else cfg.tile.auto_size
+    t = _tiling(cfg, problem, channels, device, side, budget, stacked)
+    # auto's tiles halve until they fit the budget (a --max-memory below 256 px tiles' need)
+    while size == "auto" and budget is not None and t.peak > budget and side // 2 >= MIN_TILE:
+        side //= 2
+        t = _tiling(cfg, problem, channels, device, side, budget, stacked)
+    if cfg.perf.max_memory and t.peak > budget:
+        raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
+                         f"run needs in tiles of {side} px ({t.peak / 2 ** 30:.2f} GB"
+                         + (", the smallest dip uses)" if size == "auto" else "; give a smaller "
+                            "{arg:tile})"))
+    tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
+    if size != "auto":
+        reason = "tile.size asks for them"
+    elif over_memory:
+        reason = (f"the whole image would need {whole / 2 ** 30:.1f} GB, over "
+                  f"{budget / 2 ** 30:.1f} GB")
+    else:
+        reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
+                  f"is for smaller images)")
+    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {side} px: {reason}"
+    answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
+    done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
+    return Layout(members, tiles, side, t.overlap, t.threads, at_once, peak, whole, budget,
+                  why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
+
+
+@dataclass
+class _Tiling:
+    """Tiles of one side: the members they make, and what fitting them costs."""
+
+    tiles: list[Tile]
+    members: list[Part]
+    overlap: int
+    threads: int
+    at_once: int
+    peak: int
+    packed: int
+
+
+def _tiling(cfg: Any, problem: Problem, channels: int, device: torch.device, side: int,
+            budget: int | None, stacked: bool) -> _Tiling:
+    """The run in tiles of ``side`` result pixels (see :func:`plan_layout`)."""
+    restarts, cpu = cfg.optim.restarts, device.type == "cpu"
+    factor = STACK_STEP_MEMORY if stacked else 1.0
     overlap = overlap_for(side, cfg.tile.overlap)
     scale = problem.scale
     tiles = grid(tuple(problem.observation.shape[-2:]), max(1, side // scale),
@@ -160,21 +209,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                           factor if in_stack else 1.0)
 
     at_once = _tiles_at_once(len(members), restarts, threads, cpu, stacked, budget, peak_of)
-    peak = peak_of(at_once)
-    packed = peak_of(at_once, True) if stacked else 0
-    if size != "auto":
-        reason = "tile.size asks for them"
-    elif over_memory:
-        reason = (f"the whole image would need {whole / 2 ** 30:.1f} GB, over "
-                  f"{budget / 2 ** 30:.1f} GB")
-    else:
-        reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
-                  f"is for smaller images)")
-    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {side} px: {reason}"
-    answers = {t: answer for t in tiles if (answer := solved(problem.window(t))) is not None}
-    done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
-    return Layout(members, tiles, side, overlap, threads, at_once, peak, whole, budget, why,
-                  done, stacked=stacked and at_once > 1, packed_bytes=packed)
+    return _Tiling(tiles, members, overlap, threads, at_once, peak_of(at_once),
+                   peak_of(at_once, True) if stacked else 0)
 
 
 def _tiles_at_once(members: int, restarts: int, threads: int, cpu: bool, stacked: bool,
