@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 import dip
@@ -145,8 +146,11 @@ def task_command(task: Task) -> click.Command:
     known = {o.name: o for o in [*request_options(), *task.options]}
 
     def callback(input_path: Path, quiet: bool, **values: Any) -> None:
+        # what the user typed: a default is left to the library (a record passed with
+        # --config gives its own settings where the user gives none)
+        given = click.get_current_context().get_parameter_source
         values = {k: _typed(known[k], v) for k, v in values.items()
-                  if v is not None and v != ()}
+                  if v is not None and v != () and given(k) is not ParameterSource.DEFAULT}
         request = RunRequest(task=task.name, **split_arguments(
             list(task.options), {"input": input_path, **values}))
         _run(task, request, quiet)

@@ -231,7 +231,7 @@ def all_keys(cls: type = RunConfig, prefix: str = "",
 def _unknown_key(key: str, known: list[str] | None = None) -> ConfigError:
     known = known if known is not None else all_keys()
     # a key below a leaf (optim.iters.x) is unknown, but optim.iters is not its correction
-    close = [k for k in difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+    close = [k for k in difflib.get_close_matches(key, known, n=2, cutoff=0.6)
              if not key.startswith(k + ".")]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
     return ConfigError(f"unknown config key '{quote(key)}'{hint}")
@@ -250,6 +250,7 @@ def quote(value: Any) -> str:
 #: how messages name a value's expected type
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a mapping", list: "a list"}
+PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "true or false values"}
 
 
 def yaml_number(value: Any) -> Any:
@@ -269,7 +270,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}' expects a list of {TYPE_NAMES[item]}s, "
+            raise ConfigError(f"config key '{key}' expects a list of {PLURALS[item]}, "
                               f"got {quote(repr(value))}")
         return [_check_value(key, v, item) for v in value]
     if tp is str and isinstance(value, bool):
@@ -383,14 +384,19 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
 
 # --- layers -----------------------------------------------------------------------------------
 
-def _set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+def _set_path(tree: dict[str, Any], key: str, value: Any,
+              known: list[str] | None = None) -> None:
     """``tree['a']['b'] = value`` for ``key='a.b'``, creating sections on the way."""
     *parents, leaf = key.split(".")
     node = tree
-    for part in parents:
+    for i, part in enumerate(parents):
         node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise _unknown_key(key)
+        if not isinstance(node, dict):  # given a value before: optim=1, then optim.iters
+            section = ".".join(parents[:i + 1])
+            if not any(k.startswith(section + ".") for k in known or all_keys()):
+                raise _unknown_key(section, known)
+            raise ConfigError(f"config key '{quote(section)}' is a section; expected keys "
+                              f"under it, got {quote(repr(node))}")
     node[leaf] = value
 
 
@@ -453,6 +459,10 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
         raise ConfigError(f"invalid YAML in {shown(path)}{where}: {quote(problem)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} {shown(path)}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {shown(path)} is nested too deeply to read") from None
+    except ValueError as exc:  # a number thousands of digits long (Python's int limit)
+        raise ConfigError(f"cannot read {what} {shown(path)}: {quote(str(exc))}") from None
 
 
 def read_yaml(path: str | Path, sections: dict[str, type] | None = None) -> dict[str, Any]:
@@ -465,17 +475,40 @@ def read_yaml(path: str | Path, sections: dict[str, type] | None = None) -> dict
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got "
                           f"{type(data).__name__}")
-    if {"config", "versions", "task"} <= data.keys():
+    return _layer(data, str(path), sections)
+
+
+def is_record(data: Any) -> bool:
+    """Whether ``data`` (a config file's or mapping's content) is a result's record."""
+    return isinstance(data, dict) and {"config", "versions", "task"} <= data.keys()
+
+
+def _layer(data: dict[str, Any], name: str,
+           sections: dict[str, type] | None = None) -> dict[str, Any]:
+    """A user's config layer: the mapping itself, or a record's config (:func:`is_record`)."""
+    if is_record(data):
         # a record written by dip: reproduce its run (every key is set, so the preset a
         # later layer names could not change any value)
         if not isinstance(data["config"], dict):
-            raise ConfigError(f"{path} is a dip record whose 'config' is not a mapping of "
+            raise ConfigError(f"{name} is a dip record whose 'config' is not a mapping of "
                               f"settings; it cannot be rerun")
-        return {**record_config(data["config"], sections), RECORD_MARK: True}
+        return {**record_config(data["config"], sections), RECORD_MARK: str(data["task"])}
     return data
 
 
-#: marks a layer read from a result's record (see :func:`read_yaml`)
+def recorded_options(configs: tuple | list, task: str, names: list[str]) -> dict[str, Any]:
+    """The values of the task options ``names`` held by the records among ``configs`` (files
+    or mappings) made by ``task``, the last record's first: a rerun from a record runs with
+    them unless the user gives them (:attr:`dip.request.Option.rerun`)."""
+    found: dict[str, Any] = {}
+    for config in configs:
+        data = config if isinstance(config, dict) else load_yaml(Path(config), "config file")
+        if is_record(data) and data.get("task") == task:
+            found.update({n: data[n] for n in names if data.get(n) is not None})
+    return found
+
+
+#: marks a layer read from a result's record (see :func:`read_yaml`): the task it ran
 RECORD_MARK = "__record__"
 
 #: the most restarts a run takes: every member's network and optimiser exist from the start
@@ -575,7 +608,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"{{arg:overrides}} expects key.path=value, got {quote(text)!r}")
     try:
         value = yaml.load(raw, Loader=NoAliasLoader) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # (too many digits, nested too deep)
         value = raw
     return key, value
 
@@ -607,27 +640,22 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
             to pass a config as a dict).
     """
     the_task, sections, foreign = _task_parts(task)
-    users = list(base or []) + [read_yaml(f, sections) for f in files]
+    users = ([_layer(b, "the config mapping", sections) for b in base or []]
+             + [read_yaml(f, sections) for f in files])
     top: dict[str, Any] = {}
-    leaves = set(all_keys(sections=sections))
+    known = all_keys(sections=sections)
+    leaves = set(known)
     for key, value in [parse_override(o) for o in overrides]:
         parts = key.split(".")
         below = [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in leaves]
         if below:
             raise ConfigError(f"config key '{below[0]}' expects a value, not keys below it "
                               f"('{quote(key)}')")
-        _set_path(top, key, value)
+        _set_path(top, key, value, known)
     for key, value in (explicit or {}).items():
         if value is not None:
-            _set_path(top, key, value)
-    layers, tables, settings, said = _layers(the_task, foreign, users, top)
-    # A budget the user sets is the budget: the preset's growth of its own for a less noisy
-    # image (stop.budget_sigma) stays off unless they set that too (a record sets both).
-    optim, stop = said.get("optim"), said.get("stop")
-    if (isinstance(optim, dict) and "iters" in optim
-            and not (isinstance(stop, dict) and "budget_sigma" in stop)):
-        top = _merge(top, {"stop": {"budget_sigma": 0.0}})
-
+            _set_path(top, key, value, known)
+    layers, tables, settings = _layers(the_task, foreign, users, top)
     merged: dict[str, Any] = {}
     for layer, own in zip(layers, tables):
         merged = _merge(merged, layer)
@@ -636,20 +664,40 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
             if extra:
                 merged = _merge(merged, _expand_dotted(extra))
     merged = _merge(merged, top)
+    if _budget_is_fixed(users, top) and isinstance(merged.get("stop"), dict):
+        merged["stop"] = {**merged["stop"], "budget_sigma": 0.0}
     return _built(merged, sections, foreign, the_task)
+
+
+def _budget_is_fixed(users: list[dict[str, Any]], top: dict[str, Any]) -> bool:
+    """A budget the user sets is the budget: the preset's growth of its own for a less noisy
+    image (stop.budget_sigma) stays off unless they set that too, in the same layer or a later
+    one (a record sets both; ``--iters`` over a record fixes the budget again)."""
+    chain = [*users, top]
+
+    def sets(layer: dict[str, Any], section: str, key: str) -> bool:  # nested, or dotted
+        return (isinstance(layer.get(section), dict) and key in layer[section]
+                or f"{section}.{key}" in layer)
+
+    last = max((i for i, layer in enumerate(chain) if sets(layer, "optim", "iters")),
+               default=None)
+    return last is not None and not any(sets(layer, "stop", "budget_sigma")
+                                        for layer in chain[last:])
 
 
 def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
             top: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                          dict[str, Any], dict[str, Any]]:
-    """The preset's layers and the users', in order, each with the task's tables apart; the
-    settings of all of them merged (tables apart, unchecked), which the tables are read for;
-    and the users' alone merged, the same way. Which preset, on which device: the users'
-    layers decide."""
+                                          dict[str, Any]]:
+    """The preset's layers and the users', in order, each with the task's tables apart; and
+    the settings of all of them merged (tables apart, unchecked), which the tables are read
+    for. Which preset, on which device: the users' layers decide."""
     records = [layer for layer in users if layer.get(RECORD_MARK)]
     users = [{k: v for k, v in layer.items() if k != RECORD_MARK} for layer in users]
     asked = top.get("preset")
     for record in records:
+        if record[RECORD_MARK] != task.name:
+            raise ConfigError(f"the record passed as {{arg:config}} is of a "
+                              f"{quote(record[RECORD_MARK])} run; it reruns that task only")
         if asked is not None and record.get("preset") not in (None, asked):
             raise ConfigError(f"the record passed as {{arg:config}} was made with preset "
                               f"{quote(str(record.get('preset')))} and fixes every setting; "
@@ -679,7 +727,7 @@ def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
     settings: dict[str, Any] = {}
     for layer in layers + [top]:
         settings = _merge(settings, layer)
-    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings, merged
+    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings
 
 
 def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str, str],

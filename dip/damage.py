@@ -43,6 +43,12 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
         raise InputError(f"give exactly one of {names}" + (f" (got {got})" if chosen else ""))
     for c in chosen:
         c.option.check(damage[c.option.name])
+    for name, value in (("clean", clean), ("output", output)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} must be a path to an image file, got "
+                             f"{type(value).__name__}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
     clean, output = Path(clean), Path(output)
     picture = image.load_image(clean)
     generator = torch.Generator().manual_seed(seed)

@@ -428,6 +428,10 @@ class _Fit:
             returned_iteration, image = chosen
         # With a stop rule the returned image is the rule's choice even when the budget ran
         # out first: the best moment it found so far (if it found none, the output average).
+        if not bool(torch.isfinite(image).all()):  # diverged with the guard off
+            return RunError(f"the fit diverged (its output is not a number at step "
+                            f"{returned_iteration}); try a lower {{arg:optim.lr}}, or the "
+                            f"divergence guard ({{arg:optim.guard=3.16}}, its default)")
         trace = self.trace
         return FitResult(image.detach().clamp(0, 1), self.step, returned_iteration,
                          self.stop_reason, trace.peak_psnr, trace.peak_iteration,

@@ -78,6 +78,17 @@ class Picture:
         return replace(self, pixels=pixels)
 
 
+def pixels_text(n: int) -> str:
+    """``12.0 MP``, or ``1000 pixels`` where megapixels would round to nothing."""
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n} pixels"
+
+
+def too_large(what: str, pixels: int, limit: int) -> InputError:
+    """``what`` is over the ``max_pixels`` limit, both sizes said."""
+    return InputError(f"{what} = {pixels_text(pixels)}, above the limit of "
+                      f"{pixels_text(limit)} (raise it with {{arg:max_pixels}})")
+
+
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
           deep_png_elsewhere: bool = False) -> tuple[Image.Image, str]:
     """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
@@ -89,9 +100,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             img = Image.open(path)
         w, h = img.size
         if w * h > max_pixels:
-            raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
-                             f"limit of {max_pixels / 1e6:.1f} MP (raise it with "
-                             f"{{arg:max_pixels}})")
+            raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
         frames = getattr(img, "n_frames", 1)
         if frames > 1:
             raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
@@ -316,9 +325,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                 return None
             h, w = page.imagelength, page.imagewidth
             if h * w > max_pixels:
-                raise InputError(f"{what} {path} is {w}x{h} = {w * h / 1e6:.1f} MP, above the "
-                                 f"limit of {max_pixels / 1e6:.1f} MP (raise it with "
-                                 f"{{arg:max_pixels}})")
+                raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
             try:
                 array = page.asarray()
             except ValueError as exc:

@@ -10,6 +10,7 @@ Adding a run option is one field here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Option:
         companion: a ``path`` that may name a folder holding one file per input, named like
             the input, when a batch job has several inputs (a mask, a reference).
         record: whether the record names it (as given, or a path made absolute).
+        rerun: a setting (not a description of the damage, as a mask is): a record passed as
+            ``config`` gives its value when the user does not.
     """
 
     name: str
@@ -70,6 +73,7 @@ class Option:
     words: str | None = None
     companion: bool = False
     record: bool = False
+    rerun: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -90,10 +94,16 @@ class Option:
                 "flag": (bool,), "list": (str, list), "size": (str, int)}[self.kind]
 
     def check(self, value: Any) -> Any:
-        """``value`` as given from Python or a batch file, checked against the choices and the
-        minimum; raises InputError naming the argument."""
+        """``value`` as given from Python or a batch file, checked against the kind, the
+        choices and the minimum; raises InputError naming the argument."""
         if value is None:
             return None
+        types, what = _PYTHON_TYPES.get(self.kind, (object, ""))
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InputError(f"{{arg:{self.name}}} must be {what}, got "
+                             f"{type(value).__name__} {str(value)[:60]!r}")
+        if self.kind == "float" and not math.isfinite(value):
+            raise InputError(f"{{arg:{self.name}}} must be a finite number, got {value}")
         if self.choices is not None and str(value) not in self.choices:
             raise InputError(f"{{arg:{self.name}}} must be one of {', '.join(self.choices)}, "
                              f"got {value!r}")
@@ -102,6 +112,17 @@ class Option:
             raise InputError(f"{{arg:{self.name}}} must be {'>' if self.above else '>='} "
                              f"{self.minimum}, got {value}")
         return value
+
+
+#: what a Python caller may pass for an option of each kind, and how a message says it
+_PYTHON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "path": ((str, os.PathLike), "a path (str or pathlib.Path)"),
+    "str": ((str,), "a string"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "flag": ((bool,), "True or False"),
+    "size": ((str, int), "a word or a whole number"),
+}
 
 
 def option(**spec: Any) -> Any:
@@ -169,12 +190,13 @@ class RunRequest:
     tile: str | int | None = option(
         kind="size", metavar="auto|off|N", config_key="tile.size",
         help="Restore in overlapping tiles of N pixels, blended without seams, so memory "
-             "stays bounded at any size; auto: tile only when the whole image would not fit "
-             "in memory [default: auto].")
+             "stays bounded at any size; auto: tile when the whole image would not fit in "
+             "memory, or is larger than the preset's step budget suits (tile.whole_max: the "
+             "fast preset's denoising tiles images over 192 px) [default: auto].")
     max_memory: float | None = option(
         kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",
-        help="Memory the run may use before --tile auto tiles it [default: the device's "
-             "free memory].")
+        help="Memory the run may use: --tile auto tiles the image (in smaller tiles if it "
+             "must) to stay under it [default: the device's free memory].")
     reference: Path | None = option(kind="path", companion=True, record=True,
                                     help="Clean image: report PSNR and SSIM (never used to "
                                          "fit).")
@@ -198,6 +220,34 @@ class RunRequest:
                          help="False: run without writing anything (the result is returned).")
     task_args: dict[str, Any] = option(kind="dict", factory=dict, cli=False, batch=False,
                                        help="The task's own options (Task.options).")
+
+    def __post_init__(self) -> None:
+        """The paths as Paths and ``config`` / ``overrides`` as tuples, each checked for its
+        type (a clear InputError, not a TypeError from deep inside)."""
+        for name in ("input", "output", "reference"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, (str, os.PathLike)):  # an array, say
+                    raise InputError(f"{name} must be a path to an image file, got "
+                                     f"{type(value).__name__}")
+                object.__setattr__(self, name, Path(value))
+        for name in ("config", "overrides"):
+            value = getattr(self, name)
+            if value is None:
+                value = ()
+            elif isinstance(value, (str, os.PathLike, dict)):
+                value = (value,)
+            elif not isinstance(value, (list, tuple)):
+                raise InputError(f"{name} takes a list, got {type(value).__name__}")
+            object.__setattr__(self, name, tuple(value))
+        if not all(isinstance(c, (str, os.PathLike, dict)) for c in self.config):
+            raise InputError("config takes YAML files' paths and mappings of settings, e.g. "
+                             "['mine.yaml', {'optim': {'lr': 0.01}}]")
+        if not all(isinstance(o, str) for o in self.overrides):  # a dict, a pair
+            raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']; "
+                             "give a mapping of settings as config={...}")
+        if not isinstance(self.task_args, dict):
+            raise InputError(f"task_args takes a mapping, got {type(self.task_args).__name__}")
 
     def replace(self, **changes: Any) -> RunRequest:
         return dataclasses.replace(self, **changes)
@@ -230,25 +280,4 @@ def split_arguments(task_options: list[Option], values: dict[str, Any]) -> dict[
         else:
             known = sorted(fields | mine)
             raise InputError(f"unknown argument {name!r}; known: {', '.join(known)}")
-    return _normalised(request)
-
-
-def _normalised(request: dict[str, Any]) -> dict[str, Any]:
-    """The paths as Paths and ``config`` / ``overrides`` as tuples, each checked for its type
-    (a clear InputError, not a TypeError from deep inside)."""
-    for name in ("input", "output", "reference"):
-        if request.get(name) is not None:
-            if not isinstance(request[name], (str, os.PathLike)):  # an array, say
-                raise InputError(f"{name} must be a path to an image file, got "
-                                 f"{type(request[name]).__name__}")
-            request[name] = Path(request[name])
-    for name in ("config", "overrides"):
-        value = request.get(name)
-        if isinstance(value, (str, os.PathLike, dict)):
-            request[name] = (value,)
-        elif value is not None:
-            request[name] = tuple(value)
-    if not all(isinstance(o, str) for o in request.get("overrides", ())):  # a dict, a pair
-        raise InputError("overrides takes 'key=value' strings, e.g. ['optim.lr=0.01']; give "
-                         "a mapping of settings as config={...}")
     return request

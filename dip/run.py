@@ -36,7 +36,7 @@ from PIL import Image
 
 from dip import image, interrupts, metrics
 from dip import report as reports
-from dip.config import RunConfig, resolve
+from dip.config import RunConfig, recorded_options, resolve
 from dip.engine import Perf, resolve_perf, warm_steps
 from dip.errors import ConfigError, DipError, InputError, RunError
 from dip.estimate import (
@@ -187,7 +187,18 @@ def plan(request: RunRequest) -> Plan:
     task = get_task(request.task)
     if request.input is None:
         raise InputError("no input image given")
+    for opt in request_options():
+        if opt.kind not in ("list", "dict"):
+            opt.check(getattr(request, opt.name))
     args = dict(request.task_args)
+    unknown = sorted(set(args) - {o.name for o in task.options})
+    if unknown:
+        raise InputError(f"{task.name} takes no option {unknown[0]!r} (its own: "
+                         f"{', '.join(o.name for o in task.options) or 'none'})")
+    # a record passed as config reruns with its settings: those the user does not give
+    rerun = [o.name for o in task.options if o.rerun and args.get(o.name) is None]
+    if rerun and request.config:
+        args.update(recorded_options(request.config, task.name, rerun))
     for opt in task.options:
         args[opt.name] = opt.check(args.get(opt.name, opt.default))
     task.check(args)
@@ -363,9 +374,8 @@ def load(p: Plan) -> Loaded:
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:
-        raise InputError(f"the result would be {out_size[1]}x{out_size[0]} = "
-                         f"{out_pixels / 1e6:.1f} MP, above the limit of "
-                         f"{r.max_pixels / 1e6:.1f} MP (raise it with {{arg:max_pixels}})")
+        raise image.too_large(f"the result would be {out_size[1]}x{out_size[0]}", out_pixels,
+                              r.max_pixels)
     ref = None
     if r.reference is not None:
         ref = image.in_units_of(image.load_image(r.reference, what="reference",
@@ -391,7 +401,7 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+    if not re.fullmatch(r"cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?", name):  # ASCII digits only
         raise InputError(f"unknown device {name[:40]!r}: use auto, cpu, cuda, cuda:N or mps")
     device = torch.device(name)
     if device.type == "cuda":

@@ -201,14 +201,6 @@ def test_a_dry_run_lists_a_job_that_would_fail_with_why_and_goes_on(tmp_path: Pa
     assert "Traceback" not in result.output and not (tmp_path / "results").exists()
 
 
-def test_a_tile_side_is_a_number_in_a_batch_file(tmp_path: Path) -> None:
-    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    tile: 32\n")
-    assert batch.load_batch(path)[0].request.tile == 32
-    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: 1.5}\n")
-    with pytest.raises(batch.BatchError, match="'tile' expects a string or an integer"):
-        batch.load_batch(path)
-
-
 def test_a_default_for_one_task_is_checked_for_its_jobs(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n")
     path.write_text("defaults:\n  mask_tolerance: lots\njobs:\n"
@@ -296,6 +288,12 @@ def test_a_number_yaml_reads_as_a_string_is_a_number_in_a_job(tmp_path: Path) ->
     assert batch.load_batch(path)[0].request.max_memory == 1000.0
     path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, max_memory: lots}\n")
     with pytest.raises(batch.BatchError, match="'max_memory' expects"):
+        batch.load_batch(path)
+    # a tile's side is a number too ('expects a string' before)
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: 32}\n")
+    assert batch.load_batch(path)[0].request.tile == 32
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: 1.5}\n")
+    with pytest.raises(batch.BatchError, match="'tile' expects a string or an integer"):
         batch.load_batch(path)
 
 

@@ -257,3 +257,55 @@ def test_a_poisson_peak_of_0_is_refused_by_the_option_itself(clean_png: Path) ->
     # the smallest peak the option allows is one add_poisson takes
     assert CliRunner().invoke(cli, ["corrupt", str(clean_png), "-o", str(out),
                                     "--poisson", "0.5"]).exit_code == 0
+
+
+def _record(tmp_path: Path, task: str = "denoise", **overrides) -> Path:
+    import json
+
+    cfg = config.resolve(task, overrides=[f"{k}={v}" for k, v in overrides.items()])
+    path = tmp_path / f"{task}.png.json"
+    path.write_text(json.dumps({"task": task, "versions": {}, "config": cfg.to_dict()}))
+    return path
+
+
+def test_iters_over_a_record_is_the_budget_but_the_record_alone_grows_as_it_did(
+        tmp_path: Path) -> None:
+    record = _record(tmp_path, **{"stop.budget_sigma": 25, "optim.iters": 1800})
+    assert config.resolve("denoise", [record]).stop.budget_sigma == 25
+    fixed = config.resolve("denoise", [record], explicit={"optim.iters": 3})
+    assert fixed.optim.iters == 3 and fixed.stop.budget_sigma == 0
+    both = config.resolve("denoise", [record], ["stop.budget_sigma=20"], {"optim.iters": 3})
+    assert both.stop.budget_sigma == 20  # asked for in the same layer as the budget
+
+
+def test_a_value_where_a_section_belongs_is_refused_with_a_budget_too(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("stop: fixed\n")
+    for explicit in (None, {"optim.iters": 3}):  # the budget's own key merged over it once
+        with pytest.raises(ConfigError, match="'stop' is a section; expected keys under it"):
+            config.resolve("denoise", [tmp_path / "s.yaml"], explicit=explicit)
+    with pytest.raises(ConfigError, match="'optim' is a section; expected keys under it, got 1"):
+        config.resolve("denoise", overrides=["optim=1"], explicit={"optim.iters": 3})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("optim:\n  lr: " + "9" * 5000 + "\n", "cannot read config file"),
+    ("{" * 3000 + "}" * 3000 + "\n", "nested too deeply to read"),
+])
+def test_a_config_file_too_long_or_deep_to_read_is_one_clear_error(tmp_path: Path, text: str,
+                                                                   message: str) -> None:
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config.resolve("denoise", [tmp_path / "c.yaml"])
+    with pytest.raises(ConfigError, match="'optim.lr' expects a number"):
+        config.resolve("denoise", overrides=["optim.lr=" + "[" * 3000])
+
+
+def test_a_record_reruns_its_own_task_only(tmp_path: Path) -> None:
+    record = _record(tmp_path, "superres")
+    with pytest.raises(ConfigError, match="config is of a superres run; it reruns that task only"):
+        config.resolve("denoise", [record])
+
+
+def test_a_list_keys_message_reads_as_english() -> None:
+    with pytest.raises(ConfigError, match="expects a list of integers, got 5"):
+        config.resolve("denoise", overrides=["net.channels_down=5"])

@@ -5,6 +5,7 @@ describes a fit (here a made-up one: no step runs in this file)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,104 @@ def test_a_network_too_wide_for_the_machine_is_one_line_not_a_traceback(tmp_path
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("dip: error: out of memory on cpu building the network")
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_record_reruns_with_the_tasks_own_settings_too(tmp_path: Path) -> None:
+    """The kernel and the back-projection are the record's top-level keys, not its config:
+    a rerun from the record (a file, or the mapping) makes the same image."""
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    first = dip.restore("superres", small, factor=2, kernel="bicubic", no_back_projection=True,
+                        iters=3, overrides=TINY, output=tmp_path / "a.png", device="cpu")
+    plain = dip.restore("superres", small, factor=2, iters=3, overrides=TINY, write=False,
+                        device="cpu")
+    again = dip.restore("superres", small, config=tmp_path / "a.png.json", write=False)
+    from_mapping = dip.restore("superres", small, config=[first.record], write=False)
+    assert again.record["kernel"] == "bicubic" and again.record["no_back_projection"]
+    assert torch.equal(again.picture.pixels, first.picture.pixels)
+    assert torch.equal(from_mapping.picture.pixels, first.picture.pixels)
+    assert not torch.equal(plain.picture.pixels, first.picture.pixels)
+    # what the user gives wins over the record
+    other = dip.restore("superres", small, config=tmp_path / "a.png.json", kernel="area",
+                        write=False)
+    assert other.record["kernel"] == "area"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"task_args": {"factr": 2}}, "superres takes no option 'factr'"),
+    ({"config": "missing.yaml"}, "config file not found: missing.yaml"),
+    ({"overrides": "optim.lr"}, "expects key.path=value, got 'optim.lr'"),
+    ({"max_pixels": 0}, "max_pixels must be >= 1, got 0"),
+    ({"max_pixels": "100"}, "max_pixels must be a whole number, got str '100'"),
+    ({"task_args": {"kernel": 3}}, "kernel must be a string, got int"),
+    ({"config": [5]}, "config takes YAML files' paths and mappings"),
+])
+def test_a_request_built_by_hand_is_checked_as_restore_checks_its_arguments(
+        tmp_path: Path, fields: dict, message: str) -> None:
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    with pytest.raises(InputError, match=re.escape(message)):
+        dip.restore(RunRequest(task="superres", input=small, write=False, **fields))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mask_color": (0, 255, 0)}, "mask_color must be a string"),
+    ({"mask_color": "green", "mask_tolerance": "x"}, "mask_tolerance must be a whole number"),
+    ({"mask": 3}, "mask must be a path"),
+])
+def test_a_python_argument_of_the_wrong_type_is_an_input_error(tmp_path: Path, kwargs: dict,
+                                                               message: str) -> None:
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    with pytest.raises(InputError, match=message):
+        dip.restore("inpaint", small, write=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"noise": "25"}, "noise must be a number, got str"),
+    ({"noise": 5, "seed": 2 ** 70}, "seed must be a whole number in 0 .. 2**63-1"),
+    ({"noise": 5, "seed": "1"}, "seed must be a whole number"),
+])
+def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    with pytest.raises(InputError, match=re.escape(message)):
+        dip.corrupt(small, tmp_path / "n.png", **kwargs)
+    assert not (tmp_path / "n.png").exists()
+
+
+@pytest.mark.parametrize("name", ["cuda:01", "cuda:99999999999999999999", "cuda:\u0661"])
+def test_a_device_torch_cannot_parse_is_unknown(name: str) -> None:
+    with pytest.raises(InputError, match="unknown device"):
+        run.resolve_device(name)
+
+
+def test_a_fit_that_diverges_with_the_guard_off_writes_nothing(tmp_path: Path) -> None:
+    import dip
+    from dip.errors import RunError
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    with pytest.raises(RunError, match="the fit diverged"):
+        dip.restore("denoise", path, iters=20, device="cpu", output=tmp_path / "o.png",
+                    overrides=(*TINY, "optim.lr=1e300", "optim.guard=0", "optim.restarts=1"))
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_auto_tiles_shrink_to_an_explicit_memory_budget(tmp_path: Path, monkeypatch) -> None:
+    from dip import estimate
+
+    # the process's own memory held still: it grows as tests run, by more than tiles differ
+    monkeypatch.setattr(estimate, "process_bytes", lambda: 300 * 2 ** 20)
+    path = save(synthetic(400), tmp_path / "in.png")
+    peaks = {side: run.forecast(_request(tmp_path, "denoise", input=path, tile=str(side)))
+             .layout.peak_bytes for side in (256, 128)}
+    assert peaks[128] < peaks[256]
+    budget = (peaks[128] + peaks[256]) / 2 / 2 ** 30
+    start = run.forecast(_request(tmp_path, "denoise", input=path, max_memory=budget))
+    assert start.layout.side == 128 and start.layout.peak_bytes <= budget * 2 ** 30
+    with pytest.raises(InputError, match="max_memory of 1e-06 GB is less than the run needs"):
+        run.forecast(_request(tmp_path, "denoise", input=path, max_memory=1e-6))

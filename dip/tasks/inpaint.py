@@ -103,10 +103,10 @@ class Inpaint(Task):
                help="Instead of --mask: fill every pixel painted in COLOUR ('#ff00ff', "
                     "255,0,255 or a name), e.g. scratches or text marked in a paint program; "
                     "JPEG-compressed paint is found too."),
-        Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True,
+        Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True, rerun=True,
                help="How far a pixel's colour may be from --mask-color (0-255 units; the "
                     "holes also grow by a pixel for JPEG's ringing)."),
-        Option("redraw_known", kind="flag", default=False, record=True,
+        Option("redraw_known", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image everywhere, the known pixels too (a noisy "
                     "photo with holes comes back smoothed). By default only the holes are "
                     "filled and every known pixel is kept exactly as given."),

@@ -80,12 +80,12 @@ class SuperRes(Task):
                help="The result is FACTOR times larger in each dimension [default: 4, or the "
                     "config's factor]."),
         Option("kernel", metavar="lanczos|lanczos3|bicubic|area|gaussian:SIGMA",
-               default=KERNEL, record=True,
+               default=KERNEL, record=True, rerun=True,
                help="How INPUT was made small: lanczos (the paper's, two lobes), lanczos3 "
                     "(Pillow's and ImageMagick's Lanczos), bicubic (Pillow's, MATLAB's "
                     "imresize), area (block means) or gaussian:SIGMA (blur of SIGMA result "
                     "pixels, then one pixel per block)."),
-        Option("no_back_projection", kind="flag", default=False, record=True,
+        Option("no_back_projection", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image as it is. By default it is corrected to the "
                     "nearest image that shrinks (with the kernel) exactly to INPUT."),
     )
