@@ -62,12 +62,16 @@ class Picture:
         value_range: a float TIFF's ``(lowest, highest)`` when its values leave [0, 1]: the
             pixels are mapped linearly from that range to [0, 1] on reading and back on
             writing a float TIFF (other formats get the [0, 1] picture).
+        icc: the file's colour profile (ICC), or None (sRGB): the fit works on the values as
+            they are, and the result carries the profile, so a wide-gamut photo (Display P3,
+            Adobe RGB) keeps its colours.
     """
 
     pixels: torch.Tensor
     alpha: torch.Tensor | None = None
     bits: int = 8
     value_range: tuple[float, float] | None = None
+    icc: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -267,8 +271,8 @@ def _load_png16(path: Path, what: str) -> Picture:
     import png
 
     try:
-        # the bytes are read once (a second open of a pipe would hang)
-        w, h, rows, info = png.Reader(bytes=path.read_bytes()).asDirect()
+        data = path.read_bytes()  # read once (a second open of a pipe would hang)
+        w, h, rows, info = png.Reader(bytes=data).asDirect()
         array = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
         array = array.reshape(h, w, info["planes"]).astype(np.float32)
     except (png.Error, OSError, ValueError, zlib.error) as exc:
@@ -278,7 +282,29 @@ def _load_png16(path: Path, what: str) -> Picture:
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn = png_orientation(path)
     return Picture(orient(_to_tensor(colour, 65535.0), turn),
-                   None if alpha is None else orient(alpha, turn), 16)
+                   None if alpha is None else orient(alpha, turn), 16, icc=_png_icc(data))
+
+
+def _png_icc(data: bytes) -> bytes | None:
+    """The colour profile of a PNG's iCCP chunk (a name, 0, the method 0, zlib data)."""
+    for kind, payload in png_chunks(data):
+        if kind == b"iCCP":
+            _, _, rest = payload.partition(b"\0")
+            try:
+                return zlib.decompress(rest[1:])
+            except zlib.error:  # a damaged profile: none, as Pillow would drop it
+                return None
+        if kind == b"IDAT":
+            return None
+    return None
+
+
+def _png_with_icc(data: bytes, icc: bytes) -> bytes:
+    """A PNG's bytes with an iCCP chunk after its header (pypng writes none)."""
+    payload = b"ICC profile\0\0" + zlib.compress(icc)
+    chunk = (struct.pack(">I", len(payload)) + b"iCCP" + payload
+             + struct.pack(">I", zlib.crc32(b"iCCP" + payload)))
+    return data[:33] + chunk + data[33:]  # 8 bytes of signature, 25 of IHDR
 
 
 def _is_tiff(path: Path, what: str) -> bool:
@@ -336,13 +362,17 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                 array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
             extras = tuple(int(e) for e in (page.extrasamples or ()))
             turn = _tiff_orientation(page)
+            icc = page.tags.get(34675)  # InterColorProfile
+            icc = bytes(icc.value) if icc is not None and isinstance(
+                icc.value, (bytes, bytearray)) else None
     except InputError:
         raise
     except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     finally:
         quiet.disabled = was
-    return oriented(_tiff_picture(array, colour, extras, f"{what} {path}"), turn)
+    return replace(oriented(_tiff_picture(array, colour, extras, f"{what} {path}"), turn),
+                   icc=icc)
 
 
 def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
@@ -456,7 +486,12 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def _from_pillow(img: Image.Image) -> Picture:
-    """A decoded Pillow image of any mode as a Picture."""
+    """A decoded Pillow image of any mode as a Picture, with its colour profile."""
+    icc = img.info.get("icc_profile")
+    return replace(_pillow_pixels(img), icc=bytes(icc) if icc else None)
+
+
+def _pillow_pixels(img: Image.Image) -> Picture:
     if img.mode in ("L", "RGB") and "transparency" in img.info:
         # a PNG whose tRNS chunk makes one colour transparent: that is alpha too
         img = img.convert("LA" if img.mode == "L" else "RGBA")
@@ -573,6 +608,16 @@ def output_format(path: str | os.PathLike) -> str:
 #: how a result is encoded, so that saving does not degrade it again: JPEG at quality 95
 #: (Pillow's own default is 75) with the colour at full resolution (not 4:2:0), WebP lossless
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
+def _icc(picture: Picture) -> bytes | None:
+    """The picture's colour profile if it describes pixels like the picture's (an RGB profile
+    for colour, a grey one for grey: a CMYK file's profile does not describe its RGB)."""
+    space = picture.icc[16:20] if picture.icc and len(picture.icc) >= 128 else None
+    return picture.icc if space == (b"RGB " if picture.pixels.shape[1] == 3 else b"GRAY") \
+        else None
+
+
+#: the formats a colour profile is written in (all but BMP)
+ICC_FORMATS = ("PNG", "JPEG", "WEBP")
 #: the output formats that keep an alpha channel (transparency)
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
@@ -593,7 +638,10 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     if picture.alpha is not None and fmt in ALPHA_FORMATS and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
-    return lambda f: img.save(f, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+    options = dict(SAVE_OPTIONS.get(fmt, {}))
+    if _icc(picture) and fmt in ICC_FORMATS:
+        options["icc_profile"] = _icc(picture)
+    return lambda f: img.save(f, format=fmt, **options)
 
 
 def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
@@ -617,7 +665,9 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     colour = picture.pixels.shape[1] == 3
     if array.shape[-1] == 1:
         array = array[..., 0]
-    options = {"photometric": "rgb" if colour else "minisblack"}
+    options: dict = {"photometric": "rgb" if colour else "minisblack"}
+    if _icc(picture):
+        options["iccprofile"] = _icc(picture)
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:
@@ -640,7 +690,14 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     rows = np.round(array.permute(1, 2, 0).numpy() * 65535).astype(np.uint16).reshape(h, -1)
     writer = png.Writer(w, h, greyscale=picture.pixels.shape[1] == 1,
                         alpha=picture.alpha is not None, bitdepth=16)
-    return lambda f: writer.write(f, rows)
+
+    def write(f: BinaryIO) -> None:
+        buf = io.BytesIO()
+        writer.write(buf, rows)
+        icc = _icc(picture)
+        f.write(_png_with_icc(buf.getvalue(), icc) if icc else buf.getvalue())
+
+    return write
 
 
 #: the PNG text key that marks the pictures dip draws about a run (reports, contact sheets)

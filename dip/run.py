@@ -1153,9 +1153,10 @@ def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,
              started: float) -> Restoration:
     """record -> write: the result's picture, its record, the files asked for."""
     alpha = p.task.out_alpha(loaded.inputs, loaded.out_size)
-    # a float TIFF's own range goes back with its depth (the fit works in [0, 1])
+    # the input's depth, a float TIFF's own range and the colour profile go back with it (the
+    # fit works in [0, 1])
     source = loaded.inputs.picture
-    restored = image.Picture(fitted.image.float().cpu(), alpha, source.bits, source.value_range)
+    restored = dataclasses.replace(source, pixels=fitted.image.float().cpu(), alpha=alpha)
     record = make_record(p, loaded, setup, fitted, restored, time.perf_counter() - started)
     if p.request.write:
         write(p, loaded, restored, record, fitted.spread)

@@ -5,6 +5,7 @@ untouched; an interrupt that keeps the best image so far."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -793,3 +794,41 @@ def test_jpeg_and_webp_results_are_not_degraded_again(tmp_path: Path) -> None:
     written = Image.open(tmp_path / "r.jpg")
     assert written.layers == 3 and JpegImagePlugin.get_sampling(written) == 0  # 4:4:4
     assert written.quantization[0][0] <= 3  # quality 95's table, not 75's (8)
+
+
+@pytest.mark.parametrize("made, written", [("in.jpg", "out.jpg"), ("in.png", "out.webp"),
+                                           ("in.tif", "out.tif"), ("deep.png", "out.png")])
+def test_the_colour_profile_goes_back_with_the_result(tmp_path: Path, made: str,
+                                                      written: str) -> None:
+    """A Display P3 or Adobe RGB photo written without its profile shows washed-out colours;
+    the profile of the input is the result's (here sRGB's bytes stand for any profile)."""
+    import tifffile
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = _rng().integers(0, 256, (H, W, 3), np.uint8)
+    src = tmp_path / made
+    if made == "in.tif":
+        tifffile.imwrite(src, rgb, photometric="rgb", iccprofile=icc)
+    elif made == "deep.png":
+        buf = io.BytesIO()
+        png.Writer(W, H, greyscale=False, bitdepth=16).write(
+            buf, (rgb.astype(np.uint16) * 257).reshape(H, -1))
+        src.write_bytes(image._png_with_icc(buf.getvalue(), icc))
+    else:
+        Image.fromarray(rgb).save(src, icc_profile=icc)
+    out = tmp_path / written
+    assert invoke("denoise", src, "-o", out, *TINY).exit_code == 0
+    assert image.load_image(out).icc == icc
+    if written.endswith(".png"):
+        assert image.load_image(out).bits == 16
+
+
+def test_a_profile_of_another_colour_space_is_not_written(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = b"CMYK"  # a CMYK file's profile: its pixels were converted to RGB on reading
+    rgb = torch.rand(1, 3, H, W)
+    image.save_image(image.Picture(rgb, icc=bytes(icc)), tmp_path / "o.png")
+    assert "icc_profile" not in Image.open(tmp_path / "o.png").info

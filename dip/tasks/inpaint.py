@@ -10,6 +10,7 @@ in any paint program, JPEG-compressed or not).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ class Inpaint(Task):
             raise InputError("{arg:mask=alpha}: no pixel of the input is transparent; "
                              "nothing to fill")
         # The holes get filled: the result is opaque, not the input's alpha.
-        return Inputs(image.Picture(picture.pixels, None, picture.bits), {"known": known})
+        return Inputs(replace(picture, alpha=None), {"known": known})
 
     def _painted(self, picture: image.Picture, args: dict[str, Any]) -> Inputs:
         colour = parse_colour(args["mask_color"])

@@ -19,6 +19,7 @@ perturbation), applied right after that layer's own keys.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -42,10 +43,9 @@ def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
         raise InputError(f"the image is too small to downscale {factor} times")
     small = (h // factor, w // factor)
     alpha = picture.alpha
-    result = image.Picture(
-        image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
-        None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"),
-        picture.bits)
+    result = replace(
+        picture, pixels=image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
+        alpha=None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"))
     return result, {}, ({"cropped_to": (h, w)} if (h, w) != picture.size else {})
 
 
