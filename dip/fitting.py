@@ -27,11 +27,9 @@ from dip.stopping import FixedBudget, StopRule
 from dip.sure import Sure
 from dip.threads import Neighbours, plan_lanes
 
-#: a divergence that the guard undoes this many times within twice as many tries ends the
-#: run: in a row (each try halves the learning rate, so the last one steps at 2**-20 of it),
-#: or every other try, a rate so far too high that each accepted step wrecks the next (lr
-#: 1e30: 39 restores in 40 steps had "wrote" a useless image)
-MAX_RESTORES = 20
+#: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
+#: try halves the learning rate, so the last one steps at 2**-20 of it
+MAX_CONSECUTIVE_RESTORES = 20
 #: after a restore the learning rate is halved, and doubles back (up to the scheduled rate)
 #: after every this many accepted steps
 BACKOFF_RECOVERY_STEPS = 50
@@ -297,29 +295,25 @@ class Guard:
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.factor, self.accepted = 1.0, 0
+        self.factor, self.in_a_row, self.accepted = 1.0, 0, 0
         self.last_loss = float("inf")
-        self.recent: collections.deque[bool] = collections.deque(
-            maxlen=2 * MAX_RESTORES)  # whether each of the last tries was undone
 
     def accepts(self, loss: float, step: int) -> bool:
         """Judge the loss of the weights step ``step`` started from.
 
         Raises:
-            RunError: :data:`MAX_RESTORES` of the last twice as many tries were undone.
+            RunError: :data:`MAX_CONSECUTIVE_RESTORES` restores in a row did not help.
         """
-        undone = bool(self.threshold) and (not math.isfinite(loss)
-                                           or loss > self.threshold * self.last_loss)
-        self.recent.append(undone)
-        if undone:
+        if self.threshold and (not math.isfinite(loss) or loss > self.threshold * self.last_loss):
+            self.in_a_row += 1
             self.factor /= 2
             self.accepted = 0
-            if sum(self.recent) >= MAX_RESTORES:
-                raise RunError(f"the fit diverged at step {step} and did not recover: "
-                               f"{sum(self.recent)} of its last {len(self.recent)} tries were "
-                               f"undone at ever lower learning rates; try a lower "
-                               f"{{arg:optim.lr}}")
+            if self.in_a_row > MAX_CONSECUTIVE_RESTORES:
+                raise RunError(f"the fit diverged at step {step} and did not recover after "
+                               f"{MAX_CONSECUTIVE_RESTORES} restores at ever lower learning "
+                               f"rates; try a lower {{arg:optim.lr}}")
             return False
+        self.in_a_row = 0
         if self.factor < 1:
             self.accepted += 1
             if self.accepted % BACKOFF_RECOVERY_STEPS == 0:

@@ -95,14 +95,6 @@ def test_divergence_that_never_recovers_is_a_clear_error() -> None:
         fit(net, z, _Spiking(always=True), synthetic(32), iters=5, generator=g)
 
 
-def test_a_fit_wrecked_every_other_step_is_a_clear_error() -> None:
-    """Not 20 restores in a row, but half of every try undone (lr 1e30 did that: 39 restores
-    in 40 steps, and the run wrote its useless image with exit 0)."""
-    net, z, g = _setup()
-    with pytest.raises(RunError, match="did not recover: 20 of its last 40 tries"):
-        fit(net, z, _Spiking(set(range(2, 400, 2))), synthetic(32), iters=100, generator=g)
-
-
 def test_same_seed_same_image_different_seed_different_image() -> None:
     def run(seed: int) -> torch.Tensor:
         net, z, g = _setup(seed)
