@@ -96,8 +96,8 @@ def cli() -> None:
     """Restore a damaged photo with Deep Image Prior: no training data, no downloaded weights.
 
     A randomly initialised network is fitted to your one image and stopped before it learns
-    the damage. Each command writes the result and, beside it, a JSON record of how it was
-    made (RESULT.png.json).
+    the damage. Each restoring command writes the result and, beside it, a JSON record of how
+    it was made (RESULT.png.json).
     """
 
 
@@ -247,7 +247,8 @@ def corrupt_command() -> click.Command:
         click.Option(["-o", "--output"], type=click.Path(dir_okay=False, path_type=Path),
                      required=True, help="Where to write the corrupted image."),
         *[click_option(c.option) for c in kinds.values()],
-        click.Option(["--seed"], type=int, default=0, show_default=True),
+        click.Option(["--seed"], type=int, default=0, show_default=True,
+                     help="Random seed of the noise or the pixels dropped."),
         click.Option(["--overwrite"], is_flag=True, help="Replace existing files."),
     ]
 
@@ -305,14 +306,14 @@ def _job_options_help() -> str:
               help="Devices for the workers, e.g. cuda:0,cuda:1 [default: every visible CUDA "
                    "device, else cpu].")
 @click.option("--shard", metavar="K/N",
-              help="Run only the K-th of N slices of the jobs [default: from "
+              help="Run only the K-th of N slices of the jobs, K from 1 to N [default: from "
                    "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT in a SLURM job array].")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the summary (.csv and .json) [default: summary.csv and "
-                   "summary.json in the folder the outputs share].")
+              help="Where to write the summary (.csv, .json and the contact sheet .png) "
+                   "[default: summary.* in the folder the outputs of the whole batch share].")
 @click.option("--pack", default="auto", show_default=True, metavar="auto|K",
               help="Fit K jobs with the same settings side by side in one process, each on "
-                   "one thread (auto: one per CPU core; one on a GPU), fewer where their "
+                   "one thread (auto: one per CPU core; up to 16 on a GPU), fewer where their "
                    "estimated memory together is over the budget (max_memory, else the free "
                    "memory). With --workers, one job per worker.")
 @click.option("--dry-run", is_flag=True,
@@ -325,7 +326,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         quiet: bool) -> None:
     if pack != "auto" and not (pack.isdigit() and int(pack) >= 1):
         raise click.BadParameter(f"auto or a number >= 1, not {pack!r}", param_hint="'--pack'")
-    jobs = batch.load_batch(batch_file)
+    jobs = everyone = batch.load_batch(batch_file)
     shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()
     if shard_kn:
         jobs = batch.select_shard(jobs, *shard_kn)
@@ -336,7 +337,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if not jobs:
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
         return
-    csv_path, json_path = batch.summary_paths(jobs, summary_path, shard_kn)
+    # every shard's summary in the folder the whole batch's outputs share
+    csv_path, json_path = batch.summary_paths(everyone, summary_path, shard_kn)
     batch.prepare_summary(csv_path, json_path, jobs)
     rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet, pack)
     sheet = csv_path.with_suffix(".png")

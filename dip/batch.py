@@ -216,6 +216,8 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
         types = (dict, list) if opt.job_key == "set" else opt.job_types()
         if float in types:  # 1e3 is a string in YAML 1.1: a number, as for config keys
             value = entry[key] = yaml_number(value)
+        if opt.kind == "size" and isinstance(value, bool):  # YAML 1.1 reads off as false
+            value = entry[key] = "on" if value else "off"
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")

@@ -322,8 +322,11 @@ def _validate_bounds(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'perf.max_memory' must be from 0 (the device's free "
                           f"memory) to {MAX_MEMORY_GB} GB, got {cfg.perf.max_memory}")
     for key, value in {"input.perturb_std": cfg.input.perturb_std,
-                       "input.scale": cfg.input.scale}.items():
-        if value > 1000:  # the paper's are 0.03-0.05 and 0.1; 1e300 overflowed float32
+                       "input.scale": cfg.input.scale,
+                       "input.channels": cfg.input.channels}.items():
+        # the paper's are 0.03-0.05, 0.1 and 32; 1e300 overflowed float32, 100000 channels
+        # ran out of memory building the network
+        if value > 1000:
             raise ConfigError(f"config key '{key}' must be <= 1000, got {value}")
 
 

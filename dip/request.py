@@ -148,10 +148,13 @@ class RunRequest:
     output: Path | None = option(
         short="-o", kind="path", metavar="PATH",
         help="Result path; its extension picks the format [default: {stem}_{task}.png in the "
-             "current folder; in a batch, results/ beside the batch file].")
+             "current folder (.tif for a TIFF input); in a batch, results/ beside the batch "
+             "file]. What is written beside it is named after it: out.png -> out.png.json (the "
+             "record), out_report.png, out.gif, out_steps/, out_uncertainty.png.")
     format: str | None = option(
         choices=tuple(FORMATS),
-        help="The result's format when no output path is given [default: png]. 16 bits per "
+        help="The result's format when no output path is given [default: png; tif for a TIFF "
+             "input]. 16 bits per "
              "channel are kept in PNG and TIFF, float in TIFF; JPEG is written at quality 95, "
              "WebP lossless.")
     config: tuple[str | os.PathLike | dict, ...] = option(
@@ -170,7 +173,7 @@ class RunRequest:
         help="auto: stop when the outputs' running variance stops falling (no clean image "
              "needed; when denoising, not before the result is as close to the input as the "
              "noise); fixed: run all --iters steps [default: the preset's: auto, but fixed for "
-             "fast inpainting].")
+             "fast inpainting and deblurring].")
     preset: str | None = option(
         choices=PRESETS, config_key="preset",
         help="paper: the paper's settings; fast: dip's cheaper settings for CPUs (measured in "
@@ -185,32 +188,34 @@ class RunRequest:
              "with --uncertainty a map of where they disagree) [default: the preset's].")
     uncertainty: bool = option(
         kind="flag", default=False,
-        help="Also write {stem}_{task}_uncertainty.png: the restarts' per-pixel standard "
+        help="Also write RESULT_uncertainty.png: the restarts' per-pixel standard "
              "deviation, x4 (white: 64 grey levels or more); needs --restarts 2 or more.")
     tile: str | int | None = option(
         kind="size", metavar="auto|off|N", config_key="tile.size",
-        help="Restore in overlapping tiles of N pixels, blended without seams, so memory "
+        help="Restore in overlapping tiles of N pixels (32 or more), blended without seams, "
+             "so memory "
              "stays bounded at any size; auto: tile when the whole image would not fit in "
              "memory, or is larger than the preset's step budget suits (tile.whole_max: the "
              "fast preset's denoising tiles images over 192 px) [default: auto].")
     max_memory: float | None = option(
         kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",
         help="Memory the run may use: --tile auto tiles the image (in smaller tiles if it "
-             "must) to stay under it [default: the device's free memory].")
+             "must) to stay under it [default: the device's free memory less 20 %].")
     reference: Path | None = option(kind="path", companion=True, record=True,
                                     help="Clean image: report PSNR and SSIM (never used to "
                                          "fit).")
     save_every: int | None = option(kind="int", minimum=1, metavar="N",
                                     config_key="output.save_every",
                                     help="Keep a snapshot every N steps in "
-                                         "{stem}_{task}_steps/.")
+                                         "RESULT_steps/ (RESULT: the result's name "
+                                         "without its extension).")
     report: bool = option(kind="flag", default=False,
-                          help="Also write {stem}_{task}_report.png: input, result (and "
+                          help="Also write RESULT_report.png: input, result (and "
                                "reference) with a magnified detail, and the loss, stop-rule "
                                "and PSNR curves (needs matplotlib: the [plot] extra).")
     gif: bool = option(kind="flag", default=False,
-                       help="Also write {stem}_{task}.gif, the fit as an animation of the "
-                            "snapshots in {stem}_{task}_steps/ (every --save-every steps, else "
+                       help="Also write RESULT.gif, the fit as an animation of the "
+                            "snapshots in RESULT_steps/ (every --save-every steps, else "
                             "every budget/50 steps: about 50 frames over a whole run).")
     max_pixels: int = option(kind="int", minimum=1, default=DEFAULT_MAX_PIXELS,
                              help="Refuse larger images.")

@@ -158,7 +158,9 @@ def output_path(input_path: Path, task: str, output: str | os.PathLike | None,
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if output is None:
-        return default_output(input_path, task, fmt or "png")
+        # a TIFF's result is a TIFF: it keeps 16 bits in colour, float and the float's range
+        tiff = Path(input_path).suffix.lower() in (".tif", ".tiff")
+        return default_output(input_path, task, fmt or ("tif" if tiff else "png"))
     output = Path(output)
     if fmt is not None and image.output_format(output) != image.output_format(
             Path("x" + FORMATS[fmt])):

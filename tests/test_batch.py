@@ -165,6 +165,16 @@ def test_shards_cover_every_job_exactly_once(tmp_path: Path) -> None:
         assert counts["done"] == 3 and counts["skipped"] == 0
 
 
+def test_every_shards_summary_is_where_the_whole_batchs_would_be(tmp_path: Path) -> None:
+    # one job a shard, each writing to its own folder: the summaries went one into each
+    path = make_batch(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/a/}\n"
+                                "  - {task: denoise, input: photos/p1.png, output: out/b/}\n")
+    for k in (1, 2):
+        assert invoke("run", path, "-q", "--shard", f"{k}/2").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("summary.*.csv")) == [
+        "summary.shard-1-of-2.csv", "summary.shard-2-of-2.csv"]
+
+
 def test_shard_option_and_its_mistakes(tmp_path: Path) -> None:
     path = make_batch(tmp_path, GLOB_JOB)
     listed = invoke("run", path, "--dry-run", "--shard", "2/2")
@@ -295,6 +305,8 @@ def test_a_number_yaml_reads_as_a_string_is_a_number_in_a_job(tmp_path: Path) ->
     path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: 1.5}\n")
     with pytest.raises(batch.BatchError, match="'tile' expects a string or an integer"):
         batch.load_batch(path)
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, tile: off}\n")
+    assert batch.load_batch(path)[0].request.tile == "off"  # YAML 1.1's false
 
 
 def test_results_in_the_input_folder_are_not_read_as_inputs(tmp_path: Path) -> None:

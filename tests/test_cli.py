@@ -93,7 +93,7 @@ def test_inpaint_fills_the_white_pixels_and_mask_keeps_flips_it(tmp_path: Path) 
 
 def test_inpaint_help_states_the_mask_convention() -> None:
     text = " ".join(invoke("inpaint", "--help").output.split())
-    assert "white (non-zero) = pixels to fill" in text
+    assert "white (50 % grey or lighter) = pixels to fill" in text
     assert "--mask-keeps" in text and "white = known pixels" in text
 
 
@@ -409,6 +409,14 @@ def test_corrupt_refuses_noise_of_no_finite_size(tmp_path: Path, clean_png: Path
     result = invoke("corrupt", clean_png, "-o", out, *args)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_tiff_inputs_result_is_a_tiff_by_default() -> None:
+    from dip.run import output_path
+
+    assert output_path(Path("scan.TIFF"), "denoise", None, None) == Path("scan_denoise.tif")
+    assert output_path(Path("scan.png"), "denoise", None, None) == Path("scan_denoise.png")
+    assert output_path(Path("scan.tif"), "denoise", None, "png") == Path("scan_denoise.png")
 
 
 @pytest.mark.parametrize("args, said", [

@@ -275,8 +275,10 @@ def test_a_run_corrects_a_misleading_calibration_for_the_next_estimate(
 
     def fit() -> dict:
         return dip.restore("denoise", noisy, write=False, device="cpu", iters=12, restarts=1,
-                           # the filter's rate has an entry of its own (test_wiener)
-                           overrides=(*TINY, "stop.rule=fixed", "noise.wiener=false")).record
+                           # the filter's rate has an entry of its own (test_wiener); the
+                           # threads fixed: auto's follow the load, and the key holds them
+                           overrides=(*TINY, "stop.rule=fixed", "noise.wiener=false",
+                                      "perf.threads=1")).record
 
     fit()
     cache = tmp_path / "cache" / "dip" / "calibration.json"

@@ -97,8 +97,9 @@ class Deblur(Task):
     options = (
         Option("kernel", kind="path", words=SPEC, record=True,
                metavar="FILE|gaussian:SIGMA|box:SIZE|motion:LENGTH,ANGLE",
-               help="The blur: a spec (gaussian:1.6, box:9, motion:15,30 -- length in pixels, "
-                    "angle in degrees) or a kernel image / .npy file (normalised to sum 1)."),
+               help="The blur (required): a spec (gaussian:1.6, or gaussian:SIGMA,SIZE; box:9; "
+                    "motion:15,30 -- length in pixels, angle in degrees counter-clockwise) or a "
+                    "kernel image / .npy file (normalised to sum 1)."),
     )
     corruptions = (
         Corruption(Option("blur", metavar="SPEC",

@@ -94,8 +94,9 @@ class Inpaint(Task):
     options = (
         Option("mask", kind="path", words=FROM_ALPHA, companion=True, record=True,
                metavar="FILE|alpha",
-               help="Image of the same size: white (non-zero) = pixels to fill, black = keep "
-                    "(the convention of OpenCV, scikit-image and paint programs). 'alpha': "
+               help="Image of the same size: white (50 % grey or lighter) = pixels to fill, "
+                    "black = keep (the convention of OpenCV, scikit-image and paint programs). "
+                    "'alpha': "
                     "fill the input's transparent pixels (a file named alpha: ./alpha)."),
         Option("mask_keeps", kind="flag", default=False, record=True,
                help="Read the mask the other way round: white = known pixels (the convention "
@@ -114,7 +115,7 @@ class Inpaint(Task):
     )
     corruptions = (
         Corruption(Option("drop_pixels", kind="float", metavar="P",
-                          help="Remove a fraction P of the pixels; also writes "
+                          help="Remove a fraction P (0 to 1) of the pixels; also writes "
                                "OUTPUT_mask.png (white = missing, ready for `dip inpaint "
                                "--mask`)."),
                    _drop_pixels, order=20),

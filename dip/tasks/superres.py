@@ -90,7 +90,7 @@ class SuperRes(Task):
                     "nearest image that shrinks (with the kernel) exactly to INPUT."),
     )
     corruptions = (
-        Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="K",
+        Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
                           help="Shrink K times with Lanczos (the paper's way to make SR "
                                "inputs)."),
                    _downscale, order=20, note=_cropped_note),
