@@ -575,8 +575,11 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
         raise InputError(f"mask {path} leaves no known pixel: nothing to restore from "
                          f"(is it inverted? see {{arg:mask_keeps}})")
     if known.all():
+        faint = not keeps and 0 < level.max() < 0.5  # a mask saved as 0/1, say
+        hint = (f"; its lightest pixels are {array.max()} of {full:g}: white is {full:g}, and "
+                f"a pixel counts as white from 50 % grey" if faint else "")
         raise InputError(f"mask {path} marks no pixel to fill (it is all "
-                         f"{'white' if keeps else 'black'}); nothing to do")
+                         f"{'white' if keeps else 'black'}){hint or '; nothing to do'}")
     return known.float()[None, None]
 
 

@@ -314,11 +314,12 @@ class Blur(nn.Module):
 
     def __init__(self, kernel: torch.Tensor) -> None:
         super().__init__()
-        kernel = torch.as_tensor(kernel, dtype=torch.float32)
+        kernel = torch.as_tensor(kernel, dtype=torch.float64)  # a sum of 1e38s stays finite
         if kernel.dim() != 2 or kernel.numel() == 0:
             raise InputError(f"a blur kernel is a 2-D array, got shape {tuple(kernel.shape)}")
         if not torch.isfinite(kernel).all() or (kernel < 0).any() or kernel.sum() <= 0:
             raise InputError("a blur kernel must be finite, non-negative and not all zero")
+        kernel = (kernel / kernel.sum()).float()
         kh, kw = kernel.shape
         kernel = F.pad(kernel, (0, 1 - kw % 2, 0, 1 - kh % 2))
         # conv2d correlates: flipping makes it the convolution the kernel describes
@@ -340,6 +341,8 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     ``2 * ceil(3 sigma) + 1``, at most :data:`MAX_KERNEL`), normalised to sum 1."""
     if not (math.isfinite(sigma) and sigma > 0):
         raise InputError(f"a Gaussian blur needs sigma > 0, got {sigma}")
+    if size is not None and size < 1:
+        raise InputError(f"a Gaussian blur needs a size >= 1, got {size}")
     size = size or (2 * math.ceil(3 * sigma) + 1 if sigma < MAX_KERNEL else None)
     _check_side("a Gaussian blur", f"sigma {sigma:g}", size)
     xs = torch.arange(size, dtype=torch.float64) - (size - 1) / 2

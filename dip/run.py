@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -240,13 +241,16 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     """
     try:
         read = {path.resolve() for path in reads if path.exists()}
-        for path in outputs:
+        for i, path in enumerate(outputs):
             if path.resolve() in read:
                 raise InputError(f"output {shown(path)} is one of the run's input files; "
                                  f"choose another output name")
-            if path.is_dir():
+            if path.is_dir() and i == 0:
                 raise InputError(f"output {shown(path)} is a folder; give a file name such as "
                                  f"{shown(path / 'result.png')}")
+            if path.is_dir():  # where the record, report, GIF ... goes, named after the result
+                raise InputError(f"a folder {shown(path)} is where this run writes a file "
+                                 f"named after its result; move it or choose another output")
             if path.exists() and not overwrite:
                 raise InputError(f"{shown(path)} already exists; use {{arg:overwrite}} to "
                                  f"replace it")
@@ -305,6 +309,8 @@ def check_outputs(p: Plan) -> None:
         if steps.is_dir() and any(steps.iterdir()) and not p.request.overwrite:
             raise InputError(f"snapshot folder {steps} is not empty; use {{arg:overwrite}} "
                              f"to replace its files")
+        if steps.is_dir():  # found now, not at the first snapshot
+            _can_write_in(steps, "snapshot folder")
         # --overwrite clears and rewrites the folder's step_*.png: never a file the run reads
         folder = steps.resolve() if steps.is_dir() else None
         inside = [path for path in p.reads
@@ -313,6 +319,17 @@ def check_outputs(p: Plan) -> None:
             raise InputError(f"{shown(inside[0])} is in the snapshot folder {shown(steps)}, "
                              f"whose files a run with snapshots replaces; move it or give "
                              f"another output name")
+
+
+def _can_write_in(folder: Path, what: str) -> None:
+    """Create and remove a file in ``folder`` (``os.access`` says yes to root, and to a folder
+    made immutable)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dip-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write into the {what} {shown(folder)}: "
+                         f"{exc.strerror or exc}") from None
 
 
 def writable_folder(folder: Path, what: str, create: bool = True) -> None:
@@ -589,7 +606,11 @@ def _clear_old_snapshots(p: Plan) -> None:
     steps = p.files["steps"]
     if p.snapshot_every and steps.is_dir():
         for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
-            old.unlink(missing_ok=True)
+            try:
+                old.unlink(missing_ok=True)
+            except OSError as exc:  # a folder of that name, a file made immutable
+                raise InputError(f"cannot remove the earlier snapshot {shown(old)}: "
+                                 f"{exc.strerror or exc}") from None
 
 
 def _combined(live: _Live, results: dict) -> Fitted:

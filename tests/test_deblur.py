@@ -145,3 +145,34 @@ def test_a_batch_job_takes_a_kernel_file_beside_the_batch(tmp_path: Path) -> Non
     record = json.loads((tmp_path / "out" / "blurred_deblur.png.json").read_text())
     assert record["kernel"] == str((tmp_path / "k.npy").resolve())
     assert "0 done, 2 already done" in invoke("run", batch, "-q").output
+
+
+def test_a_float_tiff_kernel_keeps_its_weights(tmp_path: Path) -> None:
+    # read as a picture, its values were mapped to [0, 1] from their own range: the smallest
+    # weight became 0 ([[1,2,1],[2,4,2],[1,2,1]] a cross), a flat kernel all zero
+    import tifffile
+
+    weights = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32)
+    tifffile.imwrite(tmp_path / "k.tif", weights)
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((5, 5), 5, np.float32))
+    assert torch.allclose(load_kernel(tmp_path / "k.tif"), torch.from_numpy(weights).double())
+    flat = operators.Blur(load_kernel(tmp_path / "flat.tif")).kernel
+    assert torch.allclose(flat, torch.full_like(flat, 1 / 25))
+
+
+def test_a_kernel_whose_sum_overflows_float32_is_still_normalised() -> None:
+    kernel = operators.Blur(torch.full((3, 3), 1e38, dtype=torch.float64)).kernel
+    assert torch.allclose(kernel, torch.full_like(kernel, 1 / 9))  # was all 0: a black image
+
+
+@pytest.mark.parametrize("spec", ["gaussian:1.6,-3", "gaussian:1.6,0"])
+def test_a_gaussian_of_no_size_is_refused(spec: str) -> None:
+    with pytest.raises(InputError, match="a Gaussian blur needs a size >= 1"):
+        parse_spec(spec)
+
+
+def test_a_kernel_image_too_large_says_the_kernels_limit(tmp_path: Path) -> None:
+    Image.fromarray(np.full((300, 300), 9, np.uint8)).save(tmp_path / "k.png")
+    with pytest.raises(InputError, match="larger than 255x255 pixels") as caught:
+        load_kernel(tmp_path / "k.png")
+    assert "max_pixels" not in str(caught.value)  # raising it changes nothing

@@ -832,3 +832,39 @@ def test_a_profile_of_another_colour_space_is_not_written(tmp_path: Path) -> Non
     rgb = torch.rand(1, 3, H, W)
     image.save_image(image.Picture(rgb, icc=bytes(icc)), tmp_path / "o.png")
     assert "icc_profile" not in Image.open(tmp_path / "o.png").info
+
+
+def test_a_folder_where_a_side_file_goes_is_named_as_such(tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
+    (tmp_path / "out_report.png").mkdir()
+    result = invoke("denoise", src, "-o", tmp_path / "out.png", "--report", *TINY)
+    assert result.exit_code == 2
+    assert "is where this run writes a file named after its result" in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_mask_saved_as_0_and_1_says_white_is_255(tmp_path: Path) -> None:
+    m = np.zeros((H, W), np.uint8)
+    m[4:8, 4:8] = 1
+    Image.fromarray(m).save(tmp_path / "m.png")
+    with pytest.raises(InputError, match="lightest pixels are 1 of 255: white is 255"):
+        image.load_mask(tmp_path / "m.png", (H, W))
+
+
+def test_a_snapshot_folder_that_cannot_be_written_is_found_before_the_fit(
+        tmp_path: Path, monkeypatch) -> None:
+    from dip import run
+
+    src = tmp_path / "in.png"
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
+    (tmp_path / "out_steps").mkdir()
+
+    def refuse(*args, **kwargs):  # as an immutable folder answers even root
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(run.tempfile, "NamedTemporaryFile", refuse)
+    result = invoke("denoise", src, "-o", tmp_path / "out.png", "--save-every", 1, *TINY)
+    assert result.exit_code == 2, result.output
+    assert "cannot write into the snapshot folder" in result.output
+    assert not (tmp_path / "out.png").exists()

@@ -138,3 +138,23 @@ def test_a_batch_job_fills_painted_photos(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "p1_inpaint.png.json").read_text())
     assert record["mask_color"] == "#00ff00" and record["mask_tolerance"] == 60
+
+
+def test_white_paint_on_a_grey_photo_takes_the_paint_not_the_light_greys() -> None:
+    from dip.tasks.inpaint import painted_holes
+
+    grey = torch.linspace(0, 200 / 255, 64).repeat(8, 1)[None, None]  # levels 0 .. 200
+    grey[..., 3, :] = 1.0  # a white stroke
+    holes = painted_holes(grey, (255, 255, 255), 80)[0, 0]
+    assert holes[3].all()
+    # at half weight, every level from 95 up was paint (34 of 64 columns, and the growth); in
+    # full, 175 up: 8 columns, and the growth's one
+    assert int(holes[0].sum()) <= 9
+
+
+def test_mask_keeps_with_a_paint_colour_is_refused(tmp_path: Path) -> None:
+    from dip.errors import InputError
+    from dip.tasks import get_task
+
+    with pytest.raises(InputError, match="no meaning with"):
+        get_task("inpaint").check({"mask_color": "green", "mask_keeps": True})

@@ -266,3 +266,18 @@ def test_drop_pixels_removes_the_requested_fraction_of_whole_pixels() -> None:
 def test_noise_of_no_finite_size_is_refused(make) -> None:
     with pytest.raises(InputError, match="sigma must be a number >= 0|<= 1e\\+09"):
         make(torch.Generator().manual_seed(0))
+
+
+def test_a_back_projection_that_cannot_converge_says_so() -> None:
+    import warnings
+
+    from dip.image import DipWarning
+    from dip.tasks.superres import back_projected
+
+    result, small = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 16, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = back_projected(result, small, 4, "gaussian:5")
+    assert torch.equal(out, result.clamp(0, 1))
+    assert any(issubclass(w.category, DipWarning) and "not back-projected" in str(w.message)
+               for w in caught)

@@ -71,8 +71,16 @@ def read_kernel(path: Path) -> torch.Tensor:
                              f"{array.dtype} of shape {array.shape}")
         kernel = torch.from_numpy(array.astype(np.float32))
     else:
-        pixels = image.load_image(path, max_pixels=MAX_KERNEL ** 2, what="kernel").pixels
-        kernel = pixels[0].mean(0)
+        try:
+            picture = image.load_image(path, max_pixels=MAX_KERNEL ** 2, what="kernel")
+        except InputError as exc:
+            if "above the limit" not in str(exc):
+                raise
+            raise InputError(f"kernel {path} is larger than {MAX_KERNEL}x{MAX_KERNEL} "
+                             f"pixels") from None
+        # the weights as the file holds them: a float TIFF's own range restored
+        low, high = picture.value_range or (0.0, 1.0)
+        kernel = picture.pixels[0].double().mean(0) * (high - low) + low
     if max(kernel.shape) > MAX_KERNEL:
         raise InputError(f"kernel {path} is larger than {MAX_KERNEL} pixels")
     return kernel

@@ -10,6 +10,7 @@ in any paint program, JPEG-compressed or not).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,12 @@ def painted_holes(pixels: torch.Tensor, colour: tuple[int, int, int],
     key = _ycbcr(torch.tensor(colour, dtype=torch.float32))
     values = pixels[0].permute(1, 2, 0).float() * 255
     # a grey pixel is the colour (v, v, v): no chroma, so a grey image never holds green paint
-    # (matched by brightness alone, any mid-grey was green)
+    # (matched by brightness alone, any mid-grey was green); and its luma is all there is to
+    # tell paint from photo, so it counts in full (at half weight, white paint took every
+    # grey level from 95 up)
     diff = _ycbcr(values.expand(*values.shape[:-1], 3)) - key
-    dist = torch.sqrt((diff[..., 0] / 2) ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2)
+    luma = 1.0 if pixels.shape[1] == 1 else 0.5
+    dist = torch.sqrt((diff[..., 0] * luma) ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2)
     holes = (dist <= float(tolerance)).float()[None, None]  # (an int past 2**63: no overflow)
     size = 2 * GROWTH + 1
     return torch.nn.functional.max_pool2d(holes, size, stride=1, padding=GROWTH) > 0
@@ -128,6 +132,9 @@ class Inpaint(Task):
                              "or alpha) and {arg:mask_color} (the colour they are painted in)")
         if args.get("mask_color") is not None:
             parse_colour(args["mask_color"])  # a wrong colour costs no decode
+        if args.get("mask_keeps") and args.get("mask") in (None, FROM_ALPHA):
+            raise InputError("{arg:mask_keeps} reads a mask file the other way round; it has "
+                             "no meaning with {arg:mask_color} or {arg:mask=alpha}")
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
@@ -163,6 +170,12 @@ class Inpaint(Task):
         if holes.all():
             raise InputError(f"every pixel of the input is near {args['mask_color']}; "
                              f"nothing to restore from (lower {{arg:mask_tolerance}})")
+        share = float(holes.float().mean())
+        if share > 0.5:  # paint is strokes and blemishes, not most of a photo
+            warnings.warn(f"{share:.0%} of the input is within {args['mask_tolerance']} of "
+                          f"{args['mask_color']} and will be filled; if the photo itself has "
+                          f"that colour, lower the mask tolerance", image.DipWarning,
+                          stacklevel=2)
         return Inputs(picture, {"known": (~holes).float()})
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:

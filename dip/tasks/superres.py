@@ -19,6 +19,7 @@ perturbation), applied right after that layer's own keys.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -67,7 +68,12 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
         - Output: ``(1, C, H, W)``
     """
     op = operators.Downsample(factor, kernel).to(result)
-    return operators.back_project(op, result, small.to(result)).clamp(0, 1)
+    projected = operators.back_project(op, result, small.to(result))
+    if projected is result:  # the solve did not converge: the network's image as it is
+        warnings.warn(f"the result is the network's image, not back-projected: with the "
+                      f"kernel {kernel} at x{factor} the exact correction is ill-conditioned "
+                      f"(a blur much wider than the factor)", image.DipWarning, stacklevel=2)
+    return projected.clamp(0, 1)
 
 
 class SuperRes(Task):
