@@ -61,6 +61,7 @@ from dip.layout import (
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, record_path
+from dip.record import read as read_record
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -873,6 +874,7 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
                        f"{type(exc).__name__}: {exc}") from None
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {shown(p.output)}")
+    stale = _stale_pictures(p)
     if p.output.exists():
         if not p.request.overwrite:
             raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
@@ -885,6 +887,19 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
                                 (p.files["record"], lambda f: f.write(text)), *pictures])
     except OSError as exc:
         raise RunError(f"cannot write {p.output}: {exc.strerror or exc}") from None
+    for path in stale:  # the replaced result's, which would now describe another run
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def _stale_pictures(p: Plan) -> list[Path]:
+    """The report, GIF and uncertainty map of the result this run replaces (its record names
+    them) that this run does not write again."""
+    old = read_record(p.output) if p.request.overwrite and p.output.exists() else None
+    if old is None or old.get("output") not in (str(p.output.resolve()), None):
+        return []
+    return [p.files[kind] for kind in ("report", "gif", "uncertainty")
+            if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())]
 
 
 # --- one writer per output ----------------------------------------------------------------------

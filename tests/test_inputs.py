@@ -868,3 +868,21 @@ def test_a_snapshot_folder_that_cannot_be_written_is_found_before_the_fit(
     assert result.exit_code == 2, result.output
     assert "cannot write into the snapshot folder" in result.output
     assert not (tmp_path / "out.png").exists()
+
+
+def test_an_overwrite_takes_the_replaced_results_pictures_with_it(tmp_path: Path) -> None:
+    """The report and uncertainty map of the result replaced would describe another run."""
+    src = tmp_path / "in.png"
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
+    out = tmp_path / "out.png"
+    first = invoke("denoise", src, "-o", out, "--restarts", 2, "--uncertainty", "--report",
+                   *TINY)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "out_report.png").is_file()
+    mine = tmp_path / "out_notes.png"  # not named in the record: never dip's to remove
+    mine.write_bytes(b"x")
+    again = invoke("denoise", src, "-o", out, "--restarts", 1, "--overwrite", "--report",
+                   *TINY)
+    assert again.exit_code == 0, again.output
+    assert not (tmp_path / "out_uncertainty.png").exists()
+    assert (tmp_path / "out_report.png").is_file() and mine.is_file()  # written again; kept
