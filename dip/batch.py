@@ -56,7 +56,14 @@ import yaml
 
 from dip import image, interrupts, record
 from dip import report as reports
-from dip.config import TYPE_NAMES, NoAliasLoader, load_yaml, record_config, yaml_number
+from dip.config import (
+    TYPE_NAMES,
+    NoAliasLoader,
+    load_yaml,
+    record_config,
+    yaml_number,
+    yaml_word,
+)
 from dip.errors import ConfigError, DipError, python_spelling
 from dip.layout import STACK_MOST
 from dip.request import Option, RunRequest, request_options
@@ -216,8 +223,8 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
         types = (dict, list) if opt.job_key == "set" else opt.job_types()
         if float in types:  # 1e3 is a string in YAML 1.1: a number, as for config keys
             value = entry[key] = yaml_number(value)
-        if opt.kind == "size" and isinstance(value, bool):  # YAML 1.1 reads off as false
-            value = entry[key] = "on" if value else "off"
+        if opt.kind == "size":  # tile: off, which YAML 1.1 reads as false
+            value = entry[key] = yaml_word(value)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")

@@ -264,6 +264,12 @@ def yaml_number(value: Any) -> Any:
     return value
 
 
+def yaml_word(value: Any) -> Any:
+    """``value``, or the word a boolean stands for: YAML 1.1 reads on/off/yes/no as booleans,
+    and a word key (perf.graphs, tile.size) means the word."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
 def _check_value(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -273,10 +279,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"config key '{key}' expects a list of {PLURALS[item]}, "
                               f"got {quote(repr(value))}")
         return [_check_value(key, v, item) for v in value]
-    if tp is str and isinstance(value, bool):
-        # YAML 1.1 reads on/off/yes/no as booleans; a string key such as perf.graphs means
-        # the word
-        value = "on" if value else "off"
+    if tp is str:
+        value = yaml_word(value)
     if tp is str and isinstance(value, int):  # a word-or-number key: tile.size: 256
         value = str(value)
     if tp is float:

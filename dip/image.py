@@ -81,16 +81,25 @@ class Picture:
     def with_pixels(self, pixels: torch.Tensor) -> Picture:
         return replace(self, pixels=pixels)
 
+    def values(self) -> torch.Tensor:
+        """The pixels in the file's own units, float64: a float TIFF's range restored."""
+        low, high = self.value_range or (0.0, 1.0)
+        return self.pixels.double() * (high - low) + low
+
 
 def pixels_text(n: int) -> str:
     """``12.0 MP``, or ``1000 pixels`` where megapixels would round to nothing."""
     return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n} pixels"
 
 
-def too_large(what: str, pixels: int, limit: int) -> InputError:
+class TooLarge(InputError):
+    """An image over the ``max_pixels`` limit (judged from its header)."""
+
+
+def too_large(what: str, pixels: int, limit: int) -> TooLarge:
     """``what`` is over the ``max_pixels`` limit, both sizes said."""
-    return InputError(f"{what} = {pixels_text(pixels)}, above the limit of "
-                      f"{pixels_text(limit)} (raise it with {{arg:max_pixels}})")
+    return TooLarge(f"{what} = {pixels_text(pixels)}, above the limit of "
+                    f"{pixels_text(limit)} (raise it with {{arg:max_pixels}})")
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -249,21 +258,17 @@ def own_pixel_limit() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _rawmode(img: Image.Image) -> str:
-    """How the file stores its pixels (``RGB;16B`` for a 16-bit colour PNG), before decoding."""
-    if not img.tile:
-        return ""
-    args = img.tile[0].args
-    return args if isinstance(args, str) else str(args[0]) if args else ""
-
-
 def _deep(img: Image.Image) -> bool:
-    """Whether the file stores more than 8 bits a sample (``RGB;16B``; a PPM of maxval
-    65535), before Pillow decodes it to 8."""
+    """Whether the file stores more than 8 bits a sample, before Pillow decodes it to 8: its
+    raw mode (``RGB;16B`` for a 16-bit colour PNG), or a PPM's maxval over 255."""
     args = img.tile[0].args if img.tile else None
-    if img.format == "PPM" and isinstance(args, tuple) and len(args) > 1:
-        return isinstance(args[1], int) and args[1] > 255
-    return ";16" in _rawmode(img)
+    if isinstance(args, str):
+        return ";16" in args
+    if not args:
+        return False
+    if img.format == "PPM" and len(args) > 1 and isinstance(args[1], int):
+        return args[1] > 255
+    return ";16" in str(args[0])
 
 
 def _load_png16(path: Path, what: str) -> Picture:
@@ -446,10 +451,8 @@ def in_units_of(picture: Picture, other: Picture) -> torch.Tensor:
     the input) are compared in their values, not each mapped from its own range."""
     if picture.bits != 32 or other.bits != 32 or picture.value_range == other.value_range:
         return picture.pixels
-    low, high = picture.value_range or (0.0, 1.0)
-    to_low, to_high = other.value_range or (0.0, 1.0)
-    values = picture.pixels.double() * (high - low) + low
-    return ((values - to_low) / ((to_high - to_low) or 1.0)).float()
+    low, high = other.value_range or (0.0, 1.0)
+    return ((picture.values() - low) / ((high - low) or 1.0)).float()
 
 
 def _to_tensor(array: np.ndarray, scale: float) -> torch.Tensor:
@@ -611,6 +614,8 @@ def output_format(path: str | os.PathLike) -> str:
 #: how a result is encoded, so that saving does not degrade it again: JPEG at quality 95
 #: (Pillow's own default is 75) with the colour at full resolution (not 4:2:0), WebP lossless
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
+
+
 def _icc(picture: Picture) -> bytes | None:
     """The picture's colour profile if it describes pixels like the picture's (an RGB profile
     for colour, a grey one for grey: a CMYK file's profile does not describe its RGB)."""
@@ -642,8 +647,9 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
     options = dict(SAVE_OPTIONS.get(fmt, {}))
-    if _icc(picture) and fmt in ICC_FORMATS:
-        options["icc_profile"] = _icc(picture)
+    icc = _icc(picture)
+    if icc and fmt in ICC_FORMATS:
+        options["icc_profile"] = icc
     return lambda f: img.save(f, format=fmt, **options)
 
 
@@ -668,9 +674,8 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     colour = picture.pixels.shape[1] == 3
     if array.shape[-1] == 1:
         array = array[..., 0]
-    options: dict = {"photometric": "rgb" if colour else "minisblack"}
-    if _icc(picture):
-        options["iccprofile"] = _icc(picture)
+    options: dict = {"photometric": "rgb" if colour else "minisblack",
+                     "iccprofile": _icc(picture)}  # (None: none written)
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:

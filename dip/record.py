@@ -112,8 +112,15 @@ def fingerprint(path: Path) -> str:
 
 def is_dip_output(path: Path) -> bool:
     """A result dip wrote: a dip record beside it names it as its output."""
+    return own_record(path) is not None
+
+
+def own_record(path: Path) -> dict[str, Any] | None:
+    """The record beside ``path`` if it is the record of ``path`` (it names it as its
+    output), else None."""
     data = read(path)
-    return data is not None and data.get("output") in (str(path.resolve()), None)
+    return data if data is not None and data.get("output") in (str(path.resolve()), None) \
+        else None
 
 
 def record_path(output: Path) -> Path:

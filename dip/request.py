@@ -154,9 +154,8 @@ class RunRequest:
     format: str | None = option(
         choices=tuple(FORMATS),
         help="The result's format when no output path is given [default: png; tif for a TIFF "
-             "input]. 16 bits per "
-             "channel are kept in PNG and TIFF, float in TIFF; JPEG is written at quality 95, "
-             "WebP lossless.")
+             "input]. 16 bits per channel are kept in PNG and TIFF, float in TIFF; JPEG is "
+             "written at quality 95, WebP lossless.")
     config: tuple[str | os.PathLike | dict, ...] = option(
         kind="list", factory=tuple, metavar="FILE.yaml",
         help="YAML file of config keys over the task's preset (repeatable: applied in order; "
@@ -193,9 +192,8 @@ class RunRequest:
     tile: str | int | None = option(
         kind="size", metavar="auto|off|N", config_key="tile.size",
         help="Restore in overlapping tiles of N pixels (32 or more), blended without seams, "
-             "so memory "
-             "stays bounded at any size; auto: tile when the whole image would not fit in "
-             "memory, or is larger than the preset's step budget suits (tile.whole_max: the "
+             "so memory stays bounded at any size; auto: tile when the whole image would not "
+             "fit in memory, or is larger than the preset's step budget suits (tile.whole_max: the "
              "fast preset's denoising tiles images over 192 px) [default: auto].")
     max_memory: float | None = option(
         kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",

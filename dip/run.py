@@ -60,8 +60,7 @@ from dip.layout import (
     seconds,
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
-from dip.record import Record, fingerprint, record_path
-from dip.record import read as read_record
+from dip.record import Record, fingerprint, own_record, record_path
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -895,8 +894,8 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
 def _stale_pictures(p: Plan) -> list[Path]:
     """The report, GIF and uncertainty map of the result this run replaces (its record names
     them) that this run does not write again."""
-    old = read_record(p.output) if p.request.overwrite and p.output.exists() else None
-    if old is None or old.get("output") not in (str(p.output.resolve()), None):
+    old = own_record(p.output) if p.request.overwrite and p.output.exists() else None
+    if old is None:
         return []
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
             if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())]

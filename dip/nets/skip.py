@@ -17,9 +17,9 @@ from torch.nn import functional as F
 
 from dip.errors import ConfigError
 
-# Padding names as a user writes them -> torch's Conv2d padding_mode.
 #: the largest convolution a user may ask for: each scale pads its input to hold it
 MAX_KERNEL = 31
+# Padding names as a user writes them -> torch's Conv2d padding_mode.
 PADDING_MODES = {"reflection": "reflect", "zero": "zeros", "replicate": "replicate"}
 UPSAMPLE_MODES = ("bilinear", "nearest", "bicubic")
 DOWNSAMPLE_MODES = ("stride", "avg", "max")

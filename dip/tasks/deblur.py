@@ -73,14 +73,10 @@ def read_kernel(path: Path) -> torch.Tensor:
     else:
         try:
             picture = image.load_image(path, max_pixels=MAX_KERNEL ** 2, what="kernel")
-        except InputError as exc:
-            if "above the limit" not in str(exc):
-                raise
+        except image.TooLarge:  # its advice (--max-pixels) is not a kernel's
             raise InputError(f"kernel {path} is larger than {MAX_KERNEL}x{MAX_KERNEL} "
                              f"pixels") from None
-        # the weights as the file holds them: a float TIFF's own range restored
-        low, high = picture.value_range or (0.0, 1.0)
-        kernel = picture.pixels[0].double().mean(0) * (high - low) + low
+        kernel = picture.values()[0].mean(0)  # the weights as the file holds them
     if max(kernel.shape) > MAX_KERNEL:
         raise InputError(f"kernel {path} is larger than {MAX_KERNEL} pixels")
     return kernel

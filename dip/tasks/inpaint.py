@@ -100,8 +100,8 @@ class Inpaint(Task):
                metavar="FILE|alpha",
                help="Image of the same size: white (50 % grey or lighter) = pixels to fill, "
                     "black = keep (the convention of OpenCV, scikit-image and paint programs). "
-                    "'alpha': "
-                    "fill the input's transparent pixels (a file named alpha: ./alpha)."),
+                    "'alpha': fill the input's transparent pixels (a file named alpha: "
+                    "./alpha)."),
         Option("mask_keeps", kind="flag", default=False, record=True,
                help="Read the mask the other way round: white = known pixels (the convention "
                     "of the Deep Image Prior paper's code)."),
@@ -109,7 +109,8 @@ class Inpaint(Task):
                help="Instead of --mask: fill every pixel painted in COLOUR ('#ff00ff', "
                     "255,0,255 or a name), e.g. scratches or text marked in a paint program; "
                     "JPEG-compressed paint is found too."),
-        Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True, rerun=True,
+        Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True,
+               rerun=True,
                help="How far a pixel's colour may be from --mask-color (0-255 units; the "
                     "holes also grow by a pixel for JPEG's ringing)."),
         Option("redraw_known", kind="flag", default=False, record=True, rerun=True,
