@@ -375,6 +375,11 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     if "input" not in spec:
         raise BatchError(f"{where}: missing 'input'")
     spec = {k: v for k, v in spec.items() if k in allowed or k == "task"}
+    # a default that does nothing without another option (mask_tolerance: mask_color) goes to
+    # the jobs that have that option only; a job that gives it itself is checked as given
+    needs = {o.job_key: o.needs for o in task.options if o.needs}
+    spec = {k: v for k, v in spec.items()
+            if k in entry or k not in needs or spec.get(needs[k]) is not None}
     overrides = (_overrides(defaults.get("set"), f"{path}: defaults")
                  + _overrides(entry.get("set"), where))
     if spec.get("max_pixels", 1) < 1:

@@ -54,6 +54,8 @@ class Option:
         record: whether the record names it (as given, or a path made absolute).
         rerun: a setting (not a description of the damage, as a mask is): a record passed as
             ``config`` gives its value when the user does not.
+        needs: another option of the task without which this one does nothing: given
+            explicitly without it, the run is refused (a setting silently ignored misleads).
     """
 
     name: str
@@ -74,6 +76,7 @@ class Option:
     companion: bool = False
     record: bool = False
     rerun: bool = False
+    needs: str | None = None
 
     @property
     def cli_flag(self) -> str:

@@ -193,18 +193,7 @@ def plan(request: RunRequest) -> Plan:
     for opt in request_options():
         if opt.kind not in ("list", "dict"):
             opt.check(getattr(request, opt.name))
-    args = dict(request.task_args)
-    unknown = sorted(set(args) - {o.name for o in task.options})
-    if unknown:
-        raise InputError(f"{task.name} takes no option {unknown[0]!r} (its own: "
-                         f"{', '.join(o.name for o in task.options) or 'none'})")
-    # a record passed as config reruns with its settings: those the user does not give
-    rerun = [o.name for o in task.options if o.rerun and args.get(o.name) is None]
-    if rerun and request.config:
-        args.update(recorded_options(request.config, task.name, rerun))
-    for opt in task.options:
-        args[opt.name] = opt.check(args.get(opt.name, opt.default))
-    task.check(args)
+    args = _task_args(task, request)
     request = request.replace(task_args=args)
     cfg = resolve_config(request)
     build_stop_rule(cfg.stop)  # the stop.* settings checked now, before any job runs
@@ -223,6 +212,28 @@ def plan(request: RunRequest) -> Plan:
     if request.write:
         check_outputs(the_plan)
     return the_plan
+
+
+def _task_args(task: Any, request: RunRequest) -> dict[str, Any]:
+    """The task's own options checked, with their defaults (a record's settings for those
+    the user does not give)."""
+    args = dict(request.task_args)
+    unknown = sorted(set(args) - {o.name for o in task.options})
+    if unknown:
+        raise InputError(f"{task.name} takes no option {unknown[0]!r} (its own: "
+                         f"{', '.join(o.name for o in task.options) or 'none'})")
+    for opt in task.options:
+        if opt.needs is not None and args.get(opt.name) is not None and not args.get(opt.needs):
+            raise InputError(f"{{arg:{opt.name}}} applies only with {{arg:{opt.needs}}}; "
+                             f"without it the setting would be ignored")
+    # a record passed as config reruns with its settings: those the user does not give
+    rerun = [o.name for o in task.options if o.rerun and args.get(o.name) is None]
+    if rerun and request.config:
+        args.update(recorded_options(request.config, task.name, rerun))
+    for opt in task.options:
+        args[opt.name] = opt.check(args.get(opt.name, opt.default))
+    task.check(args)
+    return args
 
 
 def written_files(p: Plan) -> list[Path]:

@@ -115,6 +115,9 @@ def test_inpaint_fills_what_was_painted(tmp_path: Path) -> None:
     ([], "exactly one of --mask"),
     (["--mask-color", "#00ff0"], "cannot read the colour"),
     (["--mask-color", "#0000ff", "--mask-tolerance", 5], "no pixel of the input is painted"),
+    # read as the mask's grey threshold, it would be ignored: refused, not silently
+    (["--mask", "MASK", "--mask-tolerance", 40], "--mask-tolerance applies only with "
+                                                 "--mask-color"),
 ])
 def test_mask_color_mistakes_are_one_line(tmp_path: Path, args: list, words: str) -> None:
     img, _ = painted(32)
@@ -158,3 +161,23 @@ def test_mask_keeps_with_a_paint_colour_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="no meaning with"):
         get_task("inpaint").check({"mask_color": "green", "mask_keeps": True})
+
+
+def test_a_default_tolerance_goes_to_the_painted_jobs_only(tmp_path: Path) -> None:
+    from dip import batch
+
+    painted(32)[0].save(tmp_path / "p.png")
+    Image.new("L", (32, 32)).save(tmp_path / "m.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: {mask_tolerance: 40}\njobs:\n"
+                    "  - {task: inpaint, input: p.png, mask: m.png, output: a.png}\n"
+                    "  - {task: inpaint, input: p.png, mask_color: green, output: b.png}\n")
+    masked, painted_job = batch.load_batch(path)
+    assert "mask_tolerance" not in masked.request.task_args
+    assert painted_job.request.task_args["mask_tolerance"] == 40
+    # a job that asks for it beside a mask file is told, as the command line is
+    path.write_text("jobs:\n  - {task: inpaint, input: p.png, mask: m.png, "
+                    "mask_tolerance: 40}\n")
+    with pytest.raises(batch.BatchError, match="'mask_tolerance' applies only with "
+                                               "'mask_color'"):
+        batch.load_batch(path)

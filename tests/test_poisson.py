@@ -4,6 +4,7 @@ denoising records that predate the ``noise`` section."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,21 @@ def test_a_denoising_record_from_before_the_noise_section_is_still_done(tmp_path
     assert not batch.is_done(batch.load_batch(path.with_name("fast.yaml"))[0])
     path.write_text(path.read_text().replace("output: out/", "output: out/, noise: poisson"))
     assert not batch.is_done(batch.load_batch(path)[0])  # another noise model: redone
+
+
+@pytest.mark.parametrize("keys, words", [
+    (["noise.loss=anscombe"], "noise.loss applies to photon noise only"),
+    (["noise.peak=30", "noise.loss=anscombe"], "noise.peak and noise.loss apply"),
+])
+def test_photon_settings_on_gaussian_denoising_are_said_to_be_ignored(keys, words) -> None:
+    from dip import image
+    from dip.config import resolve
+    from dip.tasks import get_task
+
+    picture = image.Picture(synthetic(16))
+    with pytest.warns(image.DipWarning, match=words):
+        get_task("denoise").load(picture, {}, resolve("denoise", overrides=keys), 10**6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same keys with photon noise: no word
+        get_task("denoise").load(picture, {}, resolve("denoise", overrides=[
+            *keys, "noise.model=poisson"]), 10**6)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,18 @@ class Denoise(Task):
                                "(e.g. 10), divided by PEAK."),
                    _add_poisson, order=10),
     )
+
+    def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
+             max_pixels: int) -> Inputs:
+        noise = cfg.section("noise")
+        unused = [f"noise.{key}" for key, default in (("peak", 0.0), ("loss", "nll"))
+                  if noise.model == "gaussian" and getattr(noise, key) != default]
+        if unused:  # a photon-count setting read as a Gaussian one would be a silent no-op
+            verb = "applies" if len(unused) == 1 else "apply"
+            warnings.warn(f"{' and '.join(unused)} {verb} to photon noise only (noise.model "
+                          f"poisson); this Gaussian denoising ignores them", image.DipWarning,
+                          stacklevel=2)
+        return Inputs(picture)
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture

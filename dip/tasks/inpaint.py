@@ -110,7 +110,7 @@ class Inpaint(Task):
                     "255,0,255 or a name), e.g. scratches or text marked in a paint program; "
                     "JPEG-compressed paint is found too."),
         Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True,
-               rerun=True,
+               rerun=True, needs="mask_color",
                help="How far a pixel's colour may be from --mask-color (0-255 units; the "
                     "holes also grow by a pixel for JPEG's ringing)."),
         Option("redraw_known", kind="flag", default=False, record=True, rerun=True,
