@@ -900,16 +900,24 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     for path in stale:  # the replaced result's, which would now describe another run
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+    if any(path.parent == p.files["steps"] for path in stale):  # and their folder, if empty
+        with contextlib.suppress(OSError):
+            p.files["steps"].rmdir()
 
 
 def _stale_pictures(p: Plan) -> list[Path]:
     """The report, GIF and uncertainty map of the result this run replaces (its record names
-    them) that this run does not write again."""
+    them) that this run does not write again; and its snapshots when this run takes none
+    (a run with snapshots replaces them itself: :func:`_clear_old_snapshots`)."""
     old = own_record(p.output) if p.request.overwrite and p.output.exists() else None
     if old is None:
         return []
+    steps = p.files["steps"]
+    snapshots = sorted(steps.glob("step_*.png")) if not p.snapshot_every and steps.is_dir() \
+        else []
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
-            if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())]
+            if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())
+            ] + snapshots
 
 
 # --- one writer per output ----------------------------------------------------------------------

@@ -886,3 +886,21 @@ def test_an_overwrite_takes_the_replaced_results_pictures_with_it(tmp_path: Path
     assert again.exit_code == 0, again.output
     assert not (tmp_path / "out_uncertainty.png").exists()
     assert (tmp_path / "out_report.png").is_file() and mine.is_file()  # written again; kept
+
+
+def test_an_overwrite_without_snapshots_takes_the_replaced_results_snapshots(
+        tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
+    out, steps = tmp_path / "out.png", tmp_path / "out_steps"
+    first = invoke("denoise", src, "-o", out, "--save-every", 1, *TINY)
+    assert first.exit_code == 0 and len(list(steps.glob("step_*.png"))) == 2, first.output
+    again = invoke("denoise", src, "-o", out, "--overwrite", *TINY)
+    assert again.exit_code == 0, again.output
+    assert not steps.exists()  # they showed another run's steps
+    # a file of the user's in that folder keeps it (and itself)
+    assert invoke("denoise", src, "-o", out, "--save-every", 1, "--overwrite",
+                  *TINY).exit_code == 0
+    (steps / "notes.txt").write_text("mine")
+    assert invoke("denoise", src, "-o", out, "--overwrite", *TINY).exit_code == 0
+    assert [p.name for p in steps.iterdir()] == ["notes.txt"]
