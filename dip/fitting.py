@@ -30,6 +30,9 @@ from dip.threads import Neighbours, plan_lanes
 #: a divergence that the guard cannot undo in this many consecutive tries ends the run; each
 #: try halves the learning rate, so the last one steps at 2**-20 of it
 MAX_CONSECUTIVE_RESTORES = 20
+#: a fit this long whose last loss is no lower than its first step's learned nothing (a
+#: learning rate so large that every step saturates the output, or that the guard undoes)
+LEARNS_WITHIN = 100
 #: after a restore the learning rate is halved, and doubles back (up to the scheduled rate)
 #: after every this many accepted steps
 BACKOFF_RECOVERY_STEPS = 50
@@ -296,7 +299,7 @@ class Guard:
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.factor, self.in_a_row, self.accepted = 1.0, 0, 0
-        self.last_loss = float("inf")
+        self.last_loss = self.first_loss = float("inf")
 
     def accepts(self, loss: float, step: int) -> bool:
         """Judge the loss of the weights step ``step`` started from.
@@ -314,6 +317,8 @@ class Guard:
                                f"rates; try a lower {{arg:optim.lr}}")
             return False
         self.in_a_row = 0
+        if self.first_loss == float("inf"):
+            self.first_loss = loss
         if self.factor < 1:
             self.accepted += 1
             if self.accepted % BACKOFF_RECOVERY_STEPS == 0:
@@ -417,6 +422,21 @@ class _Fit:
         """Drop the network, its optimiser and the rule's buffers (the outcome is taken)."""
         self.engine = self.stop_rule = self.estimate = self.member = None
 
+    def _learned_nothing(self) -> RunError | None:
+        """A fit of :data:`LEARNS_WITHIN` steps or more whose last loss is no lower than its
+        first step's, or not half of it while the guard undid a step for every two it kept:
+        the output saturated, or the guard kept undoing a rate too large (a grey image, not a
+        result). A fit on a picture with little to learn still lowers its loss a little, and
+        one the guard undoes often near a loss of zero (inpainting) has halved it long ago."""
+        judge, undone = self.judge, len(self.trace.history["restores"])
+        first, last, often = judge.first_loss, judge.last_loss, 2 * undone >= self.step
+        if self.step < LEARNS_WITHIN or (last < first and not (often and last > first / 2)):
+            return None
+        guard = f", and the guard undid {undone} steps" if often else ""
+        return RunError(f"the fit learned nothing: after {self.step} steps its loss "
+                        f"({last:.4g}) is not half its first step's ({first:.4g}){guard}; the "
+                        f"learning rate is likely too large: try a lower {{arg:optim.lr}}")
+
     def outcome(self) -> FitResult | RunError:
         if self.error is not None:
             return self.error
@@ -432,6 +452,9 @@ class _Fit:
             return RunError(f"the fit diverged (its output is not a number at step "
                             f"{returned_iteration}); try a lower {{arg:optim.lr}}, or the "
                             f"divergence guard ({{arg:optim.guard=3.16}}, its default)")
+        stuck = self._learned_nothing()
+        if stuck is not None:
+            return stuck
         trace = self.trace
         return FitResult(image.detach().clamp(0, 1), self.step, returned_iteration,
                          self.stop_reason, trace.peak_psnr, trace.peak_iteration,

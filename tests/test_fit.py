@@ -89,6 +89,19 @@ def test_a_rate_too_high_backs_off_until_the_fit_goes_through() -> None:
     assert result.history["loss"][-1] < 0.01
 
 
+@pytest.mark.parametrize("lr, guard", [(1e30, 3.16), (1.0, 0.0)])
+def test_a_fit_that_learned_nothing_is_an_error_not_a_grey_image(lr: float,
+                                                                 guard: float) -> None:
+    """lr = 1e30 saturates the output at every step: the guard undid about every other
+    step, the loss ended above its first step's, and the run wrote the network's first
+    guess with exit 0. With the guard off (and lr = 1 for its own test) no step is undone
+    and none learns either."""
+    net, z, g = _setup()
+    with pytest.raises(RunError, match=r"learned nothing: after 100 steps .* lower "):
+        fit(net, z, operators.Identity(), synthetic(32), iters=100, generator=g, lr=lr,
+            guard=guard)
+
+
 def test_divergence_that_never_recovers_is_a_clear_error() -> None:
     net, z, g = _setup()
     with pytest.raises(RunError, match="diverged"):
