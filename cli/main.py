@@ -319,7 +319,9 @@ def _job_options_help() -> str:
 @click.option("--dry-run", is_flag=True,
               help="List the jobs, whether each is done, and what those to do will cost, or "
                    "why one would fail (exit code 1); run none.")
-@click.option("--overwrite", is_flag=True, help="Redo jobs that are already done.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo jobs that are already done, and replace files that are not dip's "
+                   "where a job writes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         summary_path: Path | None, pack: str, dry_run: bool, overwrite: bool,

@@ -64,7 +64,7 @@ from dip.config import (
     yaml_number,
     yaml_word,
 )
-from dip.errors import ConfigError, DipError, python_spelling
+from dip.errors import ConfigError, DipError, InputError, python_spelling
 from dip.layout import STACK_MOST
 from dip.request import Option, RunRequest, request_options
 from dip.run import (
@@ -625,10 +625,27 @@ def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
 
 
 def _replacing(job: Job, overwrite: bool) -> RunRequest:
-    # dip's own earlier result for other settings (its record names it) is replaced, when
-    # the new one is written; a file that is not dip's only with --overwrite.
-    replace = overwrite or record.is_dip_output(job.output) or not job.output.exists()
-    return job.request.replace(overwrite=replace)
+    """The job's request, replacing what it may: with ``overwrite`` every file where it
+    writes (the user asked); without, dip's own earlier result for this output (its record
+    names it, a killed run's record alone too) and the pictures that record names, when the
+    new ones are written. Any other file where the job writes is the user's: the run's checks
+    refuse it, and one that appears while the job runs is kept.
+
+    Raises:
+        InputError: a report, GIF or uncertainty map the job writes beside dip's earlier
+            result is a file that result did not write.
+    """
+    if overwrite:
+        return job.request.replace(overwrite=True)
+    old = record.own_record(job.output)
+    if old is None:
+        return job.request
+    for kind, path in files_beside(job.output).items():
+        if kind in ("report", "gif", "uncertainty") and getattr(job.request, kind) \
+                and path.exists() and old.get(kind) != str(path.resolve()):
+            raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
+                             f"result's; move it, or use {{arg:overwrite}} to replace it")
+    return job.request.replace(overwrite=True)
 
 
 def _row(job: Job, result: Restoration | Exception, spell: Callable, seconds: float) -> Row:

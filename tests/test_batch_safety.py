@@ -492,3 +492,44 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path, job: st
     # a glob of a name too long matches nothing, which is what it says
     assert any("too long" in line or "matches no image" in line for line in lines), lines
     assert digest(folder) == before and not (tmp_path / "out").exists()
+
+
+def test_a_job_never_writes_over_a_users_file_beside_a_result_not_yet_made(
+        tmp_path: Path) -> None:
+    """A job whose result did not exist yet ran as with --overwrite: a user's picture where
+    its report, uncertainty map or GIF goes, or their JSON where its record goes, was
+    replaced without a word (exit 0)."""
+    folder = photos(tmp_path, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = {out / "p0_denoise_report.png": b"their report", out / "p1_denoise.gif": b"gif",
+              out / "p2_denoise.png.json": b'{"mine": 1}'}
+    for path, data in theirs.items():
+        path.write_bytes(data)
+    jobs = ("  - {task: denoise, input: photos/p0.png, output: out/, report: true}\n"
+            "  - {task: denoise, input: photos/p1.png, output: out/, gif: true}\n"
+            "  - {task: denoise, input: photos/p2.png, output: out/}\n")
+    before = digest(folder)
+    result = invoke("run", batch_file(tmp_path, jobs), "-q", "--pack", 1)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("already exists") == 3, result.output
+    assert all(path.read_bytes() == data for path, data in theirs.items())
+    assert not list(out.glob("p?_denoise.png")) and digest(folder) == before
+    # --overwrite is the user's word that they may go
+    again = invoke("run", batch_file(tmp_path, jobs), "-q", "--pack", 1, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert len(list(out.glob("p?_denoise.png"))) == 3
+
+
+def test_a_users_file_beside_dips_earlier_result_is_kept(tmp_path: Path) -> None:
+    """dip's earlier result for other settings is redone without --overwrite; a picture of
+    the user's where the new run's report goes is not that result's, and stays."""
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    (tmp_path / "out" / "p0_denoise_report.png").write_bytes(b"their report")
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4").replace(
+        "output: out/}", "output: out/, report: true}"))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "is not dip's earlier result's" in result.output
+    assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
