@@ -61,7 +61,10 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     targets = [output] + [path for path, _ in extra_files.values()]
     for path in targets:
         image.output_format(path)
-    check_written(targets, [clean], overwrite)
+    # a damage's value may name a file it reads (a kernel image for --blur): never written
+    reads = [Path(v) for v in (damage[c.option.name] for c in chosen)
+             if isinstance(v, (str, os.PathLike)) and Path(v).is_file()]
+    check_written(targets, [clean, *reads], overwrite)
     write_files([(output, picture)] + list(extra_files.values()))
     return {"image": output, **{name: path for name, (path, _) in extra_files.items()},
             **facts}

@@ -759,8 +759,9 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
     into place, the first (the result) last: a result never appears without its record, nor
     half-written, even if the process is killed between two renames."""
     temps: list[str] = []
-    for path, _ in files:  # what a run killed while writing left behind
-        for stale in path.parent.glob(f".{_glob_escape(path.name)}.*.part"):
+    for path, _ in files:  # what a run killed while writing left behind: mkstemp's names,
+        # its 8 random letters exactly (a file of the user's named .NAME.orig.part stays)
+        for stale in path.parent.glob(f".{_glob_escape(path.name)}.{_TEMP_LETTERS * 8}.part"):
             stale.unlink(missing_ok=True)
     try:
         for path, write in files:
@@ -776,6 +777,10 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: one character of a name tempfile.mkstemp makes (tempfile._RandomNameSequence)
+_TEMP_LETTERS = "[a-z0-9_]"
 
 
 def _glob_escape(name: str) -> str:

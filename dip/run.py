@@ -110,9 +110,14 @@ class Plan:
 
     @property
     def reads(self) -> list[Path]:
-        """Every file the run reads: the input, the task's files, the reference."""
+        """Every file the run reads: the input, the task's files, the reference, the config
+        files -- but the record of the result being replaced, passed as config to redo it:
+        the new record takes its place as the new image takes the old one's."""
         extra = [self.request.reference] if self.request.reference is not None else []
-        return [Path(self.request.input), *self.task.reads(self.args), *extra]
+        own = record_path(self.output).resolve() if own_record(self.output) else None
+        configs = [Path(c) for c in self.request.config
+                   if not isinstance(c, dict) and Path(c).resolve() != own]
+        return [Path(self.request.input), *self.task.reads(self.args), *extra, *configs]
 
 
 def resolve_config(request: RunRequest) -> RunConfig:
@@ -913,8 +918,9 @@ def _stale_pictures(p: Plan) -> list[Path]:
     if old is None:
         return []
     steps = p.files["steps"]
-    snapshots = sorted(steps.glob("step_*.png")) if not p.snapshot_every and steps.is_dir() \
-        else []
+    read = {path.resolve() for path in p.reads}  # a snapshot given as this run's input stays
+    snapshots = [path for path in sorted(steps.glob("step_*.png")) if path.resolve() not in read
+                 ] if not p.snapshot_every and steps.is_dir() else []
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
             if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())
             ] + snapshots

@@ -112,7 +112,7 @@ def test_a_run_killed_between_writes_is_finished_on_rerun(tmp_path: Path) -> Non
     out = tmp_path / "out" / "p0_denoise.png"
     out.parent.mkdir()
     # What kill -9 can leave: a temporary file, and a record renamed before its image.
-    (out.parent / f".{out.name}.abc123.part").write_bytes(b"half")
+    (out.parent / f".{out.name}.abc123de.part").write_bytes(b"half")
     Path(str(out) + ".json").write_text(json.dumps({"config": {}, "stop_reason": "budget"}))
     result = invoke("run", path, "-q")
     assert result.exit_code == 0, result.output

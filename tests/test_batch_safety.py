@@ -366,11 +366,19 @@ def test_two_dips_writing_one_output_the_second_fails_with_one_line(
 def test_leftover_part_files_are_cleaned_by_a_single_run(tmp_path: Path) -> None:
     src = save(synthetic(32), tmp_path / "in.png")
     out = tmp_path / "out.png"
-    for stale in (".out.png.x1y2.part", ".out.png.json.a8b9.part"):
+    for stale in (".out.png.x1y2z3w4.part", ".out.png.json.a8b9c0d_.part"):
         (tmp_path / stale).write_bytes(b"half a file")
     assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
                   "-q").exit_code == 0
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_an_input_named_like_a_leftover_is_never_cleaned_away(tmp_path: Path) -> None:
+    """Only mkstemp's own names (8 random letters) are a killed run's leftovers."""
+    src = save(synthetic(32), tmp_path / "in.png").rename(tmp_path / ".out.png.orig.part")
+    assert invoke("denoise", src, "-o", tmp_path / "out.png", "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert src.is_file() and (tmp_path / "out.png").is_file()
 
 
 def test_a_kill_between_the_renames_with_overwrite_never_leaves_the_old_image(

@@ -132,6 +132,15 @@ def test_corrupt_blurs_then_adds_noise_and_refuses_other_pairs(tmp_path: Path) -
     assert result.exit_code == 2 and "exactly one of" in result.output
 
 
+def test_corrupt_never_writes_over_the_kernel_file_it_reads(tmp_path: Path) -> None:
+    ref = save(sharp(), tmp_path / "clean.png")
+    kernel = save(torch.ones(1, 1, 5, 5) / 2, tmp_path / "k.png")
+    before = kernel.read_bytes()
+    result = invoke("corrupt", ref, "-o", kernel, "--blur", kernel, "--overwrite")
+    assert result.exit_code == 2 and "one of the run's input files" in result.output
+    assert kernel.read_bytes() == before
+
+
 def test_a_batch_job_takes_a_kernel_file_beside_the_batch(tmp_path: Path) -> None:
     blurred, _ = _blurred(tmp_path, 32)
     np.save(tmp_path / "k.npy", parse_spec("gaussian:2").numpy())

@@ -904,3 +904,26 @@ def test_an_overwrite_without_snapshots_takes_the_replaced_results_snapshots(
     (steps / "notes.txt").write_text("mine")
     assert invoke("denoise", src, "-o", out, "--overwrite", *TINY).exit_code == 0
     assert [p.name for p in steps.iterdir()] == ["notes.txt"]
+    # one of them given as the new run's input is the input, never removed
+    (steps / "notes.txt").unlink()
+    assert invoke("denoise", src, "-o", out, "--save-every", 1, "--overwrite",
+                  *TINY).exit_code == 0
+    given = steps / "step_000001.png"
+    assert invoke("denoise", given, "-o", out, "--overwrite", *TINY).exit_code == 0
+    assert [p.name for p in steps.iterdir()] == [given.name]
+
+
+def test_overwrite_never_replaces_the_config_file_the_run_reads(tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
+    config = tmp_path / "my.png.json"  # where the result's record would go
+    config.write_text('{"optim": {"lr": 0.005}}')
+    result = invoke("denoise", src, "--config", config, "-o", tmp_path / "my.png",
+                    "--overwrite", *TINY)
+    assert result.exit_code == 2 and "one of the run's input files" in result.output
+    assert config.read_text() == '{"optim": {"lr": 0.005}}'
+    # the record of the result being replaced, passed to redo it, is replaced with it
+    out = tmp_path / "again.png"
+    assert invoke("denoise", src, "-o", out, *TINY).exit_code == 0
+    redo = invoke("denoise", src, "--config", f"{out}.json", "-o", out, "--overwrite", *TINY)
+    assert redo.exit_code == 0, redo.output
