@@ -971,16 +971,20 @@ def summary_files(csv_path: Path, json_path: Path) -> list[Path]:
 
 def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
     """Check before any job runs that the summary can be written there (not after a night):
-    its folder can be written, none of its files is a file a job reads, and none replaces a
-    file dip did not write (a photo called summary.png, a user's own summary.csv).
+    its folder can be written, none of its files is a file a job reads or writes, and none
+    replaces a file dip did not write (a photo called summary.png, a user's own summary.csv).
 
     Raises:
         BatchError: naming the file.
     """
     reads = {path_key(p) for job in jobs for p in job_reads(job)}
+    writes = {path_key(p) for job in jobs for p in job_writes(job)}
     for path in summary_files(csv_path, json_path):
         if path_key(path) in reads:
             raise BatchError(f"the summary would write {path}, a file the batch reads; choose "
+                             f"another summary path")
+        if path_key(path) in writes:  # a job's result, record or picture (summary.png)
+            raise BatchError(f"the summary would write {path}, where a job writes; choose "
                              f"another summary path")
         if path.exists() and not _our_summary(path):
             raise BatchError(f"{path} exists and dip did not write it; it is kept: move it or "

@@ -85,6 +85,20 @@ def test_the_summary_is_never_a_file_the_batch_reads(tmp_path: Path) -> None:
     assert digest(folder) == before
 
 
+@pytest.mark.parametrize("job, summary", [
+    ("output: out/summary.png", None),  # the contact sheet took the job's result
+    ("output: out/", "out/p0_denoise.csv"),  # ... and with it
+    ("output: out/", "out/p0_denoise.png.csv"),  # the JSON took the job's record
+])
+def test_the_summary_is_never_where_a_job_writes(tmp_path: Path, job: str,
+                                                 summary: str | None) -> None:
+    photos(tmp_path)
+    path = batch_file(tmp_path, f"  - {{task: denoise, input: photos/p0.png, {job}}}\n")
+    where = ["--summary", tmp_path / summary] if summary else []
+    _refused(invoke("run", path, "-q", *where), "where a job writes")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_rerun_does_not_take_dips_own_files_for_photos(tmp_path: Path) -> None:
     folder = photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: photos/, "
