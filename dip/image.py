@@ -611,6 +611,20 @@ def output_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+#: the longest side each format can hold (libjpeg's JPEG_MAX_DIMENSION, libwebp's limit)
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+
+
+def check_side(path: str | os.PathLike, size: tuple[int, int]) -> None:
+    """Raise InputError when the format ``path`` asks for cannot hold an image of ``size``
+    ``(H, W)`` (found before a fit, not when its result is encoded)."""
+    fmt = output_format(path)
+    most = MAX_SIDE.get(fmt)
+    if most is not None and max(size) > most:
+        raise InputError(f"{shown(path)}: {fmt} holds images up to {most} pixels a side, and "
+                         f"the result will be {size[1]}x{size[0]}; write .png or .tif")
+
+
 #: how a result is encoded, so that saving does not degrade it again: JPEG at quality 95
 #: (Pillow's own default is 75) with the colour at full resolution (not 4:2:0), WebP lossless
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
@@ -754,10 +768,13 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     write_all_atomic([(Path(path), write)])
 
 
-def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> None:
+def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
+                     before_rename: Callable[[], None] | None = None) -> None:
     """Write every file to a temporary name beside it, and only when all succeeded rename them
     into place, the first (the result) last: a result never appears without its record, nor
-    half-written, even if the process is killed between two renames."""
+    half-written, even if the process is killed between two renames. ``before_rename`` runs
+    once every file is written, before the first rename (a file that fails to write leaves
+    what it would have done undone)."""
     temps: list[str] = []
     for path, _ in files:  # what a run killed while writing left behind: mkstemp's names,
         # its 8 random letters exactly (a file of the user's named .NAME.orig.part stays)
@@ -771,6 +788,8 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> No
                 write(f)
             # mkstemp makes the file private (0600); give it a normal new file's permissions.
             os.chmod(tmp, 0o666 & ~_umask())
+        if before_rename is not None:
+            before_rename()
         for tmp, (path, _) in reversed(list(zip(temps, files))):
             os.replace(tmp, path)
     except BaseException:

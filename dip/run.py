@@ -411,6 +411,8 @@ def load(p: Plan) -> Loaded:
     if out_pixels > r.max_pixels:
         raise image.too_large(f"the result would be {out_size[1]}x{out_size[0]}", out_pixels,
                               r.max_pixels)
+    if r.write:
+        image.check_side(p.output, out_size)
     ref = None
     if r.reference is not None:
         ref = image.in_units_of(image.load_image(r.reference, what="reference",
@@ -890,18 +892,24 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {shown(p.output)}")
     stale = _stale_pictures(p)
-    if p.output.exists():
-        if not p.request.overwrite:
-            raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
-                           f"result is not written (use {{arg:overwrite}} to replace it)")
-        # gone before the new record is renamed into place: a kill between the two renames
-        # leaves a record without an image (redone), never a new record beside the old image
-        p.output.unlink()
+    if p.output.exists() and not p.request.overwrite:
+        raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
+                       f"result is not written (use {{arg:overwrite}} to replace it)")
+
+    def replace_old() -> None:
+        # once every new file is written (a full disk keeps the old result whole), and gone
+        # before the new record is renamed into place: a kill between the two renames leaves
+        # a record without an image (redone), never a new record beside the old image
+        if p.request.overwrite:
+            p.output.unlink(missing_ok=True)
+
     try:
         image.write_all_atomic([(p.output, image.image_writer(restored, p.output)),
-                                (p.files["record"], lambda f: f.write(text)), *pictures])
-    except OSError as exc:
-        raise RunError(f"cannot write {p.output}: {exc.strerror or exc}") from None
+                                (p.files["record"], lambda f: f.write(text)), *pictures],
+                               before_rename=replace_old)
+    except (OSError, ValueError) as exc:  # Pillow's encoders raise either
+        raise RunError(f"cannot write {p.output}: {getattr(exc, 'strerror', None) or exc}"
+                       ) from None
     for path in stale:  # the replaced result's, which would now describe another run
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)

@@ -555,3 +555,39 @@ def test_a_users_file_beside_dips_earlier_result_is_kept(tmp_path: Path) -> None
     result = invoke("run", path, "-q")
     assert result.exit_code == 1 and "is not dip's earlier result's" in result.output
     assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
+
+
+def test_an_overwrite_that_cannot_write_keeps_the_old_result(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """The old image was removed before the new files were written: a full disk left its
+    record, report and GIF beside no image."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    before = digest(tmp_path)
+    real = run.image.image_writer
+
+    def full(picture, path):
+        write = real(picture, path)
+
+        def writer(f) -> None:
+            write(f)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return writer
+
+    monkeypatch.setattr(run.image, "image_writer", full)
+    result = invoke("denoise", src, "-o", out, "--iters", 4, "--device", "cpu", "-q",
+                    "--overwrite")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert digest(tmp_path) == before  # the old image and record, and no leftover
+
+
+def test_a_result_too_wide_for_its_format_is_refused_before_the_fit(tmp_path: Path) -> None:
+    """It was a traceback from the WebP encoder, after the whole fit."""
+    src = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((8, 16400, 3), np.uint8)).save(src)
+    result = invoke("denoise", src, "-o", tmp_path / "r.webp", "--iters", 1, "--device", "cpu")
+    _refused(result, "WEBP holds images up to 16383 pixels a side", "16400x8", ".png")
+    assert not (tmp_path / "r.webp").exists()
