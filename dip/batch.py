@@ -322,6 +322,9 @@ def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, bas
         name = output_path(input_path, task.name, None, spec.get("format"))
     except DipError as exc:
         raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+    if isinstance(spec.get("output"), str) and not spec["output"].strip():
+        raise BatchError(f"{where}: 'output' is empty; give a file or a folder (without the "
+                         f"key: results/ beside the batch file)")
     config = spec.get("config", ())
     return RunRequest(
         **fields, task=task.name, input=input_path,

@@ -167,7 +167,15 @@ def output_path(input_path: Path, task: str, output: str | os.PathLike | None,
         # a TIFF's result is a TIFF: it keeps 16 bits in colour, float and the float's range
         tiff = Path(input_path).suffix.lower() in (".tif", ".tiff")
         return default_output(input_path, task, fmt or ("tif" if tiff else "png"))
-    output = Path(output)
+    given, output = str(output), Path(output)
+    if not output.name or output.name in (".", ".."):
+        raise InputError(f"output {shown(given) or repr(given)} names no file; give a file "
+                         f"name such as {shown(output / 'result.png')}")
+    try:
+        output.resolve()
+    except RuntimeError:  # Python before 3.13 raises it for a loop of symbolic links
+        raise InputError(f"cannot use the path {shown(output)}: a loop of symbolic "
+                         f"links") from None
     if fmt is not None and image.output_format(output) != image.output_format(
             Path("x" + FORMATS[fmt])):
         raise InputError(f"{{arg:format={fmt}}} disagrees with the output's extension "
@@ -255,8 +263,9 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     Raises:
         InputError: with the path and what to do.
     """
+    path = None
     try:
-        read = {path.resolve() for path in reads if path.exists()}
+        read = {given.resolve() for given in reads if given.exists()}
         for i, path in enumerate(outputs):
             if path.resolve() in read:
                 raise InputError(f"output {shown(path)} is one of the run's input files; "
@@ -274,6 +283,9 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     except OSError as exc:  # a name too long for the file system, a loop of links, ...
         raise InputError(f"cannot use the path {shown(exc.filename or '')}: "
                          f"{exc.strerror or exc}") from None
+    except RuntimeError:  # Python before 3.13: a loop of symbolic links in resolve()
+        where = shown(path) if path is not None else "of a file the run reads"
+        raise InputError(f"cannot use the path {where}: a loop of symbolic links") from None
 
 
 def check_name_length(output: Path, written: list[Path]) -> None:

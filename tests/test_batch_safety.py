@@ -591,3 +591,28 @@ def test_a_result_too_wide_for_its_format_is_refused_before_the_fit(tmp_path: Pa
     result = invoke("denoise", src, "-o", tmp_path / "r.webp", "--iters", 1, "--device", "cpu")
     _refused(result, "WEBP holds images up to 16383 pixels a side", "16400x8", ".png")
     assert not (tmp_path / "r.webp").exists()
+
+
+@pytest.mark.parametrize("command", ["denoise", "corrupt", "run"])
+def test_a_loop_of_symbolic_links_where_the_output_goes_is_one_line(tmp_path: Path,
+                                                                    command: str) -> None:
+    """Python 3.11's resolve() raises RuntimeError for it: a traceback, exit 1."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    out = tmp_path / "l1" / "r.png"
+    if command == "run":
+        result = invoke("run", batch_file(tmp_path, f"  - {{task: denoise, input: in.png, "
+                                                    f"output: {out}}}\n"), "-q")
+    else:
+        damage = ["--noise", 5] if command == "corrupt" else ["--iters", 3, "--device", "cpu"]
+        result = invoke(command, src, "-o", out, *damage)
+    _refused(result, "a loop of symbolic links")
+
+
+def test_an_empty_output_is_refused(tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    _refused(invoke("denoise", src, "-o", "", "--iters", 3), "names no file")
+    path = batch_file(tmp_path, "  - {task: denoise, input: in.png, output: ''}\n")
+    _refused(invoke("run", path, "-q"), "'output' is empty")
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["in.png"]
