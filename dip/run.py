@@ -995,6 +995,16 @@ def claimed(output: Path) -> Iterator[None]:
 
 
 @contextmanager
+def claimed_files(p: Plan) -> Iterator[None]:
+    """:func:`claimed` for every file the run writes (none when it writes nothing): its
+    report is another run's result name as often as its result is."""
+    with contextlib.ExitStack() as claims:
+        for path in written_files(p) if p.request.write else []:
+            claims.enter_context(claimed(path))
+        yield
+
+
+@contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``folder`` while the block runs. The kernel lets it go when
     its process ends, so it is never stale, unlike a lock file. Without it where the file
@@ -1071,7 +1081,7 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     if on_start is not None:
         on_start(Start(setup.estimate, setup.layout))
     # every check has passed: from here on the run writes (its folder, snapshots, the result)
-    with claimed(the_plan.output) if request.write else contextlib.nullcontext():
+    with claimed_files(the_plan):
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
 
 
@@ -1102,8 +1112,7 @@ def restore_pack(requests: list[RunRequest], *,
         held = []
         for job in jobs:
             try:
-                if job[1].request.write:
-                    claims.enter_context(claimed(job[1].output))
+                claims.enter_context(claimed_files(job[1]))
                 held.append(job)
             except DipError as exc:
                 outcomes[job[0]] = exc

@@ -260,6 +260,19 @@ def test_a_live_claim_refuses_a_second_writer_and_a_stale_one_is_taken_over(
     assert out.exists() and not claim_path(out).exists()
 
 
+def test_a_run_holds_every_file_it_writes_not_only_its_result(tmp_path: Path) -> None:
+    """A run writing out_report.png as its result, beside one writing out.png with a
+    report: both exited 0, and the report replaced the other's result."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    report = tmp_path / "out_report.png"
+    claim_path(report).write_text(f"{os.getpid()} {os.uname().nodename}")  # its result's
+    _refused(invoke("denoise", src, "-o", tmp_path / "out.png", "--report", "--iters", 3,
+                    "--device", "cpu", "-q"), "another dip run", "out_report.png")
+    assert not (tmp_path / "out.png").exists() and not report.exists()
+    assert claim_path(report).exists()  # the other run's, kept
+    assert not claim_path(tmp_path / "out.png").exists()  # this run's own, let go
+
+
 def test_two_runs_taking_over_one_stale_claim_one_of_them_wins(tmp_path: Path,
                                                                monkeypatch) -> None:
     """Both find the claim of a killed run stale; the second must not delete the claim the
