@@ -267,7 +267,10 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     try:
         read = {given.resolve() for given in reads if given.exists()}
         for i, path in enumerate(outputs):
-            if path.resolve() in read:
+            # by name, and by file: Photo.png is photo.png where names ignore case (macOS,
+            # Windows), and a hard link is the input's bytes under another name
+            if path.resolve() in read or path.exists() and any(
+                    os.path.samefile(path, given) for given in read):
                 raise InputError(f"output {shown(path)} is one of the run's input files; "
                                  f"choose another output name")
             if path.is_dir() and i == 0:

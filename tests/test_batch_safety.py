@@ -629,3 +629,14 @@ def test_an_empty_output_is_refused(tmp_path: Path) -> None:
     path = batch_file(tmp_path, "  - {task: denoise, input: in.png, output: ''}\n")
     _refused(invoke("run", path, "-q"), "'output' is empty")
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["in.png"]
+
+
+def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path: Path) -> None:
+    """The same file by another name: a hard link here, as Photo.png is photo.png where
+    names ignore case (macOS, Windows), which the names' comparison let through."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    os.link(src, tmp_path / "same.png")
+    before = src.read_bytes()
+    _refused(invoke("denoise", src, "-o", tmp_path / "same.png", "--overwrite", "--iters", 3,
+                    "--device", "cpu"), "one of the run's input files")
+    assert src.read_bytes() == before
