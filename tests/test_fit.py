@@ -102,6 +102,28 @@ def test_a_fit_that_learned_nothing_is_an_error_not_a_grey_image(lr: float,
             guard=guard)
 
 
+class _LuckyFirst(torch.nn.Module):
+    """The first step's output is exactly the observation: a first loss of 0, far under any
+    next one (as an input that is nearly the random network's own output)."""
+
+    def __init__(self, y: torch.Tensor) -> None:
+        super().__init__()
+        self.y, self.calls = y, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.y + 0 * x if self.calls == 1 else x
+
+
+def test_a_rise_that_no_rate_undoes_is_the_references_luck_and_is_accepted() -> None:
+    """It was 'diverged ... did not recover after 20 restores': no step was to blame."""
+    net, z, g = _setup()
+    clean = synthetic(32)
+    result = fit(net, z, _LuckyFirst(clean), clean, iters=40, generator=g)
+    assert result.history["restores"] == [2] * 20  # 20 tries, then the rise is accepted
+    assert result.iterations == 40 and result.history["loss"][-1] < 0.02
+
+
 def test_divergence_that_never_recovers_is_a_clear_error() -> None:
     net, z, g = _setup()
     with pytest.raises(RunError, match="diverged"):
