@@ -279,7 +279,7 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
             if path.is_dir():  # where the record, report, GIF ... goes, named after the result
                 raise InputError(f"a folder {shown(path)} is where this run writes a file "
                                  f"named after its result; move it or choose another output")
-            if path.exists() and not overwrite:
+            if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
                 raise InputError(f"{shown(path)} already exists; use {{arg:overwrite}} to "
                                  f"replace it")
             writable_folder(path.parent, f"output {shown(path)}", create=False)
@@ -379,6 +379,9 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
     existing = folder
     try:
         while not existing.exists() and existing != existing.parent:
+            if existing.is_symlink():  # mkdir would meet it: "File exists", after the fit
+                raise InputError(f"cannot create the folder for {what}: {shown(existing)} is "
+                                 f"a symbolic link to nothing")
             existing = existing.parent
         is_folder = existing.is_dir()
     except OSError as exc:  # a name too long, a loop of links

@@ -640,3 +640,16 @@ def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path: Pat
     _refused(invoke("denoise", src, "-o", tmp_path / "same.png", "--overwrite", "--iters", 3,
                     "--device", "cpu"), "one of the run's input files")
     assert src.read_bytes() == before
+
+
+def test_symbolic_links_to_nothing_where_the_output_goes(tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "dangdir").symlink_to(tmp_path / "nofolder")
+    cpu = ["--iters", 3, "--device", "cpu"]
+    # a link is a file of the user's: kept without --overwrite
+    _refused(invoke("denoise", src, "-o", tmp_path / "dangling.png", *cpu), "already exists")
+    assert (tmp_path / "dangling.png").is_symlink()
+    # a folder that cannot be made is found before the fit, not after it
+    _refused(invoke("denoise", src, "-o", tmp_path / "dangdir" / "r.png", *cpu),
+             "is a symbolic link to nothing")
