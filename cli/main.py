@@ -76,8 +76,12 @@ class DipGroup(click.Group):
              **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except (click.exceptions.Abort, KeyboardInterrupt):
-            click.echo("dip: interrupted", err=True)
+        except (click.exceptions.Abort, KeyboardInterrupt) as stop:
+            # a signal while a finished result was written takes effect once it is written
+            # (click turns KeyboardInterrupt into Abort, the interrupt its cause)
+            written = getattr(stop, "written", None) or getattr(stop.__cause__, "written", None)
+            click.echo("dip: interrupted" + (f" after the finished result was written: "
+                                             f"{written}" if written else ""), err=True)
             rv = signals.exit_code()
         except click.ClickException as exc:
             click.echo(f"dip: error: {exc.format_message()}", err=True)

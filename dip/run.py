@@ -1242,8 +1242,14 @@ def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
     fitted = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
     # The result is complete (or the estimate an interruption keeps): a signal now takes
     # effect once it is written, not half-way through drawing or writing it.
-    with interrupts.deferred():
-        return _written(the_plan, loaded, setup, fitted, started)
+    done: list[Restoration] = []
+    try:
+        with interrupts.deferred():
+            done.append(_written(the_plan, loaded, setup, fitted, started))
+    except KeyboardInterrupt as stop:  # after the write: the caller may say it was made
+        stop.written = done[0].output if done else None
+        raise
+    return done[0]
 
 
 def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,

@@ -472,6 +472,8 @@ def test_ctrl_c_while_the_report_is_drawn_keeps_the_finished_result(tmp_path: Pa
     finally:
         signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 130, result.output
+    # ... and says so (it said only "interrupted", as if nothing were written)
+    assert f"interrupted after the finished result was written: {out}" in result.output
     record = json.loads(Path(f"{out}.json").read_text())
     assert record["stop_reason"] == "budget" and record["iterations"] == 3
     assert out.is_file() and (tmp_path / "out_report.png").is_file()
