@@ -358,9 +358,6 @@ def _variance_stop(s: Any) -> VarianceStop:
     if s.budget_sigma < 0 or 0 < s.budget_sigma < 1:
         raise ConfigError(f"config key 'stop.budget_sigma' is in 0-255 pixel units, >= 1 "
                           f"(0: off), got {s.budget_sigma}")
-    if 0 < s.sigma < 1 or s.sigma > 255:  # (1e300 overflowed the fit with a traceback)
-        raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
-                          f"standard deviation 25 grey levels), got {s.sigma}")
     return VarianceStop(s.window, s.patience, s.returns, s.patience_ratio, s.tolerance,
                         noise_floor=s.noise_floor, sigma=s.sigma / 255)
 
@@ -380,4 +377,11 @@ def build_stop_rule(settings: Any) -> StopRule:
     except KeyError:
         raise ConfigError(f"unknown stop.rule {settings.rule!r}; known: "
                           f"{', '.join(STOP_RULES)}") from None
+    # checked whatever the rule: SURE and the Wiener filter take the noise level from it too
+    # (1e6 under the fixed budget made an all-black image with exit 0; 1e300 overflowed the
+    # fit with a traceback)
+    if not (settings.sigma == 0 or 1 <= settings.sigma <= 255):
+        raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
+                          f"standard deviation 25 grey levels; 0: estimate it), got "
+                          f"{settings.sigma}")
     return factory(settings)

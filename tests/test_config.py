@@ -122,12 +122,16 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     ("input.perturb_std=1e300", "'input.perturb_std' must be <= 1000"),
     ("input.scale=1e300", "'input.scale' must be <= 1000"),
     ("stop.sigma=1e300", "'stop.sigma' is in 0-255 pixel units"),
+    # the fixed budget too: SURE and the Wiener filter use it (1e6: an all-black image)
+    ("stop.sigma=1e6,stop.rule=fixed", "'stop.sigma' is in 0-255 pixel units"),
+    ("stop.sigma=-3", "'stop.sigma' is in 0-255 pixel units"),
     ("stop.window=100000000000", "'stop.window' must be from 2 to 10000"),
     ("noise.peak=1e300", "'noise.peak' must be from 0"),
 ])
 def test_wrong_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        config.resolve("denoise", overrides=[override])
+        config.resolve("denoise", overrides=override.split(",") if "=" in override else
+                       [override])
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
