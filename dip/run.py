@@ -419,6 +419,9 @@ def load(p: Plan) -> Loaded:
     except OSError:
         prints = {}
     picture, rgb_of_grey = grey_of_rgb(image.load_image(r.input, max_pixels=r.max_pixels))
+    if picture.size == (1, 1):  # BatchNorm of one pixel: every step undone, a random colour
+        raise InputError(f"input {shown(r.input)} is a single pixel; there is nothing to "
+                         f"restore it from")
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
     alpha = inputs.picture.alpha
     if (alpha is not None and r.write  # (the format is checked by plan() when written)

@@ -965,3 +965,17 @@ def test_a_grey_photo_as_rgb_beside_a_colour_reference_stays_rgb(tmp_path: Path)
                     "-o", tmp_path / "out.png", *TINY)
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out.png").mode == "RGB"
+
+
+@pytest.mark.parametrize("task, args", [("denoise", []), ("superres", ["--factor", 4])])
+def test_a_single_pixel_is_refused_not_a_random_colour(tmp_path: Path, task: str,
+                                                       args: list) -> None:
+    """Its BatchNorm sees one value per channel: the guard undid 2399 of 2400 steps and the
+    untrained network's colour came back with exit 0 (superres: 'try a lower optim.lr')."""
+    Image.new("RGB", (1, 1), (128, 128, 128)).save(tmp_path / "px.png")
+    result = invoke(task, tmp_path / "px.png", *args, "-o", tmp_path / "out.png", *TINY)
+    assert result.exit_code == 2 and "is a single pixel" in result.output, result.output
+    assert not (tmp_path / "out.png").exists()
+    Image.new("RGB", (2, 1), (128, 128, 128)).save(tmp_path / "two.png")  # two will do
+    assert invoke("denoise", tmp_path / "two.png", "-o", tmp_path / "two_out.png",
+                  *TINY).exit_code == 0
