@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dip.errors import ConfigError
+from dip.errors import ConfigError, InputError
 from dip.red import Red, RedState
 from dip.sure import Sure
 
@@ -324,7 +324,11 @@ class StepEngine:
             # SURE's divergence: the output again at the input moved along the probe
             probed = self.net(self.probed_input) if self.sure is not None else None
         out = out.float()
-        loss = self.loss_fn(self.operator(out), self.observation)
+        predicted = self.operator(out)
+        if predicted.shape != self.observation.shape:  # not broadcast into a wrong loss
+            raise InputError(f"operator(net(code)) is {tuple(predicted.shape)} but the "
+                             f"observation is {tuple(self.observation.shape)}")
+        loss = self.loss_fn(predicted, self.observation)
         objective = (loss if probed is None
                      else loss + self.sure.penalty(out, probed.float(), self.probe))
         if self.red is not None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
-from dip.errors import ConfigError, RunError
+from dip.errors import ConfigError, InputError, RunError
 from dip.red import Red
 from dip.stack import Slot, StackedEngine, signature
 from dip.stopping import FixedBudget, StopRule
@@ -147,6 +147,51 @@ class Settings:
     lr_end: float = 0.0
 
 
+def _check_settings(s: Settings) -> None:
+    """:func:`fit`'s numbers, as the config checks them for a run (kornia's checks at the
+    entry point: a torch error deep in Adam, or a silent wrong result, otherwise)."""
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    for name, value, ok, what in (
+            ("iters", s.iters, isinstance(s.iters, int) and not isinstance(s.iters, bool)
+             and s.iters >= 1, "a whole number >= 1"),
+            ("lr", s.lr, number(s.lr) and s.lr > 0, "a number > 0"),
+            ("average", s.average, number(s.average) and 0 <= s.average < 1, "in [0, 1)"),
+            ("perturb_std", s.perturb_std, number(s.perturb_std) and s.perturb_std >= 0,
+             "a number >= 0"),
+            ("guard", s.guard, number(s.guard) and s.guard >= 0, "a number >= 0 (0: off)"),
+            ("metrics_every", s.metrics_every, isinstance(s.metrics_every, int)
+             and not isinstance(s.metrics_every, bool) and s.metrics_every >= 1,
+             "a whole number >= 1"),
+            ("lr_end", s.lr_end, number(s.lr_end) and 0 <= s.lr_end <= s.lr,
+             "a number from 0 to lr")):
+        if not ok:
+            raise InputError(f"fit(): {name} must be {what}, got {value!r}")
+    check_schedule(s.schedule)
+
+
+def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
+    """:func:`fit`'s tensors: one picture each, float, finite, on a real device, the
+    observation in [0, 1] (its shape is checked against ``operator(net(code))``'s at the first
+    step: :class:`dip.engine.StepEngine`)."""
+    for name, t in (("code", code), ("observation", observation)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"fit(): {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4 or t.shape[0] != 1 or t.dtype != torch.float32 or t.is_meta:
+            raise InputError(f"fit(): {name} must be a float32 (1, C, H, W) tensor, not on "
+                             f"'meta'; got {t.dtype} {tuple(t.shape)} on {t.device}")
+        if t.requires_grad:
+            raise InputError(f"fit(): {name} must not require grad (pass it detached)")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"fit(): {name} holds values that are not finite (NaN or inf)")
+    if float(observation.min()) < -1 or float(observation.max()) > 2:
+        raise InputError(f"fit(): observation must be in [0, 1] (the network's output is), "
+                         f"got values from {float(observation.min()):g} to "
+                         f"{float(observation.max()):g}; divide 8-bit pixels by 255")
+
+
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
         iters: int, lr: float = 0.01, average: float = 0.99, perturb_std: float = 1 / 30,
         guard: float = 3.16, generator: torch.Generator | None = None,
@@ -181,11 +226,16 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         threads: CPU threads for the fit's operations; None: torch's current setting.
 
     Raises:
+        InputError: an argument out of range, a tensor that is not one float32 picture
+            ``(1, C, H, W)`` with finite values (the observation in [0, 1]), or an observation
+            of another shape than ``operator(net(code))`` (at the first step).
         RunError: the loss diverged and the guard could not recover.
     """
+    settings = Settings(iters, lr, average, perturb_std, guard, metrics_every, schedule, lr_end)
+    _check_settings(settings)
+    _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
-    settings = Settings(iters, lr, average, perturb_std, guard, metrics_every, schedule, lr_end)
     outcome, = fit_group([member], settings, perf=perf, threads=threads,
                          keep_on_interrupt=keep_on_interrupt,
                          callback=None if callback is None else lambda i, p: callback(p))

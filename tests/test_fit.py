@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -281,3 +283,33 @@ def test_unknown_schedule_is_a_config_error() -> None:
     net, z, g = _setup()
     with pytest.raises(ConfigError, match="optim.schedule"):
         fit(net, z, operators.Identity(), synthetic(32), iters=2, generator=g, schedule="step")
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(observation=lambda y: (y * 255).to(torch.uint8)), "observation must be a float32"),
+    (dict(observation=lambda y: y * 255), "observation must be in [0, 1]"),
+    (dict(observation=lambda y: y.flatten().index_fill(0, torch.tensor([5]), float("nan"))
+          .view(y.shape)), "not finite"),
+    (dict(observation=lambda y: y[..., :16, :16]), "operator(net(code)) is (1, 3, 32, 32) "
+                                                    "but the observation is (1, 3, 16, 16)"),
+    (dict(observation=lambda y: y[:, :1]), "but the observation is (1, 1, 32, 32)"),
+    (dict(code=lambda z: z.double()), "code must be a float32"),
+    (dict(code=lambda z: z[0]), "code must be a float32 (1, C, H, W)"),
+    (dict(code=lambda z: z.requires_grad_()), "code must not require grad"),
+    (dict(iters=0), "iters must be a whole number >= 1"),
+    (dict(lr=-0.01), "lr must be a number > 0"),
+    (dict(average=2.0), "average must be in [0, 1)"),
+    (dict(guard=-1), "guard must be a number >= 0"),
+    (dict(metrics_every=0), "metrics_every must be a whole number >= 1"),
+])
+def test_fits_arguments_are_checked_at_the_entry(change: dict, words: str) -> None:
+    """They were a torch error deep inside (Adam's ValueError, a size mismatch), or a silent
+    wrong result (0-255 pixels, a broadcast grey observation, iters=0 ran one step)."""
+    from dip.errors import InputError
+
+    net, z, g = _setup()
+    y = synthetic(32)
+    z = change.pop("code", lambda t: t)(z)
+    y = change.pop("observation", lambda t: t)(y)
+    with pytest.raises(InputError, match=re.escape(words)):
+        fit(net, z, operators.Identity(), y, generator=g, **{"iters": 3, **change})
