@@ -441,8 +441,10 @@ def _float_picture(colour: np.ndarray) -> Picture:
     low, high = float(colour.min()), float(colour.max())
     value_range = None
     if low < 0 or high > 1:
+        if low == high:  # one value (a flat 5.0): its range with [0, 1], not a range of 0,
+            low, high = min(low, 0.0), max(high, 1.0)  # where noise added came back as 5.0
         value_range = (low, high)
-        colour = (colour - low) / ((high - low) or 1.0)
+        colour = (colour - low) / (high - low)
     return Picture(_to_tensor(colour, 1.0), None, 32, value_range)
 
 

@@ -1116,6 +1116,10 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
                         f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
+    pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
+    if pictures and not request.write:  # (a dry run's forecast plans them unwritten: allowed)
+        raise InputError(f"{{arg:{pictures[0]}}} is a file beside the result, and with "
+                         f"write=False nothing is written")
     the_plan = plan(request)
     loaded = load(the_plan)
     setup = build(the_plan, loaded)

@@ -582,6 +582,20 @@ def test_a_float_tiff_keeps_its_range(tmp_path: Path) -> None:
     assert back.dtype == np.float32 and np.allclose(back, values, atol=1e-5)
 
 
+def test_a_flat_float_tiff_outside_0_1_takes_noise(tmp_path: Path) -> None:
+    """One value, 5.0: its range was 0 wide, and dip corrupt --noise wrote 5.0 back
+    everywhere with 'wrote'."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "c5.tif", np.full((H, W, 3), 5, np.float32))
+    picture = image.load_image(tmp_path / "c5.tif")
+    assert picture.value_range == (0.0, 5.0) and torch.all(picture.pixels == 1)
+    result = invoke("corrupt", tmp_path / "c5.tif", "-o", tmp_path / "n.tif", "--noise", 25)
+    assert result.exit_code == 0, result.output
+    noisy = tifffile.imread(tmp_path / "n.tif")
+    assert noisy.std() > 0.1 and noisy.max() <= 5.0
+
+
 def test_a_float_tiff_keeps_its_range_through_the_command(tmp_path: Path) -> None:
     """The result of a float TIFF in [-2, 5] is written in that range, not in [0, 1]."""
     import tifffile

@@ -296,3 +296,15 @@ def test_auto_tiles_shrink_to_an_explicit_memory_budget(tmp_path: Path, monkeypa
     assert start.layout.side == 128 and start.layout.peak_bytes <= budget * 2 ** 30
     with pytest.raises(InputError, match="max_memory of 1e-06 GB is less than the run needs"):
         run.forecast(_request(tmp_path, "denoise", input=path, max_memory=1e-6))
+
+
+@pytest.mark.parametrize("picture", ["report", "gif", "uncertainty"])
+def test_a_picture_asked_for_without_writing_is_refused(tmp_path: Path, picture: str) -> None:
+    """It was silently not made."""
+    import dip
+    from dip.errors import InputError
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    with pytest.raises(InputError, match=f"{picture}=True is a file beside the result"):
+        dip.restore("denoise", path, write=False, iters=2, device="cpu",
+                    **{picture: True, "restarts": 2})
