@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -105,6 +106,10 @@ class Option:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise InputError(f"{{arg:{self.name}}} must be {what}, got "
                              f"{type(value).__name__} {str(value)[:60]!r}")
+        if self.kind == "int":  # numpy's and other integers as Python's
+            value = int(value)
+        elif self.kind == "float" and not isinstance(value, int):
+            value = float(value)
         if self.kind == "float" and not math.isfinite(value):
             raise InputError(f"{{arg:{self.name}}} must be a finite number, got {value}")
         if self.choices is not None and str(value) not in self.choices:
@@ -121,11 +126,18 @@ class Option:
 _PYTHON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "path": ((str, os.PathLike), "a path (str or pathlib.Path)"),
     "str": ((str,), "a string"),
-    "int": ((int,), "a whole number"),
-    "float": ((int, float), "a number"),
+    "int": ((numbers.Integral,), "a whole number"),
+    "float": ((numbers.Real,), "a number"),
     "flag": ((bool,), "True or False"),
     "size": ((str, int), "a word or a whole number"),
 }
+
+
+def _python_number(value: Any) -> Any:
+    """Another library's number (numpy's) as Python's int or float; anything else as is."""
+    if not isinstance(value, numbers.Real) or type(value) in (bool, int, float):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def option(**spec: Any) -> Any:
@@ -254,6 +266,8 @@ class RunRequest:
                              "give a mapping of settings as config={...}")
         if not isinstance(self.task_args, dict):
             raise InputError(f"task_args takes a mapping, got {type(self.task_args).__name__}")
+        for f in dataclasses.fields(self):  # numpy's numbers (np.int64(500)) as Python's
+            object.__setattr__(self, f.name, _python_number(getattr(self, f.name)))
 
     def replace(self, **changes: Any) -> RunRequest:
         return dataclasses.replace(self, **changes)

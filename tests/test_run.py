@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -308,3 +309,14 @@ def test_a_picture_asked_for_without_writing_is_refused(tmp_path: Path, picture:
     with pytest.raises(InputError, match=f"{picture}=True is a file beside the result"):
         dip.restore("denoise", path, write=False, iters=2, device="cpu",
                     **{picture: True, "restarts": 2})
+
+
+def test_numpys_numbers_are_taken_as_pythons(tmp_path: Path) -> None:
+    import dip
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    result = dip.restore("denoise", path, write=False, iters=np.int64(2), seed=np.int32(3),
+                         device="cpu", overrides=("optim.restarts=1", *TINY))
+    assert (result.record["iterations"], result.record["seed"]) == (2, 3)
+    with pytest.raises(InputError, match="iters must be a whole number, got float"):
+        dip.restore("denoise", path, write=False, iters=np.float64(2.5))
