@@ -696,6 +696,12 @@ def _combined(live: _Live, results: dict) -> Fitted:
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
+    if combined.failed:  # the others' average is the result: said, not only in the record
+        part, error = combined.failed[0]
+        warnings.warn(f"{len(combined.failed)} of {len(every)} fits failed and are left out "
+                      f"of the result (restart {part.restart}"
+                      f"{'' if part.tile is None else ' of a tile'}: "
+                      f"{error})", image.DipWarning, stacklevel=2)
     return Fitted(combined.image, combined.spread, every, first)
 
 

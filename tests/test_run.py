@@ -320,3 +320,23 @@ def test_numpys_numbers_are_taken_as_pythons(tmp_path: Path) -> None:
     assert (result.record["iterations"], result.record["seed"]) == (2, 3)
     with pytest.raises(InputError, match="iters must be a whole number, got float"):
         dip.restore("denoise", path, write=False, iters=np.float64(2.5))
+
+
+def test_a_restart_that_failed_is_said_not_only_recorded(tmp_path: Path, monkeypatch) -> None:
+    """The others' average is the result; the failure was in the record's members only."""
+    import dip
+    from dip import fitting
+    from dip.errors import RunError
+
+    real = fitting._Fit.outcome
+
+    def second_fails(self):
+        return RunError("the fit diverged (made up)") if self.index == 1 else real(self)
+
+    monkeypatch.setattr(fitting._Fit, "outcome", second_fails)
+    path = save(synthetic(16), tmp_path / "in.png")
+    with pytest.warns(image.DipWarning, match=r"1 of 2 fits failed and are left out of the "
+                                              r"result \(restart \d: the fit diverged"):
+        result = dip.restore("denoise", path, write=False, iters=2, device="cpu",
+                             restarts=2, overrides=TINY)
+    assert result.picture.pixels.shape == (1, 3, 16, 16)
