@@ -645,7 +645,7 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
         return job.request
     for kind, path in files_beside(job.output).items():
         if kind in ("report", "gif", "uncertainty") and getattr(job.request, kind) \
-                and path.exists() and old.get(kind) != str(path.resolve()):
+                and (path.exists() or path.is_symlink()) and old.get(kind) != str(path.resolve()):
             raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
                              f"result's; move it, or use {{arg:overwrite}} to replace it")
     return job.request.replace(overwrite=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import numbers
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
 from dip.errors import ConfigError, InputError, RunError
+from dip.image import DipWarning
 from dip.red import Red
 from dip.stack import Slot, StackedEngine, signature
 from dip.stopping import FixedBudget, StopRule
@@ -147,49 +150,56 @@ class Settings:
     lr_end: float = 0.0
 
 
-def _check_settings(s: Settings) -> None:
+def _checked_settings(s: Settings) -> Settings:
     """:func:`fit`'s numbers, as the config checks them for a run (kornia's checks at the
-    entry point: a torch error deep in Adam, or a silent wrong result, otherwise)."""
+    entry point: a torch error deep in Adam, or a silent wrong result, otherwise); numpy's
+    numbers taken as Python's."""
+    def whole(value: object) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
     def number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) \
             and math.isfinite(value)
 
     for name, value, ok, what in (
-            ("iters", s.iters, isinstance(s.iters, int) and not isinstance(s.iters, bool)
-             and s.iters >= 1, "a whole number >= 1"),
+            ("iters", s.iters, whole(s.iters) and s.iters >= 1, "a whole number >= 1"),
             ("lr", s.lr, number(s.lr) and s.lr > 0, "a number > 0"),
             ("average", s.average, number(s.average) and 0 <= s.average < 1, "in [0, 1)"),
             ("perturb_std", s.perturb_std, number(s.perturb_std) and s.perturb_std >= 0,
              "a number >= 0"),
-            ("guard", s.guard, number(s.guard) and s.guard >= 0, "a number >= 0 (0: off)"),
-            ("metrics_every", s.metrics_every, isinstance(s.metrics_every, int)
-             and not isinstance(s.metrics_every, bool) and s.metrics_every >= 1,
+            ("guard", s.guard, number(s.guard) and (s.guard == 0 or s.guard > 1),
+             "0 (off) or a number > 1"),
+            ("metrics_every", s.metrics_every, whole(s.metrics_every) and s.metrics_every >= 1,
              "a whole number >= 1"),
             ("lr_end", s.lr_end, number(s.lr_end) and 0 <= s.lr_end <= s.lr,
              "a number from 0 to lr")):
         if not ok:
             raise InputError(f"fit(): {name} must be {what}, got {value!r}")
     check_schedule(s.schedule)
+    return Settings(int(s.iters), float(s.lr), float(s.average), float(s.perturb_std),
+                    float(s.guard), int(s.metrics_every), s.schedule, float(s.lr_end))
 
 
 def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
-    """:func:`fit`'s tensors: one picture each, float, finite, on a real device, the
-    observation in [0, 1] (its shape is checked against ``operator(net(code))``'s at the first
-    step: :class:`dip.engine.StepEngine`)."""
+    """:func:`fit`'s tensors: float32, finite, on a real device, the code one network input
+    ``(1, C, H, W)`` (the observation's shape is checked against ``operator(net(code))``'s at
+    the first step: :class:`dip.engine.StepEngine`)."""
     for name, t in (("code", code), ("observation", observation)):
         if not isinstance(t, torch.Tensor):
             raise InputError(f"fit(): {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or t.shape[0] != 1 or t.dtype != torch.float32 or t.is_meta:
-            raise InputError(f"fit(): {name} must be a float32 (1, C, H, W) tensor, not on "
-                             f"'meta'; got {t.dtype} {tuple(t.shape)} on {t.device}")
+        if t.dtype != torch.float32 or t.is_meta or name == "code" and (
+                t.dim() != 4 or t.shape[0] != 1):
+            shape = "(1, C, H, W) " if name == "code" else ""
+            raise InputError(f"fit(): {name} must be a float32 {shape}tensor, not on 'meta'; "
+                             f"got {t.dtype} {tuple(t.shape)} on {t.device}")
         if t.requires_grad:
             raise InputError(f"fit(): {name} must not require grad (pass it detached)")
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"fit(): {name} holds values that are not finite (NaN or inf)")
-    if float(observation.min()) < -1 or float(observation.max()) > 2:
-        raise InputError(f"fit(): observation must be in [0, 1] (the network's output is), "
-                         f"got values from {float(observation.min()):g} to "
-                         f"{float(observation.max()):g}; divide 8-bit pixels by 255")
+    if float(observation.max()) > 2:  # an operator of sums may make such values: a warning
+        warnings.warn(f"fit(): the observation reaches {float(observation.max()):g}, and the "
+                      f"network's output is in [0, 1]: 8-bit pixels are divided by 255 first",
+                      DipWarning, stacklevel=3)
 
 
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
@@ -229,10 +239,11 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         InputError: an argument out of range, a tensor that is not one float32 picture
             ``(1, C, H, W)`` with finite values (the observation in [0, 1]), or an observation
             of another shape than ``operator(net(code))`` (at the first step).
-        RunError: the loss diverged and the guard could not recover.
+        RunError: the loss diverged and the guard could not recover, or a fit of
+            :data:`LEARNS_WITHIN` steps or more learned nothing (``_Fit._learned_nothing``).
     """
-    settings = Settings(iters, lr, average, perturb_std, guard, metrics_every, schedule, lr_end)
-    _check_settings(settings)
+    settings = _checked_settings(Settings(iters, lr, average, perturb_std, guard, metrics_every,
+                                          schedule, lr_end))
     _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
@@ -367,6 +378,7 @@ class Guard:
                 # 1.7e-4 -> 7.3e-3 at every rate, and ended in an error). It is accepted, as
                 # the new reference, at the whole rate again.
                 self.factor = 1.0
+                self.first_loss = max(self.first_loss, loss)  # the start, as luck had it not
             else:
                 self.in_a_row += 1
                 self.factor /= 2
@@ -490,12 +502,15 @@ class _Fit:
         one the guard undoes often near a loss of zero (inpainting) has halved it long ago."""
         judge, undone = self.judge, len(self.trace.history["restores"])
         first, last, often = judge.first_loss, judge.last_loss, 2 * undone >= self.step
-        if self.step < LEARNS_WITHIN or (last < first and not (often and last > first / 2)):
+        # (a loss of 0 from the first step: nothing to fit, as a tile wholly inside a hole)
+        if self.step < LEARNS_WITHIN or first <= 0 or (
+                last < first and not (often and last > first / 2)):
             return None
-        guard = f", and the guard undid {undone} steps" if often else ""
+        how = (f"is not half its first step's ({first:.4g}), and the guard undid {undone} "
+               f"steps" if last < first else f"is no lower than its first step's ({first:.4g})")
         return RunError(f"the fit learned nothing: after {self.step} steps its loss "
-                        f"({last:.4g}) is not half its first step's ({first:.4g}){guard}; the "
-                        f"learning rate is likely too large: try a lower {{arg:optim.lr}}")
+                        f"({last:.4g}) {how}; the learning rate is likely too large: try a "
+                        f"lower {{arg:optim.lr}}")
 
     def outcome(self) -> FitResult | RunError:
         if self.error is not None:

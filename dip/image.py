@@ -771,17 +771,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
-                     before_rename: Callable[[], None] | None = None) -> None:
+                     before_rename: Callable[[], None] | None = None,
+                     keep: list[Path] | tuple = ()) -> None:
     """Write every file to a temporary name beside it, and only when all succeeded rename them
     into place, the first (the result) last: a result never appears without its record, nor
     half-written, even if the process is killed between two renames. ``before_rename`` runs
     once every file is written, before the first rename (a file that fails to write leaves
-    what it would have done undone)."""
+    what it would have done undone). A leftover of a killed write that is one of ``keep``
+    (files the caller reads) stays."""
     temps: list[str] = []
+    kept = {path.resolve() for path in keep}
     for path, _ in files:  # what a run killed while writing left behind: mkstemp's names,
         # its 8 random letters exactly (a file of the user's named .NAME.orig.part stays)
         for stale in path.parent.glob(f".{_glob_escape(path.name)}.{_TEMP_LETTERS * 8}.part"):
-            stale.unlink(missing_ok=True)
+            if stale.resolve() not in kept:
+                stale.unlink(missing_ok=True)
     try:
         for path, write in files:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")

@@ -318,12 +318,14 @@ def check_name_length(output: Path, written: list[Path]) -> None:
 def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
     """Write pictures together, atomically (folders created first); a failure is one clear
     error."""
-    for path, _ in pictures:
+    for path, picture in pictures:
+        image.check_side(path, picture.size)
         writable_folder(path.parent, f"output {shown(path)}")
     try:
         image.write_all_atomic([(path, image.image_writer(pic, path)) for path, pic in pictures])
-    except OSError as exc:
-        raise RunError(f"cannot write {pictures[0][0]}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # Pillow's encoders raise either
+        raise RunError(f"cannot write {pictures[0][0]}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def check_outputs(p: Plan) -> None:
@@ -445,8 +447,8 @@ def load(p: Plan) -> Loaded:
         if tuple(ref.shape[-2:]) != out_size:
             raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
                              f"the result will be {out_size[1]}x{out_size[0]}")
-        if rgb_of_grey:  # a grey reference as RGB too; against a colour one, RGB it stays
-            grey = _grey(ref)
+        if rgb_of_grey:  # a grey reference, or one as RGB too; against a colour one, RGB
+            grey = ref if ref.shape[1] == 1 else _grey(ref)
             rgb_of_grey = grey is not None
             if grey is None:
                 inputs = dataclasses.replace(inputs, picture=as_rgb(inputs.picture))
@@ -696,10 +698,12 @@ def _combined(live: _Live, results: dict) -> Fitted:
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
-    if combined.failed:  # the others' average is the result: said, not only in the record
-        part, error = combined.failed[0]
-        warnings.warn(f"{len(combined.failed)} of {len(every)} fits failed and are left out "
-                      f"of the result (restart {part.restart}"
+    stopped = any(isinstance(o, FitResult) and o.stop_reason == "interrupted"
+                  for o in results.values())
+    if combined.failed and not stopped:  # the others' average is the result: said, not
+        part, error = combined.failed[0]  # only in the record (Ctrl-C: its own message)
+        warnings.warn(f"{len(combined.failed)} of {len(live.fitted)} fits failed and are left "
+                      f"out of the result (restart {part.restart}"
                       f"{'' if part.tile is None else ' of a tile'}: "
                       f"{error})", image.DipWarning, stacklevel=2)
     return Fitted(combined.image, combined.spread, every, first)
@@ -962,11 +966,17 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
         # a record without an image (redone), never a new record beside the old image
         if p.request.overwrite:
             p.output.unlink(missing_ok=True)
+            return
+        theirs = next((path for path, _ in files if path.exists() or path.is_symlink()), None)
+        if theirs is not None:  # a record, report ... of someone's, made while dip ran
+            raise RunError(f"{shown(theirs)} appeared while dip was running; it is kept and "
+                           f"this result is not written (use {{arg:overwrite}} to replace it)")
+
+    files = [(p.output, image.image_writer(restored, p.output)),
+             (p.files["record"], lambda f: f.write(text)), *pictures]
 
     try:
-        image.write_all_atomic([(p.output, image.image_writer(restored, p.output)),
-                                (p.files["record"], lambda f: f.write(text)), *pictures],
-                               before_rename=replace_old)
+        image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
         raise RunError(f"cannot write {p.output}: {getattr(exc, 'strerror', None) or exc}"
                        ) from None

@@ -402,7 +402,8 @@ def test_leftover_part_files_are_cleaned_by_a_single_run(tmp_path: Path) -> None
 
 def test_an_input_named_like_a_leftover_is_never_cleaned_away(tmp_path: Path) -> None:
     """Only mkstemp's own names (8 random letters) are a killed run's leftovers."""
-    src = save(synthetic(32), tmp_path / "in.png").rename(tmp_path / ".out.png.orig.part")
+    # (8 letters, as mkstemp's own: kept as the run's input)
+    src = save(synthetic(32), tmp_path / "in.png").rename(tmp_path / ".out.png.original.part")
     assert invoke("denoise", src, "-o", tmp_path / "out.png", "--iters", 3, "--device", "cpu",
                   "-q").exit_code == 0
     assert src.is_file() and (tmp_path / "out.png").is_file()
@@ -655,3 +656,36 @@ def test_symbolic_links_to_nothing_where_the_output_goes(tmp_path: Path) -> None
     # a folder that cannot be made is found before the fit, not after it
     _refused(invoke("denoise", src, "-o", tmp_path / "dangdir" / "r.png", *cpu),
              "is a symbolic link to nothing")
+
+
+def test_a_file_that_appears_beside_the_result_while_dip_runs_is_kept(tmp_path: Path) -> None:
+    """Only the result's own path was looked at again before the renames: a record of the
+    user's made meanwhile was replaced without --overwrite."""
+    import dip
+    from dip.errors import RunError
+
+    src = save(synthetic(16), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    theirs = tmp_path / "out.png.json"
+
+    def meanwhile(progress) -> None:
+        theirs.write_text("mine")
+
+    with pytest.raises(RunError, match="out.png.json appeared while dip was running"):
+        dip.restore("denoise", src, output=out, iters=2, device="cpu", progress=meanwhile,
+                    overrides=("optim.restarts=1",))
+    assert theirs.read_text() == "mine" and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_link_to_nothing_beside_dips_earlier_result_is_the_users(tmp_path: Path) -> None:
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    link = tmp_path / "out" / "p0_denoise_report.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4").replace(
+        "output: out/}", "output: out/, report: true}"))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "is not dip's earlier result's" in result.output
+    assert link.is_symlink() and not link.exists()

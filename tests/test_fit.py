@@ -121,9 +121,10 @@ def test_a_rise_that_no_rate_undoes_is_the_references_luck_and_is_accepted() -> 
     """It was 'diverged ... did not recover after 20 restores': no step was to blame."""
     net, z, g = _setup()
     clean = synthetic(32)
-    result = fit(net, z, _LuckyFirst(clean), clean, iters=40, generator=g)
+    # (past LEARNS_WITHIN: measured from the rise it accepted, it learned)
+    result = fit(net, z, _LuckyFirst(clean), clean, iters=120, generator=g)
     assert result.history["restores"] == [2] * 20  # 20 tries, then the rise is accepted
-    assert result.iterations == 40 and result.history["loss"][-1] < 0.02
+    assert result.iterations == 120 and result.history["loss"][-1] < 0.02
 
 
 def test_divergence_that_never_recovers_is_a_clear_error() -> None:
@@ -287,19 +288,19 @@ def test_unknown_schedule_is_a_config_error() -> None:
 
 @pytest.mark.parametrize("change, words", [
     (dict(observation=lambda y: (y * 255).to(torch.uint8)), "observation must be a float32"),
-    (dict(observation=lambda y: y * 255), "observation must be in [0, 1]"),
     (dict(observation=lambda y: y.flatten().index_fill(0, torch.tensor([5]), float("nan"))
           .view(y.shape)), "not finite"),
     (dict(observation=lambda y: y[..., :16, :16]), "operator(net(code)) is (1, 3, 32, 32) "
                                                     "but the observation is (1, 3, 16, 16)"),
     (dict(observation=lambda y: y[:, :1]), "but the observation is (1, 1, 32, 32)"),
     (dict(code=lambda z: z.double()), "code must be a float32"),
-    (dict(code=lambda z: z[0]), "code must be a float32 (1, C, H, W)"),
+    (dict(code=lambda z: z[0]), "code must be a float32 (1, C, H, W) tensor"),
     (dict(code=lambda z: z.requires_grad_()), "code must not require grad"),
     (dict(iters=0), "iters must be a whole number >= 1"),
     (dict(lr=-0.01), "lr must be a number > 0"),
     (dict(average=2.0), "average must be in [0, 1)"),
-    (dict(guard=-1), "guard must be a number >= 0"),
+    (dict(guard=-1), "guard must be 0 (off) or a number > 1"),
+    (dict(guard=0.5), "guard must be 0 (off) or a number > 1"),
     (dict(metrics_every=0), "metrics_every must be a whole number >= 1"),
 ])
 def test_fits_arguments_are_checked_at_the_entry(change: dict, words: str) -> None:
@@ -313,3 +314,25 @@ def test_fits_arguments_are_checked_at_the_entry(change: dict, words: str) -> No
     y = change.pop("observation", lambda t: t)(y)
     with pytest.raises(InputError, match=re.escape(words)):
         fit(net, z, operators.Identity(), y, generator=g, **{"iters": 3, **change})
+
+
+def test_fits_numbers_may_be_numpys_and_pixels_of_255_are_a_warning() -> None:
+    import numpy as np
+
+    from dip.image import DipWarning
+
+    net, z, g = _setup()
+    result = fit(net, z, operators.Identity(), synthetic(32), iters=np.int64(3),
+                 lr=np.float32(0.01), generator=g)
+    assert result.iterations == 3
+    net, z, g = _setup()
+    with pytest.warns(DipWarning, match="the observation reaches 234.*divided by 255"):
+        fit(net, z, operators.Identity(), synthetic(32) * 255, iters=2, generator=g)
+
+
+def test_a_fit_with_nothing_to_fit_is_not_one_that_learned_nothing() -> None:
+    """A tile wholly inside a hole: its loss is 0 at every step (and was an error after 100)."""
+    net, z, g = _setup()
+    hole = operators.Mask(torch.zeros(1, 1, 32, 32))
+    result = fit(net, z, hole, hole(synthetic(32)), iters=100, generator=g)
+    assert result.iterations == 100

@@ -971,6 +971,17 @@ def test_a_grey_photo_saved_as_rgb_is_restored_as_the_grey_file_is(tmp_path: Pat
     assert json.loads((tmp_path / "ref_out.png.json").read_text())["metrics"]["psnr"] > 20
 
 
+def test_a_grey_photo_as_rgb_beside_a_grey_reference_is_measured_as_grey(
+        tmp_path: Path) -> None:
+    grey = _rng().integers(0, 256, (H, W), np.uint8)
+    Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(grey, "L").save(tmp_path / "ref.png")  # one channel
+    result = invoke("denoise", tmp_path / "rgb.png", "--reference", tmp_path / "ref.png",
+                    "-o", tmp_path / "out.png", *TINY)
+    assert result.exit_code == 0, result.output  # was: 'has 1 channel(s), the input 3'
+    assert Image.open(tmp_path / "out.png").mode == "RGB"
+
+
 def test_a_grey_photo_as_rgb_beside_a_colour_reference_stays_rgb(tmp_path: Path) -> None:
     grey = _rng().integers(0, 256, (H, W), np.uint8)
     Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "rgb.png")
