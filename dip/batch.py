@@ -693,13 +693,20 @@ def run_pack(pack: list[Job], overwrite: bool = False, progress: Callable | None
     if len(pack) == 1:
         return [run_job(pack[0], overwrite, progress, spell)]
     started = time.perf_counter()
+    requests: list[RunRequest | DipError] = []
+    for job in pack:  # a job refused here fails alone; the others stay packed
+        try:
+            requests.append(_replacing(job, overwrite))
+        except DipError as exc:
+            requests.append(exc)
+    packed = [r for r in requests if isinstance(r, RunRequest)]
     try:
-        results = restore_pack([_replacing(job, overwrite) for job in pack], progress=progress,
-                               keep_on_interrupt=True)
+        done = iter(restore_pack(packed, progress=progress, keep_on_interrupt=True))
     except Exception:  # as run_job: one image's failure must not end the batch
         return [run_job(job, overwrite, progress, spell) for job in pack]
-    seconds = (time.perf_counter() - started) / len(pack)
-    return [_row(job, result, spell, seconds) for job, result in zip(pack, results)]
+    seconds = (time.perf_counter() - started) / max(1, len(packed))
+    return [_row(job, next(done) if isinstance(r, RunRequest) else r, spell, seconds)
+            for job, r in zip(pack, requests)]
 
 
 def pack_size(pack: int | str, devices: list[str]) -> int:

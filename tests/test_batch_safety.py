@@ -689,3 +689,17 @@ def test_a_link_to_nothing_beside_dips_earlier_result_is_the_users(tmp_path: Pat
     result = invoke("run", path, "-q")
     assert result.exit_code == 1 and "is not dip's earlier result's" in result.output
     assert link.is_symlink() and not link.exists()
+
+
+def test_a_job_refused_in_a_pack_fails_alone(tmp_path: Path) -> None:
+    photos(tmp_path, 2)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    assert invoke("run", path, "-q", "--pack", 2).exit_code == 0
+    (tmp_path / "out" / "p0_denoise_report.png").write_bytes(b"their report")
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4").replace(
+        "output: out/}", "output: out/, report: true}"))
+    result = invoke("run", path, "-q", "--pack", 2)
+    assert result.exit_code == 1 and result.output.count("is not dip's earlier") == 1
+    assert json.loads((tmp_path / "out" / "p1_denoise.png.json").read_text())[
+        "iterations"] == 4  # the other job, redone
+    assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
