@@ -381,7 +381,7 @@ def _dry_run(jobs: list[batch.Job], devices: list[str] | None, workers: int, ove
         cost = ""
         if state == "to do":
             try:
-                start = batch.forecast(job)
+                start = batch.forecast(job, overwrite)
                 seconds += start.estimate.seconds
                 cost = f"  {start.describe()}"
             except DipError as exc:

@@ -610,9 +610,17 @@ class Row:
         return cls(job.source, job.task, str(job.input), str(job.output), status, error=error)
 
 
-def forecast(job: Job) -> Start:
-    """What the job will do and cost (:func:`dip.run.forecast`)."""
-    return run_forecast(job.request)
+def forecast(job: Job, overwrite: bool = False) -> Start:
+    """What the job will do and cost (:func:`dip.run.forecast`), after the checks of the
+    files it would write (:func:`_replacing`, :func:`dip.run.plan`'s, the format's size),
+    so that a dry run says which jobs the run would refuse (``overwrite``: as ``dip run``'s).
+
+    Raises:
+        DipError: the job would fail before its fit.
+    """
+    request = _replacing(job, overwrite)
+    plan(request)  # writes nothing: the outputs' checks
+    return run_forecast(request)  # (the format's size: dip.run.load)
 
 
 def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,

@@ -437,7 +437,7 @@ def load(p: Plan) -> Loaded:
     if out_pixels > r.max_pixels:
         raise image.too_large(f"the result would be {out_size[1]}x{out_size[0]}", out_pixels,
                               r.max_pixels)
-    if r.write:
+    if r.write or r.output is not None:  # (a dry run's forecast too: it names its output)
         image.check_side(p.output, out_size)
     ref = None
     if r.reference is not None:

@@ -548,6 +548,10 @@ def test_a_job_never_writes_over_a_users_file_beside_a_result_not_yet_made(
             "  - {task: denoise, input: photos/p1.png, output: out/, gif: true}\n"
             "  - {task: denoise, input: photos/p2.png, output: out/}\n")
     before = digest(folder)
+    # the dry run says so first
+    dry = invoke("run", batch_file(tmp_path, jobs), "--dry-run")
+    assert dry.exit_code == 1 and dry.output.count("already exists") == 3, dry.output
+    assert dry.output.strip().endswith("3 would fail")
     result = invoke("run", batch_file(tmp_path, jobs), "-q", "--pack", 1)
     assert result.exit_code == 1, result.output
     assert result.output.count("already exists") == 3, result.output
