@@ -104,7 +104,9 @@ class Option:
             return None
         types, what = _PYTHON_TYPES.get(self.kind, (object, ""))
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise InputError(f"{{arg:{self.name}}} must be {what}, got "
+            # a switch by its name: {arg:...} spells it switched on (overwrite=True)
+            name = self.name if self.kind == "flag" else f"{{arg:{self.name}}}"
+            raise InputError(f"{name} must be {what}, got "
                              f"{type(value).__name__} {str(value)[:60]!r}")
         if self.kind == "int":  # numpy's and other integers as Python's
             value = int(value)

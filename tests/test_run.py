@@ -340,3 +340,11 @@ def test_a_restart_that_failed_is_said_not_only_recorded(tmp_path: Path, monkeyp
         result = dip.restore("denoise", path, write=False, iters=2, device="cpu",
                              restarts=2, overrides=TINY)
     assert result.picture.pixels.shape == (1, 3, 16, 16)
+
+
+def test_a_switch_of_the_wrong_type_is_named_not_switched_on(tmp_path: Path) -> None:
+    import dip
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    with pytest.raises(InputError, match=r"^overwrite must be True or False, got int '1'$"):
+        dip.restore("denoise", path, write=False, overwrite=1)  # was 'overwrite=True must be'
