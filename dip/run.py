@@ -924,16 +924,14 @@ def _member_row(part: Part, outcome: Any, solved: bool) -> dict[str, Any]:
 
 # --- write ------------------------------------------------------------------------------------
 
-def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
-          spread: torch.Tensor | None = None) -> None:
-    """Draw the pictures asked for, then write them with the result and its record, all or
-    none (:func:`dip.image.write_all_atomic`: the record is renamed into place before the
-    image).
+def _pictures(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
+              spread: torch.Tensor | None) -> list[tuple[Path, Callable]]:
+    """The report, GIF and uncertainty map asked for, drawn (not written).
 
     Raises:
-        RunError: a picture could not be drawn, or a file not written.
+        RunError: one could not be drawn.
     """
-    pictures = []
+    pictures: list[tuple[Path, Callable]] = []
     try:  # drawn before anything is written: all the files, or none
         if p.request.report:
             key, label = p.task.headline
@@ -953,12 +951,22 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     except Exception as exc:  # matplotlib's and Pillow's failures are many kinds
         raise RunError(f"could not draw the pictures of {p.output}: "
                        f"{type(exc).__name__}: {exc}") from None
+    return pictures
+
+
+def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
+          spread: torch.Tensor | None = None) -> None:
+    """Draw the pictures asked for, then write them with the result and its record, all or
+    none (:func:`dip.image.write_all_atomic`: the record is renamed into place before the
+    image).
+
+    Raises:
+        RunError: a picture could not be drawn, or a file not written.
+    """
+    pictures = _pictures(p, loaded, restored, record, spread)
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {shown(p.output)}")
     stale = _stale_pictures(p)
-    if p.output.exists() and not p.request.overwrite:
-        raise RunError(f"{p.output} appeared while dip was running; it is kept and this "
-                       f"result is not written (use {{arg:overwrite}} to replace it)")
 
     def replace_old() -> None:
         # once every new file is written (a full disk keeps the old result whole), and gone
@@ -968,13 +976,12 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
             p.output.unlink(missing_ok=True)
             return
         theirs = next((path for path, _ in files if path.exists() or path.is_symlink()), None)
-        if theirs is not None:  # a record, report ... of someone's, made while dip ran
+        if theirs is not None:  # the result, its record ... of someone's, made while dip ran
             raise RunError(f"{shown(theirs)} appeared while dip was running; it is kept and "
                            f"this result is not written (use {{arg:overwrite}} to replace it)")
 
     files = [(p.output, image.image_writer(restored, p.output)),
              (p.files["record"], lambda f: f.write(text)), *pictures]
-
     try:
         image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either

@@ -662,7 +662,9 @@ def test_symbolic_links_to_nothing_where_the_output_goes(tmp_path: Path) -> None
              "is a symbolic link to nothing")
 
 
-def test_a_file_that_appears_beside_the_result_while_dip_runs_is_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["out.png", "out.png.json"])
+def test_a_file_that_appears_beside_the_result_while_dip_runs_is_kept(tmp_path: Path,
+                                                                      name: str) -> None:
     """Only the result's own path was looked at again before the renames: a record of the
     user's made meanwhile was replaced without --overwrite."""
     import dip
@@ -670,15 +672,17 @@ def test_a_file_that_appears_beside_the_result_while_dip_runs_is_kept(tmp_path: 
 
     src = save(synthetic(16), tmp_path / "in.png")
     out = tmp_path / "out.png"
-    theirs = tmp_path / "out.png.json"
+    theirs = tmp_path / name
 
     def meanwhile(progress) -> None:
         theirs.write_text("mine")
 
-    with pytest.raises(RunError, match="out.png.json appeared while dip was running"):
+    with pytest.raises(RunError, match=f"{name} appeared while dip was running"):
         dip.restore("denoise", src, output=out, iters=2, device="cpu", progress=meanwhile,
                     overrides=("optim.restarts=1",))
-    assert theirs.read_text() == "mine" and not out.exists()
+    assert theirs.read_text() == "mine"
+    assert not (tmp_path / "out.png.json").exists() or name == "out.png.json"
+    assert out.read_text() == "mine" if name == "out.png" else not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
