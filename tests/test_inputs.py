@@ -587,7 +587,7 @@ def test_a_flat_float_tiff_outside_0_1_takes_noise(tmp_path: Path) -> None:
     everywhere with 'wrote'."""
     import tifffile
 
-    tifffile.imwrite(tmp_path / "c5.tif", np.full((H, W, 3), 5, np.float32))
+    tifffile.imwrite(tmp_path / "c5.tif", np.full((H, W, 3), 5, np.float32), photometric="rgb")
     picture = image.load_image(tmp_path / "c5.tif")
     assert picture.value_range == (0.0, 5.0) and torch.all(picture.pixels == 1)
     result = invoke("corrupt", tmp_path / "c5.tif", "-o", tmp_path / "n.tif", "--noise", 25)
