@@ -185,3 +185,15 @@ def test_a_kernel_image_too_large_says_the_kernels_limit(tmp_path: Path) -> None
     with pytest.raises(InputError, match="larger than 255x255 pixels") as caught:
         load_kernel(tmp_path / "k.png")
     assert "max_pixels" not in str(caught.value)  # raising it changes nothing
+
+
+@pytest.mark.parametrize("command", ["deblur", "corrupt"])
+def test_a_kernel_larger_than_the_image_is_refused(tmp_path: Path, command: str) -> None:
+    """It ran (65x65 on 32x32) without a word."""
+    src = save(sharp()[..., :16, :16], tmp_path / "small.png")
+    flag = "--kernel" if command == "deblur" else "--blur"
+    result = invoke(command, src, flag, "box:17", "-o", tmp_path / "o.png",
+                    *(SMALL if command == "deblur" else []))
+    assert result.exit_code == 2, result.output
+    assert "the kernel (17x17) is larger than the image (16x16)" in result.output
+    assert not (tmp_path / "o.png").exists()
