@@ -401,6 +401,11 @@ def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
         full = alpha_full = float(np.iinfo(kind).max)
         bits = 8 * kind.itemsize
     values = samples[..., :colour].astype(np.float32) / full
+    dropped = samples.shape[-1] - colour - (alpha_at is not None)
+    if dropped:  # (an infrared band, a depth): a result holds the picture and its alpha only
+        warnings.warn(f"{name}: {dropped} extra sample(s) per pixel beside the "
+                      f"{'grey' if colour == 1 else 'RGB'} picture are not restored and not "
+                      f"written back", DipWarning, stacklevel=2)
     alpha = None
     if alpha_at is not None:
         alpha = samples[..., alpha_at].astype(np.float32) / alpha_full

@@ -716,7 +716,12 @@ def test_a_tiff_is_read_as_pillow_shows_it(tmp_path: Path, make: str) -> None:
     expected = np.asarray(shown.convert("L" if shown.mode in ("1", "L") else "RGB"))
     if make == "miniswhite":
         expected = rgb[..., 0]  # the picture it was made from
-    picture = image.load_image(path)
+    if make == "rgbx":  # said: it is not written back (it was dropped without a word)
+        with pytest.warns(image.DipWarning, match="1 extra sample.* beside the RGB picture "
+                                                  "are not restored"):
+            picture = image.load_image(path)
+    else:
+        picture = image.load_image(path)
     assert picture.alpha is None, make
     got = np.round(picture.pixels[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     assert np.array_equal(got.squeeze(-1) if got.shape[-1] == 1 else got, expected), make
