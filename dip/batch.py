@@ -72,7 +72,9 @@ from dip.run import (
     Restoration,
     Start,
     claim_path,
+    files_read,
     fingerprints,
+    forecast_plan,
     output_path,
     pack_key,
     plan,
@@ -82,7 +84,6 @@ from dip.run import (
     writable_folder,
 )
 from dip.run import beside as files_beside
-from dip.run import forecast as run_forecast
 from dip.tasks import TASKS, Task, get_task
 from dip.threads import usable_cores
 
@@ -454,12 +455,8 @@ def _folds_case(folder: Path) -> bool:
 
 
 def job_reads(job: Job) -> list[Path]:
-    """Every file a job reads: its input, the task's files, its reference, config files."""
-    task = get_task(job.task)
-    request = job.request
-    extra = [Path(request.reference)] if request.reference is not None else []
-    configs = [Path(c) for c in request.config if not isinstance(c, dict)]
-    return [job.input, *task.reads(request.task_args), *extra, *configs]
+    """Every file a job reads (:func:`dip.run.files_read`)."""
+    return files_read(job.request)
 
 
 def job_writes(job: Job, asked: bool = False) -> list[Path]:
@@ -611,16 +608,15 @@ class Row:
 
 
 def forecast(job: Job, overwrite: bool = False) -> Start:
-    """What the job will do and cost (:func:`dip.run.forecast`), after the checks of the
-    files it would write (:func:`_replacing`, :func:`dip.run.plan`'s, the format's size),
-    so that a dry run says which jobs the run would refuse (``overwrite``: as ``dip run``'s).
+    """What the job will do and cost (:func:`dip.run.forecast_plan`), planned as its run would
+    be: the files it would write are checked (:func:`_replacing`, :func:`dip.run.plan`'s, the
+    format's size), so that a dry run says which jobs the run would refuse (``overwrite``: as
+    ``dip run``'s).
 
     Raises:
         DipError: the job would fail before its fit.
     """
-    request = _replacing(job, overwrite)
-    plan(request)  # writes nothing: the outputs' checks
-    return run_forecast(request)  # (the format's size: dip.run.load)
+    return forecast_plan(plan(_replacing(job, overwrite)))  # (planning writes nothing)
 
 
 def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
@@ -651,9 +647,11 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
     old = record.own_record(job.output)
     if old is None:
         return job.request
-    for kind, path in files_beside(job.output).items():
-        if kind in ("report", "gif", "uncertainty") and getattr(job.request, kind) \
-                and (path.exists() or path.is_symlink()) and old.get(kind) != str(path.resolve()):
+    beside = files_beside(job.output)
+    for kind in ("report", "gif", "uncertainty"):
+        path = beside[kind]
+        if getattr(job.request, kind) and (path.exists() or path.is_symlink()) \
+                and old.get(kind) != str(path.resolve()):
             raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
                              f"result's; move it, or use {{arg:overwrite}} to replace it")
     return job.request.replace(overwrite=True)

@@ -196,10 +196,11 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
             raise InputError(f"fit(): {name} must not require grad (pass it detached)")
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"fit(): {name} holds values that are not finite (NaN or inf)")
-    if float(observation.max()) > 2:  # an operator of sums may make such values: a warning
-        warnings.warn(f"fit(): the observation reaches {float(observation.max()):g}, and the "
-                      f"network's output is in [0, 1]: 8-bit pixels are divided by 255 first",
-                      DipWarning, stacklevel=3)
+    highest = float(observation.max())
+    if highest > 2:  # an operator of sums may make such values: a warning
+        warnings.warn(f"fit(): the observation reaches {highest:g}, and the network's output "
+                      f"is in [0, 1]: 8-bit pixels are divided by 255 first", DipWarning,
+                      stacklevel=3)
 
 
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,

@@ -102,16 +102,13 @@ class Option:
         choices and the minimum; raises InputError naming the argument."""
         if value is None:
             return None
+        value = _python_number(value)  # numpy's numbers as Python's
         types, what = _PYTHON_TYPES.get(self.kind, (object, ""))
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             # a switch by its name: {arg:...} spells it switched on (overwrite=True)
             name = self.name if self.kind == "flag" else f"{{arg:{self.name}}}"
             raise InputError(f"{name} must be {what}, got "
                              f"{type(value).__name__} {str(value)[:60]!r}")
-        if self.kind == "int":  # numpy's and other integers as Python's
-            value = int(value)
-        elif self.kind == "float" and not isinstance(value, int):
-            value = float(value)
         if self.kind == "float" and not math.isfinite(value):
             raise InputError(f"{{arg:{self.name}}} must be a finite number, got {value}")
         if self.choices is not None and str(value) not in self.choices:
@@ -128,8 +125,8 @@ class Option:
 _PYTHON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "path": ((str, os.PathLike), "a path (str or pathlib.Path)"),
     "str": ((str,), "a string"),
-    "int": ((numbers.Integral,), "a whole number"),
-    "float": ((numbers.Real,), "a number"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
     "flag": ((bool,), "True or False"),
     "size": ((str, int), "a word or a whole number"),
 }

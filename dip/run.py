@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import platform
 import re
@@ -108,16 +109,22 @@ class Plan:
     def args(self) -> dict[str, Any]:
         return self.request.task_args
 
-    @property
+    @functools.cached_property
     def reads(self) -> list[Path]:
-        """Every file the run reads: the input, the task's files, the reference, the config
-        files -- but the record of the result being replaced, passed as config to redo it:
-        the new record takes its place as the new image takes the old one's."""
-        extra = [self.request.reference] if self.request.reference is not None else []
+        """:func:`files_read`, but the record of the result being replaced, passed as config
+        to redo it: the new record takes its place as the new image takes the old one's (read
+        once: the checks, the stale pictures and the write ask)."""
         own = record_path(self.output).resolve() if own_record(self.output) else None
-        configs = [Path(c) for c in self.request.config
-                   if not isinstance(c, dict) and Path(c).resolve() != own]
-        return [Path(self.request.input), *self.task.reads(self.args), *extra, *configs]
+        return [path for path in files_read(self.request) if path.resolve() != own]
+
+
+def files_read(request: RunRequest) -> list[Path]:
+    """Every file a run of ``request`` reads: the input, the task's files, the reference,
+    the config files."""
+    extra = [Path(request.reference)] if request.reference is not None else []
+    configs = [Path(c) for c in request.config if not isinstance(c, dict)]
+    return [Path(request.input), *get_task(request.task).reads(request.task_args), *extra,
+            *configs]
 
 
 def resolve_config(request: RunRequest) -> RunConfig:
@@ -437,7 +444,7 @@ def load(p: Plan) -> Loaded:
     if out_pixels > r.max_pixels:
         raise image.too_large(f"the result would be {out_size[1]}x{out_size[0]}", out_pixels,
                               r.max_pixels)
-    if r.write or r.output is not None:  # (a dry run's forecast too: it names its output)
+    if r.write:
         image.check_side(p.output, out_size)
     ref = None
     if r.reference is not None:
@@ -967,6 +974,8 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {shown(p.output)}")
     stale = _stale_pictures(p)
+    files = [(p.output, image.image_writer(restored, p.output)),
+             (p.files["record"], lambda f: f.write(text)), *pictures]
 
     def replace_old() -> None:
         # once every new file is written (a full disk keeps the old result whole), and gone
@@ -980,8 +989,6 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
             raise RunError(f"{shown(theirs)} appeared while dip was running; it is kept and "
                            f"this result is not written (use {{arg:overwrite}} to replace it)")
 
-    files = [(p.output, image.image_writer(restored, p.output)),
-             (p.files["record"], lambda f: f.write(text)), *pictures]
     try:
         image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
@@ -1277,10 +1284,15 @@ def pack_key(request: RunRequest) -> tuple | None:
 
 
 def forecast(request: RunRequest) -> Start:
-    """What a run of ``request`` would do and cost, without running it (``dip run
-    --dry-run``): it is planned, its files read and its fits laid out and calibrated, and
-    nothing is written (but the calibration cache)."""
-    the_plan = plan(request.replace(write=False))
+    """What a run of ``request`` would do and cost, without running it: it is planned, its
+    files read and its fits laid out and calibrated, and nothing is written (but the
+    calibration cache)."""
+    return forecast_plan(plan(request.replace(write=False)))
+
+
+def forecast_plan(the_plan: Plan) -> Start:
+    """:func:`forecast` of a plan made already: ``dip run --dry-run`` plans a job as its run
+    would (the files it writes checked), then reads and lays it out."""
     loaded = load(the_plan)
     setup = build(the_plan, loaded)
     return Start(estimate(the_plan, setup), setup.layout)
@@ -1305,14 +1317,14 @@ def _run(the_plan: Plan, loaded: Loaded, setup: Setup, started: float,
     fitted = fit_stage(the_plan, loaded, setup, progress, keep_on_interrupt)
     # The result is complete (or the estimate an interruption keeps): a signal now takes
     # effect once it is written, not half-way through drawing or writing it.
-    done: list[Restoration] = []
+    done = None
     try:
         with interrupts.deferred():
-            done.append(_written(the_plan, loaded, setup, fitted, started))
+            done = _written(the_plan, loaded, setup, fitted, started)
     except KeyboardInterrupt as stop:  # after the write: the caller may say it was made
-        stop.written = done[0].output if done else None
+        stop.written = done.output if done is not None else None
         raise
-    return done[0]
+    return done
 
 
 def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,

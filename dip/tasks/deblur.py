@@ -89,7 +89,7 @@ def load_kernel(value: str | Path) -> torch.Tensor:
     return read_kernel(Path(value))
 
 
-def _fitting(kernel: torch.Tensor, picture: image.Picture) -> torch.Tensor:
+def _within(kernel: torch.Tensor, picture: image.Picture) -> torch.Tensor:
     """``kernel`` if the picture is as large as it (a blur wider than the picture leaves
     nothing of it to recover)."""
     (kh, kw), (h, w) = kernel.shape[-2:], picture.size
@@ -101,7 +101,7 @@ def _fitting(kernel: torch.Tensor, picture: image.Picture) -> torch.Tensor:
 
 def _blur(picture: image.Picture, spec: str, generator: torch.Generator,
           output: Any) -> tuple[image.Picture, dict, dict]:
-    blurred = operators.Blur(_fitting(load_kernel(spec), picture))(picture.pixels).clamp(0, 1)
+    blurred = operators.Blur(_within(load_kernel(spec), picture))(picture.pixels).clamp(0, 1)
     return picture.with_pixels(blurred), {}, {}
 
 
@@ -132,7 +132,7 @@ class Deblur(Task):
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
-        return Inputs(picture, {"kernel": _fitting(load_kernel(args["kernel"]), picture)})
+        return Inputs(picture, {"kernel": _within(load_kernel(args["kernel"]), picture)})
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
