@@ -1036,6 +1036,7 @@ def claimed(output: Path) -> Iterator[None]:
     """
     path = claim_path(output)
     me = f"{os.getpid()} {socket.gethostname()}"
+    made = _missing_folders(path.parent)
     writable_folder(path.parent, f"output {shown(output)}")
     # One process at a time makes or takes over a claim in this folder: two that both found
     # a killed run's claim stale would otherwise both take it, the second deleting the
@@ -1064,6 +1065,19 @@ def claimed(output: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             if path.read_text() == me:  # never another run's claim
                 path.unlink()
+        for folder in made:  # a run that failed leaves no empty folders behind it
+            with contextlib.suppress(OSError):  # not empty: the result, another run's files
+                folder.rmdir()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating ``folder`` makes, deepest first."""
+    missing = []
+    with contextlib.suppress(OSError, RuntimeError):  # writable_folder says what is wrong
+        while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+    return missing
 
 
 @contextmanager

@@ -273,14 +273,18 @@ def test_a_device_torch_cannot_parse_is_unknown(name: str) -> None:
 
 
 def test_a_fit_that_diverges_with_the_guard_off_writes_nothing(tmp_path: Path) -> None:
+    """Not even the folders the result would have gone into (created for its claim)."""
     import dip
     from dip.errors import RunError
 
     path = save(synthetic(16), tmp_path / "in.png")
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    before = _tree(tmp_path)
     with pytest.raises(RunError, match="the fit diverged"):
-        dip.restore("denoise", path, iters=20, device="cpu", output=tmp_path / "o.png",
+        dip.restore("denoise", path, iters=20, device="cpu",
+                    output=tmp_path / "kept" / "new" / "deeper" / "o.png", report=True,
                     overrides=(*TINY, "optim.lr=1e300", "optim.guard=0", "optim.restarts=1"))
-    assert not (tmp_path / "o.png").exists()
+    assert _tree(tmp_path) == before
 
 
 def test_auto_tiles_shrink_to_an_explicit_memory_budget(tmp_path: Path, monkeypatch) -> None:
