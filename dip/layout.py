@@ -156,8 +156,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     if cfg.perf.max_memory and t.peak > budget:
         raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
                          f"run needs in tiles of {side} px ({t.peak / 2 ** 30:.2f} GB"
-                         + (", the smallest dip uses)" if size == "auto" else "; give a smaller "
-                            "{arg:tile})"))
+                         + (f"; give a smaller {{arg:tile}}, {MIN_TILE} or more)"
+                            if size != "auto" and side > MIN_TILE else ", the smallest dip uses)"))
     tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
     if size != "auto":
         reason = "tile.size asks for them"

@@ -301,6 +301,11 @@ def test_auto_tiles_shrink_to_an_explicit_memory_budget(tmp_path: Path, monkeypa
     assert start.layout.side == 128 and start.layout.peak_bytes <= budget * 2 ** 30
     with pytest.raises(InputError, match="max_memory of 1e-06 GB is less than the run needs"):
         run.forecast(_request(tmp_path, "denoise", input=path, max_memory=1e-6))
+    # a smaller tile is advised only where there is one
+    with pytest.raises(InputError, match=r"in tiles of 64 px .*give a smaller tile, 32 or more"):
+        run.forecast(_request(tmp_path, "denoise", input=path, max_memory=1e-6, tile="64"))
+    with pytest.raises(InputError, match=r"in tiles of 32 px \(.* GB, the smallest dip uses\)"):
+        run.forecast(_request(tmp_path, "denoise", input=path, max_memory=1e-6, tile="32"))
 
 
 @pytest.mark.parametrize("picture", ["report", "gif", "uncertainty"])
