@@ -105,6 +105,27 @@ def test_a_packed_job_gives_the_image_it_gives_alone(tmp_path: Path) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(images["1"], images["3"]))
 
 
+def test_a_packed_job_of_one_fit_records_its_one_thread_and_reruns_to_its_image(
+        tmp_path: Path) -> None:
+    """A job of one fit runs on perf.threads threads alone but on one in a pack: its record
+    said 2 threads, and a rerun from it gave another image (20 grey levels apart)."""
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/*.png, output: out/, "
+                            "restarts: 1}\n")
+    path.write_text(path.read_text().replace("net.channels_down", "perf.threads: 2, "
+                                                                   "net.channels_down"))
+    assert invoke("run", path, "--pack", "2", "-q").exit_code == 0
+    record_path = tmp_path / "out" / "p0_denoise.png.json"
+    record = json.loads(record_path.read_text())
+    assert record["config"]["perf"]["threads"] == "1"
+    assert record["threads"] == {"fits_at_once": 1, "per_fit": 1}
+    rerun = tmp_path / "rerun.png"
+    result = invoke("denoise", tmp_path / "photos" / "p0.png", "--config", record_path,
+                    "-o", rerun, "-q")
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(rerun)),
+                          np.asarray(Image.open(tmp_path / "out" / "p0_denoise.png")))
+
+
 def test_a_pack_is_split_where_its_jobs_together_would_not_fit_in_memory() -> None:
     from types import SimpleNamespace
 
