@@ -19,6 +19,7 @@ the single fit dip has always run, bit for bit.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,12 +144,16 @@ def uncertainty_map(spread: torch.Tensor) -> torch.Tensor:
 
 def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
                  reference: torch.Tensor | None = None,
-                 noise_sigma: float | None = None) -> Member:
+                 noise_sigma: float | None = None,
+                 returned: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Member:
     """The member fitting ``part`` of ``problem`` (on the problem's device), seeded by the
     part (:meth:`Part.seed`): its network (through a forked global RNG: the caller's RNG state
     is untouched), code and perturbations, stop rule, and a PSNR metric against its part of
     ``reference`` when there is one. ``noise_sigma``: the whole image's noise level, which
-    every tile shares (:func:`dip.run.noise_level`), where the part does not know its own."""
+    every tile shares (:func:`dip.run.noise_level`), where the part does not know its own.
+    ``returned``: what the run makes of a whole-image estimate (inpainting's known pixels put
+    back, super-resolution's back-projection: :meth:`dip.tasks.Task.consistent`), so that the
+    PSNR is the result's, not the network's."""
     sub = problem if part.tile is None else problem.window(part.tile)
     device = problem.observation.device
     seed = part.seed(cfg.seed)
@@ -172,9 +177,10 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
     metric = None
     if reference is not None:
         ref = reference if part.tile is None else part.tile.scaled(problem.scale).crop(reference)
+        shown = returned if part.tile is None and returned is not None else (lambda e: e)
 
         def metric(estimate: torch.Tensor) -> float:
-            return metrics.psnr(estimate, ref)
+            return metrics.psnr(shown(estimate), ref)
 
     return Member(net.to(device), code, sub.operator, sub.observation, generator,
                   build_stop_rule(cfg.stop), metric, sub.loss, sigma, sure,

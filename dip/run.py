@@ -565,8 +565,12 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
     sigma = noise_level(cfg, problem)
 
+    def returned(estimate: torch.Tensor) -> torch.Tensor:  # the result made of it, as _combined
+        image, _ = p.task.consistent(estimate.detach().cpu(), None, loaded.inputs, p.args, cfg)
+        return image.to(estimate.device)
+
     def member(i: int) -> Member:
-        return build_member(cfg, problem, layout.parts[i], channels, ref, sigma)
+        return build_member(cfg, problem, layout.parts[i], channels, ref, sigma, returned)
 
     # the budget grows for a less noisy image than stop.budget_sigma (0: optim.iters as is)
     iters = (cfg.optim.iters if sigma is None or cfg.stop.rule != "auto"

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from dip import image
 from dip.cli.main import cli
 
 from conftest import save, synthetic, wait_until
@@ -126,6 +127,28 @@ def test_superres_unknown_kernel_is_one_line_and_writes_nothing(tmp_path: Path) 
     assert line == ("dip: error: unknown downsampling kernel 'gauss:2'; use lanczos, lanczos3, "
                     "bicubic, area or gaussian:SIGMA")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.png"]
+
+
+def test_the_recorded_psnr_curve_and_peak_are_the_results_not_the_networks(
+        tmp_path: Path, clean_png: Path) -> None:
+    """Inpainting puts the known pixels back and super-resolution back-projects after the fit:
+    the curve and the peak were the network's image, 16 dB under the result at the same
+    step."""
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 8:20] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    small = save(image.resize(image.load_image(clean_png).pixels, (8, 8), "lanczos"),
+                 tmp_path / "small.png")
+    for task, given in (("inpaint", [clean_png, "--mask", tmp_path / "mask.png"]),
+                        ("superres", [small])):
+        out = tmp_path / f"{task}.png"
+        result = invoke(task, *given, "-o", out, "--reference", clean_png, "--stop", "fixed",
+                        "--set", "output.metrics_every=1", *FAST)
+        assert result.exit_code == 0, result.output
+        record = json.loads(Path(f"{out}.json").read_text())
+        m, curve = record["metrics"], record["history"]["psnr"]
+        assert curve[-1] == pytest.approx(m["psnr"], abs=0.05), (task, curve, m)
+        assert m["peak_psnr"] == pytest.approx(max(curve), abs=1e-3)
 
 
 def test_reference_adds_metrics_to_the_record(tmp_path: Path, noisy_png: Path,
