@@ -61,7 +61,8 @@ def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
                    kernel: str) -> torch.Tensor:
     """``result`` corrected to the nearest image that shrinks (``factor`` times, with
-    ``kernel``) exactly to ``small``, clamped to [0, 1]: dip's super-resolution result.
+    ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
+    :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
 
     Shape:
         - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``
@@ -71,8 +72,9 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
     projected = operators.back_project(op, result, small.to(result))
     if projected is result:  # the solve did not converge: the network's image as it is
         warnings.warn(f"the result is the network's image, not back-projected: with the "
-                      f"kernel {kernel} at x{factor} the exact correction is ill-conditioned "
-                      f"(a blur much wider than the factor)", image.DipWarning, stacklevel=2)
+                      f"kernel {kernel} at x{factor} the correction would amplify the "
+                      f"input's rounding (a blur as wide as the factor or wider)",
+                      image.DipWarning, stacklevel=2)
     return projected.clamp(0, 1)
 
 
