@@ -326,7 +326,8 @@ def _job_options_help() -> str:
 @click.option("--overwrite", is_flag=True,
               help="Redo jobs that are already done, and replace files that are not dip's "
                    "where a job writes.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars and no final table (its line of counts stays).")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         summary_path: Path | None, pack: str, dry_run: bool, overwrite: bool,
         quiet: bool) -> None:
