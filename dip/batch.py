@@ -566,10 +566,10 @@ def is_done(job: Job) -> bool:
     task = get_task(job.task)
     the_plan = plan(job.request.replace(write=False))
     cfg = json.loads(json.dumps(the_plan.cfg.to_dict()))
-    # Which device ran it is not part of what was asked (the preset it implies is).
+    # Which device ran it is not part of what was asked (the preset it implies is), nor how
+    # many of its threads (a packed job of one fit records the one it ran on).
     done = record_config(rec["config"], task.sections)
-    same = ({k: v for k, v in cfg.items() if k != "device"}
-            == {k: v for k, v in done.items() if k != "device"})
+    same = _what_was_asked(cfg) == _what_was_asked(done)
     reference = (str(Path(job.request.reference).resolve())
                  if job.request.reference is not None else None)
     pictures = [key for key in ("report", "gif") if getattr(job.request, key)]
@@ -580,6 +580,14 @@ def is_done(job: Job) -> bool:
             and rec.get("input") == str(job.input.resolve())
             and all(rec.get(k, defaults.get(k)) == v for k, v in asked.items())
             and rec.get("reference") == reference)
+
+
+def _what_was_asked(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the device and the CPU threads: how a job ran, not what."""
+    asked = {k: v for k, v in config.items() if k != "device"}
+    if isinstance(asked.get("perf"), dict):
+        asked["perf"] = {k: v for k, v in asked["perf"].items() if k != "threads"}
+    return asked
 
 
 # --- running ----------------------------------------------------------------------------------
