@@ -1041,7 +1041,32 @@ def claimed(output: Path) -> Iterator[None]:
     path = claim_path(output)
     me = f"{os.getpid()} {socket.gethostname()}"
     made = _missing_folders(path.parent)
-    writable_folder(path.parent, f"output {shown(output)}")
+    for attempt in range(3):
+        writable_folder(path.parent, f"output {shown(output)}")
+        try:
+            _take_claim(path, output, me)
+            break
+        except FileNotFoundError as exc:  # a run that failed removed the folder it had made,
+            if attempt == 2:  # as this one made it too (see the end): make it again
+                raise RunError(f"cannot write {shown(output)}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:  # never another run's claim
+                path.unlink()
+        for folder in made:  # a run that failed leaves no empty folders behind it
+            with contextlib.suppress(OSError):  # not empty: the result, another run's files
+                folder.rmdir()
+
+
+def _take_claim(path: Path, output: Path, me: str) -> None:
+    """Write the claim ``path`` for ``output`` (its folder exists), or say who holds it.
+
+    Raises:
+        InputError: another live dip process holds it.
+        FileNotFoundError: the folder went before the claim was made.
+    """
     # One process at a time makes or takes over a claim in this folder: two that both found
     # a killed run's claim stale would otherwise both take it, the second deleting the
     # claim the first had just made; and a claim is never read half-written.
@@ -1060,18 +1085,11 @@ def claimed(output: Path) -> Iterator[None]:
             raise InputError(f"another dip run ({_claim_holder(path) or 'starting'}) is "
                              f"writing {shown(output)}; wait for it or choose another "
                              f"output") from None
+        except FileNotFoundError:
+            raise
         except OSError as exc:  # a full disk; a folder os.access called writable (root, /sys)
             path.unlink(missing_ok=True)  # (ours, or none: O_EXCL made it or failed)
             raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if path.read_text() == me:  # never another run's claim
-                path.unlink()
-        for folder in made:  # a run that failed leaves no empty folders behind it
-            with contextlib.suppress(OSError):  # not empty: the result, another run's files
-                folder.rmdir()
 
 
 def _missing_folders(folder: Path) -> list[Path]:

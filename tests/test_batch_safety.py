@@ -273,6 +273,27 @@ def test_a_run_holds_every_file_it_writes_not_only_its_result(tmp_path: Path) ->
     assert not claim_path(tmp_path / "out.png").exists()  # this run's own, let go
 
 
+def test_a_folder_removed_by_a_failed_run_as_this_one_claims_is_made_again(
+        tmp_path: Path, monkeypatch) -> None:
+    """Two runs make out/ at once; one fails and removes it (empty: a run leaves no empty
+    folders behind) before the other's claim is in it. The other made it again instead of
+    failing with 'No such file or directory'."""
+    real, removed = run.writable_folder, []
+
+    def other_run_cleans_up(folder: Path, what: str, create: bool = True) -> None:
+        real(folder, what, create)
+        if create and folder.name == "out" and not removed:
+            folder.rmdir()
+            removed.append(folder)
+
+    monkeypatch.setattr(run, "writable_folder", other_run_cleans_up)
+    src = save(synthetic(32), tmp_path / "in.png")
+    result = invoke("denoise", src, "-o", tmp_path / "out" / "r.png", "--iters", 3,
+                    "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    assert removed and (tmp_path / "out" / "r.png").is_file()
+
+
 def test_two_runs_taking_over_one_stale_claim_one_of_them_wins(tmp_path: Path,
                                                                monkeypatch) -> None:
     """Both find the claim of a killed run stale; the second must not delete the claim the
