@@ -272,8 +272,8 @@ def back_project(op: Downsample, x: torch.Tensor, y: torch.Tensor, iters: int = 
     mean square), as regularised solvers do (Hanke, "Conjugate gradient type methods for
     ill-posed problems", 1995): on a 128 px crop of kodim03 shrunk with ``gaussian:1.5`` at
     x2, its bicubic upscaling projected so gains 2.9 dB, and 2.2 after 200 steps towards the
-    exact solution. A blur as wide as the factor or wider (``gaussian:2`` at x2) does not
-    get that close in ``iters`` steps.
+    exact solution. A wider blur (from about three quarters of the factor, ``gaussian:1.6``
+    at x2, depending on the picture) does not get that close in ``iters`` steps.
 
     Args:
         op: the downsampling operator of the fit.

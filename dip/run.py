@@ -566,11 +566,14 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     sigma = noise_level(cfg, problem)
 
     def returned(estimate: torch.Tensor) -> torch.Tensor:  # the result made of it, as _combined
-        image, _ = p.task.consistent(estimate.detach().cpu(), None, loaded.inputs, p.args, cfg)
-        return image.to(estimate.device)
+        return p.task.consistent(estimate.detach(), None, loaded.inputs, p.args, cfg,
+                                 sample=True)[0]
+
+    # for the peak of one fit of the whole image (the only one the record keeps)
+    whole = returned if len(layout.parts) == 1 and layout.tiles is None else None
 
     def member(i: int) -> Member:
-        return build_member(cfg, problem, layout.parts[i], channels, ref, sigma, returned)
+        return build_member(cfg, problem, layout.parts[i], channels, ref, sigma, whole)
 
     # the budget grows for a less noisy image than stop.budget_sigma (0: optim.iters as is)
     iters = (cfg.optim.iters if sigma is None or cfg.stop.rule != "auto"
@@ -608,7 +611,8 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
     trial = calibration_parts(layout)
 
     def fit_steps(on_step: Callable[[], None], n: int) -> None:
-        fit_group([setup.member(i) for i in trial],
+        # without the reference's PSNR: the rate is cached for runs with none
+        fit_group([dataclasses.replace(setup.member(i), metric=None) for i in trial],
                   dataclasses.replace(setup.settings, iters=n), perf=setup.perf,
                   threads=layout.threads, callback=lambda i, s: on_step())
 
@@ -1171,7 +1175,7 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
 
     Raises:
         InputError, ConfigError: before anything runs or is written.
-        RunError: the fit failed; nothing is written.
+        RunError: the fit failed; nothing is written but the snapshots taken so far.
     """
     if not isinstance(request, RunRequest):
         task = get_task(request)

@@ -357,3 +357,19 @@ def test_a_switch_of_the_wrong_type_is_named_not_switched_on(tmp_path: Path) -> 
     path = save(synthetic(16), tmp_path / "in.png")
     with pytest.raises(InputError, match=r"^overwrite must be True or False, got int '1'$"):
         dip.restore("denoise", path, write=False, overwrite=1)  # was 'overwrite=True must be'
+
+
+def test_the_psnr_curve_of_a_fit_in_progress_warns_nothing(tmp_path: Path) -> None:
+    """The curve's samples are back-projected as the result is; a kernel too wide for it
+    warns once, for the result, not at every sample of the curve."""
+    import warnings
+
+    clean = save(synthetic(32), tmp_path / "clean.png")
+    small = save(image.resize(synthetic(32), (8, 8), "bicubic"), tmp_path / "small.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.restore("superres", small, reference=clean, iters=4, write=False, device="cpu",
+                    kernel="gaussian:4",
+                    overrides=(*TINY, "output.metrics_every=1", "stop.rule=fixed"))
+    said = [w for w in caught if "not back-projected" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in caught]

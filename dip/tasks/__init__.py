@@ -184,11 +184,13 @@ class Task:
         return inputs.picture.alpha
 
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
-                   args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   args: dict[str, Any], cfg: Any, sample: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The combined result made to agree with the input where the input determines it
         exactly (inpainting's known pixels put back, super-resolution's back-projection), and
-        the restarts' spread with it. ``result`` ``(1, C, H, W)`` in [0, 1] on the CPU, as is
-        the image returned; by default both come back as they are."""
+        the restarts' spread with it. ``result`` ``(1, C, H, W)`` in [0, 1], the image
+        returned on its device; by default both come back as they are. ``sample``: an
+        estimate of a fit in progress, for the record's PSNR curve (no warnings)."""
         return result, spread
 
     def finishes(self, cfg: Any) -> bool:

@@ -194,7 +194,8 @@ class Inpaint(Task):
         return problem.observation
 
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
-                   args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   args: dict[str, Any], cfg: Any, sample: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # What every inpainting tool does (biharmonic, Navier-Stokes, a paint program's fill):
         # the pixels the user gave come back as given. The paper returns the network's output
         # everywhere, and the fast preset fits the known pixels only to 38-40 dB: keeping them

@@ -59,7 +59,7 @@ def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
 
 
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
-                   kernel: str) -> torch.Tensor:
+                   kernel: str, warn: bool = True) -> torch.Tensor:
     """``result`` corrected to the nearest image that shrinks (``factor`` times, with
     ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
     :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
@@ -70,10 +70,10 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
     """
     op = operators.Downsample(factor, kernel).to(result)
     projected = operators.back_project(op, result, small.to(result))
-    if projected is result:  # the solve did not converge: the network's image as it is
+    if projected is result and warn:  # no solve close enough: the network's image as it is
         warnings.warn(f"the result is the network's image, not back-projected: with the "
                       f"kernel {kernel} at x{factor} the correction would amplify the "
-                      f"input's rounding (a blur as wide as the factor or wider)",
+                      f"input's rounding (a blur wider than about 3/4 of the factor)",
                       image.DipWarning, stacklevel=2)
     return projected.clamp(0, 1)
 
@@ -143,7 +143,8 @@ class SuperRes(Task):
                        self.out_size(picture.size, cfg))
 
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
-                   args: dict[str, Any], cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   args: dict[str, Any], cfg: Any, sample: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # The fit's image misses the small input (operators.back_project); putting back exactly
         # the low frequencies the input determines gained 0.20-0.93 dB on the benchmark's
         # group means (benchmarks/README.md, "degradations.py"). The restarts' spread stays
@@ -151,7 +152,7 @@ class SuperRes(Task):
         if args.get("no_back_projection"):
             return result, spread
         return back_projected(result, inputs.picture.pixels, cfg.factor,
-                              inputs.data["kernel"]), spread
+                              inputs.data["kernel"], warn=not sample), spread
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         alpha = inputs.picture.alpha
