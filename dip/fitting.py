@@ -99,6 +99,8 @@ class FitResult:
     noise_level: float | None = None
     #: (step, threads) each time the fit's threads changed with the machine's load
     thread_changes: list[tuple[int, int]] = field(default_factory=list)
+    #: the CPU threads its operations started on (:func:`fit_group`; 0 off the CPU)
+    threads: int = 0
 
 
 @dataclass
@@ -308,6 +310,9 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
             _intra_op_threads(intra if cpu else None):
         scheduler.run(keep_on_interrupt)
+    for outcome in scheduler.outcomes:
+        if isinstance(outcome, FitResult) and cpu:
+            outcome.threads = intra
     return scheduler.outcomes
 
 

@@ -27,7 +27,7 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1296,24 +1296,22 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
                                                     1 if perf.stack else len(members)),
                             callback=on_step, keep_on_interrupt=keep_on_interrupt,
                             at_once=min(at_once, STACK_MOST) if perf.stack else at_once)
-    one_thread = (jobs[0][3].device.type == "cpu" and not perf.stack
-                  and min(at_once, len(members)) > 1)
     for j, (i, p, loaded, setup) in enumerate(jobs):
         mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
-        if one_thread:
-            _ran_on_one_thread(p, setup)
+        _ran_on_one_thread(p, setup, mine.values())
         try:
             yield i, _finish(p, loaded, setup, lives[j], mine, started)
         except DipError as exc:
             yield i, exc
 
 
-def _ran_on_one_thread(p: Plan, setup: Setup) -> None:
-    """A packed job of one fit ran on one CPU thread, as every member of a group does
+def _ran_on_one_thread(p: Plan, setup: Setup, results: Iterable[Any]) -> None:
+    """A packed job of one fit that ran on one CPU thread, as members of a group do
     (:mod:`dip.threads`), where alone it would have had ``perf.threads``: its record says
     so, and a rerun from it takes one thread and gives the same image. (A job of several
     fits runs them one thread each alone too.)"""
-    if min(setup.layout.at_once, len(setup.layout.fitted())) <= 1:
+    if (min(setup.layout.at_once, len(setup.layout.fitted())) <= 1
+            and any(isinstance(r, FitResult) and r.threads == 1 for r in results)):
         setup.layout.threads = 1
         p.cfg.perf.threads = "1"
 
