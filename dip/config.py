@@ -89,7 +89,9 @@ class OptimConfig:
 class StopConfig:
     """When to stop: ``rule`` picks it from :data:`dip.stopping.STOP_RULES` -- ``auto``
     (variance-based detection, :class:`dip.stopping.VarianceStop`, which checks the keys it
-    uses) or ``fixed`` (run all ``optim.iters`` steps)."""
+    uses), ``fixed`` (run all ``optim.iters`` steps) or ``auto_if_noisy`` (``auto`` where the
+    input's noise reads ``noisy_sigma`` or more, else ``fixed``:
+    :class:`dip.stopping.AutoIfNoisy`)."""
 
     rule: str = "auto"
     #: outputs in the running variance (ES-WMV's W)
@@ -111,6 +113,8 @@ class StopConfig:
     #: deviation (0-255 units); a less noisy input gets up to twice the steps
     #: (dip.stopping.noise_budget; 0: optim.iters for every input)
     budget_sigma: float = 0.0
+    #: auto_if_noisy: the noise (0-255 units) from which the automatic stop runs
+    noisy_sigma: float = 3.0
 
 
 @dataclass
@@ -528,7 +532,7 @@ MAX_MEMORY_GB = 2 ** 20
 #: config keys added after records were first written, with the value that reproduces a run
 #: recorded without them (the behaviour before the key existed)
 ADDED_KEYS = {"stop.noise_floor": 0.0, "stop.sigma": 0.0, "optim.restarts": 1,
-              "stop.budget_sigma": 0.0,
+              "stop.budget_sigma": 0.0, "stop.noisy_sigma": 3.0,
               "perf.threads": "auto", "perf.max_memory": 0.0,
               # members fitted at once ran one after another on CUDA before stacks
               "perf.stack": "off",

@@ -60,6 +60,29 @@ def test_the_rule_keeps_the_image_at_the_minimum_and_stops_after_patience() -> N
     assert fired == best_step + 20
 
 
+@pytest.mark.parametrize("sigma, fires", [(1.4, False), (10, True)])
+def test_auto_if_noisy_stops_automatically_only_on_a_noisy_input(sigma: float,
+                                                                  fires: bool) -> None:
+    """Deblurring's fast preset: the whole budget at the protocol's sigma of sqrt(2), the
+    automatic stop from 3 grey levels (a fixed budget learnt sigma = 10's noise)."""
+    g = torch.Generator().manual_seed(0)
+    observation = (synthetic(64) + torch.randn(1, 3, 64, 64, generator=g) * sigma / 255)
+    rule = build_stop_rule(StopConfig(rule="auto_if_noisy", window=5, patience=20,
+                                      tolerance=0.0))
+    rule.start(observation.clamp(0, 1))
+    assert rule.noise_level * 255 == pytest.approx(sigma, rel=0.25)
+    base = torch.rand(1, 1, 4, 4, generator=g)
+    stopped = None
+    for step in range(1, 300):  # the variance falls until step 30, then rises
+        spread = 1.0 / step if step <= 30 else (step - 30) * 0.01
+        x = base + spread * torch.randn(1, 1, 4, 4, generator=g)
+        if rule.update(step, x, x):
+            stopped = step
+            break
+    assert (stopped is not None) == fires
+    assert (rule.chosen is not None) == fires  # a fixed budget returns the fit's estimate
+
+
 def test_on_a_flat_valley_the_latest_near_minimal_step_is_kept() -> None:
     # The variance settles onto a plateau that creeps up (4% over 40 steps) from step 20 to
     # 60, then rises: with a 5% tolerance the rule keeps the plateau's last step, without it
@@ -217,8 +240,8 @@ def test_invalid_rule_options(options: dict, message: str) -> None:
 
 
 def test_registry_and_unknown_rule() -> None:
-    assert set(STOP_RULES) == {"auto", "fixed"}
-    with pytest.raises(ConfigError, match="known: auto, fixed"):
+    assert set(STOP_RULES) == {"auto", "fixed", "auto_if_noisy"}
+    with pytest.raises(ConfigError, match="known: auto, fixed, auto_if_noisy"):
         build_stop_rule(StopConfig(rule="oracle"))
 
 
