@@ -310,8 +310,8 @@ def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settin
     with kept_cpu_memory() if perf.keep_cpu_memory else contextlib.nullcontext(), \
             _intra_op_threads(intra if cpu else None):
         scheduler.run(keep_on_interrupt)
-    for outcome in scheduler.outcomes:
-        if isinstance(outcome, FitResult) and cpu:
+    for outcome in scheduler.outcomes if cpu else []:
+        if isinstance(outcome, FitResult):
             outcome.threads = intra
     return scheduler.outcomes
 

@@ -309,11 +309,9 @@ def check_name_length(output: Path, written: list[Path]) -> None:
     own = len(os.fsencode(output.name))
     # mkstemp's temporary name: "." + name + "." + 8 random characters + ".part"
     extra = max(len(os.fsencode(f.name)) for f in written) + 15 - own
-    folder = output.parent
     try:
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        limit = os.pathconf(folder, "PC_NAME_MAX")
+        missing = _missing_folders(output.parent)
+        limit = os.pathconf(missing[-1].parent if missing else output.parent, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
         limit = 255
     if own + extra > limit:
@@ -385,13 +383,12 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
         except OSError as exc:
             raise InputError(f"cannot create the folder for {what}: "
                              f"{exc.strerror or exc}") from None
-    existing = folder
     try:
-        while not existing.exists() and existing != existing.parent:
-            if existing.is_symlink():  # mkdir would meet it: "File exists", after the fit
-                raise InputError(f"cannot create the folder for {what}: {shown(existing)} is "
-                                 f"a symbolic link to nothing")
-            existing = existing.parent
+        missing = _missing_folders(folder)
+        existing = missing[-1].parent if missing else folder
+        if existing.is_symlink() and not existing.exists():  # mkdir would meet it: "File
+            raise InputError(f"cannot create the folder for {what}: {shown(existing)} is "
+                             f"a symbolic link to nothing")  # exists", after the fit
         is_folder = existing.is_dir()
     except OSError as exc:  # a name too long, a loop of links
         raise InputError(f"cannot use the folder for {what}: {exc.strerror or exc}") from None
@@ -1044,7 +1041,9 @@ def claimed(output: Path) -> Iterator[None]:
     """
     path = claim_path(output)
     me = f"{os.getpid()} {socket.gethostname()}"
-    made = _missing_folders(path.parent)
+    made = []
+    with contextlib.suppress(OSError, RuntimeError):  # writable_folder says what is wrong
+        made = _missing_folders(path.parent)
     for attempt in range(3):
         writable_folder(path.parent, f"output {shown(output)}")
         try:
@@ -1097,12 +1096,16 @@ def _take_claim(path: Path, output: Path, me: str) -> None:
 
 
 def _missing_folders(folder: Path) -> list[Path]:
-    """The folders that creating ``folder`` makes, deepest first."""
+    """The folders that creating ``folder`` makes, deepest first: up to the first that is
+    there, or is a symbolic link (to nothing, perhaps).
+
+    Raises:
+        OSError, RuntimeError: a name too long, a loop of links (RuntimeError before 3.13).
+    """
     missing = []
-    with contextlib.suppress(OSError, RuntimeError):  # writable_folder says what is wrong
-        while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
-            missing.append(folder)
-            folder = folder.parent
+    while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
     return missing
 
 
