@@ -37,8 +37,12 @@ superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (
          "kernel choice": for each candidate kernel a 200-step fit, then the candidate whose
          result passed back through its own operator is closest to the input (the data fit
          after a short run): is the downscaler recognisable without being told?
-         bicubic_x8: bicubic, 8x smaller (the factor's own budget), run only when --levels
-         names it.
+         bicubic_x8: bicubic, 8x smaller (the factor's own budget); bicubic_jpeg90 and
+         bicubic_jpeg75: bicubic, then saved as a JPEG at that quality (Pillow's encoder, its
+         default 4:2:0 chroma); bicubic_n5: bicubic, then Gaussian noise of sigma 5. Each
+         runs only when --levels names it. The defaults' rows also score the network's image
+         and the same image back-projected exactly (dip's result before it heeded the input's
+         noise and JPEG coding).
 inpaint  half of each crop's pixels dropped (the same pixels in every channel, seeded per
          image), the mask beside: the 9 colour images (drop50) and Table 1's 11 grey ones
          (drop50grey; the fast preset was chosen on their centre crops: those are tuned).
@@ -88,7 +92,15 @@ LEVELS = {
                  # Pillow's Lanczos has three lobes (the paper's, dip's default, two)
                  "lanczos": {"resample": "lanczos", "kernel": "lanczos3"},
                  # x8, the factor's own budget (configs' per_factor): run with --levels only
-                 "bicubic_x8": {"resample": "bicubic", "kernel": "bicubic", "factor": 8}},
+                 "bicubic_x8": {"resample": "bicubic", "kernel": "bicubic", "factor": 8},
+                 # the small picture saved as a JPEG (Pillow's default 4:2:0 chroma), or
+                 # noisy: run with --levels only
+                 "bicubic_jpeg90": {"resample": "bicubic", "kernel": "bicubic", "jpeg": 90,
+                                    "named": True},
+                 "bicubic_jpeg75": {"resample": "bicubic", "kernel": "bicubic", "jpeg": 75,
+                                    "named": True},
+                 "bicubic_n5": {"resample": "bicubic", "kernel": "bicubic", "noise": 5,
+                                "named": True}},
     "inpaint": {"drop50": {"fraction": 0.5},
                 # Table 1's 11 grey images (the fast preset was chosen on their centre crops)
                 "drop50grey": {"fraction": 0.5, "grey": True}},
@@ -136,6 +148,8 @@ def make_case(task: str, level: str, name: str, where: str, folder: Path) -> Non
         damaged = operators.add_noise(clean, spec["sigma"], g)
     elif task == "superres":
         damaged = image.resize(clean, (CROP // factor(level),) * 2, spec["resample"])
+        if spec.get("noise"):
+            damaged = operators.add_noise(damaged, spec["noise"], g)
     elif task == "inpaint":
         damaged, known = operators.drop_pixels(clean, spec["fraction"], g)
         folder.mkdir(parents=True, exist_ok=True)
@@ -143,12 +157,24 @@ def make_case(task: str, level: str, name: str, where: str, folder: Path) -> Non
     else:
         damaged = operators.add_poisson(clean, spec["peak"], g)
     folder.mkdir(parents=True, exist_ok=True)
-    image.save_image(image.Picture(damaged), folder / "input.png")
+    if spec.get("jpeg"):  # Pillow's encoder at that quality, its own chroma subsampling
+        from PIL import Image
+
+        array = (damaged[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+        Image.fromarray(array).save(folder / "input.jpg", quality=spec["jpeg"])
+    else:
+        image.save_image(image.Picture(damaged), folder / "input.png")
     image.save_image(image.Picture(clean), folder / "reference.png")
 
 
 def case_folder(task: str, level: str, name: str, where: str) -> Path:
     return CASES / task / f"{level}_{where}_{name}"
+
+
+def input_file(folder: Path) -> Path:
+    """The case's damaged picture: a PNG, or the JPEG a level saves."""
+    jpeg = folder / "input.jpg"
+    return jpeg if jpeg.exists() else folder / "input.png"
 
 
 # --- methods --------------------------------------------------------------------------------------
@@ -275,6 +301,7 @@ MATCHED, CHOICE = "dip, --kernel matched", "kernel choice"
 KERNEL = "dip, --kernel "
 #: superres: the defaults' network image, before the back-projection (a column, not a run)
 NETWORK = "dip, network's image"
+EXACT = "dip, back-projected exactly"  # superres: the whole residual put back, as before
 #: superres: the images the fast preset's x4 settings were chosen on (a2d0967)
 SUPERRES_TUNED = ("F16", "baboon", "hill")
 
@@ -306,14 +333,15 @@ def _superres(job: dict, folder: Path, ref) -> None:
 
     import dip
     from dip import image, metrics, operators
-    from dip.tasks.superres import back_projected
+    from dip.tasks.superres import back_projected, input_error
 
-    small = image.load_image(folder / "input.png").pixels
+    picture = image.load_image(input_file(folder))
+    small = picture.pixels
     f = factor(job["level"])
     if job["method"] == CHOICE:
         misfit = {}
         for kernel in CHOICES:
-            r = dip.restore("superres", folder / "input.png", factor=f, kernel=kernel,
+            r = dip.restore("superres", input_file(folder), factor=f, kernel=kernel,
                             iters=CHOICE_STEPS, stop="fixed", write=False, device="cpu")
             again = operators.Downsample(f, kernel)(r.picture.pixels)
             misfit[kernel] = round(((again - small) ** 2).mean().item(), 8)
@@ -326,14 +354,17 @@ def _superres(job: dict, folder: Path, ref) -> None:
               else "lanczos")
     # the network's image; the defaults' result is it back-projected onto the input, the same
     # arithmetic as dip's own (tests/test_restarts_and_tiles.py), so one fit scores both
-    r = dip.restore("superres", folder / "input.png", factor=f, kernel=kernel,
+    r = dip.restore("superres", input_file(folder), factor=f, kernel=kernel,
                     reference=folder / "reference.png", write=False, device="cpu",
                     no_back_projection=True,
                     overrides=(f"perf.threads={torch.get_num_threads()}",
                                *variant(job["method"])))
-    out = back_projected(r.picture.pixels, small, f, kernel)
+    out = back_projected(r.picture.pixels, small, f, kernel, error=input_error(picture))
+    # the exact correction: dip's result before it heeded the input's own error
+    exact = back_projected(r.picture.pixels, small, f, kernel)
     job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, f),
-               network_psnr=metrics.psnr_y(r.picture.pixels, ref, f))
+               network_psnr=metrics.psnr_y(r.picture.pixels, ref, f),
+               exact_psnr=metrics.psnr_y(exact, ref, f))
 
 
 def _dip_row(rec: dict) -> dict:
@@ -387,7 +418,7 @@ def run_job(job: dict) -> dict:
             kernel = (parse_spec(LEVELS[task][level]["kernel"]).numpy() if task == "deblur"
                       else image.load_image(folder / "mask.png").pixels if task == "inpaint"
                       else None)
-            out = methods(task)[job["method"]](image.load_image(folder / "input.png").pixels,
+            out = methods(task)[job["method"]](image.load_image(input_file(folder)).pixels,
                                                kernel, level)
             job.update(psnr=metrics.psnr_y(out, ref, factor(level)) if task == "superres"
                        else metrics.psnr(out, ref))
@@ -397,7 +428,7 @@ def run_job(job: dict) -> dict:
     except Exception as exc:  # a failed image is a row, not the end of the benchmark
         job["error"] = f"{type(exc).__name__}: {exc}"
     job["seconds"] = round(time.perf_counter() - started, 2)
-    for key in ("psnr", "input_psnr", "peak", "network_psnr", "redrawn_psnr"):
+    for key in ("psnr", "input_psnr", "peak", "network_psnr", "redrawn_psnr", "exact_psnr"):
         if job.get(key) is not None:
             job[key] = round(job[key], 4)
     return job
@@ -414,12 +445,14 @@ def superres_table(rows: list[dict]) -> str:
     # the defaults' fit before its back-projection: a column of its own
     by.update({_key(r)[:-1] + (NETWORK,): dict(r, psnr=r["network_psnr"])
                for r in list(by.values()) if r["method"] == DIP and "network_psnr" in r})
+    by.update({_key(r)[:-1] + (EXACT,): dict(r, psnr=r["exact_psnr"])
+               for r in list(by.values()) if r["method"] == DIP and "exact_psnr" in r})
     out = ["# superres: dip's defaults (CPU) against upscaling, 128 px crops (Y-PSNR, as many "
            "border pixels cropped as the factor)\n",
            "commit " + ", ".join(sorted({r.get("commit", "?") for r in by.values()})),
            f"\nSettings chosen on {', '.join(SUPERRES_TUNED)} (both crops); the others held "
            "out."]
-    shown = [NETWORK, DIP, *(m for m, (t, _) in DIP_VARIANTS.items() if t == "superres"),
+    shown = [NETWORK, EXACT, DIP, *(m for m, (t, _) in DIP_VARIANTS.items() if t == "superres"),
              MATCHED]
     # the other dip runs (a kernel for every input, a search's candidates): where they ran on
     # every crop of a group

@@ -65,6 +65,10 @@ class Picture:
         icc: the file's colour profile (ICC), or None (sRGB): the fit works on the values as
             they are, and the result carries the profile, so a wide-gamut photo (Display P3,
             Adobe RGB) keeps its colours.
+        coding_error: a JPEG's error, as decoded: per channel of :data:`YCBCR` (one for a
+            grey picture) the root mean square its quantisation steps allow, in [0, 1] units;
+            ``inf`` for chroma stored at a lower resolution. None for lossless files, and for
+            pixels that are not the file's (:meth:`with_pixels`). See :func:`coding_error`.
     """
 
     pixels: torch.Tensor
@@ -72,6 +76,7 @@ class Picture:
     bits: int = 8
     value_range: tuple[float, float] | None = None
     icc: bytes | None = None
+    coding_error: tuple[float, ...] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -79,7 +84,8 @@ class Picture:
         return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
 
     def with_pixels(self, pixels: torch.Tensor) -> Picture:
-        return replace(self, pixels=pixels)
+        """The picture with other pixels: no longer the file's, so no coding error."""
+        return replace(self, pixels=pixels, coding_error=None)
 
     def values(self) -> torch.Tensor:
         """The pixels in the file's own units, float64: a float TIFF's range restored."""
@@ -124,8 +130,11 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
+        coding = coding_error(img)  # before the turn: the turned copy has no tables
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
+        if coding is not None:
+            img.info[_CODING] = coding
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -496,9 +505,52 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def _from_pillow(img: Image.Image) -> Picture:
-    """A decoded Pillow image of any mode as a Picture, with its colour profile."""
+    """A decoded Pillow image of any mode as a Picture, with its colour profile and, for a
+    JPEG, its coding error."""
     icc = img.info.get("icc_profile")
-    return replace(_pillow_pixels(img), icc=bytes(icc) if icc else None)
+    picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None)
+    coding = img.info.get(_CODING)
+    return (replace(picture, coding_error=coding)
+            if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
+
+
+#: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB
+YCBCR = torch.tensor([[0.299, 0.587, 0.114],
+                      [-0.168736, -0.331264, 0.5],
+                      [0.5, -0.418688, -0.081312]])
+_CODING = "dip.coding_error"  # where _open keeps a JPEG's coding error
+
+
+def coding_error(img: Image.Image) -> tuple[float, ...] | None:
+    """A JPEG's decoding error from its quantisation tables, per channel of :data:`YCBCR`
+    (Y alone for a grey file), root mean square in [0, 1] units; None for other files.
+
+    Each DCT coefficient is rounded to a multiple of its step ``q``, an error uniform over
+    ``q`` (variance ``q^2 / 12``) where the coefficient was not rounded to zero and smaller
+    where it was, and the orthonormal DCT keeps the sum of squares: ``sqrt(mean(q^2) / 12)``,
+    an upper estimate of the channel's error. On 32 and 128 px crops of the 9 colour images
+    (Pillow's encoder) the luma's true error was 0.7-1.0 times it at quality 95, 0.5-0.9 at
+    90 and 0.3-0.7 at 75. Chroma stored at half resolution or less (4:2:0, 4:2:2, Pillow's
+    default) has lost detail no table says: ``inf``.
+    """
+    if img.format != "JPEG" or img.mode not in ("L", "RGB"):
+        return None
+    tables = getattr(img, "quantization", None) or {}
+    if 0 not in tables:
+        return None
+
+    def bound(table) -> float:
+        q = np.asarray(table, dtype=np.float64)
+        return float(np.sqrt((q ** 2).mean() / 12) / 255)
+
+    luma = bound(tables[0])
+    if img.mode == "L":
+        return (luma,)
+    from PIL import JpegImagePlugin
+
+    chroma = (bound(tables.get(1, tables[0])) if JpegImagePlugin.get_sampling(img) == 0
+              else float("inf"))
+    return (luma, chroma, chroma)
 
 
 def _pillow_pixels(img: Image.Image) -> Picture:

@@ -13,6 +13,8 @@ from PIL import Image
 from dip import image
 from dip.errors import InputError
 
+from conftest import synthetic
+
 
 def _rgb(h: int = 12, w: int = 20) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -118,3 +120,38 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
 def test_unknown_output_extension(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="extension '.xyz'"):
         image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "o.xyz")
+
+
+@pytest.mark.parametrize("subsampling, chroma", [(0, "finite"), (2, "inf")])
+def test_a_jpeg_carries_its_coding_error_from_its_tables(tmp_path: Path, subsampling: int,
+                                                         chroma: str) -> None:
+    # a photo-like picture (smooth shapes and a little grain): random pixels would set every
+    # coefficient, and clip
+    grain = np.random.default_rng(0).normal(0, 4, (48, 48, 3))
+    pixels = np.clip(np.round(synthetic(48)[0].permute(1, 2, 0).numpy() * 255 + grain), 0,
+                     255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.jpg", quality=75, subsampling=subsampling)
+    pic = image.load_image(tmp_path / "in.jpg")
+    luma = np.asarray(Image.open(tmp_path / "in.jpg").quantization[0], dtype=np.float64)
+    assert pic.coding_error[0] == pytest.approx(np.sqrt((luma ** 2).mean() / 12) / 255)
+    assert len(pic.coding_error) == 3
+    assert (pic.coding_error[1] == float("inf")) == (chroma == "inf")
+    # the bound holds: the luma's true error is under it
+    decoded = pic.pixels[0].permute(1, 2, 0).numpy() * 255
+    y = np.array([0.299, 0.587, 0.114])
+    true = np.sqrt((((decoded - pixels) @ y) ** 2).mean()) / 255
+    assert true < pic.coding_error[0]
+
+
+def test_only_a_jpegs_own_pixels_carry_a_coding_error(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(10, 30)[..., 0]).save(tmp_path / "grey.jpg", quality=90)
+    grey = image.load_image(tmp_path / "grey.jpg")
+    assert grey.pixels.shape[1] == 1 and len(grey.coding_error) == 1
+    assert grey.with_pixels(grey.pixels * 0.5).coding_error is None
+    Image.fromarray(_rgb(10, 30)).save(tmp_path / "in.png")
+    assert image.load_image(tmp_path / "in.png").coding_error is None
+    src = Image.fromarray(_rgb(10, 30))  # a turned JPEG (EXIF) keeps its tables' error
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    src.save(tmp_path / "turned.jpg", exif=exif)
+    assert image.load_image(tmp_path / "turned.jpg").coding_error is not None

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from dip import image, metrics, operators
 from dip.errors import InputError
@@ -295,3 +296,26 @@ def test_a_back_projection_that_cannot_converge_says_so() -> None:
     assert torch.equal(out, result.clamp(0, 1))
     assert any(issubclass(w.category, DipWarning) and "not back-projected" in str(w.message)
                for w in caught)
+
+
+def test_the_back_projection_leaves_the_inputs_own_noise_out() -> None:
+    from dip.image import Picture
+    from dip.tasks.superres import back_projected, input_error
+
+    truth = synthetic(128)  # the noise estimate needs a 32 px input's patches
+    op = operators.Downsample(4, "lanczos")
+    clean = op(truth)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+             * 10 / 255).clamp(0, 1)
+    # an estimate that missed a little of the picture and none of the noise (a fit stopped
+    # before it learnt the noise)
+    estimate = F.avg_pool2d(F.pad(truth, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    error = input_error(Picture(noisy))
+    # the noise, read in the luma (sigma times the luma row's norm, 0.67)
+    assert 0.6 < error[0] / 0.6686 * 255 / 10 < 1.2
+    exact = back_projected(estimate, noisy, 4, "lanczos")
+    scaled = back_projected(estimate, noisy, 4, "lanczos", error=error)
+    assert metrics.psnr(scaled, truth) > metrics.psnr(exact, truth) + 3
+    # a clean input: no error, the exact correction
+    assert torch.equal(back_projected(estimate, clean, 4, "lanczos", error=torch.zeros(3)),
+                       back_projected(estimate, clean, 4, "lanczos"))

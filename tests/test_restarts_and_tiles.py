@@ -20,6 +20,7 @@ from dip.image import dip_marker
 from dip.layout import peak_bytes
 from dip.operators import Downsample, Identity, back_project
 from dip.tasks import Problem
+from dip.tasks.superres import back_projected, input_error
 
 from conftest import save, synthetic
 
@@ -170,6 +171,37 @@ def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
     assert metrics.psnr(op(projected.picture.pixels), small) > 50
     assert torch.allclose(projected.picture.pixels,
                           back_project(op, raw.picture.pixels, small).clamp(0, 1), atol=1e-6)
+
+
+def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
+    # a 32 px JPEG at quality 75 (its chroma at half resolution): the correction of its
+    # luma is scaled down by its coding error, its chroma's left out
+    grain = np.random.default_rng(0).normal(0, 6, (32, 32, 3))
+    pixels = np.clip(np.round(synthetic(32)[0].permute(1, 2, 0).numpy() * 255 + grain), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "small.jpg", quality=75)
+    picture = image.load_image(tmp_path / "small.jpg")
+    op = Downsample(4, "lanczos")
+
+    def enlarge(**kw):
+        return dip.restore("superres", tmp_path / "small.jpg", factor=4, write=False,
+                           device="cpu", iters=60, stop="fixed",
+                           overrides=TINY + ("perf.threads=1",), **kw)
+
+    projected, raw = enlarge(), enlarge(no_back_projection=True)
+    exact = back_project(op, raw.picture.pixels, picture.pixels).clamp(0, 1)
+    assert torch.allclose(projected.picture.pixels,
+                          back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",
+                                         error=input_error(picture)), atol=1e-6)
+    ycbcr = image.YCBCR
+
+    def misses(t):  # per channel of YCbCr: how far the image shrunk is from the input
+        return torch.einsum("ij,njhw->nihw", ycbcr, op(t) - picture.pixels).pow(2).mean(
+            (0, 2, 3)).sqrt()
+
+    before, after, exactly = misses(raw.picture.pixels), misses(projected.picture.pixels), \
+        misses(exact)
+    assert torch.allclose(after[1:], before[1:], atol=1e-6)  # chroma: none of it
+    assert exactly[0] < after[0] < before[0]  # luma: some of it
 
 
 def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from dip import image, metrics, operators
 from dip.config import RunConfig, quote
 from dip.errors import ConfigError, InputError
 from dip.request import Option
+from dip.stopping import estimate_sigma
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
 FACTORS = tuple(str(f) for f in operators.Downsample.FACTORS)
@@ -46,6 +47,7 @@ def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
     alpha = picture.alpha
     result = replace(
         picture, pixels=image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
+        coding_error=None,
         alpha=None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"))
     return result, {}, ({"cropped_to": (h, w)} if (h, w) != picture.size else {})
 
@@ -58,23 +60,70 @@ def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
             f"compare results with that crop")
 
 
-def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int,
-                   kernel: str, warn: bool = True) -> torch.Tensor:
+def input_error(picture: image.Picture) -> torch.Tensor:
+    """What the small input holds besides the picture it was shrunk from, per channel of
+    :data:`dip.image.YCBCR` (one for a grey input): the root mean square, in [0, 1] units, of
+    its noise (:func:`dip.stopping.estimate_sigma`, read in RGB and carried through the
+    transform) and of a JPEG's coding error (:func:`dip.image.coding_error`) together.
+
+    Shape:
+        - Output: ``(C,)``
+    """
+    pixels = picture.pixels
+    sigma = estimate_sigma(pixels)
+    noise = (sigma * image.YCBCR.pow(2).sum(1).sqrt() if pixels.shape[1] == 3
+             else torch.tensor([sigma]))
+    coding = torch.tensor(picture.coding_error or (0.0,) * pixels.shape[1])
+    return (noise ** 2 + coding ** 2).sqrt()
+
+
+def _per_channel(matrix: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", matrix, t)
+
+
+def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torch.Tensor,
+                   error: torch.Tensor) -> torch.Tensor:
+    """``result`` plus its correction ``projected - result`` scaled per channel by the
+    Wiener gain ``1 - e^2 / mean(r^2)`` (at least 0): the residual ``r`` (the input less the
+    result shrunk) is the part of the picture the fit missed plus the input's own error
+    ``e``, uncorrelated, and that gain is the scalar that makes the corrected part nearest
+    the picture on average. Channels of :data:`dip.image.YCBCR` for colour."""
+    m = (image.YCBCR if result.shape[1] == 3 else torch.eye(1)).to(result)
+    power = _per_channel(m, residual).pow(2).mean((0, 2, 3))
+    error = error.to(result) ** 2
+    gain = torch.where(error == 0, 1.0, (1 - error / power.clamp_min(1e-20)).clamp(0, 1))
+    correction = _per_channel(m, projected - result) * gain.view(1, -1, 1, 1)
+    return result + _per_channel(torch.linalg.inv(m), correction)
+
+
+def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kernel: str,
+                   warn: bool = True, error: torch.Tensor | None = None) -> torch.Tensor:
     """``result`` corrected to the nearest image that shrinks (``factor`` times, with
     ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
     :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
 
+    Where the input holds an error of its own (``error``, per channel: :func:`input_error`),
+    putting all of the residual back pins that error into the result: on 6 of the colour
+    images' 128 px crops made small with bicubic, the exact correction lost 0.35 dB (Y-PSNR)
+    to the network's image with noise of sigma = 5 in the small input, and 0.49 at JPEG
+    quality 75. The correction is then scaled by the Wiener gain (:func:`_wiener_scaled`):
+    all of it for a clean input, none where the residual is no larger than the error
+    (benchmarks/README.md, "degradations.py").
+
     Shape:
-        - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``
+        - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``; ``error`` ``(C,)``
         - Output: ``(1, C, H, W)``
     """
     op = operators.Downsample(factor, kernel).to(result)
-    projected = operators.back_project(op, result, small.to(result))
+    small = small.to(result)
+    projected = operators.back_project(op, result, small)
     if projected is result and warn:  # no solve close enough: the network's image as it is
         warnings.warn(f"the result is the network's image, not back-projected: with the "
                       f"kernel {kernel} at x{factor} the correction would amplify the "
                       f"input's rounding (a blur wider than about 3/4 of the factor)",
                       image.DipWarning, stacklevel=2)
+    if error is not None and projected is not result:
+        projected = _wiener_scaled(result, projected, small - op(result), error)
     return projected.clamp(0, 1)
 
 
@@ -95,7 +144,8 @@ class SuperRes(Task):
                     "pixels, then one pixel per block)."),
         Option("no_back_projection", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image as it is. By default it is corrected to the "
-                    "nearest image that shrinks (with the kernel) exactly to INPUT."),
+                    "nearest image that shrinks (with the kernel) exactly to INPUT; less, "
+                    "where INPUT holds noise or JPEG compression."),
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
@@ -114,7 +164,10 @@ class SuperRes(Task):
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
-        return Inputs(picture, {"kernel": args.get("kernel") or KERNEL})
+        # the input's own error, read once: the back-projection of every sample and of the
+        # result scales its correction by it
+        return Inputs(picture, {"kernel": args.get("kernel") or KERNEL,
+                                "error": input_error(picture)})
 
     def check_config(self, cfg: Any) -> None:
         if cfg.factor not in operators.Downsample.FACTORS:
@@ -152,7 +205,8 @@ class SuperRes(Task):
         if args.get("no_back_projection"):
             return result, spread
         return back_projected(result, inputs.picture.pixels, cfg.factor,
-                              inputs.data["kernel"], warn=not sample), spread
+                              inputs.data["kernel"], warn=not sample,
+                              error=inputs.data["error"]), spread
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         alpha = inputs.picture.alpha
