@@ -467,8 +467,10 @@ def superres_table(rows: list[dict]) -> str:
             cols = [m for m in shown if all(("superres", level, where, n, m) in by
                                             for n in names)]
             spec = LEVELS["superres"][level]
-            out.append(f"\n## input made with Pillow's {spec['resample']}, x{factor(level)}, "
-                       f"{where} crops\n")
+            then = (f", then saved as a JPEG of quality {spec['jpeg']}" if spec.get("jpeg")
+                    else f", then noise of sigma {spec['noise']}" if spec.get("noise") else "")
+            out.append(f"\n## input made with Pillow's {spec['resample']}, x{factor(level)}"
+                       f"{then}, {where} crops\n")
             out.append("| image | " + " | ".join(cols) + " |")
             out.append("|---" * (len(cols) + 1) + "|")
             for n in names:

@@ -200,7 +200,8 @@ class SuperRes(Task):
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # The fit's image misses the small input (operators.back_project); putting back exactly
         # the low frequencies the input determines gained 0.20-0.93 dB on the benchmark's
-        # group means (benchmarks/README.md, "degradations.py"). The restarts' spread stays
+        # group means (benchmarks/README.md, "degradations.py"); less of it where the input
+        # holds noise or JPEG coding of its own (back_projected). The restarts' spread stays
         # theirs, before the correction.
         if args.get("no_back_projection"):
             return result, spread
