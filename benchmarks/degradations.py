@@ -333,7 +333,7 @@ def _superres(job: dict, folder: Path, ref) -> None:
 
     import dip
     from dip import image, metrics, operators
-    from dip.tasks.superres import back_projected, input_error
+    from dip.tasks.superres import back_projected
 
     picture = image.load_image(input_file(folder))
     small = picture.pixels
@@ -359,7 +359,7 @@ def _superres(job: dict, folder: Path, ref) -> None:
                     no_back_projection=True,
                     overrides=(f"perf.threads={torch.get_num_threads()}",
                                *variant(job["method"])))
-    out = back_projected(r.picture.pixels, small, f, kernel, error=input_error(picture))
+    out = back_projected(r.picture.pixels, small, f, kernel, error=picture.coding_error)
     # the exact correction: dip's result before it heeded the input's own error
     exact = back_projected(r.picture.pixels, small, f, kernel)
     job.update(_dip_row(r.record), psnr=metrics.psnr_y(out, ref, f),

@@ -514,10 +514,11 @@ def _from_pillow(img: Image.Image) -> Picture:
             if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
 
 
-#: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB
+#: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB; and its inverse
 YCBCR = torch.tensor([[0.299, 0.587, 0.114],
                       [-0.168736, -0.331264, 0.5],
-                      [0.5, -0.418688, -0.081312]])
+                      [0.5, -0.418688, -0.081312]], dtype=torch.float64)
+RGB_OF_YCBCR = torch.linalg.inv(YCBCR)
 _CODING = "dip.coding_error"  # where _open keeps a JPEG's coding error
 
 
@@ -536,21 +537,20 @@ def coding_error(img: Image.Image) -> tuple[float, ...] | None:
     if img.format != "JPEG" or img.mode not in ("L", "RGB"):
         return None
     tables = getattr(img, "quantization", None) or {}
-    if 0 not in tables:
-        return None
+    layers = getattr(img, "layer", None) or []  # (component, h, v, its table) per channel
+    if img.info.get("adobe_transform") == 0 or len(layers) != len(img.mode):
+        return None  # channels stored as RGB, not YCbCr (Adobe's), or a layout not known
 
-    def bound(table) -> float:
-        q = np.asarray(table, dtype=np.float64)
-        return float(np.sqrt((q ** 2).mean() / 12) / 255)
+    def bound(layer) -> float:
+        q = np.asarray(tables.get(layer[3], ()), dtype=np.float64)
+        return float(np.sqrt((q ** 2).mean() / 12) / 255) if q.size else float("inf")
 
-    luma = bound(tables[0])
     if img.mode == "L":
-        return (luma,)
+        return (bound(layers[0]),)
     from PIL import JpegImagePlugin
 
-    chroma = (bound(tables.get(1, tables[0])) if JpegImagePlugin.get_sampling(img) == 0
-              else float("inf"))
-    return (luma, chroma, chroma)
+    full = JpegImagePlugin.get_sampling(img) == 0  # chroma at the luma's resolution
+    return (bound(layers[0]), *(bound(c) if full else float("inf") for c in layers[1:]))
 
 
 def _pillow_pixels(img: Image.Image) -> Picture:

@@ -479,13 +479,16 @@ def grey_of_rgb(picture: image.Picture) -> tuple[image.Picture, bool]:
     (σ = 25, 48 px) -- the noise estimate read 0 from its patches, and SURE and the colour
     Wiener filter take the three copies of one noise for three independent ones."""
     grey = _grey(picture.pixels)
-    return (picture, False) if grey is None else (dataclasses.replace(picture, pixels=grey), True)
+    if grey is None:
+        return picture, False
+    coding = picture.coding_error  # a JPEG's: its luma's is the grey picture's
+    return dataclasses.replace(picture, pixels=grey,
+                               coding_error=coding and coding[:1]), True
 
 
 def as_rgb(picture: image.Picture) -> image.Picture:
     """A grey picture as RGB of three equal channels (the file it came from)."""
-    return dataclasses.replace(picture,
-                               pixels=picture.pixels.expand(-1, 3, -1, -1).contiguous())
+    return picture.with_pixels(picture.pixels.expand(-1, 3, -1, -1).contiguous())
 
 
 # --- build ------------------------------------------------------------------------------------
@@ -1389,7 +1392,7 @@ def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,
     # the input's depth, a float TIFF's own range and the colour profile go back with it (the
     # fit works in [0, 1])
     source = loaded.inputs.picture
-    restored = dataclasses.replace(source, pixels=fitted.image.float().cpu(), alpha=alpha)
+    restored = dataclasses.replace(source.with_pixels(fitted.image.float().cpu()), alpha=alpha)
     record = make_record(p, loaded, setup, fitted, restored, time.perf_counter() - started)
     if loaded.rgb_of_grey:  # the result as the file was: RGB (measured and drawn grey)
         restored = as_rgb(restored)

@@ -298,24 +298,27 @@ def test_a_back_projection_that_cannot_converge_says_so() -> None:
                for w in caught)
 
 
-def test_the_back_projection_leaves_the_inputs_own_noise_out() -> None:
-    from dip.image import Picture
-    from dip.tasks.superres import back_projected, input_error
+def test_the_back_projection_leaves_the_inputs_own_error_out() -> None:
+    from dip.tasks.superres import back_projected
 
-    truth = synthetic(128)  # the noise estimate needs a 32 px input's patches
+    truth = synthetic(64)
     op = operators.Downsample(4, "lanczos")
     clean = op(truth)
-    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-             * 10 / 255).clamp(0, 1)
-    # an estimate that missed a little of the picture and none of the noise (a fit stopped
-    # before it learnt the noise)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 10 / 255
+    given = clean + noise  # an input with an error of its own, of a known size
+    # an estimate that missed a little of the picture and none of the error (a fit stopped
+    # before it learnt it)
     estimate = F.avg_pool2d(F.pad(truth, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    error = input_error(Picture(noisy))
-    # the noise, read in the luma (sigma times the luma row's norm, 0.67)
-    assert 0.6 < error[0] / 0.6686 * 255 / 10 < 1.2
-    exact = back_projected(estimate, noisy, 4, "lanczos")
-    scaled = back_projected(estimate, noisy, 4, "lanczos", error=error)
+    ycbcr = image.YCBCR.float()
+    error = tuple(torch.einsum("ij,njhw->nihw", ycbcr, noise).pow(2).mean((0, 2, 3)).sqrt()
+                  .tolist())
+    exact = back_projected(estimate, given, 4, "lanczos")
+    scaled = back_projected(estimate, given, 4, "lanczos", error=error)
     assert metrics.psnr(scaled, truth) > metrics.psnr(exact, truth) + 3
-    # a clean input: no error, the exact correction
-    assert torch.equal(back_projected(estimate, clean, 4, "lanczos", error=torch.zeros(3)),
-                       back_projected(estimate, clean, 4, "lanczos"))
+    # no error: the exact correction; a grey picture takes one value
+    for none in (None, (0.0, 0.0, 0.0)):
+        assert torch.equal(back_projected(estimate, given, 4, "lanczos", error=none), exact)
+    grey = back_projected(estimate[:, :1], given[:, :1], 4, "lanczos", error=(10 / 255,))
+    assert metrics.psnr(grey, truth[:, :1]) > metrics.psnr(exact[:, :1], truth[:, :1]) + 3
+    with pytest.raises(ValueError, match="each of the 3 channel"):
+        back_projected(estimate, given, 4, "lanczos", error=(0.1,))

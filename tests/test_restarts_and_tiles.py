@@ -20,7 +20,7 @@ from dip.image import dip_marker
 from dip.layout import peak_bytes
 from dip.operators import Downsample, Identity, back_project
 from dip.tasks import Problem
-from dip.tasks.superres import back_projected, input_error
+from dip.tasks.superres import back_projected
 
 from conftest import save, synthetic
 
@@ -191,8 +191,8 @@ def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
     exact = back_project(op, raw.picture.pixels, picture.pixels).clamp(0, 1)
     assert torch.allclose(projected.picture.pixels,
                           back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",
-                                         error=input_error(picture)), atol=1e-6)
-    ycbcr = image.YCBCR
+                                         error=picture.coding_error), atol=1e-6)
+    ycbcr = image.YCBCR.float()
 
     def misses(t):  # per channel of YCbCr: how far the image shrunk is from the input
         return torch.einsum("ij,njhw->nihw", ycbcr, op(t) - picture.pixels).pow(2).mean(
@@ -202,6 +202,28 @@ def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
         misses(exact)
     assert torch.allclose(after[1:], before[1:], atol=1e-6)  # chroma: none of it
     assert exactly[0] < after[0] < before[0]  # luma: some of it
+
+
+def test_a_grey_photo_saved_as_a_colour_jpeg_is_corrected_by_its_luma_error(
+        tmp_path: Path) -> None:
+    # fitted as grey (run.grey_of_rgb): the luma's error is the grey picture's; colour at
+    # full resolution (4:4:4) has finite errors that must not add up onto the one channel
+    grain = np.random.default_rng(0).normal(0, 6, (32, 32))
+    grey = np.clip(np.round(synthetic(32, 1)[0, 0].numpy() * 255 + grain), 0, 255)
+    Image.fromarray(np.repeat(grey.astype(np.uint8)[..., None], 3, -1)).save(
+        tmp_path / "small.jpg", quality=75, subsampling=0)
+    picture = image.load_image(tmp_path / "small.jpg")
+    assert len(picture.coding_error) == 3 and picture.coding_error[1] < float("inf")
+
+    def enlarge(**kw):
+        return dip.restore("superres", tmp_path / "small.jpg", factor=4, write=False,
+                           device="cpu", iters=60, stop="fixed",
+                           overrides=TINY + ("perf.threads=1",), **kw)
+
+    projected, raw = enlarge(), enlarge(no_back_projection=True)
+    want = back_projected(raw.picture.pixels[:, :1], picture.pixels[:, :1], 4, "lanczos",
+                          error=picture.coding_error[:1])
+    assert torch.allclose(projected.picture.pixels, want.expand(-1, 3, -1, -1), atol=1e-6)
 
 
 def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:

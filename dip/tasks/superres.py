@@ -29,7 +29,6 @@ from dip import image, metrics, operators
 from dip.config import RunConfig, quote
 from dip.errors import ConfigError, InputError
 from dip.request import Option
-from dip.stopping import estimate_sigma
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
 FACTORS = tuple(str(f) for f in operators.Downsample.FACTORS)
@@ -60,58 +59,42 @@ def _cropped_note(facts: dict[str, Any], factor: int, clean: Any) -> str | None:
             f"compare results with that crop")
 
 
-def input_error(picture: image.Picture) -> torch.Tensor:
-    """What the small input holds besides the picture it was shrunk from, per channel of
-    :data:`dip.image.YCBCR` (one for a grey input): the root mean square, in [0, 1] units, of
-    its noise (:func:`dip.stopping.estimate_sigma`, read in RGB and carried through the
-    transform) and of a JPEG's coding error (:func:`dip.image.coding_error`) together.
-
-    Shape:
-        - Output: ``(C,)``
-    """
-    pixels = picture.pixels
-    sigma = estimate_sigma(pixels)
-    noise = (sigma * image.YCBCR.pow(2).sum(1).sqrt() if pixels.shape[1] == 3
-             else torch.tensor([sigma]))
-    coding = torch.tensor(picture.coding_error or (0.0,) * pixels.shape[1])
-    return (noise ** 2 + coding ** 2).sqrt()
-
-
-def _per_channel(matrix: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,njhw->nihw", matrix, t)
-
-
 def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torch.Tensor,
-                   error: torch.Tensor) -> torch.Tensor:
+                   error: tuple[float, ...]) -> torch.Tensor:
     """``result`` plus its correction ``projected - result`` scaled per channel by the
     Wiener gain ``1 - e^2 / mean(r^2)`` (at least 0): the residual ``r`` (the input less the
     result shrunk) is the part of the picture the fit missed plus the input's own error
     ``e``, uncorrelated, and that gain is the scalar that makes the corrected part nearest
     the picture on average. Channels of :data:`dip.image.YCBCR` for colour."""
-    m = (image.YCBCR if result.shape[1] == 3 else torch.eye(1)).to(result)
-    power = _per_channel(m, residual).pow(2).mean((0, 2, 3))
-    error = error.to(result) ** 2
-    gain = torch.where(error == 0, 1.0, (1 - error / power.clamp_min(1e-20)).clamp(0, 1))
-    correction = _per_channel(m, projected - result) * gain.view(1, -1, 1, 1)
-    return result + _per_channel(torch.linalg.inv(m), correction)
+    if len(error) != result.shape[1]:
+        raise ValueError(f"an error for each of the {result.shape[1]} channel(s), got "
+                         f"{len(error)}")
+    colour = result.shape[1] == 3
+    m = image.YCBCR.to(result) if colour else torch.ones(1, 1).to(result)
+    inverse = image.RGB_OF_YCBCR.to(result) if colour else m
+    power = torch.einsum("ij,njhw->nihw", m, residual).pow(2).mean((0, 2, 3))
+    e2 = torch.tensor(error, dtype=torch.float64).pow(2).to(result)
+    gain = (1 - e2 / power.clamp_min(1e-20)).clamp(0, 1)
+    correction = torch.einsum("ij,njhw->nihw", m, projected - result) * gain.view(1, -1, 1, 1)
+    return result + torch.einsum("ij,njhw->nihw", inverse, correction)
 
 
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kernel: str,
-                   warn: bool = True, error: torch.Tensor | None = None) -> torch.Tensor:
+                   warn: bool = True, error: tuple[float, ...] | None = None) -> torch.Tensor:
     """``result`` corrected to the nearest image that shrinks (``factor`` times, with
     ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
     :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
 
-    Where the input holds an error of its own (``error``, per channel: :func:`input_error`),
-    putting all of the residual back pins that error into the result: on 6 of the colour
-    images' 128 px crops made small with bicubic, the exact correction lost 0.35 dB (Y-PSNR)
-    to the network's image with noise of sigma = 5 in the small input, and 0.49 at JPEG
+    A JPEG input holds an error of its own (``error``, per channel:
+    :attr:`dip.image.Picture.coding_error`), and putting all of the residual back pins it
+    into the result: on the colour images' 128 px crops made small with bicubic, the exact
+    correction was 0.37-0.55 dB (Y-PSNR, group means) under the network's image at JPEG
     quality 75. The correction is then scaled by the Wiener gain (:func:`_wiener_scaled`):
-    all of it for a clean input, none where the residual is no larger than the error
-    (benchmarks/README.md, "degradations.py").
+    none of it where the residual is no larger than the coding error, none of the colour a
+    JPEG stores at half resolution (benchmarks/README.md, "degradations.py").
 
     Shape:
-        - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``; ``error`` ``(C,)``
+        - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``; ``error`` C values
         - Output: ``(1, C, H, W)``
     """
     op = operators.Downsample(factor, kernel).to(result)
@@ -122,7 +105,7 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
                       f"kernel {kernel} at x{factor} the correction would amplify the "
                       f"input's rounding (a blur wider than about 3/4 of the factor)",
                       image.DipWarning, stacklevel=2)
-    if error is not None and projected is not result:
+    if error is not None and any(error) and projected is not result:
         projected = _wiener_scaled(result, projected, small - op(result), error)
     return projected.clamp(0, 1)
 
@@ -144,8 +127,8 @@ class SuperRes(Task):
                     "pixels, then one pixel per block)."),
         Option("no_back_projection", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image as it is. By default it is corrected to the "
-                    "nearest image that shrinks (with the kernel) exactly to INPUT; less, "
-                    "where INPUT holds noise or JPEG compression."),
+                    "nearest image that shrinks (with the kernel) exactly to INPUT; for a JPEG, "
+                    "less: its compression is not put back."),
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
@@ -164,10 +147,7 @@ class SuperRes(Task):
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
-        # the input's own error, read once: the back-projection of every sample and of the
-        # result scales its correction by it
-        return Inputs(picture, {"kernel": args.get("kernel") or KERNEL,
-                                "error": input_error(picture)})
+        return Inputs(picture, {"kernel": args.get("kernel") or KERNEL})
 
     def check_config(self, cfg: Any) -> None:
         if cfg.factor not in operators.Downsample.FACTORS:
@@ -201,13 +181,13 @@ class SuperRes(Task):
         # The fit's image misses the small input (operators.back_project); putting back exactly
         # the low frequencies the input determines gained 0.20-0.93 dB on the benchmark's
         # group means (benchmarks/README.md, "degradations.py"); less of it where the input
-        # holds noise or JPEG coding of its own (back_projected). The restarts' spread stays
+        # is a JPEG (back_projected). The restarts' spread stays
         # theirs, before the correction.
         if args.get("no_back_projection"):
             return result, spread
         return back_projected(result, inputs.picture.pixels, cfg.factor,
                               inputs.data["kernel"], warn=not sample,
-                              error=inputs.data["error"]), spread
+                              error=inputs.picture.coding_error), spread
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         alpha = inputs.picture.alpha
