@@ -41,8 +41,8 @@ superres each crop made 4x smaller with one of Pillow's downscalers -- bicubic (
          bicubic_jpeg75: bicubic, then saved as a JPEG at that quality (Pillow's encoder, its
          default 4:2:0 chroma); bicubic_n5: bicubic, then Gaussian noise of sigma 5. Each
          runs only when --levels names it. The defaults' rows also score the network's image
-         and the same image back-projected exactly (dip's result before it heeded the input's
-         noise and JPEG coding).
+         and the same image back-projected exactly (dip's result before it heeded a JPEG
+         input's coding, and still for a PNG).
 inpaint  half of each crop's pixels dropped (the same pixels in every channel, seeded per
          image), the mask beside: the 9 colour images (drop50) and Table 1's 11 grey ones
          (drop50grey; the fast preset was chosen on their centre crops: those are tuned).
