@@ -133,6 +133,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         coding = coding_error(img)  # before the turn: the turned copy has no tables
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
+        img.info.pop(_CODING, None)  # a PNG's text chunk of that name is not ours
         if coding is not None:
             img.info[_CODING] = coding
     except InputError:
@@ -511,7 +512,8 @@ def _from_pillow(img: Image.Image) -> Picture:
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
-            if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
+            if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
+            else picture)
 
 
 #: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB; and its inverse
@@ -538,8 +540,8 @@ def coding_error(img: Image.Image) -> tuple[float, ...] | None:
         return None
     tables = getattr(img, "quantization", None) or {}
     layers = getattr(img, "layer", None) or []  # (component, h, v, its table) per channel
-    if img.info.get("adobe_transform") == 0 or len(layers) != len(img.mode):
-        return None  # channels stored as RGB, not YCbCr (Adobe's), or a layout not known
+    if len(layers) != len(img.mode) or (img.mode == "RGB" and not _stored_as_ycbcr(img)):
+        return None  # a layout not known, or channels stored as R, G, B
 
     def bound(layer) -> float:
         q = np.asarray(tables.get(layer[3], ()), dtype=np.float64)
@@ -547,10 +549,19 @@ def coding_error(img: Image.Image) -> tuple[float, ...] | None:
 
     if img.mode == "L":
         return (bound(layers[0]),)
-    from PIL import JpegImagePlugin
-
-    full = JpegImagePlugin.get_sampling(img) == 0  # chroma at the luma's resolution
+    # chroma at the luma's resolution (4:4:4, however the factors are written)
+    full = all(layer[1:3] == layers[0][1:3] for layer in layers)
     return (bound(layers[0]), *(bound(c) if full else float("inf") for c in layers[1:]))
+
+
+def _stored_as_ycbcr(img: Image.Image) -> bool:
+    """Whether a 3-channel JPEG's channels are Y, Cb, Cr, as libjpeg decides: a JFIF marker
+    says so; else Adobe's marker's transform; else components named R, G, B are not."""
+    if "jfif" in img.info:
+        return True
+    if "adobe" in img.info:
+        return img.info.get("adobe_transform") != 0
+    return [layer[0] for layer in img.layer] != [82, 71, 66]
 
 
 def _pillow_pixels(img: Image.Image) -> Picture:

@@ -424,7 +424,8 @@ def load(p: Plan) -> Loaded:
         prints = fingerprints(p)
     except OSError:
         prints = {}
-    picture, rgb_of_grey = grey_of_rgb(image.load_image(r.input, max_pixels=r.max_pixels))
+    read = image.load_image(r.input, max_pixels=r.max_pixels)
+    picture, rgb_of_grey = grey_of_rgb(read)
     if picture.size == (1, 1):  # BatchNorm of one pixel: every step undone, a random colour
         raise InputError(f"input {shown(r.input)} is a single pixel; there is nothing to "
                          f"restore it from")
@@ -455,7 +456,10 @@ def load(p: Plan) -> Loaded:
             grey = ref if ref.shape[1] == 1 else _grey(ref)
             rgb_of_grey = grey is not None
             if grey is None:
-                inputs = dataclasses.replace(inputs, picture=as_rgb(inputs.picture))
+                rgb = as_rgb(inputs.picture)
+                if inputs.picture.coding_error is not None:  # the file's pixels, its error
+                    rgb = dataclasses.replace(rgb, coding_error=read.coding_error)
+                inputs = dataclasses.replace(inputs, picture=rgb)
             else:
                 ref = grey
         if ref.shape[1] != inputs.picture.pixels.shape[1]:

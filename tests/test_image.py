@@ -155,3 +155,15 @@ def test_only_a_jpegs_own_pixels_carry_a_coding_error(tmp_path: Path) -> None:
     exif[0x0112] = 6
     src.save(tmp_path / "turned.jpg", exif=exif)
     assert image.load_image(tmp_path / "turned.jpg").coding_error is not None
+
+
+def test_a_coding_error_is_read_only_from_a_jpeg_stored_as_ycbcr(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("dip.coding_error", "abc")  # a PNG's text chunk is not a coding error
+    Image.fromarray(_rgb()).save(tmp_path / "text.png", pnginfo=text)
+    assert image.load_image(tmp_path / "text.png").coding_error is None
+    # channels stored as R, G, B (Adobe's marker says so): their tables are not Y/Cb/Cr's
+    Image.fromarray(_rgb()).save(tmp_path / "rgb.jpg", quality=75, keep_rgb=True)
+    assert image.load_image(tmp_path / "rgb.jpg").coding_error is None

@@ -224,6 +224,15 @@ def test_a_grey_photo_saved_as_a_colour_jpeg_is_corrected_by_its_luma_error(
     want = back_projected(raw.picture.pixels[:, :1], picture.pixels[:, :1], 4, "lanczos",
                           error=picture.coding_error[:1])
     assert torch.allclose(projected.picture.pixels, want.expand(-1, 3, -1, -1), atol=1e-6)
+    # against a colour reference it is fitted in colour, with the file's three errors
+    save(synthetic(128), tmp_path / "reference.png")
+    projected = enlarge(reference=tmp_path / "reference.png")
+    raw = enlarge(reference=tmp_path / "reference.png", no_back_projection=True)
+    want = back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",
+                          error=picture.coding_error)
+    assert torch.allclose(projected.picture.pixels, want, atol=1e-6)
+    assert not torch.allclose(projected.picture.pixels, back_projected(
+        raw.picture.pixels, picture.pixels, 4, "lanczos"), atol=1e-3)
 
 
 def test_ctrl_c_in_a_tiled_run_keeps_the_tiles_so_far(tmp_path: Path) -> None:
