@@ -531,10 +531,11 @@ def coding_error(img: Image.Image) -> tuple[float, ...] | None:
     Each DCT coefficient is rounded to a multiple of its step ``q``, an error uniform over
     ``q`` (variance ``q^2 / 12``) where the coefficient was not rounded to zero and smaller
     where it was, and the orthonormal DCT keeps the sum of squares: ``sqrt(mean(q^2) / 12)``,
-    an upper estimate of the channel's error. On 32 and 128 px crops of the 9 colour images
-    (Pillow's encoder) the luma's true error was 0.7-1.0 times it at quality 95, 0.5-0.9 at
-    90 and 0.3-0.7 at 75. Chroma stored at half resolution or less (4:2:0, 4:2:2, Pillow's
-    default) has lost detail no table says: ``inf``.
+    about an upper estimate of the channel's error. On 32 and 128 px crops of the 9 colour
+    images (Pillow's encoder) the luma's true error was 0.73-1.02 times it at quality 95,
+    0.52-0.91 at 90 and 0.31-0.69 at 75 (benchmarks/jpeg_error.py). Chroma stored at half
+    resolution or less (4:2:0, 4:2:2, Pillow's default) has lost detail no table says:
+    ``inf``.
     """
     if img.format != "JPEG" or img.mode not in ("L", "RGB"):
         return None

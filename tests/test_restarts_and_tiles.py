@@ -173,6 +173,12 @@ def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
                           back_project(op, raw.picture.pixels, small).clamp(0, 1), atol=1e-6)
 
 
+def _enlarged(path: Path, **kw) -> dip.Restoration:
+    """A short x4 fit of ``path`` by the tiny network, on one thread (the same fit each time)."""
+    return dip.restore("superres", path, factor=4, write=False, device="cpu", iters=60,
+                       stop="fixed", overrides=TINY + ("perf.threads=1",), **kw)
+
+
 def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
     # a 32 px JPEG at quality 75 (its chroma at half resolution): the correction of its
     # luma is scaled down by its coding error, its chroma's left out
@@ -181,13 +187,8 @@ def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
     Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "small.jpg", quality=75)
     picture = image.load_image(tmp_path / "small.jpg")
     op = Downsample(4, "lanczos")
-
-    def enlarge(**kw):
-        return dip.restore("superres", tmp_path / "small.jpg", factor=4, write=False,
-                           device="cpu", iters=60, stop="fixed",
-                           overrides=TINY + ("perf.threads=1",), **kw)
-
-    projected, raw = enlarge(), enlarge(no_back_projection=True)
+    projected = _enlarged(tmp_path / "small.jpg")
+    raw = _enlarged(tmp_path / "small.jpg", no_back_projection=True)
     exact = back_project(op, raw.picture.pixels, picture.pixels).clamp(0, 1)
     assert torch.allclose(projected.picture.pixels,
                           back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",
@@ -214,20 +215,16 @@ def test_a_grey_photo_saved_as_a_colour_jpeg_is_corrected_by_its_luma_error(
         tmp_path / "small.jpg", quality=75, subsampling=0)
     picture = image.load_image(tmp_path / "small.jpg")
     assert len(picture.coding_error) == 3 and picture.coding_error[1] < float("inf")
-
-    def enlarge(**kw):
-        return dip.restore("superres", tmp_path / "small.jpg", factor=4, write=False,
-                           device="cpu", iters=60, stop="fixed",
-                           overrides=TINY + ("perf.threads=1",), **kw)
-
-    projected, raw = enlarge(), enlarge(no_back_projection=True)
+    projected = _enlarged(tmp_path / "small.jpg")
+    raw = _enlarged(tmp_path / "small.jpg", no_back_projection=True)
     want = back_projected(raw.picture.pixels[:, :1], picture.pixels[:, :1], 4, "lanczos",
                           error=picture.coding_error[:1])
     assert torch.allclose(projected.picture.pixels, want.expand(-1, 3, -1, -1), atol=1e-6)
     # against a colour reference it is fitted in colour, with the file's three errors
     save(synthetic(128), tmp_path / "reference.png")
-    projected = enlarge(reference=tmp_path / "reference.png")
-    raw = enlarge(reference=tmp_path / "reference.png", no_back_projection=True)
+    projected = _enlarged(tmp_path / "small.jpg", reference=tmp_path / "reference.png")
+    raw = _enlarged(tmp_path / "small.jpg", reference=tmp_path / "reference.png",
+                    no_back_projection=True)
     want = back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",
                           error=picture.coding_error)
     assert torch.allclose(projected.picture.pixels, want, atol=1e-6)

@@ -54,10 +54,9 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 
 
 def _ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """``(..., 3)`` RGB in 0-255 -> Y, Cb, Cr (ITU-R BT.601, JPEG's)."""
-    m = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
-                      [0.5, -0.418688, -0.081312]], dtype=rgb.dtype)
-    return rgb @ m.T + torch.tensor([0.0, 128.0, 128.0], dtype=rgb.dtype)
+    """``(..., 3)`` RGB in 0-255 -> Y, Cb, Cr (ITU-R BT.601, JPEG's: :data:`image.YCBCR`)."""
+    return rgb @ image.YCBCR.to(rgb.dtype).T + torch.tensor([0.0, 128.0, 128.0],
+                                                             dtype=rgb.dtype)
 
 
 def painted_holes(pixels: torch.Tensor, colour: tuple[int, int, int],

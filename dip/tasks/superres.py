@@ -70,13 +70,15 @@ def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torc
         raise ValueError(f"an error for each of the {result.shape[1]} channel(s), got "
                          f"{len(error)}")
     colour = result.shape[1] == 3
-    m = image.YCBCR.to(result) if colour else torch.ones(1, 1).to(result)
-    inverse = image.RGB_OF_YCBCR.to(result) if colour else m
-    power = torch.einsum("ij,njhw->nihw", m, residual).pow(2).mean((0, 2, 3))
+
+    def mixed(matrix: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # per pixel, (C, C)
+        return torch.einsum("ij,njhw->nihw", matrix.to(t), t) if colour else t
+
+    power = mixed(image.YCBCR, residual).pow(2).mean((0, 2, 3))
     e2 = torch.tensor(error, dtype=torch.float64).pow(2).to(result)
     gain = (1 - e2 / power.clamp_min(1e-20)).clamp(0, 1)
-    correction = torch.einsum("ij,njhw->nihw", m, projected - result) * gain.view(1, -1, 1, 1)
-    return result + torch.einsum("ij,njhw->nihw", inverse, correction)
+    return result + mixed(image.RGB_OF_YCBCR,
+                          mixed(image.YCBCR, projected - result) * gain.view(1, -1, 1, 1))
 
 
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kernel: str,
