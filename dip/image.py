@@ -4,9 +4,10 @@ Grey stays grey (C=1), colour is RGB (C=3). Alpha is kept aside and re-attached 
 orientation is applied on load, 16-bit PNGs are read and written as 16-bit (colour ones through
 pypng: Pillow holds 16-bit grey but reads 16-bit colour as 8 bits), TIFFs through tifffile
 (8- and 16-bit and float, grey, RGB and with alpha; a float TIFF keeps its range, see
-:class:`Picture`). A file whose pixel data stops short, that holds several frames, or that is
-not a regular file is refused. Every write goes to a temporary file in the destination folder
-and is renamed into place, so an interrupted run never leaves a half-written image.
+:class:`Picture`). A file whose pixel data stops short, that holds several frames (a JPEG's
+extra pictures aside: its first is read), or that is not a regular file is refused. Every
+write goes to a temporary file in the destination folder and is renamed into place, so an
+interrupted run never leaves a half-written image.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if w * h > max_pixels:
             raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
         frames = getattr(img, "n_frames", 1)
-        if frames > 1:
+        # A JPEG that carries more pictures (MPO: a phone's HDR gain map, a camera's large
+        # preview, a stereo camera's second view) is read as its first, the main picture
+        # (CIPA DC-007); Pillow opens it there.
+        if frames > 1 and img.format != "MPO":
             raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
                              f"multi-page file); dip restores one picture: save the one you "
                              f"want on its own")
@@ -537,7 +541,7 @@ def coding_error(img: Image.Image) -> tuple[float, ...] | None:
     resolution or less (4:2:0, 4:2:2, Pillow's default) has lost detail no table says:
     ``inf``.
     """
-    if img.format != "JPEG" or img.mode not in ("L", "RGB"):
+    if img.format not in ("JPEG", "MPO") or img.mode not in ("L", "RGB"):
         return None
     tables = getattr(img, "quantization", None) or {}
     layers = getattr(img, "layer", None) or []  # (component, h, v, its table) per channel

@@ -167,6 +167,24 @@ def test_jpeg_orientation_is_applied(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "o.png").size == (20, 40)
 
 
+def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Path) -> None:
+    # a phone's HDR photo (Ultra HDR) or a camera's JPEG with a large preview: Pillow opens it
+    # as MPO, with the gain map or preview as a second frame; the first is the photo
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    main = Image.fromarray(_rng().integers(0, 256, (20, 40, 3), np.uint8))
+    gain_map = Image.fromarray(_rng().integers(0, 256, (5, 10, 3), np.uint8))
+    main.save(tmp_path / "in.jpg", format="MPO", save_all=True, append_images=[gain_map],
+              exif=exif, quality=90)
+    assert Image.open(tmp_path / "in.jpg").n_frames == 2
+    assert invoke("denoise", tmp_path / "in.jpg", "-o", tmp_path / "o.png", *TINY).exit_code == 0
+    assert Image.open(tmp_path / "o.png").size == (20, 40)
+    picture = image.load_image(tmp_path / "in.jpg")
+    shown = np.asarray(Image.open(tmp_path / "in.jpg").transpose(Image.Transpose.ROTATE_270))
+    assert np.array_equal(np.round(picture.pixels[0].permute(1, 2, 0).numpy() * 255), shown)
+    assert picture.coding_error is not None  # its tables are read as a plain JPEG's
+
+
 def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save("photo.png")
