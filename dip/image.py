@@ -70,6 +70,9 @@ class Picture:
             grey picture) the root mean square its quantisation steps allow, in [0, 1] units;
             ``inf`` for chroma stored at a lower resolution. None for lossless files, and for
             pixels that are not the file's (:meth:`with_pixels`). See :func:`coding_error`.
+        exif: the photo's EXIF block (camera, date taken, exposure, place) from a JPEG, PNG,
+            WebP or AVIF file, its orientation already applied to the pixels; None where the
+            file has none. The result carries it (see :func:`result_exif`).
     """
 
     pixels: torch.Tensor
@@ -78,6 +81,7 @@ class Picture:
     value_range: tuple[float, float] | None = None
     icc: bytes | None = None
     coding_error: tuple[float, ...] | None = None
+    exif: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -228,17 +232,57 @@ def check_png_data(path: Path, what: str) -> None:
                          f"of {height} rows")
 
 
-def png_orientation(path: Path) -> int:
-    """The EXIF orientation (1-8) a PNG's eXIf chunk gives, 1 when it has none."""
-    for kind, payload in png_chunks(path.read_bytes()):
+def _png_exif(data: bytes) -> tuple[int, bytes | None]:
+    """A PNG's EXIF orientation (1 when none) and its eXIf chunk as the result carries it
+    (:func:`_carried_exif`)."""
+    for kind, payload in png_chunks(data):
         if kind == b"eXIf":
             exif = Image.Exif()
             try:
                 exif.load(payload)
             except Exception:  # a damaged EXIF block: no orientation, as Pillow would
-                return 1
-            return int(exif.get(0x0112, 1) or 1)
-    return 1
+                return 1, None
+            return int(exif.get(0x0112, 1) or 1), _carried_exif(payload)
+    return 1, None
+
+
+#: EXIF tags whose values describe the pixels as they were stored, not the photo: the
+#: orientation (applied on reading) and the pixel dimensions (:func:`result_exif` writes the
+#: result's)
+_ORIENTATION, _EXIF_IFD, _EXIF_WIDTH, _EXIF_HEIGHT = 0x0112, 0x8769, 0xA002, 0xA003
+
+
+def _carried_exif(raw: bytes | None) -> bytes | None:
+    """A file's EXIF block as a result carries it: parsed and written again by Pillow, which
+    drops the thumbnail (a small copy of the damaged picture, which viewers show) and here
+    the orientation (the pixels are turned on reading). None for none, or one Pillow cannot
+    parse: a damaged block is left behind, not an error."""
+    if not raw:
+        return None
+    try:
+        exif = Image.Exif()
+        with warnings.catch_warnings():  # Pillow's about a damaged block: it is dropped
+            warnings.simplefilter("ignore")
+            exif.load(bytes(raw))
+        exif.pop(_ORIENTATION, None)
+        return exif.tobytes() if len(exif) else None  # (its sub-blocks read and written too)
+    except Exception:  # Pillow's parser raises many kinds on damaged blocks
+        return None
+
+
+def result_exif(picture: Picture) -> bytes | None:
+    """The EXIF block written with ``picture``: the input's, its pixel dimensions (where it
+    gives them) those of ``picture``, so an enlarged result says its own size."""
+    if picture.exif is None:
+        return None
+    exif = Image.Exif()
+    exif.load(picture.exif)
+    details = exif.get_ifd(_EXIF_IFD) if _EXIF_IFD in exif else {}
+    height, width = picture.size
+    for tag, value in ((_EXIF_WIDTH, width), (_EXIF_HEIGHT, height)):
+        if tag in details:
+            details[tag] = value
+    return exif.tobytes()
 
 
 #: EXIF orientation -> (rotations by 90 degrees counter-clockwise, mirror first)
@@ -299,9 +343,10 @@ def _load_png16(path: Path, what: str) -> Picture:
     alpha = _to_tensor(array[..., -1], 65535.0) if info["alpha"] else None
     colour = array[..., :-1] if info["alpha"] else array
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
-    turn = png_orientation(path)
+    turn, exif = _png_exif(data)
     return Picture(orient(_to_tensor(colour, 65535.0), turn),
-                   None if alpha is None else orient(alpha, turn), 16, icc=_png_icc(data))
+                   None if alpha is None else orient(alpha, turn), 16, icc=_png_icc(data),
+                   exif=exif)
 
 
 def _png_icc(data: bytes) -> bytes | None:
@@ -318,12 +363,16 @@ def _png_icc(data: bytes) -> bytes | None:
     return None
 
 
-def _png_with_icc(data: bytes, icc: bytes) -> bytes:
-    """A PNG's bytes with an iCCP chunk after its header (pypng writes none)."""
-    payload = b"ICC profile\0\0" + zlib.compress(icc)
-    chunk = (struct.pack(">I", len(payload)) + b"iCCP" + payload
-             + struct.pack(">I", zlib.crc32(b"iCCP" + payload)))
-    return data[:33] + chunk + data[33:]  # 8 bytes of signature, 25 of IHDR
+def _png_with(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A PNG's bytes with an iCCP chunk (the colour profile) and an eXIf chunk after its
+    header, where given (pypng writes neither)."""
+    chunks = b""
+    for kind, payload in ((b"iCCP", icc and b"ICC profile\0\0" + zlib.compress(icc)),
+                          (b"eXIf", exif and exif.removeprefix(b"Exif\0\0"))):
+        if payload:
+            chunks += (struct.pack(">I", len(payload)) + kind + payload
+                       + struct.pack(">I", zlib.crc32(kind + payload)))
+    return data[:33] + chunks + data[33:]  # 8 bytes of signature, 25 of IHDR
 
 
 def _is_tiff(path: Path, what: str) -> bool:
@@ -513,7 +562,9 @@ def _from_pillow(img: Image.Image) -> Picture:
     """A decoded Pillow image of any mode as a Picture, with its colour profile and, for a
     JPEG, its coding error."""
     icc = img.info.get("icc_profile")
-    picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None)
+    # "exif" in info: a separate EXIF block (JPEG, PNG, WebP, AVIF); a TIFF's tags are not one
+    picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
+                      exif=_carried_exif(img.info.get("exif")))
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
             if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
@@ -713,8 +764,8 @@ def _icc(picture: Picture) -> bytes | None:
         else None
 
 
-#: the formats a colour profile is written in (all but BMP)
-ICC_FORMATS = ("PNG", "JPEG", "WEBP")
+#: the formats a colour profile and EXIF are written in by Pillow (all but BMP)
+METADATA_FORMATS = ("PNG", "JPEG", "WEBP")
 #: the output formats that keep an alpha channel (transparency)
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
@@ -723,7 +774,8 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
     16 bits are kept in PNG (grey and colour) and TIFF, float in TIFF (its range restored);
-    alpha is re-attached where the format holds it.
+    alpha is re-attached where the format holds it, the colour profile and the EXIF block in
+    PNG, JPEG and WebP.
     """
     fmt = output_format(path)
     if fmt == "TIFF":
@@ -737,8 +789,11 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
         img.putalpha(_to_pil(picture.alpha, 8))
     options = dict(SAVE_OPTIONS.get(fmt, {}))
     icc = _icc(picture)
-    if icc and fmt in ICC_FORMATS:
+    if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
+    exif = result_exif(picture)
+    if exif and fmt in METADATA_FORMATS:
+        options["exif"] = exif
     return lambda f: img.save(f, format=fmt, **options)
 
 
@@ -791,8 +846,7 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     def write(f: BinaryIO) -> None:
         buf = io.BytesIO()
         writer.write(buf, rows)
-        icc = _icc(picture)
-        f.write(_png_with_icc(buf.getvalue(), icc) if icc else buf.getvalue())
+        f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture)))
 
     return write
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from dip import image
 from dip.errors import InputError
@@ -167,3 +170,64 @@ def test_a_coding_error_is_read_only_from_a_jpeg_stored_as_ycbcr(tmp_path: Path)
     # channels stored as R, G, B (Adobe's marker says so): their tables are not Y/Cb/Cr's
     Image.fromarray(_rgb()).save(tmp_path / "rgb.jpg", quality=75, keep_rgb=True)
     assert image.load_image(tmp_path / "rgb.jpg").coding_error is None
+
+
+def _camera_exif(orientation: int = 6) -> Image.Exif:
+    """What a camera writes: maker, date taken, stored pixel size, a place, an orientation."""
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0112] = orientation
+    details = exif.get_ifd(0x8769)
+    details[0x9003] = "2001:02:03 04:05:06"  # DateTimeOriginal
+    details[0xA002], details[0xA003] = 20, 12  # the stored picture's width, height
+    exif.get_ifd(0x8825)[1] = "N"  # GPSLatitudeRef
+    return exif
+
+
+@pytest.mark.parametrize("out, bits", [("o.jpg", 8), ("o.png", 8), ("o.webp", 8),
+                                       ("o.png", 16)])
+def test_a_result_carries_the_photos_exif_turned_and_resized(tmp_path: Path, out: str,
+                                                             bits: int) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", exif=_camera_exif())
+    picture = image.load_image(tmp_path / "in.jpg")
+    assert picture.size == (20, 12)  # turned by its orientation
+    enlarged = torch.nn.functional.interpolate(picture.pixels, scale_factor=2)
+    result = image.save_image(dataclasses.replace(picture.with_pixels(enlarged), bits=bits),
+                              tmp_path / out)
+    exif = Image.open(result).getexif()
+    details = exif.get_ifd(0x8769)
+    assert exif[0x010F] == "Canon" and details[0x9003] == "2001:02:03 04:05:06"
+    assert exif.get_ifd(0x8825)[1] == "N"
+    assert 0x0112 not in exif  # the pixels are turned already: a viewer must not turn them again
+    assert (details[0xA002], details[0xA003]) == (24, 40)  # the result's width and height
+    assert image.load_image(result).size == (40, 24)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF")  # Pillow's, about the damaged block
+def test_exif_is_left_behind_where_it_would_mislead_or_cannot_be_read(tmp_path: Path) -> None:
+    # a thumbnail (the damaged picture, small) in the block's second directory is dropped
+    thumb = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(thumb, "JPEG")
+    thumb = thumb.getvalue()
+    make = b"Canon\0"
+    ifd1 = 26 + len(make)  # IFD0 at 8: one entry and the next directory's offset, 18 bytes
+    at = ifd1 + 2 + 2 * 12 + 4
+    block = (b"Exif\0\0II*\0" + struct.pack("<IH", 8, 1)
+             + struct.pack("<HHIII", 0x010F, 2, len(make), 26, ifd1) + make
+             + struct.pack("<HHHIIHHIII", 2, 0x0201, 4, 1, at, 0x0202, 4, 1, len(thumb), 0)
+             + thumb)
+    Image.new("RGB", (16, 16)).save(tmp_path / "thumb.jpg", exif=block)
+    assert Image.open(tmp_path / "thumb.jpg").getexif().get_ifd(ExifTags.IFD.IFD1)  # it has one
+    picture = image.load_image(tmp_path / "thumb.jpg")
+    image.save_image(picture, tmp_path / "o.jpg")
+    written = Image.open(tmp_path / "o.jpg")
+    assert written.getexif()[0x010F] == "Canon" and thumb not in written.info["exif"]
+    assert not written.getexif().get_ifd(ExifTags.IFD.IFD1)
+    # a damaged block is no error: the result has none
+    Image.new("RGB", (16, 16)).save(tmp_path / "bad.jpg", exif=b"Exif\0\0II*\0\x08\0\0\0\xff")
+    assert image.load_image(tmp_path / "bad.jpg").exif is None
+    # a PNG's eXIf chunk is carried too; TIFF and BMP results hold none
+    Image.fromarray(_rgb()).save(tmp_path / "in.png", exif=_camera_exif(1))
+    picture = image.load_image(tmp_path / "in.png")
+    assert Image.open(image.save_image(picture, tmp_path / "o.png")).getexif()[0x010F] == "Canon"
+    assert 0x010F not in Image.open(image.save_image(picture, tmp_path / "o.bmp")).getexif()

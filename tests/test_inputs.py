@@ -185,6 +185,21 @@ def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Pa
     assert picture.coding_error is not None  # its tables are read as a plain JPEG's
 
 
+def test_a_photos_exif_goes_with_its_result(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Canon", 6
+    exif.get_ifd(0x8769)[0x9003] = "2001:02:03 04:05:06"  # when it was taken
+    Image.fromarray(_rng().integers(0, 256, (8, 12, 3), np.uint8)).save(
+        tmp_path / "in.jpg", exif=exif)
+    result = invoke("superres", tmp_path / "in.jpg", "--factor", "2", "-o", tmp_path / "o.png",
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    written = Image.open(tmp_path / "o.png")
+    assert written.size == (16, 24)
+    assert written.getexif()[0x010F] == "Canon" and 0x0112 not in written.getexif()
+    assert written.getexif().get_ifd(0x8769)[0x9003] == "2001:02:03 04:05:06"
+
+
 def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save("photo.png")
@@ -851,7 +866,7 @@ def test_the_colour_profile_goes_back_with_the_result(tmp_path: Path, made: str,
         buf = io.BytesIO()
         png.Writer(W, H, greyscale=False, bitdepth=16).write(
             buf, (rgb.astype(np.uint16) * 257).reshape(H, -1))
-        src.write_bytes(image._png_with_icc(buf.getvalue(), icc))
+        src.write_bytes(image._png_with(buf.getvalue(), icc, None))
     else:
         Image.fromarray(rgb).save(src, icc_profile=icc)
     out = tmp_path / written
