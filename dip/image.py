@@ -766,6 +766,8 @@ def _icc(picture: Picture) -> bytes | None:
 
 #: the formats a colour profile and EXIF are written in by Pillow (all but BMP)
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP")
+#: the most EXIF bytes a JPEG holds (one APP1 marker's 65535, less its length field)
+JPEG_EXIF_BYTES = 65533
 #: the output formats that keep an alpha channel (transparency)
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
@@ -792,7 +794,10 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
     exif = result_exif(picture)
-    if exif and fmt in METADATA_FORMATS:
+    if exif and fmt == "JPEG" and len(exif) > JPEG_EXIF_BYTES:
+        warnings.warn(f"the input's EXIF block ({len(exif) // 1024} KB) is more than a JPEG "
+                      f"holds (64 KB): the result has none; write .png to keep it", DipWarning)
+    elif exif and fmt in METADATA_FORMATS:
         options["exif"] = exif
     return lambda f: img.save(f, format=fmt, **options)
 

@@ -231,3 +231,15 @@ def test_exif_is_left_behind_where_it_would_mislead_or_cannot_be_read(tmp_path: 
     picture = image.load_image(tmp_path / "in.png")
     assert Image.open(image.save_image(picture, tmp_path / "o.png")).getexif()[0x010F] == "Canon"
     assert 0x010F not in Image.open(image.save_image(picture, tmp_path / "o.bmp")).getexif()
+
+
+def test_an_exif_block_too_large_for_a_jpeg_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "a long description " * 4000  # ImageDescription: 76 KB, fine in a PNG
+    Image.fromarray(_rgb()).save(tmp_path / "in.png", exif=exif)
+    picture = image.load_image(tmp_path / "in.png")
+    with pytest.warns(image.DipWarning, match="more than a JPEG holds"):
+        image.save_image(picture, tmp_path / "o.jpg")
+    assert "exif" not in Image.open(tmp_path / "o.jpg").info
+    assert Image.open(image.save_image(picture, tmp_path / "o.png")).getexif()[0x010E] == \
+        exif[0x010E]
