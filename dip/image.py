@@ -12,6 +12,7 @@ interrupted run never leaves a half-written image.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -113,12 +114,23 @@ def too_large(what: str, pixels: int, limit: int) -> TooLarge:
                     f"{pixels_text(limit)} (raise it with {{arg:max_pixels}})")
 
 
+@functools.cache
+def open_heif() -> None:
+    """Let Pillow open HEIF/HEIC, the format an iPhone saves its photos in, which Pillow alone
+    cannot: pi-heif is the decode-only build of pillow-heif, Pillow's maintained plugin (its
+    decoder applies the file's own rotation, and leaves the EXIF orientation at 1)."""
+    from pi_heif import register_heif_opener
+
+    register_heif_opener()
+
+
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
           deep_png_elsewhere: bool = False) -> tuple[Image.Image, str]:
     """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
     8 bits (``""`` otherwise; see :func:`load_image`). With ``deep_png_elsewhere`` such a PNG
     is not decoded here: the caller decodes it at 16 bits itself."""
     path = _regular_file(path, what)
+    open_heif()
     try:
         with own_pixel_limit():
             img = Image.open(path)
@@ -724,6 +736,7 @@ def readable_suffixes() -> set[str]:
     """File extensions Pillow can open (``.png``, ``.jpg``, ...), for finding images in a
     folder."""
     Image.init()
+    open_heif()
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 

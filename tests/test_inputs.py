@@ -200,6 +200,23 @@ def test_a_photos_exif_goes_with_its_result(tmp_path: Path) -> None:
     assert written.getexif().get_ifd(0x8769)[0x9003] == "2001:02:03 04:05:06"
 
 
+def test_an_iphones_heic_photo_is_read_and_its_exif_kept(tmp_path: Path) -> None:
+    # tests/data/phone.heic: a picture this project drew, encoded by pillow-heif
+    # (tests/data/make_phone_heic.py), phone.png the same pixels losslessly
+    data = Path(__file__).parent / "data"
+    picture = image.load_image(data / "phone.heic")
+    source = image.load_image(data / "phone.png")
+    assert picture.size == source.size == (32, 48)
+    assert -10 * torch.log10(((picture.pixels - source.pixels) ** 2).mean()) > 30  # dB (lossy)
+    assert ".heic" in image.readable_suffixes()  # dip run finds them in a folder
+    before = (data / "phone.heic").read_bytes()
+    result = invoke("denoise", data / "phone.heic", "-o", tmp_path / "o.jpg", *TINY)
+    assert result.exit_code == 0, result.output
+    written = Image.open(tmp_path / "o.jpg")
+    assert written.size == (48, 32) and written.getexif()[0x010F] == "dip test camera"
+    assert (data / "phone.heic").read_bytes() == before
+
+
 def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save("photo.png")
