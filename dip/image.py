@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import stat
 import struct
@@ -74,6 +75,10 @@ class Picture:
         exif: the photo's EXIF block (camera, date taken, exposure, place) from a JPEG, PNG,
             WebP or AVIF file, its orientation already applied to the pixels; None where the
             file has none. The result carries it (see :func:`result_exif`).
+        print_size: ``(width, height)`` in inches, the size the file says the picture prints
+            at (its resolution, e.g. a scan's 600 dpi), or None where it says none. The
+            result keeps it, so an enlarged result gets a finer resolution, not a larger
+            print (see :func:`result_dpi`).
     """
 
     pixels: torch.Tensor
@@ -83,6 +88,7 @@ class Picture:
     icc: bytes | None = None
     coding_error: tuple[float, ...] | None = None
     exif: bytes | None = None
+    print_size: tuple[float, float] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -151,11 +157,16 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
         coding = coding_error(img)  # before the turn: the turned copy has no tables
+        stored, dpi = img.size, img.info.get("dpi")
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
-        img.info.pop(_CODING, None)  # a PNG's text chunk of that name is not ours
-        if coding is not None:
-            img.info[_CODING] = coding
+        inches = print_size(stored, dpi)
+        if inches is not None and img.size != stored:  # turned a quarter
+            inches = inches[1], inches[0]
+        for key, value in ((_CODING, coding), (_PRINT, inches)):
+            img.info.pop(key, None)  # a PNG's text chunk of that name is not ours
+            if value is not None:
+                img.info[key] = value
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -283,8 +294,9 @@ def _carried_exif(raw: bytes | None) -> bytes | None:
 
 
 def result_exif(picture: Picture) -> bytes | None:
-    """The EXIF block written with ``picture``: the input's, its pixel dimensions (where it
-    gives them) those of ``picture``, so an enlarged result says its own size."""
+    """The EXIF block written with ``picture``: the input's, its pixel dimensions and its
+    resolution (where it gives them) those of ``picture``, so an enlarged result says its own
+    size."""
     if picture.exif is None:
         return None
     exif = Image.Exif()
@@ -294,7 +306,36 @@ def result_exif(picture: Picture) -> bytes | None:
     for tag, value in ((_EXIF_WIDTH, width), (_EXIF_HEIGHT, height)):
         if tag in details:
             details[tag] = value
+    dpi = result_dpi(picture)
+    if dpi is not None and _X_RESOLUTION in exif:
+        exif[_X_RESOLUTION], exif[_Y_RESOLUTION] = dpi
+        exif[_RESOLUTION_UNIT] = 2  # inches
     return exif.tobytes()
+
+
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+
+
+def print_size(size: tuple[int, int], dpi, unit: float = 1.0) -> tuple[float, float] | None:
+    """``(width, height)`` in inches of a picture ``size`` = ``(width, height)`` pixels at
+    ``dpi`` = ``(x, y)`` pixels per ``unit`` inches; None for a resolution that is missing,
+    zero or not a number (a file that states none)."""
+    try:
+        x, y = (float(v) / unit for v in dpi)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return size[0] / x, size[1] / y
+
+
+def result_dpi(picture: Picture) -> tuple[float, float] | None:
+    """The resolution ``(x, y)`` in pixels per inch that prints ``picture`` at its input's
+    size (:attr:`Picture.print_size`), or None."""
+    if picture.print_size is None:
+        return None
+    height, width = picture.size
+    return width / picture.print_size[0], height / picture.print_size[1]
 
 
 #: EXIF orientation -> (rotations by 90 degrees counter-clockwise, mirror first)
@@ -356,9 +397,21 @@ def _load_png16(path: Path, what: str) -> Picture:
     colour = array[..., :-1] if info["alpha"] else array
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn, exif = _png_exif(data)
-    return Picture(orient(_to_tensor(colour, 65535.0), turn),
-                   None if alpha is None else orient(alpha, turn), 16, icc=_png_icc(data),
-                   exif=exif)
+    stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=_png_icc(data), exif=exif,
+                     print_size=print_size((w, h), _png_dpi(data)))
+    return oriented(stored, turn)
+
+
+def _png_dpi(data: bytes) -> tuple[float, float] | None:
+    """The resolution a PNG's pHYs chunk states, in pixels per inch (None: none, or only an
+    aspect ratio)."""
+    for kind, payload in png_chunks(data):
+        if kind == b"pHYs" and len(payload) == 9:
+            x, y, metre = struct.unpack(">IIB", payload)
+            return (x * 0.0254, y * 0.0254) if metre == 1 else None
+        if kind == b"IDAT":
+            return None
+    return None
 
 
 def _png_icc(data: bytes) -> bytes | None:
@@ -375,12 +428,16 @@ def _png_icc(data: bytes) -> bytes | None:
     return None
 
 
-def _png_with(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
-    """A PNG's bytes with an iCCP chunk (the colour profile) and an eXIf chunk after its
-    header, where given (pypng writes neither)."""
+def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
+              dpi: tuple[float, float] | None = None) -> bytes:
+    """A PNG's bytes with an iCCP chunk (the colour profile), an eXIf chunk and a pHYs chunk
+    (the resolution, in pixels per metre) after its header, where given (pypng writes
+    none)."""
+    physical = dpi and struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)
     chunks = b""
     for kind, payload in ((b"iCCP", icc and b"ICC profile\0\0" + zlib.compress(icc)),
-                          (b"eXIf", exif and exif.removeprefix(b"Exif\0\0"))):
+                          (b"eXIf", exif and exif.removeprefix(b"Exif\0\0")),
+                          (b"pHYs", physical)):
         if payload:
             chunks += (struct.pack(">I", len(payload)) + kind + payload
                        + struct.pack(">I", zlib.crc32(kind + payload)))
@@ -442,6 +499,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                 array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
             extras = tuple(int(e) for e in (page.extrasamples or ()))
             turn = _tiff_orientation(page)
+            inches = _tiff_print_size(page)
             icc = page.tags.get(34675)  # InterColorProfile
             icc = bytes(icc.value) if icc is not None and isinstance(
                 icc.value, (bytes, bytearray)) else None
@@ -451,8 +509,18 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     finally:
         quiet.disabled = was
-    return replace(oriented(_tiff_picture(array, colour, extras, f"{what} {path}"), turn),
-                   icc=icc)
+    picture = replace(_tiff_picture(array, colour, extras, f"{what} {path}"), icc=icc,
+                      print_size=inches)
+    return oriented(picture, turn)
+
+
+def _tiff_print_size(page) -> tuple[float, float] | None:
+    """A TIFF page's print size in inches, from its resolution tags (inches or centimetres;
+    none where the unit is none)."""
+    unit = {2: 1.0, 3: 1 / 2.54}.get(int(page.resolutionunit or 1))
+    if unit is None:
+        return None
+    return print_size((page.imagewidth, page.imagelength), page.resolution, unit)
 
 
 def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
@@ -506,11 +574,16 @@ def _tiff_orientation(page) -> int:
 
 
 def oriented(picture: Picture, orientation: int) -> Picture:
-    """``picture`` with an EXIF orientation applied to its pixels and alpha."""
+    """``picture`` with an EXIF orientation applied to its pixels and alpha (and to its
+    print size: 5-8 turn it a quarter)."""
     if orientation == 1:
         return picture
     alpha = None if picture.alpha is None else orient(picture.alpha, orientation)
-    return replace(picture, pixels=orient(picture.pixels, orientation), alpha=alpha)
+    size = picture.print_size
+    if size is not None and orientation in (5, 6, 7, 8):
+        size = size[1], size[0]
+    return replace(picture, pixels=orient(picture.pixels, orientation), alpha=alpha,
+                   print_size=size)
 
 
 def _float_picture(colour: np.ndarray) -> Picture:
@@ -575,8 +648,10 @@ def _from_pillow(img: Image.Image) -> Picture:
     JPEG, its coding error."""
     icc = img.info.get("icc_profile")
     # "exif" in info: a separate EXIF block (JPEG, PNG, WebP, AVIF); a TIFF's tags are not one
+    inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
-                      exif=_carried_exif(img.info.get("exif")))
+                      exif=_carried_exif(img.info.get("exif")),
+                      print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
             if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
@@ -589,6 +664,7 @@ YCBCR = torch.tensor([[0.299, 0.587, 0.114],
                       [0.5, -0.418688, -0.081312]], dtype=torch.float64)
 RGB_OF_YCBCR = torch.linalg.inv(YCBCR)
 _CODING = "dip.coding_error"  # where _open keeps a JPEG's coding error
+_PRINT = "dip.print_size"  # and the picture's print size
 
 
 def coding_error(img: Image.Image) -> tuple[float, ...] | None:
@@ -779,6 +855,8 @@ def _icc(picture: Picture) -> bytes | None:
 
 #: the formats a colour profile and EXIF are written in by Pillow (all but BMP)
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP")
+#: the formats Pillow writes a resolution (dpi) in (TIFF's is tifffile's; WebP holds none)
+DPI_FORMATS = ("PNG", "JPEG", "BMP")
 #: the most EXIF bytes a JPEG holds (one APP1 marker's 65535, less its length field)
 JPEG_EXIF_BYTES = 65533
 #: the output formats that keep an alpha channel (transparency)
@@ -806,6 +884,9 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     icc = _icc(picture)
     if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
+    dpi = result_dpi(picture)
+    if dpi is not None and fmt in DPI_FORMATS:
+        options["dpi"] = dpi
     exif = result_exif(picture)
     if exif and fmt == "JPEG" and len(exif) > JPEG_EXIF_BYTES:
         warnings.warn(f"the input's EXIF block ({len(exif) // 1024} KB) is more than a JPEG "
@@ -838,6 +919,9 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         array = array[..., 0]
     options: dict = {"photometric": "rgb" if colour else "minisblack",
                      "iccprofile": _icc(picture)}  # (None: none written)
+    dpi = result_dpi(picture)
+    if dpi is not None:
+        options.update(resolution=dpi, resolutionunit=2)  # inches
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:
@@ -864,7 +948,8 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     def write(f: BinaryIO) -> None:
         buf = io.BytesIO()
         writer.write(buf, rows)
-        f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture)))
+        f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture),
+                          result_dpi(picture)))
 
     return write
 

@@ -243,3 +243,44 @@ def test_an_exif_block_too_large_for_a_jpeg_is_left_out_with_a_warning(tmp_path:
     assert "exif" not in Image.open(tmp_path / "o.jpg").info
     assert Image.open(image.save_image(picture, tmp_path / "o.png")).getexif()[0x010E] == \
         exif[0x010E]
+
+
+@pytest.mark.parametrize("made", ["in.png", "in.jpg", "in.tif", "in.bmp", "deep.png"])
+def test_a_result_prints_at_its_inputs_size_and_an_enlarged_one_finer(tmp_path: Path,
+                                                                      made: str) -> None:
+    """A scan at 600 dpi comes back at 600 dpi; enlarged 4 times, at 2400 (the same print)."""
+    if made == "deep.png":  # 16-bit colour: pypng's path, pHYs read and written by dip
+        image.save_image(image.Picture(torch.rand(1, 3, 12, 20), bits=16,
+                                       print_size=(20 / 600, 12 / 600)), tmp_path / made)
+    else:
+        Image.fromarray(_rgb()).save(tmp_path / made, dpi=(600, 600))
+    picture = image.load_image(tmp_path / made)
+    assert picture.print_size == pytest.approx((20 / 600, 12 / 600), rel=1e-4)
+    enlarged = picture.with_pixels(torch.nn.functional.interpolate(picture.pixels,
+                                                                    scale_factor=4))
+    for out in ("o.png", "o.jpg", "o.tif", "o.bmp"):
+        written = image.load_image(image.save_image(enlarged, tmp_path / out))
+        assert written.print_size == pytest.approx(picture.print_size, rel=1e-4), out
+        assert Image.open(tmp_path / out).info["dpi"] == pytest.approx((2400, 2400), rel=1e-4)
+    image.save_image(picture, tmp_path / "same.png")
+    assert Image.open(tmp_path / "same.png").info["dpi"] == pytest.approx((600, 600), rel=1e-4)
+
+
+def test_a_turned_photo_prints_turned_and_its_exif_states_the_results_resolution(
+        tmp_path: Path) -> None:
+    exif = _camera_exif(orientation=6)  # stored 20 wide, 12 high; shown turned a quarter
+    exif[0x011A], exif[0x011B], exif[0x0128] = 600.0, 300.0, 2  # X, Y resolution in inches
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", dpi=(600, 300), exif=exif)
+    picture = image.load_image(tmp_path / "in.jpg")
+    assert picture.size == (20, 12)
+    assert picture.print_size == pytest.approx((12 / 300, 20 / 600))  # width, height shown
+    enlarged = picture.with_pixels(torch.nn.functional.interpolate(picture.pixels,
+                                                                    scale_factor=2))
+    written = Image.open(image.save_image(enlarged, tmp_path / "o.jpg"))
+    assert written.info["dpi"] == (600, 1200)
+    assert (written.getexif()[0x011A], written.getexif()[0x011B]) == (600, 1200)
+    # a file that states no resolution gets none
+    Image.fromarray(_rgb()).save(tmp_path / "plain.png")
+    plain = image.load_image(tmp_path / "plain.png")
+    assert plain.print_size is None
+    assert "dpi" not in Image.open(image.save_image(plain, tmp_path / "o.png")).info

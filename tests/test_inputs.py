@@ -185,12 +185,12 @@ def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Pa
     assert picture.coding_error is not None  # its tables are read as a plain JPEG's
 
 
-def test_a_photos_exif_goes_with_its_result(tmp_path: Path) -> None:
+def test_a_photos_exif_and_print_size_go_with_its_result(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[0x010F], exif[0x0112] = "Canon", 6
     exif.get_ifd(0x8769)[0x9003] = "2001:02:03 04:05:06"  # when it was taken
     Image.fromarray(_rng().integers(0, 256, (8, 12, 3), np.uint8)).save(
-        tmp_path / "in.jpg", exif=exif)
+        tmp_path / "in.jpg", exif=exif, dpi=(300, 300))  # a scan's resolution
     result = invoke("superres", tmp_path / "in.jpg", "--factor", "2", "-o", tmp_path / "o.png",
                     *TINY)
     assert result.exit_code == 0, result.output
@@ -198,6 +198,7 @@ def test_a_photos_exif_goes_with_its_result(tmp_path: Path) -> None:
     assert written.size == (16, 24)
     assert written.getexif()[0x010F] == "Canon" and 0x0112 not in written.getexif()
     assert written.getexif().get_ifd(0x8769)[0x9003] == "2001:02:03 04:05:06"
+    assert written.info["dpi"] == pytest.approx((600, 600), rel=1e-4)  # twice the pixels
 
 
 def test_an_iphones_heic_photo_is_read_and_its_exif_kept(tmp_path: Path) -> None:
