@@ -124,10 +124,19 @@ def too_large(what: str, pixels: int, limit: int) -> TooLarge:
 def open_heif() -> None:
     """Let Pillow open HEIF/HEIC, the format an iPhone saves its photos in, which Pillow alone
     cannot: pi-heif is the decode-only build of pillow-heif, Pillow's maintained plugin (its
-    decoder applies the file's own rotation, and leaves the EXIF orientation at 1)."""
-    from pi_heif import register_heif_opener
-
+    decoder applies the file's own rotation, and leaves the EXIF orientation at 1). Without
+    it (an environment not reinstalled) HEIF is only not an image Pillow can read."""
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:
+        return
     register_heif_opener()
+
+
+#: formats whose file may hold more than one picture and has a primary one, where Pillow
+#: opens it: a JPEG's Multi-Picture index (MPO: a camera's large preview, a stereo camera's
+#: second view; CIPA DC-007) and a HEIF's items (an iPhone's spatial photo)
+PRIMARY_FORMATS = ("MPO", "HEIF")
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -144,10 +153,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if w * h > max_pixels:
             raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
         frames = getattr(img, "n_frames", 1)
-        # A JPEG that carries more pictures (MPO: a phone's HDR gain map, a camera's large
-        # preview, a stereo camera's second view) is read as its first, the main picture
-        # (CIPA DC-007); Pillow opens it there.
-        if frames > 1 and img.format != "MPO":
+        if frames > 1 and img.format not in PRIMARY_FORMATS:
             raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
                              f"multi-page file); dip restores one picture: save the one you "
                              f"want on its own")
@@ -157,12 +163,11 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
         coding = coding_error(img)  # before the turn: the turned copy has no tables
-        stored, dpi = img.size, img.info.get("dpi")
+        inches = print_size(img.size, _stated_dpi(img))
+        if inches is not None and img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            inches = inches[1], inches[0]  # exif_transpose turns it a quarter
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
-        inches = print_size(stored, dpi)
-        if inches is not None and img.size != stored:  # turned a quarter
-            inches = inches[1], inches[0]
         for key, value in ((_CODING, coding), (_PRINT, inches)):
             img.info.pop(key, None)  # a PNG's text chunk of that name is not ours
             if value is not None:
@@ -171,7 +176,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         raise
     except UnidentifiedImageError:
         raise InputError(f"{what} is not an image Pillow can read: {path}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
+        # (EOFError and RuntimeError: HEIF's decoder on a damaged file)
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     return img, deep
 
@@ -284,11 +290,11 @@ def _carried_exif(raw: bytes | None) -> bytes | None:
         return None
     try:
         exif = Image.Exif()
-        with warnings.catch_warnings():  # Pillow's about a damaged block: it is dropped
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # Pillow's about a damaged block: what it can read
+            warnings.simplefilter("ignore")  # of it is kept (sub-blocks read by tobytes)
             exif.load(bytes(raw))
-        exif.pop(_ORIENTATION, None)
-        return exif.tobytes() if len(exif) else None  # (its sub-blocks read and written too)
+            exif.pop(_ORIENTATION, None)
+            return exif.tobytes() if len(exif) else None
     except Exception:  # Pillow's parser raises many kinds on damaged blocks
         return None
 
@@ -308,12 +314,42 @@ def result_exif(picture: Picture) -> bytes | None:
             details[tag] = value
     dpi = result_dpi(picture)
     if dpi is not None and _X_RESOLUTION in exif:
-        exif[_X_RESOLUTION], exif[_Y_RESOLUTION] = dpi
-        exif[_RESOLUTION_UNIT] = 2  # inches
+        if _stateable(dpi, "TIFF"):  # (EXIF's tags are TIFF's)
+            exif[_X_RESOLUTION], exif[_Y_RESOLUTION] = dpi
+            exif[_RESOLUTION_UNIT] = 2  # inches
+        else:  # not the result's: none
+            for tag in (_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT):
+                exif.pop(tag, None)
     return exif.tobytes()
 
 
 _X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+
+
+def _stated_dpi(img: Image.Image):
+    """The resolution ``(x, y)`` in pixels per inch a file states, or None: a JPEG's JFIF
+    density in inches or centimetres (Pillow's ``dpi`` falls back to 72 where the EXIF block
+    has no resolution: not stated), another format's ``dpi`` (PNG's pHYs in metres, BMP's
+    header); else its EXIF block's resolution in inches or centimetres."""
+    if img.format in ("JPEG", "MPO"):
+        per_inch = {1: 1.0, 2: 2.54}.get(img.info.get("jfif_unit"))  # else an aspect ratio
+        density = img.info.get("jfif_density")
+        if per_inch and density:
+            return tuple(d * per_inch for d in density)
+    elif img.info.get("dpi"):
+        return img.info["dpi"]
+    try:
+        exif = img.getexif()
+        per_inch = {2: 1.0, 3: 2.54}.get(exif.get(_RESOLUTION_UNIT, 2))
+        resolution = exif.get(_X_RESOLUTION), exif.get(_Y_RESOLUTION)
+    except Exception:  # a damaged EXIF block: none stated
+        return None
+    if per_inch is None or None in resolution:
+        return None
+    try:
+        return tuple(float(r) * per_inch for r in resolution)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def print_size(size: tuple[int, int], dpi, unit: float = 1.0) -> tuple[float, float] | None:
@@ -336,6 +372,32 @@ def result_dpi(picture: Picture) -> tuple[float, float] | None:
         return None
     height, width = picture.size
     return width / picture.print_size[0], height / picture.print_size[1]
+
+
+#: the resolutions (pixels per inch) each format can state: JPEG whole dots per inch in 16
+#: bits, PNG whole pixels per metre in 32 bits, BMP the same signed, TIFF (and EXIF) a
+#: fraction of 32-bit integers. A microscope's 0.2 nm pixels state more than any of them.
+DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0254, (2 ** 32 - 2) * 0.0254),
+             "BMP": (0.0254, (2 ** 31 - 2) * 0.0254), "TIFF": (1e-4, 2.0 ** 32 - 2)}
+
+
+def _stateable(dpi: tuple[float, float], fmt: str) -> bool:
+    low, high = DPI_RANGE[fmt]
+    return all(low <= d <= high for d in dpi)
+
+
+def _written_dpi(picture: Picture, fmt: str) -> tuple[float, float] | None:
+    """:func:`result_dpi` where ``fmt`` can state it; else None, with a warning."""
+    dpi = result_dpi(picture)
+    if dpi is None or fmt not in DPI_RANGE:
+        return None
+    if _stateable(dpi, fmt):
+        return dpi
+    low, high = DPI_RANGE[fmt]
+    warnings.warn(f"the result's resolution ({dpi[0]:.4g} x {dpi[1]:.4g} dpi: the input's print "
+                  f"size) is outside what {fmt} states ({low:g} to {high:.4g} dpi); it states "
+                  f"none", DipWarning)
+    return None
 
 
 #: EXIF orientation -> (rotations by 90 degrees counter-clockwise, mirror first)
@@ -855,8 +917,6 @@ def _icc(picture: Picture) -> bytes | None:
 
 #: the formats a colour profile and EXIF are written in by Pillow (all but BMP)
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP")
-#: the formats Pillow writes a resolution (dpi) in (TIFF's is tifffile's; WebP holds none)
-DPI_FORMATS = ("PNG", "JPEG", "BMP")
 #: the most EXIF bytes a JPEG holds (one APP1 marker's 65535, less its length field)
 JPEG_EXIF_BYTES = 65533
 #: the output formats that keep an alpha channel (transparency)
@@ -884,9 +944,9 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     icc = _icc(picture)
     if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
-    dpi = result_dpi(picture)
-    if dpi is not None and fmt in DPI_FORMATS:
-        options["dpi"] = dpi
+    dpi = _written_dpi(picture, fmt)
+    if dpi is not None or fmt == "BMP":
+        options["dpi"] = dpi or (0, 0)  # (BMP: Pillow would state 96 where the input did not)
     exif = result_exif(picture)
     if exif and fmt == "JPEG" and len(exif) > JPEG_EXIF_BYTES:
         warnings.warn(f"the input's EXIF block ({len(exif) // 1024} KB) is more than a JPEG "
@@ -919,7 +979,7 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         array = array[..., 0]
     options: dict = {"photometric": "rgb" if colour else "minisblack",
                      "iccprofile": _icc(picture)}  # (None: none written)
-    dpi = result_dpi(picture)
+    dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
         options.update(resolution=dpi, resolutionunit=2)  # inches
     if picture.alpha is not None:
@@ -949,7 +1009,7 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         buf = io.BytesIO()
         writer.write(buf, rows)
         f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture),
-                          result_dpi(picture)))
+                          _written_dpi(picture, "PNG")))
 
     return write
 

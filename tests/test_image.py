@@ -284,3 +284,92 @@ def test_a_turned_photo_prints_turned_and_its_exif_states_the_results_resolution
     plain = image.load_image(tmp_path / "plain.png")
     assert plain.print_size is None
     assert "dpi" not in Image.open(image.save_image(plain, tmp_path / "o.png")).info
+
+
+@pytest.mark.parametrize("made", ["in.jpg", "in.tif", "deep.png"])
+def test_a_quarter_turn_turns_the_print_size_of_a_square_picture_too(tmp_path: Path,
+                                                                     made: str) -> None:
+    """Stored at 100 x 200 dpi and shown turned a quarter: shown at 200 x 100, square or not."""
+    pixels = _rgb(16, 16)
+    if made == "in.jpg":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(pixels).save(tmp_path / made, dpi=(100, 200), exif=exif)
+    elif made == "in.tif":
+        import tifffile
+        tifffile.imwrite(tmp_path / made, pixels, photometric="rgb", resolution=(100, 200),
+                         resolutionunit=2, extratags=[(274, "H", 1, 6, True)])
+    else:  # 16-bit colour, dip's own pHYs and eXIf chunks
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save_image(image.Picture(torch.rand(1, 3, 16, 16), bits=16, exif=exif.tobytes(),
+                                       print_size=(16 / 100, 16 / 200)), tmp_path / made)
+    assert image.load_image(tmp_path / made).print_size == pytest.approx((16 / 200, 16 / 100),
+                                                                         rel=1e-4)
+
+
+@pytest.mark.parametrize("exif_tags", [{0x010F: "Canon"}, {0x011A: 300.0, 0x011B: 300.0,
+                                                           0x0128: 1}])
+def test_a_resolution_a_file_does_not_state_is_not_invented(tmp_path: Path,
+                                                            exif_tags: dict) -> None:
+    # Pillow's dpi is 72 for a JPEG whose EXIF block has no resolution, and reads one in no
+    # unit (an aspect ratio) as inches
+    exif = Image.Exif()
+    for tag, value in exif_tags.items():
+        exif[tag] = value
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", exif=exif)
+    picture = image.load_image(tmp_path / "in.jpg")
+    assert picture.print_size is None
+    assert "dpi" not in Image.open(image.save_image(picture, tmp_path / "o.png")).info
+    assert Image.open(image.save_image(picture, tmp_path / "o.bmp")).info.get("dpi") is None
+    # and an EXIF block's own resolution counts where the file states no other
+    exif[0x011A], exif[0x011B], exif[0x0128] = 150.0, 150.0, 3  # per centimetre
+    Image.fromarray(_rgb()).save(tmp_path / "exif.png", exif=exif)
+    assert image.load_image(tmp_path / "exif.png").print_size == pytest.approx(
+        (20 / 381, 12 / 381))
+
+
+def test_a_resolution_a_format_cannot_state_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    """An electron micrograph at 0.2 nm a pixel (5e7 pixels per cm), enlarged: no format but
+    TIFF states that; the save must not fail after the fit."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "sem.tif", _rgb(), photometric="rgb", resolution=(5e7, 5e7),
+                     resolutionunit=3)
+    picture = image.load_image(tmp_path / "sem.tif")
+    enlarged = picture.with_pixels(torch.nn.functional.interpolate(picture.pixels,
+                                                                    scale_factor=4))
+    for out, bits in (("o.png", 8), ("o.jpg", 8), ("o.bmp", 8), ("deep.png", 16)):
+        with pytest.warns(image.DipWarning, match="outside what"):
+            written = image.save_image(dataclasses.replace(enlarged, bits=bits), tmp_path / out)
+        assert not Image.open(written).info.get("dpi")
+    tif = image.save_image(enlarged, tmp_path / "o.tif")
+    assert image.load_image(tif).print_size == pytest.approx(picture.print_size, rel=1e-6)
+    # a JPEG's 16-bit density: 40000 dpi doubled is 80000, which it would wrap to 14464
+    Image.fromarray(_rgb()).save(tmp_path / "fine.jpg", dpi=(40000, 40000))
+    fine = image.load_image(tmp_path / "fine.jpg")
+    with pytest.warns(image.DipWarning, match="outside what JPEG states"):
+        image.save_image(fine.with_pixels(torch.nn.functional.interpolate(
+            fine.pixels, scale_factor=2)), tmp_path / "fine2.jpg")
+    assert "dpi" not in Image.open(tmp_path / "fine2.jpg").info
+
+
+@pytest.mark.parametrize("error", [EOFError("Unexpected end of file"),
+                                   RuntimeError("Invalid image size: zero width or height")])
+def test_a_decoders_other_errors_are_input_errors(tmp_path: Path, monkeypatch,
+                                                  error: Exception) -> None:
+    # what HEIF's decoder raises on damaged files (EOFError read as an interrupt before)
+    (tmp_path / "in.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    monkeypatch.setattr(image.Image, "open", lambda *a, **k: (_ for _ in ()).throw(error))
+    with pytest.raises(InputError, match="cannot read input"):
+        image.load_image(tmp_path / "in.heic")
+
+
+def test_heif_files_are_found_in_a_folder_by_a_fresh_process() -> None:
+    import subprocess
+    import sys
+
+    found = subprocess.run([sys.executable, "-c", "from dip import image; "
+                            "print(sorted(image.readable_suffixes()))"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "'.heic'" in found and "'.heif'" in found

@@ -168,8 +168,8 @@ def test_jpeg_orientation_is_applied(tmp_path: Path) -> None:
 
 
 def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Path) -> None:
-    # a phone's HDR photo (Ultra HDR) or a camera's JPEG with a large preview: Pillow opens it
-    # as MPO, with the gain map or preview as a second frame; the first is the photo
+    # a camera's JPEG with a large preview, or a stereo camera's two views: Pillow opens it as
+    # MPO, with the preview or the second view as a second frame; the first is the photo
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90 degrees
     main = Image.fromarray(_rng().integers(0, 256, (20, 40, 3), np.uint8))
@@ -216,6 +216,9 @@ def test_an_iphones_heic_photo_is_read_and_its_exif_kept(tmp_path: Path) -> None
     written = Image.open(tmp_path / "o.jpg")
     assert written.size == (48, 32) and written.getexif()[0x010F] == "dip test camera"
     assert (data / "phone.heic").read_bytes() == before
+    # a HEIF that holds two pictures (a spatial photo) is read as its primary one, the second
+    primary = image.load_image(data / "two_pictures.heic")
+    assert primary.size == (16, 8) and primary.pixels[0, 2].mean() > 0.9  # blue, upright
 
 
 def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) -> None:
