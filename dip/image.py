@@ -18,6 +18,8 @@ import math
 import os
 import stat
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -139,6 +141,41 @@ def open_heif() -> None:
 PRIMARY_FORMATS = ("MPO", "HEIF")
 
 
+#: decodes a file in a child process (argv: the path, the most pixels to decode), so that a
+#: decoder that crashes on a damaged file takes down the child, not dip (:func:`_decodes`)
+_PROBE = """
+import sys
+from PIL import Image
+try:
+    from pi_heif import register_heif_opener
+    register_heif_opener()
+except ImportError:
+    pass
+Image.MAX_IMAGE_PIXELS = None
+with Image.open(sys.argv[1]) as img:
+    if img.size[0] * img.size[1] <= int(sys.argv[2]):
+        img.load()
+"""
+
+
+def _decodes(path: Path, what: str, max_pixels: int) -> None:
+    """Raise InputError when decoding ``path`` crashes the process. Only for ISO base media
+    files (HEIF, AVIF): libheif has crashed the whole process (a segmentation fault) on a
+    HEIC with two bytes of its header damaged, which would end a ``dip run`` over a phone's
+    folder without a word. Any other failure is :func:`_open`'s to say."""
+    try:
+        with path.open("rb") as f:
+            if f.read(8)[4:] != b"ftyp":
+                return
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(max_pixels)],
+                              capture_output=True)
+    except OSError:  # unreadable (_open says so), or no interpreter to start: not probed
+        return
+    if done.returncode < 0:
+        raise InputError(f"cannot read {what} {path}: its decoder crashed on it (signal "
+                         f"{-done.returncode}): the file is damaged")
+
+
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
           deep_png_elsewhere: bool = False) -> tuple[Image.Image, str]:
     """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
@@ -146,6 +183,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     is not decoded here: the caller decodes it at 16 bits itself."""
     path = _regular_file(path, what)
     open_heif()
+    _decodes(path, what, max_pixels)
     try:
         with own_pixel_limit():
             img = Image.open(path)

@@ -373,3 +373,18 @@ def test_heif_files_are_found_in_a_folder_by_a_fresh_process() -> None:
                             "print(sorted(image.readable_suffixes()))"],
                            capture_output=True, text=True, check=True).stdout
     assert "'.heic'" in found and "'.heif'" in found
+
+
+def test_a_heif_that_crashes_its_decoder_is_one_clear_error(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    # two bytes of tests/data/phone.heic's header changed: libheif 1.23 (pi-heif 1.4) crashed
+    # the whole process on it (a segmentation fault), ending a dip run over a folder
+    damaged = bytearray((Path(__file__).parent / "data" / "phone.heic").read_bytes())
+    damaged[178], damaged[254] = 0x80, 0x05
+    (tmp_path / "damaged.heic").write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match="cannot read input"):
+        image.load_image(tmp_path / "damaged.heic")
+    # whatever the decoder's version: a decoder that takes its process down is an InputError
+    monkeypatch.setattr(image, "_PROBE", "import os; os.abort()")
+    with pytest.raises(InputError, match="decoder crashed on it"):
+        image.load_image(Path(__file__).parent / "data" / "phone.heic")
