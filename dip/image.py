@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import os
 import stat
 import struct
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dip import metadata
 from dip.errors import InputError
 
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
@@ -77,6 +77,9 @@ class Picture:
         exif: the photo's EXIF block (camera, date taken, exposure, place) from a JPEG, PNG,
             WebP or AVIF file, its orientation already applied to the pixels; None where the
             file has none. The result carries it (see :func:`result_exif`).
+        xmp: the photo's XMP packet (title, caption, keywords, rating, creator, rights), its
+            orientation and resolution left out; None where the file has none. The result
+            carries it (see :func:`result_xmp`).
         print_size: ``(width, height)`` in inches, the size the file says the picture prints
             at (its resolution, e.g. a scan's 600 dpi), or None where it says none. The
             result keeps it, so an enlarged result gets a finer resolution, not a larger
@@ -90,6 +93,7 @@ class Picture:
     icc: bytes | None = None
     coding_error: tuple[float, ...] | None = None
     exif: bytes | None = None
+    xmp: bytes | None = None
     print_size: tuple[float, float] | None = None
 
     @property
@@ -201,8 +205,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
         coding = coding_error(img)  # before the turn: the turned copy has no tables
-        inches = print_size(img.size, _stated_dpi(img))
-        if inches is not None and img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+        inches = metadata.print_size(img.size, metadata.stated_dpi(img))
+        if inches is not None and img.getexif().get(metadata.ORIENTATION, 1) in (5, 6, 7, 8):
             inches = inches[1], inches[0]  # exif_transpose turns it a quarter
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
@@ -300,107 +304,23 @@ def check_png_data(path: Path, what: str) -> None:
 
 
 def _png_exif(data: bytes) -> tuple[int, bytes | None]:
-    """A PNG's EXIF orientation (1 when none) and its eXIf chunk as the result carries it
-    (:func:`_carried_exif`)."""
+    """A PNG's EXIF orientation (1 when none) and its eXIf chunk as the result carries it."""
     for kind, payload in png_chunks(data):
         if kind == b"eXIf":
-            exif = Image.Exif()
-            try:
-                exif.load(payload)
-            except Exception:  # a damaged EXIF block: no orientation, as Pillow would
-                return 1, None
-            return int(exif.get(0x0112, 1) or 1), _carried_exif(payload)
+            return metadata.exif_orientation(payload), metadata.carried_exif(payload)
     return 1, None
 
 
-#: EXIF tags whose values describe the pixels as they were stored, not the photo: the
-#: orientation (applied on reading) and the pixel dimensions (:func:`result_exif` writes the
-#: result's)
-_ORIENTATION, _EXIF_IFD, _EXIF_WIDTH, _EXIF_HEIGHT = 0x0112, 0x8769, 0xA002, 0xA003
-
-
-def _carried_exif(raw: bytes | None) -> bytes | None:
-    """A file's EXIF block as a result carries it: parsed and written again by Pillow, which
-    drops the thumbnail (a small copy of the damaged picture, which viewers show) and here
-    the orientation (the pixels are turned on reading). None for none, or one Pillow cannot
-    parse: a damaged block is left behind, not an error."""
-    if not raw:
-        return None
-    try:
-        exif = Image.Exif()
-        with warnings.catch_warnings():  # Pillow's about a damaged block: what it can read
-            warnings.simplefilter("ignore")  # of it is kept (sub-blocks read by tobytes)
-            exif.load(bytes(raw))
-            exif.pop(_ORIENTATION, None)
-            return exif.tobytes() if len(exif) else None
-    except Exception:  # Pillow's parser raises many kinds on damaged blocks
-        return None
-
-
 def result_exif(picture: Picture) -> bytes | None:
-    """The EXIF block written with ``picture``: the input's, its pixel dimensions and its
-    resolution (where it gives them) those of ``picture``, so an enlarged result says its own
-    size."""
-    if picture.exif is None:
-        return None
-    exif = Image.Exif()
-    exif.load(picture.exif)
-    details = exif.get_ifd(_EXIF_IFD) if _EXIF_IFD in exif else {}
-    height, width = picture.size
-    for tag, value in ((_EXIF_WIDTH, width), (_EXIF_HEIGHT, height)):
-        if tag in details:
-            details[tag] = value
-    dpi = result_dpi(picture)
-    if dpi is not None and _X_RESOLUTION in exif:
-        if _stateable(dpi, "TIFF"):  # (EXIF's tags are TIFF's)
-            exif[_X_RESOLUTION], exif[_Y_RESOLUTION] = dpi
-            exif[_RESOLUTION_UNIT] = 2  # inches
-        else:  # not the result's: none
-            for tag in (_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT):
-                exif.pop(tag, None)
-    return exif.tobytes()
+    """The EXIF block written with ``picture``: the input's, with its pixel size and
+    resolution (:func:`dip.metadata.exif_for`)."""
+    return (None if picture.exif is None
+            else metadata.exif_for(picture.exif, picture.size, result_dpi(picture)))
 
 
-_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
-
-
-def _stated_dpi(img: Image.Image):
-    """The resolution ``(x, y)`` in pixels per inch a file states, or None: a JPEG's JFIF
-    density in inches or centimetres (Pillow's ``dpi`` falls back to 72 where the EXIF block
-    has no resolution: not stated), another format's ``dpi`` (PNG's pHYs in metres, BMP's
-    header); else its EXIF block's resolution in inches or centimetres."""
-    if img.format in ("JPEG", "MPO"):
-        per_inch = {1: 1.0, 2: 2.54}.get(img.info.get("jfif_unit"))  # else an aspect ratio
-        density = img.info.get("jfif_density")
-        if per_inch and density:
-            return tuple(d * per_inch for d in density)
-    elif img.info.get("dpi"):
-        return img.info["dpi"]
-    try:
-        exif = img.getexif()
-        per_inch = {2: 1.0, 3: 2.54}.get(exif.get(_RESOLUTION_UNIT, 2))
-        resolution = exif.get(_X_RESOLUTION), exif.get(_Y_RESOLUTION)
-    except Exception:  # a damaged EXIF block: none stated
-        return None
-    if per_inch is None or None in resolution:
-        return None
-    try:
-        return tuple(float(r) * per_inch for r in resolution)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-
-
-def print_size(size: tuple[int, int], dpi, unit: float = 1.0) -> tuple[float, float] | None:
-    """``(width, height)`` in inches of a picture ``size`` = ``(width, height)`` pixels at
-    ``dpi`` = ``(x, y)`` pixels per ``unit`` inches; None for a resolution that is missing,
-    zero or not a number (a file that states none)."""
-    try:
-        x, y = (float(v) / unit for v in dpi)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
-        return None
-    return size[0] / x, size[1] / y
+def result_xmp(picture: Picture) -> bytes | None:
+    """The XMP packet written with ``picture``: the input's, with its pixel size."""
+    return None if picture.xmp is None else metadata.xmp_for(picture.xmp, picture.size)
 
 
 def result_dpi(picture: Picture) -> tuple[float, float] | None:
@@ -412,26 +332,14 @@ def result_dpi(picture: Picture) -> tuple[float, float] | None:
     return width / picture.print_size[0], height / picture.print_size[1]
 
 
-#: the resolutions (pixels per inch) each format can state: JPEG whole dots per inch in 16
-#: bits, PNG whole pixels per metre in 32 bits, BMP the same signed, TIFF (and EXIF) a
-#: fraction of 32-bit integers. A microscope's 0.2 nm pixels state more than any of them.
-DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0254, (2 ** 32 - 2) * 0.0254),
-             "BMP": (0.0254, (2 ** 31 - 2) * 0.0254), "TIFF": (1e-4, 2.0 ** 32 - 2)}
-
-
-def _stateable(dpi: tuple[float, float], fmt: str) -> bool:
-    low, high = DPI_RANGE[fmt]
-    return all(low <= d <= high for d in dpi)
-
-
 def _written_dpi(picture: Picture, fmt: str) -> tuple[float, float] | None:
     """:func:`result_dpi` where ``fmt`` can state it; else None, with a warning."""
     dpi = result_dpi(picture)
-    if dpi is None or fmt not in DPI_RANGE:
+    if dpi is None or fmt not in metadata.DPI_RANGE:
         return None
-    if _stateable(dpi, fmt):
+    if metadata.stateable(dpi, fmt):
         return dpi
-    low, high = DPI_RANGE[fmt]
+    low, high = metadata.DPI_RANGE[fmt]
     warnings.warn(f"the result's resolution ({dpi[0]:.4g} x {dpi[1]:.4g} dpi: the input's print "
                   f"size) is outside what {fmt} states ({low:g} to {high:.4g} dpi); it states "
                   f"none", DipWarning)
@@ -498,7 +406,8 @@ def _load_png16(path: Path, what: str) -> Picture:
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn, exif = _png_exif(data)
     stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=_png_icc(data), exif=exif,
-                     print_size=print_size((w, h), _png_dpi(data)))
+                     xmp=metadata.carried_xmp(_png_xmp(data)),
+                     print_size=metadata.print_size((w, h), _png_dpi(data)))
     return oriented(stored, turn)
 
 
@@ -511,6 +420,23 @@ def _png_dpi(data: bytes) -> tuple[float, float] | None:
             return (x * 0.0254, y * 0.0254) if metre == 1 else None
         if kind == b"IDAT":
             return None
+    return None
+
+
+#: the keyword of the PNG text chunk (iTXt) that holds an XMP packet
+_PNG_XMP = b"XML:com.adobe.xmp"
+
+
+def _png_xmp(data: bytes) -> bytes | None:
+    """The XMP packet of a PNG's iTXt chunk (keyword, 0, compressed?, method, language, 0,
+    translated keyword, 0, text), or None."""
+    for kind, payload in png_chunks(data):
+        if kind == b"iTXt" and payload.startswith(_PNG_XMP + b"\0") and len(payload) > 19:
+            compressed, text = payload[18], payload[20:].split(b"\0", 2)[-1]
+            try:
+                return zlib.decompress(text) if compressed else text
+            except zlib.error:
+                return None
     return None
 
 
@@ -529,15 +455,16 @@ def _png_icc(data: bytes) -> bytes | None:
 
 
 def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
-              dpi: tuple[float, float] | None = None) -> bytes:
-    """A PNG's bytes with an iCCP chunk (the colour profile), an eXIf chunk and a pHYs chunk
-    (the resolution, in pixels per metre) after its header, where given (pypng writes
-    none)."""
+              dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> bytes:
+    """A PNG's bytes with an iCCP chunk (the colour profile), an eXIf chunk, a pHYs chunk
+    (the resolution, in pixels per metre) and an iTXt chunk (XMP) after its header, where
+    given (pypng writes none)."""
     physical = dpi and struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)
     chunks = b""
     for kind, payload in ((b"iCCP", icc and b"ICC profile\0\0" + zlib.compress(icc)),
                           (b"eXIf", exif and exif.removeprefix(b"Exif\0\0")),
-                          (b"pHYs", physical)):
+                          (b"pHYs", physical),
+                          (b"iTXt", xmp and _PNG_XMP + b"\0\0\0\0\0" + xmp)):
         if payload:
             chunks += (struct.pack(">I", len(payload)) + kind + payload
                        + struct.pack(">I", zlib.crc32(kind + payload)))
@@ -603,6 +530,9 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
             icc = page.tags.get(34675)  # InterColorProfile
             icc = bytes(icc.value) if icc is not None and isinstance(
                 icc.value, (bytes, bytearray)) else None
+            xmp = page.tags.get(700)  # XMP
+            xmp = metadata.carried_xmp(xmp.value if xmp is not None and isinstance(
+                xmp.value, (bytes, bytearray, str)) else None)
     except InputError:
         raise
     except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
@@ -610,7 +540,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     finally:
         quiet.disabled = was
     picture = replace(_tiff_picture(array, colour, extras, f"{what} {path}"), icc=icc,
-                      print_size=inches)
+                      xmp=xmp, print_size=inches)
     return oriented(picture, turn)
 
 
@@ -620,7 +550,7 @@ def _tiff_print_size(page) -> tuple[float, float] | None:
     unit = {2: 1.0, 3: 1 / 2.54}.get(int(page.resolutionunit or 1))
     if unit is None:
         return None
-    return print_size((page.imagewidth, page.imagelength), page.resolution, unit)
+    return metadata.print_size((page.imagewidth, page.imagelength), page.resolution, unit)
 
 
 def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
@@ -750,7 +680,8 @@ def _from_pillow(img: Image.Image) -> Picture:
     # "exif" in info: a separate EXIF block (JPEG, PNG, WebP, AVIF); a TIFF's tags are not one
     inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
-                      exif=_carried_exif(img.info.get("exif")),
+                      exif=metadata.carried_exif(img.info.get("exif")),
+                      xmp=metadata.carried_xmp(img.info.get("xmp")),
                       print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
@@ -953,10 +884,11 @@ def _icc(picture: Picture) -> bytes | None:
         else None
 
 
-#: the formats a colour profile and EXIF are written in by Pillow (all but BMP)
+#: the formats Pillow writes a colour profile, an EXIF block and XMP in (all but BMP)
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP")
-#: the most EXIF bytes a JPEG holds (one APP1 marker's 65535, less its length field)
-JPEG_EXIF_BYTES = 65533
+#: the most bytes of an EXIF block and of an XMP packet a JPEG holds (one APP1 marker's
+#: 65535, less its length field and, for XMP, its namespace)
+JPEG_BYTES = {"exif": 65533, "xmp": 65504}
 #: the output formats that keep an alpha channel (transparency)
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
@@ -965,8 +897,9 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
     16 bits are kept in PNG (grey and colour) and TIFF, float in TIFF (its range restored);
-    alpha is re-attached where the format holds it, the colour profile and the EXIF block in
-    PNG, JPEG and WebP.
+    alpha is re-attached where the format holds it; the colour profile, the EXIF block and
+    the XMP packet in PNG, JPEG and WebP, the profile and XMP in TIFF; the resolution in all
+    but WebP.
     """
     fmt = output_format(path)
     if fmt == "TIFF":
@@ -978,20 +911,37 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     if picture.alpha is not None and fmt in ALPHA_FORMATS and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")
         img.putalpha(_to_pil(picture.alpha, 8))
-    options = dict(SAVE_OPTIONS.get(fmt, {}))
+    options = SAVE_OPTIONS.get(fmt, {}) | _pillow_metadata(picture, fmt)
+    return lambda f: img.save(f, format=fmt, **options)
+
+
+def _pillow_metadata(picture: Picture, fmt: str) -> dict:
+    """Pillow's save options for what ``picture``'s input said besides its pixels: colour
+    profile, resolution, EXIF block, XMP packet, where ``fmt`` holds them (a JPEG holds at
+    most 64 KB of either block: a larger one is left out, with a warning)."""
+    options: dict = {}
     icc = _icc(picture)
     if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
     dpi = _written_dpi(picture, fmt)
     if dpi is not None or fmt == "BMP":
         options["dpi"] = dpi or (0, 0)  # (BMP: Pillow would state 96 where the input did not)
-    exif = result_exif(picture)
-    if exif and fmt == "JPEG" and len(exif) > JPEG_EXIF_BYTES:
-        warnings.warn(f"the input's EXIF block ({len(exif) // 1024} KB) is more than a JPEG "
-                      f"holds (64 KB): the result has none; write .png to keep it", DipWarning)
-    elif exif and fmt in METADATA_FORMATS:
-        options["exif"] = exif
-    return lambda f: img.save(f, format=fmt, **options)
+    if fmt not in METADATA_FORMATS:
+        return options
+    for key, name, block in (("exif", "EXIF block", result_exif(picture)),
+                             ("xmp", "XMP packet", result_xmp(picture))):
+        if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
+            warnings.warn(f"the input's {name} ({len(block) // 1024} KB) is more than a JPEG "
+                          f"holds (64 KB): the result has none; write .png to keep it",
+                          DipWarning)
+        elif block and key == "xmp" and fmt == "PNG":
+            from PIL import PngImagePlugin
+
+            options["pnginfo"] = PngImagePlugin.PngInfo()
+            options["pnginfo"].add_itxt(_PNG_XMP.decode(), block.decode())
+        elif block:
+            options[key] = block
+    return options
 
 
 def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
@@ -1020,6 +970,9 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
         options.update(resolution=dpi, resolutionunit=2)  # inches
+    xmp = result_xmp(picture)
+    if xmp:
+        options["extratags"] = [(700, "B", len(xmp), xmp, True)]  # XMP
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:
@@ -1047,7 +1000,7 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         buf = io.BytesIO()
         writer.write(buf, rows)
         f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture),
-                          _written_dpi(picture, "PNG")))
+                          _written_dpi(picture, "PNG"), result_xmp(picture)))
 
     return write
 

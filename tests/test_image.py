@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +389,45 @@ def test_a_heif_that_crashes_its_decoder_is_one_clear_error(tmp_path: Path,
     monkeypatch.setattr(image, "_PROBE", "import os; os.abort()")
     with pytest.raises(InputError, match="decoder crashed on it"):
         image.load_image(Path(__file__).parent / "data" / "phone.heic")
+
+
+#: what Lightroom writes, in short: keywords and a rating, beside the stored picture's
+#: orientation, size (20 x 12, as an attribute and as an element) and resolution
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+       b'22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff'
+       b'/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:xmp="http://ns.adobe.com/xap'
+       b'/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"\n tiff:Orientation="6" '
+       b'exif:PixelXDimension="20" xmp:Rating="4"><exif:PixelYDimension>12</exif:PixelY'
+       b'Dimension><tiff:XResolution>300/1</tiff:XResolution><dc:subject><rdf:Bag><rdf:li>'
+       b'grandma</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("out, bits", [("o.jpg", 8), ("o.png", 8), ("o.webp", 8), ("o.tif", 8),
+                                       ("o.png", 16), ("o.tif", 16)])
+def test_a_result_carries_the_photos_xmp_with_its_own_size(tmp_path: Path, out: str,
+                                                           bits: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", xmp=XMP, exif=exif)
+    picture = image.load_image(tmp_path / "in.jpg")
+    enlarged = picture.with_pixels(torch.nn.functional.interpolate(picture.pixels,
+                                                                    scale_factor=2))
+    xmp = image.load_image(image.save_image(dataclasses.replace(enlarged, bits=bits),
+                                            tmp_path / out)).xmp
+    assert b"<rdf:li>grandma</rdf:li>" in xmp and b'xmp:Rating="4"' in xmp
+    assert b"Orientation" not in xmp and b"XResolution" not in xmp  # applied; stated elsewhere
+    # shown 12 wide and 20 high, enlarged twice
+    assert b'exif:PixelXDimension="24"' in xmp and b"<exif:PixelYDimension>40<" in xmp
+
+
+def test_an_xmp_packet_is_read_compressed_and_left_out_of_a_jpeg_too_small_for_it(
+        tmp_path: Path) -> None:
+    payload = image._PNG_XMP + b"\0\1\0\0\0" + zlib.compress(XMP)  # a compressed iTXt chunk
+    assert image._png_xmp(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(payload)) + b"iTXt"
+                          + payload + bytes(4)) == XMP
+    huge = image.Picture(torch.rand(1, 3, 8, 8), xmp=XMP + b" " * 70000)
+    with pytest.warns(image.DipWarning, match="XMP packet .* more than a JPEG holds"):
+        image.save_image(huge, tmp_path / "o.jpg")
+    assert "xmp" not in Image.open(tmp_path / "o.jpg").info
+    kept = image.load_image(image.save_image(huge, tmp_path / "o.png")).xmp
+    assert b"grandma" in kept and len(kept) > 70000

@@ -1,0 +1,169 @@
+"""What a photo's file says about the photo besides its pixels, as a result carries it.
+
+A restored photo is still the photo: its EXIF block (camera, date taken, exposure, place),
+its XMP packet (title, caption, keywords, rating, creator, rights: what a photo library or
+Lightroom wrote) and its print size (a scan's 600 dpi) go with the result. What described the
+pixels as stored is not carried as it was: the orientation (applied on reading), the
+thumbnail (a small copy of the damaged picture) and the pixel size (an enlarged result states
+its own, and a resolution that prints it at the input's size). :mod:`dip.image` reads and
+writes these; the functions here are the rules, on plain bytes and numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+from PIL import Image
+
+#: EXIF (and TIFF) tags: the orientation, the sub-block of photo details and its pixel size,
+#: and the resolution
+ORIENTATION, EXIF_IFD, EXIF_WIDTH, EXIF_HEIGHT = 0x0112, 0x8769, 0xA002, 0xA003
+X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+
+#: the resolutions (pixels per inch) each format can state: JPEG whole dots per inch in 16
+#: bits, PNG whole pixels per metre in 32 bits, BMP the same signed, TIFF (and EXIF) a
+#: fraction of 32-bit integers. A microscope's 0.2 nm pixels state more than any of them.
+DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0254, (2 ** 32 - 2) * 0.0254),
+             "BMP": (0.0254, (2 ** 31 - 2) * 0.0254), "TIFF": (1e-4, 2.0 ** 32 - 2)}
+
+
+def exif_orientation(raw: bytes) -> int:
+    """The orientation (1-8) an EXIF block gives; 1 for none or a damaged block (as Pillow
+    reads it)."""
+    exif = Image.Exif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif.load(raw)
+        return int(exif.get(ORIENTATION, 1) or 1)
+    except Exception:  # Pillow's parser raises many kinds on damaged blocks
+        return 1
+
+
+def carried_exif(raw: bytes | None) -> bytes | None:
+    """A file's EXIF block as a result carries it: parsed and written again by Pillow, which
+    drops the thumbnail (viewers show it) and here the orientation (the pixels are turned on
+    reading). None for none, or one Pillow cannot parse: a damaged block is left behind, not
+    an error."""
+    if not raw:
+        return None
+    try:
+        exif = Image.Exif()
+        with warnings.catch_warnings():  # Pillow's about a damaged block: what it can read
+            warnings.simplefilter("ignore")  # of it is kept (sub-blocks read by tobytes)
+            exif.load(bytes(raw))
+            exif.pop(ORIENTATION, None)
+            return exif.tobytes() if len(exif) else None
+    except Exception:
+        return None
+
+
+def exif_for(raw: bytes, size: tuple[int, int], dpi: tuple[float, float] | None) -> bytes:
+    """A carried EXIF block (:func:`carried_exif`) for a result of ``size`` = ``(H, W)``
+    written at ``dpi``: its pixel dimensions and resolution (where it gives them) the
+    result's."""
+    exif = Image.Exif()
+    exif.load(raw)
+    details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}
+    height, width = size
+    for tag, value in ((EXIF_WIDTH, width), (EXIF_HEIGHT, height)):
+        if tag in details:
+            details[tag] = value
+    if dpi is not None and X_RESOLUTION in exif:
+        if stateable(dpi, "TIFF"):  # (EXIF's tags are TIFF's)
+            exif[X_RESOLUTION], exif[Y_RESOLUTION] = dpi
+            exif[RESOLUTION_UNIT] = 2  # inches
+        else:  # not the result's: none
+            for tag in (X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT):
+                exif.pop(tag, None)
+    return exif.tobytes()
+
+
+def stated_dpi(img: Image.Image):
+    """The resolution ``(x, y)`` in pixels per inch an open file states, or None: a JPEG's
+    JFIF density in inches or centimetres (Pillow's ``dpi`` falls back to 72 where the EXIF
+    block has no resolution: not stated), another format's ``dpi`` (PNG's pHYs in metres,
+    BMP's header); else its EXIF block's resolution in inches or centimetres."""
+    if img.format in ("JPEG", "MPO"):
+        per_inch = {1: 1.0, 2: 2.54}.get(img.info.get("jfif_unit"))  # else an aspect ratio
+        density = img.info.get("jfif_density")
+        if per_inch and density:
+            return tuple(d * per_inch for d in density)
+    elif img.info.get("dpi"):
+        return img.info["dpi"]
+    try:
+        exif = img.getexif()
+        per_inch = {2: 1.0, 3: 2.54}.get(exif.get(RESOLUTION_UNIT, 2))
+        resolution = exif.get(X_RESOLUTION), exif.get(Y_RESOLUTION)
+    except Exception:  # a damaged EXIF block: none stated
+        return None
+    if per_inch is None or None in resolution:
+        return None
+    try:
+        return tuple(float(r) * per_inch for r in resolution)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def print_size(size: tuple[int, int], dpi, unit: float = 1.0) -> tuple[float, float] | None:
+    """``(width, height)`` in inches of a picture ``size`` = ``(width, height)`` pixels at
+    ``dpi`` = ``(x, y)`` pixels per ``unit`` inches; None for a resolution that is missing,
+    zero or not a number (a file that states none)."""
+    try:
+        x, y = (float(v) / unit for v in dpi)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return size[0] / x, size[1] / y
+
+
+def stateable(dpi: tuple[float, float], fmt: str) -> bool:
+    """Whether ``fmt`` (a key of :data:`DPI_RANGE`) can state ``dpi``."""
+    low, high = DPI_RANGE[fmt]
+    return all(low <= d <= high for d in dpi)
+
+
+#: the XMP properties that describe the pixels as stored (``tiff:`` and ``exif:`` schemas,
+#: attribute or element form): the orientation and resolution are left out of a result, the
+#: pixel size is the result's
+_XMP_DROPPED = ("tiff:Orientation", "tiff:XResolution", "tiff:YResolution",
+                "tiff:ResolutionUnit")
+_XMP_WIDTH = ("tiff:ImageWidth", "exif:PixelXDimension")
+_XMP_HEIGHT = ("tiff:ImageLength", "exif:PixelYDimension")
+
+
+def _xmp_property(name: str) -> re.Pattern[bytes]:
+    """``name="value"`` (an attribute) or ``<name>value</name>`` (an element)."""
+    key = re.escape(name.encode())
+    return re.compile(rb'\s' + key + rb'="[^"]*"|<' + key + rb'>[^<]*</' + key + rb'>')
+
+
+def carried_xmp(raw: bytes | str | None) -> bytes | None:
+    """A file's XMP packet as a result carries it (UTF-8), its orientation and resolution
+    left out; None for none or one that is not text."""
+    if not raw:
+        return None
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    for name in _XMP_DROPPED:
+        data = _xmp_property(name).sub(b"", data)
+    return data or None
+
+
+def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
+    """A carried XMP packet (:func:`carried_xmp`) for a result of ``size`` = ``(H, W)``: the
+    pixel size it states, where it states one, the result's."""
+    height, width = size
+    for names, value in ((_XMP_WIDTH, width), (_XMP_HEIGHT, height)):
+        for name in names:
+            key = name.encode()
+            raw = _xmp_property(name).sub(
+                lambda m, k=key, v=value: (b" %s=\"%d\"" % (k, v) if m.group(0)[:1].isspace()
+                                           else b"<%s>%d</%s>" % (k, v, k)), raw)
+    return raw
