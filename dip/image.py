@@ -208,9 +208,11 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         inches = metadata.print_size(img.size, metadata.stated_dpi(img))
         if inches is not None and img.getexif().get(metadata.ORIENTATION, 1) in (5, 6, 7, 8):
             inches = inches[1], inches[0]  # exif_transpose turns it a quarter
+        exif = img.info.get("exif")  # as stored: exif_transpose rewrites it, "©" as "?"
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
-        for key, value in ((_CODING, coding), (_PRINT, inches)):
+        exif = exif or img.info.get("exif")  # (a PNG's eXIf after its pixel data)
+        for key, value in ((_CODING, coding), (_PRINT, inches), (_EXIF, exif)):
             img.info.pop(key, None)  # a PNG's text chunk of that name is not ours
             if value is not None:
                 img.info[key] = value
@@ -530,6 +532,9 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
             icc = page.tags.get(34675)  # InterColorProfile
             icc = bytes(icc.value) if icc is not None and isinstance(
                 icc.value, (bytes, bytearray)) else None
+            exif = metadata.tiff_exif(
+                {code: page.tags[code].value for code in metadata.DESCRIPTIVE
+                 if code in page.tags}, page.tags[34665].value if 34665 in page.tags else None)
             xmp = page.tags.get(700)  # XMP
             xmp = metadata.carried_xmp(xmp.value if xmp is not None and isinstance(
                 xmp.value, (bytes, bytearray, str)) else None)
@@ -540,7 +545,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     finally:
         quiet.disabled = was
     picture = replace(_tiff_picture(array, colour, extras, f"{what} {path}"), icc=icc,
-                      xmp=xmp, print_size=inches)
+                      exif=exif, xmp=xmp, print_size=inches)
     return oriented(picture, turn)
 
 
@@ -680,7 +685,7 @@ def _from_pillow(img: Image.Image) -> Picture:
     # "exif" in info: a separate EXIF block (JPEG, PNG, WebP, AVIF); a TIFF's tags are not one
     inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
-                      exif=metadata.carried_exif(img.info.get("exif")),
+                      exif=metadata.carried_exif(img.info.get(_EXIF)),
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
                       print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
@@ -696,6 +701,7 @@ YCBCR = torch.tensor([[0.299, 0.587, 0.114],
 RGB_OF_YCBCR = torch.linalg.inv(YCBCR)
 _CODING = "dip.coding_error"  # where _open keeps a JPEG's coding error
 _PRINT = "dip.print_size"  # and the picture's print size
+_EXIF = "dip.exif"  # and its EXIF block as stored
 
 
 def coding_error(img: Image.Image) -> tuple[float, ...] | None:
@@ -965,14 +971,18 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     colour = picture.pixels.shape[1] == 3
     if array.shape[-1] == 1:
         array = array[..., 0]
-    options: dict = {"photometric": "rgb" if colour else "minisblack",
-                     "iccprofile": _icc(picture)}  # (None: none written)
+    # no JSON description of the array's shape, no "tifffile.py" as the software: the tags
+    # describe the photo (metadata.descriptive_text: a scanner's, or a camera's EXIF's)
+    text = metadata.descriptive_text(result_exif(picture))
+    options: dict = {"photometric": "rgb" if colour else "minisblack", "metadata": None,
+                     "software": False, "iccprofile": _icc(picture),  # (None: none written)
+                     "extratags": [(code, "s", 0, value, True) for code, value in text.items()]}
     dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
         options.update(resolution=dpi, resolutionunit=2)  # inches
     xmp = result_xmp(picture)
     if xmp:
-        options["extratags"] = [(700, "B", len(xmp), xmp, True)]  # XMP
+        options["extratags"].append((700, "B", len(xmp), xmp, True))  # XMP
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:

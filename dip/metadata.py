@@ -15,7 +15,7 @@ import math
 import re
 import warnings
 
-from PIL import Image
+from PIL import ExifTags, Image, TiffTags
 
 #: EXIF (and TIFF) tags: the orientation, the sub-block of photo details and its pixel size,
 #: and the resolution
@@ -42,6 +42,18 @@ def exif_orientation(raw: bytes) -> int:
         return 1
 
 
+def _loaded(raw: bytes) -> Image.Exif:
+    """An EXIF block parsed by Pillow, its first directory's text as the bytes it was:
+    Pillow reads text as Latin-1 and writes it as ASCII with "?" for any other character,
+    so a copyright's "©" (or any UTF-8) would not survive the rewriting otherwise."""
+    exif = Image.Exif()
+    exif.load(raw)
+    for tag, value in list(exif.items()):
+        if isinstance(value, str) and TiffTags.lookup(tag).type == TiffTags.ASCII:
+            exif[tag] = value.encode("latin-1", "replace")
+    return exif
+
+
 def carried_exif(raw: bytes | None) -> bytes | None:
     """A file's EXIF block as a result carries it: parsed and written again by Pillow, which
     drops the thumbnail (viewers show it) and here the orientation (the pixels are turned on
@@ -50,10 +62,9 @@ def carried_exif(raw: bytes | None) -> bytes | None:
     if not raw:
         return None
     try:
-        exif = Image.Exif()
         with warnings.catch_warnings():  # Pillow's about a damaged block: what it can read
             warnings.simplefilter("ignore")  # of it is kept (sub-blocks read by tobytes)
-            exif.load(bytes(raw))
+            exif = _loaded(bytes(raw))
             exif.pop(ORIENTATION, None)
             return exif.tobytes() if len(exif) else None
     except Exception:
@@ -64,8 +75,7 @@ def exif_for(raw: bytes, size: tuple[int, int], dpi: tuple[float, float] | None)
     """A carried EXIF block (:func:`carried_exif`) for a result of ``size`` = ``(H, W)``
     written at ``dpi``: its pixel dimensions and resolution (where it gives them) the
     result's."""
-    exif = Image.Exif()
-    exif.load(raw)
+    exif = _loaded(raw)
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}
     height, width = size
     for tag, value in ((EXIF_WIDTH, width), (EXIF_HEIGHT, height)):
@@ -167,3 +177,37 @@ def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
                 lambda m, k=key, v=value: (b" %s=\"%d\"" % (k, v) if m.group(0)[:1].isspace()
                                            else b"<%s>%d</%s>" % (k, v, k)), raw)
     return raw
+
+
+#: the TIFF tags (EXIF's first directory too) that describe the photo, not its pixels, as
+#: text: its description, the maker and model of the camera or scanner, the software, the
+#: date and time, the artist and the copyright
+DESCRIPTIVE = (270, 271, 272, 305, 306, 315, 33432)
+
+
+def tiff_exif(tags: dict[int, object], details: object = None) -> bytes | None:
+    """An EXIF block of a TIFF's descriptive tags (``code -> value``, text only; tifffile's
+    own ``{"shape": ...}`` description is not the photo's) and of the text entries of its
+    EXIF directory (``details``: tifffile's names -> values, the date taken among them), so
+    that a scan's description goes with the result as a JPEG's EXIF block does."""
+    exif = Image.Exif()
+    for code, value in tags.items():
+        if isinstance(value, str) and value.strip("\0 ") and not (
+                code == 270 and value.startswith('{"shape":')):
+            exif[code] = value.encode()  # (tifffile decoded it as UTF-8)
+    codes = {name: code for code, name in ExifTags.TAGS.items()}
+    entries = {codes[name]: value for name, value in (
+        details.items() if isinstance(details, dict) else ()) if name in codes
+               and isinstance(value, str) and value.strip("\0 ")}
+    if entries:
+        exif.get_ifd(EXIF_IFD).update(entries)
+    return exif.tobytes() if len(exif) else None
+
+
+def descriptive_text(raw: bytes | None) -> dict[int, bytes]:
+    """The descriptive tags (:data:`DESCRIPTIVE`) of a carried EXIF block, as UTF-8 text for
+    a TIFF result (which holds no EXIF directory: the date taken stays in PNG, JPEG, WebP)."""
+    if not raw:
+        return {}
+    exif = _loaded(raw)
+    return {code: exif[code] for code in DESCRIPTIVE if isinstance(exif.get(code), bytes)}

@@ -343,7 +343,7 @@ def test_a_resolution_a_format_cannot_state_is_left_out_with_a_warning(tmp_path:
     for out, bits in (("o.png", 8), ("o.jpg", 8), ("o.bmp", 8), ("deep.png", 16)):
         with pytest.warns(image.DipWarning, match="outside what"):
             written = image.save_image(dataclasses.replace(enlarged, bits=bits), tmp_path / out)
-        assert not Image.open(written).info.get("dpi")
+        assert image.load_image(written).print_size is None
     tif = image.save_image(enlarged, tmp_path / "o.tif")
     assert image.load_image(tif).print_size == pytest.approx(picture.print_size, rel=1e-6)
     # a JPEG's 16-bit density: 40000 dpi doubled is 80000, which it would wrap to 14464
@@ -431,3 +431,37 @@ def test_an_xmp_packet_is_read_compressed_and_left_out_of_a_jpeg_too_small_for_i
     assert "xmp" not in Image.open(tmp_path / "o.jpg").info
     kept = image.load_image(image.save_image(huge, tmp_path / "o.png")).xmp
     assert b"grandma" in kept and len(kept) > 70000
+
+
+def test_a_scans_description_and_copyright_go_with_the_result_byte_for_byte(
+        tmp_path: Path) -> None:
+    import tifffile
+
+    description, rights = "Grandma, 1950 — Müller".encode(), "© Müller".encode()
+    tifffile.imwrite(tmp_path / "scan.tif", _rgb(), photometric="rgb", metadata=None,
+                     software=False, extratags=[(270, "s", 0, description, True),
+                                                (271, "s", 0, b"Epson", True),
+                                                (33432, "s", 0, rights, True)])
+    picture = image.load_image(tmp_path / "scan.tif")
+    for out in ("o.tif", "o.jpg", "o.png"):
+        exif = Image.Exif()
+        exif.load(image.load_image(image.save_image(picture, tmp_path / out)).exif)
+        # (Pillow shows a tag's bytes as Latin-1)
+        assert [exif[tag].encode("latin-1") for tag in (270, 271, 33432)] == [
+            description, b"Epson", rights], out
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        assert tif.pages[0].tags[33432].value == "© Müller"
+        assert 305 not in tif.pages[0].tags  # no "tifffile.py" where the scan named none
+    # a JPEG's copyright, turned by its orientation (Pillow's turn rewrites "©" as "?")
+    exif = Image.Exif()
+    exif[0x0112], exif[0x8298] = 6, rights
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", exif=exif)
+    written = image.save_image(image.load_image(tmp_path / "in.jpg"), tmp_path / "turned.jpg")
+    assert Image.open(written).getexif()[0x8298].encode("latin-1") == rights
+    # a TIFF dip wrote has no description of its own to carry (tifffile's {"shape": ...})
+    image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "plain.tif")
+    tifffile.imwrite(tmp_path / "shaped.tif", _rgb(), photometric="rgb")
+    assert image.load_image(tmp_path / "shaped.tif").exif is not None  # its Software only
+    exif = Image.Exif()
+    exif.load(image.load_image(tmp_path / "shaped.tif").exif)
+    assert 270 not in exif and image.load_image(tmp_path / "plain.tif").exif is None
