@@ -149,6 +149,7 @@ PRIMARY_FORMATS = ("MPO", "HEIF")
 #: decoder that crashes on a damaged file takes down the child, not dip (:func:`_decodes`)
 _PROBE = """
 import sys
+sys.path = [p for p in sys.path if p not in ("", ".")]  # not the working folder's modules
 from PIL import Image
 try:
     from pi_heif import register_heif_opener
@@ -156,6 +157,7 @@ try:
 except ImportError:
     pass
 Image.MAX_IMAGE_PIXELS = None
+print("probing", flush=True)
 with Image.open(sys.argv[1]) as img:
     if img.size[0] * img.size[1] <= int(sys.argv[2]):
         img.load()
@@ -166,18 +168,29 @@ def _decodes(path: Path, what: str, max_pixels: int) -> None:
     """Raise InputError when decoding ``path`` crashes the process. Only for ISO base media
     files (HEIF, AVIF): libheif has crashed the whole process (a segmentation fault) on a
     HEIC with two bytes of its header damaged, which would end a ``dip run`` over a phone's
-    folder without a word. Any other failure is :func:`_open`'s to say."""
+    folder without a word. Any other failure is :func:`_open`'s to say. Where the child
+    cannot start (no interpreter, or one without Pillow: a frozen app), it is not probed."""
     try:
         with path.open("rb") as f:
             if f.read(8)[4:] != b"ftyp":
                 return
         done = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(max_pixels)],
                               capture_output=True)
-    except OSError:  # unreadable (_open says so), or no interpreter to start: not probed
+    except OSError:  # unreadable (_open says so), or no interpreter to start
         return
-    if done.returncode < 0:
+    if done.returncode >= 0 or not done.stdout.startswith(b"probing"):
+        return
+    signal = -done.returncode
+    if signal in _CRASHES:
         raise InputError(f"cannot read {what} {path}: its decoder crashed on it (signal "
-                         f"{-done.returncode}): the file is damaged")
+                         f"{signal}): the file is damaged")
+    raise InputError(f"cannot read {what} {path}: decoding it was stopped (signal {signal}; "
+                     f"out of memory?)")
+
+
+#: signals of a process that crashed itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT), not
+#: one that was killed (SIGKILL: out of memory)
+_CRASHES = (11, 7, 4, 8, 6)
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -407,8 +420,10 @@ def _load_png16(path: Path, what: str) -> Picture:
     colour = array[..., :-1] if info["alpha"] else array
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn, exif = _png_exif(data)
+    xmp = _png_xmp(data)
+    turn = turn if turn != 1 else metadata.xmp_orientation(xmp)  # as Pillow turns one
     stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=_png_icc(data), exif=exif,
-                     xmp=metadata.carried_xmp(_png_xmp(data)),
+                     xmp=metadata.carried_xmp(xmp),
                      print_size=metadata.print_size((w, h), _png_dpi(data)))
     return oriented(stored, turn)
 
@@ -436,7 +451,8 @@ def _png_xmp(data: bytes) -> bytes | None:
         if kind == b"iTXt" and payload.startswith(_PNG_XMP + b"\0") and len(payload) > 19:
             compressed, text = payload[18], payload[20:].split(b"\0", 2)[-1]
             try:
-                return zlib.decompress(text) if compressed else text
+                return (zlib.decompressobj().decompress(text, metadata.XMP_MOST) if compressed
+                        else text)  # (at most Pillow's limit of a text chunk: a zip bomb)
             except zlib.error:
                 return None
     return None
@@ -532,12 +548,9 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
             icc = page.tags.get(34675)  # InterColorProfile
             icc = bytes(icc.value) if icc is not None and isinstance(
                 icc.value, (bytes, bytearray)) else None
-            exif = metadata.tiff_exif(
-                {code: page.tags[code].value for code in metadata.DESCRIPTIVE
-                 if code in page.tags}, page.tags[34665].value if 34665 in page.tags else None)
-            xmp = page.tags.get(700)  # XMP
-            xmp = metadata.carried_xmp(xmp.value if xmp is not None and isinstance(
-                xmp.value, (bytes, bytearray, str)) else None)
+            exif, xmp = _tiff_metadata(page)
+            turn = turn if turn != 1 else metadata.xmp_orientation(xmp)  # as Pillow turns one
+            xmp = metadata.carried_xmp(xmp)
     except InputError:
         raise
     except Exception as exc:  # tifffile's errors are many kinds (codecs, structure)
@@ -547,6 +560,18 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     picture = replace(_tiff_picture(array, colour, extras, f"{what} {path}"), icc=icc,
                       exif=exif, xmp=xmp, print_size=inches)
     return oriented(picture, turn)
+
+
+def _tiff_metadata(page) -> tuple[bytes | None, bytes | None]:
+    """A TIFF page's descriptive tags as an EXIF block (:func:`dip.metadata.tiff_exif`), and
+    its XMP packet (tag 700) as stored."""
+    exif = metadata.tiff_exif(
+        {code: page.tags[code].value for code in metadata.DESCRIPTIVE if code in page.tags},
+        page.tags[34665].value if 34665 in page.tags else None)
+    xmp = page.tags[700].value if 700 in page.tags else None
+    xmp = (bytes(xmp) if isinstance(xmp, (bytes, bytearray))
+           else xmp.encode() if isinstance(xmp, str) else None)
+    return exif, xmp
 
 
 def _tiff_print_size(page) -> tuple[float, float] | None:
@@ -937,7 +962,7 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
     for key, name, block in (("exif", "EXIF block", result_exif(picture)),
                              ("xmp", "XMP packet", result_xmp(picture))):
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
-            warnings.warn(f"the input's {name} ({len(block) // 1024} KB) is more than a JPEG "
+            warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "
                           f"holds (64 KB): the result has none; write .png to keep it",
                           DipWarning)
         elif block and key == "xmp" and fmt == "PNG":
@@ -1034,6 +1059,9 @@ def dip_marker(path: Path) -> str | None:
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
     try:
+        with path.open("rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":  # (not Image.open on any other kind of
+                return None  # file named .png: a damaged HEIF would crash the process)
         with own_pixel_limit(), Image.open(path) as img:
             return img.text.get(MARKER_KEY) if hasattr(img, "text") else None
     except (OSError, ValueError, SyntaxError):

@@ -136,24 +136,86 @@ def stateable(dpi: tuple[float, float], fmt: str) -> bool:
     return all(low <= d <= high for d in dpi)
 
 
-#: the XMP properties that describe the pixels as stored (``tiff:`` and ``exif:`` schemas,
-#: attribute or element form): the orientation and resolution are left out of a result, the
-#: pixel size is the result's
-_XMP_DROPPED = ("tiff:Orientation", "tiff:XResolution", "tiff:YResolution",
-                "tiff:ResolutionUnit")
-_XMP_WIDTH = ("tiff:ImageWidth", "exif:PixelXDimension")
-_XMP_HEIGHT = ("tiff:ImageLength", "exif:PixelYDimension")
+#: XMP namespaces, and the properties of each that describe the file as stored rather than
+#: the photo: left out of a result (None: every property of the namespace), except the pixel
+#: size, which :func:`xmp_for` sets to the result's. The tiff: schema's orientation is applied
+#: on reading and its resolution stated by the format; Google's camera, container and item
+#: schemas and Adobe's gain map describe a motion photo's video or an Ultra HDR gain map
+#: appended to the file, which a result does not hold; xmpNote points to extended XMP
+#: segments it does not hold either.
+_TIFF, _EXIF = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+_STORED = {
+    _TIFF: ("Orientation", "XResolution", "YResolution", "ResolutionUnit", "BitsPerSample",
+            "Compression", "PhotometricInterpretation", "SamplesPerPixel",
+            "PlanarConfiguration", "YCbCrSubSampling", "YCbCrPositioning"),
+    "http://ns.google.com/photos/1.0/camera/": None,
+    "http://ns.google.com/photos/1.0/container/": None,
+    "http://ns.google.com/photos/1.0/container/item/": None,
+    "http://ns.adobe.com/hdr-gain-map/1.0/": None,
+    "http://ns.adobe.com/xmp/note/": ("HasExtendedXMP",),
+}
+_WIDTH = ((_TIFF, "ImageWidth"), (_EXIF, "PixelXDimension"))
+_HEIGHT = ((_TIFF, "ImageLength"), (_EXIF, "PixelYDimension"))
+#: a start tag, its attributes' quoted values allowed to hold ">"
+_START_TAG = re.compile(rb"""<[\w.:-]+(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")
 
 
-def _xmp_property(name: str) -> re.Pattern[bytes]:
-    """``name="value"`` (an attribute) or ``<name>value</name>`` (an element)."""
-    key = re.escape(name.encode())
-    return re.compile(rb'\s' + key + rb'="[^"]*"|<' + key + rb'>[^<]*</' + key + rb'>')
+def _prefixes(xmp: bytes, namespace: str) -> list[bytes]:
+    """The prefixes an XMP packet binds to ``namespace`` (``tiff`` for the TIFF schema)."""
+    uri = re.escape(namespace.encode())
+    return re.findall(rb"""xmlns:([\w.-]+)\s*=\s*["']""" + uri + rb"""["']""", xmp)
+
+
+def _edit(xmp: bytes, namespace: str, names: tuple[str, ...] | None,
+          value: int | None = None) -> bytes:
+    """``xmp`` with each property ``names`` (None: any) of ``namespace`` removed, or its value
+    set to ``value``: as an attribute of a start tag (text is not touched) and as an element
+    (``<p:Name ...>...</p:Name>`` or ``<p:Name .../>``)."""
+    local = (rb"[\w.-]+" if names is None
+             else rb"(?:" + b"|".join(re.escape(n.encode()) for n in names) + rb")")
+    for prefix in _prefixes(xmp, namespace):
+        name = re.escape(prefix) + rb":(" + local + rb")"
+        attribute = re.compile(rb"""(\s+)""" + name + rb"""\s*=\s*(?:"[^"]*"|'[^']*')""")
+        element = re.compile(rb"<" + name + rb"""((?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*)"""
+                             rb"""\s*(?:/>|>.*?</""" + re.escape(prefix) + rb":\1\s*>)",
+                             re.DOTALL)
+
+        def set_attribute(m: re.Match, p: bytes = prefix) -> bytes:
+            return b"" if value is None else b'%s%s:%s="%d"' % (m[1], p, m[2], value)
+
+        def set_element(m: re.Match, p: bytes = prefix) -> bytes:
+            return (b"" if value is None
+                    else b"<%s:%s%s>%d</%s:%s>" % (p, m[1], m[2], value, p, m[1]))
+
+        xmp = _START_TAG.sub(lambda tag: attribute.sub(set_attribute, tag[0]), xmp)
+        xmp = element.sub(set_element, xmp)
+    return xmp
+
+
+def xmp_orientation(raw: bytes | None) -> int:
+    """The orientation (1-8) an XMP packet's TIFF schema states, 1 for none: Pillow applies
+    it to a file whose EXIF block states none, and so does dip where it reads the file
+    itself (16-bit PNG, TIFF). As an attribute of a start tag or as an element, not in text."""
+    raw = raw or b""
+    for prefix in _prefixes(raw, _TIFF):
+        key = re.escape(prefix) + rb":Orientation"
+        attribute = re.compile(rb"\s" + key + rb"""\s*=\s*["']\s*([1-8])\s*["']""")
+        for tag in _START_TAG.finditer(raw):
+            if found := attribute.search(tag[0]):
+                return int(found[1])
+        if found := re.search(rb"<" + key + rb"(?:\s[^>]*)?>\s*([1-8])\s*</", raw):
+            return int(found[1])
+    return 1
+
+
+#: the largest XMP packet read from a compressed PNG text chunk (Pillow's limit for any
+#: text chunk): a few hundred bytes of zlib can hold gigabytes
+XMP_MOST = 1 << 20
 
 
 def carried_xmp(raw: bytes | str | None) -> bytes | None:
-    """A file's XMP packet as a result carries it (UTF-8), its orientation and resolution
-    left out; None for none or one that is not text."""
+    """A file's XMP packet as a result carries it (UTF-8), without what describes the file as
+    stored (:data:`_STORED`); None for none, or one that is not UTF-8 text."""
     if not raw:
         return None
     data = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -161,8 +223,8 @@ def carried_xmp(raw: bytes | str | None) -> bytes | None:
         data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    for name in _XMP_DROPPED:
-        data = _xmp_property(name).sub(b"", data)
+    for namespace, names in _STORED.items():
+        data = _edit(data, namespace, names)
     return data or None
 
 
@@ -170,12 +232,9 @@ def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
     """A carried XMP packet (:func:`carried_xmp`) for a result of ``size`` = ``(H, W)``: the
     pixel size it states, where it states one, the result's."""
     height, width = size
-    for names, value in ((_XMP_WIDTH, width), (_XMP_HEIGHT, height)):
-        for name in names:
-            key = name.encode()
-            raw = _xmp_property(name).sub(
-                lambda m, k=key, v=value: (b" %s=\"%d\"" % (k, v) if m.group(0)[:1].isspace()
-                                           else b"<%s>%d</%s>" % (k, v, k)), raw)
+    for properties, value in ((_WIDTH, width), (_HEIGHT, height)):
+        for namespace, name in properties:
+            raw = _edit(raw, namespace, (name,), value)
     return raw
 
 

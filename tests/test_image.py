@@ -386,9 +386,18 @@ def test_a_heif_that_crashes_its_decoder_is_one_clear_error(tmp_path: Path,
     with pytest.raises(InputError, match="cannot read input"):
         image.load_image(tmp_path / "damaged.heic")
     # whatever the decoder's version: a decoder that takes its process down is an InputError
-    monkeypatch.setattr(image, "_PROBE", "import os; os.abort()")
+    phone = Path(__file__).parent / "data" / "phone.heic"
+    monkeypatch.setattr(image, "_PROBE", "print('probing', flush=True); import os; os.abort()")
     with pytest.raises(InputError, match="decoder crashed on it"):
-        image.load_image(Path(__file__).parent / "data" / "phone.heic")
+        image.load_image(phone)
+    monkeypatch.setattr(image, "_PROBE", "print('probing', flush=True); import os; "
+                                         "os.kill(os.getpid(), 9)")  # out of memory
+    with pytest.raises(InputError, match="stopped .*out of memory"):
+        image.load_image(phone)
+    # a child that cannot start the probe (a frozen app's executable, an interpreter without
+    # Pillow: it dies before it says so) says nothing of the file, which is read as usual
+    monkeypatch.setattr(image, "_PROBE", "import os; os.abort()")
+    assert image.load_image(phone).size == (32, 48)
 
 
 #: what Lightroom writes, in short: keywords and a rating, beside the stored picture's
@@ -465,3 +474,60 @@ def test_a_scans_description_and_copyright_go_with_the_result_byte_for_byte(
     exif = Image.Exif()
     exif.load(image.load_image(tmp_path / "shaped.tif").exif)
     assert 270 not in exif and image.load_image(tmp_path / "plain.tif").exif is None
+
+
+def test_xmp_properties_of_the_stored_file_go_however_the_packet_spells_them() -> None:
+    from dip import metadata
+
+    packet = (b'<rdf:Description xmlns:t="http://ns.adobe.com/tiff/1.0/" t:Orientation = "6" '
+              b"xmlns:exif='http://ns.adobe.com/exif/1.0/' exif:PixelXDimension='20' a='x>y' "
+              b'xmlns:GCamera="http://ns.google.com/photos/1.0/camera/" GCamera:MotionPhoto="1" '
+              b'xmlns:Container="http://ns.google.com/photos/1.0/container/">'
+              b'<t:XResolution rdf:datatype="r">300/1</t:XResolution >'
+              b"<Container:Directory><rdf:Seq><rdf:li><Container:Item Item:Length='5000'/>"
+              b"</rdf:li></rdf:Seq></Container:Directory>"
+              b'<exif:PixelYDimension>12</exif:PixelYDimension>'
+              b'<dc:description>set t:Orientation="6" here</dc:description></rdf:Description>')
+    assert metadata.xmp_orientation(packet) == 6
+    carried = metadata.carried_xmp(packet)
+    for gone in (b'Orientation = "6"', b"XResolution", b"MotionPhoto", b"Container:Directory"):
+        assert gone not in carried, gone
+    assert b'<dc:description>set t:Orientation="6" here</dc:description>' in carried  # text
+    sized = metadata.xmp_for(carried, (40, 24))
+    assert b'exif:PixelXDimension="24"' in sized and b">40</exif:PixelYDimension>" in sized
+    assert b"a='x>y'" in sized and metadata.xmp_orientation(sized) == 1
+
+
+@pytest.mark.parametrize("made", ["in8.png", "in16.png", "in.tif"])
+def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
+        tmp_path: Path, made: str) -> None:
+    xmp = (b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+           b'tiff:Orientation="6"/>')  # and no EXIF orientation
+    if made == "in8.png":
+        from PIL import PngImagePlugin
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+        Image.fromarray(_rgb()).save(tmp_path / made, pnginfo=info)
+    elif made == "in16.png":
+        image.save_image(image.Picture(torch.rand(1, 3, 12, 20), bits=16, xmp=xmp),
+                         tmp_path / made)
+    else:
+        import tifffile
+        tifffile.imwrite(tmp_path / made, _rgb(), photometric="rgb",
+                         extratags=[(700, "B", len(xmp), xmp, True)])
+    picture = image.load_image(tmp_path / made)
+    assert picture.size == (20, 12) and b"Orientation" not in picture.xmp
+
+
+def test_a_compressed_xmp_chunk_reads_no_more_than_pillows_limit(tmp_path: Path) -> None:
+    bomb = zlib.compress(b"<x:xmpmeta>" + b" " * 100_000_000)  # 100 MB in about 100 KB
+    payload = image._PNG_XMP + b"\0\1\0\0\0" + bomb
+    chunk = struct.pack(">I", len(payload)) + b"iTXt" + payload + bytes(4)
+    assert len(image._png_xmp(b"\x89PNG\r\n\x1a\n" + chunk)) <= 1 << 20
+
+
+def test_a_file_named_png_that_is_not_one_is_not_opened_to_look_for_dips_mark(
+        tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "IMG_0001.png").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))  # a HEIC
+    monkeypatch.setattr(image.Image, "open", lambda *a, **k: pytest.fail("opened"))
+    assert image.dip_marker(tmp_path / "IMG_0001.png") is None
