@@ -217,11 +217,15 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
+        if isinstance(img.info.get("xmp"), str):  # (a TIFF's XMP tag stored as text: Pillow's
+            img.info["xmp"] = img.info["xmp"].encode()  # getexif would raise a TypeError)
         coding = coding_error(img)  # before the turn: the turned copy has no tables
         inches = metadata.print_size(img.size, metadata.stated_dpi(img))
         if inches is not None and img.getexif().get(metadata.ORIENTATION, 1) in (5, 6, 7, 8):
             inches = inches[1], inches[0]  # exif_transpose turns it a quarter
-        exif = img.info.get("exif")  # as stored: exif_transpose rewrites it, "©" as "?"
+        exif = img.info.get("exif") or (  # as stored: exif_transpose rewrites it, "©" as "?"
+            metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
+                               encoding="latin-1") if img.format == "TIFF" else None)
         img = ImageOps.exif_transpose(img)
         img.load()  # decode now, so a truncated file fails here with a clear message
         exif = exif or img.info.get("exif")  # (a PNG's eXIf after its pixel data)
@@ -318,12 +322,13 @@ def check_png_data(path: Path, what: str) -> None:
                          f"of {height} rows")
 
 
-def _png_exif(data: bytes) -> tuple[int, bytes | None]:
-    """A PNG's EXIF orientation (1 when none) and its eXIf chunk as the result carries it."""
+def _png_exif(data: bytes) -> tuple[int | None, bytes | None]:
+    """A PNG's EXIF orientation (None when none) and its eXIf chunk as the result carries
+    it."""
     for kind, payload in png_chunks(data):
         if kind == b"eXIf":
             return metadata.exif_orientation(payload), metadata.carried_exif(payload)
-    return 1, None
+    return None, None
 
 
 def result_exif(picture: Picture) -> bytes | None:
@@ -421,7 +426,7 @@ def _load_png16(path: Path, what: str) -> Picture:
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn, exif = _png_exif(data)
     xmp = _png_xmp(data)
-    turn = turn if turn != 1 else metadata.xmp_orientation(xmp)  # as Pillow turns one
+    turn = metadata.turn_of(turn, xmp)  # as Pillow turns an 8-bit PNG
     stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=_png_icc(data), exif=exif,
                      xmp=metadata.carried_xmp(xmp),
                      print_size=metadata.print_size((w, h), _png_dpi(data)))
@@ -445,17 +450,22 @@ _PNG_XMP = b"XML:com.adobe.xmp"
 
 
 def _png_xmp(data: bytes) -> bytes | None:
-    """The XMP packet of a PNG's iTXt chunk (keyword, 0, compressed?, method, language, 0,
-    translated keyword, 0, text), or None."""
+    """The XMP packet of a PNG's text chunks keyed XML:com.adobe.xmp, the last as Pillow
+    reads them: iTXt (keyword, 0, compressed?, method, language, 0, translated keyword, 0,
+    text), tEXt (keyword, 0, text) or zTXt (keyword, 0, method, zlib text); None for none."""
+    found = None
     for kind, payload in png_chunks(data):
-        if kind == b"iTXt" and payload.startswith(_PNG_XMP + b"\0") and len(payload) > 19:
-            compressed, text = payload[18], payload[20:].split(b"\0", 2)[-1]
-            try:
-                return (zlib.decompressobj().decompress(text, metadata.XMP_MOST) if compressed
-                        else text)  # (at most Pillow's limit of a text chunk: a zip bomb)
-            except zlib.error:
-                return None
-    return None
+        if kind not in (b"iTXt", b"tEXt", b"zTXt") or not payload.startswith(_PNG_XMP + b"\0"):
+            continue
+        rest = payload[len(_PNG_XMP) + 1:]
+        compressed, text = ((rest[:1] == b"\1", rest[2:].split(b"\0", 2)[-1]) if kind == b"iTXt"
+                            else (kind == b"zTXt", rest[1:] if kind == b"zTXt" else rest))
+        try:  # (at most Pillow's limit for a text chunk: a zip bomb)
+            found = (zlib.decompressobj().decompress(text, metadata.XMP_MOST + 1)
+                     if compressed else text)
+        except zlib.error:
+            found = None
+    return found
 
 
 def _png_icc(data: bytes) -> bytes | None:
@@ -549,7 +559,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
             icc = bytes(icc.value) if icc is not None and isinstance(
                 icc.value, (bytes, bytearray)) else None
             exif, xmp = _tiff_metadata(page)
-            turn = turn if turn != 1 else metadata.xmp_orientation(xmp)  # as Pillow turns one
+            turn = metadata.turn_of(turn, xmp)  # as Pillow turns a TIFF it reads
             xmp = metadata.carried_xmp(xmp)
     except InputError:
         raise
@@ -624,13 +634,13 @@ def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
     return Picture(_to_tensor(values, 1.0).clamp(0, 1), alpha_t, bits)
 
 
-def _tiff_orientation(page) -> int:
-    """A TIFF page's Orientation tag (274; the values are EXIF's), 1 when it has none."""
+def _tiff_orientation(page) -> int | None:
+    """A TIFF page's Orientation tag (274; the values are EXIF's), None when it has none."""
     tag = page.tags.get(274)
     try:
-        return int(tag.value) if tag is not None else 1
+        return int(tag.value) if tag is not None else None
     except (TypeError, ValueError):
-        return 1
+        return None
 
 
 def oriented(picture: Picture, orientation: int) -> Picture:

@@ -29,17 +29,23 @@ DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0254, (2 ** 32 - 2) * 0.0254),
              "BMP": (0.0254, (2 ** 31 - 2) * 0.0254), "TIFF": (1e-4, 2.0 ** 32 - 2)}
 
 
-def exif_orientation(raw: bytes) -> int:
-    """The orientation (1-8) an EXIF block gives; 1 for none or a damaged block (as Pillow
-    reads it)."""
+def exif_orientation(raw: bytes) -> int | None:
+    """The orientation an EXIF block gives; None where it gives none (or is damaged: as
+    Pillow reads it)."""
     exif = Image.Exif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exif.load(raw)
-        return int(exif.get(ORIENTATION, 1) or 1)
+        return int(exif[ORIENTATION]) if ORIENTATION in exif else None
     except Exception:  # Pillow's parser raises many kinds on damaged blocks
-        return 1
+        return None
+
+
+def turn_of(exif: int | None, xmp: bytes | None) -> int:
+    """The orientation Pillow's ``exif_transpose`` applies: the EXIF block's, else the XMP
+    packet's (:func:`xmp_orientation`), else 1."""
+    return exif if exif is not None else (xmp_orientation(xmp) or 1)
 
 
 def _loaded(raw: bytes) -> Image.Exif:
@@ -144,6 +150,7 @@ def stateable(dpi: tuple[float, float], fmt: str) -> bool:
 #: appended to the file, which a result does not hold; xmpNote points to extended XMP
 #: segments it does not hold either.
 _TIFF, _EXIF = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _STORED = {
     _TIFF: ("Orientation", "XResolution", "YResolution", "ResolutionUnit", "BitsPerSample",
             "Compression", "PhotometricInterpretation", "SamplesPerPixel",
@@ -154,88 +161,96 @@ _STORED = {
     "http://ns.adobe.com/hdr-gain-map/1.0/": None,
     "http://ns.adobe.com/xmp/note/": ("HasExtendedXMP",),
 }
-_WIDTH = ((_TIFF, "ImageWidth"), (_EXIF, "PixelXDimension"))
-_HEIGHT = ((_TIFF, "ImageLength"), (_EXIF, "PixelYDimension"))
-#: a start tag, its attributes' quoted values allowed to hold ">"
-_START_TAG = re.compile(rb"""<[\w.:-]+(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")
+_SIZE = {(_TIFF, "ImageWidth"): 1, (_EXIF, "PixelXDimension"): 1,
+         (_TIFF, "ImageLength"): 0, (_EXIF, "PixelYDimension"): 0}  # -> index in (H, W)
 
-
-def _prefixes(xmp: bytes, namespace: str) -> list[bytes]:
-    """The prefixes an XMP packet binds to ``namespace`` (``tiff`` for the TIFF schema)."""
-    uri = re.escape(namespace.encode())
-    return re.findall(rb"""xmlns:([\w.-]+)\s*=\s*["']""" + uri + rb"""["']""", xmp)
-
-
-def _edit(xmp: bytes, namespace: str, names: tuple[str, ...] | None,
-          value: int | None = None) -> bytes:
-    """``xmp`` with each property ``names`` (None: any) of ``namespace`` removed, or its value
-    set to ``value``: as an attribute of a start tag (text is not touched) and as an element
-    (``<p:Name ...>...</p:Name>`` or ``<p:Name .../>``)."""
-    local = (rb"[\w.-]+" if names is None
-             else rb"(?:" + b"|".join(re.escape(n.encode()) for n in names) + rb")")
-    for prefix in _prefixes(xmp, namespace):
-        name = re.escape(prefix) + rb":(" + local + rb")"
-        attribute = re.compile(rb"""(\s+)""" + name + rb"""\s*=\s*(?:"[^"]*"|'[^']*')""")
-        element = re.compile(rb"<" + name + rb"""((?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*)"""
-                             rb"""\s*(?:/>|>.*?</""" + re.escape(prefix) + rb":\1\s*>)",
-                             re.DOTALL)
-
-        def set_attribute(m: re.Match, p: bytes = prefix) -> bytes:
-            return b"" if value is None else b'%s%s:%s="%d"' % (m[1], p, m[2], value)
-
-        def set_element(m: re.Match, p: bytes = prefix) -> bytes:
-            return (b"" if value is None
-                    else b"<%s:%s%s>%d</%s:%s>" % (p, m[1], m[2], value, p, m[1]))
-
-        xmp = _START_TAG.sub(lambda tag: attribute.sub(set_attribute, tag[0]), xmp)
-        xmp = element.sub(set_element, xmp)
-    return xmp
-
-
-def xmp_orientation(raw: bytes | None) -> int:
-    """The orientation (1-8) an XMP packet's TIFF schema states, 1 for none: Pillow applies
-    it to a file whose EXIF block states none, and so does dip where it reads the file
-    itself (16-bit PNG, TIFF). As an attribute of a start tag or as an element, not in text."""
-    raw = raw or b""
-    for prefix in _prefixes(raw, _TIFF):
-        key = re.escape(prefix) + rb":Orientation"
-        attribute = re.compile(rb"\s" + key + rb"""\s*=\s*["']\s*([1-8])\s*["']""")
-        for tag in _START_TAG.finditer(raw):
-            if found := attribute.search(tag[0]):
-                return int(found[1])
-        if found := re.search(rb"<" + key + rb"(?:\s[^>]*)?>\s*([1-8])\s*</", raw):
-            return int(found[1])
-    return 1
-
-
-#: the largest XMP packet read from a compressed PNG text chunk (Pillow's limit for any
-#: text chunk): a few hundred bytes of zlib can hold gigabytes
+#: the largest XMP packet carried (Pillow's limit for a PNG text chunk): a few hundred bytes
+#: of zlib can hold gigabytes
 XMP_MOST = 1 << 20
+
+
+def xmp_orientation(raw: bytes | None) -> int | None:
+    """The orientation an XMP packet states, by Pillow's rule (``Image.getexif`` falls back
+    to it where the EXIF block states none): ``tiff:Orientation="N"`` or
+    ``<tiff:Orientation>N``, the first. dip applies it by the same rule where it reads a file
+    itself (16-bit PNG, TIFF), so that a picture comes out the same at any depth."""
+    found = re.search(rb'tiff:Orientation(="|>)([0-9])', raw or b"")
+    return int(found[2]) if found else None
+
+
+def _descriptions(document) -> list:
+    """The rdf:Description elements directly under rdf:RDF: what the packet says of this
+    file (nested ones, in a history or a pantry, describe other documents)."""
+    return [node for rdf in document.getElementsByTagNameNS(_RDF, "RDF")
+            for node in rdf.childNodes
+            if node.nodeType == node.ELEMENT_NODE and node.namespaceURI == _RDF
+            and node.localName == "Description"]
+
+
+def _stored(node) -> bool:
+    names = _STORED.get(node.namespaceURI, ())
+    return names is None or node.localName in names
+
+
+def _parsed(raw: bytes):
+    """The packet as a DOM (namespaces resolved: any prefix, default namespaces), or None
+    for one that is not well-formed XML or declares a document type (entities)."""
+    from xml.dom import minidom
+    from xml.parsers.expat import ExpatError
+
+    if b"<!DOCTYPE" in raw:
+        return None
+    try:
+        return minidom.parseString(raw)
+    except (ExpatError, ValueError):
+        return None
+
+
+def _serialised(document) -> bytes:
+    """The DOM as UTF-8, its processing instructions (``<?xpacket ...?>``) kept and no XML
+    declaration added."""
+    return b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
 
 
 def carried_xmp(raw: bytes | str | None) -> bytes | None:
     """A file's XMP packet as a result carries it (UTF-8), without what describes the file as
-    stored (:data:`_STORED`); None for none, or one that is not UTF-8 text."""
+    stored (:data:`_STORED`): as attributes or as elements of its descriptions, comments,
+    CDATA and text untouched. None for none, one over :data:`XMP_MOST`, or one that is not
+    well-formed."""
     if not raw:
         return None
     data = raw.encode() if isinstance(raw, str) else bytes(raw)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
+    document = _parsed(data) if len(data) <= XMP_MOST else None
+    if document is None:
         return None
-    for namespace, names in _STORED.items():
-        data = _edit(data, namespace, names)
-    return data or None
+    for description in _descriptions(document):
+        for attribute in list(description.attributes.values()):
+            if _stored(attribute):
+                description.removeAttributeNode(attribute)
+        for child in list(description.childNodes):
+            if child.nodeType == child.ELEMENT_NODE and _stored(child):
+                description.removeChild(child)
+    return _serialised(document)
 
 
 def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
     """A carried XMP packet (:func:`carried_xmp`) for a result of ``size`` = ``(H, W)``: the
     pixel size it states, where it states one, the result's."""
-    height, width = size
-    for properties, value in ((_WIDTH, width), (_HEIGHT, height)):
-        for namespace, name in properties:
-            raw = _edit(raw, namespace, (name,), value)
-    return raw
+    document = _parsed(raw)
+    if document is None:
+        return raw
+    for description in _descriptions(document):
+        for attribute in description.attributes.values():
+            if (attribute.namespaceURI, attribute.localName) in _SIZE:
+                attribute.value = str(size[_SIZE[attribute.namespaceURI, attribute.localName]])
+        for child in description.childNodes:
+            if (child.nodeType == child.ELEMENT_NODE
+                    and (child.namespaceURI, child.localName) in _SIZE):
+                for text in list(child.childNodes):
+                    child.removeChild(text)
+                child.appendChild(document.createTextNode(
+                    str(size[_SIZE[child.namespaceURI, child.localName]])))
+    return _serialised(document)
 
 
 #: the TIFF tags (EXIF's first directory too) that describe the photo, not its pixels, as
@@ -244,19 +259,28 @@ def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
 DESCRIPTIVE = (270, 271, 272, 305, 306, 315, 33432)
 
 
-def tiff_exif(tags: dict[int, object], details: object = None) -> bytes | None:
+#: the text entries (ASCII) of an EXIF directory a TIFF's description carries: dates taken
+#: and digitised with their time zones and fractions, the owner, the serial numbers, the lens,
+#: the picture's id (UserComment and the like are not text: they hold a character code)
+EXIF_TEXT = (0x9003, 0x9004, 0x9010, 0x9011, 0x9012, 0x9290, 0x9291, 0x9292, 0xA420, 0xA430,
+             0xA431, 0xA433, 0xA434, 0xA435)
+
+
+def tiff_exif(tags: dict[int, object], details: object = None,
+              encoding: str = "utf-8") -> bytes | None:
     """An EXIF block of a TIFF's descriptive tags (``code -> value``, text only; tifffile's
-    own ``{"shape": ...}`` description is not the photo's) and of the text entries of its
-    EXIF directory (``details``: tifffile's names -> values, the date taken among them), so
-    that a scan's description goes with the result as a JPEG's EXIF block does."""
+    own ``{"shape": ...}`` description is not the photo's) and of the text entries
+    (:data:`EXIF_TEXT`) of its EXIF directory (``details``: tifffile's names -> values), so
+    that a scan's description goes with the result as a JPEG's EXIF block does. ``encoding``:
+    how the reader decoded the tags' bytes (tifffile: UTF-8; Pillow: Latin-1)."""
     exif = Image.Exif()
     for code, value in tags.items():
         if isinstance(value, str) and value.strip("\0 ") and not (
                 code == 270 and value.startswith('{"shape":')):
-            exif[code] = value.encode()  # (tifffile decoded it as UTF-8)
-    codes = {name: code for code, name in ExifTags.TAGS.items()}
-    entries = {codes[name]: value for name, value in (
-        details.items() if isinstance(details, dict) else ()) if name in codes
+            exif[code] = value.encode(encoding, "replace")  # its bytes, as stored
+    names = {ExifTags.TAGS[code]: code for code in EXIF_TEXT}
+    entries = {names[name]: value for name, value in (
+        details.items() if isinstance(details, dict) else ()) if name in names
                and isinstance(value, str) and value.strip("\0 ")}
     if entries:
         exif.get_ifd(EXIF_IFD).update(entries)
@@ -269,4 +293,5 @@ def descriptive_text(raw: bytes | None) -> dict[int, bytes]:
     if not raw:
         return {}
     exif = _loaded(raw)
-    return {code: exif[code] for code in DESCRIPTIVE if isinstance(exif.get(code), bytes)}
+    return {code: exif[code] for code in DESCRIPTIVE
+            if isinstance(exif.get(code), bytes) and exif[code].strip(b"\0 ")}

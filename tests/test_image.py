@@ -434,7 +434,8 @@ def test_an_xmp_packet_is_read_compressed_and_left_out_of_a_jpeg_too_small_for_i
     payload = image._PNG_XMP + b"\0\1\0\0\0" + zlib.compress(XMP)  # a compressed iTXt chunk
     assert image._png_xmp(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(payload)) + b"iTXt"
                           + payload + bytes(4)) == XMP
-    huge = image.Picture(torch.rand(1, 3, 8, 8), xmp=XMP + b" " * 70000)
+    huge = image.Picture(torch.rand(1, 3, 8, 8), xmp=XMP.replace(
+        b"grandma", b"grandma " + b"and all her family " * 4000))  # 76 KB of keywords
     with pytest.warns(image.DipWarning, match="XMP packet .* more than a JPEG holds"):
         image.save_image(huge, tmp_path / "o.jpg")
     assert "xmp" not in Image.open(tmp_path / "o.jpg").info
@@ -477,32 +478,47 @@ def test_a_scans_description_and_copyright_go_with_the_result_byte_for_byte(
 
 
 def test_xmp_properties_of_the_stored_file_go_however_the_packet_spells_them() -> None:
+    from xml.dom import minidom
+
     from dip import metadata
 
-    packet = (b'<rdf:Description xmlns:t="http://ns.adobe.com/tiff/1.0/" t:Orientation = "6" '
-              b"xmlns:exif='http://ns.adobe.com/exif/1.0/' exif:PixelXDimension='20' a='x>y' "
-              b'xmlns:GCamera="http://ns.google.com/photos/1.0/camera/" GCamera:MotionPhoto="1" '
-              b'xmlns:Container="http://ns.google.com/photos/1.0/container/">'
-              b'<t:XResolution rdf:datatype="r">300/1</t:XResolution >'
-              b"<Container:Directory><rdf:Seq><rdf:li><Container:Item Item:Length='5000'/>"
-              b"</rdf:li></rdf:Seq></Container:Directory>"
-              b'<exif:PixelYDimension>12</exif:PixelYDimension>'
-              b'<dc:description>set t:Orientation="6" here</dc:description></rdf:Description>')
-    assert metadata.xmp_orientation(packet) == 6
+    packet = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:'
+              b'meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:t="http://ns.adobe.com/tiff/1.0/" t:Orientation = "6" '
+              b"xmlns:exif='http://ns.adobe.com/exif/1.0/' exif:PixelXDimension='20' "
+              b"xmlns:ps='http://ns.adobe.com/photoshop/1.0/' ps:Headline='set t:Orientation="
+              b"\"6\" here' xmlns:GCamera=\"http://ns.google.com/photos/1.0/camera/\" "
+              b'GCamera:MotionPhoto="1" xmlns:Container="http://ns.google.com/photos/1.0/'
+              b'container/" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmpMM="http://ns'
+              b'.adobe.com/xap/1.0/mm/"><t:XResolution rdf:datatype="r">300/1</t:XResolution >'
+              b"<Container:Directory><rdf:Seq><rdf:li><Container:Directory>1</Container:"
+              b"Directory></rdf:li></rdf:Seq></Container:Directory>"
+              b"<exif:PixelYDimension>12</exif:PixelYDimension><!-- <t:Orientation>6</t:"
+              b"Orientation> --><dc:description><![CDATA[<t:Compression>1</t:Compression>]]>"
+              b"</dc:description><xmpMM:History><rdf:Seq><rdf:li><rdf:Description "
+              b'exif:PixelXDimension="999"/></rdf:li></rdf:Seq></xmpMM:History>'
+              b"</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end='w'?>")
     carried = metadata.carried_xmp(packet)
     for gone in (b'Orientation = "6"', b"XResolution", b"MotionPhoto", b"Container:Directory"):
         assert gone not in carried, gone
-    assert b'<dc:description>set t:Orientation="6" here</dc:description>' in carried  # text
+    # a value, a comment and CDATA that mention a property are text, not the property
+    for kept in (b"set t:Orientation=&quot;6&quot; here", b"<!-- <t:Orientation>6",
+                 b"<![CDATA[<t:Compression>1</t:Compression>]]>", b"<?xpacket end='w'?>"):
+        assert kept in carried, kept
     sized = metadata.xmp_for(carried, (40, 24))
+    minidom.parseString(sized)  # well-formed
     assert b'exif:PixelXDimension="24"' in sized and b">40</exif:PixelYDimension>" in sized
-    assert b"a='x>y'" in sized and metadata.xmp_orientation(sized) == 1
+    assert b'exif:PixelXDimension="999"' in sized  # a history entry's: another document's
+    # the orientation Pillow falls back to where the EXIF block states none, by its rule
+    assert metadata.xmp_orientation(b'<a tiff:Orientation="6"/>') == 6
+    assert metadata.turn_of(1, b'<a tiff:Orientation="6"/>') == 1  # the EXIF block's first
+    assert metadata.turn_of(None, b'<a tiff:Orientation="6"/>') == 6
 
 
 @pytest.mark.parametrize("made", ["in8.png", "in16.png", "in.tif"])
 def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
         tmp_path: Path, made: str) -> None:
-    xmp = (b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
-           b'tiff:Orientation="6"/>')  # and no EXIF orientation
+    xmp = XMP  # tiff:Orientation="6", and no EXIF orientation
     if made == "in8.png":
         from PIL import PngImagePlugin
         info = PngImagePlugin.PngInfo()
@@ -520,10 +536,13 @@ def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
 
 
 def test_a_compressed_xmp_chunk_reads_no_more_than_pillows_limit(tmp_path: Path) -> None:
+    from dip import metadata
+
     bomb = zlib.compress(b"<x:xmpmeta>" + b" " * 100_000_000)  # 100 MB in about 100 KB
     payload = image._PNG_XMP + b"\0\1\0\0\0" + bomb
     chunk = struct.pack(">I", len(payload)) + b"iTXt" + payload + bytes(4)
-    assert len(image._png_xmp(b"\x89PNG\r\n\x1a\n" + chunk)) <= 1 << 20
+    read = image._png_xmp(b"\x89PNG\r\n\x1a\n" + chunk)
+    assert len(read) <= (1 << 20) + 1 and metadata.carried_xmp(read) is None  # not carried
 
 
 def test_a_file_named_png_that_is_not_one_is_not_opened_to_look_for_dips_mark(
@@ -531,3 +550,20 @@ def test_a_file_named_png_that_is_not_one_is_not_opened_to_look_for_dips_mark(
     (tmp_path / "IMG_0001.png").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))  # a HEIC
     monkeypatch.setattr(image.Image, "open", lambda *a, **k: pytest.fail("opened"))
     assert image.dip_marker(tmp_path / "IMG_0001.png") is None
+
+
+def test_a_tiff_pillow_reads_keeps_its_description_and_its_xmp_stored_as_text(
+        tmp_path: Path) -> None:
+    """A CMYK TIFF (Pillow converts it) whose XMP tag is stored as ASCII, not bytes: Pillow's
+    own EXIF reading raised a TypeError on it; and its description went missing."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[270], tags[33432] = "Grandma, 1962", "(c) Family"
+    tags[700], tags.tagtype[700] = XMP.decode(), 2  # ASCII
+    Image.fromarray(_rgb()).convert("CMYK").save(tmp_path / "in.tif", tiffinfo=tags)
+    picture = image.load_image(tmp_path / "in.tif")
+    assert b"grandma" in picture.xmp
+    exif = Image.Exif()
+    exif.load(picture.exif)
+    assert (exif[270], exif[33432]) == ("Grandma, 1962", "(c) Family")
