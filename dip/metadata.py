@@ -206,10 +206,26 @@ def _parsed(raw: bytes):
         return None
 
 
+#: characters an attribute's value keeps only as references (a parser reads a literal one as
+#: a space), which minidom before Python 3.13 writes literally: marked with private-use
+#: characters while it writes, then written as references
+_KEPT = {"\n": "&#xA;", "\r": "&#xD;", "\t": "&#x9;"}
+_MARKS = {c: chr(0xE000 + ord(c)) for c in _KEPT}
+
+
 def _serialised(document) -> bytes:
-    """The DOM as UTF-8, its processing instructions (``<?xpacket ...?>``) kept and no XML
-    declaration added."""
-    return b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
+    """The DOM as UTF-8, its processing instructions (``<?xpacket ...?>``) kept, no XML
+    declaration added, and a caption's line breaks in an attribute kept."""
+    elements = document.getElementsByTagName("*")
+    values = [a.value for e in elements for a in e.attributes.values()]
+    marked = not any(m in v for v in values for m in _MARKS.values())
+    for element in elements if marked else ():
+        for attribute in element.attributes.values():
+            attribute.value = attribute.value.translate(str.maketrans(_MARKS))
+    data = b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
+    for char, mark in _MARKS.items() if marked else ():
+        data = data.replace(mark.encode(), _KEPT[char].encode())
+    return data
 
 
 def carried_xmp(raw: bytes | str | None) -> bytes | None:

@@ -488,7 +488,8 @@ def test_xmp_properties_of_the_stored_file_go_however_the_packet_spells_them() -
               b"xmlns:exif='http://ns.adobe.com/exif/1.0/' exif:PixelXDimension='20' "
               b"xmlns:ps='http://ns.adobe.com/photoshop/1.0/' ps:Headline='set t:Orientation="
               b"\"6\" here' xmlns:GCamera=\"http://ns.google.com/photos/1.0/camera/\" "
-              b'GCamera:MotionPhoto="1" xmlns:Container="http://ns.google.com/photos/1.0/'
+              b'GCamera:MotionPhoto="1" ps:Instructions="line one&#xA;line two" '
+              b'xmlns:Container="http://ns.google.com/photos/1.0/'
               b'container/" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmpMM="http://ns'
               b'.adobe.com/xap/1.0/mm/"><t:XResolution rdf:datatype="r">300/1</t:XResolution >'
               b"<Container:Directory><rdf:Seq><rdf:li><Container:Directory>1</Container:"
@@ -503,7 +504,8 @@ def test_xmp_properties_of_the_stored_file_go_however_the_packet_spells_them() -
         assert gone not in carried, gone
     # a value, a comment and CDATA that mention a property are text, not the property
     for kept in (b"set t:Orientation=&quot;6&quot; here", b"<!-- <t:Orientation>6",
-                 b"<![CDATA[<t:Compression>1</t:Compression>]]>", b"<?xpacket end='w'?>"):
+                 b"<![CDATA[<t:Compression>1</t:Compression>]]>", b"<?xpacket end='w'?>",
+                 b'"line one&#xA;line two"'):  # (a parser reads a literal line break as space)
         assert kept in carried, kept
     sized = metadata.xmp_for(carried, (40, 24))
     minidom.parseString(sized)  # well-formed
