@@ -219,6 +219,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             return img, deep  # not decoded here (exif_transpose would decode it too)
         if isinstance(img.info.get("xmp"), str):  # (a TIFF's XMP tag stored as text: Pillow's
             img.info["xmp"] = img.info["xmp"].encode()  # getexif would raise a TypeError)
+        img.load()  # decoded now: a truncated file fails here with a clear message, and a
+        # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
         coding = coding_error(img)  # before the turn: the turned copy has no tables
         inches = metadata.print_size(img.size, metadata.stated_dpi(img))
         if inches is not None and img.getexif().get(metadata.ORIENTATION, 1) in (5, 6, 7, 8):
@@ -227,8 +229,6 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
                                encoding="latin-1") if img.format == "TIFF" else None)
         img = ImageOps.exif_transpose(img)
-        img.load()  # decode now, so a truncated file fails here with a clear message
-        exif = exif or img.info.get("exif")  # (a PNG's eXIf after its pixel data)
         for key, value in ((_CODING, coding), (_PRINT, inches), (_EXIF, exif)):
             img.info.pop(key, None)  # a PNG's text chunk of that name is not ours
             if value is not None:
@@ -333,9 +333,16 @@ def _png_exif(data: bytes) -> tuple[int | None, bytes | None]:
 
 def result_exif(picture: Picture) -> bytes | None:
     """The EXIF block written with ``picture``: the input's, with its pixel size and
-    resolution (:func:`dip.metadata.exif_for`)."""
-    return (None if picture.exif is None
-            else metadata.exif_for(picture.exif, picture.size, result_dpi(picture)))
+    resolution, and orientation 1 where the XMP written beside it names another
+    (:func:`dip.metadata.exif_for`)."""
+    return metadata.exif_for(picture.exif, picture.size, result_dpi(picture),
+                             upright=_upright(picture))
+
+
+def _upright(picture: Picture) -> bool:
+    """Whether the result must state orientation 1: its XMP names an orientation somewhere
+    (a history entry's), which Pillow would apply where no EXIF orientation is stated."""
+    return metadata.xmp_orientation(result_xmp(picture)) is not None
 
 
 def result_xmp(picture: Picture) -> bytes | None:
@@ -721,7 +728,8 @@ def _from_pillow(img: Image.Image) -> Picture:
     inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(img.info.get(_EXIF)),
-                      xmp=metadata.carried_xmp(img.info.get("xmp")),
+                      xmp=metadata.carried_xmp(img.info.get("xmp")  # (a PNG's tEXt: the key)
+                                               or img.info.get("XML:com.adobe.xmp")),
                       print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
@@ -1018,6 +1026,8 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     xmp = result_xmp(picture)
     if xmp:
         options["extratags"].append((700, "B", len(xmp), xmp, True))  # XMP
+        if _upright(picture):
+            options["extratags"].append((274, "H", 1, 1, True))  # Orientation 1
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
         if not colour:

@@ -77,11 +77,18 @@ def carried_exif(raw: bytes | None) -> bytes | None:
         return None
 
 
-def exif_for(raw: bytes, size: tuple[int, int], dpi: tuple[float, float] | None) -> bytes:
+def exif_for(raw: bytes | None, size: tuple[int, int], dpi: tuple[float, float] | None,
+             upright: bool = False) -> bytes | None:
     """A carried EXIF block (:func:`carried_exif`) for a result of ``size`` = ``(H, W)``
     written at ``dpi``: its pixel dimensions and resolution (where it gives them) the
-    result's."""
-    exif = _loaded(raw)
+    result's. ``upright``: it states orientation 1 (a block of that alone where there was
+    none), for a result whose XMP still names an orientation somewhere (a history entry's, a
+    comment's): Pillow, and dip, turn a picture by it where the EXIF block states none."""
+    if raw is None and not upright:
+        return None
+    exif = _loaded(raw) if raw is not None else Image.Exif()
+    if upright:
+        exif[ORIENTATION] = 1
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}
     height, width = size
     for tag, value in ((EXIF_WIDTH, width), (EXIF_HEIGHT, height)):
@@ -145,10 +152,10 @@ def stateable(dpi: tuple[float, float], fmt: str) -> bool:
 #: XMP namespaces, and the properties of each that describe the file as stored rather than
 #: the photo: left out of a result (None: every property of the namespace), except the pixel
 #: size, which :func:`xmp_for` sets to the result's. The tiff: schema's orientation is applied
-#: on reading and its resolution stated by the format; Google's camera, container and item
-#: schemas and Adobe's gain map describe a motion photo's video or an Ultra HDR gain map
-#: appended to the file, which a result does not hold; xmpNote points to extended XMP
-#: segments it does not hold either.
+#: on reading and its resolution stated by the format; Google's camera, container, item and
+#: depth schemas and Adobe's and Apple's gain maps describe a motion photo's video, a depth
+#: map or an HDR gain map held elsewhere in the file, which a result does not hold; xmpNote
+#: points to extended XMP segments it does not hold either.
 _TIFF, _EXIF = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _STORED = {
@@ -159,6 +166,12 @@ _STORED = {
     "http://ns.google.com/photos/1.0/container/": None,
     "http://ns.google.com/photos/1.0/container/item/": None,
     "http://ns.adobe.com/hdr-gain-map/1.0/": None,
+    "http://ns.apple.com/HDRGainMap/1.0/": None,
+    "http://ns.google.com/photos/dd/1.0/device/": None,  # a portrait's depth (Dynamic Depth)
+    "http://ns.google.com/photos/dd/1.0/container/": None,
+    "http://ns.google.com/photos/dd/1.0/item/": None,
+    "http://ns.google.com/photos/1.0/depthmap/": None,  # GDepth, GImage: in extended XMP
+    "http://ns.google.com/photos/1.0/image/": None,
     "http://ns.adobe.com/xmp/note/": ("HasExtendedXMP",),
 }
 _SIZE = {(_TIFF, "ImageWidth"): 1, (_EXIF, "PixelXDimension"): 1,
@@ -194,79 +207,121 @@ def _stored(node) -> bool:
 
 def _parsed(raw: bytes):
     """The packet as a DOM (namespaces resolved: any prefix, default namespaces), or None
-    for one that is not well-formed XML or declares a document type (entities)."""
+    for one that is not well-formed UTF-8 XML or declares a document type or entities (whose
+    expansion could be any size). What follows its end (NULs, junk some writers leave) is
+    cut, as Pillow's ``getxmp`` strips NULs."""
     from xml.dom import minidom
     from xml.parsers.expat import ExpatError
 
-    if b"<!DOCTYPE" in raw:
+    raw = raw[:raw.rfind(b">") + 1]  # (nothing after the last markup is XML)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
         return None
     try:
         return minidom.parseString(raw)
-    except (ExpatError, ValueError):
+    except (ExpatError, ValueError, LookupError, RecursionError):
         return None
 
 
-#: characters an attribute's value keeps only as references (a parser reads a literal one as
-#: a space), which minidom before Python 3.13 writes literally: marked with private-use
-#: characters while it writes, then written as references
+#: characters that only a reference keeps (a parser reads a literal one in an attribute as a
+#: space, and a carriage return in text as a line feed), which minidom before Python 3.13
+#: writes literally: marked with private-use characters while it writes, then written as
+#: references. A packet that holds one of the marks itself is written as minidom writes it.
 _KEPT = {"\n": "&#xA;", "\r": "&#xD;", "\t": "&#x9;"}
 _MARKS = {c: chr(0xE000 + ord(c)) for c in _KEPT}
 
 
 def _serialised(document) -> bytes:
     """The DOM as UTF-8, its processing instructions (``<?xpacket ...?>``) kept, no XML
-    declaration added, and a caption's line breaks in an attribute kept."""
-    elements = document.getElementsByTagName("*")
-    values = [a.value for e in elements for a in e.attributes.values()]
-    marked = not any(m in v for v in values for m in _MARKS.values())
-    for element in elements if marked else ():
+    declaration added, and line breaks and tabs kept where a parser would change them."""
+    def written() -> bytes:
+        return b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
+
+    plain = written()
+    if any(mark.encode() in plain for mark in _MARKS.values()):
+        return plain
+    for element in document.getElementsByTagName("*"):
         for attribute in element.attributes.values():
             attribute.value = attribute.value.translate(str.maketrans(_MARKS))
-    data = b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
-    for char, mark in _MARKS.items() if marked else ():
+        for text in element.childNodes:
+            if text.nodeType == text.TEXT_NODE and "\r" in text.data:
+                text.data = text.data.replace("\r", _MARKS["\r"])
+    data = written()
+    for char, mark in _MARKS.items():
         data = data.replace(mark.encode(), _KEPT[char].encode())
     return data
+
+
+def _keep(node, wanted) -> None:
+    """Remove ``node``'s children that are not ``wanted`` (a test of one), in one pass:
+    minidom's removeChild scans the children for each one it removes."""
+    children = list(node.childNodes)
+    kept = [child for child in children if wanted(child)]
+    if len(kept) == len(children):
+        return
+    for child in children:
+        if not wanted(child):
+            child.parentNode = child.previousSibling = child.nextSibling = None
+    for before, after in zip([None, *kept], [*kept, None]):
+        if before is not None:
+            before.nextSibling = after
+        if after is not None:
+            after.previousSibling = before
+    node.childNodes[:] = kept
 
 
 def carried_xmp(raw: bytes | str | None) -> bytes | None:
     """A file's XMP packet as a result carries it (UTF-8), without what describes the file as
     stored (:data:`_STORED`): as attributes or as elements of its descriptions, comments,
     CDATA and text untouched. None for none, one over :data:`XMP_MOST`, or one that is not
-    well-formed."""
+    well-formed (or nests deeper than Python's recursion allows)."""
     if not raw:
         return None
-    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    try:
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    except UnicodeEncodeError:
+        return None
     document = _parsed(data) if len(data) <= XMP_MOST else None
     if document is None:
         return None
-    for description in _descriptions(document):
-        for attribute in list(description.attributes.values()):
-            if _stored(attribute):
-                description.removeAttributeNode(attribute)
-        for child in list(description.childNodes):
-            if child.nodeType == child.ELEMENT_NODE and _stored(child):
-                description.removeChild(child)
-    return _serialised(document)
+    try:
+        for description in _descriptions(document):
+            for attribute in list(description.attributes.values()):
+                if _stored(attribute):
+                    description.removeAttributeNode(attribute)
+            _keep(description, lambda child: not (child.nodeType == child.ELEMENT_NODE
+                                                  and _stored(child)))
+        return _serialised(document)
+    except RecursionError:
+        return None
 
 
-def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes:
+def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes | None:
     """A carried XMP packet (:func:`carried_xmp`) for a result of ``size`` = ``(H, W)``: the
-    pixel size it states, where it states one, the result's."""
+    pixel size it states, where it states one, the result's. None for one that cannot be
+    (deeper than Python's recursion allows here: the result then holds none, not a
+    traceback after the fit)."""
     document = _parsed(raw)
     if document is None:
-        return raw
-    for description in _descriptions(document):
-        for attribute in description.attributes.values():
-            if (attribute.namespaceURI, attribute.localName) in _SIZE:
-                attribute.value = str(size[_SIZE[attribute.namespaceURI, attribute.localName]])
-        for child in description.childNodes:
-            if (child.nodeType == child.ELEMENT_NODE
-                    and (child.namespaceURI, child.localName) in _SIZE):
-                for text in list(child.childNodes):
-                    child.removeChild(text)
-                child.appendChild(document.createTextNode(
-                    str(size[_SIZE[child.namespaceURI, child.localName]])))
-    return _serialised(document)
+        return None
+    try:
+        for description in _descriptions(document):
+            for attribute in description.attributes.values():
+                if (attribute.namespaceURI, attribute.localName) in _SIZE:
+                    attribute.value = str(size[_SIZE[attribute.namespaceURI,
+                                                     attribute.localName]])
+            for child in description.childNodes:
+                if (child.nodeType == child.ELEMENT_NODE
+                        and (child.namespaceURI, child.localName) in _SIZE):
+                    _keep(child, lambda _: False)
+                    child.appendChild(document.createTextNode(
+                        str(size[_SIZE[child.namespaceURI, child.localName]])))
+        return _serialised(document)
+    except RecursionError:
+        return None
 
 
 #: the TIFF tags (EXIF's first directory too) that describe the photo, not its pixels, as

@@ -10,9 +10,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import png
 import pytest
 import torch
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageOps
 
 from dip import image
 from dip.errors import InputError
@@ -526,9 +527,11 @@ def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
         info = PngImagePlugin.PngInfo()
         info.add_itxt("XML:com.adobe.xmp", xmp.decode())
         Image.fromarray(_rgb()).save(tmp_path / made, pnginfo=info)
-    elif made == "in16.png":
-        image.save_image(image.Picture(torch.rand(1, 3, 12, 20), bits=16, xmp=xmp),
-                         tmp_path / made)
+    elif made == "in16.png":  # (pypng's, with the XMP chunk dip writes: no EXIF block)
+        buffer = io.BytesIO()
+        png.Writer(20, 12, greyscale=False, bitdepth=16).write(
+            buffer, np.zeros((12, 60), np.uint16))
+        (tmp_path / made).write_bytes(image._png_with(buffer.getvalue(), None, None, None, xmp))
     else:
         import tifffile
         tifffile.imwrite(tmp_path / made, _rgb(), photometric="rgb",
@@ -569,3 +572,74 @@ def test_a_tiff_pillow_reads_keeps_its_description_and_its_xmp_stored_as_text(
     exif = Image.Exif()
     exif.load(picture.exif)
     assert (exif[270], exif[33432]) == ("Grandma, 1962", "(c) Family")
+
+
+def _packet(inner: bytes, namespaces: bytes = b"") -> bytes:
+    return (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+            b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1'
+            b'/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" ' + namespaces + b">" + inner
+            + b"</rdf:Description></rdf:RDF></x:xmpmeta>")
+
+
+def test_an_xmp_packet_that_cannot_be_carried_is_dropped_never_raised() -> None:
+    from dip import metadata
+
+    deep = _packet(b"<dc:x>" + b"<a>" * 5000 + b"</a>" * 5000 + b"</dc:x>")
+    for packet in (deep, b'<?xml version="1.0" encoding="x-mac-roman"?><a/>',
+                   _packet(b"<dc:title>x</dc:title>").decode().encode("utf-16"),
+                   b'<!DOCTYPE a [<!ENTITY e "eeeeeeeeee">]>' + _packet(b"&e;"), "\udc80"):
+        assert metadata.carried_xmp(packet) is None
+    assert metadata.xmp_for(deep, (4, 4)) is None  # (after the fit: no traceback either)
+    # what some writers leave after the packet (NULs, junk) is not part of it
+    title = _packet(b"<dc:title>Oma</dc:title>")
+    assert b"Oma" in metadata.carried_xmp(title + b"\0" * 1000 + b"junk")
+    # a depth map's or a portrait's entries point into the file: gone
+    portrait = _packet(b"<Device:Container>1</Device:Container><dc:title>Oma</dc:title>",
+                       b'xmlns:Device="http://ns.google.com/photos/dd/1.0/device/"')
+    assert b"Device:Container" not in metadata.carried_xmp(portrait)
+    # text keeps carriage returns (Photoshop's line breaks), and private-use characters (old
+    # iPhones' emoji, which dip's writing marks with while it writes)
+    assert b"Mum&#xD;Dad" in metadata.carried_xmp(_packet(b"<dc:rights>Mum&#xD;Dad</dc:rights>"))
+    emoji = _packet("<dc:title>Call me \ue00a</dc:title>".encode())
+    assert "Call me \ue00a".encode() in metadata.carried_xmp(emoji)
+
+
+def test_a_result_states_orientation_1_where_its_xmp_still_names_one(tmp_path: Path) -> None:
+    """A history entry's orientation (Photoshop's) stays in the XMP: Pillow would turn the
+    result by it, where no EXIF orientation is stated."""
+    from dip import metadata
+
+    history = _packet(b"<xmpMM:History><rdf:Seq><rdf:li><rdf:Description tiff:Orientation="
+                      b'"6"/></rdf:li></rdf:Seq></xmpMM:History>',
+                      b'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"')
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", xmp=history, exif=exif)
+    picture = image.load_image(tmp_path / "in.jpg")
+    assert picture.size == (12, 20)  # as Pillow shows it: the EXIF block's 1
+    for out in ("o.jpg", "o.png", "o.webp", "o.tif"):
+        written = image.save_image(picture, tmp_path / out)
+        assert metadata.xmp_orientation(image.load_image(written).xmp) == 6
+        assert image.load_image(written).size == (12, 20), out
+        assert ImageOps.exif_transpose(Image.open(written)).size == (20, 12), out
+
+
+def test_a_pngs_xmp_in_plain_text_or_after_its_pixels_is_read_as_pillow_reads_it(
+        tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", XMP.decode())  # tEXt, not iTXt
+    Image.fromarray(_rgb()).save(tmp_path / "text.png", pnginfo=info)
+    assert b"grandma" in image.load_image(tmp_path / "text.png").xmp
+    # an EXIF block (no orientation) before the pixels, the XMP (orientation 6) after
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    Image.fromarray(_rgb()).save(tmp_path / "plain.png", exif=exif)
+    data = (tmp_path / "plain.png").read_bytes()
+    payload = image._PNG_XMP + b"\0\0\0\0\0" + XMP
+    chunk = (struct.pack(">I", len(payload)) + b"iTXt" + payload
+             + struct.pack(">I", zlib.crc32(b"iTXt" + payload)))
+    (tmp_path / "after.png").write_bytes(data[:-12] + chunk + data[-12:])  # before IEND
+    assert image.load_image(tmp_path / "after.png").size == \
+        ImageOps.exif_transpose(Image.open(tmp_path / "after.png")).size[::-1] == (20, 12)
