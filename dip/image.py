@@ -728,13 +728,20 @@ def _from_pillow(img: Image.Image) -> Picture:
     inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(img.info.get(_EXIF)),
-                      xmp=metadata.carried_xmp(img.info.get("xmp")  # (a PNG's tEXt: the key)
-                                               or img.info.get("XML:com.adobe.xmp")),
+                      xmp=metadata.carried_xmp(_pillow_xmp(img)),
                       print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
             if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
             else picture)
+
+
+def _pillow_xmp(img: Image.Image) -> bytes | None:
+    """The XMP packet Pillow read, as stored: ``info["xmp"]`` (bytes; an iTXt chunk's text),
+    else a PNG's tEXt or zTXt chunk of that key, which Pillow decodes as Latin-1."""
+    xmp = img.info.get("xmp") or img.info.get(_PNG_XMP.decode())
+    return xmp.encode("latin-1", "replace") if isinstance(xmp, str) and "xmp" not in img.info \
+        else xmp
 
 
 #: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB; and its inverse
@@ -983,6 +990,8 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
             warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "
                           f"holds (64 KB): the result has none; write .png to keep it",
                           DipWarning)
+            if key == "exif" and _upright(picture):  # its orientation 1 still, alone
+                options["exif"] = metadata.exif_for(None, picture.size, None, upright=True)
         elif block and key == "xmp" and fmt == "PNG":
             from PIL import PngImagePlugin
 

@@ -207,9 +207,9 @@ def _stored(node) -> bool:
 
 def _parsed(raw: bytes):
     """The packet as a DOM (namespaces resolved: any prefix, default namespaces), or None
-    for one that is not well-formed UTF-8 XML or declares a document type or entities (whose
-    expansion could be any size). What follows its end (NULs, junk some writers leave) is
-    cut, as Pillow's ``getxmp`` strips NULs."""
+    for one that is not well-formed UTF-8 XML (or declares another encoding) or declares a
+    document type (its entities' expansion could be any size). What follows its end (NULs,
+    junk some writers leave) is cut, as Pillow's ``getxmp`` strips NULs."""
     from xml.dom import minidom
     from xml.parsers.expat import ExpatError
 
@@ -218,8 +218,9 @@ def _parsed(raw: bytes):
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        return None
+    declared = re.match(rb"""\s*<\?xml[^>]*encoding\s*=\s*["']([^"']*)""", raw)
+    if b"<!DOCTYPE" in raw or (declared and declared[1].lower() not in (b"utf-8", b"utf8")):
+        return None  # (a declared encoding is what expat decodes by: UTF-8 only)
     try:
         return minidom.parseString(raw)
     except (ExpatError, ValueError, LookupError, RecursionError):
@@ -228,10 +229,9 @@ def _parsed(raw: bytes):
 
 #: characters that only a reference keeps (a parser reads a literal one in an attribute as a
 #: space, and a carriage return in text as a line feed), which minidom before Python 3.13
-#: writes literally: marked with private-use characters while it writes, then written as
-#: references. A packet that holds one of the marks itself is written as minidom writes it.
+#: writes literally: marked with private-use characters the packet does not hold while it
+#: writes, then written as references
 _KEPT = {"\n": "&#xA;", "\r": "&#xD;", "\t": "&#x9;"}
-_MARKS = {c: chr(0xE000 + ord(c)) for c in _KEPT}
 
 
 def _serialised(document) -> bytes:
@@ -240,17 +240,19 @@ def _serialised(document) -> bytes:
     def written() -> bytes:
         return b"".join(node.toxml(encoding="utf-8") for node in document.childNodes)
 
-    plain = written()
-    if any(mark.encode() in plain for mark in _MARKS.values()):
-        return plain
+    held = set(written().decode("utf-8"))
+    unused = (chr(c) for c in range(0xE000, 0xF900) if chr(c) not in held)
+    marks = dict(zip(_KEPT, unused))
+    if len(marks) < len(_KEPT):  # (every private-use character in one packet)
+        return written()
     for element in document.getElementsByTagName("*"):
         for attribute in element.attributes.values():
-            attribute.value = attribute.value.translate(str.maketrans(_MARKS))
+            attribute.value = attribute.value.translate(str.maketrans(marks))
         for text in element.childNodes:
             if text.nodeType == text.TEXT_NODE and "\r" in text.data:
-                text.data = text.data.replace("\r", _MARKS["\r"])
+                text.data = text.data.replace("\r", marks["\r"])
     data = written()
-    for char, mark in _MARKS.items():
+    for char, mark in marks.items():
         data = data.replace(mark.encode(), _KEPT[char].encode())
     return data
 

@@ -643,3 +643,34 @@ def test_a_pngs_xmp_in_plain_text_or_after_its_pixels_is_read_as_pillow_reads_it
     (tmp_path / "after.png").write_bytes(data[:-12] + chunk + data[-12:])  # before IEND
     assert image.load_image(tmp_path / "after.png").size == \
         ImageOps.exif_transpose(Image.open(tmp_path / "after.png")).size[::-1] == (20, 12)
+
+
+def test_fifth_review_xmp_text_encodings_marks_and_a_jpegs_dropped_exif(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    from dip import metadata
+
+    # a PNG's tEXt holds the packet's UTF-8 bytes, which Pillow decodes as Latin-1
+    title = _packet("<dc:title>Grandmère</dc:title>".encode())
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", title.decode("latin-1"))
+    Image.fromarray(_rgb()).save(tmp_path / "text.png", pnginfo=info)
+    assert "Grandmère".encode() in image.load_image(tmp_path / "text.png").xmp
+    # a declared encoding other than UTF-8 is refused (expat would decode by it); a comment
+    # that mentions an entity declaration is a comment
+    assert metadata.carried_xmp(b'<?xml version="1.0" encoding="ISO-8859-1"?>' + title) is None
+    assert metadata.carried_xmp(_packet(b"<!-- <!ENTITY x> -->")) is not None
+    # line breaks in attributes kept beside an old iPhone emoji that is one of the usual marks
+    both = metadata.carried_xmp(_packet('<dc:t>\ue00a</dc:t>'.encode(), b'dc:d="a&#xA;b"'))
+    assert b'dc:d="a&#xA;b"' in both and "\ue00a".encode() in both
+    # a JPEG that cannot hold the EXIF block still states orientation 1 where its XMP names 6
+    history = _packet(b"<xmpMM:History><rdf:Seq><rdf:li><rdf:Description tiff:Orientation="
+                      b'"6"/></rdf:li></rdf:Seq></xmpMM:History>',
+                      b'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"')
+    exif = Image.Exif()
+    exif[0x010E] = "a long description " * 4000
+    picture = image.Picture(torch.rand(1, 3, 12, 20), exif=exif.tobytes(), xmp=history)
+    with pytest.warns(image.DipWarning, match="EXIF block"):
+        written = image.save_image(picture, tmp_path / "o.jpg")
+    assert Image.open(written).getexif().get(0x0112) == 1
+    assert image.load_image(written).size == (12, 20)
