@@ -217,8 +217,10 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
-        if isinstance(img.info.get("xmp"), str):  # (a TIFF's XMP tag stored as text: Pillow's
-            img.info["xmp"] = img.info["xmp"].encode()  # getexif would raise a TypeError)
+        xmp = img.info.get("xmp") or img.info.get(_PNG_XMP.decode())
+        if isinstance(xmp, str):  # the stored bytes, which Pillow decoded as Latin-1: a TIFF's
+            # XMP tag stored as text (its getexif would raise a TypeError), a PNG's tEXt/zTXt
+            img.info["xmp"] = xmp.encode("latin-1", "replace")
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
         coding = coding_error(img)  # before the turn: the turned copy has no tables
@@ -728,20 +730,12 @@ def _from_pillow(img: Image.Image) -> Picture:
     inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(img.info.get(_EXIF)),
-                      xmp=metadata.carried_xmp(_pillow_xmp(img)),
+                      xmp=metadata.carried_xmp(img.info.get("xmp")),
                       print_size=inches if isinstance(inches, tuple) else None)
     coding = img.info.get(_CODING)
     return (replace(picture, coding_error=coding)
             if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
             else picture)
-
-
-def _pillow_xmp(img: Image.Image) -> bytes | None:
-    """The XMP packet Pillow read, as stored: ``info["xmp"]`` (bytes; an iTXt chunk's text),
-    else a PNG's tEXt or zTXt chunk of that key, which Pillow decodes as Latin-1."""
-    xmp = img.info.get("xmp") or img.info.get(_PNG_XMP.decode())
-    return xmp.encode("latin-1", "replace") if isinstance(xmp, str) and "xmp" not in img.info \
-        else xmp
 
 
 #: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB; and its inverse

@@ -674,3 +674,14 @@ def test_fifth_review_xmp_text_encodings_marks_and_a_jpegs_dropped_exif(tmp_path
         written = image.save_image(picture, tmp_path / "o.jpg")
     assert Image.open(written).getexif().get(0x0112) == 1
     assert image.load_image(written).size == (12, 20)
+
+
+def test_a_tiffs_xmp_tag_stored_as_text_keeps_its_utf_8(tmp_path: Path) -> None:
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[700], tags.tagtype[700] = _packet(b'<dc:title>Grandm?re</dc:title>').decode(), 2
+    Image.fromarray(_rgb()).convert("CMYK").save(tmp_path / "in.tif", tiffinfo=tags)
+    data = (tmp_path / "in.tif").read_bytes().replace(b"Grandm?re", "Grandmère".encode())
+    (tmp_path / "in.tif").write_bytes(data)  # (Pillow writes an ASCII tag's text as ASCII)
+    assert "<dc:title>Grandmère</dc:title>".encode() in image.load_image(tmp_path / "in.tif").xmp
