@@ -76,10 +76,10 @@ class Picture:
             pixels that are not the file's (:meth:`with_pixels`). See :func:`coding_error`.
         exif: the photo's EXIF block (camera, date taken, exposure, place) from a JPEG, PNG,
             WebP or AVIF file, its orientation already applied to the pixels; None where the
-            file has none. The result carries it (see :func:`result_exif`).
+            file has none. The result carries it (see :func:`result_metadata`).
         xmp: the photo's XMP packet (title, caption, keywords, rating, creator, rights), its
             orientation and resolution left out; None where the file has none. The result
-            carries it (see :func:`result_xmp`).
+            carries it (see :func:`result_metadata`).
         print_size: ``(width, height)`` in inches, the size the file says the picture prints
             at (its resolution, e.g. a scan's 600 dpi), or None where it says none. The
             result keeps it, so an enlarged result gets a finer resolution, not a larger
@@ -224,9 +224,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
         coding = coding_error(img)  # before the turn: the turned copy has no tables
-        inches = metadata.print_size(img.size, metadata.stated_dpi(img))
-        if inches is not None and img.getexif().get(metadata.ORIENTATION, 1) in (5, 6, 7, 8):
-            inches = inches[1], inches[0]  # exif_transpose turns it a quarter
+        inches = metadata.turned(metadata.print_size(img.size, metadata.stated_dpi(img)),
+                                 img.getexif().get(metadata.ORIENTATION, 1))  # as it is shown
         exif = img.info.get("exif") or (  # as stored: exif_transpose rewrites it, "©" as "?"
             metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
                                encoding="latin-1") if img.format == "TIFF" else None)
@@ -333,23 +332,16 @@ def _png_exif(data: bytes) -> tuple[int | None, bytes | None]:
     return None, None
 
 
-def result_exif(picture: Picture) -> bytes | None:
-    """The EXIF block written with ``picture``: the input's, with its pixel size and
-    resolution, and orientation 1 where the XMP written beside it names another
-    (:func:`dip.metadata.exif_for`)."""
-    return metadata.exif_for(picture.exif, picture.size, result_dpi(picture),
-                             upright=_upright(picture))
-
-
-def _upright(picture: Picture) -> bool:
-    """Whether the result must state orientation 1: its XMP names an orientation somewhere
-    (a history entry's), which Pillow would apply where no EXIF orientation is stated."""
-    return metadata.xmp_orientation(result_xmp(picture)) is not None
-
-
-def result_xmp(picture: Picture) -> bytes | None:
-    """The XMP packet written with ``picture``: the input's, with its pixel size."""
-    return None if picture.xmp is None else metadata.xmp_for(picture.xmp, picture.size)
+def result_metadata(picture: Picture) -> tuple[bytes | None, bytes | None, bool]:
+    """The EXIF block and XMP packet written with ``picture`` (the input's, with its pixel
+    size and resolution: :func:`dip.metadata.exif_for`, :func:`dip.metadata.xmp_for`), and
+    whether it must state orientation 1: where its XMP still names one (a history entry's),
+    which Pillow would apply where no EXIF orientation is stated. Built once a write: each
+    is a parse and a rewrite."""
+    xmp = None if picture.xmp is None else metadata.xmp_for(picture.xmp, picture.size)
+    upright = metadata.xmp_orientation(xmp) is not None
+    return (metadata.exif_for(picture.exif, picture.size, result_dpi(picture), upright=upright),
+            xmp, upright)
 
 
 def result_dpi(picture: Picture) -> tuple[float, float] | None:
@@ -596,10 +588,9 @@ def _tiff_metadata(page) -> tuple[bytes | None, bytes | None]:
 def _tiff_print_size(page) -> tuple[float, float] | None:
     """A TIFF page's print size in inches, from its resolution tags (inches or centimetres;
     none where the unit is none)."""
-    unit = {2: 1.0, 3: 1 / 2.54}.get(int(page.resolutionunit or 1))
-    if unit is None:
-        return None
-    return metadata.print_size((page.imagewidth, page.imagelength), page.resolution, unit)
+    per_inch = metadata.PER_INCH.get(int(page.resolutionunit or 1))
+    return None if per_inch is None else metadata.print_size(
+        (page.imagewidth, page.imagelength), tuple(r * per_inch for r in page.resolution))
 
 
 def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
@@ -658,11 +649,8 @@ def oriented(picture: Picture, orientation: int) -> Picture:
     if orientation == 1:
         return picture
     alpha = None if picture.alpha is None else orient(picture.alpha, orientation)
-    size = picture.print_size
-    if size is not None and orientation in (5, 6, 7, 8):
-        size = size[1], size[0]
     return replace(picture, pixels=orient(picture.pixels, orientation), alpha=alpha,
-                   print_size=size)
+                   print_size=metadata.turned(picture.print_size, orientation))
 
 
 def _float_picture(colour: np.ndarray) -> Picture:
@@ -978,13 +966,13 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         options["dpi"] = dpi or (0, 0)  # (BMP: Pillow would state 96 where the input did not)
     if fmt not in METADATA_FORMATS:
         return options
-    for key, name, block in (("exif", "EXIF block", result_exif(picture)),
-                             ("xmp", "XMP packet", result_xmp(picture))):
+    exif, xmp, upright = result_metadata(picture)
+    for key, name, block in (("exif", "EXIF block", exif), ("xmp", "XMP packet", xmp)):
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
             warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "
                           f"holds (64 KB): the result has none; write .png to keep it",
                           DipWarning)
-            if key == "exif" and _upright(picture):  # its orientation 1 still, alone
+            if key == "exif" and upright:  # its orientation 1 still, alone
                 options["exif"] = metadata.exif_for(None, picture.size, None, upright=True)
         elif block and key == "xmp" and fmt == "PNG":
             from PIL import PngImagePlugin
@@ -1019,17 +1007,17 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         array = array[..., 0]
     # no JSON description of the array's shape, no "tifffile.py" as the software: the tags
     # describe the photo (metadata.descriptive_text: a scanner's, or a camera's EXIF's)
-    text = metadata.descriptive_text(result_exif(picture))
+    exif, xmp, upright = result_metadata(picture)
+    text = metadata.descriptive_text(exif)
     options: dict = {"photometric": "rgb" if colour else "minisblack", "metadata": None,
                      "software": False, "iccprofile": _icc(picture),  # (None: none written)
                      "extratags": [(code, "s", 0, value, True) for code, value in text.items()]}
     dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
         options.update(resolution=dpi, resolutionunit=2)  # inches
-    xmp = result_xmp(picture)
     if xmp:
         options["extratags"].append((700, "B", len(xmp), xmp, True))  # XMP
-        if _upright(picture):
+        if upright:
             options["extratags"].append((274, "H", 1, 1, True))  # Orientation 1
     if picture.alpha is not None:
         options["extrasamples"] = ["unassalpha"]
@@ -1057,8 +1045,9 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     def write(f: BinaryIO) -> None:
         buf = io.BytesIO()
         writer.write(buf, rows)
-        f.write(_png_with(buf.getvalue(), _icc(picture), result_exif(picture),
-                          _written_dpi(picture, "PNG"), result_xmp(picture)))
+        exif, xmp, _ = result_metadata(picture)
+        f.write(_png_with(buf.getvalue(), _icc(picture), exif, _written_dpi(picture, "PNG"),
+                          xmp))
 
     return write
 

@@ -21,6 +21,9 @@ from PIL import ExifTags, Image, TiffTags
 #: and the resolution
 ORIENTATION, EXIF_IFD, EXIF_WIDTH, EXIF_HEIGHT = 0x0112, 0x8769, 0xA002, 0xA003
 X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+#: a TIFF's (and EXIF's) resolution unit -> pixels per inch of one pixel per unit (inch,
+#: centimetre; 1, no unit, states only an aspect ratio)
+PER_INCH = {2: 1.0, 3: 2.54}
 
 #: the resolutions (pixels per inch) each format can state: JPEG whole dots per inch in 16
 #: bits, PNG whole pixels per metre in 32 bits, BMP the same signed, TIFF (and EXIF) a
@@ -118,7 +121,7 @@ def stated_dpi(img: Image.Image):
         return img.info["dpi"]
     try:
         exif = img.getexif()
-        per_inch = {2: 1.0, 3: 2.54}.get(exif.get(RESOLUTION_UNIT, 2))
+        per_inch = PER_INCH.get(exif.get(RESOLUTION_UNIT, 2))
         resolution = exif.get(X_RESOLUTION), exif.get(Y_RESOLUTION)
     except Exception:  # a damaged EXIF block: none stated
         return None
@@ -130,17 +133,23 @@ def stated_dpi(img: Image.Image):
         return None
 
 
-def print_size(size: tuple[int, int], dpi, unit: float = 1.0) -> tuple[float, float] | None:
+def print_size(size: tuple[int, int], dpi) -> tuple[float, float] | None:
     """``(width, height)`` in inches of a picture ``size`` = ``(width, height)`` pixels at
-    ``dpi`` = ``(x, y)`` pixels per ``unit`` inches; None for a resolution that is missing,
-    zero or not a number (a file that states none)."""
+    ``dpi`` = ``(x, y)`` pixels per inch; None for a resolution that is missing, zero or not
+    a number (a file that states none)."""
     try:
-        x, y = (float(v) / unit for v in dpi)
+        x, y = (float(v) for v in dpi)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         return None
     return size[0] / x, size[1] / y
+
+
+def turned(inches: tuple[float, float] | None, orientation: int
+           ) -> tuple[float, float] | None:
+    """A print size as shown after an EXIF orientation: 5-8 turn it a quarter."""
+    return inches[::-1] if inches is not None and orientation in (5, 6, 7, 8) else inches
 
 
 def stateable(dpi: tuple[float, float], fmt: str) -> bool:
