@@ -168,16 +168,22 @@ def _decodes(path: Path, what: str, max_pixels: int) -> None:
     """Raise InputError when decoding ``path`` crashes the process. Only for ISO base media
     files (HEIF, AVIF): libheif has crashed the whole process (a segmentation fault) on a
     HEIC with two bytes of its header damaged, which would end a ``dip run`` over a phone's
-    folder without a word. Any other failure is :func:`_open`'s to say. Where the child
+    folder without a word, or a decoder still busy after :data:`PROBE_SECONDS`, which would
+    hang it. Any other failure is :func:`_open`'s to say. Where the child
     cannot start (no interpreter, or one without Pillow: a frozen app), it is not probed."""
     try:
         with path.open("rb") as f:
             if f.read(8)[4:] != b"ftyp":
                 return
         done = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(max_pixels)],
-                              capture_output=True)
+                              capture_output=True, timeout=PROBE_SECONDS)
     except OSError:  # unreadable (_open says so), or no interpreter to start
         return
+    except subprocess.TimeoutExpired as late:  # the child is killed by now
+        if (late.stdout or b"").startswith(b"probing"):
+            raise InputError(f"cannot read {what} {path}: its decoder was still at it after "
+                             f"{PROBE_SECONDS} s (a damaged file can hang it)") from None
+        return  # the child never came to the file (a machine this slow reads it in-process)
     if done.returncode >= 0 or not done.stdout.startswith(b"probing"):
         return
     signal = -done.returncode
@@ -187,6 +193,11 @@ def _decodes(path: Path, what: str, max_pixels: int) -> None:
     raise InputError(f"cannot read {what} {path}: decoding it was stopped (signal {signal}; "
                      f"out of memory?)")
 
+
+#: how long the probe may decode a file before it is taken for one that hangs its decoder
+#: (a decoder caught in a loop by a damaged stream would hang a whole ``dip run``): the
+#: probe of a 35-megapixel HEIC takes 2.5 s on a 2-core CPU, its interpreter's start included
+PROBE_SECONDS = 120
 
 #: signals of a process that crashed itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT), not
 #: one that was killed (SIGKILL: out of memory)

@@ -401,6 +401,23 @@ def test_a_heif_that_crashes_its_decoder_is_one_clear_error(tmp_path: Path,
     assert image.load_image(phone).size == (32, 48)
 
 
+def test_a_heif_whose_decoder_hangs_is_one_clear_error_in_bounded_time(monkeypatch) -> None:
+    import time
+
+    phone = Path(__file__).parent / "data" / "phone.heic"
+    monkeypatch.setattr(image, "PROBE_SECONDS", 1)
+    monkeypatch.setattr(image, "_PROBE", "print('probing', flush=True); import time; "
+                                         "time.sleep(60)")  # a decoder caught in a loop
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"cannot read input .*phone\.heic: its decoder was "
+                                         r"still at it after 1 s"):
+        image.load_image(phone)
+    assert time.monotonic() - start < 30
+    # a child too slow to reach the file at all says nothing of it: read in-process
+    monkeypatch.setattr(image, "_PROBE", "import time; time.sleep(60)")
+    assert image.load_image(phone).size == (32, 48)
+
+
 #: what Lightroom writes, in short: keywords and a rating, beside the stored picture's
 #: orientation, size (20 x 12, as an attribute and as an element) and resolution
 XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
