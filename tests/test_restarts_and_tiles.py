@@ -315,6 +315,39 @@ def test_the_memory_estimate_grows_with_the_pixels_and_the_fits_at_once() -> Non
     assert two > one
 
 
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc's memory")
+def test_measuring_a_networks_memory_keeps_nothing_and_happens_once_a_shape(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dip run plans every job's memory: each measurement kept a whole network's saved
+    activations alive (8.5 MB a job with the fast network, 35 with the paper's), and a
+    fresh closure per job made the cache miss, so a batch of thousands measured each job."""
+    import gc
+
+    from dip import estimate
+
+    def resident() -> int:
+        gc.collect()
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+    cfg = resolve("denoise", overrides=("preset=paper",))
+    built = []
+
+    def build() -> torch.nn.Module:
+        built.append(1)
+        return dip.nets.build_net(cfg.net.name, 32, 3, **{
+            k: v for k, v in vars(cfg.net).items() if k != "name"})
+
+    estimate.activation_bytes("once", build, 32, 1)
+    before = resident()
+    for i in range(8):
+        estimate.activation_bytes(f"new shape {i}", build, 32, 1)
+    assert resident() - before < 24 * 2 ** 20  # 283 MB before
+    monkeypatch.setattr(estimate, "_SAVED", {})
+    first = estimate.activation_bytes("same", build, 32, 64 * 64)
+    assert estimate.activation_bytes("same", lambda: build(), 32, 64 * 64) == first
+    assert len(built) == 10
+
+
 def test_the_estimate_is_said_before_the_first_step_and_recorded(tmp_path: Path) -> None:
     noisy, _ = _noisy(tmp_path, 32)
     events = []
