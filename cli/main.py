@@ -207,7 +207,7 @@ def _how(r: dict) -> str:
              if gaussian and noise.get("objective") == "alternate" else "")
     parts = (([tiles["why"]] if r.get("members") and tiles else [])
              + ([f"the average of {restarts} restarts{turns}"] if restarts > 1 else []))
-    if gaussian and noise.get("wiener"):
+    if gaussian and noise.get("wiener") and r["stop_reason"] != "interrupted":
         parts.append("then a Wiener filter of the input with that image as its pilot "
                      "(BM3D's second step)")
     return "\n  " + "; ".join(parts) if parts else ""

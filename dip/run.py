@@ -659,6 +659,8 @@ class Fitted:
     spread: torch.Tensor | None
     outcomes: list[FitResult | RunError | torch.Tensor]
     first: FitResult
+    #: Ctrl-C stopped a fit or the task's last step (:meth:`Task.finish`), which was skipped
+    interrupted: bool = False
 
 
 def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
@@ -675,7 +677,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
     layout = setup.layout
     _clear_old_snapshots(p)
     fitted = layout.fitted()
-    live = _Live(p, loaded, setup, progress)
+    live = _Live(p, loaded, setup, progress, keep_on_interrupt)
     _reset_cuda_peak(setup.device)
     with _memory_advice(p, setup):
         outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], setup.settings,
@@ -713,19 +715,25 @@ def _combined(live: _Live, results: dict) -> Fitted:
         RunError: every member failed (the first one's error).
     """
     every = live.outcomes(results)
-    combined = live.combined(every, final=True)
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
     stopped = any(isinstance(o, FitResult) and o.stop_reason == "interrupted"
                   for o in results.values())
+    try:  # after Ctrl-C, the estimate so far without the last step (minutes on a large photo)
+        combined = live.combined(every, final=not stopped)
+    except KeyboardInterrupt:  # Ctrl-C in the last step: the fits' result is kept, not lost
+        if not live.keep_on_interrupt:
+            raise
+        with interrupts.deferred():
+            combined, stopped = live.combined(every), True
     if combined.failed and not stopped:  # the others' average is the result: said, not
         part, error = combined.failed[0]  # only in the record (Ctrl-C: its own message)
         warnings.warn(f"{len(combined.failed)} of {len(live.fitted)} fits failed and are left "
                       f"out of the result (restart {part.restart}"
                       f"{'' if part.tile is None else ' of a tile'}: "
                       f"{error})", image.DipWarning, stacklevel=2)
-    return Fitted(combined.image, combined.spread, every, first)
+    return Fitted(combined.image, combined.spread, every, first, interrupted=stopped)
 
 
 @contextmanager
@@ -754,8 +762,10 @@ class _Live:
     over every member's steps), snapshots of the combined estimate."""
 
     def __init__(self, p: Plan, loaded: Loaded, setup: Setup,
-                 progress: Callable[[Progress], None] | None) -> None:
+                 progress: Callable[[Progress], None] | None,
+                 keep_on_interrupt: bool = False) -> None:
         self.p, self.loaded, self.setup, self.progress = p, loaded, setup, progress
+        self.keep_on_interrupt = keep_on_interrupt
         self.fitted = setup.layout.fitted()
         self.latest: dict[int, torch.Tensor] = {}
         self.done = 0
@@ -868,7 +878,7 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
         output=str(p.output.resolve()) if r.write else None,
         reference=str(Path(r.reference).resolve()) if r.reference is not None else None,
         iterations=result.iterations, returned_iteration=result.returned_iteration,
-        stop_reason=_stop_reason(fitted.outcomes),
+        stop_reason="interrupted" if fitted.interrupted else _stop_reason(fitted.outcomes),
         noise_sigma=(None if result.noise_level is None else round(result.noise_level * 255, 3)),
         seconds=round(seconds, 3), device=str(setup.device), preset=p.cfg.preset,
         perf=setup.perf.describe(), seed=p.cfg.seed,
@@ -1282,7 +1292,7 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
     """One fit_group over the jobs' members; then each job's record and files."""
     if not jobs:
         return
-    lives = [_Live(p, loaded, setup, None) for _, p, loaded, setup in jobs]
+    lives = [_Live(p, loaded, setup, None, keep_on_interrupt) for _, p, loaded, setup in jobs]
     owners = [(j, k) for j, live in enumerate(lives) for k in range(len(live.fitted))]
     total = sum(live.total for live in lives)
     done = [0]

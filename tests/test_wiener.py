@@ -22,6 +22,7 @@ from dip.wiener import PROFILES, collaborative_wiener, profile_for
 from conftest import psnr, save, synthetic
 
 SIGMA = 25 / 255
+SMALL_NET = ("net.channels_down=[8,8,8]", "net.channels_up=[8,8,8]", "net.channels_skip=[4,4,4]")
 
 
 def _noisy(clean: torch.Tensor, sigma: float = SIGMA, seed: int = 0) -> torch.Tensor:
@@ -119,6 +120,49 @@ def test_the_summary_says_whether_the_result_was_filtered(tmp_path: Path, noisy_
     said = ("the average of 2 restarts (the paper's fit and SURE's in turn); then a Wiener "
             "filter of the input with that image as its pilot" in result.output)
     assert said == (wiener == "true"), result.output
+
+
+def test_ctrl_c_in_the_filter_writes_the_fits_result_instead_of_losing_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter comes after the whole fit (minutes on a large photo): a Ctrl-C there kept
+    nothing. Now it keeps what Ctrl-C in the fit keeps: the estimate so far, unfiltered."""
+    from dip.tasks import get_task
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(get_task("denoise")), "finish", interrupted)
+    picture = save(_noisy(synthetic(32), seed=6).clamp(0, 1), tmp_path / "photo.png")
+    req = RunRequest(task="denoise", device="cpu", input=picture, output=tmp_path / "o.png",
+                     iters=5, restarts=2, overrides=SMALL_NET)
+    result = run.restore(req, keep_on_interrupt=True)
+    average = torch.cat([m.image for m in result.members]).mean(0, keepdim=True).clamp(0, 1)
+    assert torch.allclose(result.picture.pixels, average, atol=1e-6)
+    record = json.loads((tmp_path / "o.png.json").read_text())
+    assert record["stop_reason"] == "interrupted" and (tmp_path / "o.png").is_file()
+    with pytest.raises(KeyboardInterrupt):  # a caller that did not ask to keep it
+        run.restore(req.replace(output=tmp_path / "p.png"))
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_after_ctrl_c_in_the_fit_the_filter_is_skipped(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from dip.tasks import get_task
+
+    filtered = []
+    monkeypatch.setattr(type(get_task("denoise")), "finish",
+                        lambda self, result, *a: filtered.append(1) or result)
+
+    def stop_at_3(progress) -> None:
+        if progress.step == 3:
+            raise KeyboardInterrupt
+
+    picture = save(_noisy(synthetic(32), seed=6).clamp(0, 1), tmp_path / "photo.png")
+    req = RunRequest(task="denoise", device="cpu", input=picture, write=False, iters=20,
+                     restarts=1, overrides=SMALL_NET)
+    result = run.restore(req, keep_on_interrupt=True, progress=stop_at_3)
+    assert result.record["stop_reason"] == "interrupted" and filtered == []
+    assert run.restore(req).record["stop_reason"] != "interrupted" and filtered == [1]
 
 
 def test_matching_in_bands_gives_the_same_image(monkeypatch) -> None:
