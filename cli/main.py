@@ -4,7 +4,7 @@ No numerical code lives here, and no knowledge of a task: each task's subcommand
 from :data:`dip.tasks.TASKS` (its options, help and summary) and the options every run takes
 from :class:`dip.request.RunRequest`. Every error the user can fix is one line on stderr, with
 arguments named as flags: exit 2 for bad input or options (nothing is run or written), 1 when
-a run fails, 130 on Ctrl-C, 143 on SIGTERM (both write the estimate so far).
+a run fails, 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP (each writes the estimate so far).
 """
 
 from __future__ import annotations

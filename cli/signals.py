@@ -1,6 +1,7 @@
-"""How the ``dip`` command stops: Ctrl-C (SIGINT) and SIGTERM (``kill``, ``timeout``, SLURM's
-time limit, ``docker stop``) both stop a run the same way -- the estimate so far is written,
-marked ``interrupted`` -- and exit with 128 + the signal's number (130, 143).
+"""How the ``dip`` command stops: Ctrl-C (SIGINT), SIGTERM (``kill``, ``timeout``, SLURM's
+time limit, ``docker stop``) and SIGHUP (the terminal closed) all stop a run the same way --
+the estimate so far is written, marked ``interrupted`` -- and exit with 128 + the signal's
+number (130, 143, 129).
 
 :func:`install` runs before anything heavy is imported (see :mod:`dip.cli.entry`), so a
 signal in the first second is answered like a later one. This module imports nothing but the
@@ -14,8 +15,11 @@ import signal
 import sys
 from typing import NoReturn
 
-#: the signals that stop a run, and the exit code each one gives
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: the signals that stop a run, and the exit code each one gives: also SIGHUP, which a
+#: terminal closed (or an SSH connection lost) sends, where its default would kill the run
+#: with its claims and created folders left behind
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143,
+              **({signal.SIGHUP: 129} if hasattr(signal, "SIGHUP") else {})}
 
 _received: list[int] = []
 
@@ -31,7 +35,26 @@ class Interrupted(KeyboardInterrupt):
 
 def _raise(signum: int, frame: object) -> None:
     _received.append(signum)
+    if signum == getattr(signal, "SIGHUP", None):
+        _away_from_the_terminal()
     raise Interrupted(signum)
+
+
+def _away_from_the_terminal() -> None:
+    """After a hangup the terminal is gone, and writing to it fails (EIO): what would have
+    gone there (the progress bar, the messages) goes nowhere instead. Output redirected to a
+    file still goes there."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
 
 
 def install() -> None:

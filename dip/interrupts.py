@@ -8,9 +8,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: the signals a program may turn into an exception (Ctrl-C, and SIGTERM where the program
-#: installed a handler for it, as the ``dip`` command does)
-STOPPING = (signal.SIGINT, signal.SIGTERM)
+#: the signals a program may turn into an exception (Ctrl-C, and SIGTERM and SIGHUP where
+#: the program installed a handler for them, as the ``dip`` command does)
+STOPPING = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
 
 @contextmanager

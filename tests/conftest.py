@@ -81,7 +81,7 @@ def dip_command() -> list[str]:
 def _default_signals() -> None:
     """In the child before exec: Ctrl-C and SIGTERM as a terminal would deliver them, even when
     the test run itself was started with them ignored (a background job of a script)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)):
         signal.signal(signum, signal.SIG_DFL)
 
 

@@ -304,7 +304,8 @@ def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), *(
+    [(signal.SIGHUP, 129)] if hasattr(signal, "SIGHUP") else [])])  # the terminal closed
 def test_ctrl_c_or_sigterm_writes_the_estimate_so_far(tmp_path: Path, noisy_png: Path,
                                                       spawn_dip, slowness: float, signum: int,
                                                       code: int) -> None:
