@@ -449,6 +449,23 @@ class NoAliasLoader(yaml.SafeLoader):
                 self.peek_event().start_mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is refused: YAML's loaders keep the last one without a word, so
+        a second ``optim:`` section dropped the first one's settings, a batch file's second
+        ``jobs:`` list its first."""
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = self.construct_object(key_node)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice (first on line {first[key]})",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
 
 def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a

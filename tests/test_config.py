@@ -141,6 +141,30 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
         config.resolve("denoise", [f])
 
 
+@pytest.mark.parametrize("text, key, line, first", [
+    ("optim:\n  lr: 0.01\noptim:\n  iters: 3\n", "optim", 3, 1),  # the first lr was dropped
+    ("optim:\n  lr: 0.01\n  lr: 0.02\n", "lr", 3, 2),
+    ("seed: 1\nstop: {rule: fixed, rule: auto}\n", "rule", 2, 2),
+])
+def test_a_key_given_twice_is_refused_not_the_last_one_kept(tmp_path: Path, text: str, key: str,
+                                                            line: int, first: int) -> None:
+    f = tmp_path / "twice.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=rf"invalid YAML in .*twice\.yaml line {line}: "
+                                          rf"'{key}' is given twice \(first on line {first}\)"):
+        config.resolve("denoise", [f])
+
+
+def test_a_batch_files_second_jobs_list_is_refused(tmp_path: Path) -> None:
+    from dip.batch import load_batch
+
+    f = tmp_path / "batch.yaml"
+    f.write_text("jobs:\n  - {task: denoise, input: a.png}\njobs:\n  - {task: denoise, "
+                 "input: b.png}\n")
+    with pytest.raises(ConfigError, match=r"line 3: 'jobs' is given twice \(first on line 1\)"):
+        load_batch(f)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="config file not found"):
         config.resolve("denoise", [tmp_path / "nope.yaml"])
