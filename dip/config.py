@@ -411,11 +411,17 @@ def _set_path(tree: dict[str, Any], key: str, value: Any,
     node[leaf] = value
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], top: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``top`` over ``base``. A section given a value instead of keys (``optim:`` with its
+    keys commented out) is refused here: replacing the section, it dropped the preset's
+    settings of it without a word whenever a later layer set one key in it."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, f"{prefix}{key}.")
+        elif isinstance(out.get(key), dict) and not isinstance(value, dict):
+            raise ConfigError(f"config key '{quote(prefix + str(key))}' is a section; expected "
+                              f"keys under it, got {quote(repr(value))}")
         else:
             out[key] = value
     return out

@@ -155,6 +155,24 @@ def test_a_key_given_twice_is_refused_not_the_last_one_kept(tmp_path: Path, text
         config.resolve("denoise", [f])
 
 
+@pytest.mark.parametrize("text, later, got", [
+    ("optim:\n#  lr: 0.005\n", {"explicit": {"optim.iters": 5}}, "None"),
+    ("optim: 3\n", {"overrides": ["optim.restarts=1"]}, "3"),
+    ("stop: off\n", {"explicit": {"stop.rule": "fixed"}}, "False"),
+])
+def test_a_section_given_a_value_is_refused_whatever_sets_its_keys_later(
+        tmp_path: Path, text: str, later: dict, got: str) -> None:
+    """It replaced the preset's section, so a later key in it left every other setting of
+    the section at the code's default without a word (the fast preset's lr and restarts)."""
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    section = text.split(":")[0]
+    for extra in ({}, later):
+        with pytest.raises(ConfigError, match=rf"config key '{section}' is a section; expected "
+                                              rf"keys under it, got {got}"):
+            config.resolve("denoise", [f], **extra)
+
+
 def test_a_batch_files_second_jobs_list_is_refused(tmp_path: Path) -> None:
     from dip.batch import load_batch
 
