@@ -246,16 +246,20 @@ def _overrides(value: dict | list | None, where: str) -> list[str]:
 
 
 def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bool]:
-    """The files an ``input`` names, sorted; and whether it named several (folder, glob)."""
+    """The files an ``input`` names, sorted; and whether it named several (folder, glob). A
+    path that exists as written is that file or folder (``scan[1].png`` is not a pattern for
+    ``scan1.png``); a glob's pattern is its own part only, never the batch file's folder's
+    name (``Album [2020]/``)."""
     path = base / pattern
     suffixes = image.readable_suffixes()
     try:
-        if _GLOB_CHARS & set(pattern):
-            found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
-        elif path.is_dir():
+        if path.is_dir():
             found = sorted(path.iterdir())
         elif path.exists():
             return [path], False
+        elif _GLOB_CHARS & set(pattern):
+            escaped = os.path.join(glob.escape(str(base)), pattern)  # (pattern if absolute)
+            found = [Path(p) for p in sorted(glob.glob(escaped, recursive=True))]
         else:
             raise BatchError(f"{where}: input not found: {image.shown(path)}")
     except OSError as exc:

@@ -315,6 +315,43 @@ def test_results_in_the_input_folder_are_not_read_as_inputs(tmp_path: Path) -> N
     assert len(batch.load_batch(path)) == 3  # p*_denoise.png have records: not inputs
 
 
+def _inputs(path: Path) -> list[str]:
+    """The inputs of a batch file's jobs, relative to its folder."""
+    return [job.input.relative_to(path.parent).as_posix() for job in batch.load_batch(path)]
+
+
+def test_a_name_with_glob_characters_is_that_file_not_a_pattern(tmp_path: Path) -> None:
+    save(synthetic(32), tmp_path / "scan[1].png")
+    path = tmp_path / "batch.yaml"
+    path.write_text('jobs:\n  - {task: denoise, input: "scan[1].png", device: cpu}\n')
+    assert _inputs(path) == ["scan[1].png"]  # was "matches no image"
+    save(synthetic(32), tmp_path / "scan1.png")
+    assert _inputs(path) == ["scan[1].png"]  # was scan1.png: another photo
+    (job,) = batch.load_batch(path)
+    assert not job.expanded and job.output.name == "scan[1]_denoise.png"
+    # a folder named so
+    (tmp_path / "photos [2020]").mkdir()
+    save(synthetic(32), tmp_path / "photos [2020]" / "a.png")
+    path.write_text('jobs:\n  - {task: denoise, input: "photos [2020]/", device: cpu}\n')
+    assert _inputs(path) == ["photos [2020]/a.png"]
+    # a pattern still matches
+    path.write_text('jobs:\n  - {task: denoise, input: "scan[0-9].png", device: cpu}\n')
+    assert _inputs(path) == ["scan1.png"]
+
+
+def test_the_batch_files_folder_is_never_part_of_a_pattern(tmp_path: Path) -> None:
+    # "Album [2020]" as a pattern matches "Album 2": its photos were planned instead
+    for album, name in (("Album [2020]", "a.png"), ("Album 2", "other.png")):
+        (tmp_path / album / "photos").mkdir(parents=True)
+        save(synthetic(32), tmp_path / album / "photos" / name)
+    path = tmp_path / "Album [2020]" / "batch.yaml"
+    path.write_text('jobs:\n  - {task: denoise, input: "photos/*.png", device: cpu}\n')
+    assert _inputs(path) == ["photos/a.png"]
+    (tmp_path / "Album [2020]" / "photos" / "a.png").unlink()
+    with pytest.raises(batch.BatchError, match="matches no image"):
+        batch.load_batch(path)
+
+
 def _every_key(tmp_path: Path) -> tuple[dict, dict]:
     """A job holding every key a denoising job takes, each away from its default, and what
     the job's request should hold for each field."""
