@@ -446,27 +446,39 @@ def load(p: Plan) -> Loaded:
         image.check_side(p.output, out_size)
     ref = None
     if r.reference is not None:
-        ref = image.in_units_of(image.load_image(r.reference, what="reference",
-                                                 max_pixels=max(out_pixels, r.max_pixels)),
-                                picture)
-        if tuple(ref.shape[-2:]) != out_size:
-            raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
-                             f"the result will be {out_size[1]}x{out_size[0]}")
-        if rgb_of_grey:  # a grey reference, or one as RGB too; against a colour one, RGB
-            grey = ref if ref.shape[1] == 1 else _grey(ref)
-            rgb_of_grey = grey is not None
-            if grey is None:
-                rgb = as_rgb(inputs.picture)
-                if inputs.picture.coding_error is not None:  # the file's pixels, its error
-                    rgb = dataclasses.replace(rgb, coding_error=read.coding_error)
-                inputs = dataclasses.replace(inputs, picture=rgb)
-            else:
-                ref = grey
-        if ref.shape[1] != inputs.picture.pixels.shape[1]:
-            raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
-                             f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
-                             f"both colour")
+        ref, inputs, rgb_of_grey = _reference(r, picture, read, inputs, out_size, rgb_of_grey)
     return Loaded(inputs, ref, out_size, prints, rgb_of_grey)
+
+
+def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, inputs: Inputs,
+               out_size: tuple[int, int],
+               rgb_of_grey: bool) -> tuple[torch.Tensor, Inputs, bool]:
+    """The reference read in the input's units and checked against the result's size and
+    channels: a grey picture in RGB (three equal channels) as grey beside a grey input; an
+    input read as grey from RGB made RGB again beside a colour reference."""
+    ref = image.in_units_of(image.load_image(r.reference, what="reference",
+                                             max_pixels=max(out_size[0] * out_size[1],
+                                                            r.max_pixels)), picture)
+    if tuple(ref.shape[-2:]) != out_size:
+        raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
+                         f"the result will be {out_size[1]}x{out_size[0]}")
+    if rgb_of_grey:  # a grey reference, or one as RGB too; against a colour one, RGB
+        grey = ref if ref.shape[1] == 1 else _grey(ref)
+        rgb_of_grey = grey is not None
+        if grey is None:
+            rgb = as_rgb(inputs.picture)
+            if inputs.picture.coding_error is not None:  # the file's pixels, its error
+                rgb = dataclasses.replace(rgb, coding_error=read.coding_error)
+            inputs = dataclasses.replace(inputs, picture=rgb)
+        else:
+            ref = grey
+    elif inputs.picture.pixels.shape[1] == 1 and ref.shape[1] == 3:
+        ref = next((g for g in [_grey(ref)] if g is not None), ref)  # saved as RGB
+    if ref.shape[1] != inputs.picture.pixels.shape[1]:
+        raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
+                         f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
+                         f"both colour")
+    return ref, inputs, rgb_of_grey
 
 
 def _grey(pixels: torch.Tensor) -> torch.Tensor | None:

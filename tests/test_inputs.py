@@ -1042,6 +1042,23 @@ def test_a_grey_photo_as_rgb_beside_a_grey_reference_is_measured_as_grey(
     assert Image.open(tmp_path / "out.png").mode == "RGB"
 
 
+def test_a_grey_photo_beside_its_reference_saved_as_rgb_is_measured_as_grey(
+        tmp_path: Path) -> None:
+    grey = _rng().integers(0, 256, (H, W), np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "ref.png")  # three equal channels
+    result = invoke("denoise", tmp_path / "grey.png", "--reference", tmp_path / "ref.png",
+                    "-o", tmp_path / "out.png", *TINY)
+    assert result.exit_code == 0, result.output  # was: 'has 3 channel(s), the input 1'
+    assert Image.open(tmp_path / "out.png").mode == "L"
+    assert json.loads((tmp_path / "out.png.json").read_text())["metrics"]["psnr"] > 0
+    # a colour reference beside a grey photo is still a mistake
+    Image.fromarray(_rng(1).integers(0, 256, (H, W, 3), np.uint8)).save(tmp_path / "col.png")
+    result = invoke("denoise", tmp_path / "grey.png", "--reference", tmp_path / "col.png",
+                    "-o", tmp_path / "out2.png", *TINY)
+    assert result.exit_code == 2 and "has 3 channel(s), the input 1" in result.output
+
+
 def test_a_grey_photo_as_rgb_beside_a_colour_reference_stays_rgb(tmp_path: Path) -> None:
     grey = _rng().integers(0, 256, (H, W), np.uint8)
     Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "rgb.png")
