@@ -343,6 +343,7 @@ def _check_request(request: RunRequest, where: str) -> None:
     """An entry's settings, checked once (the same for each of its files but the seed)."""
     try:
         output_path(request.input, request.task, request.output, request.format)
+        image.output_format(request.output)  # (a planning that writes nothing does not ask)
         plan(request.replace(write=False))
         if request.device is not None:
             resolve_device(request.device)

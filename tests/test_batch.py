@@ -268,6 +268,12 @@ def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
      "unknown format 'xyz'; use one of png"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    set: {factor: 8}\n",
      "config key 'factor' applies to superres only, not denoise"),
+    # an output dip cannot write: the batch is refused, not that job after the others ran
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n  - task: denoise\n"
+     "    input: photos/p1.png\n    output: out/a.txt\n",
+     "jobs[1] (line 4): cannot write images with extension '.txt'"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    output: a.json\n",
+     "cannot write images with extension '.json'"),
     ("defaults:\n  seed: 0\n", "no jobs"),
     ("- just a list\n", "a batch file is a mapping"),
 ])
