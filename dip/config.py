@@ -479,6 +479,10 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     from dip.image import shown
 
     try:
+        if path.is_dir():
+            raise InputError(f"{what} {shown(path)} is a folder, not a YAML file")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{what} {shown(path)} is not a regular file (a pipe or device)")
         if not path.is_file():
             raise InputError(f"{what} not found: {shown(path)}")
     except OSError as exc:  # a name too long, a loop of links
@@ -730,8 +734,10 @@ def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
     asked = top.get("preset")
     for record in records:
         if record[RECORD_MARK] != task.name:
-            raise ConfigError(f"the record passed as {{arg:config}} is of a "
-                              f"{quote(record[RECORD_MARK])} run; it reruns that task only")
+            task_name = quote(record[RECORD_MARK])
+            raise ConfigError(f"the record passed as {{arg:config}} is of "
+                              f"{'an' if task_name[:1] in 'aeiou' else 'a'} {task_name} run; "
+                              f"it reruns that task only")
         if asked is not None and record.get("preset") not in (None, asked):
             raise ConfigError(f"the record passed as {{arg:config}} was made with preset "
                               f"{quote(str(record.get('preset')))} and fixes every setting; "

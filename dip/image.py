@@ -901,8 +901,11 @@ def output_format(path: str | os.PathLike) -> str:
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in WRITABLE or fmt not in Image.SAVE:
-        raise InputError(f"cannot write images with extension '{path.suffix[:20]}' ({path}); "
-                         f"use .png, .jpg, .tif, .bmp or .webp")
+        what = (f"with extension '{path.suffix[:20]}' ({path})" if path.suffix else
+                f"to {path}: it has no extension" + (
+                    " (a name's leading dot does not start one)" if path.name.startswith(".")
+                    else ""))
+        raise InputError(f"cannot write images {what}; use .png, .jpg, .tif, .bmp or .webp")
     return fmt
 
 

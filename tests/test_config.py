@@ -350,6 +350,8 @@ def test_a_record_reruns_its_own_task_only(tmp_path: Path) -> None:
     record = _record(tmp_path, "superres")
     with pytest.raises(ConfigError, match="config is of a superres run; it reruns that task only"):
         config.resolve("denoise", [record])
+    with pytest.raises(ConfigError, match="config is of an inpaint run; it reruns that task"):
+        config.resolve("denoise", [_record(tmp_path, "inpaint")])
 
 
 def test_a_list_keys_message_reads_as_english() -> None:

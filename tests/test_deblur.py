@@ -79,6 +79,21 @@ def test_kernel_files_npy_and_png(tmp_path: Path) -> None:
         load_kernel(tmp_path / "bad.npy")
 
 
+def test_a_kernel_file_that_is_not_an_array_of_numbers_says_so_without_numpys_advice(
+        tmp_path: Path) -> None:
+    """numpy's message for these advises allow_pickle=True, unsafe on a file from elsewhere
+    and not an option a user of dip has."""
+    Image.new("L", (5, 5), 9).save(tmp_path / "png.npy", format="PNG")  # an image named .npy
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "huge.npy", np.full((3, 3), 1e39))  # finite, past float32
+    for name, said in (("png.npy", r"not a \.npy file \(numpy's format\)"),
+                       ("objects.npy", "it holds Python objects, not numbers"),
+                       ("huge.npy", r"weights past float32's range")):
+        with pytest.raises(InputError, match=said) as caught:
+            load_kernel(tmp_path / name)
+        assert "pickle" not in str(caught.value)
+
+
 def sharp(size: int = 32) -> torch.Tensor:
     """The synthetic picture with 4-pixel bars over its lower half: detail a blur takes."""
     y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")

@@ -358,6 +358,9 @@ MISTAKES = [
     (["denoise", "{tmp}/bomb.png"], 2, ["100000x100000", "--max-pixels"]),
     (["denoise", "{good}", "--max-pixels", "100"], 2, ["32x32", "--max-pixels"]),
     (["denoise", "{good}", "-o", "{tmp}/out.xyz"], 2, ["extension '.xyz'"]),
+    (["denoise", "{good}", "-o", "{tmp}/.png"], 2, [".png: it has no extension (a name's "
+                                                     "leading dot does not start one)"]),
+    (["denoise", "{good}", "--config", "{tmp}"], 2, ["is a folder, not a YAML file"]),
     (["denoise", "{good}", "--no-such-option"], 2, ["No such option"]),
     # issue 17: inputs Pillow would take, silently, for what they are not
     (["denoise", "{tmp}/short.png"], 2, ["truncated", "5 of 24 rows"]),

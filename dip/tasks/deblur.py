@@ -57,18 +57,34 @@ def parse_spec(spec: str) -> torch.Tensor:
     return kernel
 
 
+def _npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file's array; anything else is an InputError that says what the file is not
+    (numpy's own message for a file that is not one advises loading it as a pickle)."""
+    try:
+        with path.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise InputError(f"cannot read kernel {path}: not a .npy file (numpy's "
+                                 f"format); give a 2-D array saved by numpy.save, or an image")
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        why = "it holds Python objects, not numbers" if "pickle" in str(exc) else str(exc)
+        raise InputError(f"cannot read kernel {path}: {why}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read kernel {path}: {exc.strerror or exc}") from None
+
+
 def read_kernel(path: Path) -> torch.Tensor:
     """A kernel file: ``.npy`` (a 2-D array) or an image (grey levels are the weights)."""
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise InputError(f"kernel not found: {path}")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read kernel {path}: {exc}") from None
+        array = _npy(path)
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
             raise InputError(f"kernel {path} must hold a 2-D array of numbers, got "
                              f"{array.dtype} of shape {array.shape}")
+        if np.isfinite(array).all() and np.abs(array).max() > np.finfo(np.float32).max:
+            raise InputError(f"kernel {path} has weights past float32's range (3.4e38); "
+                             f"scale it down (only the weights' proportions matter)")
         kernel = torch.from_numpy(array.astype(np.float32))
     else:
         try:
