@@ -163,11 +163,12 @@ def _display(pixels: torch.Tensor, side: int | None = None) -> Image.Image:
 
 def render_gif(frames: Sequence[str | Path], last: image.Picture,
                milliseconds: int = 80) -> bytes:
-    """An animated GIF of the fit: the snapshot files in order (at most ``GIF_FRAMES``), then
-    the returned image, held a second, unless it is the last snapshot. Returns its bytes."""
-    if len(frames) > GIF_FRAMES:
-        frames = [frames[round(i * (len(frames) - 1) / (GIF_FRAMES - 1))]
-                  for i in range(GIF_FRAMES)]
+    """An animated GIF of the fit: the snapshot files in order (spread over all of them), then
+    the returned image, held a second, unless it is the last snapshot; ``GIF_FRAMES`` frames
+    at most in all. Returns its bytes."""
+    shown = GIF_FRAMES - 1  # and the returned image
+    if len(frames) > shown:
+        frames = [frames[round(i * (len(frames) - 1) / (shown - 1))] for i in range(shown)]
     pictures = [_display(image.load_image(f, max_pixels=2**62, what="snapshot").pixels, GIF_SIDE)
                 for f in frames]
     final = _display(last.pixels, GIF_SIDE)

@@ -3,14 +3,17 @@ and the install hint when matplotlib is missing."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from dip import image
 from dip.cli.main import cli
 from dip.report import detail_box
 
@@ -64,6 +67,22 @@ def test_gif_has_one_frame_per_snapshot(tmp_path: Path, noisy_png: Path) -> None
                    "--overwrite", "--set", "noise.wiener=false", *TINY)
     assert plain.exit_code == 0, plain.output
     assert Image.open(tmp_path / "o.gif").n_frames == 3  # step 6 is the result
+
+
+def test_a_gif_of_many_snapshots_has_at_most_120_frames_first_and_result_included(
+        tmp_path: Path) -> None:
+    from dip import report
+
+    frames = []
+    for i in range(130):
+        frames.append(tmp_path / f"step_{i:06d}.png")
+        Image.new("L", (8, 8), i).save(frames[-1])
+    result = image.Picture(torch.full((1, 1, 8, 8), 250 / 255))
+    gif = Image.open(io.BytesIO(report.render_gif(frames, result)))
+    assert gif.n_frames == report.GIF_FRAMES == 120  # was 121: 120 snapshots and the result
+    assert gif.convert("L").getpixel((0, 0)) == 0
+    gif.seek(gif.n_frames - 1)
+    assert gif.convert("L").getpixel((0, 0)) == 250
 
 
 def test_gif_without_save_every_takes_50_frames_over_the_budget(tmp_path: Path,
