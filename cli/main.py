@@ -83,6 +83,9 @@ class DipGroup(click.Group):
             click.echo("dip: interrupted" + (f" after the finished result was written: "
                                              f"{written}" if written else ""), err=True)
             rv = signals.exit_code()
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare "dip": help, not an error
+            click.echo(exc.format_message())
+            rv = 0
         except click.ClickException as exc:
             click.echo(f"dip: error: {exc.format_message()}", err=True)
             rv = exc.exit_code

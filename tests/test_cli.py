@@ -92,6 +92,13 @@ def test_inpaint_fills_the_white_pixels_and_mask_keeps_flips_it(tmp_path: Path) 
     assert kept[hole].mean() < 50  # near black (0), far from the filled run's ~145
 
 
+def test_dip_alone_prints_its_help_not_an_error() -> None:
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 0 and "error" not in result.output
+    assert result.output.startswith("Usage: dip") and "denoise" in result.output
+    assert result.output == CliRunner().invoke(cli, ["--help"]).output
+
+
 def test_inpaint_help_states_the_mask_convention() -> None:
     text = " ".join(invoke("inpaint", "--help").output.split())
     assert "white (50 % grey or lighter) = pixels to fill" in text
