@@ -66,7 +66,7 @@ from dip.config import (
 )
 from dip.errors import ConfigError, DipError, InputError, python_spelling
 from dip.layout import STACK_MOST
-from dip.request import Option, RunRequest, request_options
+from dip.request import FORMATS, Option, RunRequest, request_options
 from dip.run import (
     Plan,
     Restoration,
@@ -292,6 +292,28 @@ def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool
     return path
 
 
+def _folder_for_many(value: Any, base: Path, pattern: str, where: str) -> None:
+    """With a folder or a glob as input, ``output`` is a folder; one named like an image file
+    (``best.jpg``) is refused, not made a folder of that name. A glob that matches one file
+    today is no different: the batch file means the same whatever the folder holds. A
+    trailing ``/``, or a folder of that name already there, says it is meant as a folder."""
+    if not isinstance(value, str) or value.endswith(("/", os.sep)) or (base / value).is_dir():
+        return
+    suffix = Path(value).suffix.lower()
+    if suffix not in image.readable_suffixes():
+        return
+    try:  # the format key that writes this kind of file
+        kind = image.output_format(Path("x" + suffix))
+        fmt = next(k for k, ext in FORMATS.items() if image.output_format("x" + ext) == kind)
+        hint = f", and 'format: {fmt}' for the results' format"
+    except DipError:  # (.gif, .heic: dip writes none)
+        hint = ""
+    kind = "a folder" if (base / pattern).is_dir() else "a glob"
+    raise BatchError(f"{where}: input '{image.shown(pattern)}' is {kind}, of several images, "
+                     f"so 'output' is a folder, not the file '{image.shown(value)}'; give a "
+                     f"folder (ending in /){hint}")
+
+
 def _output(value: str | None, base: Path, name: Path, many: bool) -> Path:
     """A job's result: ``output`` as a file, or ``name`` (the default name) in that folder
     or in ``results/`` beside the batch file."""
@@ -394,6 +416,8 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     if spec.get("max_pixels", 1) < 1:
         raise BatchError(f"{where}: 'max_pixels' must be >= 1, got {spec['max_pixels']}")
     files, many = _expand_inputs(spec["input"], base, where)
+    if many:
+        _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs = []
     for i, input_path in enumerate(files):
         try:

@@ -358,6 +358,30 @@ def test_the_batch_files_folder_is_never_part_of_a_pattern(tmp_path: Path) -> No
         batch.load_batch(path)
 
 
+@pytest.mark.parametrize("given", ["photos/*.png", "photos/", "photos/p0.*"])
+def test_several_inputs_into_a_file_named_output_are_refused(tmp_path: Path,
+                                                             given: str) -> None:
+    # it made a folder named best.jpg/ holding the results; a glob matching one photo today
+    # is refused too: what the batch file means does not depend on what the folder holds
+    path = make_batch(tmp_path, f"  - task: denoise\n    input: {given}\n"
+                                f"    output: best.jpg\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 2, result.output
+    line, = result.output.strip().splitlines()
+    assert "jobs[0] (line 7)" in line and "'output' is a folder, not the file 'best.jpg'" \
+        in line and "'format: jpg'" in line, line
+    assert not (tmp_path / "best.jpg").exists()
+    # a folder it is, said so by its slash (or there already)
+    path.write_text(path.read_text().replace("best.jpg", "best.jpg/"))
+    assert {job.output.parent.name for job in batch.load_batch(path)} == {"best.jpg"}
+    (tmp_path / "restored.tif").mkdir()
+    path.write_text(path.read_text().replace("best.jpg/", "restored.tif"))
+    assert {job.output.parent.name for job in batch.load_batch(path)} == {"restored.tif"}
+    # a folder named with another dot than an image's is still a folder
+    path.write_text(path.read_text().replace("restored.tif", "results.v2"))
+    assert {job.output.parent.name for job in batch.load_batch(path)} == {"results.v2"}
+
+
 def _every_key(tmp_path: Path) -> tuple[dict, dict]:
     """A job holding every key a denoising job takes, each away from its default, and what
     the job's request should hold for each field."""
