@@ -39,6 +39,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -265,14 +266,41 @@ def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bo
     except OSError as exc:
         raise BatchError(f"{where}: cannot list input {image.shown(path)}: "
                          f"{exc.strerror or exc}") from None
-    # Images only (not records, ...), and not dip's own files: results (their record names
-    # them), reports and contact sheets (marked when drawn): every run expands the same list.
+    # Images only (not records, ...), and not dip's own files: every run expands the same list.
     files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes
-             and not record.is_dip_output(p) and image.dip_marker(p) is None]
+             and not _dips_own(p)]
     if not files:
         raise BatchError(f"{where}: input '{image.shown(pattern)}' matches no image in "
                          f"{image.shown(base)}")
     return files, True
+
+
+def _dips_own(path: Path) -> bool:
+    """A file dip wrote, never a photo: a result (its record names it), a report, contact
+    sheet, uncertainty map, snapshot or GIF (marked when written), or a GIF or snapshot
+    from before they were marked (:func:`_beside_a_result`)."""
+    return (record.is_dip_output(path) or image.dip_marker(path) is not None
+            or _beside_a_result(path))
+
+
+_SNAPSHOT = re.compile(r"step_[0-9]+\.png")
+
+
+def _beside_a_result(path: Path) -> bool:
+    """An unmarked GIF or snapshot that a result of dip's has beside it: ``X.gif`` where the
+    record of ``X.png`` (any format) says it made a GIF; ``X_steps/step_N.png`` where
+    ``X.png`` and its record are."""
+    if path.suffix.lower() == ".gif":
+        folder, stem, kind = path.parent, path.stem, "gif"
+    elif _SNAPSHOT.fullmatch(path.name) and path.parent.name.endswith("_steps"):
+        folder, stem, kind = path.parent.parent, path.parent.name[:-len("_steps")], None
+    else:
+        return False
+    for found in folder.glob(f"{glob.escape(stem)}.*.json"):
+        rec = record.own_record(found.with_suffix(""))
+        if rec is not None and (kind is None or rec.get(kind)):
+            return True
+    return False
 
 
 def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool,

@@ -506,9 +506,13 @@ def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
                           (b"pHYs", physical),
                           (b"iTXt", xmp and _PNG_XMP + b"\0\0\0\0\0" + xmp)):
         if payload:
-            chunks += (struct.pack(">I", len(payload)) + kind + payload
-                       + struct.pack(">I", zlib.crc32(kind + payload)))
+            chunks += _png_chunk(kind, payload)
     return data[:33] + chunks + data[33:]  # 8 bytes of signature, 25 of IHDR
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
 
 
 def _is_tiff(path: Path, what: str) -> bool:
@@ -1080,25 +1084,54 @@ def marked_png(img: Image.Image, kind: str) -> Callable[[BinaryIO], None]:
     return lambda f: img.save(f, format="PNG", pnginfo=info)
 
 
+def marked(write: Callable[[BinaryIO], None], kind: str) -> Callable[[BinaryIO], None]:
+    """``write`` (a PNG's writer, :func:`image_writer`'s) with dip's mark (a ``dip`` text
+    chunk = ``kind``) after the PNG's header: a snapshot of a fit, at any depth."""
+    def write_marked(f: BinaryIO) -> None:
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getvalue()
+        f.write(data[:33] + _png_chunk(b"tEXt", f"{MARKER_KEY}\0{kind}".encode()) + data[33:])
+
+    return write_marked
+
+
+def gif_mark(kind: str) -> bytes:
+    """The comment that marks a GIF dip drew (the animation of a fit): ``dip=KIND``."""
+    return f"{MARKER_KEY}={kind}".encode()
+
+
+#: the first bytes of the files dip marks: PNG, GIF (87a and 89a)
+_SIGNATURES = {".png": (b"\x89PNG\r\n\x1a\n",), ".gif": (b"GIF87a", b"GIF89a")}
+
+
 def dip_marker(path: Path) -> str | None:
-    """The ``kind`` of a PNG dip drew (:func:`marked_png`), None for any other file."""
-    if path.suffix.lower() != ".png" or not path.is_file():
+    """The ``kind`` of a PNG or GIF dip drew (:func:`marked_png`, :func:`marked`,
+    :func:`gif_mark`), None for any other file."""
+    signatures = _SIGNATURES.get(path.suffix.lower())
+    if signatures is None or not path.is_file():
         return None
     try:
         with path.open("rb") as f:
-            if f.read(8) != b"\x89PNG\r\n\x1a\n":  # (not Image.open on any other kind of
-                return None  # file named .png: a damaged HEIF would crash the process)
+            if not f.read(8).startswith(signatures):  # (not Image.open on any other kind
+                return None  # of file so named: a damaged HEIF would crash the process)
         with own_pixel_limit(), Image.open(path) as img:
+            if img.format == "GIF":
+                comment, mark = img.info.get("comment"), gif_mark("")
+                return (comment[len(mark):].decode(errors="replace")
+                        if isinstance(comment, bytes) and comment.startswith(mark) else None)
             return img.text.get(MARKER_KEY) if hasattr(img, "text") else None
     except (OSError, ValueError, SyntaxError):
         return None
 
 
-def save_image(picture: Picture, path: str | os.PathLike) -> Path:
+def save_image(picture: Picture, path: str | os.PathLike, mark: str | None = None) -> Path:
     """Write ``picture`` to ``path`` atomically; the format follows the extension. Missing
-    parent folders are created."""
+    parent folders are created. With ``mark`` (a PNG), marked as dip's (:func:`marked`)."""
     path = Path(path)
     writer = image_writer(picture, path)
+    if mark is not None:
+        writer = marked(writer, mark)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, writer)
     return path

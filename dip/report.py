@@ -177,7 +177,7 @@ def render_gif(frames: Sequence[str | Path], last: image.Picture,
     durations = [milliseconds] * (len(pictures) - 1) + [max(1000, milliseconds)]
     buf = io.BytesIO()
     pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], loop=0,
-                     duration=durations, disposal=1)
+                     duration=durations, disposal=1, comment=image.gif_mark("gif"))
     return buf.getvalue()
 
 

@@ -845,7 +845,7 @@ class _Live:
                              source.bits, source.value_range)
         steps = self.p.files["steps"]
         try:
-            image.save_image(snap, steps / f"step_{step:06d}.png")
+            image.save_image(snap, steps / f"step_{step:06d}.png", mark="snapshot")
         except OSError as exc:
             raise RunError(f"cannot write a snapshot into {steps}: "
                            f"{exc.strerror or exc}") from None

@@ -358,6 +358,44 @@ def test_the_batch_files_folder_is_never_part_of_a_pattern(tmp_path: Path) -> No
         batch.load_batch(path)
 
 
+def test_gifs_and_snapshots_of_an_earlier_run_are_never_inputs(tmp_path: Path) -> None:
+    first = make_batch(tmp_path, "  - {task: denoise, input: photos/p0.png, output: photos/, "
+                                 "gif: true}\n")
+    assert invoke("run", first, "-q").exit_code == 0
+    gif, steps = tmp_path / "photos" / "p0_denoise.gif", tmp_path / "photos" / "p0_denoise_steps"
+    snapshots = sorted(steps.glob("step_*.png"))
+    assert gif.is_file() and snapshots
+    assert image.dip_marker(gif) == "gif"
+    assert {image.dip_marker(path) for path in snapshots} == {"snapshot"}
+    second = tmp_path / "second.yaml"
+    second.write_text("jobs:\n  - {task: denoise, input: 'photos/**', output: out/, "
+                      "device: cpu}\n")
+    photos = ["photos/p0.png", "photos/p1.png", "photos/p2.png"]
+    assert _inputs(second) == photos  # (the GIF and snapshots were jobs)
+    # written by a dip from before the marks: the record of the result beside names them
+    Image.new("RGB", (8, 8)).save(gif, save_all=True, append_images=[Image.new("RGB", (8, 8),
+                                                                               "red")])
+    for path in snapshots:
+        save(synthetic(32), path)
+    assert image.dip_marker(gif) is None and image.dip_marker(snapshots[0]) is None
+    assert _inputs(second) == photos
+    # without that result and its record they are a user's files
+    (tmp_path / "photos" / "p0_denoise.png.json").unlink()
+    (tmp_path / "photos" / "p0_denoise.png").unlink()
+    assert {"photos/p0_denoise.gif", "photos/p0_denoise_steps/step_000001.png"} \
+        <= set(_inputs(second))
+
+
+def test_a_snapshot_restored_on_its_own_gives_an_unmarked_result(tmp_path: Path) -> None:
+    # the mark says "a snapshot"; a result made from one is not one
+    snap = tmp_path / "step_000001.png"
+    image.save_image(image.load_image(save(synthetic(32), tmp_path / "p.png")), snap,
+                     mark="snapshot")
+    assert image.dip_marker(snap) == "snapshot"
+    out = image.save_image(image.load_image(snap), tmp_path / "out.png")
+    assert image.dip_marker(out) is None
+
+
 @pytest.mark.parametrize("given", ["photos/*.png", "photos/", "photos/p0.*"])
 def test_several_inputs_into_a_file_named_output_are_refused(tmp_path: Path,
                                                              given: str) -> None:
