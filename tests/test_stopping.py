@@ -128,8 +128,20 @@ def test_fine_texture_is_not_read_as_noise() -> None:
     assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
 
 
-def test_a_picture_smaller_than_a_patch_has_no_measurable_noise() -> None:
-    assert estimate_sigma(torch.rand(1, 3, 5, 40)) == 0.0
+@pytest.mark.parametrize("channels, side", [(3, 32), (3, 48), (1, 32)])
+def test_the_noise_level_of_a_small_picture_is_not_read_low(channels: int, side: int) -> None:
+    """8x8 patches of a 32 px colour picture are 625 samples of 192 dimensions: their noise
+    eigenvalues spread, and the tail's mean read 0.6-0.7 sigma. Smaller patches keep it (a
+    grey picture's 64 dimensions need not shrink)."""
+    clean = synthetic(side, channels)
+    for seed in range(3):
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+        assert estimate_sigma(clean + noise * 25 / 255) * 255 == pytest.approx(25, rel=0.1)
+
+
+def test_a_picture_smaller_than_the_smallest_patch_has_no_measurable_noise() -> None:
+    assert estimate_sigma(torch.rand(1, 3, 2, 40)) == 0.0
+    assert estimate_sigma(torch.rand(1, 1, 40, 2)) == 0.0
 
 
 def _slow_start_then_fit(rule: VarianceStop, steps: int = 300) -> int | None:
