@@ -882,7 +882,10 @@ def assign_device(jobs: list[Job], devices: list[str] | None, workers: int) -> l
     if not devices:
         return jobs
     for name in devices:
-        resolve_device(name)
+        try:
+            resolve_device(name)
+        except InputError as exc:  # its advice names the option given: --devices, not --device
+            raise BatchError(exc.template.replace("{arg:device=", "{arg:devices=")) from None
     if "cpu" in devices and len(set(devices)) > 1:
         # A job's preset (and so its result) would depend on which worker took it.
         raise BatchError("{arg:devices} mixes the CPU and GPUs; give one kind")

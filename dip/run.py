@@ -377,13 +377,7 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
     Raises:
         InputError: naming ``what`` the folder is for.
     """
-    if create:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the folder for {what}: "
-                             f"{exc.strerror or exc}") from None
-    try:
+    try:  # before mkdir, whose "File exists" would not say which
         missing = _missing_folders(folder)
         existing = missing[-1].parent if missing else folder
         if existing.is_symlink() and not existing.exists():  # mkdir would meet it: "File
@@ -394,6 +388,13 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
         raise InputError(f"cannot use the folder for {what}: {exc.strerror or exc}") from None
     if not is_folder:
         raise InputError(f"cannot create the folder for {what}: {shown(existing)} is a file")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the folder for {what}: "
+                             f"{exc.strerror or exc}") from None
+        existing = folder
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"cannot write to the folder {shown(existing)} ({what})")
 

@@ -494,6 +494,29 @@ def test_devices_that_mix_the_cpu_and_gpus_are_refused(monkeypatch) -> None:
     assert caught.value.render(flag_spelling).startswith("--devices mixes")
 
 
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_device_not_here_is_advised_with_dip_runs_own_option(tmp_path: Path, monkeypatch,
+                                                               dry: list[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = make_batch(tmp_path, GLOB_JOB)
+    result = invoke("run", path, "--devices", "cuda", *dry)
+    assert result.exit_code == 2, result.output
+    line, = result.output.strip().splitlines()
+    assert line.endswith("CUDA is not available here; use --devices cpu"), line  # not --device
+
+
+def test_a_file_where_the_results_folder_goes_is_named(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n")
+    (tmp_path / "results").write_text("a file of the user's")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 2, result.output
+    line, = result.output.strip().splitlines()
+    assert line.endswith(f"{tmp_path / 'results'} is a file"), line  # was "File exists"
+    assert (tmp_path / "results").read_text() == "a file of the user's"
+
+
 def test_slurm_environment_gives_the_shard() -> None:
     assert batch.shard_from_env({}) is None
     env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4",
