@@ -633,10 +633,23 @@ def is_done(job: Job) -> bool:
     asked = task.record_args(job.request.task_args)
     defaults = {o.name: o.default for o in task.options}
     return (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
-            and all(rec.get(key) and Path(rec[key]).exists() for key in pictures)
-            and rec.get("input") == str(job.input.resolve())
-            and all(rec.get(k, defaults.get(k)) == v for k, v in asked.items())
-            and rec.get("reference") == reference)
+            and all(rec.get(key) and record.located(rec, key, job.output).exists()
+                    for key in pictures)
+            and _same_file(rec, "input", str(job.input.resolve()))
+            and all(rec.get(k, defaults.get(k)) == v or _same_file(rec, k, v)
+                    for k, v in asked.items())
+            and _same_file(rec, "reference", reference))
+
+
+def _same_file(rec: dict, key: str, path: Any) -> bool:
+    """The record names ``path`` under ``key``; or another path (the batch's folder was moved,
+    renamed or mounted elsewhere) where it keeps that file's fingerprint, which
+    :func:`_same_contents` compares with the file's (a path, not a word such as ``alpha``)."""
+    if rec.get(key) == path:
+        return True
+    recorded, value = rec.get("fingerprints"), rec.get(key)
+    return (isinstance(path, str) and isinstance(value, str) and os.path.isabs(path)
+            and os.path.isabs(value) and isinstance(recorded, dict) and key in recorded)
 
 
 def _what_was_asked(config: dict[str, Any]) -> dict[str, Any]:
@@ -716,7 +729,7 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
     for kind in ("report", "gif", "uncertainty"):
         path = beside[kind]
         if getattr(job.request, kind) and (path.exists() or path.is_symlink()) \
-                and old.get(kind) != str(path.resolve()):
+                and str(record.located(old, kind, job.output)) != str(path.resolve()):
             raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
                              f"result's; move it, or use {{arg:overwrite}} to replace it")
     return job.request.replace(overwrite=True)

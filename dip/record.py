@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,52 @@ def is_dip_output(path: Path) -> bool:
 
 def own_record(path: Path) -> dict[str, Any] | None:
     """The record beside ``path`` if it is the record of ``path`` (it names it as its
-    output), else None."""
+    output), else None. A record that names a file of this name in another folder is its
+    record too where its folder was moved (renamed, or mounted at another path): the input it
+    names is where it was, relative to the result or as written, holding what it held
+    (:func:`located`)."""
     data = read(path)
-    return data if data is not None and data.get("output") in (str(path.resolve()), None) \
-        else None
+    if data is None:
+        return None
+    written = data.get("output")
+    if written in (str(path.resolve()), None):
+        return data
+    moved = isinstance(written, str) and Path(written).name == path.name
+    return data if moved and _input_unchanged(data, path) else None
+
+
+def _input_unchanged(data: dict[str, Any], output: Path) -> bool:
+    """The record's input, where it lies relative to ``output`` as it did to the output the
+    record names, or at its path as written, holds what the run read (its fingerprint)."""
+    recorded = data.get("fingerprints")
+    value = recorded.get("input") if isinstance(recorded, dict) else None
+    if not isinstance(value, str) or not isinstance(data.get("input"), str):
+        return False  # (a record from before fingerprints: not known once moved)
+    for path in {located(data, "input", output), Path(data["input"])}:
+        try:
+            if path is not None and path.is_file() and fingerprint(path) == value:
+                return True
+        except OSError:  # (a file that cannot be read: not this one)
+            continue
+    return False
+
+
+def located(data: dict[str, Any], key: str, output: Path) -> Path | None:
+    """Where the file the record names under ``key`` (its input, reference, GIF, ...) is for
+    the result at ``output``: as written where the record names that result; else where it
+    lay relative to the result the record names (the folder was moved, renamed or mounted
+    elsewhere, the files with it). None where the record names none."""
+    value, written = data.get(key), data.get("output")
+    if not isinstance(value, str):
+        return None
+    here = Path(os.path.abspath(output)).resolve()
+    if not isinstance(written, str) or written == str(here):
+        return Path(value)
+    try:
+        return Path(os.path.normpath(here.parent / os.path.relpath(value,
+                                                                   os.path.dirname(written))))
+    except ValueError:  # on another drive (Windows)
+        return Path(value)
 
 
 def record_path(output: Path) -> Path:

@@ -61,7 +61,7 @@ from dip.layout import (
     seconds,
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
-from dip.record import Record, fingerprint, own_record, record_path
+from dip.record import Record, fingerprint, located, own_record, record_path
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -1049,7 +1049,8 @@ def _stale_pictures(p: Plan) -> list[Path]:
     snapshots = [path for path in sorted(steps.glob("step_*.png")) if path.resolve() not in read
                  ] if not p.snapshot_every and steps.is_dir() else []
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
-            if not getattr(p.request, kind) and old.get(kind) == str(p.files[kind].resolve())
+            if not getattr(p.request, kind)
+            and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
             ] + snapshots
 
 

@@ -77,6 +77,62 @@ def test_a_rerun_skips_finished_jobs_and_redoes_changed_ones(tmp_path: Path) -> 
     assert json.loads(Path(str(out) + ".json").read_text())["iterations"] == 5
 
 
+def test_a_moved_batch_folder_skips_its_finished_jobs_and_replaces_its_own_results(
+        tmp_path: Path) -> None:
+    # records name absolute paths: after mv proj proj2 (or another mount of the same data)
+    # every finished job failed: "a_denoise.png already exists; use --overwrite"
+    (tmp_path / "proj").mkdir()
+    make_batch(tmp_path / "proj", "  - {task: denoise, input: photos/, output: photos/, "
+                                  "gif: true}\n")
+    assert invoke("run", tmp_path / "proj" / "batch.yaml", "-q").exit_code == 0
+    (tmp_path / "proj").rename(tmp_path / "proj2")
+    path, photos = tmp_path / "proj2" / "batch.yaml", tmp_path / "proj2" / "photos"
+    assert len(batch.load_batch(path)) == 3  # its results are still not inputs
+    again = invoke("run", path, "-q")
+    assert again.exit_code == 0 and "0 done, 3 already done" in again.output, again.output
+    # other settings: dip's own result, and the GIF its record names, are replaced
+    path.write_text(path.read_text().replace("iters: 4", "iters: 5"))
+    changed = invoke("run", path, "-q")
+    assert changed.exit_code == 0 and "3 done, 0 already done" in changed.output, changed.output
+    rec = json.loads((photos / "p0_denoise.png.json").read_text())
+    assert rec["iterations"] == 5 and rec["gif"] == str((photos / "p0_denoise.gif").resolve())
+    (tmp_path / "proj2").rename(tmp_path / "proj3")
+    path, photos = tmp_path / "proj3" / "batch.yaml", tmp_path / "proj3" / "photos"
+    # no GIF asked for now: the replaced result's, which its record names, goes with it
+    path.write_text(path.read_text().replace(", gif: true", "").replace("iters: 5", "iters: 4"))
+    assert "3 done" in invoke("run", path, "-q").output
+    assert not list(photos.glob("*.gif")) and len(batch.load_batch(path)) == 3
+
+
+def test_a_moved_record_does_not_make_a_users_file_dips(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    make_batch(tmp_path / "proj", "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    assert invoke("run", tmp_path / "proj" / "batch.yaml", "-q").exit_code == 0
+    (tmp_path / "proj").rename(tmp_path / "proj2")
+    path, out = tmp_path / "proj2" / "batch.yaml", tmp_path / "proj2" / "out" / "p0_denoise.png"
+    record_file = Path(str(out) + ".json")
+    old = record_file.read_text()
+    # the photo the record was made from is not there any more (another one under its name):
+    # the record may have come from anywhere, and the file beside it is kept
+    save(synthetic(32).flip(-1), tmp_path / "proj2" / "photos" / "p0.png")
+    before = out.read_bytes()
+    refused = invoke("run", path, "-q")
+    assert refused.exit_code == 1 and "already exists; use --overwrite" in refused.output
+    assert out.read_bytes() == before
+    # a record from before fingerprints is read as before: done where it was written, and not
+    # known once moved
+    save(synthetic(32), tmp_path / "proj2" / "photos" / "p0.png")
+    rec = json.loads(old)
+    del rec["fingerprints"]
+    record_file.write_text(json.dumps(rec))
+    refused = invoke("run", path, "-q")
+    assert refused.exit_code == 1 and "already exists; use --overwrite" in refused.output
+    assert out.read_bytes() == before
+    (tmp_path / "proj2").rename(tmp_path / "proj")
+    assert "0 done, 1 already done" in invoke("run", tmp_path / "proj" / "batch.yaml",
+                                              "-q").output
+
+
 def test_records_from_before_a_config_key_existed_still_count_as_done(tmp_path: Path) -> None:
     # Upgrading dip adds config keys (stop.noise_floor, stop.sigma) and task options (superres'
     # kernel); a finished job whose record lacks them ran with what they now default to, and
