@@ -805,8 +805,9 @@ def pack_size(pack: int | str, devices: list[str]) -> int:
 
 
 _worker: dict[str, Any] = {}
-#: the signals that stop a job (Ctrl-C; SIGTERM from kill, timeout or a SLURM time limit)
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
+#: the signals that stop a job (Ctrl-C; SIGTERM from kill, timeout or a SLURM time limit;
+#: SIGHUP, which a closed terminal sends its whole foreground group, workers included)
+_STOPPING = interrupts.STOPPING
 
 
 def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
@@ -850,8 +851,14 @@ def _stop_job(signum: int, frame: Any) -> None:
     """The first stopping signal of a job interrupts it; later ones (Ctrl-C reaches the worker
     and the parent passes it on) must not cut the writing of its estimate short."""
     for s in _STOPPING:
-        signal.signal(s, signal.SIG_IGN)
+        signal.signal(s, _no_stop)
     raise KeyboardInterrupt
+
+
+def _no_stop(signum: int, frame: Any) -> None:
+    """A stopping signal once the job is stopping or done: nothing. (Not SIG_IGN: a signal
+    caught by a Python handler just before the switch to SIG_IGN raises "ignored due to race
+    condition", a traceback, as the parent's SIGINT after a hangup's SIGHUP did.)"""
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
@@ -867,7 +874,7 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
     finally:
         _worker["busy"] = False
         for signum in _STOPPING:
-            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signum, _no_stop)
     if row.device in (None, "cuda"):
         row.device = _worker.get("device")
     return row
@@ -982,7 +989,8 @@ def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int
               spell: Callable) -> list[Job]:
     """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
     ctx = multiprocessing.get_context("spawn")
-    queue, stop = ctx.Queue(), ctx.Event()
+    with _spawning():  # the first semaphore starts multiprocessing's resource tracker: with
+        queue, stop = ctx.Queue(), ctx.Event()  # SIGHUP blocked, which it never unblocks
     for i in range(workers):
         queue.put(devices[i % len(devices)])
     broken: list[Job] = []

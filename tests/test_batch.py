@@ -726,6 +726,20 @@ def test_sigterm_to_the_batch_stops_its_workers_like_ctrl_c(tmp_path: Path, spaw
     assert wait_until(lambda: not _group_members(proc.pid), 30 * slowness)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP")
+def test_a_closed_terminal_stops_the_batch_and_its_workers_like_ctrl_c(
+        tmp_path: Path, spawn_dip, slowness: float) -> None:
+    """A terminal that closes sends SIGHUP to its whole foreground group: the workers died of
+    it at once, their estimates lost and their claims left behind."""
+    proc = _two_workers_running(tmp_path, spawn_dip, slowness)
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=60 * slowness)
+    assert proc.returncode == 129, err
+    assert "Traceback" not in err  # the resource tracker died of it, relaunched, and failed
+    _interrupted_batch_state(tmp_path)
+    assert wait_until(lambda: not _group_members(proc.pid), 30 * slowness)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups")
 def test_workers_of_a_killed_batch_stop_instead_of_running_on(tmp_path: Path, spawn_dip,
                                                              slowness: float) -> None:
