@@ -22,6 +22,8 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143,
               **({signal.SIGHUP: 129} if hasattr(signal, "SIGHUP") else {})}
 
 _received: list[int] = []
+#: the standard outputs that were a terminal when the handlers were installed
+_terminal: list[int] = []
 
 
 class Interrupted(KeyboardInterrupt):
@@ -48,19 +50,27 @@ def _away_from_the_terminal() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
     except OSError:
         return
-    for fd in (1, 2):
+    for fd in _terminal:
         try:
-            if os.isatty(fd):
-                os.dup2(devnull, fd)
+            os.dup2(devnull, fd)
         except OSError:
             pass
     os.close(devnull)
 
 
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def install() -> None:
-    """SIGINT and SIGTERM raise :class:`Interrupted` from now on (main thread only). A signal
-    the process was started with ignored (``nohup``, a background job of a script) stays
-    ignored, as Python itself leaves it."""
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` from now on (main thread only). A
+    signal the process was started with ignored (``nohup``, a background job of a script)
+    stays ignored, as Python itself leaves it."""
+    # which outputs are the terminal, asked now: once it has hung up, isatty says no
+    _terminal[:] = [fd for fd in (1, 2) if _isatty(fd)]
     for signum in EXIT_CODES:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise)

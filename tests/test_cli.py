@@ -3,7 +3,9 @@ with one line and a non-zero exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -330,6 +332,53 @@ def test_ctrl_c_or_sigterm_writes_the_estimate_so_far(tmp_path: Path, noisy_png:
     record = json.loads((tmp_path / "i.png.json").read_text())
     assert record["stop_reason"] == "interrupted" and 5 <= record["iterations"] < 100000
     assert Image.open(out).size == (32, 32)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="a terminal's hangup")
+def test_a_terminal_that_closes_mid_run_gets_the_estimate_written_and_exit_129(
+        tmp_path: Path, noisy_png: Path, slowness: float) -> None:
+    """A real terminal, not a pipe: once it has hung up, isatty() says no and every write to
+    it fails (EIO), so the run's last message raised, exit 1 with a traceback."""
+    import pty
+
+    from conftest import dip_command
+
+    out = tmp_path / "i.png"
+    command = dip_command() + [str(a) for a in (
+        "denoise", noisy_png, "-o", out, "--iters", 100000, "--stop", "fixed",
+        "--save-every", 5, "--device", "cpu", "-q")]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: dip on the terminal, its session's leader
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            os.execv(command[0], command)
+        finally:
+            os._exit(127)  # never a second pytest
+    try:
+        first = tmp_path / "i_steps" / "step_000005.png"
+        assert wait_until(first.exists, 120 * slowness)
+        os.close(terminal)  # the window closed: the kernel hangs the terminal up
+        terminal = None
+        ended: list[int] = []
+
+        def exited() -> bool:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                ended.append(os.waitstatus_to_exitcode(status))
+            return bool(ended)
+
+        assert wait_until(exited, 60 * slowness)
+        assert ended == [129]
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    record = json.loads((tmp_path / "i.png.json").read_text())
+    assert record["stop_reason"] == "interrupted"
+    assert not list(tmp_path.glob(".*claim")) and not list(tmp_path.glob(".*.part"))
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
