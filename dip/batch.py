@@ -297,7 +297,10 @@ def _beside_a_result(path: Path) -> bool:
     else:
         return False
     for found in folder.glob(f"{glob.escape(stem)}.*.json"):
-        rec = record.own_record(found.with_suffix(""))
+        result = found.with_suffix("")
+        if result.stem != stem:  # X.v2.png's record, beside a user's X.gif
+            continue
+        rec = record.own_record(result)
         if rec is not None and (kind is None or rec.get(kind)):
             return True
     return False
@@ -320,6 +323,12 @@ def _companion(value: str, opt: Option, base: Path, input_path: Path, many: bool
     return path
 
 
+#: extensions that name a photo file, not a folder, in an output (the ones dip writes, and
+#: other photo formats); not every extension Pillow reads (.bw, .im, .ps)
+_PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".heic",
+                   ".heif", ".avif"}
+
+
 def _folder_for_many(value: Any, base: Path, pattern: str, where: str) -> None:
     """With a folder or a glob as input, ``output`` is a folder; one named like an image file
     (``best.jpg``) is refused, not made a folder of that name. A glob that matches one file
@@ -328,7 +337,7 @@ def _folder_for_many(value: Any, base: Path, pattern: str, where: str) -> None:
     if not isinstance(value, str) or value.endswith(("/", os.sep)) or (base / value).is_dir():
         return
     suffix = Path(value).suffix.lower()
-    if suffix not in image.readable_suffixes():
+    if suffix not in _PHOTO_SUFFIXES:  # (results.v2, scans.bw: folders, as they were)
         return
     try:  # the format key that writes this kind of file
         kind = image.output_format(Path("x" + suffix))
@@ -827,6 +836,11 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     # between jobs a worker ignores both (no traceback from its idle loop); during a job the
     # first one stops the fit (see _run_in_worker). The parent started this process with both
     # blocked (_spawning), so none was lost or turned into a traceback while it imported torch.
+    # a hangup the batch was started to outlive (nohup: SIGHUP ignored, as the worker
+    # inherits it) stays ignored; SIGINT and SIGTERM are how the parent stops a job
+    hangup = getattr(signal, "SIGHUP", None)
+    _worker["stopping"] = tuple(s for s in _STOPPING if s != hangup
+                                or signal.getsignal(s) is not signal.SIG_IGN)
     for signum in _STOPPING:
         signal.signal(signum, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
@@ -850,7 +864,7 @@ def _watch_parent() -> None:
 def _stop_job(signum: int, frame: Any) -> None:
     """The first stopping signal of a job interrupts it; later ones (Ctrl-C reaches the worker
     and the parent passes it on) must not cut the writing of its estimate short."""
-    for s in _STOPPING:
+    for s in _worker.get("stopping", _STOPPING):
         signal.signal(s, _no_stop)
     raise KeyboardInterrupt
 
@@ -862,7 +876,7 @@ def _no_stop(signum: int, frame: Any) -> None:
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
-    for signum in _STOPPING:
+    for signum in _worker.get("stopping", _STOPPING):
         signal.signal(signum, _stop_job)
     _worker["busy"] = True  # before the check: _watch_parent reads them in the other order
     try:
@@ -873,7 +887,7 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
         row = Row.of(job, "interrupted")
     finally:
         _worker["busy"] = False
-        for signum in _STOPPING:
+        for signum in _worker.get("stopping", _STOPPING):
             signal.signal(signum, _no_stop)
     if row.device in (None, "cuda"):
         row.device = _worker.get("device")
@@ -882,9 +896,10 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
 
 @contextmanager
 def _spawning() -> Iterator[None]:
-    """Block SIGINT and SIGTERM while worker processes are started: a new process inherits the
-    blocked mask through exec, so a signal during its start-up (seconds of importing torch)
-    waits until :func:`_init_worker` ignores it, and the parent's own is delivered on leaving."""
+    """Block SIGINT, SIGTERM and SIGHUP while worker processes are started: a new process
+    inherits the blocked mask through exec, so a signal during its start-up (seconds of
+    importing torch) waits until :func:`_init_worker` ignores it, and the parent's own is
+    delivered on leaving."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return

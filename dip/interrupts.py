@@ -15,12 +15,12 @@ STOPPING = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, 
 
 @contextmanager
 def deferred() -> Iterator[list[int]]:
-    """While inside, SIGINT and SIGTERM are only noted; on leaving, the first one noted is
-    passed to the handler it would have reached (which raises KeyboardInterrupt, or whatever
-    the program installed). Yields the list of signals noted so far: a caller that is already
-    stopping clears it to drop them. Signals whose disposition is not a Python function (the
-    default action, ignored) are left alone, and outside the main thread this does nothing:
-    Python runs signal handlers there only."""
+    """While inside, SIGINT, SIGTERM and SIGHUP are only noted; on leaving, the first one
+    noted is passed to the handler it would have reached (which raises KeyboardInterrupt, or
+    whatever the program installed). Yields the list of signals noted so far: a caller that
+    is already stopping clears it to drop them. Signals whose disposition is not a Python
+    function (the default action, ignored) are left alone, and outside the main thread this
+    does nothing: Python runs signal handlers there only."""
     pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield pending

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -435,6 +437,15 @@ def test_gifs_and_snapshots_of_an_earlier_run_are_never_inputs(tmp_path: Path) -
         save(synthetic(32), path)
     assert image.dip_marker(gif) is None and image.dip_marker(snapshots[0]) is None
     assert _inputs(second) == photos
+    # a user's GIF named like another result's stem is the user's: X.gif beside X.v2.png
+    folder = tmp_path / "photos"
+    (folder / "holiday.gif").write_bytes(gif.read_bytes())
+    (folder / "p0_denoise.png").rename(folder / "holiday.v2.png")
+    (folder / "p0_denoise.png.json").rename(folder / "holiday.v2.png.json")
+    assert "photos/holiday.gif" in _inputs(second)
+    (folder / "holiday.gif").unlink()
+    (folder / "holiday.v2.png").rename(folder / "p0_denoise.png")
+    (folder / "holiday.v2.png.json").rename(folder / "p0_denoise.png.json")
     # without that result and its record they are a user's files
     (tmp_path / "photos" / "p0_denoise.png.json").unlink()
     (tmp_path / "photos" / "p0_denoise.png").unlink()
@@ -471,9 +482,11 @@ def test_several_inputs_into_a_file_named_output_are_refused(tmp_path: Path,
     (tmp_path / "restored.tif").mkdir()
     path.write_text(path.read_text().replace("best.jpg/", "restored.tif"))
     assert {job.output.parent.name for job in batch.load_batch(path)} == {"restored.tif"}
-    # a folder named with another dot than an image's is still a folder
-    path.write_text(path.read_text().replace("restored.tif", "results.v2"))
-    assert {job.output.parent.name for job in batch.load_batch(path)} == {"results.v2"}
+    # a folder named with another dot than a photo's is still a folder (.bw: Pillow reads
+    # SGI images so named, but nobody names a photo that)
+    for name in ("results.v2", "scans.bw"):
+        path.write_text(re.sub(r"output: .*", f"output: {name}", path.read_text()))
+        assert {job.output.parent.name for job in batch.load_batch(path)} == {name}
 
 
 def _every_key(tmp_path: Path) -> tuple[dict, dict]:
@@ -738,6 +751,37 @@ def test_a_closed_terminal_stops_the_batch_and_its_workers_like_ctrl_c(
     assert "Traceback" not in err  # the resource tracker died of it, relaunched, and failed
     _interrupted_batch_state(tmp_path)
     assert wait_until(lambda: not _group_members(proc.pid), 30 * slowness)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP")
+def test_a_batch_started_with_nohup_runs_on_when_the_terminal_closes(tmp_path: Path,
+                                                                     slowness: float) -> None:
+    """nohup ignores SIGHUP for the batch, and its workers inherit that: they must not turn
+    it into a stop of their job as they turn Ctrl-C."""
+    import subprocess
+
+    from conftest import _kill_group, dip_command
+
+    def nohup() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    path = make_batch(tmp_path, GLOB_JOB, defaults=LONG)
+    proc = subprocess.Popen(dip_command() + ["run", str(path), "-q", "--workers", "2"],
+                            start_new_session=True, preexec_fn=nohup, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        steps = [tmp_path / "out" / f"p{i}_denoise_steps" for i in (0, 1)]
+        assert wait_until(lambda: all(s.exists() and any(s.iterdir()) for s in steps),
+                          120 * slowness, proc)
+        os.killpg(proc.pid, signal.SIGHUP)
+        time.sleep(3 * slowness)
+        assert proc.poll() is None  # the batch runs on
+        assert not list((tmp_path / "out").glob("*.json"))  # and no job stopped
+    finally:
+        _kill_group(proc.pid)
+        proc.communicate(timeout=60 * slowness)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups")
