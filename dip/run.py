@@ -721,7 +721,7 @@ def _clear_old_snapshots(p: Plan) -> None:
                                  f"{exc.strerror or exc}") from None
 
 
-def _combined(live: _Live, results: dict) -> Fitted:
+def _combined(live: _Live, results: dict, stopped: bool = False) -> Fitted:
     """The members' outcomes (fitted part -> outcome) combined into the run's result.
 
     Raises:
@@ -731,8 +731,8 @@ def _combined(live: _Live, results: dict) -> Fitted:
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
         raise next(o for o in results.values() if isinstance(o, RunError))
-    stopped = any(isinstance(o, FitResult) and o.stop_reason == "interrupted"
-                  for o in results.values())
+    stopped = stopped or any(isinstance(o, FitResult) and o.stop_reason == "interrupted"
+                             for o in results.values())
     try:  # after Ctrl-C, the estimate so far without the last step (minutes on a large photo)
         combined = live.combined(every, final=not stopped)
     except KeyboardInterrupt:  # Ctrl-C in the last step: the fits' result is kept, not lost
@@ -1330,13 +1330,17 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
                                                     1 if perf.stack else len(members)),
                             callback=on_step, keep_on_interrupt=keep_on_interrupt,
                             at_once=min(at_once, STACK_MOST) if perf.stack else at_once)
+    cut = False  # Ctrl-C in one job's last step: the others skip theirs too
     for j, (i, p, loaded, setup) in enumerate(jobs):
         mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
         _ran_on_one_thread(p, setup, mine.values())
         try:
-            yield i, _finish(p, loaded, setup, lives[j], mine, started)
+            done = _finish(p, loaded, setup, lives[j], mine, started, cut)
         except DipError as exc:
             yield i, exc
+            continue
+        cut = cut or done.record["stop_reason"] == "interrupted"
+        yield i, done
 
 
 def _ran_on_one_thread(p: Plan, setup: Setup, results: Iterable[Any]) -> None:
@@ -1351,9 +1355,10 @@ def _ran_on_one_thread(p: Plan, setup: Setup, results: Iterable[Any]) -> None:
 
 
 def _finish(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict,
-            started: float) -> Restoration:
-    """One packed job's members combined, recorded and written (as :func:`_run` does)."""
-    fitted = _combined(live, results)
+            started: float, stopped: bool = False) -> Restoration:
+    """One packed job's members combined, recorded and written (as :func:`_run` does);
+    ``stopped``: an earlier job of the pack was interrupted."""
+    fitted = _combined(live, results, stopped)
     with interrupts.deferred():
         return _written(p, loaded, setup, fitted, started)
 

@@ -145,6 +145,30 @@ def test_ctrl_c_in_the_filter_writes_the_fits_result_instead_of_losing_it(
     assert not (tmp_path / "p.png").exists()
 
 
+def test_ctrl_c_in_one_packed_jobs_filter_skips_the_others_filters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pack's jobs are filtered one after another: after a Ctrl-C in the first, the others
+    sat through theirs, however long, before the run stopped."""
+    from dip.tasks import get_task
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(get_task("denoise")), "finish", interrupted)
+    requests = []
+    for n in range(3):
+        picture = save(_noisy(synthetic(32), seed=n).clamp(0, 1), tmp_path / f"p{n}.png")
+        requests.append(RunRequest(task="denoise", device="cpu", input=picture, iters=3,
+                                   output=tmp_path / f"o{n}.png", restarts=1,
+                                   overrides=SMALL_NET))
+    results = run.restore_pack(requests, keep_on_interrupt=True)
+    assert calls == [1]
+    assert [r.record["stop_reason"] for r in results] == ["interrupted"] * 3
+
+
 def test_after_ctrl_c_in_the_fit_the_filter_is_skipped(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from dip.tasks import get_task
