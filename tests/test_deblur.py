@@ -92,6 +92,9 @@ def test_a_kernel_file_that_is_not_an_array_of_numbers_says_so_without_numpys_ad
         with pytest.raises(InputError, match=said) as caught:
             load_kernel(tmp_path / name)
         assert "pickle" not in str(caught.value)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))  # the range check had a traceback
+    with pytest.raises(InputError, match=r"a blur kernel is a 2-D array, got shape \(0, 3\)"):
+        operators.Blur(load_kernel(tmp_path / "empty.npy"))
 
 
 def sharp(size: int = 32) -> torch.Tensor:

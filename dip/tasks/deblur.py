@@ -82,7 +82,7 @@ def read_kernel(path: Path) -> torch.Tensor:
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
             raise InputError(f"kernel {path} must hold a 2-D array of numbers, got "
                              f"{array.dtype} of shape {array.shape}")
-        if np.isfinite(array).all() and np.abs(array).max() > np.finfo(np.float32).max:
+        if np.isfinite(array).all() and np.abs(array).max(initial=0) > np.finfo(np.float32).max:
             raise InputError(f"kernel {path} has weights past float32's range (3.4e38); "
                              f"scale it down (only the weights' proportions matter)")
         kernel = torch.from_numpy(array.astype(np.float32))
