@@ -68,6 +68,10 @@ def job_spelling(name: str, value: str | None) -> str:
     return (batch.job_key_spelling if "." in name or name in keys else flag_spelling)(name, value)
 
 
+#: what click (8.2 and later) raises for a group called without a command; none before
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class DipGroup(click.Group):
     """A click group that turns every error into one line on stderr (no usage block, no
     traceback) and keeps click's exit codes (2 for usage errors)."""
@@ -83,7 +87,7 @@ class DipGroup(click.Group):
             click.echo("dip: interrupted" + (f" after the finished result was written: "
                                              f"{written}" if written else ""), err=True)
             rv = signals.exit_code()
-        except click.exceptions.NoArgsIsHelpError as exc:  # a bare "dip": help, not an error
+        except _NO_ARGS as exc:  # a bare "dip": its help, not an error
             click.echo(exc.format_message())
             rv = 0
         except click.ClickException as exc:
@@ -290,7 +294,7 @@ def _job_options_help() -> str:
 
 @cli.command("run", help=f"""Run every job of BATCH.yaml; finished jobs are skipped, a failed
     one does not stop the others. Exit code: 0 all done, 1 some failed, 2 the batch file is
-    invalid, 130 Ctrl-C, 143 SIGTERM.
+    invalid, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the terminal closed).
 
     \b
     defaults: {{iters: 3000, seed: 0}}   # any job option, for every job
