@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import signal
 import stat
 import struct
 import subprocess
@@ -186,11 +187,11 @@ def _decodes(path: Path, what: str, max_pixels: int) -> None:
         return  # the child never came to the file (a machine this slow reads it in-process)
     if done.returncode >= 0 or not done.stdout.startswith(b"probing"):
         return
-    signal = -done.returncode
-    if signal in _CRASHES:
+    number = -done.returncode
+    if number in _CRASHES:
         raise InputError(f"cannot read {what} {path}: its decoder crashed on it (signal "
-                         f"{signal}): the file is damaged")
-    raise InputError(f"cannot read {what} {path}: decoding it was stopped (signal {signal}; "
+                         f"{number}): the file is damaged")
+    raise InputError(f"cannot read {what} {path}: decoding it was stopped (signal {number}; "
                      f"out of memory?)")
 
 
@@ -201,7 +202,8 @@ PROBE_SECONDS = 120
 
 #: signals of a process that crashed itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT), not
 #: one that was killed (SIGKILL: out of memory)
-_CRASHES = (11, 7, 4, 8, 6)
+_CRASHES = {int(getattr(signal, name)) for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE",
+                                                     "SIGABRT") if hasattr(signal, name)}
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -228,12 +230,10 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
             return img, deep  # not decoded here (exif_transpose would decode it too)
-        xmp = img.info.get("xmp") or img.info.get(_PNG_XMP.decode())
-        if isinstance(xmp, str):  # the stored bytes, which Pillow decoded as Latin-1: a TIFF's
-            # XMP tag stored as text (its getexif would raise a TypeError), a PNG's tEXt/zTXt
-            img.info["xmp"] = xmp.encode("latin-1", "replace")
+        _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
+        _xmp_as_stored(img)  # a PNG's tEXt/zTXt after its pixel data, read by load()
         coding = coding_error(img)  # before the turn: the turned copy has no tables
         inches = metadata.turned(metadata.print_size(img.size, metadata.stated_dpi(img)),
                                  img.getexif().get(metadata.ORIENTATION, 1))  # as it is shown
@@ -253,6 +253,15 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         # (EOFError and RuntimeError: HEIF's decoder on a damaged file)
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     return img, deep
+
+
+def _xmp_as_stored(img: Image.Image) -> None:
+    """The XMP packet Pillow read as text (a TIFF's XMP tag stored as text, whose getexif
+    would raise a TypeError; a PNG's tEXt/zTXt), which it decoded as Latin-1, as the stored
+    bytes in ``info["xmp"]``."""
+    xmp = img.info.get("xmp") or img.info.get(_PNG_XMP.decode())
+    if isinstance(xmp, str):
+        img.info["xmp"] = xmp.encode("latin-1", "replace")
 
 
 def shown(path: str | os.PathLike, limit: int = 200) -> str:
@@ -604,7 +613,9 @@ def _tiff_print_size(page) -> tuple[float, float] | None:
     """A TIFF page's print size in inches, from its resolution tags (inches or centimetres;
     none where the unit is none)."""
     per_inch = metadata.PER_INCH.get(int(page.resolutionunit or 1))
-    return None if per_inch is None else metadata.print_size(
+    if per_inch is None or not {282, 283} <= set(page.tags.keys()):  # tifffile says 1 x 1
+        return None  # where the tags are missing; a file without them states no print size
+    return metadata.print_size(
         (page.imagewidth, page.imagelength), tuple(r * per_inch for r in page.resolution))
 
 

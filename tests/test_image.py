@@ -560,11 +560,30 @@ def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
 def test_a_compressed_xmp_chunk_reads_no_more_than_pillows_limit(tmp_path: Path) -> None:
     from dip import metadata
 
-    bomb = zlib.compress(b"<x:xmpmeta>" + b" " * 100_000_000)  # 100 MB in about 100 KB
+    # a well-formed packet, 100 MB in about 100 KB: not carried because of its size alone
+    bomb = zlib.compress(_packet(b"<dc:title>" + b" " * 100_000_000 + b"</dc:title>"))
     payload = image._PNG_XMP + b"\0\1\0\0\0" + bomb
     chunk = struct.pack(">I", len(payload)) + b"iTXt" + payload + bytes(4)
     read = image._png_xmp(b"\x89PNG\r\n\x1a\n" + chunk)
     assert len(read) <= (1 << 20) + 1 and metadata.carried_xmp(read) is None  # not carried
+    assert metadata.carried_xmp(_packet(b"<dc:title>x</dc:title>")) is not None  # a small one is
+
+
+def test_xmp_as_plain_text_after_the_pixel_data_is_carried(tmp_path: Path) -> None:
+    # Pillow reads the chunks after IDAT only when it decodes: the text was looked for before
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    text = image._png_chunk(b"tEXt", b"XML:com.adobe.xmp\0" + _packet(b"<dc:title>x</dc:title>"))
+    (tmp_path / "late.png").write_bytes(data[:-12] + text + data[-12:])  # before IEND
+    assert b"<dc:title>x</dc:title>" in image.load_image(tmp_path / "late.png").xmp
+
+
+def test_a_tiff_that_states_no_resolution_has_no_print_size(tmp_path: Path) -> None:
+    # tifffile gives 1 x 1 for missing resolution tags: a 40 x 30 picture read as 40 x 30 in
+    Image.new("RGB", (40, 30)).save(tmp_path / "plain.tif")
+    assert image.load_image(tmp_path / "plain.tif").print_size is None
+    Image.new("RGB", (40, 30)).save(tmp_path / "dpi.tif", dpi=(200, 200))
+    assert image.load_image(tmp_path / "dpi.tif").print_size == pytest.approx((0.2, 0.15))
 
 
 def test_a_file_named_png_that_is_not_one_is_not_opened_to_look_for_dips_mark(
