@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -45,12 +46,10 @@ def noisy(clean: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor
 
 
 def read(y: torch.Tensor, fixed_patch: bool) -> float:
-    saved = stopping.PATCHES_PER_DIMENSION
-    stopping.PATCHES_PER_DIMENSION = 0 if fixed_patch else saved  # 0: 8x8 at every size
-    try:
+    if not fixed_patch:
         return stopping.estimate_sigma(y) * 255
-    finally:
-        stopping.PATCHES_PER_DIMENSION = saved
+    with mock.patch.object(stopping, "PATCHES_PER_DIMENSION", 0):  # 0: 8x8 at every size
+        return stopping.estimate_sigma(y) * 255
 
 
 def table() -> None:
@@ -58,10 +57,10 @@ def table() -> None:
     print("|---|---|" + "---|" * len(LEVELS))
     for grey in (False, True):
         for side in SIDES:
-            cells = []
+            cells, clean = [], crops(side, grey)
             for sigma in LEVELS:
                 g = torch.Generator().manual_seed(sigma)
-                ys = [noisy(c, sigma, g) for c in crops(side, grey)]
+                ys = [noisy(c, sigma, g) for c in clean]
                 before = statistics.mean(read(y, True) / sigma for y in ys)
                 now = statistics.mean(read(y, False) / sigma for y in ys)
                 cells.append(f"{before:.2f} / **{now:.2f}**")

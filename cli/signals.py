@@ -5,7 +5,7 @@ number (130, 143, 129).
 
 :func:`install` runs before anything heavy is imported (see :mod:`dip.cli.entry`), so a
 signal in the first second is answered like a later one. This module imports nothing but the
-standard library.
+standard library and :mod:`dip.interrupts` (the stopping signals; standard library only).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import signal
 import sys
 from typing import NoReturn
 
+from dip import interrupts
+
 #: the signals that stop a run, and the exit code each one gives: also SIGHUP, which a
 #: terminal closed (or an SSH connection lost) sends, where its default would kill the run
 #: with its claims and created folders left behind
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143,
-              **({signal.SIGHUP: 129} if hasattr(signal, "SIGHUP") else {})}
+EXIT_CODES = {signum: 128 + int(signum) for signum in interrupts.STOPPING}  # 130, 143, 129
 
 _received: list[int] = []
 #: the standard outputs that were a terminal when the handlers were installed
@@ -58,19 +59,12 @@ def _away_from_the_terminal() -> None:
     os.close(devnull)
 
 
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
 def install() -> None:
     """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` from now on (main thread only). A
     signal the process was started with ignored (``nohup``, a background job of a script)
     stays ignored, as Python itself leaves it."""
     # which outputs are the terminal, asked now: once it has hung up, isatty says no
-    _terminal[:] = [fd for fd in (1, 2) if _isatty(fd)]
+    _terminal[:] = [fd for fd in (1, 2) if os.isatty(fd)]
     for signum in EXIT_CODES:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise)

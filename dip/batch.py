@@ -293,15 +293,15 @@ def _beside_a_result(path: Path) -> bool:
     if path.suffix.lower() == ".gif":
         folder, stem, kind = path.parent, path.stem, "gif"
     elif _SNAPSHOT.fullmatch(path.name) and path.parent.name.endswith("_steps"):
-        folder, stem, kind = path.parent.parent, path.parent.name[:-len("_steps")], None
+        folder, stem, kind = path.parent.parent, path.parent.name[:-len("_steps")], "steps"
     else:
         return False
     for found in folder.glob(f"{glob.escape(stem)}.*.json"):
         result = found.with_suffix("")
-        if result.stem != stem:  # X.v2.png's record, beside a user's X.gif
-            continue
+        if files_beside(result)[kind] != (path if kind == "gif" else path.parent):
+            continue  # X.v2.png's record, beside a user's X.gif
         rec = record.own_record(result)
-        if rec is not None and (kind is None or rec.get(kind)):
+        if rec is not None and (kind == "steps" or rec.get(kind)):
             return True
     return False
 
@@ -814,9 +814,6 @@ def pack_size(pack: int | str, devices: list[str]) -> int:
 
 
 _worker: dict[str, Any] = {}
-#: the signals that stop a job (Ctrl-C; SIGTERM from kill, timeout or a SLURM time limit;
-#: SIGHUP, which a closed terminal sends its whole foreground group, workers included)
-_STOPPING = interrupts.STOPPING
 
 
 def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
@@ -839,12 +836,12 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     # a hangup the batch was started to outlive (nohup: SIGHUP ignored, as the worker
     # inherits it) stays ignored; SIGINT and SIGTERM are how the parent stops a job
     hangup = getattr(signal, "SIGHUP", None)
-    _worker["stopping"] = tuple(s for s in _STOPPING if s != hangup
+    _worker["stopping"] = tuple(s for s in interrupts.STOPPING if s != hangup
                                 or signal.getsignal(s) is not signal.SIG_IGN)
-    for signum in _STOPPING:
+    for signum in interrupts.STOPPING:
         signal.signal(signum, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.STOPPING)
     threading.Thread(target=_watch_parent, daemon=True).start()
 
 
@@ -864,7 +861,7 @@ def _watch_parent() -> None:
 def _stop_job(signum: int, frame: Any) -> None:
     """The first stopping signal of a job interrupts it; later ones (Ctrl-C reaches the worker
     and the parent passes it on) must not cut the writing of its estimate short."""
-    for s in _worker.get("stopping", _STOPPING):
+    for s in _worker["stopping"]:
         signal.signal(s, _no_stop)
     raise KeyboardInterrupt
 
@@ -876,7 +873,7 @@ def _no_stop(signum: int, frame: Any) -> None:
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
-    for signum in _worker.get("stopping", _STOPPING):
+    for signum in _worker["stopping"]:
         signal.signal(signum, _stop_job)
     _worker["busy"] = True  # before the check: _watch_parent reads them in the other order
     try:
@@ -887,7 +884,7 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
         row = Row.of(job, "interrupted")
     finally:
         _worker["busy"] = False
-        for signum in _worker.get("stopping", _STOPPING):
+        for signum in _worker["stopping"]:
             signal.signal(signum, _no_stop)
     if row.device in (None, "cuda"):
         row.device = _worker.get("device")
@@ -903,7 +900,7 @@ def _spawning() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts.STOPPING)
     try:
         yield
     finally:

@@ -479,12 +479,11 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     from dip.image import shown
 
     try:
-        if path.is_dir():
-            raise InputError(f"{what} {shown(path)} is a folder, not a YAML file")
-        if path.exists() and not path.is_file():
-            raise InputError(f"{what} {shown(path)} is not a regular file (a pipe or device)")
         if not path.is_file():
-            raise InputError(f"{what} not found: {shown(path)}")
+            raise InputError(f"{what} {shown(path)} is a folder, not a YAML file"
+                             if path.is_dir() else
+                             f"{what} {shown(path)} is not a regular file (a pipe or device)"
+                             if path.exists() else f"{what} not found: {shown(path)}")
     except OSError as exc:  # a name too long, a loop of links
         raise InputError(f"cannot use the {what} path {shown(path)}: "
                          f"{exc.strerror or exc}") from None

@@ -474,7 +474,7 @@ def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, input
         else:
             ref = grey
     elif inputs.picture.pixels.shape[1] == 1 and ref.shape[1] == 3:
-        ref = next((g for g in [_grey(ref)] if g is not None), ref)  # saved as RGB
+        ref = grey if (grey := _grey(ref)) is not None else ref  # saved as RGB
     if ref.shape[1] != inputs.picture.pixels.shape[1]:
         raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
                          f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
@@ -1335,12 +1335,12 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
         mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
         _ran_on_one_thread(p, setup, mine.values())
         try:
-            done = _finish(p, loaded, setup, lives[j], mine, started, cut)
+            restored = _finish(p, loaded, setup, lives[j], mine, started, cut)
         except DipError as exc:
             yield i, exc
             continue
-        cut = cut or done.record["stop_reason"] == "interrupted"
-        yield i, done
+        cut = cut or restored.record["stop_reason"] == "interrupted"
+        yield i, restored
 
 
 def _ran_on_one_thread(p: Plan, setup: Setup, results: Iterable[Any]) -> None:

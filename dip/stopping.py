@@ -39,8 +39,8 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     :data:`PATCHES_PER_DIMENSION` patches per dimension. On the 9 colour images' crops with
     noise of sigma = 25, 8x8 read 0.70 sigma at 32 px and 0.88 at 48 px, this 0.97 and 0.98;
     from 96 px the side stays 8 (``benchmarks/noise_estimate.py``). A grey picture's 64
-    dimensions read within 7 % at 32 px, and smaller patches read its texture as noise more
-    (1.39 sigma at sigma = 5 instead of 1.23): it keeps 8x8.
+    dimensions read within 7 % at 32 px from sigma = 15 up, and smaller patches read its
+    texture as noise more (1.39 sigma at sigma = 5 instead of 1.23): it keeps 8x8.
 
     Shape:
         y: ``(1, C, H, W)``, values in [0, 1]. Returns sigma in the same units (0 for an image

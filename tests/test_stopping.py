@@ -139,6 +139,13 @@ def test_the_noise_level_of_a_small_picture_is_not_read_low(channels: int, side:
         assert estimate_sigma(clean + noise * 25 / 255) * 255 == pytest.approx(25, rel=0.1)
 
 
+def test_only_a_small_colour_picture_reads_smaller_patches() -> None:
+    from dip.stopping import _patch_side
+
+    assert [_patch_side(3, s, s, 8) for s in (32, 48, 64, 96)] == [3, 4, 6, 8]
+    assert _patch_side(1, 32, 32, 8) == 8  # grey keeps 8x8
+
+
 def test_a_picture_smaller_than_the_smallest_patch_has_no_measurable_noise() -> None:
     assert estimate_sigma(torch.rand(1, 3, 2, 40)) == 0.0
     assert estimate_sigma(torch.rand(1, 1, 40, 2)) == 0.0

@@ -62,10 +62,11 @@ def _npy(path: Path) -> np.ndarray:
     (numpy's own message for a file that is not one advises loading it as a pickle)."""
     try:
         with path.open("rb") as f:
-            if f.read(6) != b"\x93NUMPY":
+            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                 raise InputError(f"cannot read kernel {path}: not a .npy file (numpy's "
                                  f"format); give a 2-D array saved by numpy.save, or an image")
-        return np.load(path, allow_pickle=False)
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
     except ValueError as exc:
         why = "it holds Python objects, not numbers" if "pickle" in str(exc) else str(exc)
         raise InputError(f"cannot read kernel {path}: {why}") from None
