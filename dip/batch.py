@@ -60,6 +60,7 @@ from dip import report as reports
 from dip.config import (
     TYPE_NAMES,
     NoAliasLoader,
+    given_twice,
     load_yaml,
     record_config,
     yaml_number,
@@ -242,6 +243,10 @@ def _overrides(value: dict | list | None, where: str) -> list[str]:
         if not all(isinstance(v, str) and "=" in v for v in value):
             raise BatchError(f"{where}: 'set' as a list holds 'key.path=value' strings")
         return list(value)
+    twice = given_twice(_strip_lines(value))
+    if twice is not None:
+        raise BatchError(f"{where}: 'set' gives '{twice}' twice (once dotted, once in its "
+                         f"section); keep one")
     return [f"{k}={json.dumps(_strip_lines(v), ensure_ascii=False)}" for k, v in value.items()
             if k != _LINE]
 

@@ -19,6 +19,7 @@ import difflib
 import functools
 import math
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -408,7 +409,10 @@ def _set_path(tree: dict[str, Any], key: str, value: Any,
                 raise _unknown_key(section, known)
             raise ConfigError(f"config key '{quote(section)}' is a section; expected keys "
                               f"under it, got {quote(repr(node))}")
-    node[leaf] = value
+    # a section's keys given as a mapping join the ones set before (--set optim.iters=5 --set
+    # 'optim={lr: 0.2}' keeps both), as a later layer's section does (_merge)
+    both = isinstance(value, dict) and isinstance(node.get(leaf), dict)
+    node[leaf] = _merge(node[leaf], value, key + ".") if both else value
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -520,6 +524,27 @@ def is_record(data: Any) -> bool:
     return isinstance(data, dict) and {"config", "versions", "task"} <= data.keys()
 
 
+def _leaf_keys(data: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """The dotted key of every value in ``data``, dotted keys and nested sections alike."""
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def given_twice(data: dict[str, Any]) -> str | None:
+    """The first key given both dotted and nested in one mapping (``optim.lr: 0.1`` and
+    ``optim: {lr: 0.2}``), if any. Such a mapping is refused, as YAML's own duplicate keys are
+    (:class:`NoAliasLoader`): merging them kept the one written last without a word."""
+    seen: set[str] = set()
+    for key in _leaf_keys(data):
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def _layer(data: dict[str, Any], name: str,
            sections: dict[str, type] | None = None) -> dict[str, Any]:
     """A user's config layer: the mapping itself, or a record's config (:func:`is_record`)."""
@@ -530,6 +555,10 @@ def _layer(data: dict[str, Any], name: str,
             raise ConfigError(f"{name} is a dip record whose 'config' is not a mapping of "
                               f"settings; it cannot be rerun")
         return {**record_config(data["config"], sections), RECORD_MARK: str(data["task"])}
+    twice = given_twice(data)
+    if twice is not None:
+        raise ConfigError(f"config key '{quote(twice)}' is given twice in {name} (once "
+                          f"dotted, once in its section); keep one")
     return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dip import config
 from dip.errors import ConfigError, InputError
@@ -153,6 +154,41 @@ def test_a_key_given_twice_is_refused_not_the_last_one_kept(tmp_path: Path, text
     with pytest.raises(ConfigError, match=rf"invalid YAML in .*twice\.yaml line {line}: "
                                           rf"'{key}' is given twice \(first on line {first}\)"):
         config.resolve("denoise", [f])
+
+
+@pytest.mark.parametrize("text, key", [
+    ("optim.lr: 0.1\noptim:\n  lr: 0.2\n", "optim.lr"),  # 0.2 was kept without a word
+    ("optim:\n  lr: 0.2\n  iters: 3\noptim.iters: 5\n", "optim.iters"),
+])
+def test_a_key_given_dotted_and_nested_in_one_file_is_refused(tmp_path: Path, text: str,
+                                                              key: str) -> None:
+    f = tmp_path / "twice.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=rf"config key '{key}' is given twice in .*twice\.yaml "
+                                          rf"\(once dotted, once in its section\)"):
+        config.resolve("denoise", [f])
+    with pytest.raises(ConfigError, match=rf"'{key}' is given twice in the config mapping"):
+        config.resolve("denoise", base=[yaml.safe_load(text)])
+
+
+def test_a_section_given_as_a_mapping_keeps_the_keys_set_before_it() -> None:
+    """--set optim.iters=5 --set 'optim={lr: 0.2}' dropped the 5 (the mapping replaced the
+    section the first override had made)."""
+    cfg = config.resolve("denoise", overrides=["optim.iters=5", "optim={lr: 0.2}"])
+    assert (cfg.optim.iters, cfg.optim.lr) == (5, 0.2)
+    # across layers a later value still wins, dotted or not
+    cfg = config.resolve("denoise", overrides=["optim.lr=0.3", "optim={lr: 0.2}"])
+    assert cfg.optim.lr == 0.2
+
+
+def test_a_batch_jobs_set_giving_a_key_dotted_and_nested_is_refused(tmp_path: Path) -> None:
+    from dip.batch import BatchError, load_batch
+
+    f = tmp_path / "batch.yaml"
+    f.write_text("jobs:\n  - task: denoise\n    input: a.png\n"
+                 "    set: {optim.lr: 0.1, optim: {lr: 0.2}}\n")
+    with pytest.raises(BatchError, match=r"jobs\[0\] \(line 2\): 'set' gives 'optim.lr' twice"):
+        load_batch(f)
 
 
 @pytest.mark.parametrize("text, later, got", [
