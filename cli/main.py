@@ -353,6 +353,7 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         return
     # every shard's summary in the folder the whole batch's outputs share
     csv_path, json_path = batch.summary_paths(everyone, summary_path, shard_kn)
+    batch.assign_device(jobs, device_list, workers)  # --devices checked before any folder is made
     batch.prepare_summary(csv_path, json_path, jobs)
     rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet, pack)
     sheet = csv_path.with_suffix(".png")

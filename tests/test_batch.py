@@ -574,6 +574,7 @@ def test_a_device_not_here_is_advised_with_dip_runs_own_option(tmp_path: Path, m
     assert result.exit_code == 2, result.output
     line, = result.output.strip().splitlines()
     assert line.endswith("CUDA is not available here; use --devices cpu"), line  # not --device
+    assert not (tmp_path / "out").exists()  # the summary's folder was made before the check
 
 
 def test_a_file_where_the_results_folder_goes_is_named(tmp_path: Path) -> None:
