@@ -199,12 +199,17 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
     #: the sections the run's task owns (dip.tasks.Task.sections), by name
-    sections: dict[str, Any] = field(default_factory=dict, metadata={"sections": True})
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+    #: the dotted keys the user's layers set (files, mappings, --set, flags; not the preset,
+    #: not a record's own keys): a setting the run cannot use is worth a warning only when
+    #: the user asked for it
+    given: frozenset[str] = field(default_factory=frozenset, compare=False,
+                                  metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
         """The config as the record holds it: the task's sections beside the core ones."""
         out = {f.name: dataclasses.asdict(self)[f.name] for f in dataclasses.fields(self)
-               if f.name != "sections"}
+               if not f.metadata.get("internal")}
         out.update({name: dataclasses.asdict(value) for name, value in self.sections.items()})
         return out
 
@@ -218,7 +223,7 @@ class RunConfig:
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-            if not f.metadata.get("sections")}
+            if not f.metadata.get("internal")}
 
 
 def all_keys(cls: type = RunConfig, prefix: str = "",
@@ -732,7 +737,10 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
     merged = _merge(merged, top)
     if _budget_is_fixed(users, top) and isinstance(merged.get("stop"), dict):
         merged["stop"] = {**merged["stop"], "budget_sigma": 0.0}
-    return _built(merged, sections, foreign, the_task)
+    cfg = _built(merged, sections, foreign, the_task)
+    cfg.given = frozenset(key for layer in [*users, top] if not layer.get(RECORD_MARK)
+                          for key in _leaf_keys(layer))
+    return cfg
 
 
 def _budget_is_fixed(users: list[dict[str, Any]], top: dict[str, Any]) -> bool:

@@ -126,3 +126,31 @@ def test_photon_settings_on_gaussian_denoising_are_said_to_be_ignored(keys, word
         warnings.simplefilter("error")  # the same keys with photon noise: no word
         get_task("denoise").load(picture, {}, resolve("denoise", overrides=[
             *keys, "noise.model=poisson"]), 10**6)
+
+
+@pytest.mark.parametrize("keys, words", [
+    (["noise.wiener=true"], "noise.wiener applies to Gaussian noise only .*; denoising photon "
+                            "noise ignores it"),
+    (["noise.objective=sure", "noise.wiener=false"], "noise.objective and noise.wiener apply"),
+])
+def test_gaussian_settings_asked_for_photon_noise_are_said_to_be_ignored(tmp_path: Path, keys,
+                                                                         words) -> None:
+    """They were ignored without a word. The fast preset sets both (for Gaussian noise), so
+    only the keys the user gives count, not the values the run holds."""
+    from dip import image
+    from dip.config import resolve
+    from dip.tasks import get_task
+
+    picture = image.Picture(synthetic(16))
+    poisson = ["noise.model=poisson"]
+    with pytest.warns(image.DipWarning, match=words):
+        get_task("denoise").load(picture, {}, resolve("denoise", overrides=[*poisson, *keys]),
+                                 10**6)
+    fast = resolve("denoise", overrides=[*poisson, "preset=fast"])
+    assert fast.section("noise").wiener  # set by the preset, not asked for
+    record = tmp_path / "r.json"  # nor does a record's every key count as asked for
+    record.write_text(json.dumps({"config": fast.to_dict(), "versions": {}, "task": "denoise"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for cfg in (fast, resolve("denoise", [record])):
+            get_task("denoise").load(picture, {}, cfg, 10**6)

@@ -39,6 +39,9 @@ from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, register
 
 MODELS = ("gaussian", "poisson")
 POISSON_LOSSES = ("nll", "anscombe")
+#: the keys that one noise model reads and the other ignores
+ONLY = {"gaussian": ("noise.objective", "noise.wiener"), "poisson": ("noise.peak", "noise.loss")}
+DESCRIBED = {"gaussian": "Gaussian noise", "poisson": "photon noise"}
 
 
 @dataclass
@@ -166,12 +169,14 @@ class Denoise(Task):
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
         noise = cfg.section("noise")
-        unused = [f"noise.{key}" for key, default in (("peak", 0.0), ("loss", "nll"))
-                  if noise.model == "gaussian" and getattr(noise, key) != default]
-        if unused:  # a photon-count setting read as a Gaussian one would be a silent no-op
+        # a setting of the other noise model, asked for, would be a silent no-op
+        other = next(m for m in MODELS if m != noise.model)
+        unused = [key for key in ONLY[other] if key in cfg.given]
+        if unused:
             verb = "applies" if len(unused) == 1 else "apply"
-            warnings.warn(f"{' and '.join(unused)} {verb} to photon noise only (noise.model "
-                          f"poisson); this Gaussian denoising ignores them", image.DipWarning,
+            warnings.warn(f"{' and '.join(unused)} {verb} to {DESCRIBED[other]} only "
+                          f"(noise.model {other}); denoising {DESCRIBED[noise.model]} "
+                          f"ignores {'it' if len(unused) == 1 else 'them'}", image.DipWarning,
                           stacklevel=2)
         return Inputs(picture)
 
