@@ -89,10 +89,10 @@ class OptimConfig:
 @dataclass
 class StopConfig:
     """When to stop: ``rule`` picks it from :data:`dip.stopping.STOP_RULES` -- ``auto``
-    (variance-based detection, :class:`dip.stopping.VarianceStop`, which checks the keys it
-    uses), ``fixed`` (run all ``optim.iters`` steps) or ``auto_if_noisy`` (``auto`` where the
-    input's noise reads ``noisy_sigma`` or more, else ``fixed``:
-    :class:`dip.stopping.AutoIfNoisy`)."""
+    (variance-based detection, :class:`dip.stopping.VarianceStop`), ``fixed`` (run all
+    ``optim.iters`` steps) or ``auto_if_noisy`` (``auto`` where the input's noise reads
+    ``noisy_sigma`` or more, else ``fixed``: :class:`dip.stopping.AutoIfNoisy`). The keys are
+    checked by :func:`dip.stopping.build_stop_rule`, all of them whichever the rule."""
 
     rule: str = "auto"
     #: outputs in the running variance (ES-WMV's W)

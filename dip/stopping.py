@@ -432,7 +432,7 @@ def _auto_if_noisy(s: Any) -> AutoIfNoisy:
 
 
 #: name -> factory taking the ``stop`` settings (:class:`dip.config.StopConfig` or anything
-#: with the same attributes); each rule checks the settings it uses
+#: with the same attributes); each rule checks the settings it uses (and build_stop_rule all)
 STOP_RULES: dict[str, Callable[[Any], StopRule]] = {
     "auto": lambda s: VarianceStop(**_variance_settings(s)),
     "fixed": lambda s: FixedBudget(),
@@ -454,4 +454,8 @@ def build_stop_rule(settings: Any) -> StopRule:
         raise ConfigError(f"config key 'stop.sigma' is in 0-255 pixel units (25 for noise of "
                           f"standard deviation 25 grey levels; 0: estimate it), got "
                           f"{settings.sigma}")
+    # every stop.* key checked whichever rule reads it: a config file's stop.window=1 or
+    # noisy_sigma=-1 is a mistake under --stop fixed too, and would surface only on the day
+    # the file met the rule that reads it
+    _auto_if_noisy(settings)
     return factory(settings)

@@ -252,10 +252,14 @@ def test_the_rule_only_observes_auto_equals_the_fixed_runs_choice() -> None:
     (dict(window=1), "stop.window"), (dict(patience=0), "stop.patience"),
     (dict(returns="best"), "stop.returns"), (dict(patience_ratio=-1), "stop.patience_ratio"),
     (dict(tolerance=-0.1), "stop.tolerance"), (dict(noise_floor=-1), "stop.noise_floor"),
-    (dict(sigma=-5), "stop.sigma")])
-def test_invalid_rule_options(options: dict, message: str) -> None:
+    (dict(sigma=-5), "stop.sigma"), (dict(noisy_sigma=-1), "stop.noisy_sigma"),
+    (dict(budget_sigma=0.5), "stop.budget_sigma")])
+@pytest.mark.parametrize("rule", ["auto", "fixed", "auto_if_noisy"])
+def test_invalid_rule_options(options: dict, message: str, rule: str) -> None:
+    """Refused under every rule, not only the one that reads the key (a config file's bad
+    value surfaced only on the day it met that rule)."""
     with pytest.raises(ConfigError, match=message):
-        build_stop_rule(StopConfig(rule="auto", **options))
+        build_stop_rule(StopConfig(rule=rule, **options))
 
 
 def test_registry_and_unknown_rule() -> None:
