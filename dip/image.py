@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -225,11 +225,12 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
                              f"multi-page file); dip restores one picture: save the one you "
                              f"want on its own")
-        if img.format == "PNG":
-            check_png_data(path, what)
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
-            return img, deep  # not decoded here (exif_transpose would decode it too)
+            return img, deep  # not decoded here (exif_transpose would decode it too); the
+            # caller reads and checks its bytes once (_load_png16)
+        if img.format == "PNG":
+            check_png_data(path.read_bytes(), path, what)
         _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
@@ -318,11 +319,12 @@ def _png_raw_size(width: int, height: int, depth: int, colour: int, interlace: i
     return total
 
 
-def check_png_data(path: Path, what: str) -> None:
-    """Refuse a PNG whose pixel data stops short (Pillow fills the missing rows with black and
-    says nothing, even with its truncated-image option off)."""
-    data = path.read_bytes()
-    chunks = list(png_chunks(data))
+def check_png_data(chunks: bytes | list[tuple[bytes, bytes]], path: Path, what: str) -> None:
+    """Refuse a PNG (its bytes, or its :func:`png_chunks`) whose pixel data stops short
+    (Pillow fills the missing rows with black and says nothing, even with its truncated-image
+    option off)."""
+    if isinstance(chunks, bytes):
+        chunks = list(png_chunks(chunks))
     header = next((payload for kind, payload in chunks if kind == b"IHDR"), b"")
     if len(header) < 13:
         raise InputError(f"cannot read {what} {path}: no PNG header")
@@ -341,15 +343,6 @@ def check_png_data(path: Path, what: str) -> None:
         rows = raw * height // expected if expected else 0
         raise InputError(f"{what} {path} is truncated: its pixel data stops after about {rows} "
                          f"of {height} rows")
-
-
-def _png_exif(data: bytes) -> tuple[int | None, bytes | None]:
-    """A PNG's EXIF orientation (None when none) and its eXIf chunk as the result carries
-    it."""
-    for kind, payload in png_chunks(data):
-        if kind == b"eXIf":
-            return metadata.exif_orientation(payload), metadata.carried_exif(payload)
-    return None, None
 
 
 def result_metadata(picture: Picture) -> tuple[bytes | None, bytes | None, bool]:
@@ -435,8 +428,10 @@ def _load_png16(path: Path, what: str) -> Picture:
     """A 16-bit PNG with colour or alpha, every bit kept (pypng decodes it)."""
     import png
 
+    data = path.read_bytes()  # read once (a second open of a pipe would hang), scanned once
+    chunks = list(png_chunks(data))
+    check_png_data(chunks, path, what)
     try:
-        data = path.read_bytes()  # read once (a second open of a pipe would hang)
         w, h, rows, info = png.Reader(bytes=data).asDirect()
         array = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
         array = array.reshape(h, w, info["planes"]).astype(np.float32)
@@ -444,63 +439,62 @@ def _load_png16(path: Path, what: str) -> Picture:
         raise InputError(f"cannot read {what} {path}: {exc}") from None
     alpha = _to_tensor(array[..., -1], 65535.0) if info["alpha"] else None
     colour = array[..., :-1] if info["alpha"] else array
+    found = _png_metadata(chunks)
+    exif = found.get(b"eXIf")
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
-    turn, exif = _png_exif(data)
-    xmp = _png_xmp(data)
-    turn = metadata.turn_of(turn, xmp)  # as Pillow turns an 8-bit PNG
-    stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=_png_icc(data), exif=exif,
-                     xmp=metadata.carried_xmp(xmp),
-                     print_size=metadata.print_size((w, h), _png_dpi(data)))
+    turn = metadata.turn_of(exif and metadata.exif_orientation(exif), found.get(_PNG_XMP))
+    stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=found.get(b"iCCP"),
+                     exif=exif and metadata.carried_exif(exif),
+                     xmp=metadata.carried_xmp(found.get(_PNG_XMP)),
+                     print_size=metadata.print_size((w, h), found.get(b"pHYs")))
     return oriented(stored, turn)
-
-
-def _png_dpi(data: bytes) -> tuple[float, float] | None:
-    """The resolution a PNG's pHYs chunk states, in pixels per inch (None: none, or only an
-    aspect ratio)."""
-    for kind, payload in png_chunks(data):
-        if kind == b"pHYs" and len(payload) == 9:
-            x, y, metre = struct.unpack(">IIB", payload)
-            return (x * 0.0254, y * 0.0254) if metre == 1 else None
-        if kind == b"IDAT":
-            return None
-    return None
 
 
 #: the keyword of the PNG text chunk (iTXt) that holds an XMP packet
 _PNG_XMP = b"XML:com.adobe.xmp"
 
 
-def _png_xmp(data: bytes) -> bytes | None:
-    """The XMP packet of a PNG's text chunks keyed XML:com.adobe.xmp, the last as Pillow
-    reads them: iTXt (keyword, 0, compressed?, method, language, 0, translated keyword, 0,
-    text), tEXt (keyword, 0, text) or zTXt (keyword, 0, method, zlib text); None for none."""
-    found = None
-    for kind, payload in png_chunks(data):
-        if kind not in (b"iTXt", b"tEXt", b"zTXt") or not payload.startswith(_PNG_XMP + b"\0"):
-            continue
-        rest = payload[len(_PNG_XMP) + 1:]
-        compressed, text = ((rest[:1] == b"\1", rest[2:].split(b"\0", 2)[-1]) if kind == b"iTXt"
-                            else (kind == b"zTXt", rest[1:] if kind == b"zTXt" else rest))
-        try:  # (at most Pillow's limit for a text chunk: a zip bomb)
-            found = (zlib.decompressobj().decompress(text, metadata.XMP_MOST + 1)
-                     if compressed else text)
-        except zlib.error:
-            found = None
-    return found
+def _png_metadata(chunks: list[tuple[bytes, bytes]]) -> dict[bytes, Any]:
+    """What a PNG's chunks (:func:`png_chunks`) say beside its pixels, as Pillow reads them,
+    in one pass: ``b"eXIf"`` the first EXIF block; ``b"iCCP"`` the colour profile and
+    ``b"pHYs"`` the resolution in pixels per inch (each before the pixel data only; a pHYs of
+    an aspect ratio alone is none); ``_PNG_XMP`` the last XMP packet of a text chunk with that
+    keyword. A key is absent where the file has none (or a damaged one)."""
+    found: dict[bytes, Any] = {}
+    pixels = False
+    for kind, payload in chunks:
+        pixels = pixels or kind == b"IDAT"
+        if kind == b"eXIf" and kind not in found:
+            found[kind] = payload
+        elif kind == b"iCCP" and not pixels and kind not in found:
+            found[kind] = _png_icc(payload)
+        elif kind == b"pHYs" and not pixels and kind not in found and len(payload) == 9:
+            x, y, metre = struct.unpack(">IIB", payload)
+            found[kind] = (x * 0.0254, y * 0.0254) if metre == 1 else None
+        elif kind in (b"iTXt", b"tEXt", b"zTXt") and payload.startswith(_PNG_XMP + b"\0"):
+            found[_PNG_XMP] = _png_xmp(kind, payload[len(_PNG_XMP) + 1:])
+    return {key: value for key, value in found.items() if value is not None}
 
 
-def _png_icc(data: bytes) -> bytes | None:
-    """The colour profile of a PNG's iCCP chunk (a name, 0, the method 0, zlib data)."""
-    for kind, payload in png_chunks(data):
-        if kind == b"iCCP":
-            _, _, rest = payload.partition(b"\0")
-            try:
-                return zlib.decompress(rest[1:])
-            except zlib.error:  # a damaged profile: none, as Pillow would drop it
-                return None
-        if kind == b"IDAT":
-            return None
-    return None
+def _png_xmp(kind: bytes, rest: bytes) -> bytes | None:
+    """The packet of an XMP text chunk after its keyword and 0: iTXt (0, compressed?, method,
+    language, 0, translated keyword, 0, text), tEXt (text) or zTXt (method, zlib text)."""
+    compressed, text = ((rest[:1] == b"\1", rest[2:].split(b"\0", 2)[-1]) if kind == b"iTXt"
+                        else (kind == b"zTXt", rest[1:] if kind == b"zTXt" else rest))
+    try:  # (at most Pillow's limit for a text chunk: a zip bomb)
+        return (zlib.decompressobj().decompress(text, metadata.XMP_MOST + 1)
+                if compressed else text)
+    except zlib.error:
+        return None
+
+
+def _png_icc(payload: bytes) -> bytes | None:
+    """The colour profile of an iCCP chunk (a name, 0, the method 0, zlib data)."""
+    _, _, rest = payload.partition(b"\0")
+    try:
+        return zlib.decompress(rest[1:])
+    except zlib.error:  # a damaged profile: none, as Pillow would drop it
+        return None
 
 
 def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
