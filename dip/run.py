@@ -600,13 +600,14 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
 
 
 def noise_level(cfg: RunConfig, problem: Problem) -> float | None:
-    """The noise level the denoising stop uses, for its floor and its budget, and SURE for its
-    risk (:mod:`dip.sure`): ``stop.sigma``, the task's, or estimated -- once for the whole
-    image, so that its tiles agree and no member estimates it again. None where nothing
-    uses it."""
+    """The noise level the denoising stop uses, for its floor and its budget, SURE for its
+    risk (:mod:`dip.sure`) and ``auto_if_noisy`` to decide whether to stop automatically:
+    ``stop.sigma``, the task's, or estimated -- once for the whole image, so that its tiles
+    agree and no member estimates it again. None where nothing uses it."""
     stop = cfg.stop
-    if problem.objective == "mse" and (stop.rule != "auto"
-                             or (stop.noise_floor <= 0 and stop.budget_sigma <= 0)):
+    uses = (problem.objective != "mse" or stop.rule == "auto_if_noisy"
+            or stop.rule == "auto" and (stop.noise_floor > 0 or stop.budget_sigma > 0))
+    if not uses:
         return None
     if stop.sigma:
         return stop.sigma / 255

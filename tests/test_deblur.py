@@ -128,6 +128,20 @@ def test_deblur_gains_over_the_blurred_input(tmp_path: Path) -> None:
     assert psnr(sharp, clean) == pytest.approx(m["psnr"], abs=0.1)
 
 
+def test_auto_if_noisy_takes_the_noise_level_the_user_gives(tmp_path: Path) -> None:
+    """stop.sigma was ignored by deblurring's auto_if_noisy (it estimated the level anyway):
+    the blurred input reads about 1 grey level, so the whole budget ran whatever was given."""
+    blurred, _ = _blurred(tmp_path)
+    levels = {}
+    for sigma in (0, 10):
+        out = tmp_path / f"s{sigma}.png"
+        result = invoke("deblur", blurred, "--kernel", "gaussian:2", "-o", out, "--iters", 5,
+                        "--stop", "auto_if_noisy", "--set", f"stop.sigma={sigma}", *SMALL)
+        assert result.exit_code == 0, result.output
+        levels[sigma] = json.loads(Path(f"{out}.json").read_text())["noise_sigma"]
+    assert levels[0] < 3 and levels[10] == 10
+
+
 def test_deblur_mistakes_are_one_line_before_any_work(tmp_path: Path) -> None:
     blurred, _ = _blurred(tmp_path, 32)
     for args, words in ((["--kernel", "gaussian:x"], "gaussian:SIGMA"),
