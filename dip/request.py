@@ -230,7 +230,8 @@ class RunRequest:
     gif: bool = option(kind="flag", default=False,
                        help="Also write RESULT.gif, the fit as an animation of the "
                             "snapshots in RESULT_steps/ (every --save-every steps, else "
-                            "every budget/50 steps: about 50 frames over a whole run).")
+                            "every optim.iters/50 steps: about 50 frames over a whole "
+                            "run, up to 100 where denoising grows the budget).")
     max_pixels: int = option(kind="int", minimum=1, default=DEFAULT_MAX_PIXELS,
                              help="Refuse larger images.")
     overwrite: bool = option(kind="flag", default=False, batch=False,

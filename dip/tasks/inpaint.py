@@ -119,7 +119,7 @@ class Inpaint(Task):
     )
     corruptions = (
         Corruption(Option("drop_pixels", kind="float", metavar="P",
-                          help="Remove a fraction P (0 to 1) of the pixels; also writes "
+                          help="Remove a fraction P of the pixels (0 <= P < 1); also writes "
                                "OUTPUT_mask.png (white = missing, ready for `dip inpaint "
                                "--mask`)."),
                    _drop_pixels, order=20),
