@@ -206,11 +206,27 @@ _CRASHES = {int(getattr(signal, name)) for name in ("SIGSEGV", "SIGBUS", "SIGILL
                                                      "SIGABRT") if hasattr(signal, name)}
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """A decoded file (:func:`_open`), turned as it is shown, and what it said that the
+    turn rewrites or drops (read before it)."""
+
+    img: Image.Image
+    #: the format of a 16-bit colour file Pillow would read as 8 bits ("" otherwise)
+    deep: str = ""
+    #: a JPEG's coding error per channel (:func:`coding_error`)
+    coding: tuple[float, ...] | None = None
+    #: the print size in inches, as shown (:func:`dip.metadata.print_size`)
+    inches: tuple[float, float] | None = None
+    #: the EXIF block as stored (exif_transpose rewrites it, "©" as "?")
+    exif: bytes | None = None
+
+
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
-          deep_png_elsewhere: bool = False) -> tuple[Image.Image, str]:
-    """Open and decode. Also returns the format of a 16-bit colour file Pillow would read as
-    8 bits (``""`` otherwise; see :func:`load_image`). With ``deep_png_elsewhere`` such a PNG
-    is not decoded here: the caller decodes it at 16 bits itself."""
+          deep_png_elsewhere: bool = False) -> _Opened:
+    """Open and decode (see :class:`_Opened`; :func:`load_image` for ``deep``). With
+    ``deep_png_elsewhere`` a 16-bit colour PNG is not decoded here: the caller decodes it at
+    16 bits itself."""
     path = _regular_file(path, what)
     open_heif()
     _decodes(path, what, max_pixels)
@@ -227,8 +243,9 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
                              f"want on its own")
         deep = img.format if img.mode in ("RGB", "RGBA", "LA") and _deep(img) else ""
         if deep == "PNG" and deep_png_elsewhere:
-            return img, deep  # not decoded here (exif_transpose would decode it too); the
-            # caller reads and checks its bytes once (_load_png16)
+            # not decoded here (exif_transpose would decode it too): the caller reads and
+            # checks its bytes once (_load_png16)
+            return _Opened(img, deep)
         if img.format == "PNG":
             check_png_data(path.read_bytes(), path, what)
         _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
@@ -241,11 +258,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         exif = img.info.get("exif") or (  # as stored: exif_transpose rewrites it, "©" as "?"
             metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
                                encoding="latin-1") if img.format == "TIFF" else None)
-        img = ImageOps.exif_transpose(img)
-        for key, value in ((_CODING, coding), (_PRINT, inches), (_EXIF, exif)):
-            img.info.pop(key, None)  # a PNG's text chunk of that name is not ours
-            if value is not None:
-                img.info[key] = value
+        return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -253,7 +266,6 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         # (EOFError and RuntimeError: HEIF's decoder on a damaged file)
         raise InputError(f"cannot read {what} {path}: {exc}") from None
-    return img, deep
 
 
 def _xmp_as_stored(img: Image.Image) -> None:
@@ -720,30 +732,28 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         picture = _load_tiff(Path(path), what, max_pixels)
         if picture is not None:
             return picture  # else a compression tifffile cannot decode alone: Pillow's turn
-    img, deep = _open(path, what, max_pixels, deep_png_elsewhere=True)
-    if deep:
-        if deep != "PNG":
-            raise InputError(f"{what} {path} is 16-bit colour {deep}, which dip can only read "
-                             f"as 8 bits; save it as a 16-bit PNG or TIFF (kept at 16 bits) "
-                             f"or as 8-bit")
+    opened = _open(path, what, max_pixels, deep_png_elsewhere=True)
+    if opened.deep:
+        if opened.deep != "PNG":
+            raise InputError(f"{what} {path} is 16-bit colour {opened.deep}, which dip can only "
+                             f"read as 8 bits; save it as a 16-bit PNG or TIFF (kept at 16 "
+                             f"bits) or as 8-bit")
         return _load_png16(Path(path), what)
-    return _from_pillow(img)
+    return _from_pillow(opened)
 
 
-def _from_pillow(img: Image.Image) -> Picture:
-    """A decoded Pillow image of any mode as a Picture, with its colour profile and, for a
-    JPEG, its coding error."""
+def _from_pillow(opened: _Opened) -> Picture:
+    """A decoded Pillow image of any mode as a Picture, with its colour profile, metadata
+    and, for a JPEG, its coding error."""
+    img = opened.img
     icc = img.info.get("icc_profile")
-    # "exif" in info: a separate EXIF block (JPEG, PNG, WebP, AVIF); a TIFF's tags are not one
-    inches = img.info.get(_PRINT)
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
-                      exif=metadata.carried_exif(img.info.get(_EXIF)),
+                      exif=metadata.carried_exif(opened.exif),
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
-                      print_size=inches if isinstance(inches, tuple) else None)
-    coding = img.info.get(_CODING)
+                      print_size=opened.inches)
+    coding = opened.coding
     return (replace(picture, coding_error=coding)
-            if isinstance(coding, tuple) and len(coding) == picture.pixels.shape[1]
-            else picture)
+            if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
 
 
 #: JPEG's colour transform (ITU-T T.871, full range): rows Y, Cb, Cr of RGB; and its inverse
@@ -751,9 +761,6 @@ YCBCR = torch.tensor([[0.299, 0.587, 0.114],
                       [-0.168736, -0.331264, 0.5],
                       [0.5, -0.418688, -0.081312]], dtype=torch.float64)
 RGB_OF_YCBCR = torch.linalg.inv(YCBCR)
-_CODING = "dip.coding_error"  # where _open keeps a JPEG's coding error
-_PRINT = "dip.print_size"  # and the picture's print size
-_EXIF = "dip.exif"  # and its EXIF block as stored
 
 
 def coding_error(img: Image.Image) -> tuple[float, ...] | None:
@@ -851,7 +858,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
     Returns:
         ``(1, 1, H, W)`` float32, 1 = known pixel, 0 = pixel to fill.
     """
-    img, _ = _open(path, "mask", max_pixels)
+    img = _open(path, "mask", max_pixels).img
     if img.mode not in _MASK_MODES:  # palette, CMYK (where white is all zeros), YCbCr
         try:
             img = img.convert("RGBA" if img.mode == "PA" else "RGB")
