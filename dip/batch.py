@@ -156,8 +156,11 @@ class Job:
 
 def job_seed(seed: int, key: str) -> int:
     """A job's seed from the batch's ``seed`` and the input's path relative to the batch file:
-    a result does not depend on the order of the jobs or on how they are sharded."""
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    a result does not depend on the order of the jobs or on how they are sharded. A name that
+    is not UTF-8 (``x\\xff.png``, read as ``x\\udcff.png``) is its bytes, as the file system has
+    it; a UTF-8 name's bytes are its UTF-8, as they always were."""
+    text = f"{seed}\0{key}".encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
     return int.from_bytes(digest, "little") >> (64 - SEED_BITS)
 
 
@@ -1118,8 +1121,8 @@ def _our_summary(path: Path) -> bool:
     """A summary file an earlier ``dip run`` wrote (its header, keys or mark say so)."""
     try:
         if path.suffix == ".csv":
-            with path.open(encoding="utf-8") as f:
-                return f.readline().strip() == ",".join(f.name for f in fields(Row))
+            with path.open("rb") as f:  # bytes: a name that is not UTF-8 is its bytes there
+                return f.readline().strip() == ",".join(f.name for f in fields(Row)).encode()
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and {"counts", "jobs"} <= data.keys()
@@ -1140,7 +1143,9 @@ def _unmarked_sheet(path: Path) -> bool:
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     """Both files written atomically. The JSON is strict, as the records are: a PSNR that is
-    not a finite number is ``null``, and ``null_because`` says why."""
+    not a finite number is ``null``, and ``null_because`` says why. A file name that is not
+    UTF-8 is its bytes in the table, as the file system has it, and an escape in the JSON
+    (``\\udcff``, as in the records), which reads back as the name Python opens."""
     records = [asdict(r) for r in rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, [f.name for f in fields(Row)], lineterminator="\n")
@@ -1150,5 +1155,6 @@ def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     if reasons:
         data["null_because"] = reasons
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    image.write_all_atomic([(csv_path, lambda f: f.write(buf.getvalue().encode())),
+    table = buf.getvalue().encode("utf-8", "surrogateescape")
+    image.write_all_atomic([(csv_path, lambda f: f.write(table)),
                             (json_path, lambda f: f.write(text.encode()))])

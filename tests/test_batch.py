@@ -798,3 +798,30 @@ def test_workers_of_a_killed_batch_stop_instead_of_running_on(tmp_path: Path, sp
     for i in (0, 1):
         record = json.loads((tmp_path / "out" / f"p{i}_denoise.png.json").read_text())
         assert record["stop_reason"] == "interrupted"
+
+
+def test_a_file_name_that_is_not_utf8_runs_and_resumes_like_any_other(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, GLOB_JOB)
+    odd = tmp_path / "photos" / os.fsdecode(b"x\xff.png")  # "x\udcff.png"
+    try:
+        save(synthetic(32), odd)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "4 done" in result.output
+    # the summary names the file the job read: its bytes in the table, an escape in the JSON
+    out = tmp_path / "out"
+    assert os.fsencode(odd) in (out / "summary.csv").read_bytes()
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert str(odd) in {job["input"] for job in data["jobs"]}
+    # the next run takes the summary for dip's own and skips every job
+    again = invoke("run", path, "-q")
+    assert again.exit_code == 0 and "0 done, 4 already done" in again.output, again.output
+
+
+def test_a_seed_is_the_same_as_before_for_a_utf8_name() -> None:
+    # the seeds of UTF-8 names never change (a rerun's results stay as they were)
+    assert batch.job_seed(0, "photos/p0.png") == 4805299697481278698
+    assert batch.job_seed(7, "Été/café ☕.png") == 7366903787533744362
+    assert batch.job_seed(0, os.fsdecode(b"x\xff.png")) != batch.job_seed(0, "x\ufffd.png")
