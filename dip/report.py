@@ -7,6 +7,7 @@ Every file is written atomically, like results.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,19 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise InputError(PLOT_HINT) from None
+
+
+def shown_name(path: Any) -> str:
+    """The file name of ``path`` as a picture shows it: bytes of the name that are not UTF-8
+    (which Python keeps as surrogate escapes, and no font can draw) spelled as backslash
+    escapes, ``in\\xff.png``; a name that is UTF-8 as it is."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    name = Path(text).name
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no byte became
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def detail_box(pixels: torch.Tensor, fraction: float = 0.25) -> tuple[int, int, int]:
@@ -103,7 +117,7 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     _draw_panels(fig, grid, panels, detail_box(result.pixels), {"result": result_label})
     _draw_curves(fig, grid, curves, history.get("step", []), record.get("returned_iteration"),
                  (record.get("metrics") or {}).get("peak_iteration"))
-    fig.suptitle(f"dip {record.get('task')}: {Path(str(record.get('input'))).name} — "
+    fig.suptitle(f"dip {record.get('task')}: {shown_name(record.get('input'))} — "
                  f"{record.get('iterations')} steps, {record.get('stop_reason')}, "
                  f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
                  f"{record.get('device')}")
@@ -218,7 +232,7 @@ def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4)
         sheet.paste(_thumb(row.input), (x, y))
         done = row.status in ("done", "skipped", "interrupted")
         sheet.paste(_thumb(row.output if done else None), (x + THUMB + 4, y))
-        name = Path(row.input).name
+        name = shown_name(row.input)
         figures = [row.status]
         if row.psnr is not None:
             figures.append(f"{row.psnr:.2f} dB")

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageFont
 
-from dip import image
+from dip import batch, image
 from dip.cli.main import cli
-from dip.report import detail_box
+from dip.report import detail_box, shown_name, write_contact_sheet
 
 from conftest import save, synthetic
 
@@ -156,3 +157,32 @@ def test_gif_must_not_replace_the_result(tmp_path: Path, noisy_png: Path) -> Non
     result = invoke("denoise", noisy_png, "-o", tmp_path / "o.gif", "--iters", 2, "--gif", *TINY)
     assert result.exit_code == 2 and "own path" in result.output
     assert not list(tmp_path.glob("o*"))
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_with_its_byte_escaped() -> None:
+    # Python keeps the byte 0xff of a file name as the surrogate \udcff, which no font draws
+    assert shown_name("/photos/in\udcff.png") == "in\\xff.png"
+    assert shown_name(b"/photos/in\xff.png") == "in\\xff.png"
+    assert shown_name(Path("caf\u00e9.png")) == "caf\u00e9.png"  # UTF-8 names as they are
+
+
+def test_a_report_is_drawn_for_an_input_whose_name_is_not_utf8(tmp_path: Path,
+                                                               noisy_png: Path) -> None:
+    pytest.importorskip("matplotlib")
+    source = Path(os.fsdecode(bytes(tmp_path) + b"/in\xff.png"))
+    noisy_png.rename(source)
+    out = source.with_name(source.stem + "_out.png")
+    result = invoke("denoise", source, "-o", out, "--iters", 2, "--report", *TINY)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 32)
+    assert Image.open(out.with_name(out.stem + "_report.png")).size == (800, 1100)
+
+
+def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    # Pillow's own bitmap font (a Pillow without FreeType) draws Latin-1 only
+    monkeypatch.setattr(ImageFont, "load_default", ImageFont.load_default_imagefont)
+    source = save(synthetic(32), Path(os.fsdecode(bytes(tmp_path) + b"/in\xff.png")))
+    row = batch.Row("b.yaml", "denoise", str(source), str(tmp_path / "gone.png"), "failed")
+    sheet = write_contact_sheet(tmp_path / "summary.png", [row])
+    assert Image.open(sheet).size == (4 * 268 + 8, 168 + 8)
