@@ -164,8 +164,11 @@ def remember(key: str, device: torch.device, seconds: float) -> None:
     with contextlib.suppress(OSError):  # a cache that cannot be written costs a recalibration
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
-        part.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-        part.replace(path)
+        try:
+            part.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            part.replace(path)
+        finally:  # a write that failed (a full disk, ulimit -f) leaves no part file behind
+            part.unlink(missing_ok=True)
 
 
 def _full_key(key: str, device: torch.device) -> str:

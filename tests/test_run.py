@@ -373,3 +373,36 @@ def test_the_psnr_curve_of_a_fit_in_progress_warns_nothing(tmp_path: Path) -> No
                     overrides=(*TINY, "output.metrics_every=1", "stop.rule=fixed"))
     said = [w for w in caught if "not back-projected" in str(w.message)]
     assert len(said) == 1, [str(w.message) for w in caught]
+
+
+def test_a_calibration_cache_that_cannot_be_written_leaves_no_part_file(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """A full disk under ~/.cache: the run's result is the same, and nothing is left there."""
+    import errno
+
+    import dip
+
+    path = save(synthetic(16), tmp_path / "in.png")
+    failed: list[str] = []
+    write_text = Path.write_text
+
+    def full_disk(self: Path, data: str, *args, **kwargs) -> int:
+        if not self.name.endswith(".part"):
+            return write_text(self, data, *args, **kwargs)
+        write_text(self, data[:len(data) // 2], *args, **kwargs)  # what fitted on the disk
+        failed.append(self.name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    results = {}
+    for name in ("room", "full"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / name))
+        if name == "full":
+            monkeypatch.setattr(Path, "write_text", full_disk)
+        results[name] = dip.restore("denoise", path, iters=20, device="cpu", stop="fixed",
+                                    output=tmp_path / f"{name}.png",
+                                    overrides=(*TINY, "optim.restarts=1"))
+    assert failed  # the run did try to cache its rate
+    assert [p.name for p in (tmp_path / "room" / "dip").iterdir()] == ["calibration.json"]
+    assert list((tmp_path / "full" / "dip").iterdir()) == []
+    assert torch.equal(image.load_image(tmp_path / "full.png").pixels,
+                       image.load_image(tmp_path / "room.png").pixels)
