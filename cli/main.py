@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 import dip
 from dip import batch
-from dip import report as reports
 from dip.cli import signals
 from dip.damage import corruptions
 from dip.errors import DipError, InputError
@@ -356,27 +355,31 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     batch.assign_device(jobs, device_list, workers)  # --devices checked before any folder is made
     batch.prepare_summary(csv_path, json_path, jobs)
     rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet, pack)
-    sheet = csv_path.with_suffix(".png")
-    written = True
-    try:
-        batch.write_summary(rows, csv_path, json_path)
-        reports.write_contact_sheet(sheet, rows)
-    except OSError as exc:  # a full disk after the night's work: the results are written
-        click.echo(f"dip: could not write the summary beside {csv_path}: "
-                   f"{exc.strerror or exc}", err=True)
-        written = False
+    written = _write_summary(rows, csv_path, json_path)
     if not quiet:
         click.echo(_batch_table(rows))
     counts = batch.counts(rows)
     click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
                f"failed" + (", interrupted" if interrupted else "")
-               + f"; summary: {csv_path}, {json_path}, {sheet}")
+               + (f"; summary: {', '.join(map(str, written))}" if written else ""))
     if interrupted:
         click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
                    "interrupted, redone by the next run)", err=True)
         sys.exit(signals.exit_code())
     if counts["failed"] or not written:
         sys.exit(1)
+
+
+def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path) -> list[Path]:
+    """The summary's three files, all or none (:func:`dip.batch.write_summary`): the files
+    written, or none after one line on why."""
+    try:
+        batch.write_summary(rows, csv_path, json_path)
+    except (OSError, ValueError) as exc:  # a full disk after the night's work: the results
+        click.echo(f"dip: could not write the summary beside {csv_path}: "  # are written
+                   f"{getattr(exc, 'strerror', None) or exc}", err=True)
+        return []
+    return batch.summary_files(csv_path, json_path)
 
 
 def _dry_run(jobs: list[batch.Job], devices: list[str] | None, workers: int, overwrite: bool,

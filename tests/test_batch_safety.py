@@ -466,6 +466,39 @@ def test_a_full_disk_at_the_summary_is_one_line_and_the_results_stay(tmp_path: P
     assert digest(folder) == before
 
 
+@pytest.mark.parametrize("error", [OSError(errno.EFBIG, "File too large"),
+                                   ValueError("encoder error -2")])
+def test_a_summary_that_cannot_be_written_whole_leaves_the_last_one_whole(
+        tmp_path: Path, monkeypatch, error: Exception) -> None:
+    """The contact sheet fails (a file size limit, Pillow's encoder): the table and its JSON
+    are not replaced either, and the last line names no summary (before: a new table beside
+    the last run's sheet, and 'summary: ...csv, ...json, ...png' under the error)."""
+    from dip import report
+
+    folder = photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    out = tmp_path / "out"
+    before = digest(out)
+    save(synthetic(32), folder / "p9.png")  # a new photo: the summary would change
+
+    def too_large(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(report, "write_contact_sheet", too_large)
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    assert f"could not write the summary beside {out / 'summary.csv'}: {error.args[-1]}" \
+        in result.output
+    assert "1 done, 2 already done, 0 failed\n" in result.output  # and no "summary: ..."
+    assert "summary.csv," not in result.output
+    now = digest(out)
+    assert {name: now[name] for name in ("summary.csv", "summary.json", "summary.png")} == {
+        name: before[name] for name in ("summary.csv", "summary.json", "summary.png")}
+    assert not list(out.glob(".summary*"))  # no temporary file left
+
+
 # --- 5: Ctrl-C while the report is drawn ------------------------------------------------------
 
 def test_ctrl_c_while_the_report_is_drawn_keeps_the_finished_result(tmp_path: Path,
