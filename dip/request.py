@@ -222,7 +222,8 @@ class RunRequest:
                                     config_key="output.save_every",
                                     help="Keep a snapshot every N steps in "
                                          "RESULT_steps/ (RESULT: the result's name "
-                                         "without its extension).")
+                                         "without its extension), written there with "
+                                         "the result.")
     report: bool = option(kind="flag", default=False,
                           help="Also write RESULT_report.png: input, result (and "
                                "reference) with a magnified detail, and the loss, stop-rule "

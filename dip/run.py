@@ -681,15 +681,15 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
               progress: Callable[[Progress], None] | None = None,
               keep_on_interrupt: bool = False) -> Fitted:
     """Fit the run's members together (:func:`dip.fitting.fit_group`) and combine them; write
-    a snapshot of the combined estimate every ``plan.snapshot_every`` steps (old ones go
-    first, now that every check has passed).
+    a snapshot of the combined estimate every ``plan.snapshot_every`` steps, into
+    :func:`staged_snapshots` (they replace the snapshot folder's once the result is written).
 
     Raises:
         RunError: every restart of a tile (or of the image) failed: divergence the guard could
             not undo; out of memory (with advice); a snapshot that cannot be written.
     """
     layout = setup.layout
-    _clear_old_snapshots(p)
+    _clear_staged(p)
     fitted = layout.fitted()
     live = _Live(p, loaded, setup, progress, keep_on_interrupt)
     _reset_cuda_peak(setup.device)
@@ -709,17 +709,50 @@ def _reset_cuda_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _clear_old_snapshots(p: Plan) -> None:
-    """An earlier run's snapshots, and those a kill left half-written (not this run's GIF
-    frames: none are written yet), go before the fit, now that every check has passed."""
+def staged_snapshots(p: Plan) -> Path:
+    """The hidden folder a run's snapshots are written into while it fits: they replace the
+    snapshot folder's only once the result is written (:func:`write`), so that a run that
+    fails, or is killed, leaves the earlier result's snapshots as they were, and no folder
+    that would block its rerun."""
     steps = p.files["steps"]
-    if p.snapshot_every and steps.is_dir():
-        for old in [*steps.glob("step_*.png"), *steps.glob(".step_*.part")]:
+    return steps.with_name(f".{steps.name}.dip-new")
+
+
+def _snapshot_files(folder: Path, read: list[Path] = ()) -> list[Path]:
+    """The snapshots in ``folder``, and those a kill left half-written, but the run's
+    inputs."""
+    reads = {path.resolve() for path in read}
+    return [path for path in [*folder.glob("step_*.png"), *folder.glob(".step_*.part")]
+            if path.resolve() not in reads] if folder.is_dir() else []
+
+
+def _clear_staged(p: Plan) -> None:
+    """The staged snapshots of a run that did not write its result (a kill), or of this one
+    when it ends without its result; and their folder."""
+    staged = staged_snapshots(p)
+    if p.request.write and staged.is_dir():  # (a run that writes nothing holds no claim)
+        for old in _snapshot_files(staged):
             try:
                 old.unlink(missing_ok=True)
             except OSError as exc:  # a folder of that name, a file made immutable
                 raise InputError(f"cannot remove the earlier snapshot {shown(old)}: "
                                  f"{exc.strerror or exc}") from None
+        with contextlib.suppress(OSError):
+            staged.rmdir()
+
+
+def _install_snapshots(p: Plan) -> None:
+    """The staged snapshots replace the snapshot folder's (the result is written)."""
+    steps, staged = p.files["steps"], staged_snapshots(p)
+    try:
+        for old in _snapshot_files(steps, p.reads):
+            old.unlink(missing_ok=True)
+        steps.mkdir(exist_ok=True)
+        for new in sorted(staged.glob("step_*.png")):
+            new.replace(steps / new.name)
+    except OSError as exc:
+        warnings.warn(f"the result is written, but its snapshots could not be moved into "
+                      f"{shown(steps)}: {exc.strerror or exc}", image.DipWarning, stacklevel=2)
 
 
 def _combined(live: _Live, results: dict, stopped: bool = False) -> Fitted:
@@ -845,7 +878,7 @@ class _Live:
         source = loaded.inputs.picture
         snap = image.Picture(current, self.p.task.out_alpha(loaded.inputs, loaded.out_size),
                              source.bits, source.value_range)
-        steps = self.p.files["steps"]
+        steps = staged_snapshots(self.p)
         try:
             image.save_image(snap, steps / f"step_{step:06d}.png", mark="snapshot")
         except OSError as exc:
@@ -984,7 +1017,7 @@ def _pictures(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
                                          None if score is None else (label, score))
             pictures.append((p.files["report"], lambda f, d=data: f.write(d)))
         if p.request.gif:
-            data = reports.render_gif(sorted(p.files["steps"].glob("step_*.png")), restored)
+            data = reports.render_gif(sorted(staged_snapshots(p).glob("step_*.png")), restored)
             pictures.append((p.files["gif"], lambda f, d=data: f.write(d)))
         if p.request.uncertainty and spread is not None:
             # marked as dip's own, so that a batch never takes it for a photo
@@ -1036,12 +1069,14 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     if any(path.parent == p.files["steps"] for path in stale):  # and their folder, if empty
         with contextlib.suppress(OSError):
             p.files["steps"].rmdir()
+    if p.snapshot_every:
+        _install_snapshots(p)
 
 
 def _stale_pictures(p: Plan) -> list[Path]:
     """The report, GIF and uncertainty map of the result this run replaces (its record names
     them) that this run does not write again; and its snapshots when this run takes none
-    (a run with snapshots replaces them itself: :func:`_clear_old_snapshots`)."""
+    (a run with snapshots replaces them itself: :func:`_install_snapshots`)."""
     old = own_record(p.output) if p.request.overwrite and p.output.exists() else None
     if old is None:
         return []
@@ -1148,7 +1183,10 @@ def claimed_files(p: Plan) -> Iterator[None]:
     with contextlib.ExitStack() as claims:
         for path in written_files(p) if p.request.write else []:
             claims.enter_context(claimed(path))
-        yield
+        try:
+            yield
+        finally:  # a run that ends without its result leaves no snapshots (before its
+            _clear_staged(p)  # claims go, which remove the folders it made)
 
 
 @contextmanager
@@ -1210,7 +1248,7 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
 
     Raises:
         InputError, ConfigError: before anything runs or is written.
-        RunError: the fit failed; nothing is written but the snapshots taken so far.
+        RunError: the fit failed; nothing is written (an earlier result's files stay).
     """
     if not isinstance(request, RunRequest):
         task = get_task(request)
@@ -1320,7 +1358,7 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
             progress(Progress(done[0], total, s.loss, s.estimate, s.psnr, s.output))
 
     for _, p, _, _ in jobs:
-        _clear_old_snapshots(p)
+        _clear_staged(p)
     first, perf = jobs[0][1], jobs[0][3].perf
     members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
     at_once = sum(setup.layout.at_once for *_, setup in jobs)

@@ -401,7 +401,7 @@ def test_two_dips_writing_one_output_the_second_fails_with_one_line(
     out = tmp_path / "out.png"
     first = spawn_dip("denoise", src, "-o", out, "--iters", 100000, "--stop", "fixed",
                       "--device", "cpu", "-q", "--save-every", 5)
-    assert wait_until(lambda: (tmp_path / "out_steps").is_dir(), 120 * slowness, first)
+    assert wait_until(lambda: (tmp_path / ".out_steps.dip-new").is_dir(), 120 * slowness, first)
     _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
              "another dip run")
     first.terminate()

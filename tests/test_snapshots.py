@@ -1,0 +1,73 @@
+"""Snapshots (--save-every, --gif) belong to the result they were taken for: a run that fails
+or is killed leaves an earlier result's snapshots as they were, and nothing that blocks its
+rerun."""
+from __future__ import annotations
+
+import errno
+import hashlib
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dip import image
+from dip.cli.main import cli
+
+RUN = ["--stop", "fixed", "--restarts", "1", "--device", "cpu", "-q"]
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_failed_overwrite_keeps_the_earlier_results_snapshots(tmp_path: Path, noisy_png: Path,
+                                                                monkeypatch) -> None:
+    """They were deleted before the fit and replaced by the failed run's (a full disk when the
+    result was written): the old result stood beside another run's snapshots."""
+    out = tmp_path / "o" / "a.png"
+    assert invoke("denoise", noisy_png, "-o", out, "--iters", 4, "--save-every", 2,
+                  *RUN).exit_code == 0
+    steps = tmp_path / "o" / "a_steps"
+    before, result = _digests(steps), out.read_bytes()
+    assert sorted(before) == ["step_000002.png", "step_000004.png"]
+
+    def full(files, **_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(image, "write_all_atomic", full)
+    failed = invoke("denoise", noisy_png, "-o", out, "--iters", 6, "--save-every", 3,
+                    "--seed", 5, "--overwrite", *RUN)
+    assert failed.exit_code == 1 and "No space left" in failed.output
+    assert _digests(steps) == before and out.read_bytes() == result
+    assert sorted(p.name for p in out.parent.iterdir()) == ["a.png", "a.png.json", "a_steps"]
+    monkeypatch.undo()
+    # and a run that writes its result replaces them all
+    assert invoke("denoise", noisy_png, "-o", out, "--iters", 6, "--save-every", 3,
+                  "--seed", 5, "--overwrite", *RUN).exit_code == 0
+    assert sorted(_digests(steps)) == ["step_000003.png", "step_000006.png"]
+
+
+def test_a_killed_runs_snapshots_do_not_block_its_rerun(tmp_path: Path, noisy_png: Path) -> None:
+    """A run killed mid-fit left a non-empty snapshot folder and no result: every rerun was
+    refused ("snapshot folder is not empty; use --overwrite"), in dip run too."""
+    out = tmp_path / "a.png"
+    staged = tmp_path / ".a_steps.dip-new"  # where a killed run's snapshots now are
+    image.save_image(image.load_image(noisy_png), staged / "step_000005.png", mark="snapshot")
+    (staged / ".step_000010.png.x1y2.part").write_bytes(b"half")
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 4, "--save-every", 2, *RUN)
+    assert result.exit_code == 0, result.output
+    assert not staged.exists()
+    assert sorted(p.name for p in (tmp_path / "a_steps").iterdir()) == [
+        "step_000002.png", "step_000004.png"]
+
+
+def test_a_failed_fit_leaves_no_snapshot_folder(tmp_path: Path, noisy_png: Path) -> None:
+    """Its folder stayed, beside a later result made without snapshots."""
+    out = tmp_path / "new" / "a.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 200, "--save-every", 10,
+                    "--set", "optim.lr=1e6", "--set", "optim.guard=0", *RUN)
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "new").exists()
