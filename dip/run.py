@@ -25,6 +25,7 @@ import platform
 import re
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -1119,9 +1120,11 @@ def claimed(output: Path) -> Iterator[None]:
         except FileNotFoundError as exc:  # a run that failed removed the folder it had made,
             if attempt == 2:  # as this one made it too (see the end): make it again
                 raise RunError(f"cannot write {shown(output)}: {exc.strerror}") from None
+    _HELD.add(path)
     try:
         yield
     finally:
+        _HELD.discard(path)
         with contextlib.suppress(OSError):
             if path.read_text() == me:  # never another run's claim
                 path.unlink()
@@ -1145,7 +1148,9 @@ def _take_claim(path: Path, output: Path, me: str) -> None:
             holder = _claim_holder(path)
             if holder is not None:
                 raise InputError(f"another dip run ({holder}) is writing {shown(output)}; "
-                                 f"wait for it or choose another output")
+                                 f"wait for it or choose another output (a run that is gone "
+                                 f"leaves its claim {shown(path.name)}, taken over once "
+                                 f"{CLAIM_STALE // 60:.0f} minutes old)")
             path.unlink(missing_ok=True)  # its process is gone
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -1207,14 +1212,64 @@ def _folder_lock(folder: Path) -> Iterator[None]:
             os.close(fd)
 
 
+#: a live run refreshes the time of its claims this often (seconds), and a claim not
+#: refreshed for CLAIM_STALE is a dead run's, whatever its host: one on another machine
+#: (a cluster's node restarted, a container replaced, which gets a new host name) can be
+#: told no other way
+CLAIM_REFRESH, CLAIM_STALE = 60.0, 900.0
+
+
+class _HeldClaims:
+    """The claims this process holds, refreshed every :data:`CLAIM_REFRESH` seconds by one
+    daemon thread (started again in a forked child, which has no threads)."""
+
+    def __init__(self) -> None:
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
+        self.owner = None  # the pid whose thread refreshes them
+
+    def add(self, path: Path) -> None:
+        with self.lock:
+            self.paths.add(path)
+            if self.owner != os.getpid():
+                self.owner = os.getpid()
+                threading.Thread(target=self._refresh, daemon=True, name="dip-claims").start()
+
+    def discard(self, path: Path) -> None:
+        with self.lock:
+            self.paths.discard(path)
+
+    def __contains__(self, path: Path) -> bool:
+        with self.lock:
+            return path in self.paths
+
+    def _refresh(self) -> None:
+        while True:
+            time.sleep(CLAIM_REFRESH)
+            with self.lock:
+                held = list(self.paths)
+            for path in held:
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+
+
+_HELD = _HeldClaims()
+
+
 def _claim_holder(path: Path) -> str | None:
-    """``pid N on HOST`` of a live claim, None for a stale one (its process is gone)."""
+    """``pid N on HOST`` of a live claim, None for a stale one: its process is gone, it is
+    this process's pid but not a claim it holds (a pid used again: a container's dip is
+    often pid 1), or it has not been refreshed for :data:`CLAIM_STALE` seconds."""
     try:
         pid_text, _, host = path.read_text().partition(" ")
         pid = int(pid_text)
+        if time.time() - path.stat().st_mtime > CLAIM_STALE:
+            return None
     except (OSError, ValueError):
         return None
     if host == socket.gethostname():
+        if pid == os.getpid() and path not in _HELD:
+            return None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -246,13 +247,24 @@ def test_a_reference_replaced_under_the_same_name_is_redone(tmp_path: Path) -> N
 
 # --- 6: one writer per output ---------------------------------------------------------------------
 
+@pytest.fixture
+def other_pid():
+    """The pid of a live process that is not this one (a second dip, as a claim sees it)."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "600"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
 def test_a_live_claim_refuses_a_second_writer_and_a_stale_one_is_taken_over(
-        tmp_path: Path) -> None:
+        tmp_path: Path, other_pid: int) -> None:
     src = save(synthetic(32), tmp_path / "in.png")
     out = tmp_path / "out.png"
-    claim_path(out).write_text(f"{os.getpid()} {os.uname().nodename}")  # this process: alive
+    claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")  # alive
     _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
-             "another dip run", str(os.getpid()))
+             "another dip run", str(other_pid))
     assert not out.exists()
     claim_path(out).write_text(f"{2 ** 22 + 12345} {os.uname().nodename}")  # no such process
     assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
@@ -260,12 +272,46 @@ def test_a_live_claim_refuses_a_second_writer_and_a_stale_one_is_taken_over(
     assert out.exists() and not claim_path(out).exists()
 
 
-def test_a_run_holds_every_file_it_writes_not_only_its_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("holder", ["this pid", "another host"])
+def test_a_claim_no_live_run_can_hold_is_taken_over(tmp_path: Path, holder: str) -> None:
+    """A claim with this process's own pid that it does not hold (a pid used again: a
+    container's dip is often pid 1), or one from another machine not refreshed for
+    CLAIM_STALE (a node restarted, a container replaced: its host name is new), refused
+    every run for ever, --overwrite included."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    claim = claim_path(out)
+    claim.write_text(f"{os.getpid()} {os.uname().nodename}" if holder == "this pid"
+                     else "4242 othernode")
+    if holder == "another host":
+        _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
+                 "another dip run (pid 4242 on othernode)", ".out.png.dip-claim",
+                 "15 minutes old")
+        old = time.time() - run.CLAIM_STALE - 60
+        os.utime(claim, (old, old))
+    assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert out.exists() and not claim.exists()
+
+
+def test_a_live_runs_claims_are_kept_fresh(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(run, "CLAIM_REFRESH", 0.05)
+    out = tmp_path / "out.png"
+    held = run._HeldClaims()  # its own thread, at the patched pace
+    monkeypatch.setattr(run, "_HELD", held)
+    with run.claimed(out):
+        old = time.time() - 3600
+        os.utime(claim_path(out), (old, old))
+        assert wait_until(lambda: time.time() - claim_path(out).stat().st_mtime < 60, 10)
+
+
+def test_a_run_holds_every_file_it_writes_not_only_its_result(tmp_path: Path,
+                                                               other_pid: int) -> None:
     """A run writing out_report.png as its result, beside one writing out.png with a
     report: both exited 0, and the report replaced the other's result."""
     src = save(synthetic(32), tmp_path / "in.png")
     report = tmp_path / "out_report.png"
-    claim_path(report).write_text(f"{os.getpid()} {os.uname().nodename}")  # its result's
+    claim_path(report).write_text(f"{other_pid} {os.uname().nodename}")  # its result's
     _refused(invoke("denoise", src, "-o", tmp_path / "out.png", "--report", "--iters", 3,
                     "--device", "cpu", "-q"), "another dip run", "out_report.png")
     assert not (tmp_path / "out.png").exists() and not report.exists()
