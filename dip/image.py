@@ -1176,21 +1176,26 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
         for stale in path.parent.glob(f".{_glob_escape(path.name)}.{_TEMP_LETTERS * 8}.part"):
             if stale.resolve() not in kept:
                 stale.unlink(missing_ok=True)
+    current = None  # the file being written or renamed
     try:
-        for path, write in files:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        for current, write in files:
+            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.",
+                                       suffix=".part")
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 write(f)
             # mkstemp makes the file private (0600); give it a normal new file's permissions.
             os.chmod(tmp, 0o666 & ~_umask())
+        current = None
         if before_rename is not None:
             before_rename()
-        for tmp, (path, _) in reversed(list(zip(temps, files))):
-            os.replace(tmp, path)
-    except BaseException:
+        for tmp, (current, _) in reversed(list(zip(temps, files))):
+            os.replace(tmp, current)
+    except BaseException as exc:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and current is not None:  # the file that failed, not its
+            exc.filename = str(current)  # temporary name (a full disk's error names none)
         raise
 
 

@@ -330,7 +330,7 @@ def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
     try:
         image.write_all_atomic([(path, image.image_writer(pic, path)) for path, pic in pictures])
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
-        raise RunError(f"cannot write {pictures[0][0]}: "
+        raise RunError(f"cannot write {getattr(exc, 'filename', None) or pictures[0][0]}: "
                        f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
@@ -1062,7 +1062,8 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     try:
         image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
-        raise RunError(f"cannot write {p.output}: {getattr(exc, 'strerror', None) or exc}"
+        failed = getattr(exc, "filename", None) or p.output  # the report, the GIF ...
+        raise RunError(f"cannot write {failed}: {getattr(exc, 'strerror', None) or exc}"
                        ) from None
     for path in stale:  # the replaced result's, which would now describe another run
         with contextlib.suppress(OSError):

@@ -1,6 +1,6 @@
-"""Snapshots (--save-every, --gif) belong to the result they were taken for: a run that fails
-or is killed leaves an earlier result's snapshots as they were, and nothing that blocks its
-rerun."""
+"""What a run that fails or is killed leaves: an earlier result's snapshots (--save-every,
+--gif) as they were, nothing that blocks its rerun, and a message naming the file that
+failed."""
 from __future__ import annotations
 
 import errno
@@ -71,3 +71,24 @@ def test_a_failed_fit_leaves_no_snapshot_folder(tmp_path: Path, noisy_png: Path)
                     "--set", "optim.lr=1e6", "--set", "optim.guard=0", *RUN)
     assert result.exit_code == 1, result.output
     assert not (tmp_path / "new").exists()
+
+
+def test_a_write_that_fails_names_the_file_that_failed(tmp_path: Path, noisy_png: Path,
+                                                       monkeypatch) -> None:
+    """The report hit a file size limit and the message named the result (a.png), which
+    would have fitted."""
+    original = image.write_all_atomic
+
+    def limited(files, **kwargs):
+        def too_large(f):
+            raise OSError(errno.EFBIG, "File too large")
+        return original([(path, too_large if path.name.endswith("_report.png") else write)
+                         for path, write in files], **kwargs)
+
+    monkeypatch.setattr(image, "write_all_atomic", limited)
+    out = tmp_path / "o" / "a.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 3, "--report", *RUN)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"dip: error: cannot write {out.parent / 'a_report.png'}: " \
+                                    f"File too large"
+    assert not (tmp_path / "o").exists()
