@@ -9,8 +9,25 @@ written.
 from __future__ import annotations
 
 import signal
+import sys
+import tempfile
 
 from dip.cli import signals
+
+#: what to say where no writable temporary folder is found (exit 2, as for bad input: the
+#: user's to fix, and nothing was run)
+NO_TEMPORARY_FOLDER = ("no writable temporary folder (TMPDIR, /tmp, /var/tmp, the current "
+                       "folder); set TMPDIR to one")
+
+
+def require_temporary_folder() -> None:
+    """Exit 2 with one line unless :func:`tempfile.gettempdir` finds a folder it can write
+    in (it raises FileNotFoundError where none is, and remembers the one it found)."""
+    try:
+        tempfile.gettempdir()
+    except OSError:
+        sys.stderr.write(f"dip: error: {NO_TEMPORARY_FOLDER}\n")
+        sys.exit(2)
 
 
 def main() -> None:
@@ -18,6 +35,7 @@ def main() -> None:
     stopping = tuple(signals.EXIT_CODES)
     blocking = hasattr(signal, "pthread_sigmask")  # POSIX
     try:
+        require_temporary_folder()
         if blocking:
             signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         from dip.cli.main import main as run

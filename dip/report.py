@@ -7,6 +7,7 @@ Every file is written atomically, like results.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +27,23 @@ PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip in
 
 
 def require_matplotlib() -> None:
-    """Raise :class:`InputError` with the install hint unless matplotlib can be imported."""
+    """Raise :class:`InputError` with the install hint unless matplotlib can be imported, or
+    with matplotlib's own reason where it is installed but cannot start (no writable folder
+    for its cache, not even a temporary one). The warnings matplotlib logs on its way there
+    (each folder it could not make) are not shown: the error, or nothing, says it."""
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise InputError(PLOT_HINT) from None
+    except OSError as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"{{arg:report}} draws with matplotlib, which could not start: "
+                         f"{reason}") from None
+    finally:
+        log.setLevel(level)
 
 
 def shown_name(path: Any) -> str:

@@ -512,3 +512,40 @@ def test_a_bad_value_is_named_as_the_user_gave_it(tmp_path: Path, noisy_png: Pat
     line = _one_line_error(invoke("denoise", noisy_png, "-o", out, *args))
     assert line.startswith(said), line
     assert not out.exists()
+
+
+def test_no_writable_temporary_folder_is_one_line_before_any_work(tmp_path: Path, noisy_png: Path,
+                                                                 monkeypatch, capsys) -> None:
+    """Without a temporary folder torch's optimiser could not be imported: every run failed
+    with a traceback after its start."""
+    import sys
+    import tempfile
+    import types
+
+    from dip.cli import entry, signals
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    # as tempfile looks: TMPDIR, then /tmp, /var/tmp, /usr/tmp and the current folder
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list",
+                        lambda: [str(tmp_path / "missing"), str(blocked / "tmp")])
+    monkeypatch.setattr(tempfile, "tempdir", None)  # not the folder found before
+    with pytest.raises(FileNotFoundError):
+        tempfile.gettempdir()
+    ran: list[str] = []
+    monkeypatch.setitem(sys.modules, "dip.cli.main", types.SimpleNamespace(
+        main=lambda: ran.append("the command")))
+    monkeypatch.setattr(signals, "install", lambda: None)  # this process's handlers stay
+    out = tmp_path / "o.png"
+    monkeypatch.setattr(sys, "argv", ["dip", "denoise", str(noisy_png), "-o", str(out)])
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert stop.value.code == 2 and not ran and not out.exists()
+    assert capsys.readouterr().err == ("dip: error: no writable temporary folder (TMPDIR, /tmp, "
+                                       "/var/tmp, the current folder); set TMPDIR to one\n")
+    # with one writable folder the command runs
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list",
+                        lambda: [str(tmp_path / "missing"), str(tmp_path)])
+    entry.main()
+    assert ran == ["the command"] and tempfile.gettempdir() == str(tmp_path)

@@ -186,3 +186,32 @@ def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path,
     row = batch.Row("b.yaml", "denoise", str(source), str(tmp_path / "gone.png"), "failed")
     sheet = write_contact_sheet(tmp_path / "summary.png", [row])
     assert Image.open(sheet).size == (4 * 268 + 8, 168 + 8)
+
+
+def test_report_when_matplotlib_cannot_start_is_one_line(tmp_path: Path, noisy_png: Path,
+                                                         monkeypatch, caplog) -> None:
+    """Installed, but with no writable folder for its cache (not even a temporary one)
+    matplotlib's import raises OSError, after logging each folder it could not make."""
+    import importlib.abc
+    import logging
+
+    class NoCacheFolder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "matplotlib":
+                logging.getLogger("matplotlib").warning("mkdir -p failed for path /home/x")
+                raise OSError("Matplotlib requires access to a writable cache directory, but "
+                              "there was an issue with the default path (/home/x), and a "
+                              "temporary directory could not be created; set the "
+                              "MPLCONFIGDIR environment variable to a writable directory")
+
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoCacheFolder(), *sys.meta_path])
+    out = tmp_path / "o.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 2, "--report", *TINY)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith("dip: error: --report draws with matplotlib, which could "
+                                    "not start: Matplotlib requires access to a writable cache")
+    assert "MPLCONFIGDIR" in result.output and "Traceback" not in result.output
+    # nor its warnings on stderr (here pytest's log capture takes what would be printed)
+    assert not [r for r in caplog.records if r.name.startswith("matplotlib")]
+    assert not list(tmp_path.glob("o*"))
