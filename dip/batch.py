@@ -73,6 +73,8 @@ from dip.run import (
     Plan,
     Restoration,
     Start,
+    _can_write_in,
+    _missing_folders,
     claim_path,
     files_read,
     fingerprints,
@@ -1102,6 +1104,7 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
     Raises:
         BatchError: naming the file.
     """
+    _summary_names_fit(csv_path, json_path)  # (before a name too long is asked about)
     reads = {path_key(p) for job in jobs for p in job_reads(job)}
     writes = {path_key(p) for job in jobs for p in job_writes(job)}
     for path in summary_files(csv_path, json_path):
@@ -1114,7 +1117,43 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
         if path.exists() and not _our_summary(path):
             raise BatchError(f"{path} exists and dip did not write it; it is kept: move it or "
                              f"choose another summary path")
+    try:
+        made = _missing_folders(csv_path.parent)
+    except (OSError, RuntimeError):  # a name too long, a loop of links: writable_folder says
+        made = []
     writable_folder(csv_path.parent, f"the summary {csv_path.name}")
+    try:  # a file made and removed there: os.access says yes to root, even in /proc and /sys
+        _can_write_in(csv_path.parent, "summary's folder")
+    except InputError:
+        for folder in made:  # deepest first: the refused run leaves no folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _summary_names_fit(csv_path: Path, json_path: Path) -> None:
+    """The summary's names, and the temporary names they are written under first
+    (``.NAME.XXXXXXXX.part``), fit in a name of the folder's file system (255 bytes on most).
+
+    Raises:
+        BatchError: with the longest summary name that fits.
+    """
+    files = summary_files(csv_path, json_path)
+    need = max(len(os.fsencode(f.name)) for f in files) + len(".") + len(".XXXXXXXX.part")
+    folder = csv_path.parent
+    try:
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
+        limit = 255
+    if need > limit:
+        own = len(os.fsencode(csv_path.name))
+        raise BatchError(f"the summary name {image.shown(csv_path.name)} is too long ({own} "
+                         f"bytes): its file system allows {limit} bytes in a name, and the "
+                         f"summary's files (its .json, the temporary name each is written "
+                         f"under first) need {need - own} more; give {{arg:summary_path}} a "
+                         f"name of at most {limit - (need - own)} bytes")
 
 
 def _our_summary(path: Path) -> bool:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from dip import batch, run
 from dip.cli.main import cli
+from dip.errors import InputError
 
 from conftest import save, synthetic, wait_until
 
@@ -491,6 +492,54 @@ def test_a_kill_between_the_renames_with_overwrite_never_leaves_the_old_image(
     monkeypatch.setattr(os, "replace", killed_before_the_image)
     invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q", "--overwrite")
     assert not out.exists()  # a new record may stand alone (redone later), never beside it
+
+
+# --- the summary's place is checked before any job runs --------------------------------------
+
+def _ran_nothing(tmp_path: Path) -> bool:
+    return not list(tmp_path.glob("out/*_denoise.png*"))
+
+
+def test_a_summary_name_with_no_room_for_its_temporary_name_is_refused_before_any_job(
+        tmp_path: Path) -> None:
+    """A name of 249 bytes is valid, but not the 265 of the temporary name of its .json (before:
+    every job ran, then 'could not write the summary ... File name too long', and an empty
+    folder of the summary's was left)."""
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    for name in ("s" * 245, "s" * 300):
+        result = invoke("run", path, "-q", "--summary", tmp_path / "sum" / f"{name}.csv")
+        _refused(result, "is too long", "--summary", "at most 239 bytes")
+        assert not (tmp_path / "sum").exists() and _ran_nothing(tmp_path)
+    fits = tmp_path / "sum" / f"{'s' * 235}.csv"
+    result = invoke("run", path, "-q", "--summary", fits)
+    assert result.exit_code == 0 and fits.is_file(), result.output
+
+
+@pytest.mark.parametrize("summary", ["/proc/dip-summary.csv", "/sys/kernel/dip-summary.csv"])
+def test_a_summary_folder_that_takes_no_file_is_refused_before_any_job(tmp_path: Path,
+                                                                      summary: str) -> None:
+    """os.access says root may write in /proc and /sys; creating a file there fails."""
+    if not Path(summary).parent.is_dir():
+        pytest.skip(f"no {Path(summary).parent} here")
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    result = invoke("run", path, "-q", "--summary", summary)
+    _refused(result, str(Path(summary).parent))
+    assert _ran_nothing(tmp_path)
+
+
+def test_a_refused_summary_folder_is_not_left_behind(tmp_path: Path, monkeypatch) -> None:
+    def cannot(folder: Path, what: str) -> None:
+        raise InputError(f"cannot write into the {what} {folder}: Permission denied")
+
+    monkeypatch.setattr(batch, "_can_write_in", cannot)
+    (tmp_path / "kept").mkdir()
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    result = invoke("run", path, "-q", "--summary", tmp_path / "kept" / "a" / "b" / "s.csv")
+    _refused(result, "Permission denied")
+    assert list((tmp_path / "kept").iterdir()) == [] and _ran_nothing(tmp_path)
 
 
 # --- 16: a full disk at the summary ---------------------------------------------------------------
