@@ -445,6 +445,9 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
         return rows, False
     except batch.BatchInterrupted as exc:
         return exc.rows, True
+    except batch.WorkersNotStarted as exc:  # one line, then the summary of what ran: exit 1
+        tqdm.write(f"dip: error: {exc.render(flag_spelling)}", file=sys.stderr)
+        return exc.rows, False
     finally:
         for bar in bars.values():
             bar.close()

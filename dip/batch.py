@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import errno
 import glob
 import hashlib
 import io
@@ -126,6 +127,15 @@ class BatchInterrupted(KeyboardInterrupt):
 
     def __init__(self, rows: list[Row]) -> None:
         super().__init__()
+        self.rows = rows
+
+
+class WorkersNotStarted(DipError):
+    """The worker processes could not be started (too few file descriptors or processes
+    allowed): ``rows`` has every job's row, each that did not run failed with why."""
+
+    def __init__(self, message: str, rows: list[Row]) -> None:
+        super().__init__(message)
         self.rows = rows
 
 
@@ -976,8 +986,13 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     broken = _run_pool(todo, workers, **pool)
     if broken:
         broken = _run_pool(broken, workers, **pool)
-    for job in broken:
-        if _run_pool([job], 1, **pool):
+    for i, job in enumerate(broken):
+        try:
+            lost = _run_pool([job], 1, **pool)
+        except WorkersNotStarted as exc:  # the jobs after it did not run either
+            exc.rows += [Row.of(later, "failed", rows[-1].error) for later in broken[i + 1:]]
+            raise
+        if lost:
             rows.append(Row.of(job, "failed", "its worker process died (killed, or out of "
                                               "memory?)"))
             if on_end:
@@ -1009,20 +1024,33 @@ def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callabl
 def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int,
               overwrite: bool, rows: list[Row], on_end: Callable | None,
               spell: Callable) -> list[Job]:
-    """One pool over ``todo``; appends the rows, returns the jobs its breaking took down."""
+    """One pool over ``todo``; appends the rows, returns the jobs its breaking took down.
+
+    Raises:
+        WorkersNotStarted: a worker process could not be started (too many open files): the
+            jobs of ``todo`` that did not run failed, and the rows say so.
+    """
     ctx = multiprocessing.get_context("spawn")
-    with _spawning():  # the first semaphore starts multiprocessing's resource tracker: with
-        queue, stop = ctx.Queue(), ctx.Event()  # SIGHUP blocked, which it never unblocks
-    for i in range(workers):
-        queue.put(devices[i % len(devices)])
+    try:
+        with _spawning():  # the first semaphore starts multiprocessing's resource tracker:
+            queue, stop = ctx.Queue(), ctx.Event()  # with SIGHUP blocked, never unblocked
+        for i in range(workers):
+            queue.put(devices[i % len(devices)])
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(queue, threads, stop, os.getpid()))
+    except OSError as exc:
+        raise _not_started(exc, todo, rows) from None
     broken: list[Job] = []
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(queue, threads, stop, os.getpid())) as pool:
+    with pool:
         futures = {}
         try:
-            with _spawning():  # the pool starts its processes as jobs are submitted
-                for job in todo:
-                    futures[pool.submit(_run_in_worker, job, overwrite, spell)] = job
+            try:
+                with _spawning():  # the pool starts its processes as jobs are submitted
+                    for job in todo:
+                        futures[pool.submit(_run_in_worker, job, overwrite, spell)] = job
+            except OSError as exc:
+                _start_none(pool, stop, futures, rows, on_end)
+                raise _not_started(exc, todo, rows) from None
             for future in as_completed(futures):
                 job = futures[future]
                 try:
@@ -1036,6 +1064,35 @@ def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int
             _stop_pool(pool, stop, futures, todo, rows)
             raise BatchInterrupted(rows) from None
     return broken
+
+
+def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[Row],
+                on_end: Callable | None) -> None:
+    """A worker could not be started: the jobs handed to the pool start none (the one whose
+    start failed was queued too), and a job that did start keeps its row."""
+    stop.set()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for future, job in futures.items():
+        if future.cancelled() or future.exception() is not None:
+            continue
+        row = future.result()
+        if row.error != NOT_STARTED:
+            rows.append(row)
+            if on_end:
+                on_end(job, row)
+
+
+def _not_started(exc: OSError, todo: list[Job], rows: list[Row]) -> WorkersNotStarted:
+    """The error for workers that could not be started, with a failed row for each job of
+    ``todo`` that has none."""
+    why = exc.strerror or str(exc)
+    advice = ("raise the limit of open files (ulimit -n) or use fewer {arg:workers}"
+              if exc.errno in (errno.EMFILE, errno.ENFILE) else "use fewer {arg:workers}")
+    ran = {(row.job, row.input) for row in rows}
+    rows += [Row.of(job, "failed", f"not run: the worker processes could not be started "
+                                   f"({why})")
+             for job in todo if (job.source, str(job.input)) not in ran]
+    return WorkersNotStarted(f"could not start the worker processes: {why}; {advice}", rows)
 
 
 def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[Job],

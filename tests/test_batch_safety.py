@@ -860,3 +860,70 @@ def test_a_job_refused_in_a_pack_fails_alone(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "p1_denoise.png.json").read_text())[
         "iterations"] == 4  # the other job, redone
     assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
+
+
+# --- workers that cannot be started ------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="resource limits of a child (POSIX)")
+def test_workers_that_cannot_be_started_are_one_line_and_the_jobs_not_run_fail(
+        tmp_path: Path, slowness: float) -> None:
+    """Too few file descriptors for the pool's processes (ulimit -n 12): before, a traceback
+    and no summary. Now one line says why and what to do, the summary lists every job, the
+    jobs that did not run failed, exit 1; a rerun with the limit raised runs them."""
+    files = 12
+    import resource
+    import subprocess
+
+    from conftest import dip_command
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    photos(tmp_path, 3)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    args = dip_command() + ["run", str(path), "-q", "--workers", "2", "--devices", "cpu"]
+    result = subprocess.run(args, preexec_fn=few_files, capture_output=True, text=True,
+                            timeout=300 * slowness)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "dip: error: could not start the worker processes: Too many open files; raise the "
+        "limit of open files (ulimit -n) or use fewer --workers"], result.stderr
+    jobs = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    assert len(jobs) == 3
+    assert all(job["status"] == "failed" and job["error"].startswith("not run")
+               for job in jobs if job["status"] != "done")
+    not_run = [job for job in jobs if job["status"] == "failed"]
+    assert not_run and not any(Path(job["output"]).exists() for job in not_run)
+    again = invoke("run", path, "-q", "--workers", "2", "--devices", "cpu")
+    assert again.exit_code == 0 and f"{len(not_run)} done" in again.output, again.output
+
+
+def test_a_second_worker_that_cannot_be_started_runs_no_job_of_the_pool(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """The first worker started, the second did not (what ulimit -n 20 did): before, a
+    traceback from pool.submit, the two jobs handed to the pool (the one whose worker failed
+    was queued all the same) ran in the first worker, the third never, and no summary. Now
+    no job of the pool starts, and each is in the summary as not run."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    real, started = ProcessPoolExecutor._spawn_process, []
+
+    def spawn(pool) -> None:
+        if started:
+            raise OSError(errno.EMFILE, "Too many open files")
+        started.append(real(pool))
+
+    monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", spawn)
+    photos(tmp_path, 3)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    result = invoke("run", path, "-q", "--workers", "2", "--devices", "cpu")
+    assert result.exit_code == 1 and started, result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("could not start the worker processes: Too many open files; "
+                               "raise the limit of open files (ulimit -n) or use fewer "
+                               "--workers") == 1
+    jobs = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    assert [job["status"] for job in jobs] == ["failed"] * 3
+    assert all(job["error"].startswith("not run") for job in jobs)
+    assert _ran_nothing(tmp_path)
