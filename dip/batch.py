@@ -74,12 +74,12 @@ from dip.run import (
     Plan,
     Restoration,
     Start,
-    _can_write_in,
-    _missing_folders,
+    can_write_in,
     claim_path,
     files_read,
     fingerprints,
     forecast_plan,
+    missing_folders,
     output_path,
     pack_key,
     plan,
@@ -1175,12 +1175,12 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
             raise BatchError(f"{path} exists and dip did not write it; it is kept: move it or "
                              f"choose another summary path")
     try:
-        made = _missing_folders(csv_path.parent)
+        made = missing_folders(csv_path.parent)
     except (OSError, RuntimeError):  # a name too long, a loop of links: writable_folder says
         made = []
     writable_folder(csv_path.parent, f"the summary {csv_path.name}")
     try:  # a file made and removed there: os.access says yes to root, even in /proc and /sys
-        _can_write_in(csv_path.parent, "summary's folder")
+        can_write_in(csv_path.parent, "summary's folder")
     except InputError:
         for folder in made:  # deepest first: the refused run leaves no folder behind
             with contextlib.suppress(OSError):

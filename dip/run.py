@@ -311,7 +311,7 @@ def check_name_length(output: Path, written: list[Path]) -> None:
     # mkstemp's temporary name: "." + name + "." + 8 random characters + ".part"
     extra = max(len(os.fsencode(f.name)) for f in written) + 15 - own
     try:
-        missing = _missing_folders(output.parent)
+        missing = missing_folders(output.parent)
         limit = os.pathconf(missing[-1].parent if missing else output.parent, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
         limit = 255
@@ -349,7 +349,7 @@ def check_outputs(p: Plan) -> None:
             raise InputError(f"snapshot folder {steps} is not empty; use {{arg:overwrite}} "
                              f"to replace its files")
         if steps.is_dir():  # found now, not at the first snapshot
-            _can_write_in(steps, "snapshot folder")
+            can_write_in(steps, "snapshot folder")
         # --overwrite clears and rewrites the folder's step_*.png: never a file the run reads
         folder = steps.resolve() if steps.is_dir() else None
         inside = [path for path in p.reads
@@ -360,7 +360,7 @@ def check_outputs(p: Plan) -> None:
                              f"another output name")
 
 
-def _can_write_in(folder: Path, what: str) -> None:
+def can_write_in(folder: Path, what: str) -> None:
     """Create and remove a file in ``folder`` (``os.access`` says yes to root, and to a folder
     made immutable)."""
     try:
@@ -379,7 +379,7 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
         InputError: naming ``what`` the folder is for.
     """
     try:  # before mkdir, whose "File exists" would not say which
-        missing = _missing_folders(folder)
+        missing = missing_folders(folder)
         existing = missing[-1].parent if missing else folder
         if existing.is_symlink() and not existing.exists():  # mkdir would meet it: "File
             raise InputError(f"cannot create the folder for {what}: {shown(existing)} is "
@@ -1112,7 +1112,7 @@ def claimed(output: Path) -> Iterator[None]:
     me = f"{os.getpid()} {socket.gethostname()}"
     made = []
     with contextlib.suppress(OSError, RuntimeError):  # writable_folder says what is wrong
-        made = _missing_folders(path.parent)
+        made = missing_folders(path.parent)
     for attempt in range(3):
         writable_folder(path.parent, f"output {shown(output)}")
         try:
@@ -1168,7 +1168,7 @@ def _take_claim(path: Path, output: Path, me: str) -> None:
             raise RunError(f"cannot write {shown(output)}: {exc.strerror or exc}") from None
 
 
-def _missing_folders(folder: Path) -> list[Path]:
+def missing_folders(folder: Path) -> list[Path]:
     """The folders that creating ``folder`` makes, deepest first: up to the first that is
     there, or is a symbolic link (to nothing, perhaps).
 

@@ -533,7 +533,7 @@ def test_a_refused_summary_folder_is_not_left_behind(tmp_path: Path, monkeypatch
     def cannot(folder: Path, what: str) -> None:
         raise InputError(f"cannot write into the {what} {folder}: Permission denied")
 
-    monkeypatch.setattr(batch, "_can_write_in", cannot)
+    monkeypatch.setattr(batch, "can_write_in", cannot)
     (tmp_path / "kept").mkdir()
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
