@@ -3,6 +3,7 @@ that descends it with the noisy image as the network's input."""
 
 from __future__ import annotations
 
+import warnings
 import json
 from pathlib import Path
 
@@ -102,7 +103,11 @@ def test_a_clean_image_is_fitted_without_sure(tmp_path: Path) -> None:
 def test_poisson_noise_and_the_paper_objective_fit_a_random_code(tmp_path: Path) -> None:
     for overrides in (("noise.objective=mse",),
                       ("noise.objective=sure", "noise.model=poisson")):
-        _, setup = _setup(tmp_path, *overrides)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            _, setup = _setup(tmp_path, *overrides)
+        ignored = [str(w.message) for w in said if "noise.objective applies" in str(w.message)]
+        assert len(ignored) == ("noise.model=poisson" in overrides)  # and says it is ignored
         member = setup.member(0)
         assert member.sure is None and member.code.shape[1] == 32, overrides
 

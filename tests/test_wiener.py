@@ -98,7 +98,7 @@ def test_the_fast_preset_filters_the_fits_average_with_it_as_the_pilot(tmp_path:
 
 
 @pytest.mark.parametrize("overrides", [("noise.wiener=false",),
-                                       ("noise.model=poisson", "noise.objective=mse")])
+                                       ("noise.model=poisson",)])
 def test_without_the_filter_or_for_photon_noise_the_result_is_the_average(
         tmp_path: Path, overrides: tuple[str, ...]) -> None:
     result, _, average = _restore(tmp_path, *overrides)
