@@ -3,8 +3,8 @@ that descends it with the noisy image as the network's input."""
 
 from __future__ import annotations
 
-import warnings
 import json
+import warnings
 from pathlib import Path
 
 import pytest
