@@ -43,4 +43,7 @@ def main() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     except KeyboardInterrupt:  # nothing is read or written yet
         signals.interrupted()
-    run()
+    try:
+        run()
+    finally:
+        signals.finished()

@@ -87,6 +87,15 @@ def interrupted() -> None:
     sys.exit(exit_code())
 
 
+def finished() -> None:
+    """The run is over: its files are written, or its error said. A stopping signal from now
+    on (Ctrl-C pressed as the run ended) would only interrupt the interpreter's shutdown,
+    torch's teardown with a traceback on stderr ("Exception ignored in atexit callback") and
+    exit 0; so they are ignored for the last moments."""
+    for signum in EXIT_CODES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def leave(code: int) -> NoReturn:
     """End the ``dip`` process after a stop, at once: everything the run writes is written
     and closed by then. Not through the interpreter's shutdown: after a Ctrl-C during fits

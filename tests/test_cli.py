@@ -537,6 +537,7 @@ def test_no_writable_temporary_folder_is_one_line_before_any_work(tmp_path: Path
     monkeypatch.setitem(sys.modules, "dip.cli.main", types.SimpleNamespace(
         main=lambda: ran.append("the command")))
     monkeypatch.setattr(signals, "install", lambda: None)  # this process's handlers stay
+    monkeypatch.setattr(signals, "finished", lambda: None)
     out = tmp_path / "o.png"
     monkeypatch.setattr(sys, "argv", ["dip", "denoise", str(noisy_png), "-o", str(out)])
     with pytest.raises(SystemExit) as stop:
@@ -549,3 +550,24 @@ def test_no_writable_temporary_folder_is_one_line_before_any_work(tmp_path: Path
                         lambda: [str(tmp_path / "missing"), str(tmp_path)])
     entry.main()
     assert ran == ["the command"] and tempfile.gettempdir() == str(tmp_path)
+
+
+def test_a_stop_signal_once_the_run_is_over_is_ignored(monkeypatch) -> None:
+    """Ctrl-C pressed as a run ended interrupted torch's teardown at exit: 'Exception ignored
+    in atexit callback' and a traceback on stderr, after the result was written."""
+    import sys
+    import types
+
+    from dip.cli import entry, signals
+
+    seen = {}
+    monkeypatch.setitem(sys.modules, "dip.cli.main", types.SimpleNamespace(
+        main=lambda: seen.update({s: signal.getsignal(s) for s in signals.EXIT_CODES})))
+    saved = {s: signal.getsignal(s) for s in signals.EXIT_CODES}
+    try:
+        entry.main()
+        assert all(handler is signals._raise for handler in seen.values())  # while it ran
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in signals.EXIT_CODES)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
