@@ -88,12 +88,14 @@ def interrupted() -> None:
 
 
 def finished() -> None:
-    """The run is over: its files are written, or its error said. A stopping signal from now
-    on (Ctrl-C pressed as the run ended) would only interrupt the interpreter's shutdown,
-    torch's teardown with a traceback on stderr ("Exception ignored in atexit callback") and
-    exit 0; so they are ignored for the last moments."""
+    """The run is over: its files are written, or its error said. Ctrl-C from now on (pressed
+    as the run ended) would only interrupt the interpreter's shutdown, torch's teardown, with
+    a traceback on stderr ("Exception ignored in atexit callback") and exit 0: it is ignored
+    for the last moments. SIGTERM and SIGHUP end the process as they would without dip (a
+    shutdown that hangs can still be stopped)."""
     for signum in EXIT_CODES:
-        signal.signal(signum, signal.SIG_IGN)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup's stays ignored)
+            signal.signal(signum, signal.SIG_IGN if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 def leave(code: int) -> NoReturn:

@@ -440,8 +440,11 @@ def _load_png16(path: Path, what: str) -> Picture:
     """A 16-bit PNG with colour or alpha, every bit kept (pypng decodes it)."""
     import png
 
-    data = path.read_bytes()  # read once (a second open of a pipe would hang), scanned once
-    chunks = list(png_chunks(data))
+    try:
+        data = path.read_bytes()  # read once (a second open of a pipe would hang)
+    except OSError as exc:  # gone or unreadable since it was opened
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    chunks = list(png_chunks(data))  # scanned once
     check_png_data(chunks, path, what)
     try:
         w, h, rows, info = png.Reader(bytes=data).asDirect()
@@ -452,7 +455,7 @@ def _load_png16(path: Path, what: str) -> Picture:
     alpha = _to_tensor(array[..., -1], 65535.0) if info["alpha"] else None
     colour = array[..., :-1] if info["alpha"] else array
     found = _png_metadata(chunks)
-    exif = found.get(b"eXIf")
+    exif = found.get(b"eXIf") or None  # (an empty chunk is none, as Pillow reads it)
     # the orientation Pillow's exif_transpose gives the 8-bit PNGs of the same picture
     turn = metadata.turn_of(exif and metadata.exif_orientation(exif), found.get(_PNG_XMP))
     stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=found.get(b"iCCP"),

@@ -714,9 +714,9 @@ def staged_snapshots(p: Plan) -> Path:
     """The hidden folder a run's snapshots are written into while it fits: they replace the
     snapshot folder's only once the result is written (:func:`write`), so that a run that
     fails, or is killed, leaves the earlier result's snapshots as they were, and no folder
-    that would block its rerun."""
-    steps = p.files["steps"]
-    return steps.with_name(f".{steps.name}.dip-new")
+    that would block its rerun. Named after the result's whole name, which the run holds
+    (:func:`claimed`): ``x.png`` and ``x.jpg`` share ``x_steps/`` but not this."""
+    return p.output.with_name(f".{p.output.name}.steps.dip-new")
 
 
 def _snapshot_files(folder: Path, read: list[Path] = ()) -> list[Path]:
@@ -729,31 +729,40 @@ def _snapshot_files(folder: Path, read: list[Path] = ()) -> list[Path]:
 
 def _clear_staged(p: Plan) -> None:
     """The staged snapshots of a run that did not write its result (a kill), or of this one
-    when it ends without its result; and their folder."""
+    when it ends without its result; and their folder. What cannot be removed stays (the
+    next run that holds the result tries again)."""
     staged = staged_snapshots(p)
     if p.request.write and staged.is_dir():  # (a run that writes nothing holds no claim)
         for old in _snapshot_files(staged):
-            try:
+            with contextlib.suppress(OSError):
                 old.unlink(missing_ok=True)
-            except OSError as exc:  # a folder of that name, a file made immutable
-                raise InputError(f"cannot remove the earlier snapshot {shown(old)}: "
-                                 f"{exc.strerror or exc}") from None
         with contextlib.suppress(OSError):
             staged.rmdir()
 
 
 def _install_snapshots(p: Plan) -> None:
-    """The staged snapshots replace the snapshot folder's (the result is written)."""
+    """The staged snapshots replace the snapshot folder's (the result is written); a run
+    that took none (it stopped before its first) leaves no folder. Where they cannot be
+    moved (a folder on another file system) a warning says so, and they go with the staged
+    folder (:func:`claimed_files`)."""
     steps, staged = p.files["steps"], staged_snapshots(p)
+    new = sorted(staged.glob("step_*.png"))
     try:
         for old in _snapshot_files(steps, p.reads):
             old.unlink(missing_ok=True)
-        steps.mkdir(exist_ok=True)
-        for new in sorted(staged.glob("step_*.png")):
-            new.replace(steps / new.name)
+        if new:
+            steps.mkdir(exist_ok=True)
+        for path in new:
+            path.replace(steps / path.name)
     except OSError as exc:
         warnings.warn(f"the result is written, but its snapshots could not be moved into "
-                      f"{shown(steps)}: {exc.strerror or exc}", image.DipWarning, stacklevel=2)
+                      f"{shown(steps)} ({exc.strerror or exc}) and are not kept",
+                      image.DipWarning, stacklevel=2)
+        return
+    with contextlib.suppress(OSError):
+        staged.rmdir()
+        if not new:
+            steps.rmdir()  # emptied of the replaced result's
 
 
 def _combined(live: _Live, results: dict, stopped: bool = False) -> Fitted:
@@ -1082,10 +1091,9 @@ def _stale_pictures(p: Plan) -> list[Path]:
     old = own_record(p.output) if p.request.overwrite and p.output.exists() else None
     if old is None:
         return []
-    steps = p.files["steps"]
-    read = {path.resolve() for path in p.reads}  # a snapshot given as this run's input stays
-    snapshots = [path for path in sorted(steps.glob("step_*.png")) if path.resolve() not in read
-                 ] if not p.snapshot_every and steps.is_dir() else []
+    # a snapshot given as this run's input stays
+    snapshots = [] if p.snapshot_every else sorted(
+        path for path in _snapshot_files(p.files["steps"], p.reads) if path.suffix == ".png")
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
             if not getattr(p.request, kind)
             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
@@ -1116,16 +1124,15 @@ def claimed(output: Path) -> Iterator[None]:
     for attempt in range(3):
         writable_folder(path.parent, f"output {shown(output)}")
         try:
-            _take_claim(path, output, me)
+            held = _take_claim(path, output, me)
             break
         except FileNotFoundError as exc:  # a run that failed removed the folder it had made,
             if attempt == 2:  # as this one made it too (see the end): make it again
                 raise RunError(f"cannot write {shown(output)}: {exc.strerror}") from None
-    _HELD.add(path)
     try:
         yield
     finally:
-        _HELD.discard(path)
+        _HELD.discard(held)
         with contextlib.suppress(OSError):
             if path.read_text() == me:  # never another run's claim
                 path.unlink()
@@ -1134,8 +1141,9 @@ def claimed(output: Path) -> Iterator[None]:
                 folder.rmdir()
 
 
-def _take_claim(path: Path, output: Path, me: str) -> None:
-    """Write the claim ``path`` for ``output`` (its folder exists), or say who holds it.
+def _take_claim(path: Path, output: Path, me: str) -> Path:
+    """Write the claim ``path`` for ``output`` (its folder exists), or say who holds it; the
+    claim, as :data:`_HELD` knows it, is returned.
 
     Raises:
         InputError: another live dip process holds it.
@@ -1149,14 +1157,15 @@ def _take_claim(path: Path, output: Path, me: str) -> None:
             holder = _claim_holder(path)
             if holder is not None:
                 raise InputError(f"another dip run ({holder}) is writing {shown(output)}; "
-                                 f"wait for it or choose another output (a run that is gone "
-                                 f"leaves its claim {shown(path.name)}, taken over once "
-                                 f"{CLAIM_STALE // 60:.0f} minutes old)")
+                                 f"wait for it or choose another output{_gone(holder, path)}")
             path.unlink(missing_ok=True)  # its process is gone
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.write(me)
+            held = path.resolve()  # (one key however the output is spelled)
+            _HELD.add(held)  # before the folder's lock goes: a thread of this process
+            return held  # that takes it next sees the claim as this process's
         except FileExistsError:  # made just now where the folder cannot be locked
             raise InputError(f"another dip run ({_claim_holder(path) or 'starting'}) is "
                              f"writing {shown(output)}; wait for it or choose another "
@@ -1225,9 +1234,14 @@ class _HeldClaims:
     daemon thread (started again in a forked child, which has no threads)."""
 
     def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # a forked child holds none of them
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self.paths: set[Path] = set()
         self.lock = threading.Lock()
-        self.owner = None  # the pid whose thread refreshes them
+        self.owner: int | None = None  # the pid whose thread refreshes them
 
     def add(self, path: Path) -> None:
         with self.lock:
@@ -1247,37 +1261,48 @@ class _HeldClaims:
     def _refresh(self) -> None:
         while True:
             time.sleep(CLAIM_REFRESH)
-            with self.lock:
-                held = list(self.paths)
-            for path in held:
-                with contextlib.suppress(OSError):
-                    os.utime(path)
+            with self.lock:  # (one let go is discarded before it is removed: never touched
+                for path in self.paths:  # once it may be another run's)
+                    with contextlib.suppress(OSError):
+                        os.utime(path)
 
 
 _HELD = _HeldClaims()
 
 
 def _claim_holder(path: Path) -> str | None:
-    """``pid N on HOST`` of a live claim, None for a stale one: its process is gone, it is
-    this process's pid but not a claim it holds (a pid used again: a container's dip is
-    often pid 1), or it has not been refreshed for :data:`CLAIM_STALE` seconds."""
+    """``pid N on HOST`` of a live claim, None for a stale one. On this machine its process
+    decides: gone, or this process's pid but not a claim it holds (a pid used again: a
+    container's dip is often pid 1). From another machine (or on Windows, where asking
+    whether a process lives would end it: os.kill), its age: not refreshed for
+    :data:`CLAIM_STALE` seconds."""
     try:
         pid_text, _, host = path.read_text().partition(" ")
         pid = int(pid_text)
-        if time.time() - path.stat().st_mtime > CLAIM_STALE:
-            return None
+        age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return None
-    if host == socket.gethostname():
-        if pid == os.getpid() and path not in _HELD:
-            return None
+    if host == socket.gethostname() and os.name != "nt":
+        if pid == os.getpid():
+            return f"pid {pid} on {host}" if path.resolve() in _HELD else None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
         except PermissionError:
             pass
+    elif age > CLAIM_STALE:
+        return None
     return f"pid {pid} on {host}"
+
+
+def _gone(holder: str, path: Path) -> str:
+    """What a refusal adds about a claim from another machine, which is taken over only once
+    it is old (this machine's are taken over as soon as their process is gone)."""
+    if holder.endswith(f" on {socket.gethostname()}") and os.name != "nt":
+        return ""
+    return (f" (a run on another machine that is gone leaves its claim {shown(path.name)}, "
+            f"taken over once {CLAIM_STALE // 60:.0f} minutes old)")
 
 
 # --- all stages -------------------------------------------------------------------------------

@@ -684,7 +684,7 @@ def _two_workers_running(tmp_path: Path, spawn_dip, slowness: float):
     """``dip run --workers 2`` on three endless jobs, once both workers are fitting."""
     path = make_batch(tmp_path, GLOB_JOB, defaults=LONG)
     proc = spawn_dip("run", path, "-q", "--workers", 2)
-    steps = [tmp_path / "out" / f".p{i}_denoise_steps.dip-new" for i in (0, 1)]  # staged
+    steps = [tmp_path / "out" / f".p{i}_denoise.png.steps.dip-new" for i in (0, 1)]  # staged
     assert wait_until(lambda: all(s.exists() and any(s.iterdir()) for s in steps),
                       120 * slowness, proc), proc.stderr.read()
     return proc
@@ -773,7 +773,7 @@ def test_a_batch_started_with_nohup_runs_on_when_the_terminal_closes(tmp_path: P
                             start_new_session=True, preexec_fn=nohup, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        steps = [tmp_path / "out" / f".p{i}_denoise_steps.dip-new" for i in (0, 1)]  # staged
+        steps = [tmp_path / "out" / f".p{i}_denoise.png.steps.dip-new" for i in (0, 1)]  # staged
         assert wait_until(lambda: all(s.exists() and any(s.iterdir()) for s in steps),
                           120 * slowness, proc)
         os.killpg(proc.pid, signal.SIGHUP)

@@ -295,6 +295,32 @@ def test_a_claim_no_live_run_can_hold_is_taken_over(tmp_path: Path, holder: str)
     assert out.exists() and not claim.exists()
 
 
+def test_a_claim_held_in_this_process_is_refused_however_the_output_is_spelled(
+        tmp_path: Path, monkeypatch) -> None:
+    """out.png and /abs/out.png: the second took the first's claim over as a pid used again,
+    and removed it when it ended, while the first still ran."""
+    monkeypatch.chdir(tmp_path)
+    with run.claimed(Path("out.png")):
+        with pytest.raises(run.InputError, match="another dip run"):
+            with run.claimed(tmp_path / "out.png"):
+                pass
+        assert claim_path(tmp_path / "out.png").exists()
+    assert not claim_path(tmp_path / "out.png").exists()
+
+
+def test_a_live_claim_on_this_machine_is_kept_however_old(tmp_path: Path, other_pid: int) -> None:
+    """A run stopped with Ctrl-Z for an hour, or an older dip that does not refresh its
+    claims: its process lives, so its claim holds (the age rule is for other machines')."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")
+    old = time.time() - 3600
+    os.utime(claim_path(out), (old, old))
+    result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q")
+    _refused(result, "another dip run", str(other_pid))
+    assert "another machine" not in result.output and not out.exists()
+
+
 def test_a_live_runs_claims_are_kept_fresh(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(run, "CLAIM_REFRESH", 0.05)
     out = tmp_path / "out.png"
@@ -448,7 +474,8 @@ def test_two_dips_writing_one_output_the_second_fails_with_one_line(
     out = tmp_path / "out.png"
     first = spawn_dip("denoise", src, "-o", out, "--iters", 100000, "--stop", "fixed",
                       "--device", "cpu", "-q", "--save-every", 5)
-    assert wait_until(lambda: (tmp_path / ".out_steps.dip-new").is_dir(), 120 * slowness, first)
+    staged = tmp_path / ".out.png.steps.dip-new"
+    assert wait_until(staged.is_dir, 120 * slowness, first)
     _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
              "another dip run")
     first.terminate()

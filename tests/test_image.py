@@ -539,7 +539,7 @@ def test_xmp_properties_of_the_stored_file_go_however_the_packet_spells_them() -
     assert metadata.turn_of(None, b'<a tiff:Orientation="6"/>') == 6
 
 
-@pytest.mark.parametrize("made", ["in8.png", "in16.png", "in.tif"])
+@pytest.mark.parametrize("made", ["in8.png", "in16.png", "in16_empty_exif.png", "in.tif"])
 def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
         tmp_path: Path, made: str) -> None:
     xmp = XMP  # tiff:Orientation="6", and no EXIF orientation
@@ -548,17 +548,48 @@ def test_an_xmp_orientation_turns_every_kind_of_file_as_pillow_turns_a_png(
         info = PngImagePlugin.PngInfo()
         info.add_itxt("XML:com.adobe.xmp", xmp.decode())
         Image.fromarray(_rgb()).save(tmp_path / made, pnginfo=info)
-    elif made == "in16.png":  # (pypng's, with the XMP chunk dip writes: no EXIF block)
+    elif made.startswith("in16"):  # (pypng's, with the XMP chunk dip writes: no EXIF block)
         buffer = io.BytesIO()
         png.Writer(20, 12, greyscale=False, bitdepth=16).write(
             buffer, np.zeros((12, 60), np.uint16))
-        (tmp_path / made).write_bytes(image._png_with(buffer.getvalue(), None, None, None, xmp))
+        data = image._png_with(buffer.getvalue(), None, None, None, xmp)
+        if "empty_exif" in made:  # an empty eXIf chunk is no EXIF block (it hid the XMP's)
+            data = data[:33] + image._png_chunk(b"eXIf", b"") + data[33:]
+        (tmp_path / made).write_bytes(data)
     else:
         import tifffile
         tifffile.imwrite(tmp_path / made, _rgb(), photometric="rgb",
                          extratags=[(700, "B", len(xmp), xmp, True)])
     picture = image.load_image(tmp_path / made)
     assert picture.size == (20, 12) and b"Orientation" not in picture.xmp
+
+
+def test_a_16_bit_png_that_cannot_be_read_is_one_error(tmp_path: Path, monkeypatch) -> None:
+    """Gone or unreadable between its header and its pixels: an OSError escaped (a
+    traceback), where every other file is an InputError."""
+    path = tmp_path / "deep.png"
+    buffer = io.BytesIO()
+    png.Writer(4, 4, greyscale=False, bitdepth=16).write(buffer, np.zeros((4, 12), np.uint16))
+    path.write_bytes(buffer.getvalue())
+    original = Path.read_bytes
+
+    def failing(self: Path) -> bytes:
+        if self.name == "deep.png" and failing.opened:
+            raise OSError(5, "Input/output error")
+        return original(self)
+
+    failing.opened = False
+    real_open = image._open
+
+    def opened_then_fails(*args, **kwargs):
+        result = real_open(*args, **kwargs)
+        failing.opened = True
+        return result
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    monkeypatch.setattr(image, "_open", opened_then_fails)
+    with pytest.raises(InputError, match=r"cannot read input .*deep\.png: Input/output error"):
+        image.load_image(path)
 
 
 def test_a_compressed_xmp_chunk_reads_no_more_than_pillows_limit(tmp_path: Path) -> None:

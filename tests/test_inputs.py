@@ -712,7 +712,7 @@ def test_sigint_writes_the_best_image_so_far_and_exits_130(tmp_path: Path, spawn
                      "--restarts", restarts,
                      "--save-every", 1, "-q", "--set", "net.channels_down=[8,8,8,8,8]",
                      "--set", "net.channels_up=[8,8,8,8,8]")
-    steps = tmp_path / ".out_steps.dip-new"  # staged while the fit runs
+    steps = tmp_path / ".out.png.steps.dip-new"  # staged while the fit runs
     assert wait_until(lambda: steps.exists() and len(list(steps.iterdir())) >= 3,
                       120 * slowness, proc), proc.stderr.read()
     proc.send_signal(signal.SIGINT)

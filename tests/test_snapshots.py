@@ -7,6 +7,7 @@ import errno
 import hashlib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from dip import image
@@ -54,7 +55,7 @@ def test_a_killed_runs_snapshots_do_not_block_its_rerun(tmp_path: Path, noisy_pn
     """A run killed mid-fit left a non-empty snapshot folder and no result: every rerun was
     refused ("snapshot folder is not empty; use --overwrite"), in dip run too."""
     out = tmp_path / "a.png"
-    staged = tmp_path / ".a_steps.dip-new"  # where a killed run's snapshots now are
+    staged = tmp_path / ".a.png.steps.dip-new"  # where a killed run's snapshots now are
     image.save_image(image.load_image(noisy_png), staged / "step_000005.png", mark="snapshot")
     (staged / ".step_000010.png.x1y2.part").write_bytes(b"half")
     result = invoke("denoise", noisy_png, "-o", out, "--iters", 4, "--save-every", 2, *RUN)
@@ -77,6 +78,7 @@ def test_a_write_that_fails_names_the_file_that_failed(tmp_path: Path, noisy_png
                                                        monkeypatch) -> None:
     """The report hit a file size limit and the message named the result (a.png), which
     would have fitted."""
+    pytest.importorskip("matplotlib")
     original = image.write_all_atomic
 
     def limited(files, **kwargs):
@@ -92,3 +94,29 @@ def test_a_write_that_fails_names_the_file_that_failed(tmp_path: Path, noisy_png
     assert result.output.strip() == f"dip: error: cannot write {out.parent / 'a_report.png'}: " \
                                     f"File too large"
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_that_took_no_snapshot_leaves_no_snapshot_folder(tmp_path: Path,
+                                                               noisy_png: Path) -> None:
+    out = tmp_path / "o" / "r.png"
+    assert invoke("denoise", noisy_png, "-o", out, "--iters", 4, "--save-every", 100,
+                  *RUN).exit_code == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.png", "r.png.json"]
+
+
+def test_results_that_share_a_stem_do_not_share_their_staged_snapshots(
+        tmp_path: Path, noisy_png: Path) -> None:
+    """x.png's and x.jpg's snapshots were both staged in .x_steps.dip-new, which neither run
+    holds: a run writing x.jpg removed those of a live run writing x.png."""
+    from dip import run
+    from dip.request import RunRequest
+
+    staged = {name: run.staged_snapshots(run.plan(RunRequest(
+        task="denoise", input=noisy_png, output=tmp_path / name, save_every=2)))
+        for name in ("x.png", "x.jpg")}
+    assert staged["x.png"] != staged["x.jpg"]
+    staged = staged["x.png"]  # a live run's, writing x.png
+    image.save_image(image.load_image(noisy_png), staged / "step_000005.png", mark="snapshot")
+    assert invoke("denoise", noisy_png, "-o", tmp_path / "x.jpg", "--iters", 4,
+                  "--save-every", 2, *RUN).exit_code == 0
+    assert (staged / "step_000005.png").is_file()
