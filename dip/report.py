@@ -252,6 +252,8 @@ def write_contact_sheet(path: str | Path, rows: Sequence[Any], columns: int = 4)
         if row.seconds:
             figures.append(f"{row.seconds:.0f} s")
         colour = (0, 0, 0) if done else (200, 0, 0)
+        if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow's bitmap font: Latin-1 only
+            name = name.encode("latin-1", "backslashreplace").decode("latin-1")
         draw.text((x, y + THUMB + 3), name[:40], fill=(0, 0, 0), font=font)
         draw.text((x, y + THUMB + 17), ", ".join(figures)[:40], fill=colour, font=font)
     path = Path(path)

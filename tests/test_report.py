@@ -178,11 +178,13 @@ def test_a_report_is_drawn_for_an_input_whose_name_is_not_utf8(tmp_path: Path,
     assert Image.open(out.with_name(out.stem + "_report.png")).size == (800, 1100)
 
 
-def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path,
-                                                               monkeypatch) -> None:
-    # Pillow's own bitmap font (a Pillow without FreeType) draws Latin-1 only
+@pytest.mark.parametrize("name", [b"in\xff.png", "照片.png".encode()])
+def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path, monkeypatch,
+                                                               name: bytes) -> None:
+    # Pillow's own bitmap font (a Pillow without FreeType) draws Latin-1 only: a name that
+    # is not UTF-8, or is but not Latin-1, failed the summary
     monkeypatch.setattr(ImageFont, "load_default", ImageFont.load_default_imagefont)
-    source = save(synthetic(32), Path(os.fsdecode(bytes(tmp_path) + b"/in\xff.png")))
+    source = save(synthetic(32), Path(os.fsdecode(bytes(tmp_path) + b"/" + name)))
     row = batch.Row("b.yaml", "denoise", str(source), str(tmp_path / "gone.png"), "failed")
     sheet = write_contact_sheet(tmp_path / "summary.png", [row])
     assert Image.open(sheet).size == (4 * 268 + 8, 168 + 8)
