@@ -22,7 +22,10 @@ NO_TEMPORARY_FOLDER = ("no writable temporary folder (TMPDIR, /tmp, /var/tmp, th
 
 def require_temporary_folder() -> None:
     """Exit 2 with one line unless :func:`tempfile.gettempdir` finds a folder it can write
-    in (it raises FileNotFoundError where none is, and remembers the one it found)."""
+    in (it raises FileNotFoundError where none is, and remembers the one it found). Not for
+    the help and the version, which run nothing."""
+    if not sys.argv[1:] or {"--help", "-h", "--version"} & set(sys.argv[1:]):
+        return
     try:
         tempfile.gettempdir()
     except OSError:

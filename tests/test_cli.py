@@ -545,6 +545,11 @@ def test_no_writable_temporary_folder_is_one_line_before_any_work(tmp_path: Path
     assert stop.value.code == 2 and not ran and not out.exists()
     assert capsys.readouterr().err == ("dip: error: no writable temporary folder (TMPDIR, /tmp, "
                                        "/var/tmp, the current folder); set TMPDIR to one\n")
+    for asks in (["denoise", "--help"], ["--version"]):  # they run nothing: no need of one
+        monkeypatch.setattr(sys, "argv", ["dip", *asks])
+        entry.main()
+    assert ran == ["the command"] * 2
+    ran.clear()
     # with one writable folder the command runs
     monkeypatch.setattr(tempfile, "_candidate_tempdir_list",
                         lambda: [str(tmp_path / "missing"), str(tmp_path)])
