@@ -132,11 +132,11 @@ class BatchInterrupted(KeyboardInterrupt):
 
 class WorkersNotStarted(DipError):
     """The worker processes could not be started (too few file descriptors or processes
-    allowed): ``rows`` has every job's row, each that did not run failed with why."""
+    allowed): ``rows`` has every job's row, each that did not run failed with ``not_run``."""
 
-    def __init__(self, message: str, rows: list[Row]) -> None:
+    def __init__(self, message: str, rows: list[Row], not_run: str) -> None:
         super().__init__(message)
-        self.rows = rows
+        self.rows, self.not_run = rows, not_run
 
 
 @dataclass(frozen=True)
@@ -990,7 +990,7 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
         try:
             lost = _run_pool([job], 1, **pool)
         except WorkersNotStarted as exc:  # the jobs after it did not run either
-            exc.rows += [Row.of(later, "failed", rows[-1].error) for later in broken[i + 1:]]
+            exc.rows += [Row.of(later, "failed", exc.not_run) for later in broken[i + 1:]]
             raise
         if lost:
             rows.append(Row.of(job, "failed", "its worker process died (killed, or out of "
@@ -1089,10 +1089,11 @@ def _not_started(exc: OSError, todo: list[Job], rows: list[Row]) -> WorkersNotSt
     advice = ("raise the limit of open files (ulimit -n) or use fewer {arg:workers}"
               if exc.errno in (errno.EMFILE, errno.ENFILE) else "use fewer {arg:workers}")
     ran = {(row.job, row.input) for row in rows}
-    rows += [Row.of(job, "failed", f"not run: the worker processes could not be started "
-                                   f"({why})")
+    not_run = f"not run: the worker processes could not be started ({why})"
+    rows += [Row.of(job, "failed", not_run)
              for job in todo if (job.source, str(job.input)) not in ran]
-    return WorkersNotStarted(f"could not start the worker processes: {why}; {advice}", rows)
+    return WorkersNotStarted(f"could not start the worker processes: {why}; {advice}", rows,
+                             not_run)
 
 
 def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[Job],
