@@ -80,6 +80,7 @@ from dip.run import (
     fingerprints,
     forecast_plan,
     missing_folders,
+    name_limit,
     output_path,
     pack_key,
     plan,
@@ -1197,14 +1198,8 @@ def _summary_names_fit(csv_path: Path, json_path: Path) -> None:
         BatchError: with the longest summary name that fits.
     """
     files = summary_files(csv_path, json_path)
-    need = max(len(os.fsencode(f.name)) for f in files) + len(".") + len(".XXXXXXXX.part")
-    folder = csv_path.parent
-    try:
-        while not folder.is_dir() and folder != folder.parent:
-            folder = folder.parent
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
-        limit = 255
+    need = max(len(os.fsencode(f.name)) for f in files) + image.TEMPORARY_EXTRA
+    limit = name_limit(csv_path.parent)
     if need > limit:
         own = len(os.fsencode(csv_path.name))
         raise BatchError(f"the summary name {image.shown(csv_path.name)} is too long ({own} "

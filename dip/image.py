@@ -1202,6 +1202,9 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
         raise
 
 
+#: the bytes write_all_atomic's temporary name adds to a file's: "." + name + "." + 8
+#: random characters + ".part"
+TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".part")
 #: one character of a name tempfile.mkstemp makes (tempfile._RandomNameSequence)
 _TEMP_LETTERS = "[a-z0-9_]"
 

@@ -308,17 +308,22 @@ def check_name_length(output: Path, written: list[Path]) -> None:
         InputError: with the longest name that fits.
     """
     own = len(os.fsencode(output.name))
-    # mkstemp's temporary name: "." + name + "." + 8 random characters + ".part"
-    extra = max(len(os.fsencode(f.name)) for f in written) + 15 - own
-    try:
-        missing = missing_folders(output.parent)
-        limit = os.pathconf(missing[-1].parent if missing else output.parent, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):  # no pathconf here, or no answer
-        limit = 255
+    extra = max(len(os.fsencode(f.name)) for f in written) + image.TEMPORARY_EXTRA - own
+    limit = name_limit(output.parent)
     if own + extra > limit:
         raise InputError(f"output name {shown(output.name)} is too long ({own} bytes): the "
                          f"file system allows {limit} in a name and dip's files beside it add "
                          f"{extra}; use at most {limit - extra}")
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of the folder it
+    will be made in) allows: 255 on most, and where it cannot be asked."""
+    try:
+        missing = missing_folders(folder)
+        return os.pathconf(missing[-1].parent if missing else folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError, RuntimeError):  # no pathconf, or no answer
+        return 255
 
 
 def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
