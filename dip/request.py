@@ -186,7 +186,8 @@ class RunRequest:
         help="auto: stop when the outputs' running variance stops falling (no clean image "
              "needed; when denoising, not before the result is as close to the input as the "
              "noise); fixed: run all --iters steps; auto_if_noisy: auto where the input's "
-             "noise reads stop.noisy_sigma (3 grey levels) or more, else fixed [default: the "
+             "noise reads stop.noisy_sigma (3 grey levels) or more (or stop.sigma says it "
+             "is), else fixed [default: the "
              "preset's: auto, but fixed for fast inpainting and auto_if_noisy for fast "
              "deblurring].")
     preset: str | None = option(

@@ -154,3 +154,17 @@ def test_gaussian_settings_asked_for_photon_noise_are_said_to_be_ignored(tmp_pat
         warnings.simplefilter("error")
         for cfg in (fast, resolve("denoise", [record])):
             get_task("denoise").load(picture, {}, cfg, 10**6)
+
+
+def test_a_batch_job_is_told_too_when_its_settings_do_not_apply(tmp_path: Path) -> None:
+    """The keys a batch's defaults or a job's set: give count as the user's own."""
+    save(synthetic(16), tmp_path / "a.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text("defaults: {iters: 2, device: cpu, set: {noise.wiener: true}}\n"
+                    "jobs:\n  - {task: denoise, input: a.png, noise: poisson, "
+                    "set: {noise.peak: 30}}\n")
+    from dip.image import DipWarning
+
+    with pytest.warns(DipWarning, match="noise.wiener applies to Gaussian noise only"):
+        result = CliRunner().invoke(cli, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
