@@ -869,8 +869,9 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
             raise InputError(f"mask {path} is in Pillow's mode {img.mode}, which cannot be "
                              f"read as RGB; save it as black and white") from None
     array = np.asarray(img)
-    if img.mode in ("LA", "RGBA"):
-        array = array[..., :-1]  # alpha of a mask file is not part of the mask
+    if img.mode in ("LA", "RGBA"):  # as it is seen over black: strokes painted on a clear
+        # layer are the mask, whatever colour the clear pixels hide (often white)
+        array = np.rint(array[..., :-1] * (array[..., -1:] / 255.0)).astype(np.uint8)
     if array.ndim == 3:
         array = array.max(axis=-1)
     h, w = size

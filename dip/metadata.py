@@ -117,8 +117,9 @@ def stated_dpi(img: Image.Image):
         density = img.info.get("jfif_density")
         if per_inch and density:
             return tuple(d * per_inch for d in density)
-    elif img.info.get("dpi"):
-        return img.info["dpi"]
+    elif img.info.get("dpi") and not (img.format == "TIFF"
+                                     and X_RESOLUTION not in getattr(img, "tag_v2", {})):
+        return img.info["dpi"]  # (Pillow states 1 dpi for a TIFF without resolution tags)
     try:
         exif = img.getexif()
         per_inch = PER_INCH.get(exif.get(RESOLUTION_UNIT, 2))

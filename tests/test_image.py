@@ -286,6 +286,11 @@ def test_a_turned_photo_prints_turned_and_its_exif_states_the_results_resolution
     plain = image.load_image(tmp_path / "plain.png")
     assert plain.print_size is None
     assert "dpi" not in Image.open(image.save_image(plain, tmp_path / "o.png")).info
+    # nor does a TIFF Pillow reads (a palette one) without resolution tags, where Pillow
+    # says 1 dpi: a 37 px result stated itself 37 inches wide
+    Image.fromarray(_rgb()).quantize(16).save(tmp_path / "plain.tif")
+    assert Image.open(tmp_path / "plain.tif").info.get("dpi") == (1, 1)  # Pillow's, not stated
+    assert image.load_image(tmp_path / "plain.tif").print_size is None
 
 
 @pytest.mark.parametrize("made", ["in.jpg", "in.tif", "deep.png"])

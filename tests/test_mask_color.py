@@ -181,3 +181,19 @@ def test_a_default_tolerance_goes_to_the_painted_jobs_only(tmp_path: Path) -> No
     with pytest.raises(batch.BatchError, match="'mask_tolerance' applies only with "
                                                "'mask_color'"):
         batch.load_batch(path)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_mask_painted_on_a_clear_layer_is_its_strokes(tmp_path: Path, mode: str) -> None:
+    """White strokes on a transparent layer whose clear pixels are stored white (as some
+    editors keep them): the hidden white counted, and nearly the whole photo was repainted
+    (or, all clear pixels white, 'leaves no known pixel ... is it inverted?')."""
+    from dip.image import load_mask
+
+    planes = 4 if mode == "RGBA" else 2
+    mask = np.full((12, 16, planes), 255, np.uint8)
+    mask[..., -1] = 0  # clear everywhere ...
+    mask[2:5, 3:7, -1] = 255  # ... but a white stroke
+    Image.fromarray(mask, mode).save(tmp_path / "holes.png")
+    known = load_mask(tmp_path / "holes.png", (12, 16))[0, 0]
+    assert (known == 0).sum() == 12 and (known[2:5, 3:7] == 0).all()
