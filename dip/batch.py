@@ -75,12 +75,12 @@ from dip.run import (
     Restoration,
     Start,
     can_write_in,
+    check_name_length,
     claim_path,
     files_read,
     fingerprints,
     forecast_plan,
     missing_folders,
-    name_limit,
     output_path,
     pack_key,
     plan,
@@ -1163,7 +1163,9 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
     Raises:
         BatchError: naming the file.
     """
-    _summary_names_fit(csv_path, json_path)  # (before a name too long is asked about)
+    # (before a name too long is asked about)
+    check_name_length(csv_path, summary_files(csv_path, json_path), "summary",
+                      "{arg:summary_path}")
     reads = {path_key(p) for job in jobs for p in job_reads(job)}
     writes = {path_key(p) for job in jobs for p in job_writes(job)}
     for path in summary_files(csv_path, json_path):
@@ -1188,25 +1190,6 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-
-
-def _summary_names_fit(csv_path: Path, json_path: Path) -> None:
-    """The summary's names, and the temporary names they are written under first
-    (``.NAME.XXXXXXXX.part``), fit in a name of the folder's file system (255 bytes on most).
-
-    Raises:
-        BatchError: with the longest summary name that fits.
-    """
-    files = summary_files(csv_path, json_path)
-    need = max(len(os.fsencode(f.name)) for f in files) + image.TEMPORARY_EXTRA
-    limit = name_limit(csv_path.parent)
-    if need > limit:
-        own = len(os.fsencode(csv_path.name))
-        raise BatchError(f"the summary name {image.shown(csv_path.name)} is too long ({own} "
-                         f"bytes): its file system allows {limit} bytes in a name, and the "
-                         f"summary's files (its .json, the temporary name each is written "
-                         f"under first) need {need - own} more; give {{arg:summary_path}} a "
-                         f"name of at most {limit - (need - own)} bytes")
 
 
 def _our_summary(path: Path) -> bool:

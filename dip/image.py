@@ -247,7 +247,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             # checks its bytes once (_load_png16)
             return _Opened(img, deep)
         if img.format == "PNG":
-            check_png_data(path.read_bytes(), path, what)
+            check_png_data(list(png_chunks(path.read_bytes())), path, what)
         _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
@@ -331,12 +331,9 @@ def _png_raw_size(width: int, height: int, depth: int, colour: int, interlace: i
     return total
 
 
-def check_png_data(chunks: bytes | list[tuple[bytes, bytes]], path: Path, what: str) -> None:
-    """Refuse a PNG (its bytes, or its :func:`png_chunks`) whose pixel data stops short
-    (Pillow fills the missing rows with black and says nothing, even with its truncated-image
-    option off)."""
-    if isinstance(chunks, bytes):
-        chunks = list(png_chunks(chunks))
+def check_png_data(chunks: list[tuple[bytes, bytes]], path: Path, what: str) -> None:
+    """Refuse a PNG (its :func:`png_chunks`) whose pixel data stops short (Pillow fills the
+    missing rows with black and says nothing, even with its truncated-image option off)."""
     header = next((payload for kind, payload in chunks if kind == b"IHDR"), b"")
     if len(header) < 13:
         raise InputError(f"cannot read {what} {path}: no PNG header")

@@ -299,10 +299,12 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
         raise InputError(f"cannot use the path {where}: a loop of symbolic links") from None
 
 
-def check_name_length(output: Path, written: list[Path]) -> None:
+def check_name_length(output: Path, written: list[Path], what: str = "output",
+                      option: str = "") -> None:
     """The result's name leaves room for the names dip gives the files beside it (its record
     ``NAME.json`` and the temporary ``.NAME.json.XXXXXXXX.part``), within what the folder's
-    file system allows (255 bytes on most).
+    file system allows (255 bytes on most). ``what`` the name is (a batch's summary too),
+    and the ``option`` that gives it, for the message.
 
     Raises:
         InputError: with the longest name that fits.
@@ -311,9 +313,10 @@ def check_name_length(output: Path, written: list[Path]) -> None:
     extra = max(len(os.fsencode(f.name)) for f in written) + image.TEMPORARY_EXTRA - own
     limit = name_limit(output.parent)
     if own + extra > limit:
-        raise InputError(f"output name {shown(output.name)} is too long ({own} bytes): the "
+        raise InputError(f"{what} name {shown(output.name)} is too long ({own} bytes): the "
                          f"file system allows {limit} in a name and dip's files beside it add "
-                         f"{extra}; use at most {limit - extra}")
+                         f"{extra}; use at most {limit - extra} bytes"
+                         + (f" for {option}" if option else ""))
 
 
 def name_limit(folder: Path) -> int:
@@ -335,8 +338,14 @@ def write_files(pictures: list[tuple[Path, image.Picture]]) -> None:
     try:
         image.write_all_atomic([(path, image.image_writer(pic, path)) for path, pic in pictures])
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
-        raise RunError(f"cannot write {getattr(exc, 'filename', None) or pictures[0][0]}: "
-                       f"{getattr(exc, 'strerror', None) or exc}") from None
+        raise _not_written(exc, pictures[0][0]) from None
+
+
+def _not_written(exc: OSError | ValueError, first: Path) -> RunError:
+    """A failed write as one line: the file that failed (:func:`dip.image.write_all_atomic`
+    names it; an encoder's ValueError does not: ``first``) and why."""
+    return RunError(f"cannot write {getattr(exc, 'filename', None) or first}: "
+                    f"{getattr(exc, 'strerror', None) or exc}")
 
 
 def check_outputs(p: Plan) -> None:
@@ -695,7 +704,6 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
             not undo; out of memory (with advice); a snapshot that cannot be written.
     """
     layout = setup.layout
-    _clear_staged(p)
     fitted = layout.fitted()
     live = _Live(p, loaded, setup, progress, keep_on_interrupt)
     _reset_cuda_peak(setup.device)
@@ -1076,9 +1084,7 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     try:
         image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
-        failed = getattr(exc, "filename", None) or p.output  # the report, the GIF ...
-        raise RunError(f"cannot write {failed}: {getattr(exc, 'strerror', None) or exc}"
-                       ) from None
+        raise _not_written(exc, p.output) from None  # (or the report, the GIF ...)
     for path in stale:  # the replaced result's, which would now describe another run
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
@@ -1203,6 +1209,7 @@ def claimed_files(p: Plan) -> Iterator[None]:
     with contextlib.ExitStack() as claims:
         for path in written_files(p) if p.request.write else []:
             claims.enter_context(claimed(path))
+        _clear_staged(p)  # a killed run's, now that the result is this run's
         try:
             yield
         finally:  # a run that ends without its result leaves no snapshots (before its
@@ -1287,7 +1294,7 @@ def _claim_holder(path: Path) -> str | None:
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return None
-    if host == socket.gethostname() and os.name != "nt":
+    if _asks_processes(host):
         if pid == os.getpid():
             return f"pid {pid} on {host}" if path.resolve() in _HELD else None
         try:
@@ -1301,10 +1308,16 @@ def _claim_holder(path: Path) -> str | None:
     return f"pid {pid} on {host}"
 
 
+def _asks_processes(host: str) -> bool:
+    """Whether a claim made on ``host`` is judged by its process: on this machine, but not on
+    Windows, where asking whether a process lives (os.kill) would end it."""
+    return host == socket.gethostname() and os.name != "nt"
+
+
 def _gone(holder: str, path: Path) -> str:
-    """What a refusal adds about a claim from another machine, which is taken over only once
-    it is old (this machine's are taken over as soon as their process is gone)."""
-    if holder.endswith(f" on {socket.gethostname()}") and os.name != "nt":
+    """What a refusal adds about a claim judged by its age (:func:`_asks_processes`), which
+    is taken over only once it is old (the others as soon as their process is gone)."""
+    if _asks_processes(holder.rpartition(" on ")[2]):
         return ""
     return (f" (a run on another machine that is gone leaves its claim {shown(path.name)}, "
             f"taken over once {CLAIM_STALE // 60:.0f} minutes old)")
@@ -1443,8 +1456,6 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
         if progress is not None:
             progress(Progress(done[0], total, s.loss, s.estimate, s.psnr, s.output))
 
-    for _, p, _, _ in jobs:
-        _clear_staged(p)
     first, perf = jobs[0][1], jobs[0][3].perf
     members = [lambda j=j, k=k: jobs[j][3].member(lives[j].fitted[k]) for j, k in owners]
     at_once = sum(setup.layout.at_once for *_, setup in jobs)

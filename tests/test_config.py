@@ -181,16 +181,6 @@ def test_a_section_given_as_a_mapping_keeps_the_keys_set_before_it() -> None:
     assert cfg.optim.lr == 0.2
 
 
-def test_a_batch_jobs_set_giving_a_key_dotted_and_nested_is_refused(tmp_path: Path) -> None:
-    from dip.batch import BatchError, load_batch
-
-    f = tmp_path / "batch.yaml"
-    f.write_text("jobs:\n  - task: denoise\n    input: a.png\n"
-                 "    set: {optim.lr: 0.1, optim: {lr: 0.2}}\n")
-    with pytest.raises(BatchError, match=r"jobs\[0\] \(line 2\): 'set' gives 'optim.lr' twice"):
-        load_batch(f)
-
-
 @pytest.mark.parametrize("text, later, got", [
     ("optim:\n#  lr: 0.005\n", {"explicit": {"optim.iters": 5}}, "None"),
     ("optim: 3\n", {"overrides": ["optim.restarts=1"]}, "3"),
@@ -209,13 +199,20 @@ def test_a_section_given_a_value_is_refused_whatever_sets_its_keys_later(
             config.resolve("denoise", [f], **extra)
 
 
-def test_a_batch_files_second_jobs_list_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text, message", [
+    # a second jobs: list dropped the first one's jobs
+    ("jobs:\n  - {task: denoise, input: a.png}\njobs:\n  - {task: denoise, input: b.png}\n",
+     r"line 3: 'jobs' is given twice \(first on line 1\)"),
+    ("jobs:\n  - task: denoise\n    input: a.png\n    set: {optim.lr: 0.1, optim: {lr: 0.2}}\n",
+     r"jobs\[0\] \(line 2\): 'set' gives 'optim.lr' twice"),
+])
+def test_a_key_a_batch_file_gives_twice_is_refused(tmp_path: Path, text: str,
+                                                   message: str) -> None:
     from dip.batch import load_batch
 
     f = tmp_path / "batch.yaml"
-    f.write_text("jobs:\n  - {task: denoise, input: a.png}\njobs:\n  - {task: denoise, "
-                 "input: b.png}\n")
-    with pytest.raises(ConfigError, match=r"line 3: 'jobs' is given twice \(first on line 1\)"):
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_batch(f)
 
 
