@@ -149,6 +149,8 @@ class Job:
     source: str
     #: the input came from a folder or a glob (not named on its own)
     expanded: bool = False
+    #: the job keeps snapshots (``--save-every``, ``output.save_every`` or a GIF's)
+    snapshots: bool = False
 
     @property
     def task(self) -> str:
@@ -419,18 +421,20 @@ def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, bas
         task_args=task_args)
 
 
-def _check_request(request: RunRequest, where: str) -> None:
-    """An entry's settings, checked once (the same for each of its files but the seed)."""
+def _check_request(request: RunRequest, where: str) -> bool:
+    """An entry's settings, checked once (the same for each of its files but the seed);
+    whether its jobs keep snapshots."""
     try:
         output_path(request.input, request.task, request.output, request.format)
         image.output_format(request.output)  # (a planning that writes nothing does not ask)
-        plan(request.replace(write=False))
+        cfg = plan(request.replace(write=False)).cfg
         if request.device is not None:
             resolve_device(request.device)
         if request.report:
             reports.require_matplotlib()
     except DipError as exc:
         raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+    return bool(cfg.output.save_every or request.gif)
 
 
 def _entry_jobs(path: Path, index: int, entry: Any, defaults: dict,
@@ -476,7 +480,7 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     files, many = _expand_inputs(spec["input"], base, where)
     if many:
         _folder_for_many(spec.get("output"), base, spec["input"], where)
-    jobs = []
+    jobs, snapshots = [], False
     for i, input_path in enumerate(files):
         try:
             key = input_path.relative_to(base).as_posix()
@@ -484,13 +488,13 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
             key = input_path.as_posix()
         request = _request(spec, task, input_path, many, base, overrides, where, key)
         if i == 0:
-            _check_request(request, where)
+            snapshots = _check_request(request, where)
         else:
             try:
                 image.output_format(request.output)
             except DipError as exc:
                 raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
-        jobs.append((Job(request, where.removeprefix(f"{path}: "), many), where))
+        jobs.append((Job(request, where.removeprefix(f"{path}: "), many, snapshots), where))
     return jobs
 
 
@@ -549,13 +553,13 @@ def job_reads(job: Job) -> list[Path]:
 def job_writes(job: Job, asked: bool = False) -> list[Path]:
     """Every path a job may write: result, record, report, GIF, uncertainty map, snapshot
     folder, claim; with ``asked``, only those it will write: the pictures its request asks
-    for (the snapshot folder with a GIF)."""
+    for (the snapshot folder when the job keeps snapshots)."""
     files = files_beside(job.output)
     if asked:
         wanted = {"record", *(k for k in ("report", "gif", "uncertainty")
                               if getattr(job.request, k))}
         files = {k: v for k, v in files.items()
-                 if k in wanted or (k == "steps" and job.request.gif)}
+                 if k in wanted or (k == "steps" and job.snapshots)}
     return [job.output, *files.values(), claim_path(job.output)]
 
 

@@ -175,6 +175,19 @@ def test_same_stem_results_that_ask_for_no_pictures_beside_may_share_a_folder(
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("snapshots", ["save_every: 1", "set: {output.save_every: 1}"])
+def test_same_stem_results_that_keep_snapshots_are_two_jobs_writing_one_folder(
+        tmp_path: Path, snapshots: str) -> None:
+    # r.png and r.jpg both keep their snapshots in r_steps/: the second's replaced the first's
+    # (with --gif, their GIF r.gif was already refused)
+    photos(tmp_path)
+    path = batch_file(tmp_path, f"  - {{task: denoise, input: photos/p0.png, output: out/r.png, "
+                                f"{snapshots}}}\n"
+                                f"  - {{task: denoise, input: photos/p1.png, output: out/r.jpg, "
+                                f"{snapshots}}}\n")
+    _refused(invoke("run", path, "--dry-run"), "also writes", "r_steps")
+
+
 def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path) -> None:
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/d.png}\n"
