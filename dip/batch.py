@@ -1222,12 +1222,13 @@ def _unmarked_sheet(path: Path) -> bool:
 
 def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     """The table, its JSON and the contact sheet (:func:`summary_files`) written together, all
-    of them or none: the sheet is drawn and written once both tables are written to their
-    temporary names, and these take their place only then (a sheet that cannot be written
-    leaves the last run's three files as they were). The JSON is strict, as the records are:
-    a PSNR that is not a finite number is ``null``, and ``null_because`` says why. A file name
-    that is not UTF-8 is its bytes in the table, as the file system has it, and an escape in
-    the JSON (``\\udcff``, as in the records), which reads back as the name Python opens."""
+    of them or none: each is written to a temporary name, and they take their places only
+    once all three are written (:func:`dip.image.write_all_atomic`; a sheet that cannot be
+    written leaves the last run's three files as they were), the table last. The JSON is
+    strict, as the records are: a PSNR that is not a finite number is ``null``, and
+    ``null_because`` says why. A file name that is not UTF-8 is its bytes in the table, as the
+    file system has it, and an escape in the JSON (``\\udcff``, as in the records), which
+    reads back as the name Python opens."""
     records = [asdict(r) for r in rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, [f.name for f in fields(Row)], lineterminator="\n")
@@ -1240,5 +1241,5 @@ def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     table = buf.getvalue().encode("utf-8", "surrogateescape")
     sheet = summary_files(csv_path, json_path)[2]
     image.write_all_atomic([(csv_path, lambda f: f.write(table)),
-                            (json_path, lambda f: f.write(text.encode()))],
-                           before_rename=lambda: reports.write_contact_sheet(sheet, rows))
+                            (json_path, lambda f: f.write(text.encode())),
+                            (sheet, image.marked_png(reports.contact_sheet(rows), "summary"))])

@@ -16,7 +16,7 @@ from PIL import Image, ImageFont
 
 from dip import batch, image
 from dip.cli.main import cli
-from dip.report import detail_box, shown_name, write_contact_sheet
+from dip.report import contact_sheet, detail_box, shown_name
 
 from conftest import save, synthetic
 
@@ -186,8 +186,7 @@ def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path, m
     monkeypatch.setattr(ImageFont, "load_default", ImageFont.load_default_imagefont)
     source = save(synthetic(32), Path(os.fsdecode(bytes(tmp_path) + b"/" + name)))
     row = batch.Row("b.yaml", "denoise", str(source), str(tmp_path / "gone.png"), "failed")
-    sheet = write_contact_sheet(tmp_path / "summary.png", [row])
-    assert Image.open(sheet).size == (4 * 268 + 8, 168 + 8)
+    assert contact_sheet([row]).size == (4 * 268 + 8, 168 + 8)
 
 
 def test_report_when_matplotlib_cannot_start_is_one_line(tmp_path: Path, noisy_png: Path,
