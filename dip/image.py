@@ -962,6 +962,12 @@ JPEG_BYTES = {"exif": 65533, "xmp": 65504}
 ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")
 
 
+def written_bits(bits: int, fmt: str) -> int:
+    """The bits a sample of a picture of ``bits`` (8, 16, 32 for float) that a file of format
+    ``fmt`` keeps: all in TIFF, up to 16 in PNG, 8 in the others."""
+    return bits if fmt == "TIFF" else min(bits, 16) if fmt == "PNG" else 8
+
+
 def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryIO], None]:
     """A function that encodes ``picture`` into an open file in the format ``path`` asks for.
 
@@ -973,7 +979,7 @@ def image_writer(picture: Picture, path: str | os.PathLike) -> Callable[[BinaryI
     fmt = output_format(path)
     if fmt == "TIFF":
         return _tiff_writer(picture)
-    bits = min(picture.bits, 16) if fmt == "PNG" else 8
+    bits = written_bits(picture.bits, fmt)
     if bits == 16 and (picture.pixels.shape[1] == 3 or picture.alpha is not None):
         return _png16_writer(picture)
     img = _to_pil(picture.pixels, bits)

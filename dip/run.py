@@ -446,13 +446,8 @@ def load(p: Plan) -> Loaded:
         raise InputError(f"input {shown(r.input)} is a single pixel; there is nothing to "
                          f"restore it from")
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
-    alpha = inputs.picture.alpha
-    if (alpha is not None and r.write  # (the format is checked by plan() when written)
-            and (fmt := image.output_format(p.output)) not in image.ALPHA_FORMATS
-            and (alpha < 1).any()):
-        warnings.warn(f"{shown(p.output)}: {fmt} holds no transparency, so the input's is "
-                      f"dropped (write .png, .tif or .webp to keep it)", image.DipWarning,
-                      stacklevel=2)
+    if r.write:  # (the format is checked by plan() when written)
+        _warn_of_what_the_format_drops(p.output, inputs.picture)
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:
@@ -464,6 +459,23 @@ def load(p: Plan) -> Loaded:
     if r.reference is not None:
         ref, inputs, rgb_of_grey = _reference(r, picture, read, inputs, out_size, rgb_of_grey)
     return Loaded(inputs, ref, out_size, prints, rgb_of_grey)
+
+
+def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
+    """A warning for each thing of the input the result's format cannot hold: transparency,
+    more than 8 bits a sample (16 in PNG)."""
+    fmt = image.output_format(output)
+    if (picture.alpha is not None and fmt not in image.ALPHA_FORMATS
+            and (picture.alpha < 1).any()):
+        warnings.warn(f"{shown(output)}: {fmt} holds no transparency, so the input's is "
+                      f"dropped (write .png, .tif or .webp to keep it)", image.DipWarning,
+                      stacklevel=3)
+    if (kept := image.written_bits(picture.bits, fmt)) < picture.bits:
+        depth, keeps = (("float", ".tif") if picture.bits == 32 else
+                        (f"{picture.bits}-bit", ".png or .tif"))
+        warnings.warn(f"{shown(output)}: {fmt} holds {kept} bits a sample, so the input's "
+                      f"{depth} samples are rounded to {kept} bits (write {keeps} to keep "
+                      f"them)", image.DipWarning, stacklevel=3)
 
 
 def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, inputs: Inputs,

@@ -232,6 +232,37 @@ def test_format_chooses_the_default_outputs_type(tmp_path: Path, monkeypatch) ->
     assert not Path("x.png").exists()
 
 
+@pytest.mark.parametrize("source, suffix, said", [
+    ("16-bit", ".jpg", "JPEG holds 8 bits a sample, so the input's 16-bit samples are "
+                       "rounded to 8 bits (write .png or .tif to keep them)"),
+    ("16-bit", ".webp", "WEBP holds 8 bits"), ("16-bit", ".png", None), ("16-bit", ".tif", None),
+    ("float", ".png", "PNG holds 16 bits a sample, so the input's float samples are rounded to "
+                      "16 bits (write .tif to keep them)"),
+    ("float", ".tif", None), ("8-bit", ".jpg", None)])
+def test_a_format_of_fewer_bits_says_the_depth_is_reduced(tmp_path: Path, source: str,
+                                                          suffix: str, said: str | None) -> None:
+    # a 16-bit scan written as .jpg became 8-bit without a word
+    import tifffile
+
+    grey = _rng().integers(0, 65536, (H, W), np.uint16)
+    if source == "float":
+        tifffile.imwrite(tmp_path / "in.tif", (grey / 65535).astype(np.float32))
+    else:
+        Image.fromarray(grey if source == "16-bit" else (grey >> 8).astype(np.uint8)).save(
+            tmp_path / "in.tif")
+    out = tmp_path / f"o{suffix}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("denoise", tmp_path / "in.tif", "-o", out, *TINY)
+    assert result.exit_code == 0 and out.is_file(), result.output
+    depth = [str(w.message) for w in caught
+             if w.category is image.DipWarning and "bits a sample" in str(w.message)]
+    if said is None:
+        assert not depth
+    else:
+        assert len(depth) == 1 and depth[0].startswith(f"{out}: {said}"), depth
+
+
 @pytest.mark.parametrize("suffix, warned", [(".jpg", True), (".bmp", True), (".png", False)])
 def test_a_format_without_alpha_says_the_transparency_is_dropped(tmp_path: Path, suffix: str,
                                                                  warned: bool) -> None:
