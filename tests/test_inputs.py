@@ -167,6 +167,25 @@ def test_jpeg_orientation_is_applied(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "o.png").size == (20, 40)
 
 
+def test_a_mask_drawn_on_a_photo_as_stored_says_the_photo_is_turned(tmp_path: Path) -> None:
+    # a phone's photo stored 40x20 and shown 20x40; a mask drawn by a program that ignores
+    # the EXIF orientation is 40x20, and 'they must be the same size' alone puzzled
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_rng().integers(0, 256, (20, 40, 3), np.uint8)).save(
+        tmp_path / "in.jpg", exif=exif)
+    mask = np.zeros((20, 40), np.uint8)
+    mask[5:9, 5:9] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = invoke("inpaint", tmp_path / "in.jpg", "--mask", tmp_path / "mask.png",
+                    "-o", tmp_path / "o.png", *TINY)
+    assert result.exit_code == 2 and not (tmp_path / "o.png").exists()
+    assert result.output == (f"dip: error: mask {tmp_path / 'mask.png'} is 40x20 but the image "
+                             f"is 20x40; they must be the same size (the image turned a "
+                             f"quarter: a photo is read as it is shown, turned by its EXIF "
+                             f"orientation; draw the mask on it as shown)\n")
+
+
 def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Path) -> None:
     # a camera's JPEG with a large preview, or a stereo camera's two views: Pillow opens it as
     # MPO, with the preview or the second view as a second frame; the first is the photo
