@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from dip import operators
+from dip import image, operators
 from dip.cli.main import cli
 from dip.errors import InputError
 from dip.tasks.deblur import load_kernel, parse_spec
@@ -217,6 +217,30 @@ def test_a_kernel_image_too_large_says_the_kernels_limit(tmp_path: Path) -> None
     with pytest.raises(InputError, match="larger than 255x255 pixels") as caught:
         load_kernel(tmp_path / "k.png")
     assert "max_pixels" not in str(caught.value)  # raising it changes nothing
+
+
+def test_a_level_motion_blur_deblurs_a_one_row_strip(tmp_path: Path) -> None:
+    # motion:3,0 is a 1x3 line; drawn in a 5x5 square it was refused as taller than the strip
+    strip = save(sharp()[..., :1, :], tmp_path / "strip.png")
+    result = invoke("deblur", strip, "--kernel", "motion:3,0", "-o", tmp_path / "o.png",
+                    "--iters", "2", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o.png").size == Image.open(strip).size
+    result = invoke("deblur", strip, "--kernel", "motion:3,90", "-o", tmp_path / "o2.png",
+                    "--iters", "2", *SMALL)
+    assert result.exit_code == 2 and "the kernel (1x3) is larger than the image" in result.output
+
+
+def test_a_kernels_zero_border_is_the_same_blur() -> None:
+    from dip.tasks.deblur import _within
+
+    picture = image.Picture(torch.rand(1, 1, 8, 8))
+    kernel = torch.zeros(5, 5)
+    kernel[2, 1:4] = torch.tensor([0.25, 0.5, 0.25])
+    trimmed = _within(kernel, picture)
+    assert trimmed.shape == (1, 3) and torch.equal(trimmed[0], kernel[2, 1:4])
+    assert torch.allclose(operators.Blur(trimmed)(picture.pixels),
+                          operators.Blur(kernel)(picture.pixels), atol=1e-6)
 
 
 @pytest.mark.parametrize("command", ["deblur", "corrupt"])

@@ -107,8 +107,14 @@ def load_kernel(value: str | Path) -> torch.Tensor:
 
 
 def _within(kernel: torch.Tensor, picture: image.Picture) -> torch.Tensor:
-    """``kernel`` if the picture is as large as it (a blur wider than the picture leaves
-    nothing of it to recover)."""
+    """``kernel`` without its rows and columns of zeros in pairs about its centre (the same
+    blur: a spec draws a motion blur's line, a short or level one, in a square), if the
+    picture is as large as that (a blur wider than the picture leaves nothing of it to
+    recover)."""
+    while kernel.shape[-2] > 2 and not (kernel[..., 0, :].any() or kernel[..., -1, :].any()):
+        kernel = kernel[..., 1:-1, :]
+    while kernel.shape[-1] > 2 and not (kernel[..., 0].any() or kernel[..., -1].any()):
+        kernel = kernel[..., 1:-1]
     (kh, kw), (h, w) = kernel.shape[-2:], picture.size
     if kh > h or kw > w:
         raise InputError(f"the kernel ({kw}x{kh}) is larger than the image ({w}x{h}); give "
