@@ -215,7 +215,8 @@ class RunRequest:
     max_memory: float | None = option(
         kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",
         help="Memory the run may use: --tile auto tiles the image (in smaller tiles if it "
-             "must) to stay under it [default: the device's free memory less 20 %].")
+             "must) to stay under it [default: the device's free memory less 20 %; on a "
+             "CPU, within a container's or cluster job's memory limit and ulimit -v].")
     reference: Path | None = option(kind="path", companion=True, record=True,
                                     help="Clean image: report PSNR and SSIM (never used to "
                                          "fit).")

@@ -69,6 +69,7 @@ from dip.request import FORMATS, RunRequest, request_options, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma, noise_budget
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
 from dip.threads import plan_lanes, resolve_threads
+from dip.tiles import MIN_TILE
 from dip.version import __version__
 
 
@@ -828,8 +829,12 @@ def _memory_advice(p: Plan, setup: Setup) -> Iterator[None]:
         if not _out_of_memory(exc):
             raise
         advice = ["a smaller image"]
-        if setup.layout.tiles is None:
-            advice.append("{arg:tile=256}")
+        # tiles smaller than the result, or than the tiles it had (a --tile 256 for a 128 px
+        # result changed nothing)
+        side = setup.layout.side or max(setup.problem.out_size)
+        smaller = next((t for t in (256, 128, 64, MIN_TILE) if t < side), None)
+        if smaller is not None:
+            advice.append(f"{{arg:tile={smaller}}}")
         if setup.device.type != "cpu":
             advice.append("{arg:device=cpu}")
         if p.cfg.preset != "fast":

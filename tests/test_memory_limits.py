@@ -1,0 +1,126 @@
+"""The memory a CPU run may use is what its container, cluster job or ``ulimit -v`` allows, not
+the machine's MemAvailable: a run sized by the machine's memory inside a 1.5 GB container
+(``--preset paper`` on a 600 px photo, even ``dip run --dry-run``) was killed without a word."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dip import estimate, run
+from dip.cli.main import cli
+
+from conftest import save, synthetic
+
+GB = 2 ** 30
+
+
+def _write(folder: Path, **files: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name.replace("_", ".", 1)).write_text(text)
+
+
+def _membership(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "cgroup"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def test_cgroup_v2_limit_less_usage_with_droppable_cache_counted_free(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "cpu memory"})
+    _write(root / "job", memory_max=str(2 * GB), memory_current=str(GB),
+           memory_stat=f"anon {GB // 2}\ninactive_file {GB // 4}\n")
+    membership = _membership(tmp_path, "0::/job")
+    assert estimate.cgroup_headroom(root, membership) == GB + GB // 4
+
+
+def test_cgroup_v2_the_tightest_group_above_decides(tmp_path: Path) -> None:
+    # a cluster job's step inside its job: the job's limit binds its steps too
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "memory"})
+    _write(root / "job", memory_max=str(3 * GB), memory_current=str(2 * GB),
+           memory_stat="inactive_file 0\n")
+    _write(root / "job" / "step", memory_max="max", memory_current=str(GB),
+           memory_stat="inactive_file 0\n")
+    assert estimate.cgroup_headroom(root, _membership(tmp_path, "0::/job/step")) == GB
+
+
+def test_cgroup_v2_without_a_limit_is_none(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "memory"})
+    _write(root / "user", memory_max="max", memory_current=str(GB), memory_stat="")
+    assert estimate.cgroup_headroom(root, _membership(tmp_path, "0::/user")) is None
+
+
+def test_a_containers_group_path_it_cannot_see_is_read_at_the_mounts_root(
+        tmp_path: Path) -> None:
+    # inside a container /proc/self/cgroup may name the host's path; the mount shows its own
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "memory", "memory.max": str(GB),
+                    "memory.current": str(GB // 2), "memory.stat": "inactive_file 0\n"})
+    membership = _membership(tmp_path, "0::/docker/0123abcd")
+    assert estimate.cgroup_headroom(root, membership) == GB // 2
+
+
+def test_cgroup_v1_hierarchical_limit_and_inactive_cache(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    unlimited = str(9223372036854771712)
+    _write(root / "memory" / "slurm" / "job_7", memory_limit_in_bytes=unlimited,
+           memory_usage_in_bytes=str(GB),
+           memory_stat=f"cache 5\nhierarchical_memory_limit {2 * GB}\n"
+                       f"total_inactive_file {GB // 2}\n")
+    membership = _membership(tmp_path, "5:cpu,cpuacct:/slurm/job_7",
+                             "4:memory:/slurm/job_7", "0::/slurm/job_7")
+    assert estimate.cgroup_headroom(root, membership) == GB + GB // 2
+    _write(root / "memory" / "slurm" / "job_7",
+           memory_stat=f"hierarchical_memory_limit {unlimited}\ntotal_inactive_file 0\n")
+    assert estimate.cgroup_headroom(root, membership) is None
+
+
+def test_no_cgroups_to_read_is_none(tmp_path: Path) -> None:
+    assert estimate.cgroup_headroom(tmp_path / "none", tmp_path / "missing") is None
+    garbled = _membership(tmp_path, "not a cgroup line")
+    assert estimate.cgroup_headroom(tmp_path / "none", garbled) is None
+
+
+def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
+        monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    machine = estimate.free_bytes(cpu)
+    assert machine is not None and machine > 0
+    monkeypatch.setattr(estimate, "cgroup_headroom", lambda: GB // 3)
+    assert estimate.free_bytes(cpu) == min(machine, GB // 3)
+    # ulimit -v: what it allows less what the process already maps
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    monkeypatch.setattr(resource, "getrlimit",
+                        lambda which: (mapped + GB // 8, resource.RLIM_INFINITY))
+    assert 0 < estimate.free_bytes(cpu) <= GB // 8
+
+
+@pytest.mark.parametrize("side, tile, advised", [(32, "off", None), (100, "off", "--tile 64"),
+                                                 (300, "off", "--tile 256"),
+                                                 (96, "64", "--tile 32")])
+def test_out_of_memory_advises_tiles_smaller_than_the_result(tmp_path: Path, monkeypatch,
+                                                             side: int, tile: str,
+                                                             advised: str | None) -> None:
+    # a 128 px result out of memory was told to try --tile 256, which changes nothing
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                           "allocate 1000000000 bytes.")
+
+    monkeypatch.setattr(run, "fit_group", no_memory)
+    path = save(synthetic(side), tmp_path / "in.png")
+    result = CliRunner().invoke(cli, ["denoise", str(path), "-o", str(tmp_path / "o.png"),
+                                      "--iters", "2", "--tile", tile, "--restarts", "1"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"dip: error: out of memory on cpu for a {side}x{side} result; try "
+                           f"a smaller image"), last
+    assert ("--tile" in last) == (advised is not None) and (advised or "") in last, last
