@@ -464,7 +464,8 @@ def _batch_table(rows: list[batch.Row]) -> str:
 
 @cli.command()
 def info() -> None:
-    """Versions, the devices dip can use, threads, and the presets each task would run."""
+    """Versions, the devices dip can use, the cores and memory a run may use, and the presets
+    each task would run."""
     import platform
 
     import PIL
@@ -474,7 +475,13 @@ def info() -> None:
 
     click.echo(f"dip {dip.__version__}, torch {torch.__version__}, Python "
                f"{platform.python_version()}, Pillow {PIL.__version__}")
-    click.echo(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores)")
+    from dip.estimate import free_bytes
+    from dip.threads import usable_cores
+
+    free = free_bytes(torch.device("cpu"))
+    click.echo(f"cpu: {usable_cores()} of the machine's {os.cpu_count()} cores usable"
+               + ("" if free is None else f", {free / 2 ** 30:.1f} GB free for a run")
+               + " (within this process's affinity and its container's or job's limits)")
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         p = torch.cuda.get_device_properties(i)
         click.echo(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.0f} GiB")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from dip import cgroups
+
 #: peak memory of a step over the activations it saves (measured 1.75-2.0 on the CPU)
 BACKWARD = 2.0
 #: floats per weight a member keeps: weights, gradients, Adam's two moments, and the
@@ -118,13 +120,14 @@ def process_bytes() -> int:
 
 def free_bytes(device: torch.device) -> int | None:
     """Memory free for a run on ``device``: CUDA's free memory; on the CPU the least of the
-    machine's MemAvailable, what this process's control group may still take
-    (:func:`cgroup_headroom`: a container's or a cluster job's memory limit, which MemAvailable
-    does not show: a run sized by the machine's memory was killed without a word) and its
+    machine's MemAvailable, what this process's control groups may still take
+    (:func:`dip.cgroups.memory_headroom`: a container's or a cluster job's memory limit,
+    which MemAvailable does not show: a run sized by the machine's memory was killed without
+    a word) and its
     address-space limit (``ulimit -v``) less what it maps; None where none can be read."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    free = [_mem_available(), cgroup_headroom(), _address_space_headroom()]
+    free = [_mem_available(), cgroups.memory_headroom(), _address_space_headroom()]
     return min((f for f in free if f is not None), default=None)
 
 
@@ -135,64 +138,6 @@ def _mem_available() -> int | None:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     return None
-
-
-#: a cgroup v1 limit this high is no limit (the kernel's "unlimited", page-rounded)
-_NO_LIMIT = 2 ** 62
-
-
-def cgroup_headroom(root: Path = Path("/sys/fs/cgroup"),
-                    membership: Path = Path("/proc/self/cgroup")) -> int | None:
-    """What this process's memory control group, and each group above it, may still take:
-    its limit less its usage, where the page cache it could drop counts as free (its
-    ``inactive_file``, as ``docker stats`` counts); the least over the groups with a limit,
-    None where none has one (or cgroups cannot be read). cgroup v2 (``memory.max``) and v1
-    (the memory controller's ``hierarchical_memory_limit``). A group path that the mount does
-    not show (a container's own view) is read at the mount's root."""
-    with contextlib.suppress(OSError, ValueError):
-        lines = membership.read_text().splitlines()
-        for line in lines:  # v1 first: a v2 line stands beside v1 controllers on hybrid systems
-            _, controllers, path = line.split(":", 2)
-            if "memory" in controllers.split(","):
-                return _v1_headroom(_group_folder(root / "memory", path))
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            if controllers == "" and (root / "cgroup.controllers").is_file():
-                return _v2_headroom(root, _group_folder(root, path))
-    return None
-
-
-def _group_folder(mount: Path, path: str) -> Path:
-    folder = mount / path.lstrip("/")
-    return folder if folder.is_dir() else mount
-
-
-def _stat(folder: Path) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in
-                                   (folder / "memory.stat").read_text().splitlines())}
-
-
-def _v1_headroom(folder: Path) -> int | None:
-    stat = _stat(folder)
-    limit = min(int((folder / "memory.limit_in_bytes").read_text()),
-                stat.get("hierarchical_memory_limit", _NO_LIMIT))
-    if limit >= _NO_LIMIT:
-        return None
-    used = int((folder / "memory.usage_in_bytes").read_text())
-    return max(0, limit - used + stat.get("total_inactive_file", 0))
-
-
-def _v2_headroom(root: Path, folder: Path) -> int | None:
-    free = None
-    while True:
-        limit = folder / "memory.max"
-        if limit.is_file() and (text := limit.read_text().strip()) != "max":
-            used = int((folder / "memory.current").read_text())
-            room = max(0, int(text) - used + _stat(folder).get("inactive_file", 0))
-            free = room if free is None else min(free, room)
-        if folder == root or root not in folder.parents:
-            return free
-        folder = folder.parent
 
 
 def _address_space_headroom() -> int | None:

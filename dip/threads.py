@@ -30,6 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from dip import cgroups
 from dip.errors import ConfigError
 
 #: how long the CPU's idle time is sampled to count the free cores
@@ -37,11 +38,15 @@ SAMPLE_SECONDS = 0.25
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask: ``taskset``, cgroups' cpusets)."""
+    """The cores this process may run on (its affinity mask: ``taskset``, cgroups' cpusets),
+    at most the CPUs' worth its CPU quota allows (:func:`dip.cgroups.cpu_quota`: ``docker
+    run --cpus``, a Kubernetes CPU limit), where a thread beyond the quota only makes every
+    thread wait at the end of each period it has used up."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    return min(cores, cgroups.cpu_quota() or cores)
 
 
 def _cpu_times(cpus: set[int]) -> tuple[float, float]:

@@ -110,11 +110,15 @@ def test_detail_box_finds_the_textured_corner() -> None:
     assert side == 16 and top >= 32 and left >= 32
 
 
-def test_info_lists_versions_devices_and_presets() -> None:
+def test_info_lists_versions_devices_and_presets(monkeypatch) -> None:
+    from dip import cgroups
+
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 1)  # a container's --cpus 1
+    monkeypatch.setattr(cgroups, "memory_headroom", lambda: 2 ** 29)  # 0.5 GB left to it
     result = invoke("info")
     assert result.exit_code == 0
-    for words in ("dip 0.", "torch", "cpu:", "threads", "denoise", "paper", "fast",
-                  "auto picks"):
+    for words in ("dip 0.", "torch", "cpu: 1 of the machine's", "0.5 GB free for a run",
+                  "denoise", "paper", "fast", "auto picks"):
         assert words in result.output
 
 

@@ -1,6 +1,8 @@
-"""The memory a CPU run may use is what its container, cluster job or ``ulimit -v`` allows, not
-the machine's MemAvailable: a run sized by the machine's memory inside a 1.5 GB container
-(``--preset paper`` on a 600 px photo, even ``dip run --dry-run``) was killed without a word."""
+"""A CPU run uses what its container or cluster job allows (dip.cgroups), not the machine's
+figures. Memory: MemAvailable is the machine's, and a run sized by it inside a 1.5 GB
+container (``--preset paper`` on a 600 px photo, even ``dip run --dry-run``) was killed
+without a word; ``ulimit -v`` binds too. CPUs: a CFS quota (``docker run --cpus 1``) is not
+an affinity mask, and a fit on more threads than it allows waits at every period's end."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dip import estimate, run
+from dip import cgroups, estimate, run, threads
 from dip.cli.main import cli
 
 from conftest import save, synthetic
@@ -22,7 +24,7 @@ GB = 2 ** 30
 def _write(folder: Path, **files: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        (folder / name.replace("_", ".", 1)).write_text(text)
+        (folder / (name if "." in name else name.replace("_", ".", 1))).write_text(text)
 
 
 def _membership(tmp_path: Path, *lines: str) -> Path:
@@ -37,7 +39,7 @@ def test_cgroup_v2_limit_less_usage_with_droppable_cache_counted_free(tmp_path: 
     _write(root / "job", memory_max=str(2 * GB), memory_current=str(GB),
            memory_stat=f"anon {GB // 2}\ninactive_file {GB // 4}\n")
     membership = _membership(tmp_path, "0::/job")
-    assert estimate.cgroup_headroom(root, membership) == GB + GB // 4
+    assert cgroups.memory_headroom(root, membership) == GB + GB // 4
 
 
 def test_cgroup_v2_the_tightest_group_above_decides(tmp_path: Path) -> None:
@@ -48,14 +50,14 @@ def test_cgroup_v2_the_tightest_group_above_decides(tmp_path: Path) -> None:
            memory_stat="inactive_file 0\n")
     _write(root / "job" / "step", memory_max="max", memory_current=str(GB),
            memory_stat="inactive_file 0\n")
-    assert estimate.cgroup_headroom(root, _membership(tmp_path, "0::/job/step")) == GB
+    assert cgroups.memory_headroom(root, _membership(tmp_path, "0::/job/step")) == GB
 
 
 def test_cgroup_v2_without_a_limit_is_none(tmp_path: Path) -> None:
     root = tmp_path / "fs"
     _write(root, **{"cgroup.controllers": "memory"})
     _write(root / "user", memory_max="max", memory_current=str(GB), memory_stat="")
-    assert estimate.cgroup_headroom(root, _membership(tmp_path, "0::/user")) is None
+    assert cgroups.memory_headroom(root, _membership(tmp_path, "0::/user")) is None
 
 
 def test_a_containers_group_path_it_cannot_see_is_read_at_the_mounts_root(
@@ -65,7 +67,7 @@ def test_a_containers_group_path_it_cannot_see_is_read_at_the_mounts_root(
     _write(root, **{"cgroup.controllers": "memory", "memory.max": str(GB),
                     "memory.current": str(GB // 2), "memory.stat": "inactive_file 0\n"})
     membership = _membership(tmp_path, "0::/docker/0123abcd")
-    assert estimate.cgroup_headroom(root, membership) == GB // 2
+    assert cgroups.memory_headroom(root, membership) == GB // 2
 
 
 def test_cgroup_v1_hierarchical_limit_and_inactive_cache(tmp_path: Path) -> None:
@@ -77,16 +79,16 @@ def test_cgroup_v1_hierarchical_limit_and_inactive_cache(tmp_path: Path) -> None
                        f"total_inactive_file {GB // 2}\n")
     membership = _membership(tmp_path, "5:cpu,cpuacct:/slurm/job_7",
                              "4:memory:/slurm/job_7", "0::/slurm/job_7")
-    assert estimate.cgroup_headroom(root, membership) == GB + GB // 2
+    assert cgroups.memory_headroom(root, membership) == GB + GB // 2
     _write(root / "memory" / "slurm" / "job_7",
            memory_stat=f"hierarchical_memory_limit {unlimited}\ntotal_inactive_file 0\n")
-    assert estimate.cgroup_headroom(root, membership) is None
+    assert cgroups.memory_headroom(root, membership) is None
 
 
 def test_no_cgroups_to_read_is_none(tmp_path: Path) -> None:
-    assert estimate.cgroup_headroom(tmp_path / "none", tmp_path / "missing") is None
+    assert cgroups.memory_headroom(tmp_path / "none", tmp_path / "missing") is None
     garbled = _membership(tmp_path, "not a cgroup line")
-    assert estimate.cgroup_headroom(tmp_path / "none", garbled) is None
+    assert cgroups.memory_headroom(tmp_path / "none", garbled) is None
 
 
 def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
@@ -94,7 +96,7 @@ def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
     cpu = torch.device("cpu")
     machine = estimate.free_bytes(cpu)
     assert machine is not None and machine > 0
-    monkeypatch.setattr(estimate, "cgroup_headroom", lambda: GB // 3)
+    monkeypatch.setattr(cgroups, "memory_headroom", lambda: GB // 3)
     assert estimate.free_bytes(cpu) == min(machine, GB // 3)
     # ulimit -v: what it allows less what the process already maps
     with open("/proc/self/statm") as f:
@@ -124,3 +126,35 @@ def test_out_of_memory_advises_tiles_smaller_than_the_result(tmp_path: Path, mon
     assert last.startswith(f"dip: error: out of memory on cpu for a {side}x{side} result; try "
                            f"a smaller image"), last
     assert ("--tile" in last) == (advised is not None) and (advised or "") in last, last
+
+
+@pytest.mark.parametrize("job, step, cpus", [("200000 100000", "max 100000", 2),
+                                             ("150000 100000", "max", 2),
+                                             ("400000 100000", "50000 100000", 1),
+                                             ("max 100000", "max 100000", None)])
+def test_cgroup_v2_cpu_quota_in_cpus_rounded_up_the_tightest_group_deciding(
+        tmp_path: Path, job: str, step: str, cpus: int | None) -> None:
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "cpu memory"})
+    _write(root / "job", **{"cpu.max": job})
+    _write(root / "job" / "step", **{"cpu.max": step})
+    assert cgroups.cpu_quota(root, _membership(tmp_path, "0::/job/step")) == cpus
+
+
+@pytest.mark.parametrize("mount", ["cpu", "cpu,cpuacct"])
+def test_cgroup_v1_cpu_quota(tmp_path: Path, mount: str) -> None:
+    root = tmp_path / "fs"
+    _write(root / mount / "docker" / "abc", **{"cpu.cfs_quota_us": "250000",
+                                               "cpu.cfs_period_us": "100000"})
+    membership = _membership(tmp_path, "6:memory:/docker/abc", "3:cpu,cpuacct:/docker/abc")
+    assert cgroups.cpu_quota(root, membership) == 3
+    _write(root / mount / "docker" / "abc", **{"cpu.cfs_quota_us": "-1"})
+    assert cgroups.cpu_quota(root, membership) is None
+
+
+def test_a_cpu_quota_caps_the_cores_a_fit_uses(monkeypatch) -> None:
+    cores = threads.usable_cores()
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 1)
+    assert threads.usable_cores() == 1 and threads.free_cores(0.01) == 1
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 10 ** 6)
+    assert threads.usable_cores() == cores
