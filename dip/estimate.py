@@ -156,8 +156,16 @@ def _address_space_headroom() -> int | None:
 
 # --- time: measured steps, cached per machine --------------------------------------------------
 
-def _cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+def _cache_path() -> Path | None:
+    """The calibration cache, None where there is no place for it: no ``XDG_CACHE_HOME`` and
+    no home folder (a container run as a user id with no account and no ``HOME``, as
+    OpenShift runs them: ``Path.home()`` raises). Each run then measures its own rate."""
+    root = os.environ.get("XDG_CACHE_HOME")
+    if not root:
+        try:
+            root = Path.home() / ".cache"
+        except (RuntimeError, KeyError):
+            return None
     return Path(root) / "dip" / "calibration.json"
 
 
@@ -183,9 +191,11 @@ def remember(key: str, device: torch.device, seconds: float) -> None:
     """Cache ``seconds`` per member-step for the fits ``key`` describes: a calibration's, or a
     real run's own rate afterwards (:func:`dip.run.fit_stage`), so that one calibration made
     while other processes held the cores does not mislead every later estimate."""
+    path = _cache_path()
+    if path is None:
+        return
     cache = _read_cache()
     cache[_full_key(key, device)] = seconds
-    path = _cache_path()
     with contextlib.suppress(OSError):  # a cache that cannot be written costs a recalibration
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -201,7 +211,7 @@ def _full_key(key: str, device: torch.device) -> str:
 
 
 def _read_cache() -> dict[str, float]:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (no cache path: None)
         cache = json.loads(_cache_path().read_text())
         if isinstance(cache, dict):
             return cache

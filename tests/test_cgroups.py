@@ -158,3 +158,18 @@ def test_a_cpu_quota_caps_the_cores_a_fit_uses(monkeypatch) -> None:
     assert threads.usable_cores() == 1 and threads.free_cores(0.01) == 1
     monkeypatch.setattr(cgroups, "cpu_quota", lambda: 10 ** 6)
     assert threads.usable_cores() == cores
+
+
+def test_no_home_folder_runs_without_a_calibration_cache(tmp_path: Path, monkeypatch) -> None:
+    # a container run as a user id with no account and no HOME (OpenShift's way): Path.home()
+    # raises, and every run ended in a traceback before its first step
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(Path, "home", no_home)
+    path = save(synthetic(24), tmp_path / "in.png")
+    result = CliRunner().invoke(cli, ["denoise", str(path), "-o", str(tmp_path / "o.png"),
+                                      "--iters", "2", "--restarts", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.png").is_file() and not list(tmp_path.rglob("calibration.json"))
