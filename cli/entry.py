@@ -33,8 +33,20 @@ def require_temporary_folder() -> None:
         sys.exit(2)
 
 
+def escape_what_the_terminal_cannot_show() -> None:
+    """A name the output's encoding cannot hold (照片.png where it is Latin-1, or Windows'
+    code page when the output goes to a file) is written escaped (``\\u7167``), as Python's
+    standard error already writes it: standard output's strict default ended a finished
+    run in a traceback at its 'wrote ...' line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # (None: not a text file)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     signals.install()
+    escape_what_the_terminal_cannot_show()
     stopping = tuple(signals.EXIT_CODES)
     blocking = hasattr(signal, "pthread_sigmask")  # POSIX
     try:

@@ -482,6 +482,25 @@ def test_a_grey_mask_is_one_warning_line_from_the_command(tmp_path: Path) -> Non
     assert "grey pixels" in lines[0]
 
 
+def test_a_name_the_outputs_encoding_cannot_hold_is_escaped_not_a_traceback(
+        tmp_path: Path) -> None:
+    # a Latin-1 terminal, or Windows' code page with the output sent to a file: the run
+    # wrote its result, then ended in UnicodeEncodeError at its 'wrote ...' line
+    import os
+    import subprocess
+
+    from conftest import dip_command
+
+    src = save(synthetic(24), tmp_path / "照片.png")
+    args = ["denoise", str(src), "-o", str(tmp_path / "照片_x.png"), "--iters", "2",
+            "--restarts", "1"]
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    done = subprocess.run(dip_command() + args, capture_output=True, timeout=600, env=env)
+    out = done.stdout.decode("latin-1")
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    assert f"wrote {tmp_path}/\\u7167\\u7247_x.png (" in out, out
+
+
 @pytest.mark.parametrize("args", [("--noise", "nan"), ("--poisson", "inf")])
 def test_corrupt_refuses_noise_of_no_finite_size(tmp_path: Path, clean_png: Path,
                                                  args: tuple) -> None:
