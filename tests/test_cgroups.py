@@ -2,7 +2,8 @@
 figures. Memory: MemAvailable is the machine's, and a run sized by it inside a 1.5 GB
 container (``--preset paper`` on a 600 px photo, even ``dip run --dry-run``) was killed
 without a word; ``ulimit -v`` binds too. CPUs: a CFS quota (``docker run --cpus 1``) is not
-an affinity mask, and a fit on more threads than it allows waits at every period's end."""
+an affinity mask, and a fit on more threads than it allows waits at every period's end.
+Also the memory a run's estimate starts from, and the advice when memory runs out."""
 
 from __future__ import annotations
 
@@ -173,3 +174,17 @@ def test_no_home_folder_runs_without_a_calibration_cache(tmp_path: Path, monkeyp
                                       "--iters", "2", "--restarts", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o.png").is_file() and not list(tmp_path.rglob("calibration.json"))
+
+
+def test_a_processs_base_does_not_grow_with_what_its_first_fit_keeps(monkeypatch) -> None:
+    # a batch's first fit kept ~200 MB (libraries, caches): counted in every later job's
+    # base, it tiled or refused (over --max-memory) the jobs the first's estimate let through
+    monkeypatch.setattr(estimate, "_first_resident", [])
+    first = estimate.process_bytes()
+    kept = bytearray(estimate.FIRST_FIT_BYTES // 2)  # what a first fit keeps, touched
+    kept[::4096] = b"x" * len(kept[::4096])
+    assert estimate.process_bytes() == first
+    more = bytearray(estimate.FIRST_FIT_BYTES)  # and the process grows on: it counts
+    more[::4096] = b"x" * len(more[::4096])
+    assert estimate.process_bytes() > first + estimate.FIRST_FIT_BYTES // 4
+    del kept, more
