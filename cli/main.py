@@ -26,7 +26,7 @@ from dip.damage import corruptions
 from dip.errors import DipError, InputError
 from dip.estimate import Estimate
 from dip.fitting import Progress
-from dip.record import record_path
+from dip.record import record_path, steps_said
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, restore
 from dip.stopping import MAX_BUDGET_GROWTH
@@ -214,8 +214,9 @@ def _how(r: dict) -> str:
     parts = (([tiles["why"]] if r.get("members") and tiles else [])
              + ([f"the average of {restarts} restarts{turns}"] if restarts > 1 else []))
     if gaussian and noise.get("wiener") and r["stop_reason"] != "interrupted":
-        parts.append("then a Wiener filter of the input with that image as its pilot "
-                     "(BM3D's second step)")
+        pilot = "that image" if parts else "the fit's image"
+        parts.append(f"then a Wiener filter of the input with {pilot} as its pilot (BM3D's "
+                     f"second step)")
     return "\n  " + "; ".join(parts) if parts else ""
 
 
@@ -223,9 +224,9 @@ def summary(task: Task, result: Restoration) -> str:
     """What a run did, in a few lines."""
     r = result.record
     reason = STOP_REASONS.get(r["stop_reason"], r["stop_reason"])
-    line = (f"wrote {result.output} ({r['iterations']} steps, {reason}; image from step "
-            f"{r['returned_iteration']}; {r['seconds']:.1f} s on {r['device']}, preset "
-            f"{r['preset']})")
+    steps, images = steps_said(r)
+    line = (f"wrote {result.output} ({steps}, {reason}; {images}; {r['seconds']:.1f} s on "
+            f"{r['device']}, preset {r['preset']})")
     m = r.get("metrics")
     if m:
         line += f"\n  PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"

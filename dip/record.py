@@ -166,6 +166,26 @@ def located(data: dict[str, Any], key: str, output: Path) -> Path | None:
         return Path(value)
 
 
+def steps_said(record: dict[str, Any]) -> tuple[str, str]:
+    """A record's steps in words, and the steps its image came from: ``("20 steps", "image
+    from step 15")`` for one fit; for several (restarts, tiles: ``members``) the span over
+    them, ``("2 fits of 20 to 70 steps", "images from steps 15 to 64")``: the record's own
+    ``iterations`` are the first member's."""
+    fits = [m for m in record.get("members", ()) if "iterations" in m]
+    if len(fits) < 2:
+        n = record.get("iterations")
+        return (f"{n} step{'' if n == 1 else 's'}",
+                f"image from step {record.get('returned_iteration')}")
+
+    def span(key: str) -> tuple[str, bool]:
+        low, high = min(m[key] for m in fits), max(m[key] for m in fits)
+        return (f"{low}", False) if low == high else (f"{low} to {high}", True)
+
+    returned, apart = span("returned_iteration")
+    return (f"{len(fits)} fits of {span('iterations')[0]} steps",
+            f"images from step{'s' if apart else ''} {returned}")
+
+
 def record_path(output: Path) -> Path:
     """The JSON record sits at the output path + ``.json``."""
     return output.with_name(output.name + ".json")

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dip import image
 from dip.errors import InputError
+from dip.record import steps_said
 
 PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip install "
              "'dip-restore[plot]' (in this repository: .venv/bin/pip install -e '.[plot]', "
@@ -115,23 +116,27 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     if reference is not None:
         panels.append(("reference", reference))
     history = record.get("history", {})
-    curves = [("loss", history.get("loss", []), True)]
+    # with several fits the curves are the first one's (the record's history)
+    first = ("" if len(record.get("members", ())) < 2 else
+             ", the first tile's" if record.get("tiles") else ", the first restart's")
+    curves = [(f"loss{first}", history.get("loss", []), True)]
     if history.get("variance"):
-        curves.append(("stop rule: running variance", history["variance"], True))
+        curves.append((f"stop rule: running variance{first}", history["variance"], True))
     if history.get("psnr"):
-        curves.append(("PSNR (dB) against the reference", history["psnr"], False))
+        curves.append((f"PSNR (dB) against the reference{first}", history["psnr"], False))
 
     columns = max(len(panels), len(curves))
     fig = Figure(figsize=(4 * columns, 11), dpi=100)
     grid = fig.add_gridspec(3, columns, height_ratios=[4, 4, 3])
-    result_label = f"result (step {record.get('returned_iteration')})"
+    steps, images = steps_said(record)
+    result_label = f"result ({images.removeprefix('image ').removeprefix('images ')})"
     if headline is not None:
         result_label += f", {headline[0]} {headline[1]:.2f} dB"
     _draw_panels(fig, grid, panels, detail_box(result.pixels), {"result": result_label})
     _draw_curves(fig, grid, curves, history.get("step", []), record.get("returned_iteration"),
                  (record.get("metrics") or {}).get("peak_iteration"))
     fig.suptitle(f"dip {record.get('task')}: {shown_name(record.get('input'))} — "
-                 f"{record.get('iterations')} steps, {record.get('stop_reason')}, "
+                 f"{steps}, {record.get('stop_reason')}, "
                  f"preset {record.get('preset')}, {record.get('seconds', 0):.0f} s on "
                  f"{record.get('device')}")
     buf = io.BytesIO()

@@ -122,6 +122,34 @@ def test_the_summary_says_whether_the_result_was_filtered(tmp_path: Path, noisy_
     assert said == (wiener == "true"), result.output
 
 
+def test_the_summary_of_several_fits_gives_their_span_and_of_one_its_own(
+        tmp_path: Path, noisy_png: Path) -> None:
+    # with 2 fits stopping apart (SURE's at 70 steps, the paper's at 20) the line said
+    # '20 steps ...; image from step 15', the first fit's alone; one fit's pilot was 'that
+    # image' with no image named before it
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "denoise", noisy_png, "-o", tmp_path / "o.png", "--restarts", 2, "--iters", 4,
+        "--stop", "fixed", *SMALL[:-1])])
+    assert result.exit_code == 0, result.output
+    assert "(2 fits of 4 steps, step budget reached; images from step 4; " in result.output
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "denoise", noisy_png, "-o", tmp_path / "one.png", "--restarts", 1, "--iters", 1,
+        "--stop", "fixed", *SMALL[:-1])])
+    assert result.exit_code == 0, result.output
+    assert "(1 step, step budget reached; image from step 1; " in result.output
+    assert "\n  then a Wiener filter of the input with the fit's image as its pilot" \
+        in result.output
+
+
+def test_steps_said_spans_the_fits() -> None:
+    from dip.record import steps_said
+
+    members = [{"iterations": 20, "returned_iteration": 15},
+               {"iterations": 70, "returned_iteration": 64}, {"stop_reason": "no fit needed"}]
+    assert steps_said({"iterations": 20, "returned_iteration": 15, "members": members}) == (
+        "2 fits of 20 to 70 steps", "images from steps 15 to 64")
+
+
 def test_ctrl_c_in_the_filter_writes_the_fits_result_instead_of_losing_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The filter comes after the whole fit (minutes on a large photo): a Ctrl-C there kept
