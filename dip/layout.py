@@ -86,7 +86,7 @@ class Layout:
     def describe(self) -> dict[str, Any]:
         """The layout for the record (``tiles``), when the image is tiled."""
         return {"size": self.side, "overlap": self.overlap, "count": len(self.tiles or []),
-                "solved": len(self.solved), "why": self.why}
+                "solved": len({self.parts[i].tile for i in self.solved}), "why": self.why}
 
 
 def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int, int],
@@ -162,7 +162,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         t = _tiling(cfg, problem, channels, device, side, budget, stacked)
     if cfg.perf.max_memory and t.peak > budget:
         raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
-                         f"run needs in tiles of {side} px ({t.peak / 2 ** 30:.2f} GB"
+                         f"run needs in tiles of {t.side} px ({t.peak / 2 ** 30:.2f} GB"
                          + (f"; give a smaller {{arg:tile}}, {MIN_TILE} or more)"
                             if size != "auto" and side > MIN_TILE else ", the smallest dip uses)"))
     tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
@@ -173,10 +173,10 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     else:
         reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
                   f"is for smaller images)")
-    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {side} px: {reason}"
+    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {t.side} px: {reason}"
     answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
-    return Layout(members, tiles, side, t.overlap, t.threads, at_once, peak, whole, budget,
+    return Layout(members, tiles, t.side, t.overlap, t.threads, at_once, peak, whole, budget,
                   why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
 
 
@@ -186,6 +186,7 @@ class _Tiling:
 
     tiles: list[Tile]
     members: list[Part]
+    side: int  # in result pixels, as the tiles are cut: a whole number of input pixels
     overlap: int
     threads: int
     at_once: int
@@ -198,10 +199,10 @@ def _tiling(cfg: Any, problem: Problem, channels: int, device: torch.device, sid
     """The run in tiles of ``side`` result pixels (see :func:`plan_layout`)."""
     restarts, cpu = cfg.optim.restarts, device.type == "cpu"
     factor = STACK_STEP_MEMORY if stacked else 1.0
-    overlap = overlap_for(side, cfg.tile.overlap)
     scale = problem.scale
-    tiles = grid(tuple(problem.observation.shape[-2:]), max(1, side // scale),
-                 overlap // scale)
+    # cut in input pixels (super-resolution's are `scale` result pixels each)
+    cut, margin = max(1, side // scale), overlap_for(side, cfg.tile.overlap) // scale
+    tiles = grid(tuple(problem.observation.shape[-2:]), cut, margin)
     members = parts(restarts, tiles)
     threads = (resolve_threads(cfg.perf.threads, 1 if stacked else len(members)) if cpu
                else 1)
@@ -215,8 +216,8 @@ def _tiling(cfg: Any, problem: Problem, channels: int, device: torch.device, sid
                           factor if in_stack else 1.0)
 
     at_once = _tiles_at_once(len(members), restarts, threads, cpu, stacked, budget, peak_of)
-    return _Tiling(tiles, members, overlap, threads, at_once, peak_of(at_once),
-                   peak_of(at_once, True) if stacked else 0)
+    return _Tiling(tiles, members, cut * scale, margin * scale, threads, at_once,
+                   peak_of(at_once), peak_of(at_once, True) if stacked else 0)
 
 
 def _tiles_at_once(members: int, restarts: int, threads: int, cpu: bool, stacked: bool,

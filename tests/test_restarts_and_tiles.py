@@ -87,6 +87,17 @@ def test_uncertainty_without_restarts_is_refused_in_one_line(tmp_path: Path) -> 
     assert not (tmp_path / "o.png").exists()
 
 
+def test_the_record_gives_the_tiles_as_cut_in_input_pixels(tmp_path: Path) -> None:
+    # x8 tiles are cut in whole input pixels: --tile 36 is 4 of them, 32 result pixels, with
+    # an overlap of 9 // 8 = 1 of them; the record said 36 and 9
+    noisy, _ = _noisy(tmp_path, 16)
+    r = dip.restore("superres", noisy, factor=8, write=False, device="cpu", iters=2,
+                    stop="fixed", tile="36", restarts=1, overrides=TINY)
+    assert (r.record["tiles"]["size"], r.record["tiles"]["overlap"]) == (32, 8)
+    assert r.record["tiles"]["why"].startswith(f"{r.record['tiles']['count']} tiles of 32 px")
+    assert all(m["tile"][2] <= 4 and m["tile"][3] <= 4 for m in r.record["members"])
+
+
 @pytest.mark.parametrize("task,extra", [("denoise", {}), ("superres", {"factor": 2})])
 def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: dict) -> None:
     noisy, _ = _noisy(tmp_path, 40)
@@ -101,17 +112,22 @@ def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: di
         assert member["iterations"] == 10 and h * scale <= 32 and w * scale <= 32
 
 
-def test_an_inpainting_tile_without_a_hole_is_its_own_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_an_inpainting_tile_without_a_hole_is_its_own_result(tmp_path: Path,
+                                                            restarts: int) -> None:
     picture = synthetic(64)
     path = save(picture, tmp_path / "photo.png")
     mask = np.zeros((64, 64), np.uint8)
     mask[4:12, 4:12] = 255  # one hole, in the top-left tile
     Image.fromarray(mask).save(tmp_path / "mask.png")
     r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
-                    iters=5, stop="fixed", tile="32", overrides=TINY + ("tile.overlap=8",))
+                    iters=5, stop="fixed", tile="32", restarts=restarts,
+                    overrides=TINY + ("tile.overlap=8",))
     rows = r.record["members"]
-    assert r.record["tiles"]["solved"] == sum(m["stop_reason"] == "no fit needed"
-                                              for m in rows) > 0
+    # tiles, not fits: with 2 restarts a tile without a hole is 2 members needing no fit
+    unfitted = [m for m in rows if m["stop_reason"] == "no fit needed"]
+    assert r.record["tiles"]["solved"] == len(unfitted) // restarts == r.record["tiles"][
+        "count"] - 1
     far = r.picture.pixels[..., 40:, 40:]  # only in tiles without the hole
     assert torch.allclose(far, image.load_image(path).pixels[..., 40:, 40:], atol=1 / 255)
     # --redraw-known redraws every pixel, so no tile is its own result: those without a hole
