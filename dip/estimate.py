@@ -177,7 +177,7 @@ def _cache_path() -> Path | None:
     no home folder (a container run as a user id with no account and no ``HOME``, as
     OpenShift runs them: ``Path.home()`` raises). Each run then measures its own rate."""
     root = os.environ.get("XDG_CACHE_HOME")
-    if not root:
+    if not root or not os.path.isabs(root):  # a relative one is to be ignored (the XDG spec)
         try:
             root = Path.home() / ".cache"
         except (RuntimeError, KeyError):

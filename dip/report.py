@@ -6,10 +6,11 @@ Every file is written atomically, like results.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +24,38 @@ from dip.errors import InputError
 from dip.record import steps_said
 
 PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip install "
-             "'dip-restore[plot]' (in this repository: .venv/bin/pip install -e '.[plot]', "
-             "or make demo)")
+             "matplotlib (in this repository: .venv/bin/pip install -e '.[plot]', or make "
+             "demo)")
+
+
+@contextlib.contextmanager
+def quiet_matplotlib() -> Iterator[None]:
+    """Inside, matplotlib logs errors only: not each cache folder it could not make (an
+    unwritable ``XDG_CACHE_HOME``) nor the temporary one it made instead, which it logs on
+    import and again when the first figure needs its fonts."""
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def require_matplotlib() -> None:
     """Raise :class:`InputError` with the install hint unless matplotlib can be imported, or
     with matplotlib's own reason where it is installed but cannot start (no writable folder
-    for its cache, not even a temporary one). The warnings matplotlib logs on its way there
-    (each folder it could not make) are not shown: the error, or nothing, says it."""
-    log = logging.getLogger("matplotlib")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    for its cache, not even a temporary one); its warnings on the way are not shown
+    (:func:`quiet_matplotlib`): the error, or nothing, says it."""
     try:
-        import matplotlib  # noqa: F401
+        with quiet_matplotlib():
+            import matplotlib  # noqa: F401
     except ImportError:
         raise InputError(PLOT_HINT) from None
     except OSError as exc:
         reason = " ".join(str(exc).split())
         raise InputError(f"{{arg:report}} draws with matplotlib, which could not start: "
                          f"{reason}") from None
-    finally:
-        log.setLevel(level)
 
 
 def shown_name(path: Any) -> str:

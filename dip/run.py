@@ -1052,9 +1052,10 @@ def _pictures(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
         if p.request.report:
             key, label = p.task.headline
             score = (record.metrics or {}).get(key)
-            data = reports.render_report(loaded.inputs.picture, restored, record.to_dict(),
-                                         loaded.reference, p.task.report_mask(loaded.inputs),
-                                         None if score is None else (label, score))
+            with reports.quiet_matplotlib():
+                data = reports.render_report(
+                    loaded.inputs.picture, restored, record.to_dict(), loaded.reference,
+                    p.task.report_mask(loaded.inputs), None if score is None else (label, score))
             pictures.append((p.files["report"], lambda f, d=data: f.write(d)))
         if p.request.gif:
             data = reports.render_gif(sorted(staged_snapshots(p).glob("step_*.png")), restored)

@@ -188,3 +188,11 @@ def test_a_processs_base_does_not_grow_with_what_its_first_fit_keeps(monkeypatch
     more[::4096] = b"x" * len(more[::4096])
     assert estimate.process_bytes() > first + estimate.FIRST_FIT_BYTES // 4
     del kept, more
+
+
+def test_a_relative_cache_home_is_ignored(tmp_path: Path, monkeypatch) -> None:
+    # XDG_CACHE_HOME=cache made a cache folder in whatever folder dip ran in
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert estimate._cache_path() == tmp_path / "home" / ".cache" / "dip" / "calibration.json"

@@ -193,6 +193,25 @@ def test_the_contact_sheet_names_a_file_whose_name_is_not_utf8(tmp_path: Path, m
     assert contact_sheet([row]).size == (4 * 268 + 8, 168 + 8)
 
 
+def test_an_unwritable_cache_folder_costs_the_report_no_warnings(tmp_path: Path) -> None:
+    # XDG_CACHE_HOME that cannot be made: matplotlib logged the folder it could not make and
+    # the temporary one it made instead, a paragraph each, when the report drew its fonts
+    import subprocess
+
+    from conftest import dip_command
+
+    pytest.importorskip("matplotlib")
+    src = save(synthetic(24), tmp_path / "in.png")
+    env = {k: v for k, v in os.environ.items() if k != "MPLCONFIGDIR"}
+    env["XDG_CACHE_HOME"] = "/dev/null/cache"
+    done = subprocess.run(dip_command() + ["denoise", str(src), "-o", str(tmp_path / "o.png"),
+                                           "--iters", "2", "--restarts", "1", "--report"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0 and (tmp_path / "o_report.png").is_file(), done.stderr
+    assert done.stderr.startswith("dip: about ") and len(done.stderr.splitlines()) == 1, \
+        done.stderr
+
+
 def test_report_when_matplotlib_cannot_start_is_one_line(tmp_path: Path, noisy_png: Path,
                                                          monkeypatch, caplog) -> None:
     """Installed, but with no writable folder for its cache (not even a temporary one)
