@@ -64,6 +64,7 @@ from dip.config import (
     given_twice,
     load_yaml,
     record_config,
+    recorded_options,
     yaml_number,
     yaml_word,
 )
@@ -413,12 +414,28 @@ def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, bas
         raise BatchError(f"{where}: 'output' is empty; give a file or a folder (without the "
                          f"key: results/ beside the batch file)")
     config = spec.get("config", ())
+    configs = tuple(base / c for c in ([config] if isinstance(config, str) else config))
     return RunRequest(
         **fields, task=task.name, input=input_path,
-        output=_output(spec.get("output"), base, name, many),
-        config=tuple(base / c for c in ([config] if isinstance(config, str) else config)),
-        overrides=tuple(overrides), seed=job_seed(spec.get("seed", 0), key),
+        output=_output(spec.get("output"), base, name, many), config=configs,
+        overrides=tuple(overrides), seed=_seed(spec, task, configs, key, where),
         task_args=task_args)
+
+
+def _seed(spec: dict[str, Any], task: Task, configs: tuple[Path, ...], key: str,
+          where: str) -> int:
+    """A job's seed: derived from its ``seed`` and the input's path (:func:`job_seed`); a job
+    that names none and whose config is a record runs with the record's own, so that
+    ``config: RESULT.json`` remakes that result as ``--config RESULT.json`` does (the
+    derived seed made another image)."""
+    if "seed" not in spec:
+        try:
+            recorded = recorded_options(configs, task.name, ["seed"]).get("seed")
+        except DipError as exc:
+            raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+        if isinstance(recorded, int):
+            return recorded
+    return job_seed(spec.get("seed", 0), key)
 
 
 def _check_request(request: RunRequest, where: str) -> bool:

@@ -106,6 +106,27 @@ def test_a_moved_batch_folder_skips_its_finished_jobs_and_replaces_its_own_resul
     assert not list(photos.glob("*.gif")) and len(batch.load_batch(path)) == 3
 
 
+def test_a_job_whose_config_is_a_record_remakes_that_result(tmp_path: Path) -> None:
+    # the batch derived a seed for it (7847983990935485957), and made another image
+    make_batch(tmp_path, "")
+    single = tmp_path / "single.png"
+    result = invoke("denoise", tmp_path / "photos" / "p0.png", "-o", single, "--iters", 4,
+                    "--restarts", 1, "--seed", 5, "--set", "net.channels_down=[8,8,8,8,8]",
+                    "--set", "net.channels_up=[8,8,8,8,8]", "-q")
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "again.yaml"
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p0.png, config: single.png.json, "
+                    "output: out/}\n  - {task: denoise, input: photos/p1.png, config: "
+                    "single.png.json, seed: 5, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    again = tmp_path / "out" / "p0_denoise.png"
+    assert again.read_bytes() == single.read_bytes()
+    assert json.loads(again.with_name("p0_denoise.png.json").read_text())["seed"] == 5
+    # a seed the job names is the batch's, derived for each input as for any job
+    other = json.loads((tmp_path / "out" / "p1_denoise.png.json").read_text())
+    assert other["seed"] == batch.job_seed(5, "photos/p1.png")
+
+
 def test_a_moved_record_does_not_make_a_users_file_dips(tmp_path: Path) -> None:
     (tmp_path / "proj").mkdir()
     make_batch(tmp_path / "proj", "  - {task: denoise, input: photos/p0.png, output: out/}\n")
