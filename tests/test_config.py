@@ -272,7 +272,8 @@ def test_the_factor_is_super_resolutions_own() -> None:
         config.resolve("superres", overrides=["factor=3"])
     for task in set(TASKS) - {"superres"}:
         with pytest.raises(ConfigError, match=f"config key 'factor' applies to superres only, "
-                                              f"not {task} \\(set it to 4\\)"):
+                                              f"not {task}; leave it out \\(or at its "
+                                              f"default, 4\\)"):
             config.resolve(task, overrides=["factor=8"])
         assert config.resolve(task, overrides=["factor=4"]).factor == 4  # the default is fine
 
@@ -285,7 +286,8 @@ def test_dip_denoise_refuses_a_factor_in_one_line(clean_png: Path) -> None:
     result = CliRunner().invoke(cli, ["denoise", str(clean_png), "--set", "factor=8"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "dip: error: config key 'factor' applies to superres only, not denoise (set it to 4)"]
+        "dip: error: config key 'factor' applies to superres only, not denoise; leave it out (or "
+        "at its default, 4)"]
     assert not list(clean_png.parent.glob("*_denoise*"))
 
 

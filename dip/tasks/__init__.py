@@ -284,7 +284,7 @@ def owner_check(task: Task, cfg: Any) -> None:
             value = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
             if value != default:
                 raise ConfigError(f"config key '{key}' applies to {other.name} only, not "
-                                  f"{task.name} (set it to {default})")
+                                  f"{task.name}; leave it out (or at its default, {default})")
 
 
 _discover()
