@@ -5,16 +5,46 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo_output
 
-.PHONY: demo test install samples readme-images clean
+# The venv's own Python and pip, whatever the environment says: another Python's modules or
+# home (PYTHONPATH, PYTHONHOME) would stand in for the venv's, and pip's user installs
+# (PIP_USER, pip.conf's `user = true`) cannot go into a venv.
+unexport PYTHONPATH PYTHONHOME
+export PIP_USER := 0
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+.DEFAULT_GOAL := help
+.PHONY: help demo test install samples readme-images clean
 
-# Reinstall when the package metadata changes; the package itself is installed editable,
-# with the test tools and matplotlib (the [plot] extra, for --report).
-$(STAMP): pyproject.toml | $(BIN)/python
+help:
+	@echo "make demo    set up $(VENV) (the first time: a few minutes) and restore a sample photo"
+	@echo "make test    set up $(VENV) if needed and run the tests"
+	@echo "make clean   remove $(VENV) and the demo's output"
+
+# The venv is (re)made where it cannot serve: no Python that runs (a venv whose Python was
+# removed or upgraded away, one killed while it was made), older than 3.10, without pip, or
+# made for another folder (a clone moved after its set-up: its scripts name the old path,
+# and the stamp names the folder it was installed for).
+USABLE := import sys, pip; sys.exit(sys.version_info < (3, 10))
+HERE   := $(shell $(BIN)/python -c '$(USABLE)' >/dev/null 2>&1 && \
+            s="$$(cat $(STAMP) 2>/dev/null)" && { [ -z "$$s" ] || [ "$$s" = "$(CURDIR)" ]; } && \
+            echo yes)
+ifneq ($(HERE),yes)
+.PHONY: $(STAMP)
+endif
+
+# (Re)install when the package metadata changes: the package itself editable, with the test
+# tools and matplotlib (the [plot] extra, for --report).
+$(STAMP): pyproject.toml
+	@if [ "$(HERE)" != yes ]; then \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	    echo "dip needs Python 3.10 or newer, and '$(PYTHON)' is" \
+	         "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found')." >&2; \
+	    echo "Name one that is: make $(or $(MAKECMDGOALS),install) PYTHON=python3.12" >&2; \
+	    exit 1; }; \
+	  echo "making $(VENV) with $(PYTHON)"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
 	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
-	touch $(STAMP)
+	@echo '$(CURDIR)' > $(STAMP)
 
 install: $(STAMP)
 
@@ -48,4 +78,4 @@ readme-images: $(STAMP)
 	@echo "wrote $(READMEIMG)/{denoise,inpaint,superres}_report.png"
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache dip_restore.egg-info
