@@ -999,7 +999,7 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
         return _run_here(todo, rows, overwrite, on_end, progress, spell,
                          pack_size(pack, devices))
 
-    threads = max(1, (os.cpu_count() or 1) // workers) if devices == ["cpu"] else 1
+    threads = max(1, usable_cores() // workers) if devices == ["cpu"] else 1
     # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the
     # whole pool and every job in it: those run again in a new pool, and what that one loses
     # too runs one pool each, so the job that kills its worker fails alone.

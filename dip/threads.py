@@ -42,11 +42,15 @@ def usable_cores() -> int:
     at most the CPUs' worth its CPU quota allows (:func:`dip.cgroups.cpu_quota`: ``docker
     run --cpus``, a Kubernetes CPU limit), where a thread beyond the quota only makes every
     thread wait at the end of each period it has used up."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        cores = max(1, os.cpu_count() or 1)
+    cores = _affinity_cores()
     return min(cores, cgroups.cpu_quota() or cores)
+
+
+def _affinity_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _cpu_times(cpus: set[int]) -> tuple[float, float]:
@@ -66,7 +70,9 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float]:
 
 def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
     """The usable cores that other processes leave idle, rounded down, at least 1: what was
-    busy during ``seconds`` (this process idles meanwhile) is taken by someone else."""
+    busy during ``seconds`` (this process idles meanwhile) is taken by someone else. The
+    load is counted over the cores this process may run on (a busy half of a 64-core host
+    leaves 32 idle), then capped by the usable cores (a quota of 2 CPUs: 2)."""
     cores = usable_cores()
     try:
         cpus = os.sched_getaffinity(0)
@@ -77,9 +83,9 @@ def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
         return cores
     if total1 <= total0:
         return cores
-    taken = (busy1 - busy0) / (total1 - total0) * cores
+    taken = (busy1 - busy0) / (total1 - total0) * len(cpus)
     # a core counts as taken once it is more than half busy
-    return max(1, min(cores, cores - int(taken + 0.5)))
+    return max(1, min(cores, len(cpus) - int(taken + 0.5)))
 
 
 class Neighbours:
@@ -93,11 +99,11 @@ class Neighbours:
     look would cost most of a short run."""
 
     def __init__(self) -> None:
-        self.cores = usable_cores()
+        self.cores = usable_cores()  # at most (a CPU quota)
         try:
-            self.cpus = os.sched_getaffinity(0)
+            self.cpus = os.sched_getaffinity(0)  # the load is counted over these
         except (AttributeError, OSError):
-            self.cpus = set(range(self.cores))
+            self.cpus = set(range(_affinity_cores()))
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.last = self._now()
         self.next_look = time.monotonic() + LOOK_SECONDS
@@ -124,7 +130,7 @@ class Neighbours:
         if now is None or last is None or now[2] <= last[2]:
             return self.cores
         others = max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
-        return max(1, min(self.cores, self.cores - int(others + 0.5)))
+        return max(1, min(self.cores, len(self.cpus) - int(others + 0.5)))
 
 
 #: seconds between two looks at the neighbours (:class:`Neighbours`): /proc/stat's counters

@@ -153,6 +153,24 @@ def test_cgroup_v1_cpu_quota(tmp_path: Path, mount: str) -> None:
     assert cgroups.cpu_quota(root, membership) is None
 
 
+def test_a_quotas_free_cores_count_the_load_over_the_cores_it_may_run_on(monkeypatch) -> None:
+    # a --cpus 2 container on an 8-core host whose other 4 cores are busy: 2 free, not 1 (the
+    # host's busy half was taken of the quota's 2)
+    import os
+
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    samples = iter([(0.0, 0.0), (400.0, 800.0)])  # (busy, total) jiffies: half of 8 busy
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: next(samples))
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    assert threads.free_cores() == 2
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (0.0, 0.0))
+    neighbours = threads.Neighbours()
+    neighbours.last = (0.0, 0.0, 0.0)
+    monkeypatch.setattr(neighbours, "_now", lambda: (30.0, 0.0, 10.0))  # 3 of 8 busy
+    assert neighbours.free() == 2
+
+
 def test_a_cpu_quota_caps_the_cores_a_fit_uses(monkeypatch) -> None:
     cores = threads.usable_cores()
     monkeypatch.setattr(cgroups, "cpu_quota", lambda: 1)
