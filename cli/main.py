@@ -481,7 +481,7 @@ def info() -> None:
 
     free = free_bytes(torch.device("cpu"))
     click.echo(f"cpu: {usable_cores()} of the machine's {os.cpu_count()} cores usable"
-               + ("" if free is None else f", {free / 2 ** 30:.1f} GB free for a run")
+               + ("" if free is None else f", {free / 2 ** 30:.1f} GB a run may hold")
                + " (within this process's affinity and its container's or job's limits)")
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         p = torch.cuda.get_device_properties(i)

@@ -56,7 +56,7 @@ class Estimate:
         when = (f"about {minutes / 60:.1f} h" if minutes >= 90
                 else f"about {minutes:.0f} min" if minutes >= 1.5
                 else f"about {max(1, round(self.seconds))} s")
-        return f"{when}, peak {self.peak_bytes / 2 ** 30:.1f} GB on {self.device}"
+        return f"{when}, peak {in_gb(self.peak_bytes)[0]} GB on {self.device}"
 
     def to_dict(self) -> dict:
         return {"seconds": round(self.seconds, 1),
@@ -110,6 +110,13 @@ def member_bytes(weights: int, out_channels: int, code_channels: int, pixels: in
             + 3 * 4 * out_channels * pixels + stop_bytes)
 
 
+def in_gb(*counts: int) -> tuple[str, ...]:
+    """Byte counts in GB, two decimals below 10 (a --max-memory of 0.55 GB is not 'over
+    0.5 GB', nor a need of 0.84 GB one that 'fits in 0.8 GB'), one above."""
+    return tuple(f"{n / 2 ** 30:.2f}" if n < 10 * 2 ** 30 else f"{n / 2 ** 30:.1f}"
+                 for n in counts)
+
+
 #: what a process's first fit adds to its resident memory and keeps (libraries and kernels
 #: loaded on first use, their caches): 190-205 MB measured on the CPU with torch 2.14
 #: (denoise, inpaint with either preset, superres), rounded up
@@ -125,26 +132,36 @@ def process_bytes() -> int:
     refused (over ``--max-memory``) every job after the first that the first's estimate had
     let through. The first fit's growth itself is within the margin the estimate errs high
     by (3.9 GB said, 3.25 GB peak RSS: benchmarks/README.md, "tiles.py large")."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
+    now = _statm(1)
+    if now is None:
+        return BASE_BYTES
+    if not _first_resident:
+        _first_resident.append(now)
+    return max(_first_resident[0], now - FIRST_FIT_BYTES)
+
+
+def _statm(field: int) -> int | None:
+    """Field ``field`` of ``/proc/self/statm`` in bytes (0: the virtual size, 1: resident),
+    None where it cannot be read."""
+    with contextlib.suppress(OSError, ValueError, IndexError, AttributeError):
         with open("/proc/self/statm") as f:
-            now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        if not _first_resident:
-            _first_resident.append(now)
-        return max(_first_resident[0], now - FIRST_FIT_BYTES)
-    return BASE_BYTES
+            return int(f.read().split()[field]) * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Memory free for a run on ``device``: CUDA's free memory; on the CPU the least of the
-    machine's MemAvailable, what this process's control groups may still take
+    """Memory a run on ``device`` may hold: CUDA's free memory; on the CPU what this process
+    holds (as a run's estimate counts it: :func:`process_bytes`) plus the least of what it
+    may still take: the machine's MemAvailable, its control groups' headroom
     (:func:`dip.cgroups.memory_headroom`: a container's or a cluster job's memory limit,
     which MemAvailable does not show: a run sized by the machine's memory was killed without
-    a word) and its
-    address-space limit (``ulimit -v``) less what it maps; None where none can be read."""
+    a word) and its address-space limit (``ulimit -v``) less what it maps. None where none
+    can be read."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     free = [_mem_available(), cgroups.memory_headroom(), _address_space_headroom()]
-    return min((f for f in free if f is not None), default=None)
+    least = min((f for f in free if f is not None), default=None)
+    return None if least is None else least + (_statm(1) or 0)
 
 
 def _mem_available() -> int | None:
@@ -158,16 +175,16 @@ def _mem_available() -> int | None:
 
 def _address_space_headroom() -> int | None:
     """``ulimit -v`` less this process's virtual size, or None where there is no limit."""
-    with contextlib.suppress(ImportError, OSError, ValueError, IndexError):
+    try:
         import resource
 
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if limit == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/statm") as f:
-            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        return max(0, limit - mapped)
-    return None
+    except (ImportError, OSError, ValueError):  # not Unix
+        return None
+    mapped = _statm(0)
+    if limit == resource.RLIM_INFINITY or mapped is None:
+        return None
+    return max(0, limit - mapped)
 
 
 # --- time: measured steps, cached per machine --------------------------------------------------
@@ -227,8 +244,11 @@ def _full_key(key: str, device: torch.device) -> str:
 
 
 def _read_cache() -> dict[str, float]:
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # (no cache path: None)
-        cache = json.loads(_cache_path().read_text())
+    path = _cache_path()
+    if path is None:
+        return {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(path.read_text())
         if isinstance(cache, dict):
             return cache
     return {}

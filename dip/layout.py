@@ -117,13 +117,6 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
     return int(costs.process_bytes() + concurrent * step * step_factor + alive * state + whole)
 
 
-def _in_gb(*counts: int) -> tuple[str, ...]:
-    """Byte counts in GB, two decimals below 10 (a --max-memory of 0.55 GB is not 'over
-    0.5 GB', nor a need of 0.84 GB one that 'fits in 0.8 GB'), one above."""
-    return tuple(f"{n / 2 ** 30:.2f}" if n < 10 * 2 ** 30 else f"{n / 2 ** 30:.1f}"
-                 for n in counts)
-
-
 def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                 solved: Callable[[Problem], torch.Tensor | None],
                 stack: bool = False) -> Layout:
@@ -151,7 +144,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                          f"keeps it whole; drop one of the two")
     if size == "off" or (size == "auto" and not over_memory and not over_size):
         why = ("whole image" + ("" if budget is None else
-                                ": {} GB fits in {} GB".format(*_in_gb(whole, budget))))
+                                ": {} GB fits in {} GB".format(*costs.in_gb(whole, budget))))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
     side = int(size) if size.isdigit() else cfg.tile.auto_size
@@ -169,7 +162,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     if size != "auto":
         reason = "tile.size asks for them"
     elif over_memory:
-        reason = "the whole image would need {} GB, over {} GB".format(*_in_gb(whole, budget))
+        reason = "the whole image would need {} GB, over {} GB".format(
+            *costs.in_gb(whole, budget))
     else:
         reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
                   f"is for smaller images)")

@@ -7,7 +7,6 @@ Also the memory a run's estimate starts from, and the advice when memory runs ou
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from dip.cli.main import cli
 from conftest import save, synthetic
 
 GB = 2 ** 30
+#: the tests that read this process's own memory figures need Linux's /proc
+LINUX = pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs /proc")
 
 
 def _write(folder: Path, **files: str) -> None:
@@ -92,19 +93,21 @@ def test_no_cgroups_to_read_is_none(tmp_path: Path) -> None:
     assert cgroups.memory_headroom(tmp_path / "none", garbled) is None
 
 
+@LINUX
 def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
         monkeypatch) -> None:
+    # what the process holds (a run's estimate counts it) and what it may still take
+    resource = pytest.importorskip("resource")
     cpu = torch.device("cpu")
-    machine = estimate.free_bytes(cpu)
-    assert machine is not None and machine > 0
+    monkeypatch.setattr(estimate, "_statm", lambda field: [3 * GB, GB // 2][field])
+    monkeypatch.setattr(estimate, "_mem_available", lambda: 20 * GB)
+    assert estimate.free_bytes(cpu) == 20 * GB + GB // 2
     monkeypatch.setattr(cgroups, "memory_headroom", lambda: GB // 3)
-    assert estimate.free_bytes(cpu) == min(machine, GB // 3)
-    # ulimit -v: what it allows less what the process already maps
-    with open("/proc/self/statm") as f:
-        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    assert estimate.free_bytes(cpu) == GB // 3 + GB // 2
+    # ulimit -v: what it allows less what the process already maps (3 GB)
     monkeypatch.setattr(resource, "getrlimit",
-                        lambda which: (mapped + GB // 8, resource.RLIM_INFINITY))
-    assert 0 < estimate.free_bytes(cpu) <= GB // 8
+                        lambda which: (3 * GB + GB // 8, resource.RLIM_INFINITY))
+    assert estimate.free_bytes(cpu) == GB // 8 + GB // 2
 
 
 @pytest.mark.parametrize("side, tile, advised", [(32, "off", None), (100, "off", "--tile 64"),
@@ -191,9 +194,10 @@ def test_no_home_folder_runs_without_a_calibration_cache(tmp_path: Path, monkeyp
     result = CliRunner().invoke(cli, ["denoise", str(path), "-o", str(tmp_path / "o.png"),
                                       "--iters", "2", "--restarts", "1"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "o.png").is_file() and not list(tmp_path.rglob("calibration.json"))
+    assert (tmp_path / "o.png").is_file() and estimate._cache_path() is None
 
 
+@LINUX
 def test_a_processs_base_does_not_grow_with_what_its_first_fit_keeps(monkeypatch) -> None:
     # a batch's first fit kept ~200 MB (libraries, caches): counted in every later job's
     # base, it tiled or refused (over --max-memory) the jobs the first's estimate let through
@@ -214,3 +218,37 @@ def test_a_relative_cache_home_is_ignored(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     assert estimate._cache_path() == tmp_path / "home" / ".cache" / "dip" / "calibration.json"
+
+
+def test_cgroup_v1_a_limiting_parent_counts_its_other_childrens_usage(tmp_path: Path) -> None:
+    # two steps of one cluster job under the job's 4 GB: the other step's 2.5 GB counts
+    root = tmp_path / "fs"
+    unlimited = str(9223372036854771712)
+    _write(root / "memory" / "job", memory_limit_in_bytes=str(4 * GB),
+           memory_usage_in_bytes=str(3 * GB), memory_stat="total_inactive_file 0\n")
+    _write(root / "memory" / "job" / "step1", memory_limit_in_bytes=unlimited,
+           memory_usage_in_bytes=str(GB // 2),
+           memory_stat=f"hierarchical_memory_limit {4 * GB}\ntotal_inactive_file 0\n")
+    membership = _membership(tmp_path, "4:memory:/job/step1")
+    assert cgroups.memory_headroom(root, membership) == GB
+
+
+def test_a_group_that_cannot_be_read_is_skipped_not_every_limit(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "cpu memory"})
+    _write(root / "job", **{"cpu.max": "200000 100000", "memory.max": str(2 * GB),
+                            "memory.current": str(GB), "memory.stat": "inactive_file 0\n"})
+    _write(root / "job" / "step", **{"cpu.max": "garbled", "memory.max": "x",
+                                     "memory.current": "0",
+                                     "memory.stat": "a line without a value\ninactive_file 5\n"})
+    membership = _membership(tmp_path, "0::/job/step")
+    assert cgroups.cpu_quota(root, membership) == 2
+    assert cgroups.memory_headroom(root, membership) == GB
+
+
+def test_a_v1_controller_listed_but_not_mounted_reads_v2(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    _write(root, **{"cgroup.controllers": "memory", "memory.max": str(GB),
+                    "memory.current": "0", "memory.stat": ""})
+    membership = _membership(tmp_path, "4:memory:/gone", "0::/")
+    assert cgroups.memory_headroom(root, membership) == GB

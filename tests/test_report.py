@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageFont
 
-from dip import batch, image
+from dip import batch, estimate, image
 from dip.cli.main import cli
 from dip.report import contact_sheet, detail_box, shown_name
 
@@ -117,7 +117,9 @@ def test_info_lists_versions_devices_and_presets(monkeypatch) -> None:
     monkeypatch.setattr(cgroups, "memory_headroom", lambda: 2 ** 29)  # 0.5 GB left to it
     result = invoke("info")
     assert result.exit_code == 0
-    for words in ("dip 0.", "torch", "cpu: 1 of the machine's", "0.5 GB free for a run",
+    free = estimate.free_bytes(torch.device("cpu"))
+    assert free is not None and free < 2 ** 29 + 4 * 2 ** 30  # the headroom and the process
+    for words in ("dip 0.", "torch", "cpu: 1 of the machine's", f"{free / 2 ** 30:.1f} GB ",
                   "denoise", "paper", "fast", "auto picks"):
         assert words in result.output
 

@@ -403,9 +403,9 @@ def test_the_estimate_reads_in_seconds_minutes_or_hours() -> None:
     from dip.estimate import Estimate
 
     gb = 2 ** 30
-    assert Estimate(40, gb, "cpu").describe() == "about 40 s, peak 1.0 GB on cpu"
-    assert Estimate(600, gb, "cpu").describe() == "about 10 min, peak 1.0 GB on cpu"
-    assert Estimate(30000, 2 * gb, "cpu").describe() == "about 8.3 h, peak 2.0 GB on cpu"
+    assert Estimate(40, gb, "cpu").describe() == "about 40 s, peak 1.00 GB on cpu"
+    assert Estimate(600, gb, "cpu").describe() == "about 10 min, peak 1.00 GB on cpu"
+    assert Estimate(30000, 2 * gb, "cpu").describe() == "about 8.3 h, peak 2.00 GB on cpu"
 
 
 def test_dry_run_says_what_each_job_to_do_will_cost(tmp_path: Path) -> None:
