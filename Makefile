@@ -15,18 +15,23 @@ export PIP_USER := 0
 .PHONY: help demo test install samples readme-images clean
 
 help:
-	@echo "make demo    set up $(VENV) (the first time: a few minutes) and restore a sample photo"
-	@echo "make test    set up $(VENV) if needed and run the tests"
-	@echo "make clean   remove $(VENV) and the demo's output"
+	@echo "make demo           set up $(VENV) (the first time: a few minutes) and restore a sample photo"
+	@echo "make test           set up $(VENV) if needed and run the tests"
+	@echo "make install        set up $(VENV) only"
+	@echo "make samples        redraw the bundled sample images"
+	@echo "make readme-images  the README's before/after pictures (about 4 minutes)"
+	@echo "make clean          remove $(VENV) and the demo's output"
 
 # The venv is (re)made where it cannot serve: no Python that runs (a venv whose Python was
-# removed or upgraded away, one killed while it was made), older than 3.10, without pip, or
-# made for another folder (a clone moved after its set-up: its scripts name the old path,
-# and the stamp names the folder it was installed for).
-USABLE := import sys, pip; sys.exit(sys.version_info < (3, 10))
-HERE   := $(shell $(BIN)/python -c '$(USABLE)' >/dev/null 2>&1 && \
-            s="$$(cat $(STAMP) 2>/dev/null)" && { [ -z "$$s" ] || [ "$$s" = "$(CURDIR)" ]; } && \
-            echo yes)
+# removed or upgraded away), one older than 3.10, or one made for another folder (a clone
+# moved after its set-up: its scripts name the old path; the stamp names the folder it was
+# installed for). One without pip (killed while it was made, or made without) gets pip. The
+# check runs when make reads this file, to decide whether the stamp is stale, and again in
+# the recipe (after `make clean`, say).
+RUNS   := import sys; sys.exit(sys.version_info < (3, 10))
+STALE  := s="$$(cat $(STAMP) 2>/dev/null)"; [ -n "$$s" ] && [ "$$s" != "$(CURDIR)" ]
+HERE   := $(shell env -u PYTHONPATH -u PYTHONHOME $(BIN)/python -c 'import pip; $(RUNS)' \
+            >/dev/null 2>&1 && ! { $(STALE); } && echo yes)
 ifneq ($(HERE),yes)
 .PHONY: $(STAMP)
 endif
@@ -34,14 +39,16 @@ endif
 # (Re)install when the package metadata changes: the package itself editable, with the test
 # tools and matplotlib (the [plot] extra, for --report).
 $(STAMP): pyproject.toml
-	@if [ "$(HERE)" != yes ]; then \
-	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	@if ! $(BIN)/python -c '$(RUNS)' 2>/dev/null || { $(STALE); }; then \
+	  $(PYTHON) -c '$(RUNS)' 2>/dev/null || { \
 	    echo "dip needs Python 3.10 or newer, and '$(PYTHON)' is" \
 	         "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found')." >&2; \
 	    echo "Name one that is: make $(or $(MAKECMDGOALS),install) PYTHON=python3.12" >&2; \
 	    exit 1; }; \
-	  echo "making $(VENV) with $(PYTHON)"; \
+	  if [ -e $(VENV) ]; then echo "remaking $(VENV): its Python does not run, is older than 3.10, or was set up in another folder"; fi; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	elif ! $(BIN)/python -c 'import pip' 2>/dev/null; then \
+	  $(BIN)/python -m ensurepip --default-pip >/dev/null; \
 	fi
 	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
 	@echo '$(CURDIR)' > $(STAMP)

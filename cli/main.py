@@ -214,7 +214,8 @@ def _how(r: dict) -> str:
     parts = (([tiles["why"]] if r.get("members") and tiles else [])
              + ([f"the average of {restarts} restarts{turns}"] if restarts > 1 else []))
     if gaussian and noise.get("wiener") and r["stop_reason"] != "interrupted":
-        pilot = "that image" if parts else "the fit's image"
+        pilot = ("that average" if restarts > 1 else "the tiles' image" if tiles
+                 else "the fit's image")
         parts.append(f"then a Wiener filter of the input with {pilot} as its pilot (BM3D's "
                      f"second step)")
     return "\n  " + "; ".join(parts) if parts else ""
@@ -308,7 +309,8 @@ def _job_options_help() -> str:
 
     Job options: {_job_options_help()}. Paths are relative to the batch file; outputs default
     to results/ beside it. Each job's seed is derived from the seed and the input's path, so
-    results do not depend on order or sharding.
+    results do not depend on order or sharding; a job that names no seed (nor its defaults)
+    and whose config is a result's record runs with the record's seed, and so remakes it.
     """)
 @click.argument("batch_file", metavar="BATCH.yaml", type=click.Path(path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

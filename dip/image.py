@@ -873,8 +873,8 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
         array = array.max(axis=-1)
     h, w = size
     if array.shape != (h, w):
-        turned = (" (the image turned a quarter: a photo is read as it is shown, turned by "
-                  "its EXIF orientation; draw the mask on it as shown)"
+        turned = (" (the image's size turned a quarter: a photo with an EXIF orientation is "
+                  "read as it is shown, turned; draw the mask on it as shown)"
                   if array.shape == (w, h) else "")
         raise InputError(f"mask {path} is {array.shape[1]}x{array.shape[0]} but the image is "
                          f"{w}x{h}; they must be the same size{turned}")

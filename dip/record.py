@@ -166,12 +166,18 @@ def located(data: dict[str, Any], key: str, output: Path) -> Path | None:
         return Path(value)
 
 
+def fitted_members(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's members that were fitted (not a tile that needed no fit, nor one never
+    started): empty for a run of one fit, whose record lists no members."""
+    return [m for m in record.get("members", ()) if "iterations" in m]
+
+
 def steps_said(record: dict[str, Any]) -> tuple[str, str]:
     """A record's steps in words, and the steps its image came from: ``("20 steps", "image
     from step 15")`` for one fit; for several (restarts, tiles: ``members``) the span over
     them, ``("2 fits of 20 to 70 steps", "images from steps 15 to 64")``: the record's own
     ``iterations`` are the first member's."""
-    fits = [m for m in record.get("members", ()) if "iterations" in m]
+    fits = fitted_members(record)
     if len(fits) < 2:
         n = record.get("iterations")
         return (f"{n} step{'' if n == 1 else 's'}",

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dip import image
 from dip.errors import InputError
-from dip.record import steps_said
+from dip.record import fitted_members, steps_said
 
 PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip install "
              "matplotlib (in this repository: .venv/bin/pip install -e '.[plot]', or make "
@@ -128,7 +128,7 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
         panels.append(("reference", reference))
     history = record.get("history", {})
     # with several fits the curves are the first one's (the record's history)
-    first = ("" if len(record.get("members", ())) < 2 else
+    first = ("" if len(fitted_members(record)) < 2 else
              ", the first tile's" if record.get("tiles") else ", the first restart's")
     curves = [(f"loss{first}", history.get("loss", []), True)]
     if history.get("variance"):

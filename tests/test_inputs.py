@@ -181,9 +181,9 @@ def test_a_mask_drawn_on_a_photo_as_stored_says_the_photo_is_turned(tmp_path: Pa
                     "-o", tmp_path / "o.png", *TINY)
     assert result.exit_code == 2 and not (tmp_path / "o.png").exists()
     assert result.output == (f"dip: error: mask {tmp_path / 'mask.png'} is 40x20 but the image "
-                             f"is 20x40; they must be the same size (the image turned a "
-                             f"quarter: a photo is read as it is shown, turned by its EXIF "
-                             f"orientation; draw the mask on it as shown)\n")
+                             f"is 20x40; they must be the same size (the image's size "
+                             f"turned a quarter: a photo with an EXIF orientation is read as "
+                             f"it is shown, turned; draw the mask on it as shown)\n")
 
 
 def test_a_jpeg_holding_more_pictures_is_restored_from_its_main_one(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_the_summary_says_whether_the_result_was_filtered(tmp_path: Path, noisy_
         "--restarts", 2, "--iters", 3, *SMALL[:-1])])  # not quiet
     assert result.exit_code == 0, result.output
     said = ("the average of 2 restarts (the paper's fit and SURE's in turn); then a Wiener "
-            "filter of the input with that image as its pilot" in result.output)
+            "filter of the input with that average as its pilot" in result.output)
     assert said == (wiener == "true"), result.output
 
 
