@@ -51,7 +51,9 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     if h < patch or w < patch:
         return 0.0
     stride = max(1, math.ceil(math.sqrt((h - patch + 1) * (w - patch + 1) / most)))
-    columns = F.unfold(y.double(), patch, stride=stride)[0]  # (C * patch^2, L)
+    # in float64 on the CPU, whatever the image's device: Apple's MPS has no float64 (nor
+    # eigvalsh), and the CPU default denoising on a Mac ended in a traceback here
+    columns = F.unfold(y.detach().to("cpu", torch.float64), patch, stride=stride)[0]
     columns = columns - columns.mean(1, keepdim=True)
     eigen = torch.linalg.eigvalsh(columns @ columns.T / columns.shape[1]).flip(0)
     for i in range(eigen.numel()):
@@ -102,7 +104,8 @@ def _unclipped(y: torch.Tensor, clipped: float, most: int) -> float:
     benchmark crops: at sigma = 50 the clipped noise reads 45.0 on average, this 48.0."""
     if clipped < MIN_SIGMA or not bool(((y <= 0) | (y >= 1)).any()):
         return clipped
-    means = F.avg_pool2d(y.double(), 7, stride=1, padding=3, count_include_pad=False)
+    means = F.avg_pool2d(y.detach().to("cpu", torch.float64), 7, stride=1, padding=3,
+                         count_include_pad=False)  # (on the CPU: MPS has no float64)
     means = means.flatten()[::max(1, math.ceil(means.numel() / most))].clamp(0, 1)
     low, high = clipped, 4 * clipped
     for _ in range(30):  # bisection: the clipped variance grows with sigma

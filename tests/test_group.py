@@ -150,8 +150,12 @@ def test_neighbours_count_the_cores_other_processes_keep_busy(monkeypatch) -> No
     leaves one free; an idle machine leaves both."""
     from dip import threads
 
+    import os
+
     clock = {"busy": 0.0, "own": 0.0, "now": 0.0}
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    # two cores, whatever this machine has (the load is counted over the affinity's)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (clock["busy"] * 100, 0.0))
     monkeypatch.setattr(threads.time, "process_time", lambda: clock["own"])
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])

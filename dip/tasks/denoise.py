@@ -91,7 +91,7 @@ def estimate_peak(y: torch.Tensor) -> float:
         y: ``(1, C, H, W)`` in [0, 1]. Returns the peak (inf when no block has noise).
     """
     h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
-    y = y[..., :h, :w].double()
+    y = y[..., :h, :w].detach().to("cpu", torch.float64)  # (MPS has no float64)
     a, b, c, e = y[..., 0::2, 0::2], y[..., 0::2, 1::2], y[..., 1::2, 0::2], y[..., 1::2, 1::2]
     m, d = (a + b + c + e) / 4, (a - b - c + e) / 2
     usable = (torch.stack([a, b, c, e]).amax(0) < 1) & (m > 0)
