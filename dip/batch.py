@@ -291,8 +291,11 @@ def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bo
         raise BatchError(f"{where}: cannot list input {image.shown(path)}: "
                          f"{exc.strerror or exc}") from None
     # Images only (not records, ...), and not dip's own files: every run expands the same list.
+    # Nor a folder's hidden files, as a glob leaves them out: the ._IMG_0001.JPG that macOS
+    # writes beside each photo on a memory card, a USB stick or a network share failed a job
+    # each (not an image).
     files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes
-             and not _dips_own(p)]
+             and not _dips_own(p) and not (path.is_dir() and p.name.startswith("."))]
     if not files:
         raise BatchError(f"{where}: input '{image.shown(pattern)}' matches no image in "
                          f"{image.shown(base)}")
@@ -1124,7 +1127,9 @@ def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[J
     to the pool's queue see the event and do not start. Ctrl-C reached the workers too;
     SIGTERM (kill, a SLURM time limit) reached only this process: pass it on."""
     stop.set()
-    for process in list(getattr(pool, "_processes", {}).values()):
+    # (not on Windows, where os.kill ends a process outright: the console's Ctrl-C reached the
+    # workers, and a SIGTERM there is that too)
+    for process in (list(getattr(pool, "_processes", {}).values()) if os.name != "nt" else ()):
         with contextlib.suppress(OSError):
             os.kill(process.pid, signal.SIGINT)
     with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
@@ -1166,7 +1171,11 @@ def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
     if summary is not None:
         stem = Path(summary).with_suffix("")
     else:
-        stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"
+        try:
+            stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"
+        except ValueError:  # outputs on two Windows drives share no folder
+            raise BatchError("the outputs share no folder for the summary (they are on two "
+                             "drives); give --summary PATH") from None
     name = stem.name + (f".shard-{shard[0]}-of-{shard[1]}" if shard is not None else "")
     return stem.with_name(name + ".csv"), stem.with_name(name + ".json")
 

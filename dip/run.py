@@ -588,7 +588,7 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     """
     try:
         return _build(p, loaded)
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+    except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as exc:
         if not _out_of_memory(exc):
             raise
         raise RunError(f"out of memory on {resolve_device(p.cfg.device)} building the "
@@ -825,7 +825,7 @@ def _memory_advice(p: Plan, setup: Setup) -> Iterator[None]:
     what to try."""
     try:
         yield
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+    except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as exc:
         if not _out_of_memory(exc):
             raise
         advice = ["a smaller image"]
@@ -927,11 +927,13 @@ class _Live:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError (on
+    Windows the CPU's says "not enough memory"), Python a MemoryError."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text
+    return any(words in text for words in ("out of memory", "can't allocate memory",
+                                           "not enough memory"))
 
 
 # --- record -----------------------------------------------------------------------------------

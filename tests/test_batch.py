@@ -106,6 +106,37 @@ def test_a_moved_batch_folder_skips_its_finished_jobs_and_replaces_its_own_resul
     assert not list(photos.glob("*.gif")) and len(batch.load_batch(path)) == 3
 
 
+def test_a_folders_hidden_files_are_not_jobs(tmp_path: Path) -> None:
+    # macOS writes ._IMG_0001.JPG beside each photo on a memory card, a USB stick or a share:
+    # each was a job that failed (not an image), and the batch exited 1
+    path = make_batch(tmp_path, "  - {task: denoise, input: photos/, output: out/}\n")
+    (tmp_path / "photos" / "._p0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    save(synthetic(32), tmp_path / "photos" / ".hidden.png")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "3 job(s)" in result.output and "._p0" not in result.output
+    assert ".hidden" not in result.output
+
+
+def test_outputs_that_share_no_folder_ask_for_a_summary_path(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    # on Windows, outputs on two drives: os.path.commonpath raised ValueError, a traceback
+    import os
+
+    path = make_batch(tmp_path, GLOB_JOB)
+
+    def two_drives(paths):
+        raise ValueError("Paths don't have the same drive")
+
+    monkeypatch.setattr(os.path, "commonpath", two_drives)
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines() == [
+        "dip: error: the outputs share no folder for the summary (they are on two drives); "
+        "give --summary PATH"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_job_whose_config_is_a_record_remakes_that_result(tmp_path: Path) -> None:
     # the batch derived a seed for it (7847983990935485957), and made another image
     make_batch(tmp_path, "")

@@ -110,6 +110,24 @@ def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
     assert estimate.free_bytes(cpu) == GB // 8 + GB // 2
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough "
+                 "memory: you tried to allocate 1000000000 bytes."),  # the CPU's, on Windows
+    MemoryError()])
+def test_out_of_memory_as_windows_and_python_say_it_is_one_line(tmp_path: Path, monkeypatch,
+                                                                error: Exception) -> None:
+    def no_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run, "fit_group", no_memory)
+    path = save(synthetic(24), tmp_path / "in.png")
+    result = CliRunner().invoke(cli, ["denoise", str(path), "-o", str(tmp_path / "o.png"),
+                                      "--iters", "2", "--restarts", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        "dip: error: out of memory on cpu for a 24x24 result")
+
+
 @pytest.mark.parametrize("side, tile, advised", [(32, "off", None), (100, "off", "--tile 64"),
                                                  (300, "off", "--tile 256"),
                                                  (96, "64", "--tile 32")])

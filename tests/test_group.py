@@ -148,9 +148,9 @@ def test_members_built_when_their_turn_comes_at_most_at_once_alive() -> None:
 def test_neighbours_count_the_cores_other_processes_keep_busy(monkeypatch) -> None:
     """/proc/stat's busy time minus this process's own: a neighbour busy on one of two cores
     leaves one free; an idle machine leaves both."""
-    from dip import threads
-
     import os
+
+    from dip import threads
 
     clock = {"busy": 0.0, "own": 0.0, "now": 0.0}
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
