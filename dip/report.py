@@ -24,8 +24,8 @@ from dip.errors import InputError
 from dip.record import fitted_members, steps_said
 
 PLOT_HINT = ("{arg:report} draws with matplotlib, which is not installed: pip install "
-             "matplotlib (in this repository: .venv/bin/pip install -e '.[plot]', or make "
-             "demo)")
+             "matplotlib (in this repository: make demo, or pip install -e \".[plot]\" in "
+             "its .venv)")
 
 
 @contextlib.contextmanager
