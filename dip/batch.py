@@ -1175,7 +1175,7 @@ def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
             stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"
         except ValueError:  # outputs on two Windows drives share no folder
             raise BatchError("the outputs share no folder for the summary (they are on two "
-                             "drives); give --summary PATH") from None
+                             "drives); give {arg:summary_path}") from None
     name = stem.name + (f".shard-{shard[0]}-of-{shard[1]}" if shard is not None else "")
     return stem.with_name(name + ".csv"), stem.with_name(name + ".json")
 

@@ -133,7 +133,7 @@ def test_outputs_that_share_no_folder_ask_for_a_summary_path(tmp_path: Path,
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.output.strip().splitlines() == [
         "dip: error: the outputs share no folder for the summary (they are on two drives); "
-        "give --summary PATH"]
+        "give --summary"]
     assert not (tmp_path / "out").exists()
 
 
