@@ -396,9 +396,12 @@ DERIVED = ("task", "input", "output", "config", "overrides", "seed")
 
 
 def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, base: Path,
-             overrides: list[str], where: str, key: str) -> RunRequest:
+             overrides: list[str], where: str, key: str,
+             recorded_seed: int | None) -> RunRequest:
     """One input's RunRequest from an entry's merged options: every key the job holds goes to
-    its field (paths against the batch file's folder), but the :data:`DERIVED` ones."""
+    its field (paths against the batch file's folder), but the :data:`DERIVED` ones. Its
+    seed is ``recorded_seed`` where that is not None (:func:`_recorded_seed`), else derived
+    from the entry's ``seed`` and the input's path (:func:`job_seed`)."""
 
     def value(opt: Option) -> Any:
         given = spec[opt.job_key]
@@ -416,29 +419,31 @@ def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, bas
     if isinstance(spec.get("output"), str) and not spec["output"].strip():
         raise BatchError(f"{where}: 'output' is empty; give a file or a folder (without the "
                          f"key: results/ beside the batch file)")
-    config = spec.get("config", ())
-    configs = tuple(base / c for c in ([config] if isinstance(config, str) else config))
     return RunRequest(
         **fields, task=task.name, input=input_path,
-        output=_output(spec.get("output"), base, name, many), config=configs,
-        overrides=tuple(overrides), seed=_seed(spec, task, configs, key, where),
+        output=_output(spec.get("output"), base, name, many), config=_configs(spec, base),
+        overrides=tuple(overrides),
+        seed=recorded_seed if recorded_seed is not None else job_seed(spec.get("seed", 0), key),
         task_args=task_args)
 
 
-def _seed(spec: dict[str, Any], task: Task, configs: tuple[Path, ...], key: str,
-          where: str) -> int:
-    """A job's seed: derived from its ``seed`` and the input's path (:func:`job_seed`); a job
-    that names none and whose config is a record runs with the record's own, so that
-    ``config: RESULT.json`` remakes that result as ``--config RESULT.json`` does (the
-    derived seed made another image)."""
-    if "seed" not in spec:
-        try:
-            recorded = recorded_options(configs, task.name, ["seed"]).get("seed")
-        except DipError as exc:
-            raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
-        if isinstance(recorded, int):
-            return recorded
-    return job_seed(spec.get("seed", 0), key)
+def _configs(spec: dict[str, Any], base: Path) -> tuple[Path, ...]:
+    config = spec.get("config", ())
+    return tuple(base / c for c in ([config] if isinstance(config, str) else config))
+
+
+def _recorded_seed(spec: dict[str, Any], task: Task, base: Path, where: str) -> int | None:
+    """The seed of an entry that names none and whose config is a result's record: the
+    record's own, so that ``config: RESULT.json`` remakes that result as ``--config
+    RESULT.json`` does (a derived seed made another image); None otherwise. Read once for
+    the entry's inputs."""
+    if "seed" in spec:
+        return None
+    try:
+        recorded = recorded_options(_configs(spec, base), task.name, ["seed"]).get("seed")
+    except DipError as exc:
+        raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
+    return recorded if isinstance(recorded, int) else None
 
 
 def _check_request(request: RunRequest, where: str) -> bool:
@@ -501,12 +506,14 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     if many:
         _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs, snapshots = [], False
+    recorded_seed = _recorded_seed(spec, task, base, where)
     for i, input_path in enumerate(files):
         try:
             key = input_path.relative_to(base).as_posix()
         except ValueError:
             key = input_path.as_posix()
-        request = _request(spec, task, input_path, many, base, overrides, where, key)
+        request = _request(spec, task, input_path, many, base, overrides, where, key,
+                           recorded_seed)
         if i == 0:
             snapshots = _check_request(request, where)
         else:
