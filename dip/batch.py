@@ -397,7 +397,7 @@ DERIVED = ("task", "input", "output", "config", "overrides", "seed")
 
 def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, base: Path,
              overrides: list[str], where: str, key: str,
-             recorded_seed: int | None) -> RunRequest:
+             recorded_seed: int | None = None) -> RunRequest:
     """One input's RunRequest from an entry's merged options: every key the job holds goes to
     its field (paths against the batch file's folder), but the :data:`DERIVED` ones. Its
     seed is ``recorded_seed`` where that is not None (:func:`_recorded_seed`), else derived
