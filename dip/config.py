@@ -144,7 +144,8 @@ class PerfConfig:
     #: (dip.threads)
     threads: str = "auto"
     #: GB a run may use before it is tiled (tile.size auto); 0: the device's free memory
-    #: (dip.estimate.free_bytes: on a CPU within its cgroup's limit and ulimit -v)
+    #: (dip.estimate.free_bytes: on a CPU within its cgroup's limit and ulimit -v; on mps
+    #: within Metal's recommended working set)
     max_memory: float = 0.0
 
 

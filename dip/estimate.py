@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 from dip import cgroups
@@ -132,7 +133,7 @@ def process_bytes() -> int:
     refused (over ``--max-memory``) every job after the first that the first's estimate had
     let through. The first fit's growth itself is within the margin the estimate errs high
     by (3.9 GB said, 3.25 GB peak RSS: benchmarks/README.md, "tiles.py large")."""
-    now = _statm(1)
+    now = _own_memory("rss")
     if now is None:
         return BASE_BYTES
     if not _first_resident:
@@ -140,36 +141,45 @@ def process_bytes() -> int:
     return max(_first_resident[0], now - FIRST_FIT_BYTES)
 
 
-def _statm(field: int) -> int | None:
-    """Field ``field`` of ``/proc/self/statm`` in bytes (0: the virtual size, 1: resident),
-    None where it cannot be read."""
-    with contextlib.suppress(OSError, ValueError, IndexError, AttributeError):
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[field]) * os.sysconf("SC_PAGE_SIZE")
+def _own_memory(kind: str) -> int | None:
+    """This process's memory in bytes (psutil, on Linux, macOS and Windows alike): ``rss``
+    what it holds in RAM, ``vms`` what it maps; None where it cannot be read."""
+    with contextlib.suppress(psutil.Error, OSError):
+        return int(getattr(psutil.Process().memory_info(), kind))
     return None
 
 
 def free_bytes(device: torch.device) -> int | None:
     """Memory a run on ``device`` may hold: CUDA's free memory; on the CPU what this process
     holds (as a run's estimate counts it: :func:`process_bytes`) plus the least of what it
-    may still take: the machine's MemAvailable, its control groups' headroom
+    may still take: the machine's available memory, its control groups' headroom
     (:func:`dip.cgroups.memory_headroom`: a container's or a cluster job's memory limit,
-    which MemAvailable does not show: a run sized by the machine's memory was killed without
-    a word) and its address-space limit (``ulimit -v``) less what it maps. None where none
-    can be read."""
+    which the machine's figure does not show: a run sized by it was killed without a word)
+    and its address-space limit (``ulimit -v``) less what it maps. On Apple's GPU (``mps``,
+    which shares the machine's memory) also no more than Metal's recommended working set
+    less what its driver holds. None where none can be read."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     free = [_mem_available(), cgroups.memory_headroom(), _address_space_headroom()]
+    if device.type == "mps":
+        free.append(_metal_headroom())
     least = min((f for f in free if f is not None), default=None)
-    return None if least is None else least + (_statm(1) or 0)
+    return None if least is None else least + (_own_memory("rss") or 0)
 
 
 def _mem_available() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+    """The memory the machine can give without swapping: Linux's MemAvailable, and what
+    macOS and Windows count as available (psutil)."""
+    with contextlib.suppress(psutil.Error, OSError, AttributeError):
+        return int(psutil.virtual_memory().available)
+    return None
+
+
+def _metal_headroom() -> int | None:
+    """Metal's recommended working set less what its driver holds (torch 2.5 and later)."""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return max(0, int(torch.mps.recommended_max_memory())
+                   - int(torch.mps.driver_allocated_memory()))
     return None
 
 
@@ -181,7 +191,7 @@ def _address_space_headroom() -> int | None:
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     except (ImportError, OSError, ValueError):  # not Unix
         return None
-    mapped = _statm(0)
+    mapped = _own_memory("vms")
     if limit == resource.RLIM_INFINITY or mapped is None:
         return None
     return max(0, limit - mapped)

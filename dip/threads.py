@@ -16,7 +16,7 @@ So a group of two or more members runs each member on ONE intra-op thread, membe
 up to one worker thread per core: the arithmetic of a member is then the same whichever worker
 runs it and whatever else shares its step, so its result does not depend on the machine's load.
 A fit alone uses the cores that are free when it starts (measured over a fraction of a second
-from ``/proc/stat``): all of them on an idle machine, one when another process is busy; and,
+from the CPUs' busy times): all of them on an idle machine, one when another process is busy; and,
 with ``perf.threads: auto``, it keeps watching (:class:`Neighbours`): when another process
 starts later (two ``dip`` started together both see idle cores) it drops to the free cores,
 and climbs back when they are idle again. A thread count changes a fit's rounding, so such a
@@ -26,9 +26,12 @@ fixes the threads (the same command and seed then give the same image, busy or n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
+
+import psutil
 
 from dip import cgroups
 from dip.errors import ConfigError
@@ -47,14 +50,39 @@ def usable_cores() -> int:
 
 
 def _affinity_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return len(_affinity())
+
+
+def _affinity() -> set[int]:
+    """The CPUs this process may run on: its affinity mask (Linux's ``taskset`` and cpusets,
+    Windows' through psutil), all of the machine's where there is none (macOS)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return set(os.sched_getaffinity(0)) or {0}
+    with contextlib.suppress(AttributeError, OSError, psutil.Error):
+        return set(psutil.Process().cpu_affinity()) or {0}
+    return set(range(max(1, os.cpu_count() or 1)))
 
 
 def _cpu_times(cpus: set[int]) -> tuple[float, float]:
-    """(busy, total) jiffies summed over ``cpus``, from /proc/stat."""
+    """(busy, total) seconds summed over ``cpus`` since the machine started: Linux's
+    ``/proc/stat`` (its lines name each CPU, so a set with an offline CPU between its members
+    is read right), and psutil's per-CPU times elsewhere (macOS, Windows), where the list's
+    position is the CPU's number."""
+    try:
+        return _proc_stat_times(cpus)
+    except OSError:  # no /proc: not Linux
+        busy = total = 0.0
+        for cpu, times in enumerate(psutil.cpu_times(percpu=True)):
+            if cpu in cpus:
+                # nice is macOS's and Linux's, apart from user; Windows' interrupt and DPC
+                # times are within its system time
+                used = times.user + times.system + getattr(times, "nice", 0.0)
+                busy += used
+                total += used + times.idle
+        return busy, total
+
+
+def _proc_stat_times(cpus: set[int]) -> tuple[float, float]:
     busy = total = 0.0
     with open("/proc/stat") as stat:
         for line in stat:
@@ -65,7 +93,11 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float]:
             idle = values[3] + values[4]  # idle + iowait
             busy += sum(values) - idle
             total += sum(values)
-    return busy, total
+    return busy / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+#: /proc/stat's units per second
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
@@ -74,12 +106,12 @@ def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
     load is counted over the cores this process may run on (a busy half of a 64-core host
     leaves 32 idle), then capped by the usable cores (a quota of 2 CPUs: 2)."""
     cores = usable_cores()
+    cpus = _affinity()
     try:
-        cpus = os.sched_getaffinity(0)
         busy0, total0 = _cpu_times(cpus)
         time.sleep(seconds)
         busy1, total1 = _cpu_times(cpus)
-    except (AttributeError, OSError, ValueError):  # no /proc/stat: assume an idle machine
+    except (AttributeError, OSError, ValueError, psutil.Error):  # unreadable: idle
         return cores
     if total1 <= total0:
         return cores
@@ -90,7 +122,7 @@ def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
 
 class Neighbours:
     """How busy the other processes keep this process's cores, measured as a fit runs: the
-    cores' busy time from ``/proc/stat`` minus this process's own CPU time, since the last
+    cores' busy time (:func:`_cpu_times`) minus this process's own CPU time, since the last
     look. A fit alone on several threads looks every :data:`LOOK_SECONDS` (:meth:`due`) and
     drops to the threads the others leave free (one when another process is busy), and climbs
     back when they are idle again. The look is by the clock, not by steps: two fits on two
@@ -100,11 +132,7 @@ class Neighbours:
 
     def __init__(self) -> None:
         self.cores = usable_cores()  # at most (a CPU quota)
-        try:
-            self.cpus = os.sched_getaffinity(0)  # the load is counted over these
-        except (AttributeError, OSError):
-            self.cpus = set(range(_affinity_cores()))
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cpus = _affinity()  # the load is counted over these
         self.last = self._now()
         self.next_look = time.monotonic() + LOOK_SECONDS
 
@@ -119,9 +147,9 @@ class Neighbours:
     def _now(self) -> tuple[float, float, float] | None:
         try:
             busy, _ = _cpu_times(self.cpus)
-        except (OSError, ValueError):
+        except (OSError, ValueError, psutil.Error):
             return None
-        return busy / self.tick, time.process_time(), time.monotonic()
+        return busy, time.process_time(), time.monotonic()
 
     def free(self) -> int:
         """The cores the other processes left idle since the last call (at least 1)."""

@@ -3,10 +3,13 @@ figures. Memory: MemAvailable is the machine's, and a run sized by it inside a 1
 container (``--preset paper`` on a 600 px photo, even ``dip run --dry-run``) was killed
 without a word; ``ulimit -v`` binds too. CPUs: a CFS quota (``docker run --cpus 1``) is not
 an affinity mask, and a fit on more threads than it allows waits at every period's end.
-Also the memory a run's estimate starts from, and the advice when memory runs out."""
+Also the memory a run's estimate starts from, the advice when memory runs out, and the same
+figures on macOS and Windows (psutil), where there is no /proc to read."""
 
 from __future__ import annotations
 
+import collections
+import os
 from pathlib import Path
 
 import pytest
@@ -99,7 +102,8 @@ def test_the_cpus_free_memory_is_the_least_of_machine_group_and_address_space(
     # what the process holds (a run's estimate counts it) and what it may still take
     resource = pytest.importorskip("resource")
     cpu = torch.device("cpu")
-    monkeypatch.setattr(estimate, "_statm", lambda field: [3 * GB, GB // 2][field])
+    own = {"vms": 3 * GB, "rss": GB // 2}
+    monkeypatch.setattr(estimate, "_own_memory", lambda kind: own[kind])
     monkeypatch.setattr(estimate, "_mem_available", lambda: 20 * GB)
     assert estimate.free_bytes(cpu) == 20 * GB + GB // 2
     monkeypatch.setattr(cgroups, "memory_headroom", lambda: GB // 3)
@@ -177,8 +181,6 @@ def test_cgroup_v1_cpu_quota(tmp_path: Path, mount: str) -> None:
 def test_a_quotas_free_cores_count_the_load_over_the_cores_it_may_run_on(monkeypatch) -> None:
     # a --cpus 2 container on an 8-core host whose other 4 cores are busy: 2 free, not 1 (the
     # host's busy half was taken of the quota's 2)
-    import os
-
     monkeypatch.setattr(cgroups, "cpu_quota", lambda: 2)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     samples = iter([(0.0, 0.0), (400.0, 800.0)])  # (busy, total) jiffies: half of 8 busy
@@ -270,3 +272,85 @@ def test_a_v1_controller_listed_but_not_mounted_reads_v2(tmp_path: Path) -> None
                     "memory.current": "0", "memory.stat": ""})
     membership = _membership(tmp_path, "4:memory:/gone", "0::/")
     assert cgroups.memory_headroom(root, membership) == GB
+
+
+# --- macOS and Windows: no /proc, no sched_getaffinity -----------------------------------------
+
+def _times(**fields: float):
+    return collections.namedtuple("scputimes", fields)(**fields)
+
+
+def test_without_proc_the_cores_load_is_read_through_psutil(monkeypatch) -> None:
+    # a Mac or a Windows machine has no /proc/stat: the load was taken as nil, so a fit chose
+    # every core beside a busy process (2.6-16x slower than one thread, benchmarks/README.md)
+    import psutil
+
+    def no_proc(cpus):
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(threads, "_proc_stat_times", no_proc)
+    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    mac = iter([[_times(user=0, nice=0, system=0, idle=0)] * 2,
+                # core 0 busy the whole second (user and nice), core 1 idle
+                [_times(user=0.7, nice=0.3, system=0, idle=0), _times(user=0, nice=0,
+                                                                      system=0, idle=1)]])
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: next(mac))
+    assert threads.free_cores() == 1
+    # Windows' interrupt and DPC times are within its system time: not counted twice
+    windows = iter([[_times(user=0, system=0, idle=0, interrupt=0, dpc=0)] * 2,
+                    [_times(user=0, system=0.1, idle=0.9, interrupt=0.05, dpc=0.05)] * 2])
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: next(windows))
+    assert threads.free_cores() == 2
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: [
+        _times(user=5, system=0.1, idle=0.9, interrupt=0.05, dpc=0.05)] * 2)
+    assert threads._cpu_times({1}) == pytest.approx((5.1, 6.0))
+
+
+def test_without_sched_getaffinity_the_cpus_are_psutils_or_all(monkeypatch) -> None:
+    import psutil
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(psutil.Process, "cpu_affinity", lambda self: [0, 2], raising=False)
+    assert threads._affinity() == {0, 2}  # Windows: the process's affinity, through psutil
+
+    def unsupported(self):
+        raise AttributeError("cpu_affinity")
+
+    monkeypatch.setattr(psutil.Process, "cpu_affinity", unsupported, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 10)
+    assert threads._affinity() == set(range(10))  # macOS: none, so every CPU
+
+
+@LINUX
+def test_psutils_memory_figures_are_linuxs_own() -> None:
+    # psutil reads the same counters dip read from /proc before, and reads them on a Mac too
+    meminfo = dict(line.split(":") for line in Path("/proc/meminfo").read_text().splitlines())
+    available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    assert estimate._mem_available() == pytest.approx(available, rel=0.05)
+    pages = [int(v) * os.sysconf("SC_PAGE_SIZE") for v in
+             Path("/proc/self/statm").read_text().split()[:2]]
+    assert estimate._own_memory("vms") == pytest.approx(pages[0], rel=0.05)
+    assert estimate._own_memory("rss") == pytest.approx(pages[1], rel=0.05)
+
+
+def test_apples_gpu_holds_no_more_than_metal_recommends(monkeypatch) -> None:
+    # mps shares the machine's memory; there was no budget at all (every run whole)
+    monkeypatch.setattr(estimate, "_own_memory", lambda kind: GB // 2)
+    monkeypatch.setattr(estimate, "_mem_available", lambda: 20 * GB)
+    monkeypatch.setattr(cgroups, "memory_headroom", lambda: None)
+    monkeypatch.setattr(estimate, "_address_space_headroom", lambda: None)
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 12 * GB, raising=False)
+    monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: 4 * GB, raising=False)
+    mps = torch.device("mps")
+    assert estimate.free_bytes(mps) == 8 * GB + GB // 2
+    assert estimate.free_bytes(torch.device("cpu")) == 20 * GB + GB // 2
+    monkeypatch.setattr(estimate, "_mem_available", lambda: 2 * GB)  # the machine is the less
+    assert estimate.free_bytes(mps) == 2 * GB + GB // 2
+
+    def older_torch():
+        raise AttributeError("recommended_max_memory")
+
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", older_torch, raising=False)
+    assert estimate.free_bytes(mps) == 2 * GB + GB // 2

@@ -146,7 +146,7 @@ def test_members_built_when_their_turn_comes_at_most_at_once_alive() -> None:
 
 
 def test_neighbours_count_the_cores_other_processes_keep_busy(monkeypatch) -> None:
-    """/proc/stat's busy time minus this process's own: a neighbour busy on one of two cores
+    """The cores' busy time minus this process's own: a neighbour busy on one of two cores
     leaves one free; an idle machine leaves both."""
     import os
 
@@ -156,7 +156,7 @@ def test_neighbours_count_the_cores_other_processes_keep_busy(monkeypatch) -> No
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     # two cores, whatever this machine has (the load is counted over the affinity's)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (clock["busy"] * 100, 0.0))
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (clock["busy"], 0.0))
     monkeypatch.setattr(threads.time, "process_time", lambda: clock["own"])
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
     watch = threads.Neighbours()
