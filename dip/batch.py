@@ -1005,7 +1005,8 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
                 on_end(job, rows[-1])
         else:
             todo.append(job)
-    if workers <= 1 or len(todo) <= 1:
+    workers = pool_size(workers, len(todo))
+    if workers <= 1:
         return _run_here(todo, rows, overwrite, on_end, progress, spell,
                          pack_size(pack, devices))
 
@@ -1051,6 +1052,18 @@ def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callabl
                      for later in groups[i + 1:] for job in later]
             raise BatchInterrupted(rows)
     return rows
+
+
+#: the most processes Python's pool starts on Windows (its wait on their handles)
+WINDOWS_MOST_WORKERS = 61
+
+
+def pool_size(workers: int, jobs: int, system: str = os.name) -> int:
+    """The worker processes for ``jobs`` jobs to run: no more than there are jobs (each
+    worker loads torch, and on a CPU the workers split the cores: 2 jobs with ``--workers
+    8`` left 6 of 8 parts of the cores idle), nor than Windows' pool starts (it refused 64
+    with a traceback)."""
+    return max(1, min(workers, jobs, WINDOWS_MOST_WORKERS if system == "nt" else jobs))
 
 
 def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int,

@@ -351,6 +351,22 @@ def test_two_workers_run_every_job(tmp_path: Path) -> None:
         j.seed for j in batch.load_batch(path)}
 
 
+def test_workers_are_no_more_than_the_jobs_and_windows_pool_takes(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    # 2 jobs with --workers 8 started 8 processes, each loading torch, and gave each job an
+    # eighth of the cores; --workers 64 on Windows was the pool's ValueError, a traceback
+    assert batch.pool_size(8, 2) == 2 and batch.pool_size(8, 20) == 8
+    assert batch.pool_size(64, 100, "nt") == 61 and batch.pool_size(64, 100, "posix") == 64
+    assert batch.pool_size(4, 0) == 1
+    started = []
+    monkeypatch.setattr(batch, "usable_cores", lambda: 8)
+    monkeypatch.setattr(batch, "_run_pool", lambda todo, workers, **pool: started.append(
+        (len(todo), workers, pool["threads"])) or [])
+    batch.run_jobs(batch.load_batch(make_batch(tmp_path, GLOB_JOB)), workers=8,
+                   devices=["cpu"])
+    assert started == [(3, 3, 2)]  # 3 workers of 2 threads: 8 cores less the 2 left over
+
+
 def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
     assert invoke("run", path, "-q").exit_code == 0
