@@ -479,12 +479,13 @@ def info() -> None:
     click.echo(f"dip {dip.__version__}, torch {torch.__version__}, Python "
                f"{platform.python_version()}, Pillow {PIL.__version__}")
     from dip.estimate import free_bytes
-    from dip.threads import usable_cores
+    from dip.threads import performance_cores, usable_cores
 
     free = free_bytes(torch.device("cpu"))
     click.echo(f"cpu: {usable_cores()} of the machine's {os.cpu_count()} cores usable"
                + ("" if free is None else f", {free / 2 ** 30:.1f} GB a run may hold")
-               + " (within this process's affinity and its container's or job's limits)")
+               + " (within this process's affinity and its container's or job's limits"
+               + (", on its performance cores)" if performance_cores() else ")"))
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         p = torch.cuda.get_device_properties(i)
         click.echo(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.0f} GiB")

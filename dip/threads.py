@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -44,9 +45,28 @@ def usable_cores() -> int:
     """The cores this process may run on (its affinity mask: ``taskset``, cgroups' cpusets),
     at most the CPUs' worth its CPU quota allows (:func:`dip.cgroups.cpu_quota`: ``docker
     run --cpus``, a Kubernetes CPU limit), where a thread beyond the quota only makes every
-    thread wait at the end of each period it has used up."""
+    thread wait at the end of each period it has used up; and on Apple silicon at most its
+    performance cores (:func:`performance_cores`)."""
     cores = _affinity_cores()
-    return min(cores, cgroups.cpu_quota() or cores)
+    return min(cores, cgroups.cpu_quota() or cores, performance_cores() or cores)
+
+
+def performance_cores() -> int | None:
+    """Apple silicon's performance cores (macOS's ``hw.perflevel0.logicalcpu``), None on
+    other machines. ATen and OpenMP split a parallel region into equal parts, and the whole
+    region waits for the part an efficiency core runs at a fraction of the speed (the reason
+    pytorch/pytorch#123038 gives for making these cores torch's default, which dip's thread
+    count, set from all the cores, overrode). Not measured here: no Mac runs dip's CI."""
+    if sys.platform != "darwin":
+        return None
+    import ctypes
+
+    value, size = ctypes.c_int(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_int))
+    with contextlib.suppress(OSError, AttributeError):
+        if ctypes.CDLL(None).sysctlbyname(b"hw.perflevel0.logicalcpu", ctypes.byref(value),
+                                          ctypes.byref(size), None, ctypes.c_size_t(0)) == 0:
+            return value.value if value.value > 0 else None
+    return None  # an Intel Mac: one kind of core
 
 
 def _affinity_cores() -> int:

@@ -354,3 +354,30 @@ def test_apples_gpu_holds_no_more_than_metal_recommends(monkeypatch) -> None:
 
     monkeypatch.setattr(torch.mps, "recommended_max_memory", older_torch, raising=False)
     assert estimate.free_bytes(mps) == 2 * GB + GB // 2
+
+
+def test_a_macs_usable_cores_are_itsperformance_cores(monkeypatch) -> None:
+    # an M-series Mac with 4 performance and 4 efficiency cores: a parallel region split in
+    # 8 equal parts waits for the 4 an efficiency core runs slowly
+    import ctypes
+    import sys
+
+    class Libc:
+        def __init__(self, answer: int | None) -> None:
+            self.answer = answer
+
+        def sysctlbyname(self, name, value, size, new, new_size) -> int:
+            assert name == b"hw.perflevel0.logicalcpu"
+            if self.answer is None:  # an Intel Mac has no such key
+                return -1
+            ctypes.cast(value, ctypes.POINTER(ctypes.c_int)).contents.value = self.answer
+            return 0
+
+    monkeypatch.setattr(threads, "_affinity", lambda: set(range(8)))
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: None)
+    assert threads.usable_cores() == 8  # Linux: no such cores to count
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc(4))
+    assert threads.usable_cores() == 4
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc(None))
+    assert threads.usable_cores() == 8
