@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dip import metadata
+from dip import jpeg_noise, metadata
 from dip.errors import InputError
 
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
@@ -75,6 +75,10 @@ class Picture:
             grey picture) the root mean square its quantisation steps allow, in [0, 1] units;
             ``inf`` for chroma stored at a lower resolution. None for lossless files, and for
             pixels that are not the file's (:meth:`with_pixels`). See :func:`coding_error`.
+        jpeg_noise: the white noise per channel ([0, 1] units) a JPEG's quantised
+            coefficients say it held before it was compressed (:func:`dip.jpeg_noise.
+            noise_sigma`), which the patches' estimate no longer sees; None for other files,
+            and for pixels that are not the file's.
         exif: the photo's EXIF block (camera, date taken, exposure, place) from a JPEG, PNG,
             WebP or AVIF file, its orientation already applied to the pixels; None where the
             file has none. The result carries it (see :func:`result_metadata`).
@@ -93,6 +97,7 @@ class Picture:
     value_range: tuple[float, float] | None = None
     icc: bytes | None = None
     coding_error: tuple[float, ...] | None = None
+    jpeg_noise: float | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
     print_size: tuple[float, float] | None = None
@@ -104,7 +109,7 @@ class Picture:
 
     def with_pixels(self, pixels: torch.Tensor) -> Picture:
         """The picture with other pixels: no longer the file's, so no coding error."""
-        return replace(self, pixels=pixels, coding_error=None)
+        return replace(self, pixels=pixels, coding_error=None, jpeg_noise=None)
 
     def values(self) -> torch.Tensor:
         """The pixels in the file's own units, float64: a float TIFF's range restored."""
@@ -220,6 +225,8 @@ class _Opened:
     inches: tuple[float, float] | None = None
     #: the EXIF block as stored (exif_transpose rewrites it, "©" as "?")
     exif: bytes | None = None
+    #: the noise a JPEG held before it was compressed (:func:`dip.jpeg_noise.noise_sigma`)
+    noise: float | None = None
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -258,7 +265,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         exif = img.info.get("exif") or (  # as stored: exif_transpose rewrites it, "©" as "?"
             metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
                                encoding="latin-1") if img.format == "TIFF" else None)
-        return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif)
+        noise = jpeg_noise.noise_sigma(img)  # on the file's grid of blocks, before the turn
+        return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif, noise)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -752,6 +760,7 @@ def _from_pillow(opened: _Opened) -> Picture:
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
                       print_size=opened.inches)
     coding = opened.coding
+    picture = replace(picture, jpeg_noise=opened.noise)
     return (replace(picture, coding_error=coding)
             if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
 

@@ -649,7 +649,8 @@ def estimate(p: Plan, setup: Setup) -> Estimate:
     machine: :func:`dip.estimate.calibrate`) and peak memory, before its first step."""
     layout = setup.layout
     # a last step without a network (denoising's Wiener filter: minutes for a 12 MP photo)
-    finish = (p.task.finish_seconds(setup.problem.observation, p.cfg)
+    finish = (p.task.finish_seconds(setup.problem.observation, p.cfg,
+                                    setup.problem.noise_sigma)
               if p.task.finishes(p.cfg) else 0.0)
     if not layout.fitted():
         return Estimate(finish, layout.peak_bytes, str(setup.device))

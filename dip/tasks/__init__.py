@@ -205,10 +205,11 @@ class Task:
         CPU, as is the image returned."""
         return result
 
-    def finish_seconds(self, observation: torch.Tensor, cfg: Any) -> float:
+    def finish_seconds(self, observation: torch.Tensor, cfg: Any,
+                       noise_sigma: float | None = None) -> float:
         """The seconds :meth:`finish` will take on ``observation`` ``(1, C, H, W)`` (the
-        whole input; for the estimate said before a run starts); called only where
-        :meth:`finishes`."""
+        whole input; for the estimate said before a run starts; ``noise_sigma``: the
+        problem's, where the task knew it); called only where :meth:`finishes`."""
         return 0.0
 
     def report_mask(self, inputs: Inputs) -> torch.Tensor | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from dip import image, metrics, operators, wiener
+from dip import image, jpeg_noise, metrics, operators, wiener
 from dip.errors import ConfigError
 from dip.estimate import calibrate, remember
 from dip.request import Option
@@ -122,10 +122,23 @@ def anscombe_error(peak: float):
 LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 
-def _filter_sigma(observed: torch.Tensor, cfg: Any) -> float:
-    """The Wiener filter's noise level: ``stop.sigma`` when given, else the input's, as
-    estimated for the fits' stop."""
-    return cfg.stop.sigma / 255 if cfg.stop.sigma else estimate_sigma(observed)
+def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
+    """The Wiener filter's noise level: ``stop.sigma`` when given, else the input's, as the
+    fits' stop has it (``read``: a JPEG's, :func:`jpeg_sigma`; else estimated)."""
+    return cfg.stop.sigma / 255 if cfg.stop.sigma else read or estimate_sigma(observed)
+
+
+def jpeg_sigma(picture: image.Picture, cfg: Any) -> float | None:
+    """A JPEG's noise as its quantised coefficients read it (:mod:`dip.jpeg_noise`, the share
+    it trusts), where that is more than the patches' estimate; None where ``stop.sigma`` is
+    given or the file is no JPEG. The compression rounds away the noise's finest detail,
+    which is where the patches look: at quality 75-90 they read sigma = 15 as 0.5-1.9, and
+    the fits then learnt the noise (+0.3 dB over the input, where the same noise in a PNG
+    gained +10: benchmarks/README.md, "Noise in a JPEG")."""
+    if cfg.stop.sigma:
+        return None
+    taken = jpeg_noise.trusted(picture.jpeg_noise)
+    return taken if taken and taken > estimate_sigma(picture.pixels) else None
 
 
 def _filter_key(observed: torch.Tensor, sigma: float) -> str:
@@ -186,6 +199,9 @@ class Denoise(Task):
         noise = cfg.section("noise")
         if noise.model == "gaussian":
             problem.objective = noise.objective
+            problem.noise_sigma = jpeg_sigma(picture, cfg)
+            if problem.noise_sigma is not None:
+                problem.facts["jpeg_noise_sigma"] = round(problem.noise_sigma * 255, 3)
         if noise.model == "poisson":
             peak = noise.peak or estimate_peak(picture.pixels)
             if not math.isfinite(peak):
@@ -206,7 +222,7 @@ class Denoise(Task):
         # The fits' result as the pilot of BM3D's Wiener step (dip.wiener): +0.24 to +0.82 dB
         # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
         observed = inputs.picture.pixels
-        sigma = _filter_sigma(observed, cfg)
+        sigma = _filter_sigma(observed, cfg, jpeg_sigma(inputs.picture, cfg))
         start = time.perf_counter()
         out = wiener.collaborative_wiener(observed, result, sigma)
         # this run's own rate, for the next estimate (as fits' rates are: dip.estimate)
@@ -214,9 +230,10 @@ class Denoise(Task):
                  (time.perf_counter() - start) / (observed.shape[-2] * observed.shape[-1]))
         return out
 
-    def finish_seconds(self, observation: torch.Tensor, cfg: Any) -> float:
+    def finish_seconds(self, observation: torch.Tensor, cfg: Any,
+                       noise_sigma: float | None = None) -> float:
         observed = observation.cpu()
-        sigma = _filter_sigma(observed, cfg)
+        sigma = _filter_sigma(observed, cfg, noise_sigma)
         rate = calibrate(_filter_key(observed, sigma), torch.device("cpu"),
                          lambda _: wiener.seconds_per_pixel(observed, sigma))
         return rate * observed.shape[-2] * observed.shape[-1]

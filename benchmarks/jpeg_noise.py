@@ -1,0 +1,159 @@
+"""Noise in a JPEG: what the patches' estimate and the JPEG's own coefficients read, and what
+``dip denoise`` makes of a noisy photo saved as a JPEG (benchmarks/README.md, "Noise in a
+JPEG").
+
+    .venv/bin/python benchmarks/jpeg_noise.py            # the readings: seconds, numpy only
+    .venv/bin/python benchmarks/jpeg_noise.py --denoise  # and dip's runs: about 30 min
+
+The readings: the 9 colour images' 128 px centre crops (the crops :mod:`dip.jpeg_noise` was
+designed on), white noise of sigma 0-50 per RGB channel, saved by Pillow at qualities 95-50;
+per sigma and quality the range over the images of :func:`dip.stopping.estimate_sigma`, of
+:func:`dip.jpeg_noise.noise_sigma` and of what the denoising task takes
+(:func:`dip.tasks.denoise.jpeg_sigma`).
+
+The runs: the top-left corner crops of four images (held out: the estimator never saw
+them), noise of sigma 15 and 25, saved at quality 85; dip's defaults on the JPEG, and on the
+same decoded pixels saved as a PNG (no tables: what dip did before it read JPEGs' noise),
+PSNR against the clean crop; a clean JPEG's reading, to show where nothing changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dip import image, jpeg_noise, metrics
+from dip.config import resolve
+from dip.stopping import estimate_sigma
+from dip.tasks.denoise import jpeg_sigma
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from early_stopping import DATA as PAPER  # noqa: E402  (benchmarks/)
+
+DATA = PAPER / "Denoising" / "Color" / "25"
+NAMES = ["F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12", "lena",
+         "peppers"]
+HELD_OUT = ["kodim01", "kodim12", "lena", "peppers"]
+SIGMAS, QUALITIES = (0, 5, 15, 25, 50), (95, 90, 75, 50)
+
+
+def crop(name: str, where: str, side: int = 128) -> np.ndarray:
+    rgb = np.asarray(Image.open(DATA / f"{name}_GT.png").convert("RGB"))
+    h, w = rgb.shape[:2]
+    top, left = ((h - side) // 2, (w - side) // 2) if where == "centre" else (0, 0)
+    return rgb[top:top + side, left:left + side]
+
+
+def noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+
+
+def as_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def readings() -> None:
+    cfg = resolve("denoise")
+    print("| sigma | quality | patches (estimate_sigma) | JPEG's coefficients | taken |")
+    print("|---|---|---|---|---|")
+    for sigma in SIGMAS:
+        for quality in QUALITIES:
+            rows = []
+            for i, name in enumerate(NAMES):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "in.jpg"
+                    path.write_bytes(as_jpeg(noisy(crop(name, "centre"), sigma, i), quality))
+                    picture = image.load_image(path)
+                taken = jpeg_sigma(picture, cfg)
+                rows.append((estimate_sigma(picture.pixels) * 255,
+                             (picture.jpeg_noise or 0) * 255, (taken or 0) * 255))
+            a = np.asarray(rows)
+            print(f"| {sigma} | {quality} | " + " | ".join(
+                f"{a[:, j].min():.1f}-{a[:, j].max():.1f}" for j in range(3)) + " |")
+
+
+def _run(args: tuple[Path, Path, Path]) -> tuple[float, float]:
+    """PSNR and the fit's seconds (its record's) of dip's defaults on one input."""
+    source, out, clean = args
+    subprocess.run([str(Path(sys.executable).with_name("dip")), "denoise", str(source), "-o",
+                    str(out), "--overwrite", "-q", "--set", "perf.threads=1"], check=True)
+    got = image.load_image(out).pixels
+    seconds = json.loads(Path(f"{out}.json").read_text())["seconds"]
+    return metrics.psnr(got, image.load_image(clean).pixels), seconds
+
+
+def denoise(folder: Path, workers: int) -> None:
+    jobs, keys = [], []
+    for name in HELD_OUT:
+        clean = crop(name, "corner")
+        Image.fromarray(clean).save(folder / f"{name}_clean.png")
+        for sigma in (15, 25):
+            stem = folder / f"{name}_s{sigma}"
+            jpeg = Path(f"{stem}.jpg")
+            jpeg.write_bytes(as_jpeg(noisy(clean, sigma, sigma), 85))
+            Image.open(jpeg).save(f"{stem}_decoded.png")  # the same pixels, no tables
+            for kind, source in (("jpeg", jpeg), ("png", Path(f"{stem}_decoded.png"))):
+                jobs.append((source, Path(f"{stem}_{kind}_out.png"),
+                             folder / f"{name}_clean.png"))
+                keys.append((name, sigma, kind))
+    with ThreadPoolExecutor(workers) as pool:
+        scores = list(pool.map(_run, jobs))
+    table = {}
+    for (name, sigma, kind), score in zip(keys, scores):
+        table.setdefault((name, sigma), {})[kind] = score
+    print("| image | sigma | input | noise read | dip on the PNG (as before) | dip on the JPEG "
+          "| gain | seconds, JPEG / PNG |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, sigma), row in table.items():
+        picture = image.load_image(folder / f"{name}_s{sigma}.jpg")
+        clean = image.load_image(folder / f"{name}_clean.png").pixels
+        print(f"| {name} | {sigma} | {metrics.psnr(picture.pixels, clean):.2f} | "
+              f"{(picture.jpeg_noise or 0) * 255:.1f} | {row['png'][0]:.2f} | "
+              f"{row['jpeg'][0]:.2f} | {row['jpeg'][0] - row['png'][0]:+.2f} | "
+              f"{row['jpeg'][1] / row['png'][1]:.2f} |")
+    gains = [row["jpeg"][0] - row["png"][0] for row in table.values()]
+    print(f"\nmean gain {np.mean(gains):+.2f} dB ({min(gains):+.2f} to {max(gains):+.2f})")
+    print(json.dumps({f"{k[0]} s{k[1]}": v for k, v in table.items()}))
+    for name in HELD_OUT:  # a clean JPEG: is its noise taken?
+        path = folder / f"{name}_q85.jpg"
+        path.write_bytes(as_jpeg(crop(name, "corner"), 85))
+        picture = image.load_image(path)
+        taken = jpeg_sigma(picture, resolve("denoise"))
+        print(f"clean {name} corner, quality 85: the coefficients read "
+              f"{(picture.jpeg_noise or 0) * 255:.1f}, taken {(taken or 0) * 255:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--denoise", action="store_true", help="also run dip (about 30 min)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="keep the runs' files here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"estimator: {jpeg_noise.__name__}, trusted from {jpeg_noise.TRUSTED:g}, "
+          f"doubted under {jpeg_noise.DOUBTED:g}\n")
+    readings()
+    if args.denoise:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            denoise(args.keep, args.workers)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                denoise(Path(tmp), args.workers)
+
+
+if __name__ == "__main__":
+    main()
