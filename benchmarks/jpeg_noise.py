@@ -35,7 +35,7 @@ from PIL import Image
 from dip import image, jpeg_noise, metrics
 from dip.config import resolve
 from dip.stopping import estimate_sigma
-from dip.tasks.denoise import jpeg_sigma
+from dip.tasks import jpeg_sigma
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import DATA as PAPER  # noqa: E402  (benchmarks/)

@@ -18,7 +18,7 @@ from dip import image, jpeg_noise, metrics
 from dip.cli.main import cli
 from dip.config import resolve
 from dip.stopping import estimate_sigma
-from dip.tasks.denoise import jpeg_sigma
+from dip.tasks import jpeg_sigma
 
 from conftest import synthetic
 
@@ -122,3 +122,20 @@ def test_denoising_a_noisy_jpeg_removes_its_noise(tmp_path: Path) -> None:
         else:
             assert record["noise_sigma"] < 5 and "jpeg_noise_sigma" not in record
     assert scores[".jpg"] > scores[".png"] + 2, scores
+
+
+def test_deblurring_a_noisy_jpeg_reads_its_noise_too(tmp_path: Path) -> None:
+    # the fast deblurring preset stops automatically only where the input reads noisy
+    # (auto_if_noisy, from 3 grey levels): a noisy JPEG read as clean ran its whole budget
+    from PIL import ImageFilter
+
+    blurred = np.asarray(Image.fromarray(_photo()).filter(ImageFilter.GaussianBlur(1.6)))
+    path = _jpeg(blurred, tmp_path / "in.jpg", 20)
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(cli, ["deblur", str(path), "--kernel", "gaussian:1.6", "-o",
+                                      str(out), "-q", "--iters", "3"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert 16 < record["noise_sigma"] == record["jpeg_noise_sigma"] < 26
+    clean = _jpeg(blurred, tmp_path / "clean.jpg", 0)
+    assert jpeg_sigma(image.load_image(clean), resolve("deblur")) is None

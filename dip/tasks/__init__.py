@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from dip import image
+from dip import image, jpeg_noise
 from dip.errors import ConfigError, InputError
 from dip.request import Option
+from dip.stopping import estimate_sigma
 from dip.tiles import Tile
 
 #: what a problem's fits descend (:attr:`Problem.objective`)
@@ -248,6 +249,20 @@ class Task:
 
 #: name -> task, filled by the task modules as they are imported
 TASKS: dict[str, Task] = {}
+
+
+def jpeg_sigma(picture: image.Picture, cfg: Any) -> float | None:
+    """A JPEG's noise as its quantised coefficients read it (:mod:`dip.jpeg_noise`, the share
+    it trusts), where that is more than the patches' estimate; None where ``stop.sigma`` is
+    given or the file is no JPEG. The compression rounds away the noise's finest detail,
+    which is where the patches look: at quality 75-90 they read sigma = 15 as 0.5-1.9, and
+    the fits then learnt the noise (+0.3 dB over the input, where the same noise in a PNG
+    gained +10: benchmarks/README.md, "Noise in a JPEG"). The denoising and deblurring
+    tasks give it to their problem as its noise level (:attr:`Problem.noise_sigma`)."""
+    if cfg.stop.sigma:
+        return None
+    taken = jpeg_noise.trusted(picture.jpeg_noise)
+    return taken if taken and taken > estimate_sigma(picture.pixels) else None
 
 
 def register(task: Task) -> Task:

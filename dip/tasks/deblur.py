@@ -21,7 +21,7 @@ import torch
 from dip import image, metrics, operators
 from dip.errors import InputError
 from dip.request import Option
-from dip.tasks import Corruption, Inputs, Problem, Task, register
+from dip.tasks import Corruption, Inputs, Problem, Task, jpeg_sigma, register
 
 #: the parametric kernels, ``NAME:NUMBERS``
 SPEC = r"(gaussian|box|motion):.*"
@@ -159,7 +159,12 @@ class Deblur(Task):
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
-        return Problem(operators.Blur(inputs.data["kernel"]), picture.pixels, picture.size)
+        problem = Problem(operators.Blur(inputs.data["kernel"]), picture.pixels, picture.size)
+        # a noisy JPEG read as clean ran the whole budget (auto_if_noisy) and learnt the noise
+        problem.noise_sigma = jpeg_sigma(picture, cfg)
+        if problem.noise_sigma is not None:
+            problem.facts["jpeg_noise_sigma"] = round(problem.noise_sigma * 255, 3)
+        return problem
 
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
                 cfg: Any) -> dict[str, Any]:

@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from dip import image, jpeg_noise, metrics, operators, wiener
+from dip import image, metrics, operators, wiener
 from dip.errors import ConfigError
 from dip.estimate import calibrate, remember
 from dip.request import Option
 from dip.stopping import estimate_sigma
-from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, register
+from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, jpeg_sigma, register
 
 MODELS = ("gaussian", "poisson")
 POISSON_LOSSES = ("nll", "anscombe")
@@ -124,21 +124,8 @@ LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
     """The Wiener filter's noise level: ``stop.sigma`` when given, else the input's, as the
-    fits' stop has it (``read``: a JPEG's, :func:`jpeg_sigma`; else estimated)."""
+    fits' stop has it (``read``: a JPEG's, :func:`dip.tasks.jpeg_sigma`; else estimated)."""
     return cfg.stop.sigma / 255 if cfg.stop.sigma else read or estimate_sigma(observed)
-
-
-def jpeg_sigma(picture: image.Picture, cfg: Any) -> float | None:
-    """A JPEG's noise as its quantised coefficients read it (:mod:`dip.jpeg_noise`, the share
-    it trusts), where that is more than the patches' estimate; None where ``stop.sigma`` is
-    given or the file is no JPEG. The compression rounds away the noise's finest detail,
-    which is where the patches look: at quality 75-90 they read sigma = 15 as 0.5-1.9, and
-    the fits then learnt the noise (+0.3 dB over the input, where the same noise in a PNG
-    gained +10: benchmarks/README.md, "Noise in a JPEG")."""
-    if cfg.stop.sigma:
-        return None
-    taken = jpeg_noise.trusted(picture.jpeg_noise)
-    return taken if taken and taken > estimate_sigma(picture.pixels) else None
 
 
 def _filter_key(observed: torch.Tensor, sigma: float) -> str:
