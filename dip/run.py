@@ -498,6 +498,7 @@ def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, input
             rgb = as_rgb(inputs.picture)
             if inputs.picture.coding_error is not None:  # the file's pixels, its error
                 rgb = dataclasses.replace(rgb, coding_error=read.coding_error)
+            rgb = dataclasses.replace(rgb, jpeg_noise=inputs.picture.jpeg_noise)
             inputs = dataclasses.replace(inputs, picture=rgb)
         else:
             ref = grey

@@ -255,7 +255,7 @@ def jpeg_sigma(picture: image.Picture, cfg: Any) -> float | None:
     """A JPEG's noise as its quantised coefficients read it (:mod:`dip.jpeg_noise`, the share
     it trusts), where that is more than the patches' estimate; None where ``stop.sigma`` is
     given or the file is no JPEG. The compression rounds away the noise's finest detail,
-    which is where the patches look: at quality 75-90 they read sigma = 15 as 0.5-1.9, and
+    which is where the patches look: at quality 50-95 they read sigma = 15 as 0.3-1.6, and
     the fits then learnt the noise (+0.3 dB over the input, where the same noise in a PNG
     gained +10: benchmarks/README.md, "Noise in a JPEG"). The denoising and deblurring
     tasks give it to their problem as its noise level (:attr:`Problem.noise_sigma`)."""
