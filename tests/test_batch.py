@@ -367,6 +367,19 @@ def test_workers_are_no_more_than_the_jobs_and_windows_pool_takes(tmp_path: Path
     assert started == [(3, 3, 2)]  # 3 workers of 2 threads: 8 cores less the 2 left over
 
 
+def test_a_job_left_alone_runs_on_the_workers_first_device(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    # --workers 2 --devices cuda:1 with one job to do ran it here, on the default GPU
+    ran = []
+    monkeypatch.setattr(batch, "resolve_device", lambda name: name)
+    monkeypatch.setattr(batch, "_run_here", lambda todo, *args: ran.extend(
+        job.request.device for job in todo) or [])
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n"
+                                "    output: out/\n", defaults="iters: 4\n")
+    batch.run_jobs(batch.load_batch(path), workers=2, devices=["cuda:1"])
+    assert ran == ["cuda:1"]
+
+
 def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n    output: out/\n")
     assert invoke("run", path, "-q").exit_code == 0
