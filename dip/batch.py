@@ -1005,13 +1005,13 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
                 on_end(job, rows[-1])
         else:
             todo.append(job)
-    if pool_size(workers, len(todo)) <= 1:
+    workers = pool_size(workers, len(todo))
+    if workers <= 1:
         # as the first worker would run them: on the first device (--workers 2 --devices
         # cuda:1 with one job left to do ran it on the default GPU)
         todo = assign_device(todo, devices[:1], 1)
         return _run_here(todo, rows, overwrite, on_end, progress, spell,
                          pack_size(pack, devices))
-    workers = pool_size(workers, len(todo))
 
     threads = max(1, usable_cores() // workers) if devices == ["cpu"] else 1
     # A worker killed from outside (the kernel's out-of-memory killer, a crash) breaks the

@@ -265,9 +265,9 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         exif = img.info.get("exif") or (  # as stored: exif_transpose rewrites it, "©" as "?"
             metadata.tiff_exif({code: img.tag_v2.get(code) for code in metadata.DESCRIPTIVE},
                                encoding="latin-1") if img.format == "TIFF" else None)
-        # on the file's grid of blocks, before the turn; of luma, not of an R channel
-        noise = (jpeg_noise.noise_sigma(img) if img.format in ("JPEG", "MPO") and (
-            img.mode == "L" or _stored_as_ycbcr(img)) else None)
+        # on the file's grid of blocks, before the turn; a JPEG whose tables coding_error
+        # reads (its luma's first: not one stored as R, G, B)
+        noise = None if coding is None else jpeg_noise.noise_sigma(img)
         return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif, noise)
     except InputError:
         raise

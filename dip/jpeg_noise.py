@@ -66,7 +66,8 @@ def noise_sigma(img: Image.Image) -> float | None:
     no luma table, too small, no flat part to read it in).
 
     ``img`` as decoded, before any EXIF turn (the blocks are on the file's grid), its
-    channels stored as YCbCr (the caller checks: :func:`dip.image.coding_error`'s test).
+    channels stored as YCbCr (the caller checks: a file :func:`dip.image.coding_error`
+    reads).
     """
     tables = getattr(img, "quantization", None) or {}
     layers = getattr(img, "layer", None) or []

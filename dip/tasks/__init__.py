@@ -75,6 +75,14 @@ class Problem:
         or the image's own where the input is the observation itself (SURE)."""
         return image if self.fits_sure(restart) else configured
 
+    def take_noise(self, jpeg_sigma: float | None) -> Problem:
+        """The problem with a JPEG's noise level (:func:`jpeg_sigma`), where one was read, as
+        its own, and said in its facts (the record's ``jpeg_noise_sigma``)."""
+        if jpeg_sigma is not None:
+            self.noise_sigma = jpeg_sigma
+            self.facts["jpeg_noise_sigma"] = round(jpeg_sigma * 255, 3)
+        return self
+
     def window(self, t: Tile) -> Problem:
         """The problem of one tile ``t`` of the observation (:mod:`dip.tiles`): its part of
         the observation, the operator for its part of the result."""
@@ -258,7 +266,9 @@ def jpeg_sigma(picture: image.Picture, cfg: Any) -> float | None:
     which is where the patches look: at quality 50-95 they read sigma = 15 as 0.3-1.6, and
     the fits then learnt the noise (+0.3 dB over the input, where the same noise in a PNG
     gained +10: benchmarks/README.md, "Noise in a JPEG"). The denoising and deblurring
-    tasks give it to their problem as its noise level (:attr:`Problem.noise_sigma`)."""
+    tasks give it to their problem as its noise level (:meth:`Problem.take_noise`), read
+    from the picture the problem is made of (a grey photo saved in colour is RGB again
+    beside a colour reference, and its patches then read less)."""
     if cfg.stop.sigma:
         return None
     taken = jpeg_noise.trusted(picture.jpeg_noise)

@@ -159,12 +159,9 @@ class Deblur(Task):
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
-        problem = Problem(operators.Blur(inputs.data["kernel"]), picture.pixels, picture.size)
         # a noisy JPEG read as clean ran the whole budget (auto_if_noisy) and learnt the noise
-        problem.noise_sigma = jpeg_sigma(picture, cfg)
-        if problem.noise_sigma is not None:
-            problem.facts["jpeg_noise_sigma"] = round(problem.noise_sigma * 255, 3)
-        return problem
+        return Problem(operators.Blur(inputs.data["kernel"]), picture.pixels,
+                       picture.size).take_noise(jpeg_sigma(picture, cfg))
 
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
                 cfg: Any) -> dict[str, Any]:

@@ -186,9 +186,7 @@ class Denoise(Task):
         noise = cfg.section("noise")
         if noise.model == "gaussian":
             problem.objective = noise.objective
-            problem.noise_sigma = jpeg_sigma(picture, cfg)
-            if problem.noise_sigma is not None:
-                problem.facts["jpeg_noise_sigma"] = round(problem.noise_sigma * 255, 3)
+            problem.take_noise(jpeg_sigma(picture, cfg))
         if noise.model == "poisson":
             peak = noise.peak or estimate_peak(picture.pixels)
             if not math.isfinite(peak):
