@@ -105,7 +105,8 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
     if projected is result and warn:  # no solve close enough: the network's image as it is
         warnings.warn(f"the result is the network's image, not back-projected: with the "
                       f"kernel {kernel} at x{factor} the correction would amplify the "
-                      f"input's rounding (a blur wider than about 3/4 of the factor)",
+                      f"input's own error, its rounding or noise (a blur wider than about "
+                      f"3/4 of the factor)",
                       image.DipWarning, stacklevel=2)
     if error is not None and any(error) and projected is not result:
         projected = _wiener_scaled(result, projected, small - op(result), error)
