@@ -66,7 +66,7 @@ from dip.record import Record, fingerprint, located, own_record, record_path
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
-from dip.stopping import build_stop_rule, estimate_sigma, noise_budget
+from dip.stopping import build_stop_rule, estimate_sigma, noise_budget, unread_settings
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
 from dip.threads import plan_lanes, resolve_threads
 from dip.tiles import MIN_TILE
@@ -610,6 +610,7 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
                          stack=perf.stack)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
     sigma = noise_level(cfg, problem)
+    _warn_of_unread_stop_settings(p, sigma is not None)
 
     def returned(estimate: torch.Tensor) -> torch.Tensor:  # the result made of it, as _combined
         return p.task.consistent(estimate.detach(), None, loaded.inputs, p.args, cfg,
@@ -626,6 +627,27 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
              else noise_budget(cfg.optim.iters, sigma, cfg.stop.budget_sigma / 255))
     settings = dataclasses.replace(_settings(cfg), iters=iters)
     return Setup(dev, perf, problem, layout, member, channels, settings)
+
+
+def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
+    """A warning for the ``stop.*`` settings the user gave that this run never reads: the
+    rule's others (``stop.patience`` under ``fixed``) and ``stop.sigma`` where nothing takes a
+    noise level (super-resolution under ``auto``, which neither floors nor grows its budget
+    by it). A config shared by a batch's tasks sets them for all; the run goes on."""
+    cfg = p.cfg
+    unread = unread_settings(cfg.stop.rule, cfg.given)
+    if unread:
+        one = len(unread) == 1
+        warnings.warn(f"{' and '.join(unread)} {'is' if one else 'are'} ignored: stop.rule "
+                      f"{cfg.stop.rule} does not read {'it' if one else 'them'}",
+                      image.DipWarning, stacklevel=3)
+    # denoising's Wiener filter (Task.finish) takes it too, whatever the fit does
+    if ("stop.sigma" in cfg.given and cfg.stop.sigma and not uses_noise_level
+            and not p.task.finishes(cfg)):
+        warnings.warn(f"stop.sigma is ignored: nothing in this {p.task.name} run reads a "
+                      f"noise level (it is read by SURE, by stop.rule auto_if_noisy and by "
+                      f"stop.rule auto with stop.noise_floor or stop.budget_sigma)",
+                      image.DipWarning, stacklevel=3)
 
 
 def noise_level(cfg: RunConfig, problem: Problem) -> float | None:

@@ -9,7 +9,7 @@ and answers "stop now?". A rule that prefers an earlier image than the last one 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -441,6 +441,23 @@ STOP_RULES: dict[str, Callable[[Any], StopRule]] = {
     "fixed": lambda s: FixedBudget(),
     "auto_if_noisy": _auto_if_noisy,
 }
+
+_VARIANCE = ("window", "patience", "patience_ratio", "tolerance", "returns", "noise_floor")
+#: the ``stop.*`` keys each rule reads (besides ``rule``; ``sigma`` is read wherever the run
+#: uses a noise level: :func:`dip.run.noise_level`); ``budget_sigma`` only by ``auto``
+#: (:func:`noise_budget`)
+READS: dict[str, tuple[str, ...]] = {
+    "auto": (*_VARIANCE, "budget_sigma"),
+    "fixed": (),
+    "auto_if_noisy": (*_VARIANCE, "noisy_sigma"),
+}
+
+
+def unread_settings(rule: str, given: Iterable[str]) -> list[str]:
+    """The ``stop.*`` keys among ``given`` (dotted) that ``rule`` does not read, ``stop.sigma``
+    and ``stop.rule`` aside: a setting asked for and silently ignored misleads."""
+    reads = {f"stop.{key}" for key in (*READS[rule], "rule", "sigma")}
+    return sorted(key for key in given if key.startswith("stop.") and key not in reads)
 
 
 def build_stop_rule(settings: Any) -> StopRule:

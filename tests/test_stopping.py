@@ -17,7 +17,7 @@ from dip.inputs import make_code
 from dip.nets import build_net
 from dip.stopping import STOP_RULES, FixedBudget, VarianceStop, build_stop_rule, estimate_sigma
 
-from conftest import psnr, synthetic
+from conftest import psnr, save, synthetic
 
 
 def _frames(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -432,3 +432,37 @@ def test_the_noise_added_before_a_clip_is_read_not_the_weaker_clipped_noise(leve
     # (read without the correction: 39.5 here; with it, a little under 50 still: the
     # neighbourhoods' means it takes for the clean values are pulled inwards by the clip too)
     assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+
+
+# --- stop settings given and never read -----------------------------------------------------
+
+@pytest.mark.parametrize("task, keys, words", [
+    ("denoise", ["stop.rule=fixed", "stop.patience=50"],
+     "stop.patience is ignored: stop.rule fixed does not read it"),
+    ("denoise", ["stop.rule=auto", "stop.noisy_sigma=5", "stop.window=20"],
+     "stop.noisy_sigma is ignored"),
+    ("superres", ["stop.rule=auto", "stop.sigma=10"],
+     "stop.sigma is ignored: nothing in this superres run reads a noise level"),
+])
+def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path, task: str,
+                                                                   keys: list,
+                                                                   words: str) -> None:
+    """They were accepted without a word: ``superres --set stop.sigma=10`` under the automatic
+    stop, which takes no noise level, changed nothing."""
+    import warnings
+
+    import dip
+    from dip.image import DipWarning
+
+    small = tmp_path / "small.png"
+    save(synthetic(16), small)
+    args = {"factor": 2} if task == "superres" else {}
+    run = dict(iters=2, write=False, device="cpu", **args)
+    with pytest.warns(DipWarning, match=words):
+        dip.restore(task, small, overrides=keys, **run)
+    with warnings.catch_warnings():  # the settings each rule reads: no word
+        warnings.simplefilter("error")
+        dip.restore(task, small, overrides=["stop.rule=auto_if_noisy", "stop.noisy_sigma=5",
+                                            "stop.sigma=10", "stop.window=20"], **run)
+        dip.restore("denoise", small, overrides=["stop.rule=fixed", "stop.sigma=10"],
+                    iters=2, write=False, device="cpu")  # the Wiener filter takes it
