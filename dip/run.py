@@ -1001,7 +1001,8 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
         config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
-        task_args=p.task.record_args(p.args), extra=_extra(setup, fitted),
+        task_args=p.task.record_args(p.args),
+        extra={**_extra(setup, fitted), **loaded.inputs.facts},
         fingerprints=dict(loaded.fingerprints))
     if loaded.reference is not None:
         ref = loaded.reference

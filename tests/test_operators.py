@@ -307,10 +307,12 @@ def test_a_back_projection_that_cannot_converge_says_so() -> None:
     from dip.tasks.superres import back_projected
 
     result, small = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 16, 16)
+    facts: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = back_projected(result, small, 4, "gaussian:5")
+        out = back_projected(result, small, 4, "gaussian:5", facts=facts)
     assert torch.equal(out, result.clamp(0, 1))
+    assert facts == {"back_projection": "none"}  # the record's: not done, though not refused
     assert any(issubclass(w.category, DipWarning) and "not back-projected" in str(w.message)
                for w in caught)
 

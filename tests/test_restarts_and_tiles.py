@@ -181,6 +181,9 @@ def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
 
     projected, raw = enlarge(), enlarge(no_back_projection=True)
     assert projected.record["no_back_projection"] is False
+    # the record says what was done, beside what was asked
+    assert (projected.record["back_projection"], raw.record["back_projection"]) == ("exact",
+                                                                                  "off")
     # 5 steps of a tiny network are far from the input; the correction puts it back (to
     # float rounding, and the clamp to [0, 1] where a kernel's ringing overshoots)
     assert metrics.psnr(op(raw.picture.pixels), small) < 30
@@ -205,6 +208,7 @@ def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
     op = Downsample(4, "lanczos")
     projected = _enlarged(tmp_path / "small.jpg")
     raw = _enlarged(tmp_path / "small.jpg", no_back_projection=True)
+    assert projected.record["back_projection"] == "scaled"
     exact = back_project(op, raw.picture.pixels, picture.pixels).clamp(0, 1)
     assert torch.allclose(projected.picture.pixels,
                           back_projected(raw.picture.pixels, picture.pixels, 4, "lanczos",

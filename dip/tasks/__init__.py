@@ -99,6 +99,9 @@ class Inputs:
 
     picture: image.Picture
     data: dict[str, Any] = field(default_factory=dict)
+    #: what the task did to the result, for the record (super-resolution's
+    #: ``back_projection``: the correction as applied, not as asked)
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

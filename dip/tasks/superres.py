@@ -82,7 +82,8 @@ def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torc
 
 
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kernel: str,
-                   warn: bool = True, error: tuple[float, ...] | None = None) -> torch.Tensor:
+                   warn: bool = True, error: tuple[float, ...] | None = None,
+                   facts: dict[str, Any] | None = None) -> torch.Tensor:
     """``result`` corrected to the nearest image that shrinks (``factor`` times, with
     ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
     :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
@@ -94,6 +95,10 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
     quality 75. The correction is then scaled by the Wiener gain (:func:`_wiener_scaled`):
     none of it where the residual is no larger than the coding error, none of the colour a
     JPEG stores at half resolution (benchmarks/README.md, "degradations.py").
+
+    ``facts``, where given, gets ``back_projection``: what was done (``exact``,
+    ``scaled``: less, for the JPEG's error, or ``none``: the correction would amplify the
+    input's own error).
 
     Shape:
         - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``; ``error`` C values
@@ -108,8 +113,11 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
                       f"input's own error, its rounding or noise (a blur wider than about "
                       f"3/4 of the factor)",
                       image.DipWarning, stacklevel=2)
+    how = "none" if projected is result else "exact"
     if error is not None and any(error) and projected is not result:
-        projected = _wiener_scaled(result, projected, small - op(result), error)
+        projected, how = _wiener_scaled(result, projected, small - op(result), error), "scaled"
+    if facts is not None:
+        facts["back_projection"] = how
     return projected.clamp(0, 1)
 
 
@@ -187,10 +195,12 @@ class SuperRes(Task):
         # is a JPEG (back_projected). The restarts' spread stays
         # theirs, before the correction.
         if args.get("no_back_projection"):
+            inputs.facts["back_projection"] = "off"
             return result, spread
         return back_projected(result, inputs.picture.pixels, cfg.factor,
                               inputs.data["kernel"], warn=not sample,
-                              error=inputs.picture.coding_error), spread
+                              error=inputs.picture.coding_error,
+                              facts=None if sample else inputs.facts), spread
 
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         alpha = inputs.picture.alpha
