@@ -25,11 +25,12 @@ help:
 # The venv is (re)made where it cannot serve: no Python that runs (a venv whose Python was
 # removed or upgraded away), one older than 3.10, or one made for another folder (a clone
 # moved after its set-up: its scripts name the old path; the stamp names the folder it was
-# installed for). One without pip (killed while it was made, or made without) gets pip. The
-# check runs when make reads this file, to decide whether the stamp is stale, and again in
-# the recipe (after `make clean`, say).
+# installed for, as the shell's `pwd -P` writes it: make's $(CURDIR) in a command broke on a
+# folder named with a quote or a dollar sign). One without pip (killed while it was made, or
+# made without) gets pip. The check runs when make reads this file, to decide whether the
+# stamp is stale, and again in the recipe (after `make clean`, say).
 RUNS   := import sys; sys.exit(sys.version_info < (3, 10))
-STALE  := s="$$(cat $(STAMP) 2>/dev/null)"; [ -n "$$s" ] && [ "$$s" != "$(CURDIR)" ]
+STALE  := s="$$(cat $(STAMP) 2>/dev/null)"; [ -n "$$s" ] && [ "$$s" != "$$(pwd -P)" ]
 HERE   := $(shell env -u PYTHONPATH -u PYTHONHOME $(BIN)/python -c 'import pip; $(RUNS)' \
             >/dev/null 2>&1 && ! { $(STALE); } && echo yes)
 ifneq ($(HERE),yes)
@@ -51,7 +52,7 @@ $(STAMP): pyproject.toml
 	  $(BIN)/python -m ensurepip --default-pip >/dev/null; \
 	fi
 	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
-	@echo '$(CURDIR)' > $(STAMP)
+	@pwd -P > $(STAMP)
 
 install: $(STAMP)
 
