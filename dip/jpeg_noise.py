@@ -103,7 +103,9 @@ def _blocks(pixels: np.ndarray) -> np.ndarray:
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     rows, cols = pixels.shape[0] // 8, pixels.shape[1] // 8
     every = max(1, -(-rows * cols // MOST_BLOCKS))
-    kept = pixels[:rows * 8, :cols * 8].reshape(rows, 8, cols, 8, -1)[::every]
+    # the channels named, not -1: a picture under 8 px has no whole block, and numpy cannot
+    # infer a side of an empty array (every JPEG under 8 px failed to load)
+    kept = pixels[:rows * 8, :cols * 8].reshape(rows, 8, cols, 8, pixels.shape[-1])[::every]
     return kept.transpose(0, 2, 1, 3, 4).reshape(-1, 8, 8, pixels.shape[-1])
 
 

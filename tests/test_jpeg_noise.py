@@ -92,6 +92,28 @@ def test_a_grey_photo_and_other_files_and_pixels(tmp_path: Path) -> None:
     assert jpeg_noise.noise_sigma(Image.open(out)) is None  # 25 blocks: too few to tell
 
 
+@pytest.mark.parametrize("size", [(7, 9), (1, 1), (40, 1), (7, 7)])  # (H, W)
+def test_a_jpeg_under_8_px_loads_unread(tmp_path: Path, size: tuple) -> None:
+    """No whole 8x8 block: every such JPEG failed to load ("cannot reshape array of size
+    0"), an input as well as a small blur kernel saved as a JPEG."""
+    path = tmp_path / "small.jpg"
+    Image.fromarray(_photo()[:size[0], :size[1]]).save(path, quality=90)
+    picture = image.load_image(path)
+    assert picture.size == size and picture.jpeg_noise is None
+
+
+def test_a_blur_kernel_saved_as_a_small_jpeg_is_read(tmp_path: Path) -> None:
+    kernel = tmp_path / "k7.jpg"
+    disc = (np.hypot(*np.mgrid[-3:4, -3:4]) <= 3) * 255
+    Image.fromarray(disc.astype(np.uint8)).save(kernel, quality=95)
+    blurred = tmp_path / "blurred.png"
+    Image.fromarray(_photo(32)).save(blurred)
+    result = CliRunner().invoke(cli, ["deblur", str(blurred), "--kernel", str(kernel),
+                                      "--iters", "2", "-q", "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.png").is_file()
+
+
 def test_a_given_sigma_is_the_one_used(tmp_path: Path) -> None:
     picture = image.load_image(_jpeg(_photo(), tmp_path / "in.jpg", 20))
     assert jpeg_sigma(picture, resolve("denoise", overrides=["stop.sigma=10"])) is None
