@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -304,6 +305,24 @@ def test_a_per_factor_table_is_read_for_super_resolution_only(tmp_path: Path) ->
     f.write_text("per_factor: 3\n")
     with pytest.raises(ConfigError, match="'per_factor' must map factors to settings"):
         config.resolve("superres", [f])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("per_factor: {x8: {optim.iters: 5}}", "names factor 'x8'; the factors are 2, 4, 8"),
+    ("per_factor: {8: {optim.iterz: 5}}", "'optim.iterz' in per_factor 8; did you mean "
+                                          "'optim.iters'"),
+    ("per_factor: {8: {optim: {iterz: 5}}}", "'optim.iterz' in per_factor 8"),
+])
+def test_every_per_factor_entry_is_checked_whatever_the_runs_factor(tmp_path: Path, text: str,
+                                                                    words: str) -> None:
+    """Only the run's factor's entry was read, so a typo in another passed without a word
+    until the day a run had that factor."""
+    f = tmp_path / "c.yaml"
+    f.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config.resolve("superres", [f], explicit={"factor": 2})
+    f.write_text("per_factor: {'8': {optim.iters: 5}, 2: {red.weight: 0}}\n")  # both spellings
+    assert config.resolve("superres", [f], explicit={"factor": 8}).optim.iters == 5
 
 
 def test_info_describes_each_preset_by_its_network() -> None:

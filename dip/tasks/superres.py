@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from dip import image, metrics, operators
-from dip.config import RunConfig, quote
+from dip.config import RunConfig, check_known, quote
 from dip.errors import ConfigError, InputError
 from dip.request import Option
 from dip.tasks import Corruption, Inputs, Problem, Task, register
@@ -169,6 +169,13 @@ class SuperRes(Task):
         """``per_factor: {8: {optim.iters: 4000}}``: the settings for the run's factor."""
         if not isinstance(table, dict):
             raise ConfigError("config key 'per_factor' must map factors to settings")
+        # every entry checked, not only the run's factor's: a typo for x8 passed x2 runs
+        for key, entry in table.items():
+            if str(key) not in FACTORS:
+                raise ConfigError(f"config key 'per_factor' names factor {quote(repr(key))}; "
+                                  f"the factors are {', '.join(FACTORS)}")
+            if isinstance(entry, dict):
+                check_known(entry, self.sections, f" in per_factor {key}")
         factor = settings.get("factor", RunConfig.factor)
         # a factor of the wrong type is reported by the config's type check, not here
         extra = (table.get(factor, table.get(str(factor)))
