@@ -577,6 +577,9 @@ class Setup:
     #: the step settings every member fits with (the budget grown for less noise: build)
     settings: Settings
     estimate: Estimate | None = None
+    #: the noise level the members take (SURE, the stop's floor and budget; [0, 1] units):
+    #: :func:`noise_level`, None where nothing takes one
+    noise_sigma: float | None = None
 
 
 def build(p: Plan, loaded: Loaded) -> Setup:
@@ -626,7 +629,7 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     iters = (cfg.optim.iters if sigma is None or cfg.stop.rule != "auto"
              else noise_budget(cfg.optim.iters, sigma, cfg.stop.budget_sigma / 255))
     settings = dataclasses.replace(_settings(cfg), iters=iters)
-    return Setup(dev, perf, problem, layout, member, channels, settings)
+    return Setup(dev, perf, problem, layout, member, channels, settings, noise_sigma=sigma)
 
 
 def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
@@ -986,13 +989,15 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
     if isinstance(fitted, FitResult):  # one fit, as the record has always described
         fitted = Fitted(fitted.image, None, [fitted], fitted)
     r, picture, result = p.request, loaded.inputs.picture, fitted.first
+    # the stop's noise level, or the one SURE fitted with under a stop that takes none (fixed)
+    level = result.noise_level if result.noise_level is not None else setup.noise_sigma
     record = Record(
         task=p.task.name, input=str(Path(r.input).resolve()),
         output=str(p.output.resolve()) if r.write else None,
         reference=str(Path(r.reference).resolve()) if r.reference is not None else None,
         iterations=result.iterations, returned_iteration=result.returned_iteration,
         stop_reason="interrupted" if fitted.interrupted else _stop_reason(fitted.outcomes),
-        noise_sigma=(None if result.noise_level is None else round(result.noise_level * 255, 3)),
+        noise_sigma=None if level is None else round(level * 255, 3),
         seconds=round(seconds, 3), device=str(setup.device), preset=p.cfg.preset,
         perf=setup.perf.describe(), seed=p.cfg.seed,
         size={"input": list(picture.size), "output": list(loaded.out_size)},

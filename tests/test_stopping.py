@@ -310,6 +310,23 @@ def test_stop_auto_records_where_it_stopped_and_what_it_returned(tmp_path: Path,
     assert 18 < record["noise_sigma"] < 32
 
 
+def test_the_record_names_the_noise_level_sure_fitted_with_under_a_fixed_budget(
+        tmp_path: Path, noisy_png: Path) -> None:
+    """SURE (the fast preset's second fit) takes the noise level whatever the stop; under
+    ``--stop fixed`` the record said ``noise_sigma: null`` as if none had been used."""
+    out = tmp_path / "a.png"
+    result = _cli("denoise", noisy_png, "-o", out, "--iters", 3, "--stop", "fixed",
+                  "--preset", "fast", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a.png.json").read_text())
+    assert record["config"]["noise"]["objective"] == "alternate"
+    assert 18 < record["noise_sigma"] < 32  # made with sigma = 25
+    result = _cli("denoise", noisy_png, "-o", out, "--iters", 3, "--stop", "fixed",
+                  "--preset", "fast", "--set", "stop.sigma=20", "--overwrite",
+                  "--device", "cpu")
+    assert json.loads((tmp_path / "a.png.json").read_text())["noise_sigma"] == 20
+
+
 def test_sigma_in_the_wrong_units_is_refused(tmp_path: Path, noisy_png: Path) -> None:
     result = _cli("denoise", noisy_png, "-o", tmp_path / "r.png", "--set", "stop.sigma=0.1")
     assert result.exit_code == 2
