@@ -479,13 +479,17 @@ def info() -> None:
     click.echo(f"dip {dip.__version__}, torch {torch.__version__}, Python "
                f"{platform.python_version()}, Pillow {PIL.__version__}")
     from dip.estimate import free_bytes
+    from dip.layout import MARGIN
     from dip.threads import performance_cores, usable_cores
 
     free = free_bytes(torch.device("cpu"))
     click.echo(f"cpu: {usable_cores()} of the machine's {os.cpu_count()} cores usable"
-               + ("" if free is None else f", {free / 2 ** 30:.1f} GB a run may hold")
                + " (within this process's affinity and its container's or job's limits"
                + (", on its performance cores)" if performance_cores() else ")"))
+    if free is not None:  # the budget a run plans with by default (perf.max_memory 0)
+        click.echo(f"memory: {free / 2 ** 30:.1f} GB free to a run, which plans with "
+                   f"{free * (1 - MARGIN) / 2 ** 30:.1f} GB of it ({1 - MARGIN:.0%}; "
+                   f"perf.max_memory sets another budget)")
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         p = torch.cuda.get_device_properties(i)
         click.echo(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.0f} GiB")

@@ -16,6 +16,7 @@ from PIL import Image, ImageFont
 
 from dip import batch, estimate, image
 from dip.cli.main import cli
+from dip.layout import MARGIN
 from dip.report import contact_sheet, detail_box, shown_name
 
 from conftest import save, synthetic
@@ -119,7 +120,9 @@ def test_info_lists_versions_devices_and_presets(monkeypatch) -> None:
     assert result.exit_code == 0
     free = estimate.free_bytes(torch.device("cpu"))
     assert free is not None and free < 2 ** 29 + 4 * 2 ** 30  # the headroom and the process
-    for words in ("dip 0.", "torch", "cpu: 1 of the machine's", f"{free / 2 ** 30:.1f} GB ",
+    # the budget a run plans with, as its estimate says "fits in" (it said the free memory)
+    plans = f"plans with {free * (1 - MARGIN) / 2 ** 30:.1f} GB"
+    for words in ("dip 0.", "torch", "cpu: 1 of the machine's", f"{free / 2 ** 30:.1f} GB ", plans,
                   "denoise", "paper", "fast", "auto picks"):
         assert words in result.output
 
