@@ -487,7 +487,7 @@ def info() -> None:
                + " (within this process's affinity and its container's or job's limits"
                + (", on its performance cores)" if performance_cores() else ")"))
     if free is not None:  # the budget a run plans with by default (perf.max_memory 0)
-        click.echo(f"memory: {free / 2 ** 30:.1f} GB free to a run, which plans with "
+        click.echo(f"cpu memory: {free / 2 ** 30:.1f} GB free to a run, which plans with "
                    f"{free * (1 - MARGIN) / 2 ** 30:.1f} GB of it ({1 - MARGIN:.0%}; "
                    f"perf.max_memory sets another budget)")
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):

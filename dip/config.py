@@ -249,12 +249,18 @@ def _unknown_key(key: str, known: list[str] | None = None, where: str = "") -> C
     return ConfigError(f"unknown config key '{quote(key)}'{where}{hint}")
 
 
-def check_known(data: dict[str, Any], sections: dict[str, type], where: str = "") -> None:
-    """Refuse a key of ``data`` (nested or dotted) that no setting has: for a task's table
-    whose other entries the run does not read (a typo in ``per_factor``'s entry for x8 passed
-    every x2 and x4 run). ``where``: said after the key (`` in per_factor 8``)."""
+def check_known(data: dict[str, Any], task: str, where: str = "") -> None:
+    """Refuse a key of ``data`` (nested or dotted) that ``task``'s runs have no setting for,
+    as a layer's own are: for a task's table whose other entries the run does not read (a
+    typo in ``per_factor``'s entry for x8 passed every x2 and x4 run). ``where``: said after
+    the key (`` in per_factor 8``)."""
+    _, sections, foreign = _task_parts(task)
     known = all_keys(sections=sections)
     for key in _leaf_keys(_expand_dotted(data)):
+        head = key.split(".")[0]
+        if head in foreign:
+            raise ConfigError(f"config key '{head}'{where} applies to {foreign[head]} only, "
+                              f"not {task}")
         if key not in known and not any(k.startswith(key + ".") for k in known):
             raise _unknown_key(key, known, where)
 

@@ -659,7 +659,8 @@ def noise_level(cfg: RunConfig, problem: Problem) -> float | None:
     ``stop.sigma``, the task's, or estimated -- once for the whole image, so that its tiles
     agree and no member estimates it again. None where nothing uses it."""
     stop = cfg.stop
-    uses = (problem.objective != "mse" or stop.rule == "auto_if_noisy"
+    sure = any(problem.fits_sure(r) for r in range(cfg.optim.restarts))  # not alternate's 1
+    uses = (sure or stop.rule == "auto_if_noisy"
             or stop.rule == "auto" and (stop.noise_floor > 0 or stop.budget_sigma > 0))
     if not uses:
         return None

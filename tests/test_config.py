@@ -312,6 +312,9 @@ def test_a_per_factor_table_is_read_for_super_resolution_only(tmp_path: Path) ->
     ("per_factor: {8: {optim.iterz: 5}}", "'optim.iterz' in per_factor 8; did you mean "
                                           "'optim.iters'"),
     ("per_factor: {8: {optim: {iterz: 5}}}", "'optim.iterz' in per_factor 8"),
+    ("per_factor: {8: {noise.model: poisson}}", "config key 'noise' in per_factor 8 applies to "
+                                                "denoise only, not superres"),
+    ("per_factor: {8: 5}", "maps factor 8 to 5; expected a mapping of config keys"),
 ])
 def test_every_per_factor_entry_is_checked_whatever_the_runs_factor(tmp_path: Path, text: str,
                                                                     words: str) -> None:
@@ -321,8 +324,10 @@ def test_every_per_factor_entry_is_checked_whatever_the_runs_factor(tmp_path: Pa
     f.write_text(text + "\n")
     with pytest.raises(ConfigError, match=re.escape(words)):
         config.resolve("superres", [f], explicit={"factor": 2})
-    f.write_text("per_factor: {'8': {optim.iters: 5}, 2: {red.weight: 0}}\n")  # both spellings
+    # both spellings, a float, and an entry left empty
+    f.write_text("per_factor: {'8': {optim.iters: 5}, 2.0: {optim.iters: 7}, 4: null}\n")
     assert config.resolve("superres", [f], explicit={"factor": 8}).optim.iters == 5
+    assert config.resolve("superres", [f], explicit={"factor": 2}).optim.iters == 7
 
 
 def test_info_describes_each_preset_by_its_network() -> None:

@@ -13,6 +13,7 @@ from dip import fit, operators
 from dip.cli.main import cli
 from dip.config import StopConfig
 from dip.errors import ConfigError
+from dip.image import DipWarning
 from dip.inputs import make_code
 from dip.nets import build_net
 from dip.stopping import STOP_RULES, FixedBudget, VarianceStop, build_stop_rule, estimate_sigma
@@ -325,6 +326,13 @@ def test_the_record_names_the_noise_level_sure_fitted_with_under_a_fixed_budget(
                   "--preset", "fast", "--set", "stop.sigma=20", "--overwrite",
                   "--device", "cpu")
     assert json.loads((tmp_path / "a.png.json").read_text())["noise_sigma"] == 20
+    # one restart of the two objectives is the paper's alone: no fit takes a noise level
+    with pytest.warns(DipWarning, match="stop.sigma is ignored"):
+        result = _cli("denoise", noisy_png, "-o", out, "--iters", 3, "--stop", "fixed",
+                      "--preset", "fast", "--restarts", 1, "--set", "noise.wiener=false",
+                      "--set", "stop.sigma=20", "--overwrite", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a.png.json").read_text())["noise_sigma"] is None
 
 
 def test_sigma_in_the_wrong_units_is_refused(tmp_path: Path, noisy_png: Path) -> None:
@@ -469,7 +477,6 @@ def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path
     import warnings
 
     import dip
-    from dip.image import DipWarning
 
     small = tmp_path / "small.png"
     save(synthetic(16), small)

@@ -110,8 +110,8 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
     if projected is result and warn:  # no solve close enough: the network's image as it is
         warnings.warn(f"the result is the network's image, not back-projected: with the "
                       f"kernel {kernel} at x{factor} the correction would amplify the "
-                      f"input's own error, its rounding or noise (a blur wider than about "
-                      f"3/4 of the factor)",
+                      f"input's own error, its rounding or noise (a blur too wide for the "
+                      f"factor, on this picture)",
                       image.DipWarning, stacklevel=2)
     how = "none" if projected is result else "exact"
     if error is not None and any(error) and projected is not result:
@@ -171,18 +171,17 @@ class SuperRes(Task):
             raise ConfigError("config key 'per_factor' must map factors to settings")
         # every entry checked, not only the run's factor's: a typo for x8 passed x2 runs
         for key, entry in table.items():
-            if str(key) not in FACTORS:
+            if str(key) not in FACTORS and key not in operators.Downsample.FACTORS:  # 8, "8", 8.0
                 raise ConfigError(f"config key 'per_factor' names factor {quote(repr(key))}; "
                                   f"the factors are {', '.join(FACTORS)}")
-            if isinstance(entry, dict):
-                check_known(entry, self.sections, f" in per_factor {key}")
+            if entry is not None and not isinstance(entry, dict):
+                raise ConfigError(f"config key 'per_factor' maps factor {key} to "
+                                  f"{quote(repr(entry))}; expected a mapping of config keys")
+            check_known(entry or {}, self.name, f" in per_factor {key}")
         factor = settings.get("factor", RunConfig.factor)
         # a factor of the wrong type is reported by the config's type check, not here
         extra = (table.get(factor, table.get(str(factor)))
                  if isinstance(factor, (int, str)) else None)
-        if extra is not None and not isinstance(extra, dict):
-            raise ConfigError(f"config key 'per_factor' maps factor {factor} to "
-                              f"{quote(repr(extra))}; expected a mapping of config keys")
         return extra or {}
 
     def out_size(self, size: tuple[int, int], cfg: Any) -> tuple[int, int]:
