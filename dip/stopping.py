@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from dip.errors import ConfigError
 
 
-def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> float:
+def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
+                   clipped: bool = True) -> float:
     """The standard deviation of white Gaussian noise in ``y``, without the clean image.
 
     Chen, Zhu & Heng, "An efficient statistical method for image noise level estimation"
@@ -42,6 +43,9 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
     dimensions read within 7 % at 32 px from sigma = 15 up, and smaller patches read its
     texture as noise more (1.39 sigma at sigma = 5 instead of 1.23): it keeps 8x8.
 
+    ``clipped``: whether ``y`` is a picture clipped to [0, 1]; not a residual (any values),
+    whose noise is read as it is.
+
     Shape:
         y: ``(1, C, H, W)``, values in [0, 1]. Returns sigma in the same units (0 for an image
         smaller than the smallest patch).
@@ -60,7 +64,8 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> floa
         tail = eigen[i:]
         if tail.mean() <= tail.median():
             break
-    return _unclipped(y, float(tail.mean().clamp(min=0).sqrt()), most)
+    sigma = float(tail.mean().clamp(min=0).sqrt())
+    return _unclipped(y, sigma, most) if clipped else sigma
 
 
 #: patches per dimension of a patch (C x side^2) that :func:`estimate_sigma` wants

@@ -176,17 +176,20 @@ def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
     def enlarge(**kw):
         # threads pinned: "auto" follows the load, and the two fits must be the same fit
         return dip.restore("superres", path, factor=4, kernel=kernel, write=False,
-                           device="cpu", iters=5, stop="fixed",
+                           device="cpu", iters=300, stop="fixed",
                            overrides=TINY + ("perf.threads=1",), **kw)
 
+    # 300 steps: a fit that has barely begun misses its input by detail the residual's noise
+    # reading takes in part for noise (2.9 grey levels after 5 steps, 0.6 after 300), and
+    # the correction is then scaled by a hair (0.998)
     projected, raw = enlarge(), enlarge(no_back_projection=True)
     assert projected.record["no_back_projection"] is False
     # the record says what was done, beside what was asked
     assert (projected.record["back_projection"], raw.record["back_projection"]) == ("exact",
                                                                                   "off")
-    # 5 steps of a tiny network are far from the input; the correction puts it back (to
+    # a tiny network's fit is still far from the input; the correction puts it back (to
     # float rounding, and the clamp to [0, 1] where a kernel's ringing overshoots)
-    assert metrics.psnr(op(raw.picture.pixels), small) < 30
+    assert metrics.psnr(op(raw.picture.pixels), small) < 35
     assert metrics.psnr(op(projected.picture.pixels), small) > 50
     assert torch.allclose(projected.picture.pixels,
                           back_project(op, raw.picture.pixels, small).clamp(0, 1), atol=1e-6)
@@ -223,6 +226,24 @@ def test_a_jpeg_inputs_coding_error_is_not_put_back(tmp_path: Path) -> None:
         misses(exact)
     assert torch.allclose(after[1:], before[1:], atol=1e-6)  # chroma: none of it
     assert exactly[0] < after[0] < before[0]  # luma: some of it
+
+
+def test_a_noisy_small_pngs_noise_is_not_put_back(tmp_path: Path) -> None:
+    """No table says a PNG's error: its noise is read in what the fit left of it, and the
+    correction is scaled as a JPEG's is (it was put back whole, 0.76 dB under the network's
+    image at sigma 5 on the benchmark's colour crops)."""
+    truth = synthetic(128)
+    small = Downsample(4, "bicubic")(truth)
+    noisy = small + torch.randn(small.shape, generator=torch.Generator().manual_seed(0)) * 10 / 255
+    path = save(noisy.clamp(0, 1), tmp_path / "small.png")
+    picture = image.load_image(path)
+    projected = _enlarged(path)
+    raw = _enlarged(path, no_back_projection=True)
+    assert projected.record["back_projection"] == "scaled"
+    exact = back_project(Downsample(4, "lanczos"), raw.picture.pixels, picture.pixels)
+    # (a tiny network's short fit: +0.2 dB here; the benchmark's fits +0.9 at sigma 5)
+    assert metrics.psnr(projected.picture.pixels, truth) > metrics.psnr(exact.clamp(0, 1),
+                                                                        truth) + 0.1
 
 
 def test_a_grey_photo_saved_as_a_colour_jpeg_is_corrected_by_its_luma_error(

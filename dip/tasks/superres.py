@@ -29,6 +29,7 @@ from dip import image, metrics, operators
 from dip.config import RunConfig, check_known, quote
 from dip.errors import ConfigError, InputError
 from dip.request import Option
+from dip.stopping import estimate_sigma
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
 FACTORS = tuple(str(f) for f in operators.Downsample.FACTORS)
@@ -81,6 +82,34 @@ def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torc
                           mixed(image.YCBCR, projected - result) * gain.view(1, -1, 1, 1))
 
 
+#: what the noise estimate reads in the residual of a clean small picture's fit (the fit's
+#: misfit, not the input's error: up to 2.5 grey levels on the colour crops, 4.2 on grey
+#: ones), taken off the reading in quadrature ([0, 1] units; benchmarks/README.md,
+#: "degradations.py")
+MISFIT = 2 / 255
+
+
+def _input_error(residual: torch.Tensor,
+                 coding: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """The input's own error per channel (YCbCr for colour), as :func:`_wiener_scaled`
+    takes it: its noise, read in the residual the fit left (the patches' estimate,
+    :func:`dip.stopping.estimate_sigma`, less :data:`MISFIT`), and a JPEG's ``coding``
+    error, independent of it. A JPEG's coding does not read as noise there (0.2-1.1 grey
+    levels at quality 75); None where there is neither."""
+    if coding is not None and len(coding) != residual.shape[1]:
+        raise ValueError(f"an error for each of the {residual.shape[1]} channel(s), got "
+                         f"{len(coding)}")
+    read = estimate_sigma(residual, clipped=False)
+    noise = max(0.0, read ** 2 - MISFIT ** 2) ** 0.5
+    if not noise and not (coding and any(coding)):
+        return None
+    # white noise of sigma per RGB channel has sigma times each YCbCr row's norm in that row
+    rows = (image.YCBCR.double().norm(dim=1) if residual.shape[1] == 3
+            else torch.ones(residual.shape[1], dtype=torch.float64))
+    coded = torch.tensor(coding or [0.0] * len(rows), dtype=torch.float64)
+    return tuple((coded ** 2 + (rows * noise) ** 2).sqrt().tolist())
+
+
 def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kernel: str,
                    warn: bool = True, error: tuple[float, ...] | None = None,
                    facts: dict[str, Any] | None = None) -> torch.Tensor:
@@ -88,17 +117,19 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
     ``kernel``) exactly to ``small`` (to within its rounding for a wide blur:
     :func:`dip.operators.back_project`), clamped to [0, 1]: dip's super-resolution result.
 
-    A JPEG input holds an error of its own (``error``, per channel:
-    :attr:`dip.image.Picture.coding_error`), and putting all of the residual back pins it
-    into the result: on the colour images' 128 px crops made small with bicubic, the exact
-    correction was 0.37-0.55 dB (Y-PSNR, group means) under the network's image at JPEG
-    quality 75. The correction is then scaled by the Wiener gain (:func:`_wiener_scaled`):
-    none of it where the residual is no larger than the coding error, none of the colour a
-    JPEG stores at half resolution (benchmarks/README.md, "degradations.py").
+    An input with an error of its own, a JPEG's coding (``error``, per channel:
+    :attr:`dip.image.Picture.coding_error`) or noise, would have it pinned into the result
+    by the whole residual: on the colour images' 128 px crops made small with bicubic, the
+    exact correction was 0.37-0.55 dB (Y-PSNR, group means) under the network's image at
+    JPEG quality 75, and 0.76 under it with noise of sigma 5 (1.52 at 10). The correction
+    is then scaled by the Wiener gain (:func:`_wiener_scaled`) for that error
+    (:func:`_input_error`): none of it where the residual is no larger than the error, none
+    of the colour a JPEG stores at half resolution (benchmarks/README.md,
+    "degradations.py").
 
     ``facts``, where given, gets ``back_projection``: what was done (``exact``,
-    ``scaled``: less, for the JPEG's error, or ``none``: the correction would amplify the
-    input's own error).
+    ``scaled``: less, for the input's own error, or ``none``: the correction would amplify
+    it).
 
     Shape:
         - Input: ``(1, C, H, W)`` and ``(1, C, H / factor, W / factor)``; ``error`` C values
@@ -114,8 +145,10 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
                       f"factor, on this picture)",
                       image.DipWarning, stacklevel=2)
     how = "none" if projected is result else "exact"
-    if error is not None and any(error) and projected is not result:
-        projected, how = _wiener_scaled(result, projected, small - op(result), error), "scaled"
+    residual = small - op(result)
+    error = _input_error(residual, error) if projected is not result else None
+    if error is not None:
+        projected, how = _wiener_scaled(result, projected, residual, error), "scaled"
     if facts is not None:
         facts["back_projection"] = how
     return projected.clamp(0, 1)
