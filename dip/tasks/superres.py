@@ -84,8 +84,8 @@ def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torc
 
 #: what the noise estimate reads in the residual of a clean small picture's fit (the fit's
 #: misfit, not the input's error: up to 2.5 grey levels on the colour crops, 4.2 on grey
-#: ones), taken off the reading in quadrature ([0, 1] units; benchmarks/README.md,
-#: "degradations.py")
+#: ones), taken off the reading in quadrature ([0, 1] units; benchmarks/README.md, "A noisy
+#: small picture", benchmarks/superres_noise.py)
 MISFIT = 2 / 255
 
 
@@ -124,8 +124,8 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
     JPEG quality 75, and 0.76 under it with noise of sigma 5 (1.52 at 10). The correction
     is then scaled by the Wiener gain (:func:`_wiener_scaled`) for that error
     (:func:`_input_error`): none of it where the residual is no larger than the error, none
-    of the colour a JPEG stores at half resolution (benchmarks/README.md,
-    "degradations.py").
+    of the colour a JPEG stores at half resolution (benchmarks/README.md, "degradations.py"
+    and "A noisy small picture").
 
     ``facts``, where given, gets ``back_projection``: what was done (``exact``,
     ``scaled``: less, for the input's own error, or ``none``: the correction would amplify
