@@ -171,8 +171,9 @@ class SuperRes(Task):
                     "pixels, then one pixel per block)."),
         Option("no_back_projection", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image as it is. By default it is corrected to the "
-                    "nearest image that shrinks (with the kernel) exactly to INPUT; for a JPEG, "
-                    "less: its compression is not put back."),
+                    "nearest image that shrinks (with the kernel) exactly to INPUT; less where "
+                    "INPUT has an error of its own: a JPEG's compression and noise are not put "
+                    "back."),
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
