@@ -27,10 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402  (benchmarks/)
+from degradations import CROP, crop  # noqa: E402  (benchmarks/)
+from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402
 
 FITS = ROOT / "benchmarks" / "cases" / "superres_noise"
-CROP, FACTOR = 128, 4
+FACTOR = 4
 #: (images, where, damage): sigma of noise per RGB channel, or "q75" (a JPEG at quality 75)
 #: and "q75n5" (noise of 5, then the JPEG)
 GROUPS = {
@@ -69,10 +70,8 @@ def fit(job: tuple, fits: Path) -> str:
         return tag(job)
     source = (DATA / "Reconstruction" / "Gray" / "50p" if kind == "grey"
               else DATA / "Denoising" / "Color" / "25")
-    clean = image.load_image(source / f"{name}_GT.png").pixels
-    h, w = clean.shape[-2:]
-    top, left = ((h - CROP) // 2, (w - CROP) // 2) if where == "centre" else (0, 0)
-    clean = clean[..., top:top + CROP, left:left + CROP].clone()  # not the whole image kept
+    # cloned: torch.save keeps a view's whole image
+    clean = crop(image.load_image(source / f"{name}_GT.png").pixels, where).clone()
     small = image.resize(clean, (CROP // FACTOR,) * 2, "bicubic")
     sigma = 5 if damage == "q75n5" else damage if isinstance(damage, int) else 0
     if sigma:

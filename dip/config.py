@@ -249,6 +249,11 @@ def _unknown_key(key: str, known: list[str] | None = None, where: str = "") -> C
     return ConfigError(f"unknown config key '{quote(key)}'{where}{hint}")
 
 
+def _foreign_key(name: str, foreign: dict[str, str], task: str, where: str = "") -> ConfigError:
+    """Another task's section or table given to ``task``."""
+    return ConfigError(f"config key '{name}'{where} applies to {foreign[name]} only, not {task}")
+
+
 def check_known(data: dict[str, Any], task: str, where: str = "") -> None:
     """Refuse a key of ``data`` (nested or dotted) that ``task``'s runs have no setting for,
     as a layer's own are: for a task's table whose other entries the run does not read (a
@@ -259,8 +264,7 @@ def check_known(data: dict[str, Any], task: str, where: str = "") -> None:
     for key in _leaf_keys(_expand_dotted(data)):
         head = key.split(".")[0]
         if head in foreign:
-            raise ConfigError(f"config key '{head}'{where} applies to {foreign[head]} only, "
-                              f"not {task}")
+            raise _foreign_key(head, foreign, task, where)
         if key not in known and not any(k.startswith(key + ".") for k in known):
             raise _unknown_key(key, known, where)
 
@@ -799,8 +803,7 @@ def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
                               f"of the two)")
     theirs = next((name for layer in users for name in layer if name in foreign), None)
     if theirs is not None:  # before a table of theirs is read as keys
-        raise ConfigError(f"config key '{theirs}' applies to {foreign[theirs]} only, not "
-                          f"{task.name}")
+        raise _foreign_key(theirs, foreign, task.name)
     merged: dict[str, Any] = {}
     for layer in [_expand_dotted({k: v for k, v in layer.items() if k not in task.tables})
                   for layer in users] + [top]:
@@ -829,8 +832,7 @@ def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str,
     """The merged layers as a checked RunConfig with the task's sections."""
     for name in merged:
         if name in foreign:
-            raise ConfigError(f"config key '{name}' applies to {foreign[name]} only, not "
-                              f"{task.name}")
+            raise _foreign_key(name, foreign, task.name)
     known = all_keys(sections=sections)
     owned = {}
     for name, cls in sections.items():

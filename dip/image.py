@@ -760,9 +760,8 @@ def _from_pillow(opened: _Opened) -> Picture:
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(opened.exif),
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
-                      print_size=opened.inches)
+                      print_size=opened.inches, jpeg_noise=opened.noise)
     coding = opened.coding
-    picture = replace(picture, jpeg_noise=opened.noise)
     return (replace(picture, coding_error=coding)
             if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
 

@@ -254,9 +254,10 @@ ROUNDING = 1 / 255 / 12 ** 0.5
 
 #: the most a back-projection's correction may exceed the residual it corrects (root mean
 #: squares): where it gains, on real crops with kernels up to ``gaussian:3`` at x4, it is
-#: 1.3-2.9 times; a solve that amplifies more fits the input's own error (noise, rounding)
-#: into the result: 6-140 times on 4-5 px inputs with noise of 3 grey levels, whose few
-#: unknowns the conjugate gradients solve exactly, where it made a checkerboard
+#: 1.3-2.8 times; a solve that amplifies more fits the input's own error (noise, rounding)
+#: into the result: 6-53 times on 4-5 px inputs with noise of 3 grey levels, whose few
+#: unknowns the conjugate gradients solve exactly (corrections of 12-140 grey levels: a
+#: checkerboard)
 AMPLIFIES = 4.0
 
 

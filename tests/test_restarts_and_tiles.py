@@ -181,7 +181,7 @@ def test_superres_result_shrinks_exactly_to_its_input_unless_told_not_to(
 
     # 300 steps: a fit that has barely begun misses its input by detail the residual's noise
     # reading takes in part for noise (2.9 grey levels after 5 steps, 0.6 after 300), and
-    # the correction is then scaled by a hair (0.998)
+    # the correction is then scaled by a hair (0.995-0.998)
     projected, raw = enlarge(), enlarge(no_back_projection=True)
     assert projected.record["no_back_projection"] is False
     # the record says what was done, beside what was asked
