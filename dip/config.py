@@ -207,6 +207,10 @@ class RunConfig:
     #: the user asked for it
     given: frozenset[str] = field(default_factory=frozenset, compare=False,
                                   metadata={"internal": True})
+    #: the user's settings a later one of theirs overrules, each -> the later one's key
+    #: (``stop.budget_sigma`` in a file, ``--iters`` after it: a budget set is the budget)
+    overruled: dict[str, str] = field(default_factory=dict, compare=False,
+                                      metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
         """The config as the record holds it: the task's sections beside the core ones."""
@@ -757,12 +761,29 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
             if extra:
                 merged = _merge(merged, _expand_dotted(extra))
     merged = _merge(merged, top)
+    grown = None
     if _budget_is_fixed(users, top) and isinstance(merged.get("stop"), dict):
+        grown = merged["stop"].get("budget_sigma")
         merged["stop"] = {**merged["stop"], "budget_sigma": 0.0}
     cfg = _built(merged, sections, foreign, the_task)
-    cfg.given = frozenset(key for layer in [*users, top] if not layer.get(RECORD_MARK)
-                          for key in _leaf_keys(layer))
+    if grown and any(_sets(layer, "stop", "budget_sigma") for layer in users
+                     if not layer.get(RECORD_MARK)):  # theirs, not the preset's or a record's
+        cfg.overruled = {"stop.budget_sigma": "optim.iters"}
+    cfg.given = _given(the_task, [layer for layer in users if not layer.get(RECORD_MARK)]
+                       + [top], settings)
     return cfg
+
+
+def _given(task: Any, layers: list[dict[str, Any]], settings: dict[str, Any]) -> frozenset[str]:
+    """The dotted keys the user set (a record's are not theirs), with those a table of theirs
+    sets for this run (``per_factor``'s entry for its factor: ``stop.patience`` under ``4``)."""
+    given = {key for layer in layers for key in _leaf_keys(layer)}
+    for layer in layers:
+        for name in task.tables:
+            if isinstance(layer.get(name), dict):
+                given.update(_leaf_keys(_expand_dotted(
+                    task.table_settings(name, layer[name], settings))))
+    return frozenset(given)
 
 
 def _budget_is_fixed(users: list[dict[str, Any]], top: dict[str, Any]) -> bool:
@@ -770,15 +791,16 @@ def _budget_is_fixed(users: list[dict[str, Any]], top: dict[str, Any]) -> bool:
     image (stop.budget_sigma) stays off unless they set that too, in the same layer or a later
     one (a record sets both; ``--iters`` over a record fixes the budget again)."""
     chain = [*users, top]
-
-    def sets(layer: dict[str, Any], section: str, key: str) -> bool:  # nested, or dotted
-        return (isinstance(layer.get(section), dict) and key in layer[section]
-                or f"{section}.{key}" in layer)
-
-    last = max((i for i, layer in enumerate(chain) if sets(layer, "optim", "iters")),
+    last = max((i for i, layer in enumerate(chain) if _sets(layer, "optim", "iters")),
                default=None)
-    return last is not None and not any(sets(layer, "stop", "budget_sigma")
+    return last is not None and not any(_sets(layer, "stop", "budget_sigma")
                                         for layer in chain[last:])
+
+
+def _sets(layer: dict[str, Any], section: str, key: str) -> bool:
+    """Whether ``layer`` sets ``section.key``, nested or dotted."""
+    return (isinstance(layer.get(section), dict) and key in layer[section]
+            or f"{section}.{key}" in layer)
 
 
 def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],

@@ -636,7 +636,9 @@ def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
     """A warning for the ``stop.*`` settings the user gave that this run never reads: the
     rule's others (``stop.patience`` under ``fixed``) and ``stop.sigma`` where nothing takes a
     noise level (super-resolution under ``auto``, which neither floors nor grows its budget
-    by it). A config shared by a batch's tasks sets them for all; the run goes on."""
+    by it), and ``stop.budget_sigma`` set before a budget of the user's
+    (:attr:`RunConfig.overruled`). A config shared by a batch's tasks sets them for all; the
+    run goes on."""
     cfg = p.cfg
     unread = unread_settings(cfg.stop.rule, cfg.given)
     if unread:
@@ -644,6 +646,9 @@ def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
         warnings.warn(f"{' and '.join(unread)} {'is' if one else 'are'} ignored: stop.rule "
                       f"{cfg.stop.rule} does not read {'it' if one else 'them'}",
                       image.DipWarning, stacklevel=3)
+    for key, later in cfg.overruled.items():
+        warnings.warn(f"{key} is ignored: {later}, set after it, fixes the budget (set both in "
+                      f"one place to grow the budget)", image.DipWarning, stacklevel=3)
     # denoising's Wiener filter (Task.finish) takes it too, whatever the fit does
     if ("stop.sigma" in cfg.given and cfg.stop.sigma and not uses_noise_level
             and not p.task.finishes(cfg)):

@@ -330,6 +330,21 @@ def test_every_per_factor_entry_is_checked_whatever_the_runs_factor(tmp_path: Pa
     assert config.resolve("superres", [f], explicit={"factor": 2}).optim.iters == 7
 
 
+def test_the_keys_a_users_per_factor_entry_sets_for_the_run_count_as_given(tmp_path: Path
+                                                                         ) -> None:
+    """The run warns of ``stop.*`` keys it never reads among those the user gave
+    (:attr:`RunConfig.given`); one given in ``per_factor``'s entry for the run's factor was
+    missed. Another factor's entry sets nothing for this run, and the preset's own table is
+    not the user's."""
+    f = tmp_path / "c.yaml"
+    f.write_text("per_factor: {2: {stop.patience: 50}, 8: {stop: {window: 9}}}\n")
+    assert "stop.patience" in config.resolve("superres", [f], explicit={"factor": 2}).given
+    at8 = config.resolve("superres", [f], explicit={"factor": 8}).given
+    assert "stop.window" in at8 and "stop.patience" not in at8
+    # the preset's x8 entry sets optim.iters; the user set nothing
+    assert "optim.iters" not in config.resolve("superres", explicit={"factor": 8}).given
+
+
 def test_info_describes_each_preset_by_its_network() -> None:
     assert config.resolve("denoise", explicit={"preset": "paper"}).net.describe() == \
         "128 channels"
@@ -381,6 +396,24 @@ def test_iters_over_a_record_is_the_budget_but_the_record_alone_grows_as_it_did(
     assert fixed.optim.iters == 3 and fixed.stop.budget_sigma == 0
     both = config.resolve("denoise", [record], ["stop.budget_sigma=20"], {"optim.iters": 3})
     assert both.stop.budget_sigma == 20  # asked for in the same layer as the budget
+
+
+def test_a_users_budget_sigma_a_later_budget_overrules_is_told(tmp_path: Path) -> None:
+    """``stop.budget_sigma`` in the user's file under ``--iters`` was zeroed without a word;
+    the run now warns of it (:attr:`RunConfig.overruled`). A record's, the preset's, a 0, or
+    one set with the budget, are not the user's asking in vain."""
+    f = tmp_path / "c.yaml"
+    f.write_text("stop: {budget_sigma: 20}\n")
+    over = config.resolve("denoise", [f], explicit={"optim.iters": 3})
+    assert over.stop.budget_sigma == 0 and over.overruled == {"stop.budget_sigma": "optim.iters"}
+    assert not config.resolve("denoise", [f]).overruled
+    assert not config.resolve("denoise", [f], ["stop.budget_sigma=20"], {"optim.iters": 3}
+                              ).overruled
+    assert not config.resolve("denoise", explicit={"optim.iters": 3}).overruled  # the preset's
+    record = _record(tmp_path, **{"stop.budget_sigma": 25})
+    assert not config.resolve("denoise", [record], explicit={"optim.iters": 3}).overruled
+    f.write_text("stop: {budget_sigma: 0}\n")
+    assert not config.resolve("denoise", [f], explicit={"optim.iters": 3}).overruled
 
 
 def test_a_value_where_a_section_belongs_is_refused_with_a_budget_too(tmp_path: Path) -> None:

@@ -468,6 +468,10 @@ def test_the_noise_added_before_a_clip_is_read_not_the_weaker_clipped_noise(leve
      "stop.noisy_sigma is ignored"),
     ("superres", ["stop.rule=auto", "stop.sigma=10"],
      "stop.sigma is ignored: nothing in this superres run reads a noise level"),
+    ("superres", ["stop.rule=fixed", {"per_factor": {2: {"stop.patience": 50}}}],
+     "stop.patience is ignored: stop.rule fixed does not read it"),
+    ("denoise", [{"stop": {"budget_sigma": 20}}],
+     "stop.budget_sigma is ignored: optim.iters, set after it, fixes the budget"),
 ])
 def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path, task: str,
                                                                    keys: list,
@@ -482,8 +486,9 @@ def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path
     save(synthetic(16), small)
     args = {"factor": 2} if task == "superres" else {}
     run = dict(iters=2, write=False, device="cpu", **args)
-    with pytest.warns(DipWarning, match=words):
-        dip.restore(task, small, overrides=keys, **run)
+    with pytest.warns(DipWarning, match=words):  # a mapping is a config layer, under --iters
+        dip.restore(task, small, overrides=[k for k in keys if isinstance(k, str)],
+                    config=tuple(k for k in keys if isinstance(k, dict)), **run)
     with warnings.catch_warnings():  # the settings each rule reads: no word
         warnings.simplefilter("error")
         dip.restore(task, small, overrides=["stop.rule=auto_if_noisy", "stop.noisy_sigma=5",
