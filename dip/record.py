@@ -31,8 +31,9 @@ class Record:
     iterations: int
     returned_iteration: int
     stop_reason: str
-    #: the noise level behind the denoising stop's noise floor (0-255 units; given or
-    #: estimated), None when the floor was off
+    #: the noise level the fits worked with (0-255 units; given or estimated): the denoising
+    #: stop's noise floor and SURE's (under a fixed budget too), or auto_if_noisy's reading;
+    #: None where nothing read one
     noise_sigma: float | None
     seconds: float
     device: str

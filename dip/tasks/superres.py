@@ -177,8 +177,8 @@ class SuperRes(Task):
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
-                          help="Shrink K times with Lanczos (the paper's way to make SR "
-                               "inputs)."),
+                          help="Shrink 2, 4 or 8 times with Lanczos (the paper's way to make "
+                               "SR inputs)."),
                    _downscale, order=20, note=_cropped_note),
     )
     owns = {"factor": RunConfig.factor}
