@@ -58,7 +58,8 @@ def test_a_sure_fit_denoises_and_is_reproducible(tmp_path: Path, noisy_png: Path
     for out in outs:
         result = CliRunner().invoke(cli, [str(a) for a in (
             "denoise", noisy, "-o", out, "--reference", ref, "--set", "noise.objective=sure",
-            "--restarts", 1, "--iters", 150, "--stop", "fixed", "--seed", 3, *SMALL)])
+            "--restarts", 1, "--iters", 150, "--stop", "fixed", "--seed", 3, *SMALL,
+            "--set", "perf.threads=1")])  # a fit alone on auto's threads follows the load
         assert result.exit_code == 0, result.output
     record = json.loads(Path(f"{outs[0]}.json").read_text())
     assert record["config"]["noise"]["objective"] == "sure"
@@ -126,7 +127,7 @@ def test_alternate_restarts_take_turns_and_restart_0_is_the_papers_fit(tmp_path:
         outs[objective] = tmp_path / f"{objective}.png"
         result = CliRunner().invoke(cli, [str(a) for a in (
             "denoise", noisy, "-o", outs[objective], "--set", f"noise.objective={objective}",
-            "--restarts", 1, "--iters", 5, *SMALL)])
+            "--restarts", 1, "--iters", 5, *SMALL, "--set", "perf.threads=1")])
         assert result.exit_code == 0, result.output
     assert outs["alternate"].read_bytes() == outs["mse"].read_bytes()
 
