@@ -678,7 +678,10 @@ def _same_contents(p: Plan, rec: dict) -> bool:
 def is_done(job: Job) -> bool:
     """The job's output and record exist, the record is of this input (and task options and
     reference) with the same resolved config, and that run was not interrupted."""
-    rec = record.read(job.output) if job.output.exists() else None
+    try:
+        rec = record.read(job.output) if job.output.exists() else None
+    except OSError:  # a name too long to ask about: the job's own checks refuse it, alone
+        return False
     if rec is None:
         return False
     task = get_task(job.task)

@@ -722,6 +722,24 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path, job: st
     assert digest(folder) == before and not (tmp_path / "out").exists()
 
 
+def test_a_folders_photo_whose_result_name_is_too_long_fails_alone(tmp_path: Path) -> None:
+    """A photo's name that fits, whose result's does not (the stem and ``_denoise.png``
+    over 255 bytes): once the output folder existed, asking whether that job was done
+    raised the file system's 'File name too long' with a traceback, in --dry-run and in the
+    run, and no job ran."""
+    folder = photos(tmp_path, 1)
+    long = folder / ("写" * 82 + ".png")  # 246 bytes; its result's name 258
+    long.write_bytes((folder / "p0.png").read_bytes())
+    (tmp_path / "out").mkdir()
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/, output: out/}\n")
+    for args in (["--dry-run"], ["-q"]):
+        result = invoke("run", path, *args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert not isinstance(result.exception, OSError), repr(result.exception)
+        assert "is too long (258 bytes)" in result.output
+    assert (tmp_path / "out" / "p0_denoise.png").exists()
+
+
 def test_a_job_never_writes_over_a_users_file_beside_a_result_not_yet_made(
         tmp_path: Path) -> None:
     """A job whose result did not exist yet ran as with --overwrite: a user's picture where
