@@ -474,6 +474,19 @@ def _entry_jobs(path: Path, index: int, entry: Any, defaults: dict,
                          f"{exc.strerror or exc}") from None
 
 
+def _home(spec: dict[str, Any], keys: dict[str, Option]) -> dict[str, Any]:
+    """``~`` and ``~user`` at the start of a job's path are the home folder, as a shell reads
+    them on the command line (nothing expands a YAML file's): ``output: ~/results/`` made a
+    folder named ``~`` beside the batch file, and ``input: ~/photos/`` was not found."""
+    paths = {"input", "output", "config"} | {k for k, o in keys.items() if o.kind == "path"}
+
+    def home(value: Any) -> Any:
+        return os.path.expanduser(value) if isinstance(value, str) else value
+
+    return {k: ([home(c) for c in v] if isinstance(v, list) else home(v)) if k in paths
+            else v for k, v in spec.items()}
+
+
 def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
               where: str) -> list[tuple[Job, str]]:
     if not isinstance(entry, dict):
@@ -492,7 +505,7 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
             **_check_entry(entry, where, allowed, task.name)}
     if "input" not in spec:
         raise BatchError(f"{where}: missing 'input'")
-    spec = {k: v for k, v in spec.items() if k in allowed or k == "task"}
+    spec = _home({k: v for k, v in spec.items() if k in allowed or k == "task"}, allowed)
     # a default that does nothing without another option (mask_tolerance: mask_color) goes to
     # the jobs that have that option only; a job that gives it itself is checked as given
     needs = {o.job_key: o.needs for o in task.options if o.needs}

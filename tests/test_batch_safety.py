@@ -740,6 +740,30 @@ def test_a_folders_photo_whose_result_name_is_too_long_fails_alone(tmp_path: Pat
     assert (tmp_path / "out" / "p0_denoise.png").exists()
 
 
+def test_a_jobs_paths_starting_with_a_tilde_are_in_the_home_folder(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Nothing expands a YAML file's ``~`` as the shell does a command's: ``output: ~/res/``
+    made a folder named ``~`` beside the batch file (which a later ``rm -rf ~`` meant for it
+    would take as the home folder), and ``input: ~/photos/`` was not found."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    home.mkdir()
+    photos(home)
+    (home / "c.yaml").write_text("optim: {lr: 0.005}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    path = batch_file(work, "  - {task: denoise, input: ~/photos/, output: ~/res/, "
+                            "config: [~/c.yaml]}\n  - {task: denoise, input: '~/photos/p0.png', "
+                            "reference: ~/photos/p1.png, output: ~/one.png}\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (home / "res").glob("*.png")) == ["p0_denoise.png",
+                                                                     "p1_denoise.png"]
+    assert (home / "one.png").exists() and not (work / "~").exists()
+    rec = json.loads((home / "res" / "p0_denoise.png.json").read_text())
+    assert rec["config"]["optim"]["lr"] == 0.005
+
+
 def test_a_job_never_writes_over_a_users_file_beside_a_result_not_yet_made(
         tmp_path: Path) -> None:
     """A job whose result did not exist yet ran as with --overwrite: a user's picture where
