@@ -47,6 +47,9 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
         if not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a path to an image file, got "
                              f"{type(value).__name__}")
+    if not isinstance(overwrite, bool):  # "no" is true
+        raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
+                         f"{overwrite!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
         raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
     clean, output = Path(clean), Path(output)

@@ -173,7 +173,8 @@ def _checked_settings(s: Settings) -> Settings:
              "0 (off) or a number > 1"),
             ("metrics_every", s.metrics_every, whole(s.metrics_every) and s.metrics_every >= 1,
              "a whole number >= 1"),
-            ("lr_end", s.lr_end, number(s.lr_end) and 0 <= s.lr_end <= s.lr,
+            ("lr_end", s.lr_end, number(s.lr_end) and 0 <= s.lr_end and (  # lr="0.01": lr's
+                not number(s.lr) or s.lr_end <= s.lr),
              "a number from 0 to lr")):
         if not ok:
             raise InputError(f"fit(): {name} must be {what}, got {value!r}")
@@ -189,11 +190,13 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
     for name, t in (("code", code), ("observation", observation)):
         if not isinstance(t, torch.Tensor):
             raise InputError(f"fit(): {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype != torch.float32 or t.is_meta or name == "code" and (
-                t.dim() != 4 or t.shape[0] != 1):
-            shape = "(1, C, H, W) " if name == "code" else ""
-            raise InputError(f"fit(): {name} must be a float32 {shape}tensor, not on 'meta'; "
-                             f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+        wrong = ("float32" if t.dtype != torch.float32  # (float64 read 'not on meta' too)
+                 else "one picture (1, C, H, W)" if name == "code" and (
+                     t.dim() != 4 or t.shape[0] != 1)
+                 else "on a device that holds its values, not 'meta'" if t.is_meta else None)
+        if wrong:
+            raise InputError(f"fit(): {name} must be {wrong}; got {t.dtype} {tuple(t.shape)} "
+                             f"on {t.device}")
         if t.requires_grad:
             raise InputError(f"fit(): {name} must not require grad (pass it detached)")
         if not bool(torch.isfinite(t).all()):

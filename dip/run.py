@@ -1414,11 +1414,12 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
                         f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
+    _check_hooks(progress=progress, on_start=on_start, keep_on_interrupt=keep_on_interrupt)
+    the_plan = plan(request)  # (the options' types checked first: uncertainty="no" is not True)
     pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
     if pictures and not request.write:  # (a dry run's forecast plans them unwritten: allowed)
         raise InputError(f"{{arg:{pictures[0]}}} is a file beside the result, and with "
                          f"write=False nothing is written")
-    the_plan = plan(request)
     loaded = load(the_plan)
     setup = build(the_plan, loaded)
     setup.estimate = estimate(the_plan, setup)
@@ -1427,6 +1428,18 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     # every check has passed: from here on the run writes (its folder, snapshots, the result)
     with claimed_files(the_plan):
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
+
+
+def _check_hooks(**hooks: Any) -> None:
+    """:func:`restore`'s own arguments, before anything runs: ``keep_on_interrupt="no"`` was
+    taken as true, and ``progress=5`` failed as 'not callable' after the set-up."""
+    for name, value in hooks.items():
+        if name == "keep_on_interrupt" and not isinstance(value, bool):
+            raise InputError(f"keep_on_interrupt must be True or False, got "
+                             f"{type(value).__name__} {value!r}")
+        if name != "keep_on_interrupt" and value is not None and not callable(value):
+            raise InputError(f"{name} must be a function (or None), got "
+                             f"{type(value).__name__}")
 
 
 def restore_pack(requests: list[RunRequest], *,
@@ -1441,6 +1454,7 @@ def restore_pack(requests: list[RunRequest], *,
         failed fit ends its own job only.
     """
     started = time.perf_counter()
+    _check_hooks(progress=progress, keep_on_interrupt=keep_on_interrupt)
     jobs: list[tuple[int, Plan, Loaded, Setup]] = []
     outcomes: list[Restoration | DipError | None] = [None] * len(requests)
     for i, request in enumerate(requests):

@@ -287,17 +287,22 @@ def test_unknown_schedule_is_a_config_error() -> None:
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(observation=lambda y: (y * 255).to(torch.uint8)), "observation must be a float32"),
+    (dict(observation=lambda y: (y * 255).to(torch.uint8)), "observation must be float32; got "
+                                                          "torch.uint8 (1, 3, 32, 32) on cpu"),
     (dict(observation=lambda y: y.flatten().index_fill(0, torch.tensor([5]), float("nan"))
           .view(y.shape)), "not finite"),
     (dict(observation=lambda y: y[..., :16, :16]), "operator(net(code)) is (1, 3, 32, 32) "
                                                     "but the observation is (1, 3, 16, 16)"),
     (dict(observation=lambda y: y[:, :1]), "but the observation is (1, 1, 32, 32)"),
-    (dict(code=lambda z: z.double()), "code must be a float32"),
-    (dict(code=lambda z: z[0]), "code must be a float32 (1, C, H, W) tensor"),
+    (dict(code=lambda z: z.double()), "code must be float32; got torch.float64"),
+    (dict(code=lambda z: z[0]), "code must be one picture (1, C, H, W); got torch.float32 "
+                                "(8, 32, 32)"),
+    (dict(observation=lambda y: y.to("meta")), "observation must be on a device that holds its "
+                                               "values, not 'meta'"),
     (dict(code=lambda z: z.requires_grad_()), "code must not require grad"),
     (dict(iters=0), "iters must be a whole number >= 1"),
     (dict(lr=-0.01), "lr must be a number > 0"),
+    (dict(lr="0.01"), "lr must be a number > 0, got '0.01'"),  # a TypeError from lr_end's
     (dict(average=2.0), "average must be in [0, 1)"),
     (dict(guard=-1), "guard must be 0 (off) or a number > 1"),
     (dict(guard=0.5), "guard must be 0 (off) or a number > 1"),

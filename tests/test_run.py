@@ -242,13 +242,19 @@ def test_a_request_built_by_hand_is_checked_as_restore_checks_its_arguments(
     ({"mask_color": (0, 255, 0)}, "mask_color must be a string"),
     ({"mask_color": "green", "mask_tolerance": "x"}, "mask_tolerance must be a whole number"),
     ({"mask": 3}, "mask must be a path"),
+    # restore's own: "no" was taken as true, 5 failed as 'not callable' after the set-up
+    ({"keep_on_interrupt": "no"}, "keep_on_interrupt must be True or False, got str 'no'"),
+    ({"progress": 5}, "progress must be a function (or None), got int"),
+    ({"on_start": "print"}, "on_start must be a function (or None), got str"),
+    # the type first: its message said "uncertainty=True is a file beside the result"
+    ({"uncertainty": "no", "restarts": 2}, "uncertainty must be True or False, got str 'no'"),
 ])
 def test_a_python_argument_of_the_wrong_type_is_an_input_error(tmp_path: Path, kwargs: dict,
                                                                message: str) -> None:
     import dip
 
     small = save(synthetic(16), tmp_path / "small.png")
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=re.escape(message)):
         dip.restore("inpaint", small, write=False, **kwargs)
 
 
@@ -256,14 +262,17 @@ def test_a_python_argument_of_the_wrong_type_is_an_input_error(tmp_path: Path, k
     ({"noise": "25"}, "noise must be a number, got str"),
     ({"noise": 5, "seed": 2 ** 70}, "seed must be a whole number in 0 .. 2**63-1"),
     ({"noise": 5, "seed": "1"}, "seed must be a whole number"),
+    ({"noise": 5, "overwrite": "no"}, "overwrite must be True or False, got str 'no'"),
 ])
 def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     import dip
 
     small = save(synthetic(16), tmp_path / "small.png")
+    theirs = (tmp_path / "n.png")
+    theirs.write_bytes(b"the user's")  # overwrite="no" replaced it
     with pytest.raises(InputError, match=re.escape(message)):
-        dip.corrupt(small, tmp_path / "n.png", **kwargs)
-    assert not (tmp_path / "n.png").exists()
+        dip.corrupt(small, theirs, **kwargs)
+    assert theirs.read_bytes() == b"the user's"
 
 
 @pytest.mark.parametrize("name", ["cuda:01", "cuda:99999999999999999999", "cuda:\u0661"])
