@@ -348,7 +348,9 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if shard_kn:
         jobs = batch.select_shard(jobs, *shard_kn)
     device_list = devices.split(",") if devices else None
-    if dry_run:
+    if dry_run:  # the run's refusals of the summary path, as the run would make them
+        if jobs:
+            batch.check_summary(*batch.summary_paths(everyone, summary_path, shard_kn), jobs)
         _dry_run(jobs, device_list, workers, overwrite, shard_kn)
         return
     if not jobs:

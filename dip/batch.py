@@ -1226,8 +1226,30 @@ def summary_files(csv_path: Path, json_path: Path) -> list[Path]:
 
 def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
     """Check before any job runs that the summary can be written there (not after a night):
-    its folder can be written, none of its files is a file a job reads or writes, and none
-    replaces a file dip did not write (a photo called summary.png, a user's own summary.csv).
+    :func:`check_summary`, and its folder can be written (made, if it is not there).
+
+    Raises:
+        BatchError, InputError: naming the file or the folder.
+    """
+    check_summary(csv_path, json_path, jobs)
+    try:
+        made = missing_folders(csv_path.parent)
+    except (OSError, RuntimeError):  # a name too long, a loop of links: writable_folder says
+        made = []
+    writable_folder(csv_path.parent, f"the summary {csv_path.name}")
+    try:  # a file made and removed there: os.access says yes to root, even in /proc and /sys
+        can_write_in(csv_path.parent, "summary's folder")
+    except InputError:
+        for folder in made:  # deepest first: the refused run leaves no folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def check_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
+    """The summary's checks that write nothing (``--dry-run`` makes them too): its names fit
+    the file system, none of its files is a file a job reads or writes, and none replaces a
+    file dip did not write (a photo called summary.png, a user's own summary.csv).
 
     Raises:
         BatchError: naming the file.
@@ -1247,18 +1269,6 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
         if path.exists() and not _our_summary(path):
             raise BatchError(f"{path} exists and dip did not write it; it is kept: move it or "
                              f"choose another summary path")
-    try:
-        made = missing_folders(csv_path.parent)
-    except (OSError, RuntimeError):  # a name too long, a loop of links: writable_folder says
-        made = []
-    writable_folder(csv_path.parent, f"the summary {csv_path.name}")
-    try:  # a file made and removed there: os.access says yes to root, even in /proc and /sys
-        can_write_in(csv_path.parent, "summary's folder")
-    except InputError:
-        for folder in made:  # deepest first: the refused run leaves no folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
 
 
 def _our_summary(path: Path) -> bool:

@@ -72,10 +72,12 @@ def test_a_users_file_named_like_the_summary_is_kept(tmp_path: Path, name: str) 
         (folder / name).write_text("the user's own notes\n")
     before = digest(folder)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: photos/}\n")
-    result = invoke("run", path, "-q")
-    # the photo is an input too, and the other files are not dip's: refused either way
-    _refused(result, name)
-    assert "dip did not write it" in result.output or "a file the batch reads" in result.output
+    for args in (["-q"], ["--dry-run"]):  # the dry run said nothing of it (exit 0)
+        result = invoke("run", path, *args)
+        # the photo is an input too, and the other files are not dip's: refused either way
+        _refused(result, name)
+        assert "dip did not write it" in result.output or "a file the batch reads" in \
+            result.output
     assert digest(folder) == before  # nothing written, nothing replaced
 
 
@@ -83,8 +85,10 @@ def test_the_summary_is_never_a_file_the_batch_reads(tmp_path: Path) -> None:
     folder = photos(tmp_path)
     before = digest(folder)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
-    _refused(invoke("run", path, "-q", "--summary", folder / "p0.csv"), "a file the batch reads")
-    assert digest(folder) == before
+    for args in (["-q"], ["--dry-run"]):
+        _refused(invoke("run", path, *args, "--summary", folder / "p0.csv"),
+                 "a file the batch reads")
+    assert digest(folder) == before and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("job, summary", [
