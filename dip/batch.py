@@ -603,6 +603,20 @@ def job_writes(job: Job, asked: bool = False) -> list[Path]:
     return [job.output, *files.values(), claim_path(job.output)]
 
 
+def _written_twice(where: str, source: Path, path: Path, first_where: str,
+                   first: Path) -> BatchError:
+    """Two jobs that would write one file. Two inputs of one entry can only share a stem
+    (``IMG_1.png`` and ``IMG_1.jpg`` in one folder): 'give the jobs different outputs' was
+    advice for two entries."""
+    if first_where != where:
+        return BatchError(f"{where}: {source.name} would write {path}, which {first_where} "
+                          f"({first.name}) also writes; give the jobs different outputs")
+    globs = [image.shown(str(Path(p.parent.name, "*" + p.suffix))) for p in (first, source)]
+    return BatchError(f"{where}: {first.name} and {source.name} would both write {path} (a "
+                      f"result is named after its input's stem); give each extension a job "
+                      f"and an output of its own, e.g. input: {globs[0]} and input: {globs[1]}")
+
+
 def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
     """Check the jobs against each other before anything runs: no two write the same file
     (however it is spelled), none writes a file any job reads (an input, mask, reference:
@@ -614,14 +628,13 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             or not {path_key(job.input), path_key(job.input.parent)} & own]
     # two jobs writing one file: any file either writes (a result, or one job's uncertainty
     # map another's result), whichever job comes first
-    writers: dict[str, str] = {}
+    writers: dict[str, tuple[str, Path]] = {}
     for job, where in jobs:
         for path in job_writes(job, asked=True):
             key = path_key(path)
             if key in writers:
-                raise BatchError(f"{where}: {job.input.name} would write {path}, which "
-                                 f"{writers[key]} also writes; give the jobs different outputs")
-            writers[key] = f"{where} ({job.input.name})"
+                raise _written_twice(where, job.input, path, *writers[key])
+            writers[key] = (where, job.input)
     owners = {path_key(path): f"{where} ({job.input.name})"
               for job, where in jobs for path in job_writes(job)}
     kept: list[Job] = []

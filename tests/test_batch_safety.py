@@ -212,6 +212,17 @@ def test_same_named_photos_of_two_folders_into_one_are_refused(tmp_path: Path) -
     _refused(invoke("run", path, "-q"), "also writes", "p_denoise.png")
     assert digest(tmp_path) == before and not (tmp_path / "out").exists()
 
+def test_one_folders_photos_of_one_stem_are_said_to_share_it(tmp_path: Path) -> None:
+    """IMG_1.png and IMG_1.jpg in one folder (an iPhone's .heic beside its .jpg): the batch
+    said to 'give the jobs different outputs', and both were one job's."""
+    folder = photos(tmp_path, 1)
+    Image.open(folder / "p0.png").save(folder / "p0.jpg")
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/, output: out/}\n")
+    _refused(invoke("run", path, "--dry-run"),
+             "p0.jpg and p0.png would both write", "a result is named after its input's stem",
+             "e.g. input: photos/*.jpg and input: photos/*.png")
+
+
 # --- 3: changed contents are redone ----------------------------------------------------------
 
 @pytest.mark.parametrize("what", ["input", "mask"])
