@@ -355,6 +355,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "",
 def _validate_bounds(cfg: RunConfig) -> None:
     """The upper bounds: past them a run was killed for memory or overflowed mid-fit, with
     no message."""
+    if cfg.optim.iters > MAX_ITERS:
+        raise ConfigError(f"config key 'optim.iters' must be from 1 to {MAX_ITERS}, got "
+                          f"{cfg.optim.iters}")
     if not 1 <= cfg.optim.restarts <= MAX_RESTARTS:
         raise ConfigError(f"config key 'optim.restarts' must be from 1 to {MAX_RESTARTS}, got "
                           f"{cfg.optim.restarts}")
@@ -614,6 +617,9 @@ RECORD_MARK = "__record__"
 MAX_RESTARTS = 100
 #: the largest memory budget, GB (a petabyte; 1e308 overflowed its byte count)
 MAX_MEMORY_GB = 2 ** 20
+#: the largest step budget: a thousand times the paper's longest run (10^20 was taken, and
+#: estimated at 2 x 10^15 hours; the record's budget then overflowed a 64-bit integer)
+MAX_ITERS = 10 ** 7
 
 #: config keys added after records were first written, with the value that reproduces a run
 #: recorded without them (the behaviour before the key existed)

@@ -54,7 +54,8 @@ class Estimate:
 
     def describe(self) -> str:
         minutes = self.seconds / 60
-        when = (f"about {minutes / 60:.1f} h" if minutes >= 90
+        when = (f"about {minutes / 1440:.1f} days" if minutes >= 2 * 1440
+                else f"about {minutes / 60:.1f} h" if minutes >= 90
                 else f"about {minutes:.0f} min" if minutes >= 1.5
                 else f"about {max(1, round(self.seconds))} s")
         return f"{when}, peak {in_gb(self.peak_bytes)[0]} GB on {self.device}"
