@@ -409,6 +409,7 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
     own and refuses those of other tasks."""
     from dip.engine import check_perf
     from dip.fitting import check_schedule
+    from dip.inputs import check_input
     from dip.nets import check_net
     from dip.red import check_red
     from dip.stopping import build_stop_rule
@@ -426,6 +427,7 @@ def _check_components(cfg: RunConfig, task: Any) -> None:
     check_tiles(cfg.tile)
     check_schedule(cfg.optim.schedule)
     check_red(cfg.red)
+    check_input(cfg.input.kind, cfg.input.channels)
 
 
 # --- layers -----------------------------------------------------------------------------------

@@ -34,9 +34,7 @@ def meshgrid_code(channels: int, size: tuple[int, int], scale: float,
     Shape:
         - Output: ``(1, 2, H, W)``
     """
-    if channels != 2:
-        raise ConfigError(f"input.kind 'meshgrid' has 2 channels; set input.channels: 2 "
-                          f"(got {channels})")
+    check_input("meshgrid", channels)
     h, w = size
     ys = torch.linspace(0, 1, h, device=generator.device)
     xs = torch.linspace(0, 1, w, device=generator.device)
@@ -50,12 +48,20 @@ CODES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def check_input(kind: str, channels: int) -> None:
+    """``input.kind`` and ``input.channels``, when the config is checked: they were refused
+    only as the first network was built, after the run's estimate (and a batch's other jobs).
+    """
+    if kind not in CODES:
+        raise ConfigError(f"unknown input.kind {kind!r}; known: {', '.join(CODES)}")
+    if kind == "meshgrid" and channels != 2:
+        raise ConfigError(f"input.kind 'meshgrid' has 2 channels; set input.channels: 2 "
+                          f"(got {channels})")
+
+
 def make_code(kind: str, channels: int, size: tuple[int, int], scale: float,
               generator: torch.Generator) -> torch.Tensor:
     """Build the network input registered under ``kind`` (``noise`` | ``meshgrid``)."""
-    try:
-        factory = CODES[kind]
-    except KeyError:
-        raise ConfigError(f"unknown input.kind {kind!r}; known: {', '.join(CODES)}") from None
-    return factory(channels, size, scale, generator)
+    check_input(kind, channels)
+    return CODES[kind](channels, size, scale, generator)
 

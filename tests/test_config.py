@@ -120,6 +120,9 @@ def test_unknown_key_in_a_file(tmp_path: Path) -> None:
     # past these a run overflowed, or was killed for memory, instead of one line
     ("optim.restarts=101", "'optim.restarts' must be from 1 to 100"),
     ("optim.iters=99999999999999999999", "'optim.iters' must be from 1 to 10000000"),
+    # the network's input: refused after the estimate, as the first network was built
+    ("input.kind=grid", "unknown input.kind 'grid'; known: noise, meshgrid"),
+    ("input.kind=meshgrid", "input.kind 'meshgrid' has 2 channels; set input.channels: 2"),
     ("perf.max_memory=1e308", "'perf.max_memory' must be from 0"),
     ("perf.threads=100000", "'perf.threads' must be auto or a number of threads from 1 to 1024"),
     ("input.perturb_std=1e300", "'input.perturb_std' must be <= 1000"),

@@ -275,6 +275,22 @@ def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str
     assert theirs.read_bytes() == b"the user's"
 
 
+def test_the_meshgrid_input_is_the_pictures_coordinates(tmp_path: Path) -> None:
+    """The paper's Fig. 6 input (``input.kind: meshgrid``, 2 channels): x and y in [0, 1]
+    at the result's size, the same for every restart and tile of that size."""
+    import dip
+    from dip.inputs import make_code
+
+    code = make_code("meshgrid", 2, (3, 5), 0.1, torch.Generator())
+    assert code.shape == (1, 2, 3, 5)
+    assert torch.equal(code[0, 0, 0], torch.linspace(0, 1, 5))  # x along a row
+    assert torch.equal(code[0, 1, :, 0], torch.linspace(0, 1, 3))  # y down a column
+    small = save(synthetic(16), tmp_path / "small.png")
+    r = dip.restore("superres", small, factor=2, iters=3, write=False, device="cpu",
+                    overrides=(*TINY[:3], "input.kind=meshgrid", "input.channels=2"))
+    assert r.picture.pixels.shape == (1, 3, 32, 32)
+
+
 @pytest.mark.parametrize("name", ["cuda:01", "cuda:99999999999999999999", "cuda:\u0661"])
 def test_a_device_torch_cannot_parse_is_unknown(name: str) -> None:
     with pytest.raises(InputError, match="unknown device"):
