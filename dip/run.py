@@ -1164,7 +1164,24 @@ def _stale_pictures(p: Plan) -> list[Path]:
     return [p.files[kind] for kind in ("report", "gif", "uncertainty")
             if not getattr(p.request, kind)
             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
-            ] + snapshots
+            and not _named_by_a_namesake(p.output, kind, p.files[kind])] + snapshots
+
+
+def _named_by_a_namesake(output: Path, kind: str, path: Path) -> bool:
+    """Whether a result of the same stem beside ``output`` (``q.jpg`` beside ``q.png``: their
+    pictures share names) names ``path`` as its own ``kind``: ``-o q.jpg --report
+    --overwrite`` took ``q_report.png`` over from ``q.png``, and a later ``-o q.png
+    --overwrite`` deleted it as ``q.png``'s stale report."""
+    try:
+        namesakes = [Path(str(f)[:-len(".json")]) for f in output.parent.iterdir()
+                     if f.name.startswith(output.stem + ".") and f.name.endswith(".json")]
+    except OSError:
+        return False
+    for other in namesakes:
+        rec = own_record(other) if other.stem == output.stem and other != output else None
+        if rec is not None and str(located(rec, kind, other)) == str(path.resolve()):
+            return True
+    return False
 
 
 # --- one writer per output ----------------------------------------------------------------------

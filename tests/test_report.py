@@ -30,6 +30,25 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def test_a_namesakes_report_is_not_cleared_as_stale(tmp_path: Path, noisy_png: Path) -> None:
+    """``q.png`` and ``q.jpg`` share their pictures' names. ``-o q.jpg --report --overwrite``
+    takes ``q_report.png`` over from ``q.png``; a later ``-o q.png --overwrite`` without a
+    report deleted it as q.png's stale one, and q.jpg's record named a file that was gone."""
+    pytest.importorskip("matplotlib")
+    png, jpg = tmp_path / "q.png", tmp_path / "q.jpg"
+    for out, extra in ((png, ["--report"]), (jpg, ["--report", "--overwrite"]),
+                       (png, ["--overwrite"])):
+        result = invoke("denoise", noisy_png, "-o", out, "--iters", 2, *extra, *TINY)
+        assert result.exit_code == 0, result.output
+    report = tmp_path / "q_report.png"
+    assert report.is_file()
+    assert json.loads((tmp_path / "q.jpg.json").read_text())["report"] == str(report.resolve())
+    # the result's own stale report still goes
+    assert invoke("denoise", noisy_png, "-o", jpg, "--iters", 2, "--overwrite",
+                  *TINY).exit_code == 0
+    assert not report.exists()
+
+
 @pytest.mark.parametrize("with_reference, columns", [(True, 3), (False, 2)])
 def test_report_is_an_image_of_the_expected_layout(tmp_path: Path, noisy_png: Path,
                                                   clean_png: Path, with_reference: bool,
