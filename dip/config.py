@@ -769,14 +769,13 @@ def resolve(task: str, files: list[str | Path] | tuple = (),
             if extra:
                 merged = _merge(merged, _expand_dotted(extra))
     merged = _merge(merged, top)
-    grown = None
-    if _budget_is_fixed(users, top) and isinstance(merged.get("stop"), dict):
-        grown = merged["stop"].get("budget_sigma")
-        merged["stop"] = {**merged["stop"], "budget_sigma": 0.0}
+    # checked as given (a task that reads none refuses it), then zeroed
     cfg = _built(merged, sections, foreign, the_task)
-    if grown and any(_sets(layer, "stop", "budget_sigma") for layer in users
-                     if not layer.get(RECORD_MARK)):  # theirs, not the preset's or a record's
-        cfg.overruled = {"stop.budget_sigma": "optim.iters"}
+    if _budget_is_fixed(users, top) and cfg.stop.budget_sigma:
+        if any(_sets(layer, "stop", "budget_sigma") for layer in users
+               if not layer.get(RECORD_MARK)):  # theirs, not the preset's or a record's
+            cfg.overruled = {"stop.budget_sigma": "optim.iters"}
+        cfg.stop.budget_sigma = 0.0
     cfg.given = _given(the_task, [layer for layer in users if not layer.get(RECORD_MARK)]
                        + [top], settings)
     return cfg

@@ -640,15 +640,16 @@ def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
     (:attr:`RunConfig.overruled`). A config shared by a batch's tasks sets them for all; the
     run goes on."""
     cfg = p.cfg
-    unread = unread_settings(cfg.stop.rule, cfg.given)
+    unread = [k for k in unread_settings(cfg.stop.rule, cfg.given) if k not in cfg.overruled]
     if unread:
         one = len(unread) == 1
         warnings.warn(f"{' and '.join(unread)} {'is' if one else 'are'} ignored: stop.rule "
                       f"{cfg.stop.rule} does not read {'it' if one else 'them'}",
                       image.DipWarning, stacklevel=3)
     for key, later in cfg.overruled.items():
-        warnings.warn(f"{key} is ignored: {later}, set after it, fixes the budget (set both in "
-                      f"one place to grow the budget)", image.DipWarning, stacklevel=3)
+        warnings.warn(f"{key} is ignored: the step budget set after it ({later}) is the "
+                      f"budget as it is; give {key} with that budget to grow it",
+                      image.DipWarning, stacklevel=3)
     # denoising's Wiener filter (Task.finish) takes it too, whatever the fit does
     if ("stop.sigma" in cfg.given and cfg.stop.sigma and not uses_noise_level
             and not p.task.finishes(cfg)):

@@ -418,6 +418,14 @@ def test_a_users_budget_sigma_a_later_budget_overrules_is_told(tmp_path: Path) -
     assert not config.resolve("denoise", [record], explicit={"optim.iters": 3}).overruled
     f.write_text("stop: {budget_sigma: 0}\n")
     assert not config.resolve("denoise", [f], explicit={"optim.iters": 3}).overruled
+    # checked as given before it is zeroed: a wrong value, another task's key
+    for task, text, words in (
+            ("denoise", "stop: {budget_sigma: -5}\n", "stop.budget_sigma"),
+            ("denoise", "stop: {budget_sigma: abc}\n", "stop.budget_sigma"),
+            ("superres", "stop: {budget_sigma: 20}\n", "applies to denoise only, not superres")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            config.resolve(task, [f], explicit={"optim.iters": 3})
 
 
 def test_a_value_where_a_section_belongs_is_refused_with_a_budget_too(tmp_path: Path) -> None:

@@ -372,6 +372,22 @@ def test_the_noise_floor_is_refused_outside_denoising(tmp_path: Path, noisy_png:
     assert not (tmp_path / "r.png").exists()
 
 
+def test_a_budget_sigma_overruled_and_unread_is_warned_of_once(tmp_path: Path) -> None:
+    """Under --stop fixed as well as a later --iters: two warnings named it, each with another
+    reason."""
+    import warnings
+
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dip.restore("denoise", small, config=[{"stop": {"budget_sigma": 20}}], iters=2,
+                    overrides=["stop.rule=fixed"], write=False, device="cpu")
+    said = [str(w.message) for w in caught if "budget_sigma" in str(w.message)]
+    assert len(said) == 1 and "the step budget set after it" in said[0], said
+
+
 # --- the step budget grows for less noise (stop.budget_sigma) ------------------------------
 
 def test_a_less_noisy_input_gets_a_larger_budget_up_to_twice() -> None:
@@ -471,7 +487,8 @@ def test_the_noise_added_before_a_clip_is_read_not_the_weaker_clipped_noise(leve
     ("superres", ["stop.rule=fixed", {"per_factor": {2: {"stop.patience": 50}}}],
      "stop.patience is ignored: stop.rule fixed does not read it"),
     ("denoise", [{"stop": {"budget_sigma": 20}}],
-     "stop.budget_sigma is ignored: optim.iters, set after it, fixes the budget"),
+     "stop.budget_sigma is ignored: the step budget set after it .optim.iters. is the budget "
+     "as it is"),
 ])
 def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path, task: str,
                                                                    keys: list,
