@@ -611,10 +611,14 @@ def _written_twice(where: str, source: Path, path: Path, first_where: str,
     if first_where != where:
         return BatchError(f"{where}: {source.name} would write {path}, which {first_where} "
                           f"({first.name}) also writes; give the jobs different outputs")
-    globs = [image.shown(str(Path(p.parent.name, "*" + p.suffix))) for p in (first, source)]
-    return BatchError(f"{where}: {first.name} and {source.name} would both write {path} (a "
-                      f"result is named after its input's stem); give each extension a job "
-                      f"and an output of its own, e.g. input: {globs[0]} and input: {globs[1]}")
+    said = f"{where}: {image.shown(first)} and {image.shown(source)} would both write {path} " \
+           f"(a result is named after its input's stem); give each "
+    if first.parent != source.parent:  # a glob over several folders
+        return BatchError(said + "folder a job and an output of its own")
+    globs = [image.shown(os.path.join(glob.escape(str(p.parent)), "*" + p.suffix))
+             for p in (first, source)]
+    return BatchError(said + f"extension a job and an output of its own, e.g. input: "
+                             f"{globs[0]} and input: {globs[1]}")
 
 
 def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:

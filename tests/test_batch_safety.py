@@ -4,6 +4,7 @@ real command on real files and checks afterwards that every input's bytes are un
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -212,15 +213,27 @@ def test_same_named_photos_of_two_folders_into_one_are_refused(tmp_path: Path) -
     _refused(invoke("run", path, "-q"), "also writes", "p_denoise.png")
     assert digest(tmp_path) == before and not (tmp_path / "out").exists()
 
+
 def test_one_folders_photos_of_one_stem_are_said_to_share_it(tmp_path: Path) -> None:
     """IMG_1.png and IMG_1.jpg in one folder (an iPhone's .heic beside its .jpg): the batch
     said to 'give the jobs different outputs', and both were one job's."""
-    folder = photos(tmp_path, 1)
+    (tmp_path / "x" / "[2020]").mkdir(parents=True)
+    folder = photos(tmp_path / "x" / "[2020]", 1)
     Image.open(folder / "p0.png").save(folder / "p0.jpg")
-    path = batch_file(tmp_path, "  - {task: denoise, input: photos/, output: out/}\n")
-    _refused(invoke("run", path, "--dry-run"),
-             "p0.jpg and p0.png would both write", "a result is named after its input's stem",
-             "e.g. input: photos/*.jpg and input: photos/*.png")
+    path = batch_file(tmp_path, "  - {task: denoise, input: 'x/[2020]/photos/', output: out/}\n")
+    result = invoke("run", path, "--dry-run")
+    _refused(result, "p0.jpg and ", "p0.png would both write",
+             "a result is named after its input's stem", "give each extension a job")
+    # the globs it gives match those photos (the folder's [2020] escaped), wherever they are
+    said = result.output.split("e.g. input: ")[1].strip()
+    first, second = said.split(" and input: ")
+    assert [Path(p).name for p in glob.glob(first) + glob.glob(second)] == ["p0.jpg", "p0.png"]
+    # one name in two folders of one glob: a job per folder
+    (tmp_path / "x" / "two").mkdir()
+    save(synthetic(32), tmp_path / "x" / "two" / "p0.png")
+    path = batch_file(tmp_path, "  - {task: denoise, input: 'x/**/p0.png', output: out/}\n")
+    _refused(invoke("run", path, "--dry-run"), "would both write",
+             "give each folder a job and an output of its own")
 
 
 # --- 3: changed contents are redone ----------------------------------------------------------
