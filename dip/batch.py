@@ -480,10 +480,17 @@ def _home(spec: dict[str, Any], keys: dict[str, Option]) -> dict[str, Any]:
     folder named ``~`` beside the batch file, and ``input: ~/photos/`` was not found."""
     paths = {"input", "output", "config"} | {k for k, o in keys.items() if o.kind == "path"}
 
-    def home(value: Any) -> Any:
-        return os.path.expanduser(value) if isinstance(value, str) else value
+    def home(value: Any, key: str) -> Any:
+        if not isinstance(value, str) or not value.startswith("~"):
+            return value
+        cut = min((i for i in (value.find("/"), value.find(os.sep)) if i >= 0),
+                  default=len(value))
+        folder, rest = os.path.expanduser(value[:cut]), value[cut:]
+        if key == "input" and _GLOB_CHARS & set(rest):  # a glob's own part only, as the
+            folder = glob.escape(folder)  # batch file's folder ('/home/a[1]')
+        return folder + rest
 
-    return {k: ([home(c) for c in v] if isinstance(v, list) else home(v)) if k in paths
+    return {k: ([home(c, k) for c in v] if isinstance(v, list) else home(v, k)) if k in paths
             else v for k, v in spec.items()}
 
 
