@@ -853,7 +853,9 @@ def _layers(task: Any, foreign: dict[str, str], users: list[dict[str, Any]],
     settings: dict[str, Any] = {}
     for layer in layers + [top]:
         settings = _merge(settings, layer)
-    return layers, [{n: t for n, t in own.items() if t} for own in tables], settings
+    # an empty table is none (null, {}); [], 0 or "" is checked, and refused, as a table
+    return layers, [{n: t for n, t in own.items() if t is not None and t != {}}
+                    for own in tables], settings
 
 
 def _built(merged: dict[str, Any], sections: dict[str, type], foreign: dict[str, str],

@@ -306,9 +306,14 @@ def test_a_per_factor_table_is_read_for_super_resolution_only(tmp_path: Path) ->
         .optim.iters == 2000
     with pytest.raises(ConfigError, match="'per_factor' applies to superres only, not denoise"):
         config.resolve("denoise", [f])
-    f.write_text("per_factor: 3\n")
-    with pytest.raises(ConfigError, match="'per_factor' must map factors to settings"):
-        config.resolve("superres", [f])
+    for text in ("per_factor: 3\n", "per_factor: []\n", "per_factor: 0\n", "per_factor: ''\n"):
+        f.write_text(text)  # ([], 0 and '' were dropped as empty without a word)
+        with pytest.raises(ConfigError, match="'per_factor' must map factors to settings"):
+            config.resolve("superres", [f])
+    preset = config.resolve("superres", explicit={"factor": 8})
+    for text in ("per_factor:\n", "per_factor: {}\n"):  # none given: the preset's x8 entry
+        f.write_text(text)
+        assert config.resolve("superres", [f], explicit={"factor": 8}) == preset
 
 
 @pytest.mark.parametrize("text, words", [

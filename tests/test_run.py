@@ -277,7 +277,7 @@ def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str
 
 def test_the_meshgrid_input_is_the_pictures_coordinates(tmp_path: Path) -> None:
     """The paper's Fig. 6 input (``input.kind: meshgrid``, 2 channels): x and y in [0, 1]
-    at the result's size, the same for every restart and tile of that size."""
+    at the result's size; a run with it."""
     import dip
     from dip.inputs import make_code
 
@@ -289,6 +289,8 @@ def test_the_meshgrid_input_is_the_pictures_coordinates(tmp_path: Path) -> None:
     r = dip.restore("superres", small, factor=2, iters=3, write=False, device="cpu",
                     overrides=(*TINY[:3], "input.kind=meshgrid", "input.channels=2"))
     assert r.picture.pixels.shape == (1, 3, 32, 32)
+    assert (r.record["config"]["input"]["kind"], r.record["config"]["input"]["channels"]) == \
+        ("meshgrid", 2)
 
 
 @pytest.mark.parametrize("name", ["cuda:01", "cuda:99999999999999999999", "cuda:\u0661"])
