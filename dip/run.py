@@ -310,19 +310,35 @@ def check_name_length(output: Path, written: list[Path], what: str = "output",
     Raises:
         InputError: with the longest name that fits.
     """
-    own = len(os.fsencode(output.name))
-    extra = max(len(os.fsencode(f.name)) for f in written) + image.TEMPORARY_EXTRA - own
+    own = name_length(output.name)
+    extra = max(name_length(f.name) for f in written) + image.TEMPORARY_EXTRA - own
     limit = name_limit(output.parent)
     if own + extra > limit:
-        raise InputError(f"{what} name {shown(output.name)} is too long ({own} bytes): the "
+        unit = "characters" if WINDOWS else "bytes"
+        raise InputError(f"{what} name {shown(output.name)} is too long ({own} {unit}): the "
                          f"file system allows {limit} in a name and dip's files beside it add "
-                         f"{extra}; use at most {limit - extra} bytes"
+                         f"{extra}; use at most {limit - extra} {unit}"
                          + (f" for {option}" if option else ""))
 
 
+#: Windows counts a name's length in UTF-16 units (255 on NTFS, FAT's long names, ReFS), not
+#: in the bytes of its UTF-8, which is what Python's file names are encoded in there: a name
+#: of 100 Chinese characters (300 bytes of UTF-8) is allowed
+WINDOWS = os.name == "nt"
+
+
+def name_length(name: str, windows: bool | None = None) -> int:
+    """A file name's length as its file system counts it (:data:`WINDOWS`): UTF-16 units on
+    Windows, the bytes of its encoding elsewhere."""
+    if WINDOWS if windows is None else windows:
+        return len(name.encode("utf-16-le", "surrogatepass")) // 2
+    return len(os.fsencode(name))
+
+
 def name_limit(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` (or of the folder it
-    will be made in) allows: 255 on most, and where it cannot be asked."""
+    """The longest file name, in bytes (UTF-16 units on Windows), the file system of
+    ``folder`` (or of the folder it will be made in) allows: 255 on most, and where it cannot
+    be asked."""
     try:
         missing = missing_folders(folder)
         return os.pathconf(missing[-1].parent if missing else folder, "PC_NAME_MAX")

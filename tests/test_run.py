@@ -275,6 +275,23 @@ def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str
     assert theirs.read_bytes() == b"the user's"
 
 
+def test_a_names_length_is_counted_as_its_file_system_counts_it(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """In bytes of UTF-8 on Linux and macOS, in UTF-16 units on Windows: 100 Chinese
+    characters (300 bytes) were refused there as over 255."""
+    assert run.name_length("写" * 100, windows=False) == 300
+    assert run.name_length("写" * 100, windows=True) == 100
+    assert run.name_length("😀.png", windows=True) == 6  # a surrogate pair counts two
+    monkeypatch.setattr(run, "WINDOWS", True)
+    monkeypatch.setattr(run, "name_limit", lambda folder: 255)
+    ok = tmp_path / ("写" * 200 + ".png")
+    run.check_name_length(ok, [ok.with_name(ok.name + ".json")])
+    long = tmp_path / ("写" * 240 + ".png")
+    with pytest.raises(InputError, match=r"is too long \(244 characters\).*at most 235 "
+                                         r"characters"):
+        run.check_name_length(long, [long.with_name(long.name + ".json")])
+
+
 def test_the_meshgrid_input_is_the_pictures_coordinates(tmp_path: Path) -> None:
     """The paper's Fig. 6 input (``input.kind: meshgrid``, 2 channels): x and y in [0, 1]
     at the result's size; a run with it."""
