@@ -48,6 +48,19 @@ def test_a_jpegs_coefficients_read_the_noise_the_patches_miss(tmp_path: Path,
     assert jpeg_sigma(picture, resolve("denoise")) == pytest.approx(picture.jpeg_noise)
 
 
+@pytest.mark.parametrize("side", [48, 64, 96])
+def test_a_small_noisy_jpeg_is_read_from_its_flattest_quarter(tmp_path: Path,
+                                                              side: int) -> None:
+    """Under 64 whole blocks the file was not read, and from 64 to 255 every block counted
+    (its detail then said 'no flat part'): a 64 px noisy JPEG fell back on the patches,
+    which read its halved chroma as clean (0.75 for sigma 25), and was returned noisy."""
+    picture = image.load_image(_jpeg(_photo(side), tmp_path / "in.jpg", 25, 90))
+    assert estimate_sigma(picture.pixels) * 255 < 4
+    assert 20 < picture.jpeg_noise * 255 < 31
+    clean = image.load_image(_jpeg(_photo(side), tmp_path / "clean.jpg", 0, 90))
+    assert jpeg_sigma(clean, resolve("denoise")) is None
+
+
 def test_a_clean_jpeg_is_read_as_clean(tmp_path: Path) -> None:
     picture = image.load_image(_jpeg(_photo(), tmp_path / "in.jpg", 0))
     assert (picture.jpeg_noise or 0) * 255 < jpeg_noise.DOUBTED  # None: too much detail
