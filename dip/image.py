@@ -869,6 +869,10 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
         ``(1, 1, H, W)`` float32, 1 = known pixel, 0 = pixel to fill.
     """
     img = _open(path, "mask", max_pixels).img
+    if "transparency" in img.info and img.mode in ("1", "L", "P", "RGB"):  # a PNG's tRNS: its
+        # transparent colour is seen over black too (a palette mask, as pngquant saves one,
+        # was read as its colours: the clear background, stored white, became holes)
+        img = img.convert("LA" if img.mode in ("1", "L") else "RGBA")
     if img.mode not in _MASK_MODES:  # palette, CMYK (where white is all zeros), YCbCr
         try:
             img = img.convert("RGBA" if img.mode == "PA" else "RGB")

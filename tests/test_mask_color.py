@@ -197,3 +197,26 @@ def test_a_mask_painted_on_a_clear_layer_is_its_strokes(tmp_path: Path, mode: st
     Image.fromarray(mask, mode).save(tmp_path / "holes.png")
     known = load_mask(tmp_path / "holes.png", (12, 16))[0, 0]
     assert (known == 0).sum() == 12 and (known[2:5, 3:7] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "RGB"])
+def test_a_mask_whose_transparency_is_a_colour_is_seen_over_black_too(tmp_path: Path,
+                                                                      mode: str) -> None:
+    """A PNG's tRNS chunk (one colour, or palette entries, transparent: what pngquant and
+    Pillow's quantize make of a clear layer) was dropped: the clear background, stored
+    white, was read as holes (62 % of the picture refilled where the strokes were 180 px)."""
+    from dip.image import load_mask
+
+    grey = np.full((12, 16), 255, np.uint8)  # white, and clear ...
+    grey[2:5, 3:7] = 254  # ... but a white stroke, opaque
+    grey[:, 12:] = 0  # and a black band, opaque
+    if mode == "P":
+        img = Image.fromarray(grey, "L").convert("P")
+        clear = img.getpixel((0, 0))
+    elif mode == "L":
+        img, clear = Image.fromarray(grey, "L"), 255
+    else:
+        img, clear = Image.fromarray(np.repeat(grey[..., None], 3, -1), "RGB"), (255, 255, 255)
+    img.save(tmp_path / "holes.png", transparency=clear)
+    known = load_mask(tmp_path / "holes.png", (12, 16))[0, 0]
+    assert (known == 0).sum() == 12 and (known[2:5, 3:7] == 0).all()
