@@ -79,6 +79,20 @@ def test_kernel_files_npy_and_png(tmp_path: Path) -> None:
         load_kernel(tmp_path / "bad.npy")
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_kernel_with_transparency_is_its_weights_as_seen_over_black(tmp_path: Path,
+                                                                     mode: str) -> None:
+    """A soft dab on a clear layer, white where it is clear (as a brush exports it): its
+    alpha was dropped and the kernel read as a flat 5x5 box."""
+    weights = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]).astype(float)
+    dab = np.full((5, 5, 4 if mode == "RGBA" else 2), 255, np.uint8)
+    dab[..., -1] = np.round(weights / weights.max() * 255)
+    Image.fromarray(dab, mode).save(tmp_path / "dab.png")
+    kernel = operators.Blur(load_kernel(tmp_path / "dab.png")).kernel.squeeze()
+    expected = torch.from_numpy(dab[..., -1] / dab[..., -1].sum()).float()
+    assert torch.allclose(kernel, expected, atol=1e-6)
+
+
 def test_a_kernel_file_that_is_not_an_array_of_numbers_says_so_without_numpys_advice(
         tmp_path: Path) -> None:
     """numpy's message for these advises allow_pickle=True, unsafe on a file from elsewhere

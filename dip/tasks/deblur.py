@@ -75,7 +75,8 @@ def _npy(path: Path) -> np.ndarray:
 
 
 def read_kernel(path: Path) -> torch.Tensor:
-    """A kernel file: ``.npy`` (a 2-D array) or an image (grey levels are the weights)."""
+    """A kernel file: ``.npy`` (a 2-D array) or an image (grey levels are the weights, as
+    the image looks over black where it has transparency)."""
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise InputError(f"kernel not found: {path}")
@@ -94,6 +95,9 @@ def read_kernel(path: Path) -> torch.Tensor:
             raise InputError(f"kernel {path} is larger than {MAX_KERNEL}x{MAX_KERNEL} "
                              f"pixels") from None
         kernel = picture.values()[0].mean(0)  # the weights as the file holds them
+        if picture.alpha is not None:  # seen over black, as a mask is: a brush's soft dab on
+            # a clear layer, white where it is clear, was read as a flat box
+            kernel = kernel * picture.alpha[0, 0].double()
     if max(kernel.shape) > MAX_KERNEL:
         raise InputError(f"kernel {path} is larger than {MAX_KERNEL} pixels")
     return kernel
