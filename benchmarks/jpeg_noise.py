@@ -4,6 +4,7 @@ JPEG").
 
     .venv/bin/python benchmarks/jpeg_noise.py            # the readings: seconds, numpy only
     .venv/bin/python benchmarks/jpeg_noise.py --denoise  # and dip's runs: about 30 min
+    .venv/bin/python benchmarks/jpeg_noise.py --small    # small pictures' readings: seconds
 
 The readings: the 9 colour images' 128 px centre crops (the crops :mod:`dip.jpeg_noise` was
 designed on), white noise of sigma 0-50 per RGB channel, saved by Pillow at qualities 95-50;
@@ -15,6 +16,12 @@ The runs: the top-left corner crops of four images (held out: the estimator neve
 them), noise of sigma 15 and 25, saved at quality 85; dip's defaults on the JPEG, and on the
 same decoded pixels saved as a PNG (no tables: what dip did before it read JPEGs' noise),
 PSNR against the clean crop; a clean JPEG's reading, to show where nothing changes.
+
+``--small``: pictures under 128 px, whose few blocks :mod:`dip.jpeg_noise` reads from their
+flattest quarter: each colour image's 256 px centre and corner crops shrunk (Lanczos) to 48,
+64 and 96 px, white noise of sigma 0, 10 and 25, quality 90; how many of the 18 are read and
+the range, now and with every block counted under 256 and none read under 64 (before), and
+the most the tasks take of a reading now (:func:`dip.jpeg_noise.trusted`).
 """
 
 from __future__ import annotations
@@ -83,6 +90,32 @@ def readings() -> None:
             a = np.asarray(rows)
             print(f"| {sigma} | {quality} | " + " | ".join(
                 f"{a[:, j].min():.1f}-{a[:, j].max():.1f}" for j in range(3)) + " |")
+
+
+def small_readings() -> None:
+    print("| side | sigma | read now (of 18) | range | the most trusted now | read before (of "
+          "18) | range |")
+    print("|---|---|---|---|---|---|---|")
+    for side in (48, 64, 96):
+        for sigma in (0, 10, 25):
+            now, before = [], []
+            for i, name in enumerate(NAMES):
+                for where in ("centre", "corner"):
+                    clean = np.asarray(Image.fromarray(crop(name, where, 256))
+                                       .resize((side, side), Image.LANCZOS))
+                    img = Image.open(io.BytesIO(as_jpeg(noisy(clean, sigma, i), 90)))
+                    now.append(jpeg_noise.noise_sigma(img))
+                    fewest, jpeg_noise.FEWEST_BLOCKS = (jpeg_noise.FEWEST_BLOCKS,
+                                                        jpeg_noise.FLAT_BLOCKS)
+                    before.append(jpeg_noise.noise_sigma(img))  # the rule before 2bb88ce
+                    jpeg_noise.FEWEST_BLOCKS = fewest
+            cells = []
+            for values in (now, before):
+                read = [v * 255 for v in values if v is not None]
+                cells += [str(len(read)), f"{min(read):.1f}-{max(read):.1f}" if read else "-"]
+                if values is now:  # what the tasks take of it (jpeg_noise.trusted)
+                    cells.append(f"{max(jpeg_noise.trusted(v) for v in now) * 255:.1f}")
+            print(f"| {side} | {sigma} | " + " | ".join(cells) + " |")
 
 
 def _run(args: tuple[Path, Path, Path]) -> tuple[float, float]:
@@ -156,10 +189,15 @@ def main() -> None:
     parser.add_argument("--denoise", action="store_true", help="also run dip (about 30 min)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the runs' files here")
+    parser.add_argument("--small", action="store_true",
+                        help="the readings of pictures under 128 px instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"estimator: {jpeg_noise.__name__}, trusted from {jpeg_noise.TRUSTED:g}, "
           f"doubted under {jpeg_noise.DOUBTED:g}\n")
+    if args.small:
+        small_readings()
+        return
     readings()
     if args.denoise:
         if args.keep:

@@ -44,10 +44,10 @@ FLAT_BLOCKS = 64
 #: every block of a picture under 128 px was counted (its detail then said "no flat part":
 #: none) and one under 64 blocks was not read: a 64 px noisy JPEG with its chroma halved
 #: fell back on the patches, which find no noise in the chroma's finest detail (0.75 for
-#: sigma 25), and was returned as it was. On 12 crops each of 48, 64 and 96 px of six of the
-#: paper's colour images at quality 90 (two crops an image): noise of sigma 25 read 22-29 on
-#: 3 / 8 / 10 of them (before: 0 / 0 / 8), sigma 10 read 10-16 on 1 / 1 / 3 (0 / 0 / 2), and
-#: a clean crop read none on all 36, as before
+#: sigma 25), and was returned as it was. On the 9 colour images' crops shrunk to 48 / 64 /
+#: 96 px at quality 90 (``benchmarks/jpeg_noise.py --small``, 18 a side): sigma 25 is read
+#: on 15 / 18 / 18 (before 0 / 5 / 18), at 23-32; sigma 10 on 9 / 13 / 14 (0 / 2 / 12); a
+#: clean crop reads 2.8-8.8 on 3 / 5 / 7, of which the tasks take 0.9 at most (:func:`trusted`)
 FEWEST_BLOCKS = 16
 #: at most this many blocks are read (a 12 MP photo has 187,000: every n-th row of blocks)
 MOST_BLOCKS = 50_000

@@ -1189,15 +1189,15 @@ def _named_by_a_namesake(output: Path, kind: str, path: Path) -> bool:
     pictures share names) names ``path`` as its own ``kind``: ``-o q.jpg --report
     --overwrite`` took ``q_report.png`` over from ``q.png``, and a later ``-o q.png
     --overwrite`` deleted it as ``q.png``'s stale report."""
-    try:
-        namesakes = [Path(str(f)[:-len(".json")]) for f in output.parent.iterdir()
-                     if f.name.startswith(output.stem + ".") and f.name.endswith(".json")]
+    try:  # their records: q.jpg.json, named by record_path
+        namesakes = [f.with_suffix("") for f in output.parent.iterdir() if f.suffix == ".json"]
     except OSError:
         return False
     for other in namesakes:
-        rec = own_record(other) if other.stem == output.stem and other != output else None
-        if rec is not None and str(located(rec, kind, other)) == str(path.resolve()):
-            return True
+        if other.stem == output.stem and other != output:
+            rec = own_record(other)
+            if rec is not None and str(located(rec, kind, other)) == str(path.resolve()):
+                return True
     return False
 
 
@@ -1448,7 +1448,7 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
                         f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
-    _check_hooks(progress=progress, on_start=on_start, keep_on_interrupt=keep_on_interrupt)
+    _check_hooks(keep_on_interrupt, progress=progress, on_start=on_start)
     the_plan = plan(request)  # (the options' types checked first: uncertainty="no" is not True)
     pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
     if pictures and not request.write:  # (a dry run's forecast plans them unwritten: allowed)
@@ -1464,16 +1464,15 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
 
 
-def _check_hooks(**hooks: Any) -> None:
+def _check_hooks(keep_on_interrupt: Any, **hooks: Any) -> None:
     """:func:`restore`'s own arguments, before anything runs: ``keep_on_interrupt="no"`` was
     taken as true, and ``progress=5`` failed as 'not callable' after the set-up."""
-    for name, value in hooks.items():
-        if name == "keep_on_interrupt" and not isinstance(value, bool):
-            raise InputError(f"keep_on_interrupt must be True or False, got "
-                             f"{type(value).__name__} {value!r}")
-        if name != "keep_on_interrupt" and value is not None and not callable(value):
-            raise InputError(f"{name} must be a function (or None), got "
-                             f"{type(value).__name__}")
+    if not isinstance(keep_on_interrupt, bool):
+        raise InputError(f"keep_on_interrupt must be True or False, got "
+                         f"{type(keep_on_interrupt).__name__} {keep_on_interrupt!r}")
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise InputError(f"{name} must be a function (or None), got {type(hook).__name__}")
 
 
 def restore_pack(requests: list[RunRequest], *,
@@ -1488,7 +1487,7 @@ def restore_pack(requests: list[RunRequest], *,
         failed fit ends its own job only.
     """
     started = time.perf_counter()
-    _check_hooks(progress=progress, keep_on_interrupt=keep_on_interrupt)
+    _check_hooks(keep_on_interrupt, progress=progress)
     jobs: list[tuple[int, Plan, Loaded, Setup]] = []
     outcomes: list[Restoration | DipError | None] = [None] * len(requests)
     for i, request in enumerate(requests):

@@ -66,10 +66,8 @@ def _wiener_scaled(result: torch.Tensor, projected: torch.Tensor, residual: torc
     Wiener gain ``1 - e^2 / mean(r^2)`` (at least 0): the residual ``r`` (the input less the
     result shrunk) is the part of the picture the fit missed plus the input's own error
     ``e``, uncorrelated, and that gain is the scalar that makes the corrected part nearest
-    the picture on average. Channels of :data:`dip.image.YCBCR` for colour."""
-    if len(error) != result.shape[1]:
-        raise ValueError(f"an error for each of the {result.shape[1]} channel(s), got "
-                         f"{len(error)}")
+    the picture on average. Channels of :data:`dip.image.YCBCR` for colour (``error`` one
+    a channel: :func:`_input_error` checks it)."""
     colour = result.shape[1] == 3
 
     def mixed(matrix: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # per pixel, (C, C)
@@ -145,10 +143,11 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
                       f"factor, on this picture)",
                       image.DipWarning, stacklevel=2)
     how = "none" if projected is result else "exact"
-    residual = small - op(result)
-    error = _input_error(residual, error) if projected is not result else None
-    if error is not None:
-        projected, how = _wiener_scaled(result, projected, residual, error), "scaled"
+    if how == "exact":
+        residual = small - op(result)
+        error = _input_error(residual, error)
+        if error is not None:
+            projected, how = _wiener_scaled(result, projected, residual, error), "scaled"
     if facts is not None:
         facts["back_projection"] = how
     return projected.clamp(0, 1)
