@@ -171,6 +171,11 @@ def kept_cpu_memory() -> Iterator[None]:
 
 # --- the step ---------------------------------------------------------------------------------
 
+def _described(value: Any) -> str:
+    return (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+            else type(value).__name__)
+
+
 def _adam(params: list[torch.Tensor], lr: float, graphs: bool,
           device_type: str) -> torch.optim.Optimizer:
     """Adam as a graph can replay it (state on the device) on CUDA; on the CPU the fused
@@ -329,6 +334,9 @@ class StepEngine:
             raise InputError(f"operator(net(code)) is {tuple(predicted.shape)} but the "
                              f"observation is {tuple(self.observation.shape)}")
         loss = self.loss_fn(predicted, self.observation)
+        if not self.steps and not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+            raise InputError(f"loss(prediction, observation) must return a 0-d tensor, got "
+                             f"{_described(loss)}")
         objective = (loss if probed is None
                      else loss + self.sure.penalty(out, probed.float(), self.probe))
         if self.red is not None:

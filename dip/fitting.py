@@ -183,6 +183,47 @@ def _checked_settings(s: Settings) -> Settings:
                     float(s.guard), int(s.metrics_every), s.schedule, float(s.lr_end))
 
 
+@contextmanager
+def autograd_on() -> Iterator[None]:
+    """Gradients recorded whatever the caller's mode (a decorator too): a fit called inside
+    the caller's ``torch.no_grad()`` (common in a notebook or a server) or
+    ``torch.inference_mode()`` failed with torch's 'element 0 of tensors does not require
+    grad'. Both modes are per thread, and a new thread starts with gradients on."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _check_parts(net: object, operator: object, generator: object, stop_rule: object,
+                 threads: object, **hooks: object) -> None:
+    """:func:`fit`'s objects, before anything runs: each failed deep inside (``threads="2"``
+    in the thread plan, ``stop_rule="auto"`` at its first update, ``callback=5`` after the
+    first step)."""
+    for name, value, ok, what in (
+            ("net", net, isinstance(net, nn.Module), "a torch.nn.Module"),
+            ("operator", operator, isinstance(operator, nn.Module), "a torch.nn.Module"),
+            ("generator", generator, generator is None or isinstance(generator, torch.Generator),
+             "a torch.Generator (or None)"),
+            ("stop_rule", stop_rule, stop_rule is None or isinstance(stop_rule, StopRule),
+             "a dip.stopping.StopRule (or None)"),
+            ("threads", threads, threads is None or isinstance(threads, numbers.Integral)
+             and not isinstance(threads, bool) and threads >= 1, "a whole number >= 1 (or None)"),
+            *((name, hook, hook is None or callable(hook), "a function (or None)")
+              for name, hook in hooks.items())):
+        if not ok:
+            raise InputError(f"fit(): {name} must be {what}, got {type(value).__name__} "
+                             f"{value!r}"[:200])
+    params = list(net.parameters())
+    if not params:
+        raise InputError("fit(): net has no parameters to fit")
+    if any(p.is_inference() for p in params):
+        raise InputError(_MADE_IN_INFERENCE.format("net's weights"))
+
+
+#: a tensor made under ``torch.inference_mode()``: autograd cannot save it for the backward pass
+_MADE_IN_INFERENCE = ("fit(): {} were made under torch.inference_mode(), whose tensors autograd "
+                      "cannot use; make them outside that block")
+
+
 def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
     """:func:`fit`'s tensors: float32, finite, on a real device, the code one network input
     ``(1, C, H, W)`` (the observation's shape is checked against ``operator(net(code))``'s at
@@ -199,6 +240,8 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
                              f"on {t.device}")
         if t.requires_grad:
             raise InputError(f"fit(): {name} must not require grad (pass it detached)")
+        if t.is_inference():
+            raise InputError(_MADE_IN_INFERENCE.format(f"the {name}'s values"))
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"fit(): {name} holds values that are not finite (NaN or inf)")
     highest = float(observation.max())
@@ -250,6 +293,8 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     """
     settings = _checked_settings(Settings(iters, lr, average, perturb_std, guard, metrics_every,
                                           schedule, lr_end))
+    _check_parts(net, operator, generator, stop_rule, threads, metric=metric,
+                 callback=callback, loss=loss)
     _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
@@ -261,6 +306,7 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     return outcome
 
 
+@autograd_on()
 def fit_group(members: Sequence[Member | Callable[[], Member]], settings: Settings, *,
               perf: Perf | None = None, threads: int | None = None,
               callback: Callable[[int, Progress], None] | None = None,

@@ -50,7 +50,7 @@ from dip.estimate import (
     remember,
     timed_steps,
 )
-from dip.fitting import FitResult, Member, Progress, Settings, fit_group
+from dip.fitting import FitResult, Member, Progress, Settings, autograd_on, fit_group
 from dip.image import shown
 from dip.layout import (
     STACK_MOST,
@@ -1415,6 +1415,7 @@ def _gone(holder: str, path: Path) -> str:
 
 # --- all stages -------------------------------------------------------------------------------
 
+@autograd_on()
 def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /, *,
             progress: Callable[[Progress], None] | None = None,
             keep_on_interrupt: bool = False,
@@ -1475,6 +1476,7 @@ def _check_hooks(keep_on_interrupt: Any, **hooks: Any) -> None:
             raise InputError(f"{name} must be a function (or None), got {type(hook).__name__}")
 
 
+@autograd_on()
 def restore_pack(requests: list[RunRequest], *,
                  progress: Callable[[Progress], None] | None = None,
                  keep_on_interrupt: bool = False) -> list[Restoration | DipError]:

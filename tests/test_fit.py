@@ -341,3 +341,55 @@ def test_a_fit_with_nothing_to_fit_is_not_one_that_learned_nothing() -> None:
     hole = operators.Mask(torch.zeros(1, 1, 32, 32))
     result = fit(net, z, hole, hole(synthetic(32)), iters=100, generator=g)
     assert result.iterations == 100
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(net=lambda n: (lambda x: x)), "net must be a torch.nn.Module, got function"),
+    (dict(net=lambda n: torch.nn.Identity()), "net has no parameters to fit"),
+    (dict(operator=lambda a: None), "operator must be a torch.nn.Module, got NoneType"),
+    (dict(threads="2"), "threads must be a whole number >= 1 (or None), got str '2'"),
+    (dict(threads=0), "threads must be a whole number >= 1"),
+    (dict(callback=5), "callback must be a function (or None), got int"),
+    (dict(generator=5), "generator must be a torch.Generator (or None), got int"),
+    (dict(stop_rule="auto"), "stop_rule must be a dip.stopping.StopRule (or None), got str"),
+    (dict(loss=lambda a, b: (a - b) ** 2), "loss(prediction, observation) must return a 0-d "
+                                           "tensor, got a tensor of shape (1, 3, 32, 32)"),
+])
+def test_fits_objects_are_checked_at_the_entry(change: dict, words: str) -> None:
+    """Each failed deep inside with a TypeError or AttributeError of torch's or the thread
+    plan's (threads=0 was taken as torch's setting), some only after the set-up had run."""
+    from dip.errors import InputError
+
+    net, z, g = _setup()
+    net = change.pop("net", lambda n: n)(net)
+    operator = change.pop("operator", lambda a: a)(operators.Identity())
+    with pytest.raises(InputError, match=re.escape(words)):
+        fit(net, z, operator, synthetic(32), **{"iters": 3, "generator": g, **change})
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_fit_runs_inside_the_callers_no_grad_or_inference_mode(mode) -> None:
+    """Common in a notebook or a server: it failed with 'element 0 of tensors does not
+    require grad' (a worker thread starts with gradients on, so only a fit in the caller's
+    own thread failed)."""
+    net, z, g = _setup()
+    y = synthetic(32)
+    with mode():
+        result = fit(net, z, operators.Identity(), y, iters=20, generator=g, threads=1)
+        assert not torch.is_grad_enabled()  # the caller's mode is back
+    assert result.iterations == 20 and psnr(result.image, y) > 12
+
+
+def test_tensors_made_under_inference_mode_are_refused_with_what_to_do() -> None:
+    from dip.errors import InputError
+
+    net, z, g = _setup()
+    with torch.inference_mode():
+        y = synthetic(32).clone()
+    with pytest.raises(InputError, match=re.escape("the observation's values were made under "
+                                                   "torch.inference_mode()")):
+        fit(net, z, operators.Identity(), y, iters=3, generator=g)
+    with torch.inference_mode():
+        net, _, _ = _setup()
+    with pytest.raises(InputError, match=re.escape("net's weights were made under")):
+        fit(net, z, operators.Identity(), synthetic(32), iters=3, generator=g)

@@ -462,3 +462,25 @@ def test_an_old_record_without_restarts_or_tiles_still_reruns_as_one_fit(tmp_pat
     assert (again.optim.restarts, again.tile.size) == (1, "auto")
     # ... and fits whole at any size that fits in memory, as runs before tile.whole_max did
     assert (again.tile.whole_max, again.tile.auto_size) == (0, 256)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_run_inside_the_callers_no_grad_or_inference_mode_restores(tmp_path: Path,
+                                                                    mode) -> None:
+    """A notebook's or a server's habit: with one fit in the caller's thread it failed with
+    torch's 'element 0 of tensors does not require grad', and under inference_mode the
+    tensors made before the fit (an inpainting's mask) could not be saved for the backward
+    pass. The same image as outside the block, and the caller's mode back afterwards."""
+    noisy, _ = _noisy(tmp_path, 32)
+    holes = np.zeros((32, 32), np.uint8)
+    holes[8:16, 8:16] = 255
+    Image.fromarray(holes).save(tmp_path / "mask.png")
+    for task, options in (("denoise", {}), ("inpaint", {"mask": tmp_path / "mask.png"})):
+        def restored() -> torch.Tensor:
+            return dip.restore(task, noisy, write=False, device="cpu", iters=5,
+                               overrides=TINY + ("perf.threads=1",), **options).picture.pixels
+        outside = restored()
+        with mode():
+            inside = restored()
+            assert not torch.is_grad_enabled()
+        assert torch.equal(inside, outside), task
