@@ -149,7 +149,10 @@ def seconds_per_step(red: Red, channels: int, size: tuple[int, int],
     """The denoiser's share of one step of a fit whose result is ``channels`` × ``size``: one
     run of :func:`nlm`, timed after a first one, over :attr:`Red.every` (the estimate said
     before a run: a few calibration steps never reach a denoiser run)."""
-    x = torch.rand(1, channels, *size, device=device)
+    # its own generator: the caller's global one is not advanced by an estimate (which
+    # runs this only when the calibration cache has no rate for it)
+    x = torch.rand(1, channels, *size, device=device,
+                   generator=torch.Generator(device).manual_seed(0))
     nlm(x, red.sigma)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

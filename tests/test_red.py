@@ -229,3 +229,16 @@ def test_the_memory_estimate_counts_the_admm_variables(tmp_path: Path) -> None:
     # (the process's own resident memory, read at each call, moves by a few hundred kB)
     assert peak("0.05") - peak("0") == pytest.approx(KEPT_IMAGES * 4 * 3 * 1024 * 1024,
                                                       rel=0.01)
+
+
+def test_timing_the_denoiser_leaves_the_callers_random_numbers_alone() -> None:
+    """The estimate before a super-resolution run times the denoiser on a random picture when
+    the calibration cache has no rate for it: that picture came from torch's global
+    generator, so a caller's seeded draws after dip.restore depended on the machine's cache."""
+    from dip.red import seconds_per_step
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert seconds_per_step(Red(weight=0.05), 3, (16, 16), torch.device("cpu")) > 0
+    assert torch.equal(torch.rand(3), expected)
