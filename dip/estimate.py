@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -238,9 +239,13 @@ def remember(key: str, device: torch.device, seconds: float) -> None:
     path = _cache_path()
     if path is None:
         return
-    cache = _read_cache()
-    cache[_full_key(key, device)] = seconds
-    with contextlib.suppress(OSError):  # a cache that cannot be written costs a recalibration
+    # one thread at a time reads, adds and writes: runs in threads of one process (a server)
+    # shared the temporary name and cut each other's writes short, and the next read of the
+    # broken file found nothing. (Two processes may still lose one's entry to the other's
+    # write: a recalibration, never a wrong figure.)
+    with _cache_lock, contextlib.suppress(OSError):  # not written: a recalibration
+        cache = _read_cache()
+        cache[_full_key(key, device)] = seconds
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
@@ -248,6 +253,9 @@ def remember(key: str, device: torch.device, seconds: float) -> None:
             part.replace(path)
         finally:  # a write that failed (a full disk, ulimit -f) leaves no part file behind
             part.unlink(missing_ok=True)
+
+
+_cache_lock = threading.Lock()
 
 
 def _full_key(key: str, device: torch.device) -> str:

@@ -451,3 +451,29 @@ def test_a_calibration_cache_that_cannot_be_written_leaves_no_part_file(tmp_path
     assert list((tmp_path / "full" / "dip").iterdir()) == []
     assert torch.equal(image.load_image(tmp_path / "full.png").pixels,
                        image.load_image(tmp_path / "room.png").pixels)
+
+
+def test_runs_in_threads_of_one_process_keep_every_rate_they_cache(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A server restoring in threads: they shared the cache's temporary name, cut each
+    other's writes short, and the next read of the broken file found nothing (31 of 800
+    entries were left in the sweep that found it)."""
+    import threading
+
+    from dip import estimate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cpu = torch.device("cpu")
+
+    def cache(prefix: str) -> None:
+        for i in range(150):
+            estimate.remember(f"{prefix}{i}", cpu, 0.5)
+
+    threads = [threading.Thread(target=cache, args=(p,)) for p in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = json.loads((tmp_path / "dip" / "calibration.json").read_text())
+    assert len(kept) == 300
+    assert [p.name for p in (tmp_path / "dip").iterdir()] == ["calibration.json"]
