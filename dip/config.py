@@ -13,11 +13,13 @@ keys it owns (:meth:`dip.tasks.Task.check_config`, :func:`dip.tasks.owner_check`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import functools
 import math
+import numbers
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -306,8 +308,23 @@ def yaml_word(value: Any) -> Any:
     return ("on" if value else "off") if isinstance(value, bool) else value
 
 
+def python_number(value: Any) -> Any:
+    """Another library's number (numpy's) as Python's int or float; anything else as is. A
+    float32 is the number it prints as (np.float32(0.02) is 0.02, not 0.019999999552965164)."""
+    if not isinstance(value, numbers.Real) or type(value) in (bool, int, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    with contextlib.suppress(ValueError):  # numpy's str is the shortest that reads back
+        if hasattr(value, "dtype"):
+            return float(str(value))
+    return float(value)
+
+
 def _check_value(key: str, value: Any, tp: Any) -> Any:
-    """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
+    """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key`` (numpy's numbers,
+    in a config mapping built in Python, taken as Python's)."""
+    value = python_number(value)
     origin = typing.get_origin(tp)
     if origin is list:
         (item,) = typing.get_args(tp)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from dip import image
+from dip.config import python_number
 from dip.errors import InputError
 from dip.run import check_written, write_files
 from dip.tasks import TASKS, Corruption
@@ -50,6 +51,7 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     if not isinstance(overwrite, bool):  # "no" is true
         raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
                          f"{overwrite!r}")
+    seed = python_number(seed)  # numpy's, as restore takes it
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
         raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
     clean, output = Path(clean), Path(output)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dip.config import PRESETS
+from dip.config import PRESETS, python_number
 from dip.errors import InputError
 from dip.image import DEFAULT_MAX_PIXELS
 from dip.stopping import STOP_RULES
@@ -102,7 +101,7 @@ class Option:
         choices and the minimum; raises InputError naming the argument."""
         if value is None:
             return None
-        value = _python_number(value)  # numpy's numbers as Python's
+        value = python_number(value)  # numpy's numbers as Python's
         types, what = _PYTHON_TYPES.get(self.kind, (object, ""))
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             # a switch by its name: {arg:...} spells it switched on (overwrite=True)
@@ -130,13 +129,6 @@ _PYTHON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "flag": ((bool,), "True or False"),
     "size": ((str, int), "a word or a whole number"),
 }
-
-
-def _python_number(value: Any) -> Any:
-    """Another library's number (numpy's) as Python's int or float; anything else as is."""
-    if not isinstance(value, numbers.Real) or type(value) in (bool, int, float):
-        return value
-    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def option(**spec: Any) -> Any:
@@ -272,7 +264,7 @@ class RunRequest:
         if not isinstance(self.task_args, dict):
             raise InputError(f"task_args takes a mapping, got {type(self.task_args).__name__}")
         for f in dataclasses.fields(self):  # numpy's numbers (np.int64(500)) as Python's
-            object.__setattr__(self, f.name, _python_number(getattr(self, f.name)))
+            object.__setattr__(self, f.name, python_number(getattr(self, f.name)))
 
     def replace(self, **changes: Any) -> RunRequest:
         return dataclasses.replace(self, **changes)

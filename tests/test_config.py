@@ -466,3 +466,16 @@ def test_a_record_reruns_its_own_task_only(tmp_path: Path) -> None:
 def test_a_list_keys_message_reads_as_english() -> None:
     with pytest.raises(ConfigError, match="expects a list of integers, got 5"):
         config.resolve("denoise", overrides=["net.channels_down=5"])
+
+
+def test_a_config_mapping_built_in_python_takes_numpys_numbers() -> None:
+    """{'optim': {'iters': np.int64(3)}} was 'expects an integer, got np.int64(3)', though
+    restore(iters=np.int64(3)) was taken; a float32 is the number it prints as."""
+    import numpy as np
+
+    cfg = config.resolve("denoise", base=[{"optim": {"iters": np.int64(3), "lr": np.float32(0.02)},
+                                           "stop": {"sigma": np.float64(25.0)}}])
+    assert (cfg.optim.iters, cfg.optim.lr, cfg.stop.sigma) == (3, 0.02, 25.0)
+    assert type(cfg.optim.iters) is int and type(cfg.optim.lr) is float
+    with pytest.raises(ConfigError, match="'optim.iters' expects an integer, got 2.5"):
+        config.resolve("denoise", base=[{"optim": {"iters": np.float64(2.5)}}])

@@ -262,6 +262,7 @@ def test_a_python_argument_of_the_wrong_type_is_an_input_error(tmp_path: Path, k
     ({"noise": "25"}, "noise must be a number, got str"),
     ({"noise": 5, "seed": 2 ** 70}, "seed must be a whole number in 0 .. 2**63-1"),
     ({"noise": 5, "seed": "1"}, "seed must be a whole number"),
+    ({"noise": 5, "seed": np.float64(1.5)}, "seed must be a whole number in 0 .. 2**63-1, got 1.5"),
     ({"noise": 5, "overwrite": "no"}, "overwrite must be True or False, got str 'no'"),
 ])
 def test_corrupt_checks_its_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -371,6 +372,9 @@ def test_numpys_numbers_are_taken_as_pythons(tmp_path: Path) -> None:
     result = dip.restore("denoise", path, write=False, iters=np.int64(2), seed=np.int32(3),
                          device="cpu", overrides=("optim.restarts=1", *TINY))
     assert (result.record["iterations"], result.record["seed"]) == (2, 3)
+    # dip.corrupt too: its seed=np.int64(0) was 'must be a whole number'
+    dip.corrupt(path, tmp_path / "n.png", noise=np.float32(25), seed=np.int64(0))
+    assert (tmp_path / "n.png").exists()
     with pytest.raises(InputError, match="iters must be a whole number, got float"):
         dip.restore("denoise", path, write=False, iters=np.float64(2.5))
 
