@@ -106,8 +106,9 @@ class Option:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             # a switch by its name: {arg:...} spells it switched on (overwrite=True)
             name = self.name if self.kind == "flag" else f"{{arg:{self.name}}}"
-            raise InputError(f"{name} must be {what}, got "
-                             f"{type(value).__name__} {str(value)[:60]!r}")
+            # a word or a number is shown; an array's or an image's contents are not
+            shown = f" {str(value)[:60]!r}" if isinstance(value, (str, int, float)) else ""
+            raise InputError(f"{name} must be {what}, got {type(value).__name__}{shown}")
         if self.kind == "float" and not math.isfinite(value):
             raise InputError(f"{{arg:{self.name}}} must be a finite number, got {value}")
         if self.choices is not None and str(value) not in self.choices:

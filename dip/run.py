@@ -1416,15 +1416,17 @@ def _gone(holder: str, path: Path) -> str:
 # --- all stages -------------------------------------------------------------------------------
 
 @autograd_on()
-def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /, *,
+def restore(request: RunRequest | str | None = None,
+            input: str | os.PathLike | None = None, /, *,
             progress: Callable[[Progress], None] | None = None,
             keep_on_interrupt: bool = False,
             on_start: Callable[[Start], None] | None = None,
             **arguments: Any) -> Restoration:
     """Restore one image file with Deep Image Prior.
 
-    ``restore(RunRequest(...))``, or ``restore(task, input, **arguments)`` with the request's
-    fields and the task's own options as keyword arguments, e.g.
+    ``restore(RunRequest(...))``, or ``restore(task, input, **arguments)`` (task and input by
+    position or by name) with the request's fields and the task's own options as keyword
+    arguments, e.g.
     ``restore("inpaint", "photo.png", mask="holes.png", iters=500)`` (see
     :class:`dip.request.RunRequest` and ``dip.tasks.TASKS[task].options``).
 
@@ -1441,9 +1443,7 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
         RunError: the fit failed; nothing is written (an earlier result's files stay).
     """
     if not isinstance(request, RunRequest):
-        task = get_task(request)
-        request = RunRequest(task=task.name, **split_arguments(
-            list(task.options), {"input": input, **arguments}))
+        request = _request_of(request, input, arguments)
     elif input is not None or arguments:  # they were dropped without a word
         given = sorted(arguments) if input is None else ["input", *sorted(arguments)]
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
@@ -1463,6 +1463,23 @@ def restore(request: RunRequest | str, input: str | os.PathLike | None = None, /
     # every check has passed: from here on the run writes (its folder, snapshots, the result)
     with claimed_files(the_plan):
         return _run(the_plan, loaded, setup, started, progress, keep_on_interrupt)
+
+
+def _request_of(task: str | None, input: str | os.PathLike | None,
+                arguments: dict[str, Any]) -> RunRequest:
+    """``restore(task, input, **arguments)``'s request; ``task=`` and ``input=`` may be given by
+    name, but not also by position (the name's was taken without a word)."""
+    for name, value in (("task", task), ("input", input)):
+        if name in arguments and value is not None:
+            raise TypeError(f"restore() got {name} twice: {value!r} and {name}="
+                            f"{arguments[name]!r}")
+    task = arguments.pop("task", task)
+    if task is None:
+        raise TypeError("restore() needs a task (e.g. restore('denoise', 'photo.png')) or a "
+                        "RunRequest")
+    the_task = get_task(task)
+    return RunRequest(task=the_task.name, **split_arguments(
+        list(the_task.options), {"input": input, **arguments}))
 
 
 def _check_hooks(keep_on_interrupt: Any, **hooks: Any) -> None:

@@ -242,6 +242,7 @@ def test_a_request_built_by_hand_is_checked_as_restore_checks_its_arguments(
     ({"mask_color": (0, 255, 0)}, "mask_color must be a string"),
     ({"mask_color": "green", "mask_tolerance": "x"}, "mask_tolerance must be a whole number"),
     ({"mask": 3}, "mask must be a path"),
+    ({"mask": np.zeros((40, 40))}, "mask must be a path (str or pathlib.Path), got ndarray"),
     # restore's own: "no" was taken as true, 5 failed as 'not callable' after the set-up
     ({"keep_on_interrupt": "no"}, "keep_on_interrupt must be True or False, got str 'no'"),
     ({"progress": 5}, "progress must be a function (or None), got int"),
@@ -254,8 +255,34 @@ def test_a_python_argument_of_the_wrong_type_is_an_input_error(tmp_path: Path, k
     import dip
 
     small = save(synthetic(16), tmp_path / "small.png")
-    with pytest.raises(InputError, match=re.escape(message)):
+    with pytest.raises(InputError, match=re.escape(message)) as caught:
         dip.restore("inpaint", small, write=False, **kwargs)
+    assert "[[" not in str(caught.value)  # an array's contents are not shown
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    # the named input replaced the positional one without a word
+    (("denoise", "a.png"), {"input": "b.png"}, "restore() got input twice: 'a.png' and "
+                                               "input='b.png'"),
+    (("denoise",), {"task": "inpaint"}, "restore() got task twice"),
+    ((), {}, "restore() needs a task"),
+])
+def test_restores_task_and_input_are_given_once(args: tuple, kwargs: dict,
+                                                message: str) -> None:
+    import dip
+
+    with pytest.raises(TypeError, match=re.escape(message)):
+        dip.restore(*args, write=False, **kwargs)
+
+
+def test_restores_task_and_input_may_be_given_by_name(tmp_path: Path) -> None:
+    """restore(task="denoise", ...) was 'missing 1 required positional argument: request'."""
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    result = dip.restore(task="denoise", input=small, write=False, iters=2, device="cpu",
+                         overrides=("optim.restarts=1", *TINY))
+    assert result.record["input"] == str(small.resolve())
 
 
 @pytest.mark.parametrize("kwargs, message", [
