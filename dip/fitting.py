@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dip.engine import Perf, StepEngine, kept_cpu_memory
-from dip.errors import ConfigError, InputError, RunError
+from dip.errors import ConfigError, InputError, RunError, outside_dip
 from dip.image import DipWarning
 from dip.red import Red
 from dip.stack import Slot, StackedEngine, signature
@@ -248,7 +248,7 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
     if highest > 2:  # an operator of sums may make such values: a warning
         warnings.warn(f"fit(): the observation reaches {highest:g}, and the network's output "
                       f"is in [0, 1]: 8-bit pixels are divided by 255 first", DipWarning,
-                      stacklevel=3)
+                      stacklevel=outside_dip())
 
 
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,

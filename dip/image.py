@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dip import jpeg_noise, metadata
-from dip.errors import InputError
+from dip.errors import InputError, outside_dip
 
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
 #: make us allocate); 64 MP is larger than any consumer camera's full frame today.
@@ -395,7 +395,7 @@ def _written_dpi(picture: Picture, fmt: str) -> tuple[float, float] | None:
     low, high = metadata.DPI_RANGE[fmt]
     warnings.warn(f"the result's resolution ({dpi[0]:.4g} x {dpi[1]:.4g} dpi: the input's print "
                   f"size) is outside what {fmt} states ({low:g} to {high:.4g} dpi); it states "
-                  f"none", DipWarning)
+                  f"none", DipWarning, stacklevel=outside_dip())
     return None
 
 
@@ -660,7 +660,7 @@ def _tiff_picture(array: np.ndarray, colour: int, extras: tuple[int, ...],
     if dropped:  # (an infrared band, a depth): a result holds the picture and its alpha only
         warnings.warn(f"{name}: {dropped} extra sample(s) per pixel beside the "
                       f"{'grey' if colour == 1 else 'RGB'} picture are not restored and not "
-                      f"written back", DipWarning, stacklevel=2)
+                      f"written back", DipWarning, stacklevel=outside_dip())
     alpha = None
     if alpha_at is not None:
         alpha = samples[..., alpha_at].astype(np.float32) / alpha_full
@@ -899,7 +899,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
     if grey > 0.05:
         warnings.warn(f"mask {path} has {grey:.0%} grey pixels (neither black nor white: JPEG "
                       f"compression or a soft brush?); those at 50 % grey or lighter count as "
-                      f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=2)
+                      f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=outside_dip())
     marked = torch.from_numpy(level >= 0.5)
     known = marked if keeps else ~marked
     if not known.any():
@@ -1025,7 +1025,7 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
             warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "
                           f"holds (64 KB): the result has none; write .png to keep it",
-                          DipWarning)
+                          DipWarning, stacklevel=outside_dip())
             if key == "exif" and upright:  # its orientation 1 still, alone
                 options["exif"] = metadata.exif_for(None, picture.size, None, upright=True)
         elif block and key == "xmp" and fmt == "PNG":

@@ -41,7 +41,7 @@ from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, recorded_options, resolve
 from dip.engine import Perf, resolve_perf, warm_steps
-from dip.errors import ConfigError, DipError, InputError, RunError
+from dip.errors import ConfigError, DipError, InputError, RunError, outside_dip
 from dip.estimate import (
     CALIBRATION_STEPS,
     Estimate,
@@ -486,13 +486,13 @@ def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None
             and (picture.alpha < 1).any()):
         warnings.warn(f"{shown(output)}: {fmt} holds no transparency, so the input's is "
                       f"dropped (write .png, .tif or .webp to keep it)", image.DipWarning,
-                      stacklevel=3)
+                      stacklevel=outside_dip())
     if (kept := image.written_bits(picture.bits, fmt)) < picture.bits:
         depth, keeps = (("float", ".tif") if picture.bits == 32 else
                         (f"{picture.bits}-bit", ".png or .tif"))
         warnings.warn(f"{shown(output)}: {fmt} holds {kept} bits a sample, so the input's "
                       f"{depth} samples are rounded to {kept} bits (write {keeps} to keep "
-                      f"them)", image.DipWarning, stacklevel=3)
+                      f"them)", image.DipWarning, stacklevel=outside_dip())
 
 
 def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, inputs: Inputs,
@@ -661,18 +661,18 @@ def _warn_of_unread_stop_settings(p: Plan, uses_noise_level: bool) -> None:
         one = len(unread) == 1
         warnings.warn(f"{' and '.join(unread)} {'is' if one else 'are'} ignored: stop.rule "
                       f"{cfg.stop.rule} does not read {'it' if one else 'them'}",
-                      image.DipWarning, stacklevel=3)
+                      image.DipWarning, stacklevel=outside_dip())
     for key, later in cfg.overruled.items():
         warnings.warn(f"{key} is ignored: the step budget set after it ({later}) is the "
                       f"budget as it is; give {key} with that budget to grow it",
-                      image.DipWarning, stacklevel=3)
+                      image.DipWarning, stacklevel=outside_dip())
     # denoising's Wiener filter (Task.finish) takes it too, whatever the fit does
     if ("stop.sigma" in cfg.given and cfg.stop.sigma and not uses_noise_level
             and not p.task.finishes(cfg)):
         warnings.warn(f"stop.sigma is ignored: nothing in this {p.task.name} run reads a "
                       f"noise level (it is read by SURE, by stop.rule auto_if_noisy and by "
                       f"stop.rule auto with stop.noise_floor or stop.budget_sigma)",
-                      image.DipWarning, stacklevel=3)
+                      image.DipWarning, stacklevel=outside_dip())
 
 
 def noise_level(cfg: RunConfig, problem: Problem) -> float | None:
@@ -833,7 +833,7 @@ def _install_snapshots(p: Plan) -> None:
     except OSError as exc:
         warnings.warn(f"the result is written, but its snapshots could not be moved into "
                       f"{shown(steps)} ({exc.strerror or exc}) and are not kept",
-                      image.DipWarning, stacklevel=2)
+                      image.DipWarning, stacklevel=outside_dip())
         return
     with contextlib.suppress(OSError):
         staged.rmdir()
@@ -865,7 +865,7 @@ def _combined(live: _Live, results: dict, stopped: bool = False) -> Fitted:
         warnings.warn(f"{len(combined.failed)} of {len(live.fitted)} fits failed and are left "
                       f"out of the result (restart {part.restart}"
                       f"{'' if part.tile is None else ' of a tile'}: "
-                      f"{error})", image.DipWarning, stacklevel=2)
+                      f"{error})", image.DipWarning, stacklevel=outside_dip())
     return Fitted(combined.image, combined.spread, every, first, interrupted=stopped)
 
 

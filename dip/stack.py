@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from dip.engine import GRAPH_WARMUP, Perf, mse, on_side_stream
+from dip.errors import outside_dip
 
 #: Adam's constants (torch.optim.Adam's defaults, which StepEngine uses)
 BETAS, EPS = (0.9, 0.999), 1e-8
@@ -226,7 +227,7 @@ class StackedEngine:
             raise
         except RuntimeError as exc:
             warnings.warn(f"a stack's step could not be captured as a CUDA graph ({exc}); "
-                          f"its steps run eagerly", stacklevel=2)
+                          f"its steps run eagerly", stacklevel=outside_dip())
             self.graphs = False
             torch.cuda.synchronize()
             return

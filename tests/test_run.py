@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dip import image, run
 from dip.errors import InputError
@@ -508,3 +509,23 @@ def test_runs_in_threads_of_one_process_keep_every_rate_they_cache(tmp_path: Pat
     kept = json.loads((tmp_path / "dip" / "calibration.json").read_text())
     assert len(kept) == 300
     assert [p.name for p in (tmp_path / "dip").iterdir()] == ["calibration.json"]
+
+
+def test_dips_warnings_name_the_callers_line_not_dips(tmp_path: Path) -> None:
+    """They named a line of dip's own (run.py's, inpaint.py's, or contextlib's behind a
+    decorator), one or two frames short: a warning filter by module or a traceback to the
+    caller's code could not find it."""
+    import dip
+    from dip.image import DipWarning
+
+    small = save(synthetic(16), tmp_path / "in.png")
+    grey = np.zeros((16, 16), np.uint8)
+    grey[:8] = 128  # grey holes: a soft brush's, said in a warning
+    Image.fromarray(grey).save(tmp_path / "mask.png")
+    with pytest.warns(DipWarning) as caught:
+        dip.restore("denoise", small, write=False, iters=2, device="cpu", stop="fixed",
+                    overrides=("optim.restarts=1", "stop.patience=5", *TINY))
+        dip.restore("inpaint", small, mask=tmp_path / "mask.png", write=False, iters=2,
+                    device="cpu", overrides=("optim.restarts=1", *TINY))
+    assert len(caught) == 2
+    assert {Path(w.filename) for w in caught} == {Path(__file__)}, [w.filename for w in caught]

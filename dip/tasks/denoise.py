@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from dip import image, metrics, operators, wiener
-from dip.errors import ConfigError
+from dip.errors import ConfigError, outside_dip
 from dip.estimate import calibrate, remember
 from dip.request import Option
 from dip.stopping import estimate_sigma
@@ -177,7 +177,7 @@ class Denoise(Task):
             warnings.warn(f"{' and '.join(unused)} {verb} to {DESCRIBED[other]} only "
                           f"(noise.model {other}); denoising {DESCRIBED[noise.model]} "
                           f"ignores {'it' if len(unused) == 1 else 'them'}", image.DipWarning,
-                          stacklevel=2)
+                          stacklevel=outside_dip())
         return Inputs(picture)
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dip import image, metrics, operators
-from dip.errors import InputError
+from dip.errors import InputError, outside_dip
 from dip.request import Option
 from dip.tasks import Corruption, Inputs, Problem, Task, register
 
@@ -175,7 +175,7 @@ class Inpaint(Task):
             warnings.warn(f"{share:.0%} of the input is within {args['mask_tolerance']} of "
                           f"{args['mask_color']} and will be filled; if the photo itself has "
                           f"that colour, lower the mask tolerance", image.DipWarning,
-                          stacklevel=2)
+                          stacklevel=outside_dip())
         return Inputs(picture, {"known": (~holes).float()})
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:

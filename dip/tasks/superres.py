@@ -27,7 +27,7 @@ import torch
 
 from dip import image, metrics, operators
 from dip.config import RunConfig, check_known, quote
-from dip.errors import ConfigError, InputError
+from dip.errors import ConfigError, InputError, outside_dip
 from dip.request import Option
 from dip.stopping import estimate_sigma
 from dip.tasks import Corruption, Inputs, Problem, Task, register
@@ -141,7 +141,7 @@ def back_projected(result: torch.Tensor, small: torch.Tensor, factor: int, kerne
                       f"kernel {kernel} at x{factor} the correction would amplify the "
                       f"input's own error, its rounding or noise (a blur too wide for the "
                       f"factor, on this picture)",
-                      image.DipWarning, stacklevel=2)
+                      image.DipWarning, stacklevel=outside_dip())
     how = "none" if projected is result else "exact"
     if how == "exact":
         residual = small - op(result)
