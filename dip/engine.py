@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,6 +130,19 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
+#: glibc's settings that :func:`kept_cpu_memory` changes and sets back to the defaults (and
+#: those whose setting turns the adaptive mmap threshold off too)
+_TUNED = ("mmap_max", "trim_threshold", "mmap_threshold", "top_pad")
+
+
+def _tuned_by_environment() -> bool:
+    """Whether the process's malloc was tuned by its environment in what kept_cpu_memory
+    changes (glibc reads these once, at start-up; mallopt cannot read them back)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(f"MALLOC_{name.upper()}_" in os.environ or f"glibc.malloc.{name}=" in tunables
+               for name in _TUNED)
+
+
 def _glibc() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -147,9 +161,11 @@ def kept_cpu_memory() -> Iterator[None]:
     back, so a step reuses the pages of the last one. When the last fit inside leaves (fits in
     several threads share one process-wide setting), glibc's documented defaults are set back
     and the heap is trimmed; glibc's own adaptive mmap threshold, once a value is set, stays
-    off for the process. Does nothing where the C library is not glibc."""
+    off for the process. Does nothing where the C library is not glibc, nor where the
+    process's allocator was tuned through its environment (``MALLOC_MMAP_MAX_``,
+    ``GLIBC_TUNABLES=glibc.malloc...``): the defaults set back would undo that tuning."""
     global _kept_users
-    libc = _glibc()
+    libc = None if _tuned_by_environment() else _glibc()
     if libc is None:
         yield
         return

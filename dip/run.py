@@ -1432,7 +1432,9 @@ def restore(request: RunRequest | str | None = None,
 
     Args:
         progress: called after every step with a :class:`dip.fitting.Progress` (with several
-            members -- restarts, tiles -- ``step`` and ``total`` count every member's steps).
+            members -- restarts, tiles -- ``step`` and ``total`` count every member's steps),
+            one call at a time; where members step side by side on the CPU, from dip's
+            worker threads (a GUI hands it on to its own thread).
         keep_on_interrupt: on Ctrl-C, stop the fit and write (and return) the estimate so
             far, marked ``interrupted``; otherwise KeyboardInterrupt propagates and nothing is
             written.

@@ -393,3 +393,38 @@ def test_tensors_made_under_inference_mode_are_refused_with_what_to_do() -> None
         net, _, _ = _setup()
     with pytest.raises(InputError, match=re.escape("net's weights were made under")):
         fit(net, z, operators.Identity(), synthetic(32), iters=3, generator=g)
+
+
+@pytest.mark.parametrize("environment, tuned", [
+    ({}, False),
+    ({"MALLOC_MMAP_MAX_": "0"}, True),
+    ({"MALLOC_TRIM_THRESHOLD_": "1000000"}, True),
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, True),
+    ({"MALLOC_ARENA_MAX": "2", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, False),
+])
+def test_the_kept_allocator_leaves_a_malloc_tuned_by_the_environment_alone(
+        monkeypatch, environment: dict, tuned: bool) -> None:
+    """On leaving, glibc's documented defaults are set back: they overwrote what the caller's
+    process was started with (MALLOC_MMAP_MAX_=0 in a service's environment was gone after
+    its first dip.restore)."""
+    from dip import engine
+
+    calls: list[tuple[int, int]] = []
+
+    class Libc:
+        def mallopt(self, key: int, value: int) -> int:
+            calls.append((key, value))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            return 1
+
+    for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
+                 "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(engine, "_glibc", Libc)
+    with engine.kept_cpu_memory():
+        pass
+    assert bool(calls) is not tuned
