@@ -12,6 +12,7 @@ interrupted run never leaves a half-written image.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -1174,9 +1175,21 @@ def save_image(picture: Picture, path: str | os.PathLike, mark: str | None = Non
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process's umask, read where the system says it (Linux's /proc/self/status):
+    setting it to 0 and back to learn it leaves a moment in which another thread of the
+    caller's makes files writable by everyone."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0)
+        os.umask(mask)
+        return mask
+
+
+_umask_lock = threading.Lock()
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -122,6 +122,23 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_write_learns_the_umask_without_clearing_it(tmp_path: Path, monkeypatch) -> None:
+    """Setting the umask to 0 and back left a moment in which another thread of the caller's
+    made files writable by everyone: where the system says it, it is read instead."""
+    before = os.umask(0o027)
+    try:
+        def refuse(mask: int) -> int:
+            raise AssertionError(f"the umask was set to {mask:o}")
+
+        monkeypatch.setattr(os, "umask", refuse)
+        path = image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "o.png")
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+
+
 def test_unknown_output_extension(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="extension '.xyz'"):
         image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), tmp_path / "o.xyz")
