@@ -80,8 +80,10 @@ class Restoration:
     Attributes:
         picture: the restored image (pixels ``(1, C, H, W)`` on the CPU, alpha re-attached).
         record: the JSON record written beside the output (also returned when not written).
-        output: where the image was written, or None.
-        fit: the raw :class:`dip.fitting.FitResult` (history, peak).
+        output: where the image was written, as it was given (the record's ``output`` is
+            the absolute path), or None.
+        fit: the first member's :class:`dip.fitting.FitResult` (history, peak): restart 0's,
+            or the first tile's; its image is that member's, not ``picture``.
     """
 
     picture: image.Picture
