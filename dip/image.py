@@ -553,6 +553,7 @@ def _is_tiff(path: Path, what: str) -> bool:
 #: is 0) and RGB. The others (inverted grey, palette, CMYK, YCbCr, CIELAB), and samples of
 #: fewer than 8 bits, are Pillow's to convert.
 _TIFF_AS_IS = {1: 1, 2: 3}  # photometric -> colour samples
+_MIN_IS_WHITE = 0  # photometric: grey, 0 is white
 #: ExtraSamples: 0 unspecified (not alpha), 1 alpha premultiplied into the colour, 2 alpha
 _PREMULTIPLIED, _ALPHA = 1, 2
 
@@ -564,8 +565,8 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     A float TIFF's values (and those of integers other than 8- and 16-bit unsigned: signed,
     32-bit) are mapped to [0, 1] from their own range when they leave it (the range is kept
     in :attr:`Picture.value_range` and restored when a float TIFF is written). None when
-    Pillow is to read the file: a compression that needs the optional imagecodecs package
-    (LZW, JPEG), a bilevel, palette, CMYK, YCbCr or inverted-grey picture.
+    Pillow is to read the file: a bilevel, palette, CMYK or YCbCr picture, or a compression
+    that imagecodecs cannot decode. Inverted grey (MinIsWhite) is read as it looks.
     """
     import logging
 
@@ -575,12 +576,20 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     was, quiet.disabled = quiet.disabled, True
     try:
         with tifffile.TiffFile(path) as tif:
-            if len(tif.pages) > 1:
-                raise InputError(f"{what} {path} holds {len(tif.pages)} pages (a multi-page "
+            # a page of reduced resolution (NewSubfileType bit 0: a thumbnail, a preview) is
+            # not another picture
+            pages = [page for page in tif.pages if not int(page.subfiletype or 0) & 1]
+            if len(pages) > 1:
+                raise InputError(f"{what} {path} holds {len(pages)} pages (a multi-page "
                                  f"TIFF); dip restores one picture: save the one you want on "
                                  f"its own")
-            page = tif.pages[0]
+            page = pages[0] if pages else tif.pages[0]
             colour = _TIFF_AS_IS.get(int(page.photometric))
+            # inverted grey (MinIsWhite) of 8 bits or more: Pillow read 16 bits as a negative
+            inverted = (int(page.photometric) == _MIN_IS_WHITE
+                        and np.dtype(page.dtype).kind == "u")
+            if inverted:
+                colour = 1
             if colour is None or page.bitspersample < 8:
                 return None
             h, w = page.imagelength, page.imagewidth
@@ -594,6 +603,10 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
                 raise
             if array.ndim == 3 and int(page.planarconfig) == 2:
                 array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
+            if inverted:  # the grey sample only: an alpha beside it is not inverted
+                array = array.copy()
+                grey = array if array.ndim == 2 else array[..., 0]
+                np.subtract(np.iinfo(array.dtype).max, grey, out=grey)
             extras = tuple(int(e) for e in (page.extrasamples or ()))
             turn = _tiff_orientation(page)
             inches = _tiff_print_size(page)
@@ -745,6 +758,10 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             return picture  # else a compression tifffile cannot decode alone: Pillow's turn
     opened = _open(path, what, max_pixels, deep_png_elsewhere=True)
     if opened.deep:
+        if opened.deep == "TIFF":  # (tifffile without imagecodecs, or a rare compression)
+            raise InputError(f"{what} {path} is 16-bit colour TIFF in a compression that "
+                             f"tifffile cannot decode here (is imagecodecs installed?); save it "
+                             f"uncompressed or with ZIP (kept at 16 bits) or as 8-bit")
         if opened.deep != "PNG":
             raise InputError(f"{what} {path} is 16-bit colour {opened.deep}, which dip can only "
                              f"read as 8 bits; save it as a 16-bit PNG or TIFF (kept at 16 "
@@ -963,12 +980,35 @@ def check_side(path: str | os.PathLike, size: tuple[int, int]) -> None:
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
 
 
-def _icc(picture: Picture) -> bytes | None:
+def matching_icc(picture: Picture) -> bytes | None:
     """The picture's colour profile if it describes pixels like the picture's (an RGB profile
     for colour, a grey one for grey: a CMYK file's profile does not describe its RGB)."""
     space = picture.icc[16:20] if picture.icc and len(picture.icc) >= 128 else None
     return picture.icc if space == (b"RGB " if picture.pixels.shape[1] == 3 else b"GRAY") \
         else None
+
+
+def written_icc(picture: Picture, fmt: str) -> bytes | None:
+    """The colour profile a result of format ``fmt`` holds: :func:`_icc`'s, in any format but
+    BMP, and a grey one not in WebP (which stores grey as RGB: a grey profile on RGB pixels is
+    one that colour management refuses, so a viewer shows the file as if it had none)."""
+    icc = matching_icc(picture)
+    if fmt == "BMP" or (fmt == "WEBP" and picture.pixels.shape[1] == 1):
+        return None
+    return icc
+
+
+def is_srgb(icc: bytes) -> bool:
+    """Whether a colour profile is sRGB's (by its description): a file without one is shown
+    as sRGB, so leaving it out changes nothing."""
+    from PIL import ImageCms
+
+    if icc[16:20] != b"RGB ":
+        return False
+    with contextlib.suppress(Exception):  # Pillow without littleCMS, a damaged profile
+        return ImageCms.getProfileDescription(
+            ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip().startswith("sRGB")
+    return False
 
 
 #: the formats Pillow writes a colour profile, an EXIF block and XMP in (all but BMP)
@@ -1013,7 +1053,7 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
     profile, resolution, EXIF block, XMP packet, where ``fmt`` holds them (a JPEG holds at
     most 64 KB of either block: a larger one is left out, with a warning)."""
     options: dict = {}
-    icc = _icc(picture)
+    icc = written_icc(picture, fmt)
     if icc and fmt in METADATA_FORMATS:
         options["icc_profile"] = icc
     dpi = _written_dpi(picture, fmt)
@@ -1065,7 +1105,7 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     exif, xmp, upright = result_metadata(picture)
     text = metadata.descriptive_text(exif)
     options: dict = {"photometric": "rgb" if colour else "minisblack", "metadata": None,
-                     "software": False, "iccprofile": _icc(picture),  # (None: none written)
+                     "software": False, "iccprofile": matching_icc(picture),  # (None: none written)
                      "extratags": [(code, "s", 0, value, True) for code, value in text.items()]}
     dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
@@ -1101,7 +1141,7 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         buf = io.BytesIO()
         writer.write(buf, rows)
         exif, xmp, _ = result_metadata(picture)
-        f.write(_png_with(buf.getvalue(), _icc(picture), exif, _written_dpi(picture, "PNG"),
+        f.write(_png_with(buf.getvalue(), matching_icc(picture), exif, _written_dpi(picture, "PNG"),
                           xmp))
 
     return write

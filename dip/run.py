@@ -482,13 +482,20 @@ def load(p: Plan) -> Loaded:
 
 def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
     """A warning for each thing of the input the result's format cannot hold: transparency,
-    more than 8 bits a sample (16 in PNG)."""
+    a colour profile other than sRGB's, more than 8 bits a sample (16 in PNG)."""
     fmt = image.output_format(output)
     if (picture.alpha is not None and fmt not in image.ALPHA_FORMATS
             and (picture.alpha < 1).any()):
         warnings.warn(f"{shown(output)}: {fmt} holds no transparency, so the input's is "
                       f"dropped (write .png, .tif or .webp to keep it)", image.DipWarning,
                       stacklevel=outside_dip())
+    if (icc := image.matching_icc(picture)) and not image.written_icc(picture, fmt) \
+            and not image.is_srgb(icc):
+        holds = "no colour profile" if fmt == "BMP" else "grey as RGB, which a grey profile " \
+            "does not describe"
+        warnings.warn(f"{shown(output)}: {fmt} holds {holds}, so the input's is dropped and "
+                      f"its colours may look different (write .png or .tif to keep it)",
+                      image.DipWarning, stacklevel=outside_dip())
     if (kept := image.written_bits(picture.bits, fmt)) < picture.bits:
         depth, keeps = (("float", ".tif") if picture.bits == 32 else
                         (f"{picture.bits}-bit", ".png or .tif"))

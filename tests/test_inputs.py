@@ -960,6 +960,135 @@ def test_a_profile_of_another_colour_space_is_not_written(tmp_path: Path) -> Non
     assert "icc_profile" not in Image.open(tmp_path / "o.png").info
 
 
+def _profile_named(name: bytes, space: bytes = b"RGB ") -> bytes:
+    """sRGB's profile under another description (standing for Display P3's or Adobe RGB's),
+    and of another colour space where asked."""
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    at = icc.find("sRGB".encode("utf-16-be"))
+    icc[at:at + 8] = name.decode().encode("utf-16-be")
+    icc[16:20] = space
+    return bytes(icc)
+
+
+@pytest.mark.parametrize("grey, written, kept, warned", [
+    (False, "out.bmp", False, "BMP holds no colour profile"),
+    (True, "out.webp", False, "WEBP holds grey as RGB, which a grey profile does not describe"),
+    (True, "out.png", True, None),
+    (False, "out.webp", True, None),
+])
+def test_a_profile_the_result_cannot_hold_is_said_to_be_dropped(
+        tmp_path: Path, grey: bool, written: str, kept: bool, warned: str | None) -> None:
+    """A BMP result dropped a wide-gamut photo's profile without a word (its colours then
+    look washed out), and a grey picture's WebP (stored as RGB) carried its grey profile,
+    which colour management refuses: the file showed as if it had none."""
+    from dip import image as dip_image
+
+    icc = _profile_named(b"Wide", b"GRAY" if grey else b"RGB ")
+    assert not dip_image.is_srgb(icc)
+    pixels = _rng().integers(0, 256, (H, W) if grey else (H, W, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png", icc_profile=icc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("denoise", tmp_path / "in.png", "-o", tmp_path / written, *TINY)
+    assert result.exit_code == 0, result.output
+    assert (Image.open(tmp_path / written).info.get("icc_profile") == icc) is kept
+    said = [str(w.message) for w in caught if "profile" in str(w.message)]
+    assert [warned in m for m in said] == ([True] if warned else []), said
+
+
+def test_an_srgb_profile_left_out_of_a_bmp_is_not_worth_a_warning(tmp_path: Path) -> None:
+    """A file without a profile is shown as sRGB: nothing changes."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(tmp_path / "in.png",
+                                                                         icc_profile=icc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("denoise", tmp_path / "in.png", "-o", tmp_path / "out.bmp", *TINY)
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "profile" in str(w.message)]
+
+
+def test_an_inverted_grey_tiff_is_read_as_it_looks(tmp_path: Path) -> None:
+    """MinIsWhite: Pillow read 16 bits of it as a negative (8 bits it inverted); an alpha
+    beside the grey is not inverted."""
+    import tifffile
+
+    grey = _rng().integers(0, 65536, (H, W), np.uint16)
+    alpha = np.full((H, W), 40000, np.uint16)
+    tifffile.imwrite(tmp_path / "w.tif", 65535 - grey, photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "wa.tif", np.dstack([65535 - grey, alpha]),
+                     photometric="miniswhite", extrasamples=[2])
+    for name in ("w.tif", "wa.tif"):
+        picture = image.load_image(tmp_path / name)
+        assert picture.bits == 16 and picture.pixels.shape[1] == 1
+        assert np.array_equal(np.rint(picture.pixels[0, 0].numpy() * 65535), grey), name
+    assert torch.allclose(image.load_image(tmp_path / "wa.tif").alpha, torch.tensor(40000 / 65535))
+    eight = (255 - grey // 257).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "w8.tif", eight, photometric="miniswhite")
+    assert np.array_equal(np.rint(image.load_image(tmp_path / "w8.tif").pixels[0, 0].numpy()
+                                  * 255), 255 - eight)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "packbits", "zlib"])
+def test_a_16_bit_colour_tiff_compressed_as_photoshop_saves_it_is_read_at_16_bits(
+        tmp_path: Path, compression: str) -> None:
+    """LZW is Photoshop's usual TIFF compression: tifffile decodes it through imagecodecs,
+    and without it the file went to Pillow, which reads 16-bit colour as 8 bits, and was
+    refused ('save it as a 16-bit PNG or TIFF', which it was). A 32-bit integer one went to
+    Pillow too and was clipped to 0..65535."""
+    import tifffile
+
+    rgb = _rng().integers(0, 65536, (H, W, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", rgb, photometric="rgb", compression=compression)
+    picture = image.load_image(tmp_path / "in.tif")
+    assert picture.bits == 16
+    assert np.array_equal(np.rint(picture.pixels[0].permute(1, 2, 0).numpy() * 65535), rgb)
+    wide = np.linspace(-30000, 120000, H * W).reshape(H, W).astype(np.int32)
+    tifffile.imwrite(tmp_path / "i.tif", wide, compression=compression)
+    picture = image.load_image(tmp_path / "i.tif")
+    assert picture.bits == 32 and picture.value_range == (-30000.0, 120000.0)
+
+
+def test_a_16_bit_colour_tiff_tifffile_cannot_decode_says_what_to_do(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Without imagecodecs it said 'save it as a 16-bit PNG or TIFF', which it was."""
+    import tifffile
+
+    rgb = _rng().integers(0, 65536, (H, W, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", rgb, photometric="rgb", compression="lzw")
+
+    def no_codec(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
+    with pytest.raises(InputError, match=r"16-bit colour TIFF in a compression that tifffile "
+                                         r"cannot decode here \(is imagecodecs installed\?\); "
+                                         r"save it uncompressed or with ZIP"):
+        image.load_image(tmp_path / "in.tif")
+
+
+def test_a_tiffs_thumbnail_page_is_not_another_picture(tmp_path: Path) -> None:
+    """A reduced-resolution page (NewSubfileType 1) beside the picture made the file 'a
+    multi-page TIFF' and refused."""
+    import tifffile
+
+    rgb = _rng().integers(0, 256, (H, W, 3), np.uint8)
+    with tifffile.TiffWriter(tmp_path / "t.tif") as tif:
+        tif.write(rgb, photometric="rgb")
+        tif.write(rgb[::4, ::4].copy(), photometric="rgb", subfiletype=1)
+    picture = image.load_image(tmp_path / "t.tif")
+    assert tuple(picture.pixels.shape) == (1, 3, H, W)
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(rgb, photometric="rgb")
+        tif.write(rgb, photometric="rgb")
+    with pytest.raises(InputError, match="holds 2 pages"):
+        image.load_image(tmp_path / "two.tif")
+
+
 def test_a_folder_where_a_side_file_goes_is_named_as_such(tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
