@@ -843,6 +843,9 @@ def _pillow_pixels(img: Image.Image) -> Picture:
         img = img.convert("RGBA")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(img).astype(np.float32)
+        if array.size and (array.min() < 0 or array.max() > 65535):  # a TIFF's 32-bit or
+            # signed integers (one tifffile could not decode): their own range, as float
+            return _float_picture(array)
         # Pillow opens 16-bit grey PNGs as "I;16" or as 32-bit "I"; both hold 0..65535. A
         # tRNS chunk names the one grey level that is transparent.
         clear = img.info.get("transparency")

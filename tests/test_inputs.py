@@ -1071,6 +1071,17 @@ def test_a_16_bit_colour_tiff_tifffile_cannot_decode_says_what_to_do(tmp_path: P
         image.load_image(tmp_path / "in.tif")
 
 
+def test_a_32_bit_integer_tiff_pillow_reads_keeps_its_range(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """Pillow's mode I was taken as 16-bit grey: -30000..120000 came back clipped to
+    0..65535 (where tifffile could not decode the file and Pillow read it)."""
+    wide = np.linspace(-30000, 120000, H * W).reshape(H, W).astype(np.int32)
+    Image.fromarray(wide, "I").save(tmp_path / "i.tif", compression="tiff_adobe_deflate")
+    monkeypatch.setattr(image, "_load_tiff", lambda *args: None)  # Pillow's turn
+    picture = image.load_image(tmp_path / "i.tif")
+    assert picture.bits == 32 and picture.value_range == (-30000.0, 120000.0)
+
+
 def test_a_tiffs_thumbnail_page_is_not_another_picture(tmp_path: Path) -> None:
     """A reduced-resolution page (NewSubfileType 1) beside the picture made the file 'a
     multi-page TIFF' and refused."""
