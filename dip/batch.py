@@ -65,6 +65,7 @@ from dip.config import (
     load_yaml,
     record_config,
     recorded_options,
+    resolve,
     yaml_number,
     yaml_word,
 )
@@ -249,8 +250,41 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
             value = entry[key] = yaml_word(value)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
-            raise BatchError(f"{where}: '{key}' expects {kinds}, got {str(value)[:60]!r}")
+            raise BatchError(f"{where}: '{key}' expects {kinds}, "
+                             + _quote_it(value, key, types))
+        _check_paths(key, value, opt, where)
     return entry
+
+
+def _quote_it(value: Any, key: str, types: tuple) -> str:
+    """'got VALUE'; for a key that takes text, what YAML made of a word meant as text
+    (``output: no`` is false, ``input: 2024`` a number, ``mask_color: #ff00ff`` a comment) and
+    that quotes keep it a word."""
+    if str not in types or isinstance(value, (dict, list)):
+        return f"got {str(value)[:60]!r}"
+    read = (f"{str(value).lower()} (it reads yes, no, on and off as true or false)"
+            if isinstance(value, bool) else "nothing (a # starts a comment)" if value is None
+            else f"the number {value}" if isinstance(value, (int, float))
+            else f"a {type(value).__name__} ({value})")
+    return f"but YAML read the value as {read}: put it in quotes ({key}: '...')"
+
+
+def _check_paths(key: str, value: Any, opt: Option, where: str) -> None:
+    """A path key's value, or each file of a ``config`` list, is a non-empty string: an empty
+    one was the batch file's folder (``input: ''`` ran every picture beside it, ``mask: ''``
+    made the input its own mask), and a list's item of another kind (a stray ``-``) failed
+    with a traceback."""
+    if opt.kind not in ("path", "list") or opt.job_key in ("set", "output"):  # (an empty
+        return  # output has a message of its own: _request's)
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items, 1):
+        at = f"'{key}' item {i}" if isinstance(value, list) else f"'{key}'"
+        if not isinstance(item, str):
+            got = ("a mapping (settings go under 'set')" if isinstance(item, dict)
+                   else "nothing" if item is None else repr(_strip_lines(item))[:60])
+            raise BatchError(f"{where}: {at} expects a file name, got {got}")
+        if not item.strip():
+            raise BatchError(f"{where}: {at} is empty; give a path")
 
 
 def _overrides(value: dict | list | None, where: str) -> list[str]:
@@ -266,8 +300,10 @@ def _overrides(value: dict | list | None, where: str) -> list[str]:
     if twice is not None:
         raise BatchError(f"{where}: 'set' gives '{twice}' twice (once dotted, once in its "
                          f"section); keep one")
-    return [f"{k}={json.dumps(_strip_lines(v), ensure_ascii=False)}" for k, v in value.items()
-            if k != _LINE]
+    # a value JSON has no word for (a date YAML read from 2026-12-06, !!binary) is given as
+    # its text, and the config's check names the key and what it expects
+    return [f"{k}={json.dumps(_strip_lines(v), ensure_ascii=False, default=str)}"
+            for k, v in value.items() if k != _LINE]
 
 
 def _expand_inputs(pattern: str, base: Path, where: str) -> tuple[list[Path], bool]:
@@ -396,12 +432,11 @@ DERIVED = ("task", "input", "output", "config", "overrides", "seed")
 
 
 def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, base: Path,
-             overrides: list[str], where: str, key: str,
-             recorded_seed: int | None = None) -> RunRequest:
+             overrides: list[str], where: str, seed: int) -> RunRequest:
     """One input's RunRequest from an entry's merged options: every key the job holds goes to
-    its field (paths against the batch file's folder), but the :data:`DERIVED` ones. Its
-    seed is ``recorded_seed`` where that is not None (:func:`_recorded_seed`), else derived
-    from the entry's ``seed`` and the input's path (:func:`job_seed`)."""
+    its field (paths against the batch file's folder), but the :data:`DERIVED` ones; its
+    ``seed`` is the job's own (a record's, :func:`_recorded_seed`, or one derived from the
+    entry's :func:`_base_seed` and the input's path, :func:`job_seed`)."""
 
     def value(opt: Option) -> Any:
         given = spec[opt.job_key]
@@ -422,14 +457,25 @@ def _request(spec: dict[str, Any], task: Task, input_path: Path, many: bool, bas
     return RunRequest(
         **fields, task=task.name, input=input_path,
         output=_output(spec.get("output"), base, name, many), config=_configs(spec, base),
-        overrides=tuple(overrides),
-        seed=recorded_seed if recorded_seed is not None else job_seed(spec.get("seed", 0), key),
-        task_args=task_args)
+        overrides=tuple(overrides), seed=seed, task_args=task_args)
 
 
 def _configs(spec: dict[str, Any], base: Path) -> tuple[Path, ...]:
     config = spec.get("config", ())
     return tuple(base / c for c in ([config] if isinstance(config, str) else config))
+
+
+def _base_seed(spec: dict[str, Any], task: Task, base: Path, overrides: list[str],
+               where: str) -> int:
+    """The seed an entry's jobs' seeds are derived from: its ``seed`` key, else the ``seed``
+    its config files or ``set:`` give (``set: {seed: 7}`` sets it as ``--set seed=7`` does
+    for one command; it was ignored without a word, and never checked), else 0."""
+    if "seed" in spec:
+        return spec["seed"]
+    try:
+        return resolve(task.name, _configs(spec, base), overrides).seed
+    except DipError as exc:
+        raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
 
 
 def _recorded_seed(spec: dict[str, Any], task: Task, base: Path, where: str) -> int | None:
@@ -527,13 +573,14 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
         _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs, snapshots = [], False
     recorded_seed = _recorded_seed(spec, task, base, where)
+    seed = _base_seed(spec, task, base, overrides, where) if recorded_seed is None else 0
     for i, input_path in enumerate(files):
         try:
             key = input_path.relative_to(base).as_posix()
         except ValueError:
             key = input_path.as_posix()
-        request = _request(spec, task, input_path, many, base, overrides, where, key,
-                           recorded_seed)
+        request = _request(spec, task, input_path, many, base, overrides, where,
+                           recorded_seed if recorded_seed is not None else job_seed(seed, key))
         if i == 0:
             snapshots = _check_request(request, where)
         else:

@@ -342,6 +342,62 @@ def test_seeds_come_from_the_input_not_the_order(tmp_path: Path) -> None:
     assert {j.input.name: j.seed for j in batch.load_batch(reordered)} == seeds
 
 
+def test_a_seed_set_in_set_or_in_a_config_file_is_the_jobs_base_seed(tmp_path: Path) -> None:
+    """'set' is --set's keys, and --set seed=7 sets one command's seed: in a batch it was
+    ignored without a word (and never checked: seed: -5 in a config file ran)."""
+    defaults = TINY.replace("  seed: 0\n", "")
+    (tmp_path / "s7.yaml").write_text("seed: 7\n")
+    (tmp_path / "bad.yaml").write_text("seed: -5\n")
+
+    def seeds(extra: str) -> list[int]:
+        path = make_batch(tmp_path, GLOB_JOB.rstrip("\n") + extra + "\n", defaults)
+        return [j.seed for j in batch.load_batch(path)]
+
+    none, keyed = seeds(""), seeds("\n    seed: 7")
+    assert none != keyed and len(set(keyed)) == 3  # still one per picture
+    assert seeds("\n    set: {seed: 7}") == keyed == seeds("\n    config: s7.yaml")
+    with pytest.raises(batch.BatchError, match=r"config key 'seed' must be in 0 \.\. 2\*\*63-1, "
+                                               r"got -5"):
+        seeds("\n    config: bad.yaml")
+
+
+@pytest.mark.parametrize("entry, message", [
+    # a value JSON has no word for: a traceback ('date is not JSON serializable')
+    ("set: {seed: 2026-12-06}", "config key 'seed' expects an integer, got '2026-12-06'"),
+    # a list's items were not checked: a stray '-' was a TypeError in a path join
+    ("config: [s.yaml, null]", "'config' item 2 expects a file name, got nothing"),
+    ("config: [{optim: {lr: 0.1}}]", "'config' item 1 expects a file name, got a mapping "
+                                     "(settings go under 'set')"),
+    # an empty path was the batch file's folder: every picture beside it, or its own mask
+    ("input: ''", "'input' is empty; give a path"),
+    ("reference: ' '", "'reference' is empty; give a path"),
+    # what YAML made of a word meant as text, said as YAML read it ('got False', 'got 2024')
+    ("input: 2024", "'input' expects a string, but YAML read the value as the number 2024: "
+                    "put it in quotes (input: '...')"),
+    ("reference: no", "but YAML read the value as false (it reads yes, no, on and off as true "
+                      "or false)"),
+    ("reference: 2026-12-06", "but YAML read the value as a date (2026-12-06)"),
+])
+def test_a_jobs_value_yaml_read_otherwise_is_one_line(tmp_path: Path, entry: str,
+                                                       message: str) -> None:
+    path = make_batch(tmp_path, f"  - task: denoise\n    input: photos/p0.png\n    {entry}\n"
+                      .replace("    input: photos/p0.png\n    input:", "    input:"),
+                      TINY.replace("  seed: 0\n", ""))  # (a job's seed key beats set's)
+    (tmp_path / "s.yaml").write_text("{}\n")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_mask_color_written_as_a_comment_says_to_quote_it(tmp_path: Path) -> None:
+    path = make_batch(tmp_path, "  - task: inpaint\n    input: photos/p0.png\n"
+                                "    mask_color: #ff00ff\n")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 2
+    assert ("'mask_color' expects a string, but YAML read the value as nothing (a # starts a "
+            "comment): put it in quotes (mask_color: '...')") in result.output
+
+
 def test_two_workers_run_every_job(tmp_path: Path) -> None:
     path = make_batch(tmp_path, GLOB_JOB)
     result = invoke("run", path, "-q", "--workers", "2", "--devices", "cpu")
