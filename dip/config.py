@@ -20,6 +20,7 @@ import difflib
 import functools
 import math
 import numbers
+import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -512,6 +513,26 @@ class NoAliasLoader(yaml.SafeLoader):
                 self.peek_event().start_mark)
         return super().compose_node(parent, index)
 
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        """A value an explicit tag cannot make (``!!bool maybe``, ``!!int ""``) is a YAML error
+        at its line: PyYAML's constructors raise KeyError, IndexError or AttributeError (and
+        an integer thousands of digits long Python's ValueError)."""
+        try:
+            return super().construct_object(node, deep)
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{'an' if node.tag.endswith(':int') else 'a'} "
+                f"{node.tag.rsplit(':', 1)[-1]} cannot be made of {str(node.value)[:40]!r}",
+                node.start_mark) from None
+
+    def construct_yaml_int(self, node: Any) -> int:
+        """YAML 1.2's integers: ``010`` is ten (YAML 1.1's octal made ``seed: 010`` 8 and
+        ``--set seed=010`` another seed than ``--seed 010``); ``0o10`` is octal."""
+        text = str(self.construct_scalar(node)).replace("_", "")
+        sign, digits = (-1, text[1:]) if text[:1] == "-" else (1, text.lstrip("+"))
+        base = {"0x": 16, "0o": 8, "0b": 2}.get(digits[:2].lower())
+        return sign * (int(digits[2:], base) if base else int(digits, 10))
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """A key given twice is refused: YAML's loaders keep the last one without a word, so
         a second ``optim:`` section dropped the first one's settings, a batch file's second
@@ -530,6 +551,32 @@ class NoAliasLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+NoAliasLoader.add_constructor("tag:yaml.org,2002:int", NoAliasLoader.construct_yaml_int)
+# YAML 1.2's numbers, without YAML 1.1's sexagesimal ones: optim.iters: 1:30 was 90 steps and
+# 190:20:30 685,830 (now the words they look like, refused by a number key)
+NoAliasLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+NoAliasLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[01_]+|[-+]?0o[0-7_]+|[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+NoAliasLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+               r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _yaml_text(data: bytes) -> str:
+    """A YAML file's text: UTF-8, or UTF-16 where it starts with its byte-order mark (what
+    Windows PowerShell 5's ``>`` writes), as YAML itself allows."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
+
+
 def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a
     ConfigError, each naming ``what`` it is, the file and (for YAML) the line."""
@@ -545,13 +592,16 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
         raise InputError(f"cannot use the {what} path {shown(path)}: "
                          f"{exc.strerror or exc}") from None
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        return yaml.load(_yaml_text(path.read_bytes()), Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML in {shown(path)}{where}: {quote(problem)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read {what} {shown(path)}: it is not UTF-8 text (save it as "
+                         f"UTF-8)") from None
+    except OSError as exc:
         raise InputError(f"cannot read {what} {shown(path)}: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{what} {shown(path)} is nested too deeply to read") from None

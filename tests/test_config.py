@@ -479,3 +479,44 @@ def test_a_config_mapping_built_in_python_takes_numpys_numbers() -> None:
     assert type(cfg.optim.iters) is int and type(cfg.optim.lr) is float
     with pytest.raises(ConfigError, match="'optim.iters' expects an integer, got 2.5"):
         config.resolve("denoise", base=[{"optim": {"iters": np.float64(2.5)}}])
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    # PyYAML's constructors raised KeyError, AttributeError and IndexError: a traceback
+    ("seed: 1\noptim:\n  iters: !!bool maybe\n", 3, "a bool cannot be made of 'maybe'"),
+    ("seed: !!timestamp x\n", 1, "a timestamp cannot be made of 'x'"),
+    ("optim: {iters: !!int ''}\n", 1, "an int cannot be made of ''"),
+])
+def test_a_value_an_explicit_tag_cannot_make_is_invalid_yaml_at_its_line(
+        tmp_path: Path, text: str, line: int, problem: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"invalid YAML in {f} line {line}: "
+                                                    f"{problem}")):
+        config.resolve("denoise", [f])
+
+
+def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path: Path) -> None:
+    """YAML 1.1's octal made seed: 010 eight (and --set seed=010 another seed than --seed
+    010), and its base 60 made optim.iters: 1:30 ninety steps and 190:20:30 685,830."""
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 010\noptim: {iters: 1_000}\nstop: {patience: 0x10, window: 0o20}\n")
+    cfg = config.resolve("denoise", [f])
+    assert (cfg.seed, cfg.optim.iters, cfg.stop.patience, cfg.stop.window) == (10, 1000, 16, 16)
+    assert config.resolve("denoise", overrides=["seed=010"]).seed == 10
+    for minutes in ("1:30", "190:20:30"):
+        with pytest.raises(ConfigError, match=f"'optim.iters' expects an integer, got "
+                                              f"'{minutes}'"):
+            config.resolve("denoise", overrides=[f"optim.iters={minutes}"])
+
+
+def test_a_utf16_config_file_is_read_and_another_encoding_is_named(tmp_path: Path) -> None:
+    """Windows PowerShell 5's '>' writes UTF-16 with its byte-order mark (valid YAML): it
+    was refused with "'utf-8' codec can't decode byte 0xff in position 0"."""
+    f = tmp_path / "c.yaml"
+    f.write_bytes("optim:\n  iters: 3   # é\n".encode("utf-16"))
+    assert config.resolve("denoise", [f]).optim.iters == 3
+    f.write_bytes("optim:\n  iters: 3   # é\n".encode("latin-1"))
+    with pytest.raises(InputError, match=re.escape(f"cannot read config file {f}: it is not "
+                                                   f"UTF-8 text (save it as UTF-8)")):
+        config.resolve("denoise", [f])
