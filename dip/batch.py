@@ -499,8 +499,8 @@ def _check_request(request: RunRequest, where: str) -> bool:
         output_path(request.input, request.task, request.output, request.format)
         image.output_format(request.output)  # (a planning that writes nothing does not ask)
         cfg = plan(request.replace(write=False)).cfg
-        if request.device is not None:
-            resolve_device(request.device)
+        # the job's device key, or one its config file or set: gives (each job failed on it)
+        resolve_device(cfg.device)
         if request.report:
             reports.require_matplotlib()
     except DipError as exc:

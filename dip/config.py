@@ -597,6 +597,9 @@ def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, yaml.composer.ComposerError) and getattr(exc, "context", None):
+            problem = f"{exc.context}, {problem}"  # 'expected a single document in the
+            # stream, but found another document' (the second half alone said nothing)
         raise ConfigError(f"invalid YAML in {shown(path)}{where}: {quote(problem)}") from None
     except UnicodeDecodeError:
         raise InputError(f"cannot read {what} {shown(path)}: it is not UTF-8 text (save it as "
@@ -780,7 +783,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"{{arg:overrides}} expects key.path=value, got {quote(text)!r}")
     try:
         value = yaml.load(raw, Loader=NoAliasLoader) if raw.strip() else ""
-    except (yaml.YAMLError, ValueError, RecursionError):  # (too many digits, nested too deep)
+    except yaml.YAMLError as exc:
+        if raw.strip()[:1] in ("{", "["):  # a mapping or a list YAML refused (a key twice,
+            # an alias): why, not that the section got a word
+            raise ConfigError(f"{{arg:overrides}} {quote(text)!r}: "
+                              f"{quote(getattr(exc, 'problem', None) or exc)}") from None
+        value = raw
+    except (ValueError, RecursionError):  # (too many digits, nested too deep)
         value = raw
     return key, value
 

@@ -389,6 +389,16 @@ def test_a_jobs_value_yaml_read_otherwise_is_one_line(tmp_path: Path, entry: str
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_a_device_set_in_set_or_a_config_file_is_checked_before_any_job(tmp_path: Path) -> None:
+    """The job key device: was, but one from set: or a config file failed every job at its
+    turn ('1 would fail', exit 1)."""
+    path = make_batch(tmp_path, GLOB_JOB.rstrip("\n") + "\n    set: {device: gpu}\n",
+                      TINY.replace("  device: cpu\n", ""))
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps" in result.output
+
+
 def test_a_mask_color_written_as_a_comment_says_to_quote_it(tmp_path: Path) -> None:
     path = make_batch(tmp_path, "  - task: inpaint\n    input: photos/p0.png\n"
                                 "    mask_color: #ff00ff\n")

@@ -443,7 +443,7 @@ def test_a_value_where_a_section_belongs_is_refused_with_a_budget_too(tmp_path: 
 
 
 @pytest.mark.parametrize("text, message", [
-    ("optim:\n  lr: " + "9" * 5000 + "\n", "cannot read config file"),
+    ("optim:\n  lr: " + "9" * 5000 + "\n", "line 2: an int cannot be made of '99999"),
     ("{" * 3000 + "}" * 3000 + "\n", "nested too deeply to read"),
 ])
 def test_a_config_file_too_long_or_deep_to_read_is_one_clear_error(tmp_path: Path, text: str,
@@ -519,4 +519,24 @@ def test_a_utf16_config_file_is_read_and_another_encoding_is_named(tmp_path: Pat
     f.write_bytes("optim:\n  iters: 3   # é\n".encode("latin-1"))
     with pytest.raises(InputError, match=re.escape(f"cannot read config file {f}: it is not "
                                                    f"UTF-8 text (save it as UTF-8)")):
+        config.resolve("denoise", [f])
+
+
+@pytest.mark.parametrize("override, message", [
+    # the duplicate key or alias was swallowed: "config key 'optim' is a section; expected
+    # keys under it, got '{lr: 1, lr: 2}'"
+    ("optim={lr: 1, lr: 2}", "'lr' is given twice"),
+    ("optim={iters: *a}", "aliases (*name) are not allowed"),
+    ("net.channels_down=[8, 8", "expected ',' or ']', but got '<stream end>'"),
+])
+def test_a_set_value_yaml_refuses_says_why(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"overrides {override!r}: {message}")):
+        config.resolve("denoise", overrides=[override])
+
+
+def test_a_second_document_in_a_config_file_is_named_as_such(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 1\n---\nseed: 2\n")
+    with pytest.raises(ConfigError, match="line 2: expected a single document in the stream, "
+                                          "but found another document"):
         config.resolve("denoise", [f])
