@@ -90,6 +90,9 @@ class Picture:
             at (its resolution, e.g. a scan's 600 dpi), or None where it says none. The
             result keeps it, so an enlarged result gets a finer resolution, not a larger
             print (see :func:`result_dpi`).
+        png_colour: a PNG's chunks that say how its values are shown, where it holds no
+            profile (:data:`PNG_COLOUR`: gAMA, cHRM, sRGB, cICP), as ``(kind, payload)``; a
+            PNG result carries them (a linear PNG's gAMA 1.0 dropped showed it darker).
     """
 
     pixels: torch.Tensor
@@ -102,6 +105,7 @@ class Picture:
     exif: bytes | None = None
     xmp: bytes | None = None
     print_size: tuple[float, float] | None = None
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -228,6 +232,8 @@ class _Opened:
     exif: bytes | None = None
     #: the noise a JPEG held before it was compressed (:func:`dip.jpeg_noise.noise_sigma`)
     noise: float | None = None
+    #: a PNG's gAMA, cHRM, sRGB and cICP chunks (:attr:`Picture.png_colour`)
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -254,8 +260,11 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
             # not decoded here (exif_transpose would decode it too): the caller reads and
             # checks its bytes once (_load_png16)
             return _Opened(img, deep)
+        png_colour = ()
         if img.format == "PNG":
-            check_png_data(list(png_chunks(path.read_bytes())), path, what)
+            chunks = list(png_chunks(path.read_bytes()))
+            check_png_data(chunks, path, what)
+            png_colour = _png_metadata(chunks)[_COLOUR]
         _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
@@ -269,7 +278,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         # on the file's grid of blocks, before the turn; a JPEG whose tables coding_error
         # reads (its luma's first: not one stored as R, G, B)
         noise = None if coding is None else jpeg_noise.noise_sigma(img)
-        return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif, noise)
+        return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif, noise,
+                       png_colour)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -469,7 +479,8 @@ def _load_png16(path: Path, what: str) -> Picture:
     stored = Picture(_to_tensor(colour, 65535.0), alpha, 16, icc=found.get(b"iCCP"),
                      exif=exif and metadata.carried_exif(exif),
                      xmp=metadata.carried_xmp(found.get(_PNG_XMP)),
-                     print_size=metadata.print_size((w, h), found.get(b"pHYs")))
+                     print_size=metadata.print_size((w, h), found.get(b"pHYs")),
+                     png_colour=found[_COLOUR])
     return oriented(stored, turn)
 
 
@@ -482,11 +493,15 @@ def _png_metadata(chunks: list[tuple[bytes, bytes]]) -> dict[bytes, Any]:
     in one pass: ``b"eXIf"`` the first EXIF block; ``b"iCCP"`` the colour profile and
     ``b"pHYs"`` the resolution in pixels per inch (each before the pixel data only; a pHYs of
     an aspect ratio alone is none); ``_PNG_XMP`` the last XMP packet of a text chunk with that
-    keyword. A key is absent where the file has none (or a damaged one)."""
+    keyword; ``_COLOUR`` the first of each of :data:`PNG_COLOUR` before the pixel data. A key
+    is absent where the file has none (or a damaged one)."""
     found: dict[bytes, Any] = {}
     pixels = False
+    colour: dict[bytes, bytes] = {}
     for kind, payload in chunks:
         pixels = pixels or kind == b"IDAT"
+        if kind in PNG_COLOUR and not pixels:
+            colour.setdefault(kind, payload)
         if kind == b"eXIf" and kind not in found:
             found[kind] = payload
         elif kind == b"iCCP" and not pixels and kind not in found:
@@ -496,7 +511,37 @@ def _png_metadata(chunks: list[tuple[bytes, bytes]]) -> dict[bytes, Any]:
             found[kind] = (x * 0.0254, y * 0.0254) if metre == 1 else None
         elif kind in (b"iTXt", b"tEXt", b"zTXt") and payload.startswith(_PNG_XMP + b"\0"):
             found[_PNG_XMP] = _png_xmp(kind, payload[len(_PNG_XMP) + 1:])
+    found[_COLOUR] = tuple(colour.items())
     return {key: value for key, value in found.items() if value is not None}
+
+
+#: a PNG's chunks that say how its values are shown where it has no profile: its gamma,
+#: its primaries, that it is sRGB, its coding-independent code points (an HDR PNG's)
+PNG_COLOUR = (b"gAMA", b"cHRM", b"sRGB", b"cICP")
+#: _png_metadata's key for them
+_COLOUR = b"colour"
+#: sRGB's gamma (1/2.2) and primaries (white x, y; red; green; blue) as a PNG states them
+_SRGB_GAMMA = 45455
+_SRGB_PRIMARIES = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+
+
+def shown_otherwise(picture: Picture) -> str | None:
+    """What a PNG's colour chunks say that a viewer would show differently without them (a
+    gamma or primaries other than sRGB's, an HDR coding), where no profile or sRGB chunk
+    overrides them; None where leaving them out changes nothing visible."""
+    chunks = dict(picture.png_colour)
+    if matching_icc(picture) or b"sRGB" in chunks:
+        return None
+    gamma = chunks.get(b"gAMA", b"")
+    primaries = chunks.get(b"cHRM", b"")
+    said = [f"gamma {g / 100000:.4g} (sRGB's is 0.4545)" for g in struct.unpack(">I", gamma)
+            if len(gamma) == 4 and g and abs(g - _SRGB_GAMMA) > 0.01 * _SRGB_GAMMA]
+    if len(primaries) == 32 and any(abs(a - b) > 100 for a, b in zip(
+            struct.unpack(">8I", primaries), _SRGB_PRIMARIES)):
+        said.append("primaries other than sRGB's")
+    if b"cICP" in chunks:
+        said.append("a cICP coding (HDR)")
+    return " and ".join(said) or None
 
 
 def _png_xmp(kind: bytes, rest: bytes) -> bytes | None:
@@ -521,12 +566,13 @@ def _png_icc(payload: bytes) -> bytes | None:
 
 
 def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
-              dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> bytes:
-    """A PNG's bytes with an iCCP chunk (the colour profile), an eXIf chunk, a pHYs chunk
-    (the resolution, in pixels per metre) and an iTXt chunk (XMP) after its header, where
-    given (pypng writes none)."""
+              dpi: tuple[float, float] | None = None, xmp: bytes | None = None,
+              colour: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """A PNG's bytes with ``colour``'s chunks (gAMA, cHRM, sRGB, cICP), an iCCP chunk (the
+    colour profile), an eXIf chunk, a pHYs chunk (the resolution, in pixels per metre) and an
+    iTXt chunk (XMP) after its header, where given (pypng writes none)."""
     physical = dpi and struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)
-    chunks = b""
+    chunks = b"".join(_png_chunk(kind, payload) for kind, payload in colour)
     for kind, payload in ((b"iCCP", icc and b"ICC profile\0\0" + zlib.compress(icc)),
                           (b"eXIf", exif and exif.removeprefix(b"Exif\0\0")),
                           (b"pHYs", physical),
@@ -778,7 +824,8 @@ def _from_pillow(opened: _Opened) -> Picture:
     picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(opened.exif),
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
-                      print_size=opened.inches, jpeg_noise=opened.noise)
+                      print_size=opened.inches, jpeg_noise=opened.noise,
+                      png_colour=opened.png_colour)
     coding = opened.coding
     return (replace(picture, coding_error=coding)
             if coding is not None and len(coding) == picture.pixels.shape[1] else picture)
@@ -1064,6 +1111,12 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         options["dpi"] = dpi or (0, 0)  # (BMP: Pillow would state 96 where the input did not)
     if fmt not in METADATA_FORMATS:
         return options
+    if fmt == "PNG" and picture.png_colour:
+        from PIL import PngImagePlugin
+
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        for kind, payload in picture.png_colour:
+            options["pnginfo"].add(kind, payload)
     exif, xmp, upright = result_metadata(picture)
     for key, name, block in (("exif", "EXIF block", exif), ("xmp", "XMP packet", xmp)):
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
@@ -1075,7 +1128,7 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         elif block and key == "xmp" and fmt == "PNG":
             from PIL import PngImagePlugin
 
-            options["pnginfo"] = PngImagePlugin.PngInfo()
+            options.setdefault("pnginfo", PngImagePlugin.PngInfo())
             options["pnginfo"].add_itxt(_PNG_XMP.decode(), block.decode())
         elif block:
             options[key] = block
@@ -1145,7 +1198,7 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         writer.write(buf, rows)
         exif, xmp, _ = result_metadata(picture)
         f.write(_png_with(buf.getvalue(), matching_icc(picture), exif, _written_dpi(picture, "PNG"),
-                          xmp))
+                          xmp, picture.png_colour))
 
     return write
 

@@ -482,7 +482,8 @@ def load(p: Plan) -> Loaded:
 
 def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
     """A warning for each thing of the input the result's format cannot hold: transparency,
-    a colour profile other than sRGB's, more than 8 bits a sample (16 in PNG)."""
+    a colour profile other than sRGB's, a PNG's gamma or primaries other than sRGB's, more
+    than 8 bits a sample (16 in PNG)."""
     fmt = image.output_format(output)
     if (picture.alpha is not None and fmt not in image.ALPHA_FORMATS
             and (picture.alpha < 1).any()):
@@ -496,6 +497,12 @@ def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None
         warnings.warn(f"{shown(output)}: {fmt} holds {holds}, so the input's is dropped and "
                       f"its colours may look different (write .png or .tif to keep it)",
                       image.DipWarning, stacklevel=outside_dip())
+    if fmt != "PNG" and (said := image.shown_otherwise(picture)):
+        verb = "are" if " and " in said else "is"
+        warnings.warn(f"{shown(output)}: {fmt} holds no PNG colour chunks, so the input's "
+                      f"{said} {verb} dropped and the picture may look different (write .png "
+                      f"to keep {'them' if verb == 'are' else 'it'})", image.DipWarning,
+                      stacklevel=outside_dip())
     if (kept := image.written_bits(picture.bits, fmt)) < picture.bits:
         depth, keeps = (("float", ".tif") if picture.bits == 32 else
                         (f"{picture.bits}-bit", ".png or .tif"))

@@ -1012,6 +1012,57 @@ def test_an_srgb_profile_left_out_of_a_bmp_is_not_worth_a_warning(tmp_path: Path
     assert not [w for w in caught if "profile" in str(w.message)]
 
 
+@pytest.mark.parametrize("deep", [False, True])
+def test_a_pngs_gamma_and_primaries_go_back_with_a_png_result(tmp_path: Path,
+                                                              deep: bool) -> None:
+    """A linear PNG (gAMA 1.0, as renderers and scientific pipelines write) came back without
+    its gAMA, and a viewer showed it darker; its cHRM primaries were dropped too."""
+    from PIL import PngImagePlugin
+
+    gamma = struct.pack(">I", 100000)
+    primaries = struct.pack(">8I", 31270, 32900, 70000, 30000, 20000, 80000, 15000, 6000)
+    rgb = _rng().integers(0, 256, (H, W, 3), np.uint8)
+    if deep:
+        buf = io.BytesIO()
+        png.Writer(W, H, greyscale=False, bitdepth=16).write(
+            buf, (rgb.astype(np.uint16) * 257).reshape(H, -1))
+        (tmp_path / "in.png").write_bytes(image._png_with(
+            buf.getvalue(), None, None, colour=((b"gAMA", gamma), (b"cHRM", primaries))))
+    else:
+        info = PngImagePlugin.PngInfo()
+        info.add(b"gAMA", gamma)
+        info.add(b"cHRM", primaries)
+        Image.fromarray(rgb).save(tmp_path / "in.png", pnginfo=info)
+    assert invoke("denoise", tmp_path / "in.png", "-o", tmp_path / "out.png", *TINY
+                  ).exit_code == 0
+    written = Image.open(tmp_path / "out.png")
+    assert written.info["gamma"] == 1.0
+    assert written.info["chromaticity"] == (0.3127, 0.329, 0.7, 0.3, 0.2, 0.8, 0.15, 0.06)
+    assert image.load_image(tmp_path / "out.png").bits == (16 if deep else 8)
+
+
+@pytest.mark.parametrize("chunks, warned", [
+    ({b"gAMA": struct.pack(">I", 100000)}, "gamma 1 (sRGB's is 0.4545) is dropped"),
+    ({b"gAMA": struct.pack(">I", 45455)}, None),  # sRGB's own: nothing changes
+    ({b"gAMA": struct.pack(">I", 100000), b"sRGB": b"\0"}, None),  # sRGB overrides gAMA
+])
+def test_a_pngs_gamma_a_jpeg_cannot_hold_is_said_to_be_dropped(tmp_path: Path, chunks: dict,
+                                                               warned: str | None) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for kind, payload in chunks.items():
+        info.add(kind, payload)
+    Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(tmp_path / "in.png",
+                                                                       pnginfo=info)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert invoke("denoise", tmp_path / "in.png", "-o", tmp_path / "out.jpg", *TINY
+                      ).exit_code == 0
+    said = [str(w.message) for w in caught if "PNG colour chunks" in str(w.message)]
+    assert [warned in m for m in said] == ([True] if warned else []), said
+
+
 def test_an_inverted_grey_tiff_is_read_as_it_looks(tmp_path: Path) -> None:
     """MinIsWhite: Pillow read 16 bits of it as a negative (8 bits it inverted); an alpha
     beside the grey is not inverted."""
