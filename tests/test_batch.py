@@ -670,7 +670,7 @@ def _every_key(tmp_path: Path) -> tuple[dict, dict]:
 def _job_request(tmp_path: Path, spec: dict) -> RunRequest:
     overrides = batch._overrides(spec["set"], "test")
     return batch._request(spec, TASKS["denoise"], tmp_path / "in.png", False, tmp_path,
-                          overrides, "test", "in.png")
+                          overrides, "test", batch.job_seed(spec["seed"], "in.png"))
 
 
 def test_every_batch_key_reaches_the_jobs_request(tmp_path: Path) -> None:
