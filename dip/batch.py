@@ -77,6 +77,7 @@ from dip.run import (
     Restoration,
     Start,
     can_write_in,
+    check_device_name,
     check_name_length,
     claim_path,
     files_read,
@@ -499,8 +500,10 @@ def _check_request(request: RunRequest, where: str) -> bool:
         output_path(request.input, request.task, request.output, request.format)
         image.output_format(request.output)  # (a planning that writes nothing does not ask)
         cfg = plan(request.replace(write=False)).cfg
-        # the job's device key, or one its config file or set: gives (each job failed on it)
-        resolve_device(cfg.device)
+        if request.device is not None:
+            resolve_device(request.device)
+        else:  # one its config file or set: gives, by its name (each job failed on 'gpu');
+            check_device_name(cfg.device)  # --devices may still replace it (assign_device)
         if request.report:
             reports.require_matplotlib()
     except DipError as exc:
@@ -572,7 +575,9 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     if many:
         _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs, snapshots = [], False
-    recorded_seed = _recorded_seed(spec, task, base, where)
+    # a seed set: gives beats a record's, as --set seed beats --config RESULT.json's
+    set_seed = any(o.partition("=")[0].strip() == "seed" for o in overrides)
+    recorded_seed = None if set_seed else _recorded_seed(spec, task, base, where)
     seed = _base_seed(spec, task, base, overrides, where) if recorded_seed is None else 0
     for i, input_path in enumerate(files):
         try:

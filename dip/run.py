@@ -571,6 +571,13 @@ def as_rgb(picture: image.Picture) -> image.Picture:
 
 # --- build ------------------------------------------------------------------------------------
 
+def check_device_name(name: str) -> None:
+    """A device's name is one :func:`resolve_device` knows (whether this machine has it is
+    resolve_device's to say)."""
+    if name != "auto" and not re.fullmatch(r"cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?", name):
+        raise InputError(f"unknown device {name[:40]!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a device that exists here."""
     if name == "auto":
@@ -579,8 +586,7 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if not re.fullmatch(r"cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?", name):  # ASCII digits only
-        raise InputError(f"unknown device {name[:40]!r}: use auto, cpu, cuda, cuda:N or mps")
+    check_device_name(name)
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -156,6 +156,10 @@ def test_a_job_whose_config_is_a_record_remakes_that_result(tmp_path: Path) -> N
     # a seed the job names is the batch's, derived for each input as for any job
     other = json.loads((tmp_path / "out" / "p1_denoise.png.json").read_text())
     assert other["seed"] == batch.job_seed(5, "photos/p1.png")
+    # and one set: gives beats the record's, as --set seed beats --config RESULT.json's
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p2.png, config: single.png.json, "
+                    "set: {seed: 7}, output: out/}\n")
+    assert batch.load_batch(path)[0].seed == batch.job_seed(7, "photos/p2.png")
 
 
 def test_a_moved_record_does_not_make_a_users_file_dips(tmp_path: Path) -> None:
@@ -397,6 +401,12 @@ def test_a_device_set_in_set_or_a_config_file_is_checked_before_any_job(tmp_path
     result = invoke("run", path, "--dry-run")
     assert result.exit_code == 2, result.output
     assert "unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps" in result.output
+    # a device this machine may lack is --devices' to replace, not refused here
+    (tmp_path / "gpu.yaml").write_text("device: cuda\n")
+    path = make_batch(tmp_path, GLOB_JOB.rstrip("\n") + "\n    config: gpu.yaml\n",
+                      TINY.replace("  device: cpu\n", ""))
+    result = invoke("run", path, "--dry-run", "--devices", "cpu")
+    assert result.exit_code == 0, result.output
 
 
 def test_a_mask_color_written_as_a_comment_says_to_quote_it(tmp_path: Path) -> None:
