@@ -11,11 +11,10 @@ the exit code. No exception here carries an exit code.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 _ARG = re.compile(r"\{arg:([\w.]+)(?:=([^}]*))?\}")
 
@@ -62,16 +61,20 @@ class RunError(DipError):
     """The optimisation itself failed (diverged beyond recovery, out of memory)."""
 
 
-#: the package's folder: a warning's frames in here are dip's own
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def outside_dip() -> int:
-    """``warnings.warn``'s stacklevel for the first frame outside this package (and outside
-    the context managers' wrappers around its functions): a warning names the caller's line,
-    as Python 3.12's ``skip_file_prefixes`` would, wherever in dip it is raised."""
+    """``warnings.warn``'s stacklevel for the first frame outside this package (by module
+    name: ``dip.cli`` too, wherever it is installed) and outside the context managers'
+    wrappers around its functions: a warning names the caller's line, as Python 3.12's
+    ``skip_file_prefixes`` would, wherever in dip it is raised. In a thread dip started (no
+    caller's frame above it) it names dip's last line."""
     frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
-                                        or frame.f_code.co_filename == contextlib.__file__):
+    while frame.f_back is not None and _ours(frame):
         frame, level = frame.f_back, level + 1
+    if frame.f_globals.get("__name__") == "threading":
+        return max(1, level - 1)
     return level
+
+
+def _ours(frame: Any) -> bool:
+    module = frame.f_globals.get("__name__", "")
+    return module == "dip" or module.startswith("dip.") or module == "contextlib"

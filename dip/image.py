@@ -234,6 +234,8 @@ class _Opened:
     noise: float | None = None
     #: a PNG's gAMA, cHRM, sRGB and cICP chunks (:attr:`Picture.png_colour`)
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
+    #: the file's format as Pillow names it (the turned copy has none)
+    format: str | None = None
 
 
 def _open(path: str | os.PathLike, what: str, max_pixels: int,
@@ -251,6 +253,8 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if w * h > max_pixels:
             raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
         frames = getattr(img, "n_frames", 1)
+        if frames > 1 and img.format == "TIFF":  # (one tifffile left to Pillow: CMYK, ...)
+            frames = _full_resolution_frames(img)
         if frames > 1 and img.format not in PRIMARY_FORMATS:
             raise InputError(f"{what} {path} holds {frames} frames (an animation or a "
                              f"multi-page file); dip restores one picture: save the one you "
@@ -279,7 +283,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         # reads (its luma's first: not one stored as R, G, B)
         noise = None if coding is None else jpeg_noise.noise_sigma(img)
         return _Opened(ImageOps.exif_transpose(img), deep, coding, inches, exif, noise,
-                       png_colour)
+                       png_colour, img.format)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -530,12 +534,13 @@ def shown_otherwise(picture: Picture) -> str | None:
     gamma or primaries other than sRGB's, an HDR coding), where no profile or sRGB chunk
     overrides them; None where leaving them out changes nothing visible."""
     chunks = dict(picture.png_colour)
-    if matching_icc(picture) or b"sRGB" in chunks:
+    if not chunks or matching_icc(picture) or b"sRGB" in chunks:
         return None
     gamma = chunks.get(b"gAMA", b"")
     primaries = chunks.get(b"cHRM", b"")
-    said = [f"gamma {g / 100000:.4g} (sRGB's is 0.4545)" for g in struct.unpack(">I", gamma)
-            if len(gamma) == 4 and g and abs(g - _SRGB_GAMMA) > 0.01 * _SRGB_GAMMA]
+    said = [f"gamma {g / 100000:.4g} (sRGB's is 0.4545)"
+            for g in (struct.unpack(">I", gamma) if len(gamma) == 4 else ())
+            if g and abs(g - _SRGB_GAMMA) > 0.01 * _SRGB_GAMMA]
     if len(primaries) == 32 and any(abs(a - b) > 100 for a, b in zip(
             struct.unpack(">8I", primaries), _SRGB_PRIMARIES)):
         said.append("primaries other than sRGB's")
@@ -572,7 +577,8 @@ def _png_with(data: bytes, icc: bytes | None, exif: bytes | None,
     colour profile), an eXIf chunk, a pHYs chunk (the resolution, in pixels per metre) and an
     iTXt chunk (XMP) after its header, where given (pypng writes none)."""
     physical = dpi and struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)
-    chunks = b"".join(_png_chunk(kind, payload) for kind, payload in colour)
+    chunks = b"".join(_png_chunk(kind, payload) for kind, payload in colour
+                      if not (icc and kind == b"sRGB"))  # (the spec allows one of the two)
     for kind, payload in ((b"iCCP", icc and b"ICC profile\0\0" + zlib.compress(icc)),
                           (b"eXIf", exif and exif.removeprefix(b"Exif\0\0")),
                           (b"pHYs", physical),
@@ -622,14 +628,7 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     was, quiet.disabled = quiet.disabled, True
     try:
         with tifffile.TiffFile(path) as tif:
-            # a page of reduced resolution (NewSubfileType bit 0: a thumbnail, a preview) is
-            # not another picture
-            pages = [page for page in tif.pages if not int(page.subfiletype or 0) & 1]
-            if len(pages) > 1:
-                raise InputError(f"{what} {path} holds {len(pages)} pages (a multi-page "
-                                 f"TIFF); dip restores one picture: save the one you want on "
-                                 f"its own")
-            page = pages[0] if pages else tif.pages[0]
+            page = _tiff_page(tif, f"{what} {path}")
             colour = _TIFF_AS_IS.get(int(page.photometric))
             # inverted grey (MinIsWhite) of 8 bits or more: Pillow read 16 bits as a negative
             inverted = (int(page.photometric) == _MIN_IS_WHITE
@@ -641,18 +640,9 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
             h, w = page.imagelength, page.imagewidth
             if h * w > max_pixels:
                 raise too_large(f"{what} {path} is {w}x{h}", w * h, max_pixels)
-            try:
-                array = page.asarray()
-            except ValueError as exc:
-                if "imagecodecs" in str(exc):
-                    return None
-                raise
-            if array.ndim == 3 and int(page.planarconfig) == 2:
-                array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
-            if inverted:  # the grey sample only: an alpha beside it is not inverted
-                array = array.copy()
-                grey = array if array.ndim == 2 else array[..., 0]
-                np.subtract(np.iinfo(array.dtype).max, grey, out=grey)
+            array = _tiff_samples(page, inverted)
+            if array is None:
+                return None
             extras = tuple(int(e) for e in (page.extrasamples or ()))
             turn = _tiff_orientation(page)
             inches = _tiff_print_size(page)
@@ -671,6 +661,56 @@ def _load_tiff(path: Path, what: str, max_pixels: int) -> Picture | None:
     picture = replace(_tiff_picture(array, colour, extras, f"{what} {path}"), icc=icc,
                       exif=exif, xmp=xmp, print_size=inches)
     return oriented(picture, turn)
+
+
+def _tiff_page(tif, name: str):
+    """The TIFF's picture: its one page at full resolution. A page of reduced resolution
+    (NewSubfileType bit 0: a thumbnail, a preview) is not another picture."""
+    pages = [page for page in tif.pages if not _reduced(page.subfiletype)]
+    if len(pages) > 1:
+        raise InputError(f"{name} holds {len(pages)} pages (a multi-page TIFF); dip restores "
+                         f"one picture: save the one you want on its own")
+    return pages[0] if pages else tif.pages[0]
+
+
+def _full_resolution_frames(img: Image.Image) -> int:
+    """How many of a TIFF's pages Pillow opened are pictures, not reduced-resolution copies;
+    ``img`` is left at the first of them."""
+    full = []
+    for index in range(img.n_frames):
+        img.seek(index)
+        if not _reduced(img.tag_v2.get(254)):
+            full.append(index)
+    img.seek(full[0] if full else 0)
+    return len(full)
+
+
+def _reduced(subfile_type: int | None) -> bool:
+    """Whether a TIFF page's NewSubfileType (tag 254) marks a reduced-resolution copy."""
+    return bool(int(subfile_type or 0) & 1)
+
+
+def _tiff_samples(page, inverted: bool) -> np.ndarray | None:
+    """A page's samples ``(H, W)`` or ``(H, W, S)``, interleaved, integers of fewer bits
+    than their container (12 in 16) scaled to its range (they read dark), inverted grey as
+    it looks (its alpha not inverted); None where imagecodecs cannot decode them."""
+    try:
+        array = page.asarray()
+    except ValueError as exc:
+        if "imagecodecs" in str(exc):
+            return None
+        raise
+    if array.ndim == 3 and int(page.planarconfig) == 2:
+        array = np.moveaxis(array, 0, -1)  # planar (samples first) -> interleaved
+    bits = int(page.bitspersample)
+    if array.dtype.kind == "u" and bits < 8 * array.dtype.itemsize:
+        full = np.iinfo(array.dtype).max
+        array = np.rint(array * (full / ((1 << bits) - 1))).clip(0, full).astype(array.dtype)
+    if inverted:  # the grey sample only
+        array = array.copy()
+        grey = array if array.ndim == 2 else array[..., 0]
+        np.subtract(np.iinfo(array.dtype).max, grey, out=grey)
+    return array
 
 
 def _tiff_metadata(page) -> tuple[bytes | None, bytes | None]:
@@ -821,7 +861,7 @@ def _from_pillow(opened: _Opened) -> Picture:
     and, for a JPEG, its coding error."""
     img = opened.img
     icc = img.info.get("icc_profile")
-    picture = replace(_pillow_pixels(img), icc=bytes(icc) if icc else None,
+    picture = replace(_pillow_pixels(img, opened.format), icc=bytes(icc) if icc else None,
                       exif=metadata.carried_exif(opened.exif),
                       xmp=metadata.carried_xmp(img.info.get("xmp")),
                       print_size=opened.inches, jpeg_noise=opened.noise,
@@ -879,7 +919,7 @@ def _stored_as_ycbcr(img: Image.Image) -> bool:
     return [layer[0] for layer in img.layer] != [82, 71, 66]
 
 
-def _pillow_pixels(img: Image.Image) -> Picture:
+def _pillow_pixels(img: Image.Image, fmt: str | None = None) -> Picture:
     if img.mode in ("L", "RGB") and "transparency" in img.info:
         # a PNG whose tRNS chunk makes one colour transparent: that is alpha too
         img = img.convert("LA" if img.mode == "L" else "RGBA")
@@ -890,8 +930,10 @@ def _pillow_pixels(img: Image.Image) -> Picture:
         img = img.convert("RGBA")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(img).astype(np.float32)
-        if array.size and (array.min() < 0 or array.max() > 65535):  # a TIFF's 32-bit or
-            # signed integers (one tifffile could not decode): their own range, as float
+        if (fmt == "TIFF" and img.mode == "I") or (
+                array.size and (array.min() < 0 or array.max() > 65535)):
+            # a TIFF's 32-bit or signed integers (Pillow opens 16-bit grey as I;16; one that
+            # tifffile could not decode): their own range, as float, as tifffile reads them
             return _float_picture(array)
         # Pillow opens 16-bit grey PNGs as "I;16" or as 32-bit "I"; both hold 0..65535. A
         # tRNS chunk names the one grey level that is transparent.
@@ -1039,9 +1081,10 @@ def matching_icc(picture: Picture) -> bytes | None:
 
 
 def written_icc(picture: Picture, fmt: str) -> bytes | None:
-    """The colour profile a result of format ``fmt`` holds: :func:`_icc`'s, in any format but
-    BMP, and a grey one not in WebP (which stores grey as RGB: a grey profile on RGB pixels is
-    one that colour management refuses, so a viewer shows the file as if it had none)."""
+    """The colour profile a result of format ``fmt`` holds: :func:`matching_icc`'s, in any
+    format but BMP, and a grey one not in WebP (which stores grey as RGB: a grey profile on
+    RGB pixels is one that colour management refuses, so a viewer shows the file as if it
+    had none)."""
     icc = matching_icc(picture)
     if fmt == "BMP" or (fmt == "WEBP" and picture.pixels.shape[1] == 1):
         return None

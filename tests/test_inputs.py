@@ -1082,6 +1082,14 @@ def test_an_inverted_grey_tiff_is_read_as_it_looks(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "w8.tif", eight, photometric="miniswhite")
     assert np.array_equal(np.rint(image.load_image(tmp_path / "w8.tif").pixels[0, 0].numpy()
                                   * 255), 255 - eight)
+    # 12 bits a sample: inverted against 4095, not 65535 (it came back nearly white), and
+    # scaled to the container's range (a 12-bit grey read dark)
+    twelve = grey >> 4
+    for photometric, stored in (("miniswhite", 4095 - twelve), ("minisblack", twelve)):
+        tifffile.imwrite(tmp_path / "12.tif", stored, photometric=photometric,
+                         bitspersample=12)
+        read = image.load_image(tmp_path / "12.tif").pixels[0, 0].numpy()
+        assert np.allclose(read, twelve / 4095, atol=1 / 65535), photometric
 
 
 @pytest.mark.parametrize("compression", ["lzw", "packbits", "zlib"])
@@ -1131,6 +1139,11 @@ def test_a_32_bit_integer_tiff_pillow_reads_keeps_its_range(tmp_path: Path,
     monkeypatch.setattr(image, "_load_tiff", lambda *args: None)  # Pillow's turn
     picture = image.load_image(tmp_path / "i.tif")
     assert picture.bits == 32 and picture.value_range == (-30000.0, 120000.0)
+    # within 0..65535 too, as tifffile reads it: 0..1000 was 16-bit grey, nearly black
+    narrow = np.linspace(0, 1000, H * W).reshape(H, W).astype(np.int32)
+    Image.fromarray(narrow, "I").save(tmp_path / "n.tif")
+    picture = image.load_image(tmp_path / "n.tif")
+    assert picture.bits == 32 and float(picture.pixels.max()) == 1.0
 
 
 def test_a_tiffs_thumbnail_page_is_not_another_picture(tmp_path: Path) -> None:
@@ -1149,6 +1162,12 @@ def test_a_tiffs_thumbnail_page_is_not_another_picture(tmp_path: Path) -> None:
         tif.write(rgb, photometric="rgb")
     with pytest.raises(InputError, match="holds 2 pages"):
         image.load_image(tmp_path / "two.tif")
+    # one Pillow reads (CMYK), its thumbnail first
+    cmyk = _rng().integers(0, 256, (H, W, 4), np.uint8)
+    with tifffile.TiffWriter(tmp_path / "c.tif") as tif:
+        tif.write(cmyk[::4, ::4].copy(), photometric="separated", subfiletype=1)
+        tif.write(cmyk, photometric="separated")
+    assert tuple(image.load_image(tmp_path / "c.tif").pixels.shape) == (1, 3, H, W)
 
 
 def test_a_folder_where_a_side_file_goes_is_named_as_such(tmp_path: Path) -> None:
