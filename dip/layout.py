@@ -119,9 +119,11 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
 
 def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                 solved: Callable[[Problem], torch.Tensor | None],
-                stack: bool = False) -> Layout:
+                stack: bool = False,
+                blind: Callable[[Problem], bool] = lambda part: False) -> Layout:
     """Decide the run's layout (see the module docstring); ``stack``: the members alive at
-    once take each step together (``perf.stack`` resolved: auto on CUDA only)."""
+    once take each step together (``perf.stack`` resolved: auto on CUDA only); ``blind``:
+    whether a fit of a tile would see nothing of the picture (:meth:`Task.blind`)."""
     restarts, cpu, stacked = cfg.optim.restarts, device.type == "cpu", stack
     # on the CPU a stack takes every thread, members side by side one each
     threads = resolve_threads(cfg.perf.threads, 1 if stacked else restarts) if cpu else 1
@@ -153,6 +155,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     while size == "auto" and budget is not None and t.peak > budget and side // 2 >= MIN_TILE:
         side //= 2
         t = _tiling(cfg, problem, channels, device, side, budget, stacked)
+    t = _seeing(t, lambda side: _tiling(cfg, problem, channels, device, side, budget,
+                                        stacked), problem, blind, size == "auto", budget)
     if cfg.perf.max_memory and t.peak > budget:
         raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
                          f"run needs in tiles of {t.side} px ({t.peak / 2 ** 30:.2f} GB"
@@ -172,6 +176,37 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, t.side, t.overlap, t.threads, at_once, peak, whole, budget,
                   why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
+
+
+def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,
+            blind: Callable[[Problem], bool], auto: bool, budget: int | None) -> _Tiling:
+    """Tiles that each see some of the picture: a fit of a tile wholly inside an inpainting's
+    hole has nothing to learn from and returned the untrained network's output, the same
+    whatever the photo. Auto's tiles grow until none is blind, within the memory budget;
+    tiles the user sized, or that the budget keeps small, are refused with the size that
+    sees."""
+    def first_blind(t: _Tiling) -> Tile | None:
+        return next((w for w in t.tiles if blind(problem.window(w))), None)
+
+    hole = first_blind(t)
+    if hole is None:
+        return t
+    longest, side, grown = max(problem.out_size), t.side, t
+    while hole is not None and side < longest:
+        side = min(side + max(16, side // 4), longest)
+        grown = tiling(side)
+        hole = first_blind(grown)
+    if auto and hole is None and (budget is None or grown.peak <= budget):
+        return grown
+    at = hole or first_blind(t)
+    need = (f"{{arg:tile={grown.side}}} or larger" if hole is None
+            else "a mask that leaves some pixels known")
+    where = at.scaled(problem.scale) if at is not None else None
+    raise InputError(f"the holes cover a whole tile of {t.side} px (rows {where.top}-"
+                     f"{where.top + where.height}, columns {where.left}-"
+                     f"{where.left + where.width}), where a fit sees none of the picture; "
+                     f"give {need}, or {{arg:tile=off}}" + (
+                         " (the memory budget keeps tiles smaller)" if auto else ""))
 
 
 @dataclass

@@ -648,7 +648,7 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     problem.observation = problem.observation.to(dev)
     channels = loaded.inputs.picture.pixels.shape[1]
     layout = plan_layout(cfg, problem, channels, dev, lambda part: p.task.solved(part, p.args),
-                         stack=perf.stack)
+                         stack=perf.stack, blind=p.task.blind)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
     sigma = noise_level(cfg, problem)
     _warn_of_unread_stop_settings(p, sigma is not None)

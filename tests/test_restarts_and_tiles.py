@@ -4,6 +4,7 @@ layout decided from memory, and the estimate said before the first step."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,25 @@ def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: di
     for member in r.record["members"]:
         top, left, h, w = member["tile"]
         assert member["iterations"] == 10 and h * scale <= 32 and w * scale <= 32
+
+
+def test_an_inpainting_tile_wholly_inside_a_hole_is_refused_or_grown(tmp_path: Path) -> None:
+    """Its fit saw none of the picture and returned the untrained network's output, the
+    same whatever the photo (a wrong-result sweep: a photo and its negative gave the same
+    top-left corner). Tiles the user sized are refused with the size that sees; auto's grow."""
+    path = save(synthetic(80), tmp_path / "photo.png")
+    mask = np.zeros((80, 80), np.uint8)
+    mask[:40, :34] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    with pytest.raises(dip.InputError, match=re.escape(
+            "the holes cover a whole tile of 32 px (rows 0-32, columns 0-32), where a fit sees "
+            "none of the picture; give tile='48' or larger, or tile='off'")):
+        dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
+                    iters=2, tile="32", overrides=TINY)
+    r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
+                    iters=2, stop="fixed", overrides=TINY + ("tile.auto_size=32",
+                                                             "tile.whole_max=40"))
+    assert r.record["tiles"]["size"] == 48  # grown from 32 until every tile sees
 
 
 @pytest.mark.parametrize("restarts", [1, 2])

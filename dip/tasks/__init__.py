@@ -191,6 +191,11 @@ class Task:
         else None; ``args`` are the task's options."""
         return None
 
+    def blind(self, problem: Problem) -> bool:
+        """Whether a fit of ``problem`` (a tile) would see nothing of the picture, and so
+        learn nothing from it (a tile wholly inside an inpainting's hole)."""
+        return False
+
     def out_alpha(self, inputs: Inputs, out_size: tuple[int, int]) -> torch.Tensor | None:
         """The result's alpha channel: the input's, carried through."""
         return inputs.picture.alpha

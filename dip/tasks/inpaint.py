@@ -192,6 +192,9 @@ class Inpaint(Task):
             return None
         return problem.observation
 
+    def blind(self, problem: Problem) -> bool:
+        return not bool(problem.operator.known.bool().any())  # a tile inside a hole
+
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
                    args: dict[str, Any], cfg: Any, sample: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
