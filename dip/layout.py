@@ -144,13 +144,18 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         raise InputError(f"{{arg:max_memory}} of {cfg.perf.max_memory:g} GB is less than the "
                          f"whole image needs ({whole / 2 ** 30:.2f} GB), and {{arg:tile=off}} "
                          f"keeps it whole; drop one of the two")
-    if size == "off" or (size == "auto" and not over_memory and not over_size):
+    def untiled() -> Layout:
         why = ("whole image" + ("" if budget is None else
                                 ": {} GB fits in {} GB".format(*costs.in_gb(whole, budget))))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
+
+    if size == "off" or (size == "auto" and not over_memory and not over_size):
+        return untiled()
     side = int(size) if size.isdigit() else cfg.tile.auto_size
     t = _tiling(cfg, problem, channels, device, side, budget, stacked)
+    if len(t.tiles) == 1:  # a tile the picture's size is the whole picture: fitted as such
+        return untiled()  # (--tile 64 of a 40 px picture said '1 tile of 64 px', a tile's seed)
     # auto's tiles halve until they fit the budget (a --max-memory below 256 px tiles' need)
     while size == "auto" and budget is not None and t.peak > budget and side // 2 >= MIN_TILE:
         side //= 2
@@ -163,19 +168,22 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                          + (f"; give a smaller {{arg:tile}}, {MIN_TILE} or more)"
                             if size != "auto" and side > MIN_TILE else ", the smallest dip uses)"))
     tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
-    if size != "auto":
-        reason = "tile.size asks for them"
-    elif over_memory:
-        reason = "the whole image would need {} GB, over {} GB".format(
-            *costs.in_gb(whole, budget))
-    else:
-        reason = (f"{longer} px is over the {most} px the preset fits whole (its step budget "
-                  f"is for smaller images)")
-    why = f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {t.side} px: {reason}"
+    why = (f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {t.side} px: "
+           + _why_tiled(size, over_memory, whole, budget, longer, most))
     answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
     return Layout(members, tiles, t.side, t.overlap, t.threads, at_once, peak, whole, budget,
                   why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
+
+
+def _why_tiled(size: str, over_memory: bool, whole: int, budget: int | None, longer: int,
+               most: int) -> str:
+    if size != "auto":
+        return "tile.size asks for them"
+    if over_memory:
+        return "the whole image would need {} GB, over {} GB".format(*costs.in_gb(whole, budget))
+    return (f"{longer} px is over the {most} px the preset fits whole (its step budget is for "
+            f"smaller images)")
 
 
 def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,

@@ -54,8 +54,11 @@ class Part:
         where = "whole" if self.tile is None else f"{self.tile.top},{self.tile.left}"
         return zlib.crc32(f"{seed}/{self.restart}/{where}".encode())
 
-    def describe(self) -> dict:
-        tile = self.tile
+    def describe(self, scale: int = 1) -> dict:
+        """The record's row: the restart, and the tile ``[top, left, height, width]`` in the
+        result's pixels (``scale``: super-resolution's factor; the tile is cut in the
+        input's), as the record's ``tiles`` are."""
+        tile = None if self.tile is None else self.tile.scaled(scale)
         return {"restart": self.restart,
                 "tile": None if tile is None else [tile.top, tile.left, tile.height,
                                                    tile.width]}

@@ -180,7 +180,9 @@ def _draw_curves(fig: Any, grid: Any, curves: list[tuple[str, list, bool]], step
     for i, (title, values, log) in enumerate(curves):
         ax = fig.add_subplot(grid[2, i])
         xs = steps[-len(values):] if values else []  # the variance starts once its window is full
-        ax.plot(xs, values, lw=1)
+        # a curve of one or two samples (a run of few steps) is drawn as points too: a line
+        # of one point draws nothing
+        ax.plot(xs, values, lw=1, marker="o" if len(values) < 3 else None, ms=3)
         if log:
             ax.set_yscale("log")
         if returned is not None:

@@ -1110,13 +1110,13 @@ def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     if layout.tiles is not None:
         extra["tiles"] = layout.describe()
     if len(layout.parts) > 1:
-        extra["members"] = [_member_row(part, o, i in layout.solved)
+        extra["members"] = [_member_row(part, o, i in layout.solved, setup.problem.scale)
                             for i, (part, o) in enumerate(zip(layout.parts, fitted.outcomes))]
     return extra
 
 
-def _member_row(part: Part, outcome: Any, solved: bool) -> dict[str, Any]:
-    row = part.describe()
+def _member_row(part: Part, outcome: Any, solved: bool, scale: int) -> dict[str, Any]:
+    row = part.describe(scale)
     if isinstance(outcome, FitResult):
         row.update(iterations=outcome.iterations, returned_iteration=outcome.returned_iteration,
                    stop_reason=outcome.stop_reason,

@@ -269,3 +269,20 @@ def test_report_when_matplotlib_cannot_start_is_one_line(tmp_path: Path, noisy_p
     # nor its warnings on stderr (here pytest's log capture takes what would be printed)
     assert not [r for r in caplog.records if r.name.startswith("matplotlib")]
     assert not list(tmp_path.glob("o*"))
+
+
+def test_a_curve_of_one_sample_is_drawn_as_a_point() -> None:
+    """A run of no more steps than output.metrics_every has one sample a curve: drawn as a
+    line alone, the loss and PSNR axes were empty."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from dip import report
+
+    fig = Figure()
+    grid = fig.add_gridspec(3, 2)
+    report._draw_curves(fig, grid, [("loss", [0.5], True), ("PSNR (dB)", [20.0, 21.0, 22.0],
+                                                               False)], [10, 20, 30], 10, None)
+    one, three = (ax.lines[0] for ax in fig.axes)
+    assert one.get_marker() == "o" and one.get_xydata().tolist() == [[30.0, 0.5]]
+    assert three.get_marker() in (None, "None", "")

@@ -96,7 +96,10 @@ def test_the_record_gives_the_tiles_as_cut_in_input_pixels(tmp_path: Path) -> No
                     stop="fixed", tile="36", restarts=1, overrides=TINY)
     assert (r.record["tiles"]["size"], r.record["tiles"]["overlap"]) == (32, 8)
     assert r.record["tiles"]["why"].startswith(f"{r.record['tiles']['count']} tiles of 32 px")
-    assert all(m["tile"][2] <= 4 and m["tile"][3] <= 4 for m in r.record["members"])
+    # each member's tile in result pixels too, as tiles.size is (they were the input's 4)
+    assert all(m["tile"][2] <= 32 and m["tile"][3] <= 32 and m["tile"][2] % 8 == 0
+               for m in r.record["members"])
+    assert max(m["tile"][0] + m["tile"][2] for m in r.record["members"]) == 128
 
 
 @pytest.mark.parametrize("task,extra", [("denoise", {}), ("superres", {"factor": 2})])
@@ -109,8 +112,9 @@ def test_tiles_cover_the_result_at_its_size(tmp_path: Path, task: str, extra: di
     tiles = r.record["tiles"]
     assert tiles["size"] == 32 and tiles["count"] == len(r.record["members"]) > 1
     for member in r.record["members"]:
-        top, left, h, w = member["tile"]
-        assert member["iterations"] == 10 and h * scale <= 32 and w * scale <= 32
+        top, left, h, w = member["tile"]  # in result pixels, as tiles.size is
+        assert member["iterations"] == 10 and h <= 32 and w <= 32
+        assert top + h <= 40 * scale and left + w <= 40 * scale
 
 
 def test_an_inpainting_tile_wholly_inside_a_hole_is_refused_or_grown(tmp_path: Path) -> None:
@@ -523,3 +527,13 @@ def test_super_resolutions_y_psnr_of_a_grey_picture_saved_as_rgb_is_the_rgb_file
     assert r.record["metrics"]["bicubic_psnr_y"] == round(metrics.psnr_y(bicubic, read_ref, 4), 4)
     expected = metrics.psnr_y(r.picture.pixels.expand(-1, 3, -1, -1), read_ref, 4)
     assert abs(r.record["metrics"]["psnr_y"] - expected) < 1e-3
+
+
+def test_a_tile_the_pictures_size_is_the_whole_picture(tmp_path: Path) -> None:
+    """--tile 64 of a 40 px picture said '1 tile of 64 px', took a tile's seed (another
+    image than --tile off) and recorded no PSNR peak."""
+    noisy, clean = _noisy(tmp_path, 40)
+    one = _restore(noisy, iters=5, tile="64", reference=clean, sets=("perf.threads=1",))
+    whole = _restore(noisy, iters=5, tile="off", reference=clean, sets=("perf.threads=1",))
+    assert "tiles" not in one.record and "tiles" not in one.record.get("extra", {})
+    assert torch.equal(one.picture.pixels, whole.picture.pixels)
