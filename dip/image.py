@@ -844,6 +844,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             return picture  # else a compression tifffile cannot decode alone: Pillow's turn
     opened = _open(path, what, max_pixels, deep_png_elsewhere=True)
     if opened.deep:
+        opened.img.close()  # (read again at 16 bits, or refused: its file is done with)
         if opened.deep == "TIFF":  # (tifffile without imagecodecs, or a rare compression)
             raise InputError(f"{what} {path} is 16-bit colour TIFF in a compression that "
                              f"tifffile cannot decode here (is imagecodecs installed?); save it "

@@ -145,8 +145,9 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                          f"whole image needs ({whole / 2 ** 30:.2f} GB), and {{arg:tile=off}} "
                          f"keeps it whole; drop one of the two")
     def untiled() -> Layout:
-        why = ("whole image" + ("" if budget is None else
-                                ": {} GB fits in {} GB".format(*costs.in_gb(whole, budget))))
+        why = ("whole image" + ("" if budget is None else ": {} GB {} {} GB".format(
+            costs.in_gb(whole, budget)[0], "fits in" if whole <= budget else "is over",
+            costs.in_gb(whole, budget)[1])))
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
 
@@ -154,8 +155,6 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
         return untiled()
     side = int(size) if size.isdigit() else cfg.tile.auto_size
     t = _tiling(cfg, problem, channels, device, side, budget, stacked)
-    if len(t.tiles) == 1:  # a tile the picture's size is the whole picture: fitted as such
-        return untiled()  # (--tile 64 of a 40 px picture said '1 tile of 64 px', a tile's seed)
     # auto's tiles halve until they fit the budget (a --max-memory below 256 px tiles' need)
     while size == "auto" and budget is not None and t.peak > budget and side // 2 >= MIN_TILE:
         side //= 2
@@ -167,6 +166,8 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                          f"run needs in tiles of {t.side} px ({t.peak / 2 ** 30:.2f} GB"
                          + (f"; give a smaller {{arg:tile}}, {MIN_TILE} or more)"
                             if size != "auto" and side > MIN_TILE else ", the smallest dip uses)"))
+    if len(t.tiles) == 1:  # a tile the picture's size is the whole picture: fitted as such
+        return untiled()  # (--tile 64 of a 40 px picture said '1 tile of 64 px', a tile's seed)
     tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
     why = (f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {t.side} px: "
            + _why_tiled(size, over_memory, whole, budget, longer, most))
@@ -207,8 +208,7 @@ def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,
     if auto and hole is None and (budget is None or grown.peak <= budget):
         return grown
     at = hole or first_blind(t)
-    need = (f"{{arg:tile={grown.side}}} or larger" if hole is None
-            else "a mask that leaves some pixels known")
+    need = f"{{arg:tile={grown.side}}}" if hole is None else "a mask that leaves more known"
     where = at.scaled(problem.scale) if at is not None else None
     raise InputError(f"the holes cover a whole tile of {t.side} px (rows {where.top}-"
                      f"{where.top + where.height}, columns {where.left}-"

@@ -127,13 +127,43 @@ def test_an_inpainting_tile_wholly_inside_a_hole_is_refused_or_grown(tmp_path: P
     Image.fromarray(mask).save(tmp_path / "mask.png")
     with pytest.raises(dip.InputError, match=re.escape(
             "the holes cover a whole tile of 32 px (rows 0-32, columns 0-32), where a fit sees "
-            "none of the picture; give tile='48' or larger, or tile='off'")):
+            "none of the picture; give tile='48', or tile='off'")):
         dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
                     iters=2, tile="32", overrides=TINY)
     r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
                     iters=2, stop="fixed", overrides=TINY + ("tile.auto_size=32",
                                                              "tile.whole_max=40"))
     assert r.record["tiles"]["size"] == 48  # grown from 32 until every tile sees
+    # grown to the whole picture: fitted whole, as --tile off (not '1 tile of 80 px')
+    mask[:, :] = 255
+    mask[:8, :8] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    grown, whole = (dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False,
+                                device="cpu", iters=2, stop="fixed", tile=tile,
+                                overrides=TINY + ("tile.auto_size=32", "tile.whole_max=40",
+                                                  "perf.threads=1"))
+                    for tile in ("auto", "off"))
+    assert "tiles" not in grown.record.get("extra", {})
+    assert torch.equal(grown.picture.pixels, whole.picture.pixels)
+
+
+def test_a_picture_one_tile_holds_is_still_tiled_for_a_memory_budget(tmp_path: Path) -> None:
+    """The whole picture fitted in one automatic tile was fitted whole even where its need
+    was over perf.max_memory (said as 'fits in'); a tile the user gave over the budget was
+    no longer refused."""
+    from dip.layout import plan_layout
+
+    req = run.plan(dip.RunRequest(task="denoise", input=save(synthetic(120),
+                                                              tmp_path / "p.png"),
+                                  device="cpu", write=False))
+    loaded = run.load(req)
+    problem = req.task.problem(loaded.inputs, req.cfg)
+    whole = plan_layout(req.cfg, problem, 3, torch.device("cpu"), lambda part: None)
+    assert whole.tiles is None  # (the preset fits 128 px whole)
+    cfg = resolve("denoise", overrides=[f"perf.max_memory={whole.peak_bytes * 0.8 / 2 ** 30}"],
+                  explicit={"device": "cpu"})
+    tiled = plan_layout(cfg, problem, 3, torch.device("cpu"), lambda part: None)
+    assert tiled.tiles is not None and tiled.peak_bytes <= whole.peak_bytes * 0.8
 
 
 @pytest.mark.parametrize("restarts", [1, 2])
