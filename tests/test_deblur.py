@@ -267,3 +267,16 @@ def test_a_kernel_larger_than_the_image_is_refused(tmp_path: Path, command: str)
     assert result.exit_code == 2, result.output
     assert "the kernel (17x17) is larger than the image (16x16)" in result.output
     assert not (tmp_path / "o.png").exists()
+
+
+def test_an_even_gaussian_size_is_refused_with_the_odd_one() -> None:
+    """Centred on index n // 2, as every kernel is, an even Gaussian moved the picture half a
+    pixel up and left: a blur made with a centred one was not the one modelled."""
+    from dip.errors import InputError
+    from dip.operators import gaussian_kernel
+
+    with pytest.raises(InputError, match=r"a Gaussian blur's size must be odd, to have a "
+                                         r"centre pixel; got 24 \(use 25\)"):
+        gaussian_kernel(2.0, 24)
+    k = gaussian_kernel(2.0, 25)
+    assert torch.equal(k, k.flip(0)) and int(k.argmax()) == 12 * 25 + 12

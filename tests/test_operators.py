@@ -345,3 +345,21 @@ def test_the_back_projection_leaves_the_inputs_own_error_out() -> None:
     assert metrics.psnr(grey, truth[:, :1]) > metrics.psnr(exact[:, :1], truth[:, :1]) + 3
     with pytest.raises(ValueError, match="each of the 3 channel"):
         back_projected(estimate, given, 4, "lanczos", error=(0.1,))
+
+
+@pytest.mark.parametrize("angle, shape", [(0, (1, 9)), (90, (9, 1)), (180, (1, 9))])
+def test_a_motion_blur_of_length_l_is_l_pixels_of_equal_weight(angle: float, shape) -> None:
+    """As MATLAB's fspecial('motion', 9, 0) and the usual recipes: its bilinear line had
+    soft ends, a blur about 8.4 px long ([.075 .121 ... .121 .075]), so a real 9 px blur
+    deblurred with motion:9,0 barely got sharper (17.69 dB against 35.72 with the box)."""
+    from dip.operators import motion_kernel
+
+    k = motion_kernel(9, angle)
+    rows, cols = k.sum(1) > 0, k.sum(0) > 0
+    assert torch.allclose(k[rows][:, cols], torch.full(shape, 1 / 9))
+    assert float(k.sum()) == pytest.approx(1.0)
+    diagonal = motion_kernel(5, 45)
+    assert float(diagonal.sum()) == pytest.approx(1.0)
+    assert torch.equal(diagonal, diagonal.flip(0).flip(1))  # centred, symmetric
+    trimmed = diagonal[diagonal.sum(1) > 0][:, diagonal.sum(0) > 0]
+    assert trimmed[0, -1] > 0 and trimmed[0, 0] == 0  # a line up-right, not down-right
