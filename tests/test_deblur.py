@@ -77,6 +77,10 @@ def test_kernel_files_npy_and_png(tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", np.ones((2, 2, 2)))
     with pytest.raises(InputError, match="2-D array"):
         load_kernel(tmp_path / "bad.npy")
+    # a complex one lost its imaginary part with a NumPy warning, and ran
+    np.save(tmp_path / "complex.npy", np.ones((3, 3)) * (1 + 1j))
+    with pytest.raises(InputError, match="must hold a 2-D array of numbers, got complex128"):
+        load_kernel(tmp_path / "complex.npy")
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
@@ -273,10 +277,10 @@ def test_an_even_gaussian_size_is_refused_with_the_odd_one() -> None:
     """Centred on index n // 2, as every kernel is, an even Gaussian moved the picture half a
     pixel up and left: a blur made with a centred one was not the one modelled."""
     from dip.errors import InputError
-    from dip.operators import gaussian_kernel
+    from dip.tasks.deblur import parse_spec
 
     with pytest.raises(InputError, match=r"a Gaussian blur's size must be odd, to have a "
                                          r"centre pixel; got 24 \(use 25\)"):
-        gaussian_kernel(2.0, 24)
-    k = gaussian_kernel(2.0, 25)
+        parse_spec("gaussian:2,24")
+    k = parse_spec("gaussian:2,25")
     assert torch.equal(k, k.flip(0)) and int(k.argmax()) == 12 * 25 + 12

@@ -26,6 +26,7 @@ import torch
 
 from dip import image, jpeg_noise
 from dip.errors import ConfigError, InputError
+from dip.operators import Windowed
 from dip.request import Option
 from dip.stopping import estimate_sigma
 from dip.tiles import Tile
@@ -87,8 +88,12 @@ class Problem:
         """The problem of one tile ``t`` of the observation (:mod:`dip.tiles`): its part of
         the observation, the operator for its part of the result."""
         out = t.scaled(self.scale)
-        return Problem(self.operator.window(out.top, out.left, out.height, out.width),
-                       t.crop(self.observation), (out.height, out.width), self.loss,
+        operator = self.operator.window(out.top, out.left, out.height, out.width,
+                                        full=self.out_size)
+        observation = t.crop(self.observation)
+        if isinstance(operator, Windowed):  # (a blur's reach across the tile's edges)
+            observation = operator.restrict(observation)
+        return Problem(operator, observation, (out.height, out.width), self.loss,
                        self.noise_sigma, objective=self.objective)
 
 
