@@ -330,8 +330,10 @@ def back_project(op: Downsample, x: torch.Tensor, y: torch.Tensor, iters: int = 
 class Blur(nn.Module):
     """Deblurring: the image convolved with a known kernel, every channel alike.
 
-    The image is extended by reflection at its borders (MATLAB's ``imfilter`` 'symmetric';
-    replication where the kernel is wider than the image) and convolved ('valid'), so the
+    The image is extended by reflection at its borders, the edge pixel not repeated (torch's
+    and NumPy's 'reflect', ``scipy.ndimage``'s 'mirror'; MATLAB's ``imfilter`` 'symmetric'
+    repeats it, so an input blurred there differs at its borders; replication where the
+    kernel is wider than the image) and convolved ('valid'), so the
     result has the input's size. ``dip corrupt --blur`` makes its inputs with this same module,
     so a synthetic input's border is blurred exactly as the operator assumes; a real photo's
     border was blurred with what lay beyond the frame, for which reflection is the usual
