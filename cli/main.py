@@ -308,9 +308,10 @@ def _job_options_help() -> str:
       - {{task: superres, input: small/, factor: 4}}
 
     Job options: {_job_options_help()}. Paths are relative to the batch file (~ is the home
-    folder); outputs default to results/ beside it. Each job's seed is derived from the seed
-    and the input's path, so results do not depend on order or sharding; a job that names no
-    seed (nor its defaults) and whose config is a result's record runs with the record's seed,
+    folder); outputs default to results/ beside it. Each job's seed is derived from its seed
+    (its key, else its set:'s or config file's, else 0) and the input's path, so results do
+    not depend on order or sharding; a job that names no seed (nor its defaults, its set: or
+    a later config file) and whose config is a result's record runs with the record's seed,
     and so remakes it.
     """)
 @click.argument("batch_file", metavar="BATCH.yaml", type=click.Path(path_type=Path))

@@ -575,10 +575,12 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     if many:
         _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs, snapshots = [], False
-    # a seed set: gives beats a record's, as --set seed beats --config RESULT.json's
-    set_seed = any(o.partition("=")[0].strip() == "seed" for o in overrides)
-    recorded_seed = None if set_seed else _recorded_seed(spec, task, base, where)
-    seed = _base_seed(spec, task, base, overrides, where) if recorded_seed is None else 0
+    seed = _base_seed(spec, task, base, overrides, where)
+    # a record's seed where nothing after it (a later config file, set:) gives another, as
+    # --config RESULT.json runs with it unless a later --config or --set seed says otherwise
+    recorded_seed = _recorded_seed(spec, task, base, where)
+    if recorded_seed != seed:
+        recorded_seed = None
     for i, input_path in enumerate(files):
         try:
             key = input_path.relative_to(base).as_posix()

@@ -545,7 +545,7 @@ def shown_otherwise(picture: Picture) -> str | None:
             struct.unpack(">8I", primaries), _SRGB_PRIMARIES)):
         said.append("primaries other than sRGB's")
     if b"cICP" in chunks:
-        said.append("a cICP coding (HDR)")
+        said.append("cICP coding (HDR)")
     return " and ".join(said) or None
 
 

@@ -378,18 +378,29 @@ class Blur(nn.Module):
         the picture's own borders reflection is what the blur assumed."""
         if full is None:
             return self
-        (kh, kw), (rows, cols) = self.kernel.shape[-2:], full
-        reach_y, reach_x = kh // 2, kw // 2
+        up, down, before, after = self.reach()
         valid = torch.ones(1, 1, height, width, device=self.kernel.device)
         if top > 0:
-            valid[..., :reach_y, :] = 0
-        if top + height < rows:
-            valid[..., height - reach_y:, :] = 0
+            valid[..., :up, :] = 0
+        if top + height < full[0] and down:
+            valid[..., max(height - down, 0):, :] = 0
         if left > 0:
-            valid[..., :, :reach_x] = 0
-        if left + width < cols:
-            valid[..., :, width - reach_x:] = 0
+            valid[..., :, :before] = 0
+        if left + width < full[1] and after:
+            valid[..., :, max(width - after, 0):] = 0
         return self if bool(valid.all()) else Windowed(self, valid)
+
+    def reach(self) -> tuple[int, int, int, int]:
+        """How far an output pixel reads input pixels above, below, left and right of it:
+        from the kernel's weights, not its padded box (a one-sided or a trimmed kernel reads
+        less)."""
+        weights = self.kernel[0, 0].flip(0, 1) > 0  # (as the kernel describes the blur)
+        rows = torch.nonzero(weights.any(1)).flatten().tolist()
+        cols = torch.nonzero(weights.any(0)).flatten().tolist()
+        cy, cx = weights.shape[0] // 2, weights.shape[1] // 2
+        # the output at (i, j) sums kernel[a, b] x input[i - (a - cy), j - (b - cx)]
+        return (max(0, rows[-1] - cy), max(0, cy - rows[0]),
+                max(0, cols[-1] - cx), max(0, cx - cols[0]))
 
 
 class Windowed(nn.Module):
@@ -452,7 +463,7 @@ def motion_kernel(length: float, angle: float) -> torch.Tensor:
         raise InputError(f"a motion blur needs a length >= 1 and a finite angle, got "
                          f"{length}, {angle}")
     half = (length - 1) / 2
-    size = 2 * math.ceil(half + 1) + 1 if length < 2 * MAX_KERNEL else None
+    size = 2 * math.ceil(half) + 1 if length < 2 * MAX_KERNEL else None
     _check_side("a motion blur", f"length {length:g}", size)
     offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     y, x = torch.meshgrid(offsets, offsets, indexing="ij")

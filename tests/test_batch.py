@@ -160,6 +160,11 @@ def test_a_job_whose_config_is_a_record_remakes_that_result(tmp_path: Path) -> N
     path.write_text("jobs:\n  - {task: denoise, input: photos/p2.png, config: single.png.json, "
                     "set: {seed: 7}, output: out/}\n")
     assert batch.load_batch(path)[0].seed == batch.job_seed(7, "photos/p2.png")
+    # and so does one a config file after the record gives, as --config twice does
+    (tmp_path / "seven.yaml").write_text("seed: 7\n")
+    path.write_text("jobs:\n  - {task: denoise, input: photos/p2.png, config: [single.png.json, "
+                    "seven.yaml], output: out/}\n")
+    assert batch.load_batch(path)[0].seed == batch.job_seed(7, "photos/p2.png")
 
 
 def test_a_moved_record_does_not_make_a_users_file_dips(tmp_path: Path) -> None:

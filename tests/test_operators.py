@@ -384,8 +384,13 @@ def test_a_blurs_tile_fits_only_the_pixels_its_physics_models(kernel) -> None:
     valid = part.operator.valid.bool().expand_as(modelled)
     torch.testing.assert_close(modelled[valid], blur(x)[..., :64, 32:96][valid])
     assert torch.equal(part.observation[~valid], torch.zeros_like(part.observation[~valid]))
-    reach = kernel.shape[-1] // 2
-    assert bool(valid[..., 0, reach:64 - reach].all())  # the picture's top border is modelled
-    assert not bool(valid[..., :, :reach].any()) and not bool(valid[..., 64 - reach:, :].any())
+    up, down, before, after = blur.reach()  # from the weights: 0 rows for motion:15,0
+    assert bool(valid[..., 0, before:64 - after].all())  # the picture's top border is modelled
+    assert not bool(valid[..., :, :before].any())
+    assert not bool(valid[..., 64 - down:, :].any()) if down else bool(valid[..., -1, 32].all())
     corner = problem.window(Tile(0, 0, 96, 96))  # the whole picture: nothing left out
     assert corner.operator is blur
+    # the tile's loss is the mean over the pixels it models, as the whole picture's is
+    y = part.observation
+    torch.testing.assert_close(part.loss(modelled * part.operator.valid, y),
+                               torch.mean((modelled[valid] - y[valid]) ** 2))

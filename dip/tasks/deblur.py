@@ -144,8 +144,9 @@ class Deblur(Task):
     options = (
         Option("kernel", kind="path", words=SPEC, record=True,
                metavar="FILE|gaussian:SIGMA|box:SIZE|motion:LENGTH,ANGLE",
-               help="The blur (required): a spec (gaussian:1.6, or gaussian:SIGMA,SIZE; box:9; "
-                    "motion:15,30 -- length in pixels, angle in degrees counter-clockwise) or a "
+               help="The blur (required): a spec (gaussian:1.6, or gaussian:SIGMA,SIZE with "
+                    "SIZE odd; box:9; motion:15,30 -- a line 15 pixels long, anti-aliased, at "
+                    "30 degrees counter-clockwise) or a "
                     "kernel image / .npy file (normalised to sum 1)."),
     )
     corruptions = (
@@ -166,6 +167,12 @@ class Deblur(Task):
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
         return Inputs(picture, {"kernel": _within(load_kernel(args["kernel"]), picture)})
+
+    def blind(self, problem: Problem) -> bool:
+        # a tile no wider than the blur's reach on both of its inner sides models none of its
+        # observation (operators.Windowed): its fit would return the untrained network's image
+        op = problem.operator
+        return isinstance(op, operators.Windowed) and not bool(op.valid.any())
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
