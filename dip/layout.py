@@ -23,7 +23,6 @@ from dip import estimate as costs
 from dip.errors import InputError
 from dip.members import Part, parts
 from dip.nets import build_net
-from dip.operators import Blur
 from dip.red import KEPT_IMAGES
 from dip.stopping import build_stop_rule
 from dip.tasks import Problem
@@ -191,9 +190,8 @@ def _why_tiled(size: str, over_memory: bool, whole: int, budget: int | None, lon
 def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,
             blind: Callable[[Problem], bool], auto: bool, budget: int | None) -> _Tiling:
     """Tiles that each see some of the picture: a fit of a tile wholly inside an inpainting's
-    hole, or of a deblurring tile within the blur's reach of its neighbours on both sides, has
-    nothing to learn from and returned the untrained network's output, the same whatever the
-    photo. Auto's tiles grow until none is blind, within the memory budget;
+    hole has nothing to learn from and returned the untrained network's output, the same
+    whatever the photo. Auto's tiles grow until none is blind, within the memory budget;
     tiles the user sized, or that the budget keeps small, are refused with the size that
     sees."""
     def first_blind(t: _Tiling) -> Tile | None:
@@ -212,10 +210,10 @@ def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,
     at = hole or first_blind(t)
     need = f"{{arg:tile={grown.side}}}" if hole is None else "a mask that leaves more known"
     where = at.scaled(problem.scale) if at is not None else None
-    raise InputError(f"a tile of {t.side} px (rows {where.top}-{where.top + where.height}, "
-                     f"columns {where.left}-{where.left + where.width}) sees none of the "
-                     f"picture (it lies inside a hole, or within a blur's reach of its "
-                     f"neighbours); give {need}, or {{arg:tile=off}}" + (
+    raise InputError(f"the holes cover a whole tile of {t.side} px (rows {where.top}-"
+                     f"{where.top + where.height}, columns {where.left}-"
+                     f"{where.left + where.width}), where a fit sees none of the picture; "
+                     f"give {need}, or {{arg:tile=off}}" + (
                          " (the memory budget keeps tiles smaller)" if auto else ""))
 
 
@@ -241,10 +239,6 @@ def _tiling(cfg: Any, problem: Problem, channels: int, device: torch.device, sid
     scale = problem.scale
     # cut in input pixels (super-resolution's are `scale` result pixels each)
     cut, margin = max(1, side // scale), overlap_for(side, cfg.tile.overlap) // scale
-    # neighbours share at least twice a blur's reach: each leaves that much of its side out
-    # of its fit (operators.Windowed), so every pixel is still fitted by one of them
-    reach = max(problem.operator.reach()) if isinstance(problem.operator, Blur) else 0
-    margin = max(margin, min(2 * reach, (cut - 1) // 2))
     tiles = grid(tuple(problem.observation.shape[-2:]), cut, margin)
     members = parts(restarts, tiles)
     threads = (resolve_threads(cfg.perf.threads, 1 if stacked else len(members)) if cpu

@@ -193,10 +193,8 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
 def stand_in(problem: Problem, part: Part) -> torch.Tensor:
     """What a part that was never fitted (an interrupted run) shows: its observation, resized
     to its result's size."""
-    size = problem.out_size if part.tile is None else problem.window(part.tile).out_size
-    # the tile's own crop: a windowed problem's observation is zeroed near its inner edges
-    obs = (problem.observation if part.tile is None else part.tile.crop(problem.observation))
-    obs = obs.detach().float()
-    if tuple(obs.shape[-2:]) == tuple(size):
+    sub = problem if part.tile is None else problem.window(part.tile)
+    obs = sub.observation.detach().float()
+    if tuple(obs.shape[-2:]) == tuple(sub.out_size):
         return obs.clamp(0, 1)
-    return F.interpolate(obs, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    return F.interpolate(obs, size=sub.out_size, mode="bilinear", align_corners=False).clamp(0, 1)

@@ -4,10 +4,9 @@ Deep Image Prior fits ``min_θ ‖A(f_θ(z)) − y‖²``: ``forward`` of each o
 the physics that turned the clean image into the observation ``y``. Masks and kernels are
 buffers, so ``.to(device)`` moves them with the module.
 
-``window(top, left, height, width, full)`` gives the operator for a window of the result (a
-tile, :mod:`dip.tiles`, of a result ``full`` = ``(H, W)`` in size): the same module where the
-physics is the same everywhere, the window's part of a mask where it is not, and a blur whose
-reach crosses the window's edges inside the picture :class:`Windowed` to the pixels it models.
+``window(top, left, height, width)`` gives the operator for a window of the result (a tile,
+:mod:`dip.tiles`): the same module where the physics is the same everywhere, the window's
+part of a mask where it is not.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def window(self, top: int, left: int, height: int, width: int,
-               full: tuple[int, int] | None = None) -> nn.Module:
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
         return self
 
 
@@ -60,8 +58,7 @@ class Mask(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.known
 
-    def window(self, top: int, left: int, height: int, width: int,
-               full: tuple[int, int] | None = None) -> Mask:
+    def window(self, top: int, left: int, height: int, width: int) -> Mask:
         return Mask(self.known[..., top:top + height, left:left + width])
 
 
@@ -224,8 +221,7 @@ class Downsample(nn.Module):
             x = F.pad(x, (self.pad,) * 4, mode="replicate")
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), stride=self.factor, groups=c)
 
-    def window(self, top: int, left: int, height: int, width: int,
-               full: tuple[int, int] | None = None) -> nn.Module:
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
         return self
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -370,62 +366,12 @@ class Blur(nn.Module):
         x = F.pad(x, (pw, pw, ph, ph), mode=mode)
         return F.conv2d(x, self.kernel.expand(c, 1, -1, -1), groups=c)
 
-    def window(self, top: int, left: int, height: int, width: int,
-               full: tuple[int, int] | None = None) -> nn.Module:
-        """A tile's blur: within the kernel's reach of an edge the tile shares with the rest
-        of the picture, the observation was blurred with the neighbours' pixels, not the
-        tile's reflection, so those pixels are left out of the fit (:class:`Windowed`); at
-        the picture's own borders reflection is what the blur assumed."""
-        if full is None:
-            return self
-        up, down, before, after = self.reach()
-        valid = torch.ones(1, 1, height, width, device=self.kernel.device)
-        if top > 0:
-            valid[..., :up, :] = 0
-        if top + height < full[0] and down:
-            valid[..., max(height - down, 0):, :] = 0
-        if left > 0:
-            valid[..., :, :before] = 0
-        if left + width < full[1] and after:
-            valid[..., :, max(width - after, 0):] = 0
-        return self if bool(valid.all()) else Windowed(self, valid)
-
-    def reach(self) -> tuple[int, int, int, int]:
-        """How far an output pixel reads input pixels above, below, left and right of it:
-        from the kernel's weights, not its padded box (a one-sided or a trimmed kernel reads
-        less)."""
-        weights = self.kernel[0, 0].flip(0, 1) > 0  # (as the kernel describes the blur)
-        rows = torch.nonzero(weights.any(1)).flatten().tolist()
-        cols = torch.nonzero(weights.any(0)).flatten().tolist()
-        cy, cx = weights.shape[0] // 2, weights.shape[1] // 2
-        # the output at (i, j) sums kernel[a, b] x input[i - (a - cy), j - (b - cx)]
-        return (max(0, rows[-1] - cy), max(0, cy - rows[0]),
-                max(0, cols[-1] - cx), max(0, cx - cols[0]))
-
-
-class Windowed(nn.Module):
-    """An operator on a tile, seen only where it models the observation (``valid`` = 1): the
-    rest of the tile's observation depends on pixels outside it. The tile's observation is
-    restricted alike (:meth:`restrict`), so those pixels add nothing to the loss.
-
-    Shape:
-        - Input: ``(N, C, H, W)``
-        - Output: ``(N, C, H, W)``
-    """
-
-    valid: torch.Tensor
-
-    def __init__(self, inner: nn.Module, valid: torch.Tensor) -> None:
-        super().__init__()
-        self.inner = inner
-        self.register_buffer("valid", valid)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x) * self.valid
-
-    def restrict(self, observation: torch.Tensor) -> torch.Tensor:
-        """The tile's observation where this operator models it, 0 elsewhere."""
-        return observation * self.valid
+    def window(self, top: int, left: int, height: int, width: int) -> nn.Module:
+        # the same blur: within the kernel's reach of a tile's inner edges the observation
+        # was blurred with the neighbours' pixels, not the tile's reflection, but leaving
+        # those pixels out of the tile's fit did not pay (benchmarks/deblur_tiles.py): the
+        # blend's ramps already weigh a tile down near its edges
+        return self
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:

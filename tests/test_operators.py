@@ -363,34 +363,3 @@ def test_a_motion_blur_of_length_l_is_l_pixels_of_equal_weight(angle: float, sha
     assert torch.equal(diagonal, diagonal.flip(0).flip(1))  # centred, symmetric
     trimmed = diagonal[diagonal.sum(1) > 0][:, diagonal.sum(0) > 0]
     assert trimmed[0, -1] > 0 and trimmed[0, 0] == 0  # a line up-right, not down-right
-
-
-@pytest.mark.parametrize("kernel", [operators.gaussian_kernel(1.6, 11),
-                                    operators.motion_kernel(15, 0)])
-def test_a_blurs_tile_fits_only_the_pixels_its_physics_models(kernel) -> None:
-    """Within the kernel's reach of an edge a tile shares with the rest of the picture, the
-    observation was blurred with the neighbours' pixels, not the tile's reflection (up to 60
-    grey levels apart for motion:15,0): the tile's operator and observation leave them out,
-    and agree with the whole blur everywhere else, the picture's own borders included."""
-    from dip.tasks import Problem
-    from dip.tiles import Tile
-
-    blur = operators.Blur(kernel)
-    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(2))
-    problem = Problem(blur, blur(x), (96, 96))
-    tile = Tile(0, 32, 64, 64)  # on the top border, inside on its left, right and bottom
-    part = problem.window(tile)
-    modelled = part.operator(x[..., :64, 32:96])
-    valid = part.operator.valid.bool().expand_as(modelled)
-    torch.testing.assert_close(modelled[valid], blur(x)[..., :64, 32:96][valid])
-    assert torch.equal(part.observation[~valid], torch.zeros_like(part.observation[~valid]))
-    up, down, before, after = blur.reach()  # from the weights: 0 rows for motion:15,0
-    assert bool(valid[..., 0, before:64 - after].all())  # the picture's top border is modelled
-    assert not bool(valid[..., :, :before].any())
-    assert not bool(valid[..., 64 - down:, :].any()) if down else bool(valid[..., -1, 32].all())
-    corner = problem.window(Tile(0, 0, 96, 96))  # the whole picture: nothing left out
-    assert corner.operator is blur
-    # the tile's loss is the mean over the pixels it models, as the whole picture's is
-    y = part.observation
-    torch.testing.assert_close(part.loss(modelled * part.operator.valid, y),
-                               torch.mean((modelled[valid] - y[valid]) ** 2))

@@ -126,9 +126,8 @@ def test_an_inpainting_tile_wholly_inside_a_hole_is_refused_or_grown(tmp_path: P
     mask[:40, :34] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     with pytest.raises(dip.InputError, match=re.escape(
-            "a tile of 32 px (rows 0-32, columns 0-32) sees none of the picture (it lies "
-            "inside a hole, or within a blur's reach of its neighbours); give tile='48', or "
-            "tile='off'")):
+            "the holes cover a whole tile of 32 px (rows 0-32, columns 0-32), where a fit sees "
+            "none of the picture; give tile='48', or tile='off'")):
         dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",
                     iters=2, tile="32", overrides=TINY)
     r = dip.restore("inpaint", path, mask=tmp_path / "mask.png", write=False, device="cpu",

@@ -26,7 +26,6 @@ import torch
 
 from dip import image, jpeg_noise
 from dip.errors import ConfigError, InputError
-from dip.operators import Windowed
 from dip.request import Option
 from dip.stopping import estimate_sigma
 from dip.tiles import Tile
@@ -88,28 +87,9 @@ class Problem:
         """The problem of one tile ``t`` of the observation (:mod:`dip.tiles`): its part of
         the observation, the operator for its part of the result."""
         out = t.scaled(self.scale)
-        operator = self.operator.window(out.top, out.left, out.height, out.width,
-                                        full=self.out_size)
-        observation, loss = t.crop(self.observation), self.loss
-        if isinstance(operator, Windowed):  # (a blur's reach across the tile's edges)
-            observation = operator.restrict(observation)
-            loss = _over_valid(loss, operator.valid)
-        return Problem(operator, observation, (out.height, out.width), loss,
+        return Problem(self.operator.window(out.top, out.left, out.height, out.width),
+                       t.crop(self.observation), (out.height, out.width), self.loss,
                        self.noise_sigma, objective=self.objective)
-
-
-def _over_valid(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
-                valid: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A windowed tile's loss as the mean over the pixels it models: the plain mean counted
-    the zeroed band too, so a tile's data term shrank with its valid share (DeepRED's weight
-    beside it, not shrunk, pulled harder in inner tiles than in the whole picture)."""
-    share = float(valid.mean()) or 1.0
-
-    def loss_over_valid(prediction: torch.Tensor, observation: torch.Tensor) -> torch.Tensor:
-        base = loss(prediction, observation) if loss is not None else torch.mean(
-            (prediction - observation) ** 2)  # (the paper's, as dip.engine.mse)
-        return base / share
-    return loss_over_valid
 
 
 @dataclass

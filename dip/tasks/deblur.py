@@ -168,12 +168,6 @@ class Deblur(Task):
              max_pixels: int) -> Inputs:
         return Inputs(picture, {"kernel": _within(load_kernel(args["kernel"]), picture)})
 
-    def blind(self, problem: Problem) -> bool:
-        # a tile no wider than the blur's reach on both of its inner sides models none of its
-        # observation (operators.Windowed): its fit would return the untrained network's image
-        op = problem.operator
-        return isinstance(op, operators.Windowed) and not bool(op.valid.any())
-
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
         # a noisy JPEG read as clean ran the whole budget (auto_if_noisy) and learnt the noise
