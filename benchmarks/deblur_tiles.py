@@ -1,7 +1,7 @@
 """Deblurring in tiles: does leaving a tile's edge bands out of its fit pay?
 (benchmarks/README.md, "Deblurring in tiles").
 
-    .venv/bin/python benchmarks/deblur_tiles.py     # about 15 min on a 2-core CPU
+    .venv/bin/python benchmarks/deblur_tiles.py     # about 20 min here, beside a test run
 
 Within the kernel's reach of an edge a tile shares with another, the observation was
 blurred with the neighbour's pixels, not the tile's reflection. Commit 4de4d9c left those

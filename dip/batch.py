@@ -576,18 +576,16 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
         _folder_for_many(spec.get("output"), base, spec["input"], where)
     jobs, snapshots = [], False
     seed = _base_seed(spec, task, base, overrides, where)
-    # a record's seed where nothing after it (a later config file, set:) gives another, as
-    # --config RESULT.json runs with it unless a later --config or --set seed says otherwise
-    recorded_seed = _recorded_seed(spec, task, base, where)
-    if recorded_seed != seed:
-        recorded_seed = None
+    # a record's seed as it is, where nothing after it (a later config file, set:) gives
+    # another, as --config RESULT.json runs with it unless a later --config or --set says so
+    verbatim = _recorded_seed(spec, task, base, where) == seed
     for i, input_path in enumerate(files):
         try:
             key = input_path.relative_to(base).as_posix()
         except ValueError:
             key = input_path.as_posix()
         request = _request(spec, task, input_path, many, base, overrides, where,
-                           recorded_seed if recorded_seed is not None else job_seed(seed, key))
+                           seed if verbatim else job_seed(seed, key))
         if i == 0:
             snapshots = _check_request(request, where)
         else:

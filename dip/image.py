@@ -268,7 +268,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
         if img.format == "PNG":
             chunks = list(png_chunks(path.read_bytes()))
             check_png_data(chunks, path, what)
-            png_colour = _png_metadata(chunks)[_COLOUR]
+            png_colour = _png_colour(chunks)
         _xmp_as_stored(img)  # a TIFF's, before load() reads its orientation from it
         img.load()  # decoded now: a truncated file fails here with a clear message, and a
         # PNG's text after its pixel data (XMP) is read before its EXIF orientation is
@@ -499,13 +499,10 @@ def _png_metadata(chunks: list[tuple[bytes, bytes]]) -> dict[bytes, Any]:
     an aspect ratio alone is none); ``_PNG_XMP`` the last XMP packet of a text chunk with that
     keyword; ``_COLOUR`` the first of each of :data:`PNG_COLOUR` before the pixel data. A key
     is absent where the file has none (or a damaged one)."""
-    found: dict[bytes, Any] = {}
+    found: dict[bytes, Any] = {_COLOUR: _png_colour(chunks)}
     pixels = False
-    colour: dict[bytes, bytes] = {}
     for kind, payload in chunks:
         pixels = pixels or kind == b"IDAT"
-        if kind in PNG_COLOUR and not pixels:
-            colour.setdefault(kind, payload)
         if kind == b"eXIf" and kind not in found:
             found[kind] = payload
         elif kind == b"iCCP" and not pixels and kind not in found:
@@ -515,8 +512,18 @@ def _png_metadata(chunks: list[tuple[bytes, bytes]]) -> dict[bytes, Any]:
             found[kind] = (x * 0.0254, y * 0.0254) if metre == 1 else None
         elif kind in (b"iTXt", b"tEXt", b"zTXt") and payload.startswith(_PNG_XMP + b"\0"):
             found[_PNG_XMP] = _png_xmp(kind, payload[len(_PNG_XMP) + 1:])
-    found[_COLOUR] = tuple(colour.items())
     return {key: value for key, value in found.items() if value is not None}
+
+
+def _png_colour(chunks: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The first of each of a PNG's :data:`PNG_COLOUR` chunks before its pixel data."""
+    colour: dict[bytes, bytes] = {}
+    for kind, payload in chunks:
+        if kind == b"IDAT":
+            break
+        if kind in PNG_COLOUR:
+            colour.setdefault(kind, payload)
+    return tuple(colour.items())
 
 
 #: a PNG's chunks that say how its values are shown where it has no profile: its gamma,
@@ -1205,7 +1212,7 @@ def _tiff_writer(picture: Picture) -> Callable[[BinaryIO], None]:
     exif, xmp, upright = result_metadata(picture)
     text = metadata.descriptive_text(exif)
     options: dict = {"photometric": "rgb" if colour else "minisblack", "metadata": None,
-                     "software": False, "iccprofile": matching_icc(picture),  # (None: none written)
+                     "software": False, "iccprofile": written_icc(picture, "TIFF"),  # (None: none)
                      "extratags": [(code, "s", 0, value, True) for code, value in text.items()]}
     dpi = _written_dpi(picture, "TIFF")
     if dpi is not None:
@@ -1241,8 +1248,8 @@ def _png16_writer(picture: Picture) -> Callable[[BinaryIO], None]:
         buf = io.BytesIO()
         writer.write(buf, rows)
         exif, xmp, _ = result_metadata(picture)
-        f.write(_png_with(buf.getvalue(), matching_icc(picture), exif, _written_dpi(picture, "PNG"),
-                          xmp, picture.png_colour))
+        f.write(_png_with(buf.getvalue(), written_icc(picture, "PNG"), exif,
+                          _written_dpi(picture, "PNG"), xmp, picture.png_colour))
 
     return write
 
@@ -1354,6 +1361,7 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
             if stale.resolve() not in kept:
                 stale.unlink(missing_ok=True)
     current = None  # the file being written or renamed
+    mode = 0o666 & ~_umask()
     try:
         for current, write in files:
             fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.",
@@ -1362,7 +1370,7 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
             with os.fdopen(fd, "wb") as f:
                 write(f)
             # mkstemp makes the file private (0600); give it a normal new file's permissions.
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, mode)
         current = None
         if before_rename is not None:
             before_rename()

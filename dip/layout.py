@@ -197,23 +197,22 @@ def _seeing(t: _Tiling, tiling: Callable[[int], _Tiling], problem: Problem,
     def first_blind(t: _Tiling) -> Tile | None:
         return next((w for w in t.tiles if blind(problem.window(w))), None)
 
-    hole = first_blind(t)
-    if hole is None:
+    first = hole = first_blind(t)
+    if first is None:
         return t
+    # (the whole picture always sees some: a mask that leaves nothing known is refused)
     longest, side, grown = max(problem.out_size), t.side, t
     while hole is not None and side < longest:
         side = min(side + max(16, side // 4), longest)
         grown = tiling(side)
         hole = first_blind(grown)
-    if auto and hole is None and (budget is None or grown.peak <= budget):
+    if auto and (budget is None or grown.peak <= budget):
         return grown
-    at = hole or first_blind(t)
-    need = f"{{arg:tile={grown.side}}}" if hole is None else "a mask that leaves more known"
-    where = at.scaled(problem.scale) if at is not None else None
+    where = first.scaled(problem.scale)
     raise InputError(f"the holes cover a whole tile of {t.side} px (rows {where.top}-"
                      f"{where.top + where.height}, columns {where.left}-"
                      f"{where.left + where.width}), where a fit sees none of the picture; "
-                     f"give {need}, or {{arg:tile=off}}" + (
+                     f"give {{arg:tile={grown.side}}}, or {{arg:tile=off}}" + (
                          " (the memory budget keeps tiles smaller)" if auto else ""))
 
 

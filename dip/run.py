@@ -1213,27 +1213,31 @@ def _stale_pictures(p: Plan) -> list[Path]:
     # a snapshot given as this run's input stays
     snapshots = [] if p.snapshot_every else sorted(
         path for path in _snapshot_files(p.files["steps"], p.reads) if path.suffix == ".png")
-    return [p.files[kind] for kind in ("report", "gif", "uncertainty")
-            if not getattr(p.request, kind)
-            and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
-            and not _named_by_a_namesake(p.output, kind, p.files[kind])] + snapshots
+    stale = [kind for kind in ("report", "gif", "uncertainty")
+             if not getattr(p.request, kind)
+             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())]
+    if stale:  # (the folder is read once, and only where a picture would go)
+        kept = _namesakes_pictures(p.output)
+        stale = [kind for kind in stale if str(p.files[kind].resolve()) not in kept]
+    return [p.files[kind] for kind in stale] + snapshots
 
 
-def _named_by_a_namesake(output: Path, kind: str, path: Path) -> bool:
-    """Whether a result of the same stem beside ``output`` (``q.jpg`` beside ``q.png``: their
-    pictures share names) names ``path`` as its own ``kind``: ``-o q.jpg --report
+def _namesakes_pictures(output: Path) -> set[str]:
+    """The pictures the results of the same stem beside ``output`` name as their own
+    (``q.jpg`` beside ``q.png``: their pictures share names): ``-o q.jpg --report
     --overwrite`` took ``q_report.png`` over from ``q.png``, and a later ``-o q.png
     --overwrite`` deleted it as ``q.png``'s stale report."""
     try:  # their records: q.jpg.json, named by record_path
         namesakes = [f.with_suffix("") for f in output.parent.iterdir() if f.suffix == ".json"]
     except OSError:
-        return False
+        return set()
+    named: set[str] = set()
     for other in namesakes:
-        if other.stem == output.stem and other != output:
-            rec = own_record(other)
-            if rec is not None and str(located(rec, kind, other)) == str(path.resolve()):
-                return True
-    return False
+        rec = own_record(other) if other.stem == output.stem and other != output else None
+        if rec is not None:
+            named |= {str(path) for kind in ("report", "gif", "uncertainty")
+                      if (path := located(rec, kind, other)) is not None}
+    return named
 
 
 # --- one writer per output ----------------------------------------------------------------------
