@@ -303,6 +303,10 @@ def yaml_number(value: Any) -> Any:
     return value
 
 
+#: the keys whose words include on and off, which YAML 1.1 reads as booleans
+SWITCH_KEYS = ("perf.graphs", "perf.channels_last", "perf.stack", "tile.size")
+
+
 def yaml_word(value: Any) -> Any:
     """``value``, or the word a boolean stands for: YAML 1.1 reads on/off/yes/no as booleans,
     and a word key (perf.graphs, tile.size) means the word."""
@@ -333,10 +337,15 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"config key '{key}' expects a list of {PLURALS[item]}, "
                               f"got {quote(repr(value))}")
         return [_check_value(key, v, item) for v in value]
-    if tp is str:
+    if tp is str and key in SWITCH_KEYS:
         value = yaml_word(value)
-    if tp is str and isinstance(value, int):  # a word-or-number key: tile.size: 256
-        value = str(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # a word-or-number key (tile.size: 256, 64.0), checked by its owner as a word
+        value = str(int(value) if isinstance(value, float) and value.is_integer() else value)
+    if tp is str and isinstance(value, bool):  # device: no meant a word, not 'off'
+        raise ConfigError(f"config key '{key}' expects a string, but YAML read the value as "
+                          f"{str(value).lower()} (it reads yes, no, on and off as true or "
+                          f"false): put it in quotes")
     if tp is float:
         value = yaml_number(value)
     ok = (isinstance(value, bool) if tp is bool

@@ -255,6 +255,27 @@ def test_perf_switches_read_yaml_booleans_as_words_and_check_values() -> None:
         config.resolve("denoise", overrides=["optim.lr_end=1.0"])
 
 
+def test_only_switch_keys_read_yaml_booleans_as_on_and_off() -> None:
+    # device: no became 'off' ("unknown device 'off'", a word the user never wrote)
+    with pytest.raises(ConfigError, match="'device' expects a string, but YAML read the "
+                                          "value as false .* put it in quotes"):
+        config.resolve("denoise", overrides=["device=no"])
+    with pytest.raises(ConfigError, match="'net.upsample' expects a string, but YAML read"):
+        config.resolve("denoise", overrides=["net.upsample=yes"])
+    assert config.resolve("denoise", overrides=["tile.size=off"]).tile.size == "off"
+    assert config.resolve("denoise", overrides=["perf.stack=on"]).perf.stack == "on"
+
+
+def test_a_tile_side_written_as_a_float_is_its_whole_number() -> None:
+    # tile.size: 64.0 was "expects a string, got 64.0"
+    assert config.resolve("denoise", overrides=["tile.size=64.0"]).tile.size == "64"
+    assert config.resolve("denoise", base=[{"tile": {"size": 96.0}}]).tile.size == "96"
+    from dip.tiles import check_tiles
+    with pytest.raises(ConfigError, match="'tile.size' must be auto, off or a tile's side .* "
+                                          "got '64.5'"):
+        check_tiles(config.resolve("denoise", overrides=["tile.size=64.5"]).tile)
+
+
 def test_cuda_graphs_on_a_cpu_is_a_clear_error() -> None:
     import torch
 
