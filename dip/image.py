@@ -1397,6 +1397,36 @@ def _glob_escape(name: str) -> str:
     return glob.escape(name)
 
 
+def bleed_colour(pixels: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+    """``pixels`` with the colour under wholly transparent pixels, which editors save as
+    anything (mostly black), replaced by the colour of the visible pixels nearest it: a
+    push-pull fill (Gortler et al., "The Lumigraph", SIGGRAPH 1996). A resampling filter or a
+    network that enlarges the picture mixes a visible edge with its transparent neighbours:
+    black there drew a dark outline round an enlarged logo.
+
+    Shape:
+        pixels ``(1, C, H, W)``, alpha ``(1, 1, H, W)`` or None; the result is ``pixels``'s
+        shape, equal to it wherever alpha > 0.
+    """
+    if alpha is None:
+        return pixels
+    seen = (alpha > 0).to(pixels.dtype)
+    if bool(seen.all()) or not bool(seen.any()):
+        return pixels
+    levels = [(pixels * seen, seen)]  # push: visible colour and coverage, halved each level
+    while max(levels[-1][1].shape[-2:]) > 1:
+        kernel = tuple(2 if side > 1 else 1 for side in levels[-1][1].shape[-2:])
+        levels.append(tuple(torch.nn.functional.avg_pool2d(t, kernel, ceil_mode=True)
+                            for t in levels[-1]))
+    covered, coverage = levels.pop()
+    colour = covered / coverage.clamp_min(1e-12)  # the mean visible colour
+    for covered, coverage in reversed(levels):  # pull: what a level lacks, from the next
+        up = torch.nn.functional.interpolate(colour, size=tuple(covered.shape[-2:]),
+                                             mode="bilinear", align_corners=False)
+        colour = covered + (1 - coverage) * up
+    return torch.where(alpha > 0, pixels, colour)
+
+
 def resize(pixels: torch.Tensor, size: tuple[int, int], method: str = "bicubic") -> torch.Tensor:
     """Resize ``(1, C, H, W)`` in [0, 1] to ``size = (H', W')`` with Pillow's filters.
 

@@ -321,6 +321,47 @@ def test_mask_alpha_fills_the_transparent_pixels(tmp_path: Path) -> None:
     assert not (tmp_path / "s.png").exists()
 
 
+def _disc(path: Path) -> None:
+    """A red disc with soft edges on a transparent background saved black, as editors do."""
+    y, x = np.mgrid[:24, :32]
+    r = np.hypot(y - 12, x - 16)
+    rgba = np.zeros((24, 32, 4), np.uint8)
+    rgba[..., 3] = np.clip((9 - r) * 255 / 1.5, 0, 255)
+    rgba[rgba[..., 3] > 0, :3] = (230, 40, 40)
+    Image.fromarray(rgba, "RGBA").save(path)
+
+
+def test_an_enlarged_transparent_picture_has_no_dark_edge(tmp_path: Path) -> None:
+    # the black under transparent pixels was fitted and enlarged with the visible edge: the
+    # see-through band round an enlarged logo was (37, 7, 7), where Pillow's resize keeps red
+    _disc(tmp_path / "logo.png")
+    out = tmp_path / "big.png"
+    assert invoke("superres", tmp_path / "logo.png", "--factor", "2", "-o", out,
+                  *TINY).exit_code == 0
+    big = np.asarray(Image.open(out), dtype=np.float64)
+    for lo, hi in ((20, 127), (128, 249)):
+        band = big[(big[..., 3] >= lo) & (big[..., 3] <= hi)]
+        assert len(band) > 20 and np.abs(band[:, :3].mean(0) - (230, 40, 40)).max() < 15
+    # and the test input dip corrupt makes from it
+    assert invoke("corrupt", tmp_path / "logo.png", "--downscale", "2", "-o",
+                  tmp_path / "small.png").exit_code == 0
+    small = np.asarray(Image.open(tmp_path / "small.png"), dtype=np.float64)
+    band = small[(small[..., 3] >= 20) & (small[..., 3] <= 249)]
+    assert len(band) > 5 and np.abs(band[:, :3].mean(0) - (230, 40, 40)).max() < 15
+
+
+def test_bleed_colour_keeps_visible_pixels_and_fills_from_them() -> None:
+    pixels, alpha = torch.rand(1, 3, 7, 9), torch.zeros(1, 1, 7, 9)
+    alpha[..., 2:4, 3:5] = 0.5
+    pixels[..., 2:4, 3:5] = torch.tensor([0.9, 0.2, 0.0])[:, None, None]
+    filled = image.bleed_colour(pixels, alpha)
+    assert torch.equal(filled[..., 2:4, 3:5], pixels[..., 2:4, 3:5])
+    assert torch.allclose(filled, torch.tensor([0.9, 0.2, 0.0])[None, :, None, None].expand(
+        1, 3, 7, 9))  # one visible colour: everywhere
+    assert image.bleed_colour(pixels, torch.ones(1, 1, 7, 9)) is pixels
+    assert image.bleed_colour(pixels, None) is pixels
+
+
 # --- mistakes -----------------------------------------------------------------------------------
 
 def _bomb(path: Path, side: int = 100_000) -> Path:

@@ -45,8 +45,9 @@ def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
         raise InputError(f"the image is too small to downscale {factor} times")
     small = (h // factor, w // factor)
     alpha = picture.alpha
+    colour = image.bleed_colour(picture.pixels, alpha)  # no dark edge from hidden black
     result = replace(
-        picture, pixels=image.resize(picture.pixels[..., :h, :w], small, "lanczos"),
+        picture, pixels=image.resize(colour[..., :h, :w], small, "lanczos"),
         coding_error=None,
         alpha=None if alpha is None else image.resize(alpha[..., :h, :w], small, "lanczos"))
     return result, {}, ({"cropped_to": (h, w)} if (h, w) != picture.size else {})
@@ -191,6 +192,10 @@ class SuperRes(Task):
 
     def load(self, picture: image.Picture, args: dict[str, Any], cfg: Any,
              max_pixels: int) -> Inputs:
+        # the colour under transparent pixels is fitted and enlarged with its visible
+        # neighbours: the visible ones' colour there, or their edges would darken (most
+        # editors save it black)
+        picture = replace(picture, pixels=image.bleed_colour(picture.pixels, picture.alpha))
         return Inputs(picture, {"kernel": args.get("kernel") or KERNEL})
 
     def check_config(self, cfg: Any) -> None:
