@@ -9,9 +9,11 @@ a run fails, 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP (each writes the estim
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import dip
 from dip import batch
 from dip.cli import signals
 from dip.damage import corruptions
-from dip.errors import DipError, InputError
+from dip.errors import DipError, InputError, Spelled
 from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.record import record_path, steps_said
@@ -446,9 +448,11 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
         bars["image"].update(1)
 
     try:
-        rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
-                              on_end=on_end, progress=None if quiet else progress,
-                              spell=job_spelling, pack=pack)
+        with warnings.catch_warnings():  # an argument named as the job's key: 'mask_keeps'
+            warnings.showwarning = functools.partial(show_warning, spell=job_spelling)
+            rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
+                                  on_end=on_end, progress=None if quiet else progress,
+                                  spell=job_spelling, pack=pack)
         return rows, False
     except batch.BatchInterrupted as exc:
         return exc.rows, True
@@ -518,9 +522,12 @@ def info() -> None:
 
 
 def show_warning(message: Warning | str, category: type, filename: str, lineno: int,
-                 file: Any = None, line: str | None = None) -> None:
-    """The library's warnings (:class:`dip.image.DipWarning`) as one line each, like errors."""
-    sys.stderr.write(f"dip: warning: {message}\n")
+                 file: Any = None, line: str | None = None,
+                 spell: Callable[[str, str | None], str] = flag_spelling) -> None:
+    """The library's warnings (:class:`dip.image.DipWarning`) as one line each, like errors,
+    an argument spelled by ``spell``."""
+    text = message.render(spell) if isinstance(message, Spelled) else message
+    sys.stderr.write(f"dip: warning: {text}\n")
 
 
 def main() -> None:

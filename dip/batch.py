@@ -69,7 +69,7 @@ from dip.config import (
     yaml_number,
     yaml_word,
 )
-from dip.errors import ConfigError, DipError, InputError, python_spelling
+from dip.errors import ConfigError, DipError, InputError, Spelled, python_spelling
 from dip.layout import STACK_MOST
 from dip.request import FORMATS, Option, RunRequest, request_options
 from dip.run import (
@@ -971,8 +971,10 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     _worker.update(device=device, stop=stop, parent=parent, busy=False)
     torch.set_num_threads(threads)
     # the library's warnings (a grey mask, ...) as the dip command prints them: one line each
+    # (an argument named as the job's key: 'mask_keeps')
     warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(
-        f"dip: warning: {message}\n")
+        "dip: warning: " + (message.render(job_key_spelling) if isinstance(message, Spelled)
+                            else str(message)) + "\n")
     # Ctrl-C reaches every process of the terminal's group, and the parent passes SIGTERM on:
     # between jobs a worker ignores both (no traceback from its idle loop); during a job the
     # first one stops the fit (see _run_in_worker). The parent started this process with both

@@ -34,8 +34,8 @@ _SWITCHES = {"overwrite", "report", "gif", "mask_keeps", "uncertainty",
              "redraw_known", "no_back_projection"}
 
 
-class DipError(Exception):
-    """Base class of every error that is the user's to fix."""
+class Spelled:
+    """A message holding ``{arg:...}`` placeholders: an error's or a warning's."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -47,6 +47,10 @@ class DipError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+class DipError(Spelled, Exception):
+    """Base class of every error that is the user's to fix."""
 
 
 class InputError(DipError):

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dip import jpeg_noise, metadata
-from dip.errors import InputError, outside_dip
+from dip.errors import InputError, Spelled, outside_dip
 
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
 #: make us allocate); 64 MP is larger than any consumer camera's full frame today.
@@ -45,9 +45,10 @@ DEFAULT_MAX_PIXELS = 64_000_000
 WRITABLE = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
 
 
-class DipWarning(UserWarning):
+class DipWarning(Spelled, UserWarning):
     """Something a user should know about an input that is not an error (a mask with many
-    grey pixels). The ``dip`` command prints these as ``dip: warning: ...``."""
+    grey pixels). The ``dip`` command prints these as ``dip: warning: ...``, an argument's
+    ``{arg:NAME}`` as its flag (:class:`dip.errors.Spelled`)."""
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -998,8 +999,10 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
             raise InputError(f"mask {path} is in Pillow's mode {img.mode}, which cannot be "
                              f"read as RGB; save it as black and white") from None
     array = np.asarray(img)
+    clear = False
     if img.mode in ("LA", "RGBA"):  # as it is seen over black: strokes painted on a clear
         # layer are the mask, whatever colour the clear pixels hide (often white)
+        clear = bool((array[..., -1] < 128).any())
         array = np.rint(array[..., :-1] * (array[..., -1:] / 255.0)).astype(np.uint8)
     if array.ndim == 3:
         array = array.max(axis=-1)
@@ -1020,16 +1023,40 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
                       f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=outside_dip())
     marked = torch.from_numpy(level >= 0.5)
     known = marked if keeps else ~marked
-    if not known.any():
-        raise InputError(f"mask {path} leaves no known pixel: nothing to restore from "
-                         f"(is it inverted? see {{arg:mask_keeps}})")
-    if known.all():
-        faint = not keeps and 0 < level.max() < 0.5  # a mask saved as 0/1, say
-        hint = (f"; its lightest pixels are {array.max()} of {full:g}: white is {full:g}, and "
-                f"a pixel counts as white from 50 % grey" if faint else "")
-        raise InputError(f"mask {path} marks no pixel to fill (it is all "
-                         f"{'white' if keeps else 'black'}){hint or '; nothing to do'}")
+    _check_known(path, known, level, f"{array.max()} of {full:g}", keeps, clear)
     return known.float()[None, None]
+
+
+#: the share of a picture that a mask may mark to fill before dip asks whether it is inverted
+MOSTLY_HOLES = 0.75
+
+
+def _check_known(path: Any, known: torch.Tensor, level: np.ndarray, lightest: str,
+                 keeps: bool, clear: bool) -> None:
+    """Refuse a mask that leaves nothing known or nothing to fill; warn of one that marks
+    most of the picture to fill (drawn the other way round?). ``lightest``: its lightest
+    pixel as "1 of 255"; ``clear``: it has transparent pixels, which count as black."""
+    faint = 0 < level.max() < 0.5  # a mask saved as 0/1, say
+    scale = (f"its lightest pixels are {lightest}: white is {lightest.split(' of ')[1]}, and "
+             f"a pixel counts as white from 50 % grey")
+    seen = ("its transparent pixels count as black, as it looks over black" if clear
+            else "")
+    if not known.any():
+        hint = (f"with {{arg:mask_keeps}} white marks the known pixels, and {scale}" if keeps
+                and faint else "is it inverted? see {arg:mask_keeps}")
+        raise InputError(f"mask {path} leaves no known pixel: nothing to restore from ({hint}"
+                         + (f"; {seen}" if seen else "") + ")")
+    if known.all():
+        hint = scale if faint and not keeps else seen if seen and not keeps else "nothing to do"
+        raise InputError(f"mask {path} marks no pixel to fill (it is all "
+                         f"{'white' if keeps else 'black'}); {hint}")
+    holes = 1 - float(known.float().mean())
+    if holes > MOSTLY_HOLES:  # holes are blemishes, strokes, half a photo at most
+        how = ("with {arg:mask_keeps} white marks the known pixels" if keeps
+               else "white marks the holes; {arg:mask_keeps} reads white as known")
+        warnings.warn(DipWarning(f"mask {path} marks {holes:.0%} of the picture to fill: is "
+                                 f"it inverted? ({how}" + (f"; {seen}" if seen else "") + ")"),
+                      stacklevel=outside_dip())
 
 
 def _to_pil(pixels: torch.Tensor, bits: int) -> Image.Image:

@@ -987,3 +987,13 @@ def test_a_seed_is_the_same_as_before_for_a_utf8_name() -> None:
     assert batch.job_seed(0, "photos/p0.png") == 4805299697481278698
     assert batch.job_seed(7, "Été/café ☕.png") == 7366903787533744362
     assert batch.job_seed(0, os.fsdecode(b"x\xff.png")) != batch.job_seed(0, "x\ufffd.png")
+
+
+def test_a_jobs_warning_names_the_batch_key_not_the_flag(tmp_path: Path) -> None:
+    mask = np.full((32, 32), 255, np.uint8)
+    mask[4:8, 4:8] = 0  # the holes drawn black: 98 % to fill
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    path = make_batch(tmp_path, "  - {task: inpaint, input: photos/p0.png, mask: m.png}\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "is it inverted? (white marks the holes; 'mask_keeps' reads white" in result.output

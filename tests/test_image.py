@@ -93,7 +93,8 @@ def test_mask_conventions_and_size_check(tmp_path: Path) -> None:
     Image.fromarray(m).save(tmp_path / "m.png")
     fill = image.load_mask(tmp_path / "m.png", (4, 6))
     assert fill.shape == (1, 1, 4, 6) and fill[0, 0, 1, 2] == 0 and fill.sum() == 23
-    keeps = image.load_mask(tmp_path / "m.png", (4, 6), keeps=True)
+    with pytest.warns(image.DipWarning, match="inverted"):  # 23 of 24 pixels to fill
+        keeps = image.load_mask(tmp_path / "m.png", (4, 6), keeps=True)
     assert keeps[0, 0, 1, 2] == 1 and keeps.sum() == 1
     with pytest.raises(InputError, match="mask .* is 6x4 but the image is 7x4"):
         image.load_mask(tmp_path / "m.png", (4, 7))

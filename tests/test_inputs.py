@@ -14,6 +14,7 @@ import sys
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import png
@@ -1227,6 +1228,92 @@ def test_a_mask_saved_as_0_and_1_says_white_is_255(tmp_path: Path) -> None:
     Image.fromarray(m).save(tmp_path / "m.png")
     with pytest.raises(InputError, match="lightest pixels are 1 of 255: white is 255"):
         image.load_mask(tmp_path / "m.png", (H, W))
+
+
+def test_a_0_1_mask_read_with_mask_keeps_says_white_is_255(tmp_path: Path) -> None:
+    # with --mask-keeps the advice was "is it inverted? see --mask-keeps", given already
+    m = np.zeros((H, W), np.uint8)
+    m[4:8, 4:8] = 1
+    Image.fromarray(m).save(tmp_path / "m.png")
+    with pytest.raises(InputError, match="with mask_keeps=True white marks the known pixels, "
+                                         "and its lightest pixels are 1 of 255"):
+        image.load_mask(tmp_path / "m.png", (H, W), keeps=True)
+
+
+def _layer(path: Path, white: bool, holes: slice) -> None:
+    """A mask layer with the holes erased (transparent), the rest painted white or black."""
+    la = np.zeros((H, W, 2), np.uint8)
+    la[..., 0], la[..., 1] = 255 if white else 0, 255
+    la[holes, holes, 1] = 0
+    Image.fromarray(la, "LA").save(path)
+
+
+def _show_warning(record: Any, capsys: Any) -> None:
+    """Print a caught warning as the dip command does."""
+    from dip.cli.main import show_warning
+
+    capsys.readouterr()
+    show_warning(record.message, record.category, record.filename, record.lineno)
+
+
+def test_a_mask_that_marks_most_of_the_picture_asks_if_it_is_inverted(tmp_path: Path,
+                                                                       capsys) -> None:
+    m = np.full((H, W), 255, np.uint8)
+    m[4:8, 4:8] = 0  # the intended holes, drawn black
+    Image.fromarray(m).save(tmp_path / "m.png")
+    with pytest.warns(image.DipWarning, match=r"marks 98% of the picture to fill: is it "
+                                              r"inverted\? \(white marks the holes"):
+        image.load_mask(tmp_path / "m.png", (H, W))
+    with pytest.warns(image.DipWarning) as said:  # the flag, as the command spells it
+        assert invoke("inpaint", tmp_path / "m.png", "--mask", tmp_path / "m.png", "-o",
+                      tmp_path / "o.png", *TINY).exit_code == 0
+    _show_warning(said[0], capsys)
+    assert "--mask-keeps reads white as known" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image.load_mask(tmp_path / "m.png", (H, W), keeps=True)  # half or less: no warning
+    # holes erased from a white layer: the clear pixels count as black, and it says so
+    _layer(tmp_path / "white.png", True, slice(4, 8))
+    with pytest.warns(image.DipWarning, match="inverted.*its transparent pixels count as black"):
+        image.load_mask(tmp_path / "white.png", (H, W))
+    # from a black layer: nothing to fill, and why
+    _layer(tmp_path / "black.png", False, slice(4, 8))
+    with pytest.raises(InputError, match="all black\\); its transparent pixels count as black"):
+        image.load_mask(tmp_path / "black.png", (H, W))
+
+
+def test_holes_that_are_transparent_in_the_input_are_said_to_stay_unseen(tmp_path: Path) -> None:
+    # the fill was written with the input's alpha 0 over it: invisible, exit 0, not a word
+    rgba = _rng().integers(0, 256, (H, W, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[4:8, 4:8, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    m = np.zeros((H, W), np.uint8)
+    m[4:8, 4:8] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    with pytest.warns(image.DipWarning, match="100% of the holes are transparent in the input"):
+        assert invoke("inpaint", tmp_path / "in.png", "--mask", tmp_path / "m.png", "-o",
+                      tmp_path / "o.png", *TINY).exit_code == 0
+    rgba[..., 3] = 255  # opaque holes: nothing to say
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", image.DipWarning)
+        assert invoke("inpaint", tmp_path / "in.png", "--mask", tmp_path / "m.png", "-o",
+                      tmp_path / "o2.png", *TINY).exit_code == 0
+
+
+def test_mask_alpha_on_a_mostly_transparent_input_warns(tmp_path: Path, capsys) -> None:
+    rgba = _rng().integers(0, 256, (H, W, 4), np.uint8)
+    rgba[..., 3] = 0
+    rgba[4:8, 4:8, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    with pytest.warns(image.DipWarning) as said:
+        assert invoke("inpaint", tmp_path / "in.png", "--mask", "alpha", "-o",
+                      tmp_path / "o.png", *TINY).exit_code == 0
+    _show_warning(said[0], capsys)
+    assert capsys.readouterr().err == ("dip: warning: 98% of the input is transparent and "
+                                       "will be filled (--mask alpha)\n")
+    assert "(mask='alpha')" in str(said[0].message)  # in Python, as Python spells it
 
 
 def test_a_snapshot_folder_that_cannot_be_written_is_found_before_the_fit(

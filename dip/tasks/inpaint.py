@@ -91,6 +91,18 @@ def _drop_pixels(picture: image.Picture, fraction: float, generator: torch.Gener
     return picture.with_pixels(pixels), {"mask": (mask_path, image.Picture(1 - known))}, {}
 
 
+def _warn_clear_holes(picture: image.Picture, known: torch.Tensor) -> None:
+    """The result keeps the input's alpha: holes that are transparent in it stay unseen."""
+    if picture.alpha is None:
+        return
+    clear = float(((picture.alpha < 0.5) & (known < 0.5)).sum() / (known < 0.5).sum())
+    if clear > 0.5:
+        warnings.warn(image.DipWarning(
+            f"{clear:.0%} of the holes are transparent in the input, and the result keeps its "
+            f"alpha: they will be filled but not seen ({{arg:mask=alpha}} fills the "
+            f"transparent pixels and makes the result opaque)"), stacklevel=outside_dip())
+
+
 class Inpaint(Task):
     name = "inpaint"
     help = "Fill the holes of INPUT marked by --mask (or painted in --mask-color)."
@@ -144,6 +156,7 @@ class Inpaint(Task):
         if mask != FROM_ALPHA:
             known = image.load_mask(mask, picture.size, keeps=args.get("mask_keeps", False),
                                     max_pixels=max_pixels)
+            _warn_clear_holes(picture, known)
             return Inputs(picture, {"known": known})
         if picture.alpha is None:
             raise InputError("{arg:mask=alpha}: the input has no alpha channel (transparency) "
@@ -155,6 +168,11 @@ class Inpaint(Task):
         if known.all():  # as an all-black mask file: a fit that changes nothing
             raise InputError("{arg:mask=alpha}: no pixel of the input is transparent; "
                              "nothing to fill")
+        holes = 1 - float(known.mean())
+        if holes > image.MOSTLY_HOLES:
+            warnings.warn(image.DipWarning(f"{holes:.0%} of the input is transparent and "
+                                           f"will be filled ({{arg:mask=alpha}})"),
+                          stacklevel=outside_dip())
         # The holes get filled: the result is opaque, not the input's alpha.
         return Inputs(replace(picture, alpha=None), {"known": known})
 
