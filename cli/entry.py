@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 
+from dip import streams
 from dip.cli import signals
 
 #: what to say where no writable temporary folder is found (exit 2, as for bad input: the
@@ -45,6 +46,8 @@ def escape_what_the_terminal_cannot_show() -> None:
 
 
 def main() -> None:
+    streams.open_closed_standard_streams()
+    streams.survive_closed_pipes()
     signals.install()
     escape_what_the_terminal_cannot_show()
     stopping = tuple(signals.EXIT_CODES)

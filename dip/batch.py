@@ -56,7 +56,7 @@ from typing import Any
 
 import yaml
 
-from dip import image, interrupts, record
+from dip import image, interrupts, record, streams
 from dip import report as reports
 from dip.config import (
     TYPE_NAMES,
@@ -965,6 +965,7 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     ``device: auto`` (= ``cuda``) then uses; a job naming its own device keeps it."""
     import torch
 
+    streams.survive_closed_pipes()  # a warning to a closed `| head` failed the job
     device = devices.get()
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))

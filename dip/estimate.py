@@ -220,12 +220,19 @@ def _machine(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
+#: more seconds than any step takes (a day): a cached figure past it is not a measurement
+SANE_STEP_SECONDS = 86400.0
+
+
 def calibrate(key: str, device: torch.device, run_steps: Callable[[int], float]) -> float:
     """Seconds per member-step of the fits ``key`` describes (network, size, members at once,
     threads), from the cache or measured: ``run_steps(n)`` fits throwaway members for ``n``
     steps each after their warm-up steps and returns the seconds per member-step of those."""
     cached = _read_cache().get(_full_key(key, device))
-    if isinstance(cached, (int, float)):
+    # a number a step can take: a hand-edited or damaged cache's NaN, infinity or negative
+    # (json writes and reads NaN) is measured again, not printed as "about nan days"
+    if (isinstance(cached, (int, float)) and not isinstance(cached, bool)
+            and 0 < cached < SANE_STEP_SECONDS):
         return float(cached)
     seconds = run_steps(CALIBRATION_STEPS)
     remember(key, device, seconds)

@@ -381,3 +381,17 @@ def test_a_macs_usable_cores_are_itsperformance_cores(monkeypatch) -> None:
     assert threads.usable_cores() == 4
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc(None))
     assert threads.usable_cores() == 8
+
+
+@pytest.mark.parametrize("cached", [float("nan"), float("inf"), -1.0, 0.0, True, 1e308])
+def test_a_cached_rate_no_step_takes_is_measured_again(monkeypatch, cached: float) -> None:
+    # a NaN in the cache (json writes and reads it) ended every run in a traceback from the
+    # estimate's round(nan); infinity said "about inf days"
+    import torch
+
+    monkeypatch.setattr(estimate, "_read_cache", lambda: {"k": cached})
+    monkeypatch.setattr(estimate, "_full_key", lambda key, device: key)
+    monkeypatch.setattr(estimate, "remember", lambda *args: None)
+    assert estimate.calibrate("k", torch.device("cpu"), lambda n: 0.25) == 0.25
+    monkeypatch.setattr(estimate, "_read_cache", lambda: {"k": 0.5})
+    assert estimate.calibrate("k", torch.device("cpu"), lambda n: 0.25) == 0.5

@@ -598,3 +598,51 @@ def test_a_stop_signal_once_the_run_is_over_is_ignored(monkeypatch) -> None:
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+TINY_NET = ["--set", "net.channels_down=[8,8,8,8,8]", "--set", "net.channels_up=[8,8,8,8,8]"]
+
+
+def test_a_run_with_its_standard_error_closed_finishes(tmp_path: Path) -> None:
+    # `2>&-`: Python's sys.stderr was None, the progress bar's first write raised in a fit's
+    # thread holding tqdm's lock, and dip denoise hung for ever
+    import subprocess
+
+    from conftest import dip_command
+
+    src = save(synthetic(32), tmp_path / "in.png")
+    args = [*dip_command(), "denoise", str(src), "-o", str(tmp_path / "o.png"), "--iters",
+            "5", "--device", "cpu", *TINY_NET]
+    done = subprocess.run(["bash", "-c", 'exec 2>&-; exec "$@"', "dip", *args],
+                          capture_output=False, stdout=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "o.png").is_file()
+    assert done.stdout.startswith("wrote ")
+
+
+@pytest.mark.parametrize("command", ["denoise", "run"])
+def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path, command: str) -> None:
+    # `dip ... 2>&1 | head -1`: the first line after the reader left raised EPIPE; the run
+    # stopped there (nothing written, exit 1, no message) or a finished one exited 1. In
+    # dip run a worker's warning failed its job
+    import subprocess
+
+    from conftest import dip_command
+
+    rgba = np.dstack([np.asarray(Image.open(save(synthetic(32), tmp_path / "in.png"))),
+                      np.full((32, 32), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")  # a JPEG result warns
+    if command == "denoise":
+        args = ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.jpg"),
+                "--iters", "5", "--device", "cpu", *TINY_NET]
+        outputs = [tmp_path / "o.jpg"]
+    else:
+        outputs = [tmp_path / f"o{i}.jpg" for i in range(3)]
+        (tmp_path / "b.yaml").write_text("defaults: {iters: 3, device: cpu}\njobs:\n" + "".join(
+            f"  - {{task: denoise, input: in.png, output: {o.name}}}\n" for o in outputs))
+        args = ["run", str(tmp_path / "b.yaml"), "--workers", "2"]
+    child = subprocess.Popen(dip_command() + args, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    assert child.stdout.readline().startswith("dip: ")  # the estimate or the first warning
+    child.stdout.close()  # the reader leaves
+    assert child.wait(timeout=300) == 0
+    assert all(o.is_file() for o in outputs)
