@@ -369,7 +369,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         click.echo(_batch_table(rows))
     counts = batch.counts(rows)
     click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
-               f"failed" + (", interrupted" if interrupted else "")
+               f"failed" + (f", interrupted ({counts['interrupted']} stopped, "
+                            f"{counts[batch.PENDING]} not started)" if interrupted else "")
                + (f"; summary: {', '.join(map(str, written))}" if written else ""))
     if interrupted:
         click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
@@ -467,6 +468,8 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
 def _batch_table(rows: list[batch.Row]) -> str:
     lines = [f"{'status':<11} {'seconds':>8} {'steps':>6} {'PSNR':>6}  output"]
     for r in rows:
+        if r.status == batch.PENDING:  # counted below, listed in the summary files
+            continue
         psnr = f"{r.psnr:.2f}" if r.psnr is not None else "-"
         lines.append(f"{r.status:<11} {r.seconds:>8.1f} {r.steps or '-':>6} {psnr:>6}  "
                      f"{r.output if r.status != 'failed' else r.input}")

@@ -98,6 +98,8 @@ from dip.threads import usable_cores
 
 _LINE = "__line__"
 NOT_STARTED = "not started: the batch was interrupted"
+#: the status of a job the batch did not start (interrupted first): the next run does it
+PENDING = "pending"
 _GLOB_CHARS = set("*?[")
 SEED_BITS = 63
 
@@ -823,7 +825,7 @@ class Row:
     task: str
     input: str
     output: str
-    status: str  # done | skipped | failed | interrupted
+    status: str  # done | skipped (done before) | failed | interrupted | pending (not started)
     seconds: float = 0.0
     steps: int | None = None
     returned_step: int | None = None
@@ -896,14 +898,22 @@ def _row(job: Job, result: Restoration | Exception, spell: Callable, seconds: fl
     elif isinstance(result, Exception):
         row.error = f"{type(result).__name__}: {result}"
     else:
-        r = result.record
-        row.status = "interrupted" if r["stop_reason"] == "interrupted" else "done"
-        row.steps, row.returned_step = r["iterations"], r["returned_iteration"]
-        row.stop_reason, row.device = r["stop_reason"], r["device"]
-        metrics = r.get("metrics") or {}
-        row.psnr = get_task(job.task).row_psnr(metrics)
-        row.ssim = metrics.get("ssim")
+        _recorded(row, result.record)
+        row.status = "interrupted" if row.stop_reason == "interrupted" else "done"
     row.seconds = round(seconds, 2)
+    return row
+
+
+def _recorded(row: Row, rec: dict[str, Any] | None) -> Row:
+    """``row`` with what its result's record says: steps, stop, device and scores (a job
+    done by an earlier run too: a resumed batch's summary had no figures for it)."""
+    if rec is None:
+        return row
+    row.steps, row.returned_step = rec.get("iterations"), rec.get("returned_iteration")
+    row.stop_reason, row.device = rec.get("stop_reason"), rec.get("device")
+    metrics = rec.get("metrics") or {}
+    row.psnr = get_task(row.task).row_psnr(metrics)
+    row.ssim = metrics.get("ssim")
     return row
 
 
@@ -1025,7 +1035,7 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
     _worker["busy"] = True  # before the check: _watch_parent reads them in the other order
     try:
         if _worker["stop"].is_set() or _worker.get("orphaned"):  # queued before Ctrl-C
-            return Row.of(job, "interrupted", NOT_STARTED)
+            return Row.of(job, PENDING, NOT_STARTED)
         row = run_job(job, overwrite, spell=spell)
     except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
         row = Row.of(job, "interrupted")
@@ -1086,16 +1096,35 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     of fits (:func:`pack_size`: auto, or a number; with several workers, one job each).
 
     Raises:
-        BatchInterrupted: on Ctrl-C, with the rows of the jobs that started (a job running at
-            that moment writes its estimate so far, marked ``interrupted``).
+        BatchInterrupted: on Ctrl-C, with every job's row (a job running at that moment
+            writes its estimate so far, marked ``interrupted``; one not started is
+            ``pending``).
     """
     jobs = assign_device(jobs, devices, workers)
+    # the rows in the batch's order, not as the jobs ended (workers finish out of turn, and
+    # the jobs done before came first)
+    order = {job.output: i for i, job in enumerate(jobs)}
+
+    def in_order(row: Row) -> int:
+        return order.get(Path(row.output), len(order))
+
+    try:
+        rows = _run_jobs(jobs, workers, devices, overwrite, on_end, progress, spell, pack)
+    except (BatchInterrupted, WorkersNotStarted) as exc:
+        exc.rows.sort(key=in_order)
+        raise
+    return sorted(rows, key=in_order)
+
+
+def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrite: bool,
+              on_end: Callable[[Job, Row], None] | None, progress: Callable | None,
+              spell: Callable[[str, str | None], str], pack: int | str) -> list[Row]:
     devices = devices or default_devices()
     rows: list[Row] = []
     todo = []
     for job in jobs:
         if not overwrite and is_done(job):
-            rows.append(Row.of(job, "skipped"))
+            rows.append(_recorded(Row.of(job, "skipped"), record.read(job.output)))
             if on_end:
                 on_end(job, rows[-1])
         else:
@@ -1146,7 +1175,7 @@ def _run_here(todo: list[Job], rows: list[Row], overwrite: bool, on_end: Callabl
                 on_end(job, row)
         if any(row.status == "interrupted" for row in done):
             # the jobs that never started are in the summary too, as with --workers
-            rows += [Row.of(job, "interrupted", NOT_STARTED)
+            rows += [Row.of(job, PENDING, NOT_STARTED)
                      for later in groups[i + 1:] for job in later]
             raise BatchInterrupted(rows)
     return rows
@@ -1255,12 +1284,12 @@ def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[J
         again.clear()
     for future, job in futures.items():
         if future.cancelled() or future.exception() is not None:
-            rows.append(Row.of(job, "interrupted", NOT_STARTED))
+            rows.append(Row.of(job, PENDING, NOT_STARTED))
         elif future.result() not in rows:
             rows.append(future.result())
     for job in todo:
         if job not in futures.values():
-            rows.append(Row.of(job, "interrupted", NOT_STARTED))
+            rows.append(Row.of(job, PENDING, NOT_STARTED))
 
 
 def default_devices() -> list[str]:
@@ -1274,7 +1303,7 @@ def default_devices() -> list[str]:
 
 # --- the summary -------------------------------------------------------------------------------
 
-STATUSES = ("done", "skipped", "failed", "interrupted")
+STATUSES = ("done", "skipped", "failed", "interrupted", PENDING)
 
 
 def counts(rows: list[Row]) -> dict[str, int]:

@@ -269,7 +269,8 @@ def contact_sheet(rows: Sequence[Any], columns: int = 4) -> Image.Image:
             figures.append(f"{row.psnr:.2f} dB")
         if row.seconds:
             figures.append(f"{row.seconds:.0f} s")
-        colour = (0, 0, 0) if done else (200, 0, 0)
+        colour = ((0, 0, 0) if done else (120, 120, 120) if row.status == "pending"
+                  else (200, 0, 0))  # failed in red; pending: the next run does it
         if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow's bitmap font: Latin-1 only
             name = name.encode("latin-1", "backslashreplace").decode("latin-1")
         draw.text((x, y + THUMB + 3), name[:40], fill=(0, 0, 0), font=font)

@@ -858,7 +858,7 @@ def _interrupted_batch_state(tmp_path: Path) -> None:
         assert record["stop_reason"] == "interrupted"
     assert not (tmp_path / "out" / "p2_denoise.png").exists()  # queued: never started
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["counts"]["interrupted"] == 3
+    assert summary["counts"]["interrupted"] == 2 and summary["counts"]["pending"] == 1
 
 
 def test_ctrl_c_in_one_process_lists_the_jobs_that_never_started(tmp_path: Path,
@@ -873,8 +873,12 @@ def test_ctrl_c_in_one_process_lists_the_jobs_that_never_started(tmp_path: Path,
     result = invoke("run", path, "-q", "--pack", "1")
     assert result.exit_code == 130, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["counts"]["interrupted"] == 3
+    # the jobs never started are pending, not interrupted (52 "interrupted" lines for 2 jobs
+    # that were running), and the table leaves them to the line of counts
+    assert [row["status"] for row in summary["jobs"]] == ["interrupted", "pending", "pending"]
     assert json.dumps(summary).count(batch.NOT_STARTED) == 2
+    assert "pending" not in result.output.split("\n", 1)[1].rsplit("\n", 2)[0]
+    assert "interrupted (1 stopped, 2 not started)" in result.output
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group")
@@ -997,3 +1001,21 @@ def test_a_jobs_warning_names_the_batch_key_not_the_flag(tmp_path: Path) -> None
     result = invoke("run", path, "-q")
     assert result.exit_code == 0, result.output
     assert "is it inverted? (white marks the holes; 'mask_keeps' reads white" in result.output
+
+
+def test_a_resumed_batch_lists_its_jobs_in_order_with_the_earlier_runs_figures(
+        tmp_path: Path) -> None:
+    # a job done by an earlier run was a blank 'skipped' row (no steps, no stop, no PSNR)
+    # listed before the others
+    path = make_batch(tmp_path, GLOB_JOB)
+    assert invoke("run", path, "-q").exit_code == 0
+    first = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    (tmp_path / "out" / "p0_denoise.png").unlink()
+    assert invoke("run", path, "-q").exit_code == 0
+    again = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    assert [Path(r["input"]).name for r in again] == ["p0.png", "p1.png", "p2.png"]
+    assert [r["status"] for r in again] == ["done", "skipped", "skipped"]
+    for before, after in zip(first[1:], again[1:]):
+        assert after["steps"] == before["steps"] and after["steps"] is not None
+        for key in ("returned_step", "stop_reason", "device", "psnr", "ssim"):
+            assert after[key] == before[key], key
