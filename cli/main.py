@@ -364,7 +364,10 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     batch.assign_device(jobs, device_list, workers)  # --devices checked before any folder is made
     batch.prepare_summary(csv_path, json_path, jobs)
     rows, interrupted = _run_batch(jobs, workers, device_list, overwrite, quiet, pack)
-    written = _write_summary(rows, csv_path, json_path)
+    written = _write_summary(rows, csv_path, json_path, everyone if shard_kn else None)
+    moved = batch.other_lists(json_path, shard_kn, everyone) if shard_kn else None
+    if moved:
+        click.echo(f"dip: warning: {moved}", err=True)
     if not quiet:
         click.echo(_batch_table(rows))
     counts = batch.counts(rows)
@@ -380,11 +383,12 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(1)
 
 
-def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path) -> list[Path]:
+def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path,
+                   everyone: list[batch.Job] | None = None) -> list[Path]:
     """The summary's three files, all or none (:func:`dip.batch.write_summary`): the files
     written, or none after one line on why."""
     try:
-        batch.write_summary(rows, csv_path, json_path)
+        batch.write_summary(rows, csv_path, json_path, everyone)
     except (OSError, ValueError) as exc:  # a full disk after the night's work: the results
         click.echo(f"dip: could not write the summary beside {csv_path}: "  # are written
                    f"{getattr(exc, 'strerror', None) or exc}", err=True)

@@ -156,6 +156,9 @@ class Job:
     expanded: bool = False
     #: the job keeps snapshots (``--save-every``, ``output.save_every`` or a GIF's)
     snapshots: bool = False
+    #: the output's path relative to the batch file's folder (whole outside it): the same
+    #: on every machine a shard runs on (:func:`list_fingerprint`)
+    key: str = ""
 
     @property
     def task(self) -> str:
@@ -582,10 +585,7 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
     # another, as --config RESULT.json runs with it unless a later --config or --set says so
     verbatim = _recorded_seed(spec, task, base, where) == seed
     for i, input_path in enumerate(files):
-        try:
-            key = input_path.relative_to(base).as_posix()
-        except ValueError:
-            key = input_path.as_posix()
+        key = _relative(input_path, base)
         request = _request(spec, task, input_path, many, base, overrides, where,
                            seed if verbatim else job_seed(seed, key))
         if i == 0:
@@ -595,7 +595,8 @@ def _expanded(path: Path, entry: Any, defaults: dict, base: Path,
                 image.output_format(request.output)
             except DipError as exc:
                 raise BatchError(f"{where}: {exc.render(job_key_spelling)}") from None
-        jobs.append((Job(request, where.removeprefix(f"{path}: "), many, snapshots), where))
+        jobs.append((Job(request, where.removeprefix(f"{path}: "), many, snapshots,
+                         _relative(Path(request.output), base)), where))
     return jobs
 
 
@@ -750,9 +751,55 @@ def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[
     return k, count
 
 
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (the batch file's folder), or whole outside it."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def select_shard(jobs: list[Job], k: int, n: int) -> list[Job]:
-    """The K-th of N interleaved slices of the expanded list: every job in exactly one."""
+    """The K-th of N interleaved slices of the expanded list: every job in exactly one, as
+    long as every shard expands the same list (:func:`other_lists` says when not)."""
     return [job for i, job in enumerate(jobs) if i % n == k - 1]
+
+
+def list_fingerprint(jobs: list[Job]) -> str:
+    """What identifies the whole batch's list of jobs, the same for every shard that expands
+    the same one (on any machine: outputs relative to the batch file)."""
+    text = "\0".join(job.key or str(job.output) for job in jobs)
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def batch_facts(jobs: list[Job], environ: dict[str, str] | os._Environ = os.environ
+                ) -> dict[str, Any]:
+    """What a shard's summary says of the whole batch: its number of jobs, their
+    :func:`list_fingerprint` and the SLURM array the shard ran in (if any)."""
+    return {"jobs": len(jobs), "fingerprint": list_fingerprint(jobs),
+            "array": environ.get("SLURM_ARRAY_JOB_ID")}
+
+
+def other_lists(json_path: Path, shard: tuple[int, int], jobs: list[Job],
+                environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """Where the summary of another shard of the same SLURM array, beside ``json_path``
+    (this shard's), says it expanded another list than ``jobs`` (photos added or removed
+    between their starts: the slices moved, and some jobs fell in no shard's), what to say;
+    else None. (Shards outside an array are not compared: an earlier run's summaries are
+    indistinguishable from this run's.)"""
+    mine = batch_facts(jobs, environ)
+    if not mine["array"]:
+        return None
+    for other in sorted(json_path.parent.glob(f"*.shard-*-of-{shard[1]}.json")):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            theirs = json.loads(other.read_text()).get("batch") or {}
+            if (theirs.get("array") == mine["array"]
+                    and theirs.get("fingerprint") not in (None, mine["fingerprint"])):
+                return (f"the summary {other.name} is of a shard that found {theirs['jobs']} "
+                        f"jobs, this one {len(jobs)}: files were added or removed between "
+                        f"their starts, and some jobs may be in no shard's slice; once every "
+                        f"shard is done, run the batch again (without a shard) to do them")
+    return None
 
 
 def _same_contents(p: Plan, rec: dict) -> bool:
@@ -1403,7 +1450,8 @@ def _unmarked_sheet(path: Path) -> bool:
     return not record.is_dip_output(path)
 
 
-def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
+def write_summary(rows: list[Row], csv_path: Path, json_path: Path,
+                  everyone: list[Job] | None = None) -> None:
     """The table, its JSON and the contact sheet (:func:`summary_files`) written together, all
     of them or none: each is written to a temporary name, and they take their places only
     once all three are written (:func:`dip.image.write_all_atomic`; a sheet that cannot be
@@ -1411,13 +1459,16 @@ def write_summary(rows: list[Row], csv_path: Path, json_path: Path) -> None:
     strict, as the records are: a PSNR that is not a finite number is ``null``, and
     ``null_because`` says why. A file name that is not UTF-8 is its bytes in the table, as the
     file system has it, and an escape in the JSON (``\\udcff``, as in the records), which
-    reads back as the name Python opens."""
+    reads back as the name Python opens. ``everyone``: the whole batch's jobs, of which a
+    shard's ``rows`` are a slice (its JSON keeps their number and :func:`list_fingerprint`)."""
     records = [asdict(r) for r in rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, [f.name for f in fields(Row)], lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
     data, reasons = record.strict({"counts": counts(rows), "jobs": records})
+    if everyone is not None:
+        data["batch"] = batch_facts(everyone)
     if reasons:
         data["null_because"] = reasons
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"

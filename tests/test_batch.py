@@ -1019,3 +1019,28 @@ def test_a_resumed_batch_lists_its_jobs_in_order_with_the_earlier_runs_figures(
         assert after["steps"] == before["steps"] and after["steps"] is not None
         for key in ("returned_step", "stop_reason", "device", "psnr", "ssim"):
             assert after[key] == before[key], key
+
+
+def test_a_shard_that_found_another_list_than_its_arrays_others_says_so(
+        tmp_path: Path) -> None:
+    # a photo added between two shards' starts moved the slices: 8 of 25 jobs were in no
+    # shard's, every shard exiting 0, not a word
+    path = make_batch(tmp_path, GLOB_JOB)
+
+    def shard(k: int, array: str | None = "77"):
+        env = {"SLURM_ARRAY_TASK_ID": str(k - 1), "SLURM_ARRAY_TASK_COUNT": "2",
+               "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_JOB_ID": array}
+        return invoke("run", path, "-q", env=env)
+
+    assert "files were added or removed" not in shard(1).output
+    save(synthetic(32), tmp_path / "photos" / "p0b.png")
+    moved = shard(2)
+    assert moved.exit_code == 0
+    assert ("summary.shard-1-of-2.json is of a shard that found 3 jobs, this one 4: files "
+            "were added or removed between their starts") in moved.output
+    summary = json.loads((tmp_path / "out" / "summary.shard-2-of-2.json").read_text())
+    assert summary["batch"]["jobs"] == 4 and summary["batch"]["array"] == "77"
+    # the same list: nothing to say; another array's summaries (last week's run) are not
+    # compared
+    assert "added or removed" not in shard(1).output
+    assert "added or removed" not in shard(2, "78").output
