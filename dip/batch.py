@@ -690,8 +690,11 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
     as two batches). A folder or glob that is both input and output is fine: this batch's own
     files are not its inputs, so every run, and every shard, expands the same list."""
     own = {path_key(p) for job, _ in jobs for p in job_writes(job)}
+    # a file found in a snapshot folder the batch writes is one of its snapshots; one where a
+    # result goes is a photo unless dip wrote it (_expand_inputs left those out): a user's
+    # a_denoise.png beside a.png was dropped without a word, and --overwrite replaced it
     jobs = [(job, where) for job, where in jobs if not job.expanded
-            or not {path_key(job.input), path_key(job.input.parent)} & own]
+            or path_key(job.input.parent) not in own]
     # two jobs writing one file: any file either writes (a result, or one job's uncertainty
     # map another's result), whichever job comes first
     writers: dict[str, tuple[str, Path]] = {}
@@ -703,6 +706,7 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             writers[key] = (where, job.input)
     owners = {path_key(path): f"{where} ({job.input.name})"
               for job, where in jobs for path in job_writes(job)}
+    results = {path_key(job.output): job.input.name for job, _ in jobs}
     kept: list[Job] = []
     for job, where in jobs:
         own = {path_key(p) for p in job_writes(job)}
@@ -711,6 +715,10 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             if key in own:
                 raise BatchError(f"{where}: {job.input.name} would write {path}, which it "
                                  f"reads; give it another output")
+            if key in results and job.expanded and path == job.input:
+                raise BatchError(f"{where}: {image.shown(path)} is where the result of "
+                                 f"{results[key]} goes, and dip did not write it (no record "
+                                 f"beside it): move it, or give the results another folder")
             if key in owners:
                 raise BatchError(f"{where}: {path} is a file {owners[key]} writes; run the "
                                  f"job that reads it in a second batch, after the first")

@@ -59,7 +59,8 @@ def test_a_broken_job_fails_alone(tmp_path: Path) -> None:
         assert (tmp_path / "out" / f"p{i}_denoise.png.json").is_file()
     assert not (tmp_path / "out" / "broken_denoise.png").exists()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1, "interrupted": 0}
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1, "interrupted": 0,
+                                 "pending": 0}
     with open(tmp_path / "out" / "summary.csv") as f:
         assert len(f.read().strip().splitlines()) == 1 + 4
 
@@ -1044,3 +1045,20 @@ def test_a_shard_that_found_another_list_than_its_arrays_others_says_so(
     # compared
     assert "added or removed" not in shard(1).output
     assert "added or removed" not in shard(2, "78").output
+
+
+def test_a_users_picture_where_a_result_would_go_refuses_the_batch(tmp_path: Path) -> None:
+    # it was dropped from the inputs without a word, its producer failed "already exists",
+    # and --overwrite replaced it, never restored itself
+    path = make_batch(tmp_path, "  - {task: denoise, input: photos/, output: photos/}\n")
+    mine = save(synthetic(32), tmp_path / "photos" / "p0_denoise.png")
+    before = mine.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        result = invoke("run", path, "-q", *extra)
+        assert result.exit_code == 2
+        assert ("p0_denoise.png is where the result of p0.png goes, and dip did not write it "
+                "(no record beside it)") in result.output
+    assert mine.read_bytes() == before
+    mine.unlink()  # dip's own results there are left out, as before
+    assert invoke("run", path, "-q").exit_code == 0
+    assert invoke("run", path, "-q").exit_code == 0
