@@ -690,11 +690,12 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
     as two batches). A folder or glob that is both input and output is fine: this batch's own
     files are not its inputs, so every run, and every shard, expands the same list."""
     own = {path_key(p) for job, _ in jobs for p in job_writes(job)}
-    # a file found in a snapshot folder the batch writes is one of its snapshots; one where a
-    # result goes is a photo unless dip wrote it (_expand_inputs left those out): a user's
-    # a_denoise.png beside a.png was dropped without a word, and --overwrite replaced it
-    jobs = [(job, where) for job, where in jobs if not job.expanded
-            or path_key(job.input.parent) not in own]
+    results = {path_key(job.output): job.input.name for job, _ in jobs}
+    found_own = [(job, where) for job, where in jobs if job.expanded
+                 and {path_key(job.input), path_key(job.input.parent)} & own]
+    for job, where in found_own:  # the batch's own files, left out of its inputs
+        _refuse_users_picture(job, where, results)
+    jobs = [entry for entry in jobs if entry not in found_own]
     # two jobs writing one file: any file either writes (a result, or one job's uncertainty
     # map another's result), whichever job comes first
     writers: dict[str, tuple[str, Path]] = {}
@@ -706,7 +707,6 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             writers[key] = (where, job.input)
     owners = {path_key(path): f"{where} ({job.input.name})"
               for job, where in jobs for path in job_writes(job)}
-    results = {path_key(job.output): job.input.name for job, _ in jobs}
     kept: list[Job] = []
     for job, where in jobs:
         own = {path_key(p) for p in job_writes(job)}
@@ -715,15 +715,28 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             if key in own:
                 raise BatchError(f"{where}: {job.input.name} would write {path}, which it "
                                  f"reads; give it another output")
-            if key in results and job.expanded and path == job.input:
-                raise BatchError(f"{where}: {image.shown(path)} is where the result of "
-                                 f"{results[key]} goes, and dip did not write it (no record "
-                                 f"beside it): move it, or give the results another folder")
             if key in owners:
                 raise BatchError(f"{where}: {path} is a file {owners[key]} writes; run the "
                                  f"job that reads it in a second batch, after the first")
         kept.append(job)
     return kept
+
+
+def _refuse_users_picture(job: Job, where: str, results: dict[str, str]) -> None:
+    """A picture a folder or glob found where one of the batch's results goes, with no
+    record beside it, is a user's photo, not dip's result (a record is renamed in before
+    its image): refused, naming it (it was left out of the inputs without a word, its
+    producer failed 'already exists', and --overwrite replaced it, never restored itself).
+
+    Raises:
+        BatchError: ``job``'s input is such a picture.
+    """
+    key = path_key(job.input)
+    if key not in results or record.record_path(job.input).exists():
+        return
+    raise BatchError(f"{where}: {image.shown(job.input)} is where the result of "
+                     f"{results[key]} goes, and dip did not write it (no record beside it): "
+                     f"move it, or give the results another folder")
 
 
 # --- which jobs: shards, and what is already done ---------------------------------------------

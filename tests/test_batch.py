@@ -1059,6 +1059,14 @@ def test_a_users_picture_where_a_result_would_go_refuses_the_batch(tmp_path: Pat
         assert ("p0_denoise.png is where the result of p0.png goes, and dip did not write it "
                 "(no record beside it)") in result.output
     assert mine.read_bytes() == before
+    # with a record beside it, it is dip's (one its record no longer knows, after a move
+    # and an edit of the photo, say): left to the job's own check, as before
+    Path(str(mine) + ".json").write_text("{}")
+    assert "is where the result" not in invoke("run", path, "-q").output
+    Path(str(mine) + ".json").unlink()
     mine.unlink()  # dip's own results there are left out, as before
     assert invoke("run", path, "-q").exit_code == 0
     assert invoke("run", path, "-q").exit_code == 0
+    # a picture where a report would go, none asked for: no refusal
+    save(synthetic(32), tmp_path / "photos" / "p1_denoise_report.png")
+    assert invoke("run", path, "-q", "--dry-run").exit_code == 0
