@@ -9,11 +9,12 @@ a run fails, 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP (each writes the estim
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -354,7 +355,8 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if dry_run:  # the run's refusals of the summary path, as the run would make them
         if jobs:
             batch.check_summary(*batch.summary_paths(everyone, summary_path, shard_kn), jobs)
-        _dry_run(jobs, device_list, workers, overwrite, shard_kn)
+        with _warnings_as_job_keys():
+            _dry_run(jobs, device_list, workers, overwrite, shard_kn)
         return
     if not jobs:
         click.echo(f"shard {shard_kn[0]}/{shard_kn[1]} has no jobs")
@@ -381,6 +383,15 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(signals.exit_code())
     if counts["failed"] or not written:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _warnings_as_job_keys() -> Iterator[None]:
+    """The library's warnings during a batch, an argument named as the job's key
+    (``'mask_keeps'``), not as a flag."""
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(show_warning, spell=job_spelling)
+        yield
 
 
 def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path,
@@ -453,8 +464,7 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
         bars["image"].update(1)
 
     try:
-        with warnings.catch_warnings():  # an argument named as the job's key: 'mask_keeps'
-            warnings.showwarning = functools.partial(show_warning, spell=job_spelling)
+        with _warnings_as_job_keys():
             rows = batch.run_jobs(jobs, workers=workers, devices=devices, overwrite=overwrite,
                                   on_end=on_end, progress=None if quiet else progress,
                                   spell=job_spelling, pack=pack)

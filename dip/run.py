@@ -517,9 +517,9 @@ def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, input
     """The reference read in the input's units and checked against the result's size and
     channels: a grey picture in RGB (three equal channels) as grey beside a grey input; an
     input read as grey from RGB made RGB again beside a colour reference."""
-    ref = image.in_units_of(image.load_image(r.reference, what="reference",
-                                             max_pixels=max(out_size[0] * out_size[1],
-                                                            r.max_pixels)), picture)
+    read_ref = image.load_image(r.reference, what="reference",
+                                max_pixels=max(out_size[0] * out_size[1], r.max_pixels))
+    ref = get_task(r.task).scored_against(image.in_units_of(read_ref, picture), read_ref.alpha)
     if tuple(ref.shape[-2:]) != out_size:
         raise InputError(f"reference {r.reference} is {ref.shape[-1]}x{ref.shape[-2]} but "
                          f"the result will be {out_size[1]}x{out_size[0]}")

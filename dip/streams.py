@@ -5,6 +5,7 @@ calls these before it imports torch, and ``dip run``'s workers when they start."
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import stat
@@ -41,7 +42,10 @@ class _PipeDrain(io.FileIO):
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
-        except BrokenPipeError:
+        except OSError as exc:  # EPIPE; Windows says EINVAL for a pipe whose reader left
+            if not (isinstance(exc, BrokenPipeError)
+                    or (sys.platform == "win32" and exc.errno == errno.EINVAL)):
+                raise
             return memoryview(data).nbytes
 
 
@@ -60,7 +64,9 @@ def survive_closed_pipes() -> None:
         with contextlib.suppress(OSError):
             stream.flush()
         raw = _PipeDrain(stream.fileno(), "w", closefd=False)
+        # as unbuffered as it was (python -u, PYTHONUNBUFFERED: no buffer under the text)
+        buffered = isinstance(getattr(stream, "buffer", None), io.BufferedIOBase)
         setattr(sys, name, io.TextIOWrapper(
-            io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
-            line_buffering=stream.line_buffering,
+            io.BufferedWriter(raw) if buffered else raw, encoding=stream.encoding,
+            errors=stream.errors, line_buffering=stream.line_buffering,
             write_through=getattr(stream, "write_through", False)))

@@ -999,9 +999,11 @@ def test_a_jobs_warning_names_the_batch_key_not_the_flag(tmp_path: Path) -> None
     mask[4:8, 4:8] = 0  # the holes drawn black: 98 % to fill
     Image.fromarray(mask).save(tmp_path / "m.png")
     path = make_batch(tmp_path, "  - {task: inpaint, input: photos/p0.png, mask: m.png}\n")
-    result = invoke("run", path, "-q")
-    assert result.exit_code == 0, result.output
-    assert "is it inverted? (white marks the holes; 'mask_keeps' reads white" in result.output
+    for args in (["-q"], ["--dry-run", "--overwrite"]):  # (the dry run said --mask-keeps)
+        result = invoke("run", path, *args)
+        assert result.exit_code == 0, result.output
+        assert "is it inverted? (white marks the holes; 'mask_keeps' reads white" in \
+            result.output
 
 
 def test_a_resumed_batch_lists_its_jobs_in_order_with_the_earlier_runs_figures(

@@ -200,6 +200,12 @@ class Task:
         """The result's alpha channel: the input's, carried through."""
         return inputs.picture.alpha
 
+    def scored_against(self, pixels: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+        """A reference's ``pixels`` (with its ``alpha``) as the result is scored against
+        them: as read, the colour under its transparent pixels too (the result keeps the
+        input's there)."""
+        return pixels
+
     def consistent(self, result: torch.Tensor, spread: torch.Tensor | None, inputs: Inputs,
                    args: dict[str, Any], cfg: Any, sample: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:

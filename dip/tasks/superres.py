@@ -250,6 +250,12 @@ class SuperRes(Task):
         alpha = inputs.picture.alpha
         return None if alpha is None else image.resize(alpha, out_size, "bicubic")
 
+    def scored_against(self, pixels: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+        # the result's colour under transparent pixels is its visible neighbours' (load's
+        # bleed_colour): so is the reference's, or a PSNR scored the hidden black there (a
+        # soft-edged disc: 7.3 dB, bicubic's 7.4, where the visible pixels scored 33)
+        return image.bleed_colour(pixels, alpha)
+
     def metrics(self, result: torch.Tensor, ref: torch.Tensor, inputs: Inputs,
                 cfg: Any) -> dict[str, Any]:
         # The paper's SR protocol: Y channel, `factor` pixels cropped at each border.
