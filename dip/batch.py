@@ -773,9 +773,11 @@ def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[
 
 
 def _relative(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` (the batch file's folder), or whole outside it."""
+    """``path`` relative to ``base`` (the batch file's folder), or whole outside it; however
+    it is spelt (``sub/../sub/a.png`` is ``sub/a.png``: its seed was another)."""
+    path = Path(os.path.normpath(path))
     try:
-        return path.relative_to(base).as_posix()
+        return path.relative_to(os.path.normpath(base)).as_posix()
     except ValueError:
         return path.as_posix()
 

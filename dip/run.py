@@ -68,7 +68,7 @@ from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma, noise_budget, unread_settings
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
-from dip.threads import plan_lanes, resolve_threads
+from dip.threads import environment_threads, plan_lanes, resolve_threads
 from dip.tiles import MIN_TILE
 from dip.version import __version__
 
@@ -150,7 +150,10 @@ def resolve_config(request: RunRequest) -> RunConfig:
     except ConfigError as exc:
         raise _named_by_option(exc, by) from None
     owner_check(task, cfg)
-    return cfg
+    pinned = environment_threads()
+    if cfg.perf.threads == "auto" and pinned is not None:  # the usual way to fix torch's
+        cfg.perf.threads = str(pinned)  # threads: it was ignored, and a fit alone took the
+    return cfg  # free cores (its image followed the machine's load)
 
 
 def _named_by_option(exc: ConfigError, by: dict[str, str]) -> ConfigError:
@@ -1670,6 +1673,8 @@ def pack_key(request: RunRequest) -> tuple | None:
         cfg = resolve_config(request)
     except DipError:
         return None
+    if cfg.perf.threads not in ("auto", "1") and cfg.optim.restarts == 1:
+        return None  # its fit on the threads asked for, not one in a pack (the image differs)
     return _settings(cfg), cfg.device, repr(cfg.perf)
 
 

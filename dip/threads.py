@@ -21,7 +21,8 @@ with ``perf.threads: auto``, it keeps watching (:class:`Neighbours`): when anoth
 starts later (two ``dip`` started together both see idle cores) it drops to the free cores,
 and climbs back when they are idle again. A thread count changes a fit's rounding, so such a
 run's image depends on what else ran; the record lists the changes, and ``perf.threads: N``
-fixes the threads (the same command and seed then give the same image, busy or not).
+fixes the threads (the same command and seed then give the same image, busy or not), as
+``OMP_NUM_THREADS=N`` does where ``perf.threads`` is ``auto`` (:func:`environment_threads`).
 """
 
 from __future__ import annotations
@@ -213,6 +214,13 @@ def check_threads(setting: str) -> None:
     if setting != "auto" and not (setting.isdigit() and 1 <= int(setting) <= MAX_THREADS):
         raise ConfigError(f"config key 'perf.threads' must be auto or a number of threads "
                           f"from 1 to {MAX_THREADS}, got {setting!r}")
+
+
+def environment_threads(environ: dict[str, str] | os._Environ = os.environ) -> int | None:
+    """The threads ``OMP_NUM_THREADS`` asks for (its first level: ``4,2`` is 4), None where
+    it is unset or not a number from 1 to :data:`MAX_THREADS`."""
+    first = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and 1 <= int(first) <= MAX_THREADS else None
 
 
 def resolve_threads(setting: str | int, members: int) -> int:

@@ -48,6 +48,16 @@ def own_cache(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def threads_as_dip_chooses():
+    """No OMP_NUM_THREADS from the shell that ran the suite (dip takes it as perf.threads):
+    the tests of automatic threads and packing see dip's own choice."""
+    before = os.environ.pop("OMP_NUM_THREADS", None)
+    yield
+    if before is not None:
+        os.environ["OMP_NUM_THREADS"] = before
+
+
 @pytest.fixture
 def clean_png(tmp_path: Path) -> Path:
     return save(synthetic(32), tmp_path / "clean.png")

@@ -395,3 +395,24 @@ def test_a_cached_rate_no_step_takes_is_measured_again(monkeypatch, cached: floa
     assert estimate.calibrate("k", torch.device("cpu"), lambda n: 0.25) == 0.25
     monkeypatch.setattr(estimate, "_read_cache", lambda: {"k": 0.5})
     assert estimate.calibrate("k", torch.device("cpu"), lambda n: 0.25) == 0.5
+
+
+def test_omp_num_threads_is_the_threads_auto_takes(monkeypatch) -> None:
+    # the usual way to fix torch's threads was ignored: a fit alone took the free cores,
+    # and its image followed the machine's load
+    from dip import threads
+    from dip.request import RunRequest
+    from dip.run import resolve_config
+
+    assert threads.environment_threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert threads.environment_threads({"OMP_NUM_THREADS": "4,2"}) == 4
+    for unset in ({}, {"OMP_NUM_THREADS": ""}, {"OMP_NUM_THREADS": "0"},
+                  {"OMP_NUM_THREADS": "many"}, {"OMP_NUM_THREADS": "10000000"}):
+        assert threads.environment_threads(unset) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    request = RunRequest(task="denoise", input="x.png")
+    assert resolve_config(request).perf.threads == "1"
+    pinned = RunRequest(task="denoise", input="x.png", overrides=("perf.threads=2",))
+    assert resolve_config(pinned).perf.threads == "2"  # the config's own number wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert resolve_config(request).perf.threads == "auto"

@@ -189,3 +189,30 @@ def test_packed_jobs_with_different_noise_keep_their_own_budget(tmp_path: Path) 
         images[pack] = [np.asarray(Image.open(tmp_path / "out" / f"{n}_denoise.png"))
                         for n in ("quiet", "loud")]
     assert all(np.array_equal(a, b) for a, b in zip(images["1"], images["2"]))
+
+
+def test_a_single_fit_on_threads_asked_for_is_not_packed(tmp_path: Path, monkeypatch) -> None:
+    # packed, its fit ran on one thread, its record rewritten to say so: --set
+    # perf.threads=2 gave another image than the same job alone (max 21 grey levels)
+    one = ("  - {task: denoise, input: photos/p%d.png, output: out/%s.png, restarts: 1, "
+           "set: {perf.threads: %s}}\n")
+    path = _batch(tmp_path, one % (0, "a", 2) + one % (1, "b", 2) + one % (2, "c", 1))
+    jobs = batch.load_batch(path)
+    assert [len(p) for p in batch.packs(jobs, 4)] == [1, 1, 1]
+    path = _batch(tmp_path, one % (0, "a", 1) + one % (1, "b", 1) + one % (2, "c", 1))
+    assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [3]  # one thread each
+    # OMP_NUM_THREADS is the threads asked for, where perf.threads is auto
+    path = _batch(tmp_path, one % (0, "a", "auto") + one % (1, "b", "auto"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [2]
+
+
+def test_a_jobs_seed_does_not_depend_on_how_its_input_is_spelt(tmp_path: Path) -> None:
+    path = _batch(tmp_path, "  - {task: denoise, input: photos/../photos/p0.png, output: a/}\n"
+                            "  - {task: denoise, input: photos/p0.png, output: b/}\n"
+                            "  - {task: denoise, input: ./photos/, output: c/}\n")
+    path.write_text(path.read_text().replace("  seed: 0\n", ""))
+    first, second, *folder = batch.load_batch(path)
+    assert first.seed == second.seed == folder[0].seed
