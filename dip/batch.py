@@ -40,6 +40,7 @@ import io
 import json
 import multiprocessing
 import os
+import posixpath
 import re
 import signal
 import sys
@@ -775,9 +776,8 @@ def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[
 def _relative(path: Path, base: Path) -> str:
     """``path`` relative to ``base`` (the batch file's folder), or whole outside it; however
     it is spelt (``sub/../sub/a.png`` is ``sub/a.png``: its seed was another)."""
-    path = Path(os.path.normpath(path))
     try:
-        return path.relative_to(os.path.normpath(base)).as_posix()
+        return posixpath.normpath(path.relative_to(base).as_posix())
     except ValueError:
         return path.as_posix()
 
@@ -1051,6 +1051,8 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
         torch.cuda.set_device(torch.device(device))
     _worker.update(device=device, stop=stop, parent=parent, busy=False)
     torch.set_num_threads(threads)
+    os.environ.pop("OMP_NUM_THREADS", None)  # the pool splits the cores: N threads a worker
+    # that a user's OMP_NUM_THREADS=N gave each job's fit would oversubscribe them
     # the library's warnings (a grey mask, ...) as the dip command prints them: one line each
     # (an argument named as the job's key: 'mask_keeps')
     warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(

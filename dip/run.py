@@ -150,10 +150,7 @@ def resolve_config(request: RunRequest) -> RunConfig:
     except ConfigError as exc:
         raise _named_by_option(exc, by) from None
     owner_check(task, cfg)
-    pinned = environment_threads()
-    if cfg.perf.threads == "auto" and pinned is not None:  # the usual way to fix torch's
-        cfg.perf.threads = str(pinned)  # threads: it was ignored, and a fit alone took the
-    return cfg  # free cores (its image followed the machine's load)
+    return cfg
 
 
 def _named_by_option(exc: ConfigError, by: dict[str, str]) -> ConfigError:
@@ -799,7 +796,8 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
         outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], setup.settings,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
-                             adapt_threads=p.cfg.perf.threads == "auto")
+                             adapt_threads=p.cfg.perf.threads == "auto"
+                             and environment_threads() is None)
     live.remember_rate()
     return _combined(live, dict(zip(fitted, outcomes)))
 
@@ -1671,9 +1669,11 @@ def pack_key(request: RunRequest) -> tuple | None:
     and fails there with its own message)."""
     try:
         cfg = resolve_config(request)
+        cpu = resolve_device(cfg.device).type == "cpu"
     except DipError:
         return None
-    if cfg.perf.threads not in ("auto", "1") and cfg.optim.restarts == 1:
+    fixed = cfg.perf.threads if cfg.perf.threads != "auto" else environment_threads()
+    if cpu and fixed is not None and int(fixed) > 1 and cfg.optim.restarts == 1:
         return None  # its fit on the threads asked for, not one in a pack (the image differs)
     return _settings(cfg), cfg.device, repr(cfg.perf)
 

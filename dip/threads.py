@@ -22,7 +22,8 @@ starts later (two ``dip`` started together both see idle cores) it drops to the 
 and climbs back when they are idle again. A thread count changes a fit's rounding, so such a
 run's image depends on what else ran; the record lists the changes, and ``perf.threads: N``
 fixes the threads (the same command and seed then give the same image, busy or not), as
-``OMP_NUM_THREADS=N`` does where ``perf.threads`` is ``auto`` (:func:`environment_threads`).
+``OMP_NUM_THREADS=N`` does for a fit alone where ``perf.threads`` is ``auto``
+(:func:`environment_threads`; ``dip run``'s workers, which split the cores, leave it out).
 """
 
 from __future__ import annotations
@@ -229,4 +230,7 @@ def resolve_threads(setting: str | int, members: int) -> int:
     alone."""
     if setting != "auto":
         return int(setting)
-    return usable_cores() if members > 1 else free_cores()
+    # OMP_NUM_THREADS, the usual way to fix torch's threads, fixes a fit alone's (it was
+    # ignored: its image followed the machine's load); a group's members run on one thread
+    # each whatever it says
+    return usable_cores() if members > 1 else environment_threads() or free_cores()

@@ -401,18 +401,17 @@ def test_omp_num_threads_is_the_threads_auto_takes(monkeypatch) -> None:
     # the usual way to fix torch's threads was ignored: a fit alone took the free cores,
     # and its image followed the machine's load
     from dip import threads
-    from dip.request import RunRequest
-    from dip.run import resolve_config
 
     assert threads.environment_threads({"OMP_NUM_THREADS": "3"}) == 3
     assert threads.environment_threads({"OMP_NUM_THREADS": "4,2"}) == 4
     for unset in ({}, {"OMP_NUM_THREADS": ""}, {"OMP_NUM_THREADS": "0"},
                   {"OMP_NUM_THREADS": "many"}, {"OMP_NUM_THREADS": "10000000"}):
         assert threads.environment_threads(unset) is None
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    request = RunRequest(task="denoise", input="x.png")
-    assert resolve_config(request).perf.threads == "1"
-    pinned = RunRequest(task="denoise", input="x.png", overrides=("perf.threads=2",))
-    assert resolve_config(pinned).perf.threads == "2"  # the config's own number wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    assert threads.resolve_threads("auto", 1) == 3  # a fit alone: as the variable says
+    assert threads.resolve_threads("auto", 4) == 8  # members: one thread each, side by side
+    assert threads.resolve_threads("2", 1) == 2  # the config's own number wins
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert resolve_config(request).perf.threads == "auto"
+    assert threads.resolve_threads("auto", 1) == 2

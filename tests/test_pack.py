@@ -207,6 +207,23 @@ def test_a_single_fit_on_threads_asked_for_is_not_packed(tmp_path: Path, monkeyp
     assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [1, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [2]
+    # several fits a job run one thread each anyway: packed whatever the threads
+    path = _batch(tmp_path, one.replace("restarts: 1", "restarts: 2") % (0, "a", 2)
+                  + one.replace("restarts: 1", "restarts: 2") % (1, "b", 2))
+    assert [len(p) for p in batch.packs(batch.load_batch(path), 4)] == [2]
+
+
+def test_a_jobs_seed_key_keeps_a_path_above_the_batch_file(tmp_path: Path) -> None:
+    # ../photos/a.png became the absolute path (the batch file's folder is resolved): its
+    # seed was another, and a resumed batch redid the job
+    (tmp_path / "batches").mkdir()
+    _batch(tmp_path, "")
+    path = tmp_path / "batches" / "b.yaml"
+    path.write_text(f"defaults:\n  {TINY}jobs:\n"
+                    "  - {task: denoise, input: ../photos/p0.png, output: ../out/}\n")
+    (job,) = batch.load_batch(path)
+    assert job.key == "../out/p0_denoise.png"
+    assert job.seed == batch.job_seed(0, "../photos/p0.png")
 
 
 def test_a_jobs_seed_does_not_depend_on_how_its_input_is_spelt(tmp_path: Path) -> None:
