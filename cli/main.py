@@ -388,9 +388,11 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
 @contextlib.contextmanager
 def _warnings_as_job_keys() -> Iterator[None]:
     """The library's warnings during a batch, an argument named as the job's key
-    (``'mask_keeps'``), not as a flag."""
+    (``'mask_keeps'``), not as a flag, where they are shown as the command shows them (not
+    where a caller records them: a test's, an embedding program's)."""
     with warnings.catch_warnings():
-        warnings.showwarning = functools.partial(show_warning, spell=job_spelling)
+        if warnings.showwarning is show_warning:
+            warnings.showwarning = functools.partial(show_warning, spell=job_spelling)
         yield
 
 

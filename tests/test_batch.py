@@ -994,7 +994,12 @@ def test_a_seed_is_the_same_as_before_for_a_utf8_name() -> None:
     assert batch.job_seed(0, os.fsdecode(b"x\xff.png")) != batch.job_seed(0, "x\ufffd.png")
 
 
-def test_a_jobs_warning_names_the_batch_key_not_the_flag(tmp_path: Path) -> None:
+def test_a_jobs_warning_names_the_batch_key_not_the_flag(tmp_path: Path, monkeypatch) -> None:
+    import warnings
+
+    from dip.cli.main import show_warning
+
+    monkeypatch.setattr(warnings, "showwarning", show_warning)  # as dip's main() does
     mask = np.full((32, 32), 255, np.uint8)
     mask[4:8, 4:8] = 0  # the holes drawn black: 98 % to fill
     Image.fromarray(mask).save(tmp_path / "m.png")
