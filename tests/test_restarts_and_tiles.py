@@ -3,6 +3,7 @@ layout decided from memory, and the estimate said before the first step."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -408,6 +409,24 @@ def test_the_memory_estimate_grows_with_the_pixels_and_the_fits_at_once() -> Non
     assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
     one, two = (peak_bytes(cfg, _problem(256), 3, (256, 256), n, n) for n in (1, 2))
     assert two > one
+
+
+def test_one_restart_of_alternating_objectives_is_planned_as_the_squared_errors_fit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # restart 0 alone fits the squared error: --restarts 1 was charged SURE's two passes and
+    # wider input (2.95 GB planned for a 512 px fit that took 1.63)
+    from dip import estimate as costs
+
+    monkeypatch.setattr(costs, "process_bytes", lambda: 0)  # (the process's own moves)
+
+    def peak(restarts: int, objective: str) -> int:
+        cfg = resolve("denoise", overrides=[*TINY, f"optim.restarts={restarts}"])
+        problem = dataclasses.replace(_problem(256), objective=objective)
+        return peak_bytes(cfg, problem, 3, (256, 256), 1, 1)
+
+    assert peak(1, "alternate") == peak(1, "mse") < peak(1, "sure")
+    # two restarts: one of them SURE's, its two passes counted with restart 0's wider input
+    assert peak(2, "alternate") > max(peak(1, "alternate"), peak(2, "sure"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc's memory")

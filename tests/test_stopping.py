@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dip import fit, operators
+from dip import fit, operators, stopping
 from dip.cli.main import cli
 from dip.config import StopConfig
 from dip.errors import ConfigError
@@ -512,3 +512,20 @@ def test_stop_settings_the_run_never_reads_are_said_to_be_ignored(tmp_path: Path
                                             "stop.sigma=10", "stop.window=20"], **run)
         dip.restore("denoise", small, overrides=["stop.rule=fixed", "stop.sigma=10"],
                     iters=2, write=False, device="cpu")  # the Wiener filter takes it
+
+
+def test_the_patch_covariance_in_bands_is_the_whole_pictures(monkeypatch) -> None:
+    # summed over bands of patches (the 2^18 patches of a colour picture and their centred
+    # copy took 0.8 GB at once): the same covariance, whatever the bands
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(1, 3, 45, 37, generator=g, dtype=torch.float64)
+    for patch, stride in ((8, 1), (5, 2), (3, 3)):
+        columns = F.unfold(y, patch, stride=stride)[0]
+        columns = columns - columns.mean(1, keepdim=True)
+        whole = columns @ columns.T / columns.shape[1]
+        for band in (1, 7, 50, 1 << 14):
+            monkeypatch.setattr(stopping, "BAND_PATCHES", band)
+            assert torch.allclose(stopping._patch_covariance(y, patch, stride), whole,
+                                  rtol=0, atol=1e-14)
