@@ -513,9 +513,9 @@ def info() -> None:
     click.echo(f"cpu: {usable_cores()} of the machine's {os.cpu_count()} cores usable"
                + " (within this process's affinity and its container's or job's limits"
                + (", on its performance cores)" if performance_cores() else ")"))
-    if environment_threads() is not None:
-        click.echo(f"OMP_NUM_THREADS={environment_threads()}: a fit alone runs on "
-                   f"{environment_threads()} thread(s) where perf.threads is auto")
+    if (pinned := environment_threads()) is not None:
+        click.echo(f"OMP_NUM_THREADS={pinned}: a fit alone runs on {pinned} thread(s) where "
+                   f"perf.threads is auto")
     if free is not None:  # the budget a run plans with by default (perf.max_memory 0)
         click.echo(f"cpu memory: {free / 2 ** 30:.1f} GB free to a run, which plans with "
                    f"{free * (1 - MARGIN) / 2 ** 30:.1f} GB of it ({1 - MARGIN:.0%}; "

@@ -67,6 +67,7 @@ from dip.config import (
     record_config,
     recorded_options,
     resolve,
+    yaml_misread,
     yaml_number,
     yaml_word,
 )
@@ -258,22 +259,10 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, "
-                             + _quote_it(value, key, types))
+                             + (yaml_misread(value, key) if str in types
+                                else f"got {str(value)[:60]!r}"))
         _check_paths(key, value, opt, where)
     return entry
-
-
-def _quote_it(value: Any, key: str, types: tuple) -> str:
-    """'got VALUE'; for a key that takes text, what YAML made of a word meant as text
-    (``output: no`` is false, ``input: 2024`` a number, ``mask_color: #ff00ff`` a comment) and
-    that quotes keep it a word."""
-    if str not in types or isinstance(value, (dict, list)):
-        return f"got {str(value)[:60]!r}"
-    read = (f"{str(value).lower()} (it reads yes, no, on and off as true or false)"
-            if isinstance(value, bool) else "nothing (a # starts a comment)" if value is None
-            else f"the number {value}" if isinstance(value, (int, float))
-            else f"a {type(value).__name__} ({value})")
-    return f"but YAML read the value as {read}: put it in quotes ({key}: '...')"
 
 
 def _check_paths(key: str, value: Any, opt: Option, where: str) -> None:
@@ -692,11 +681,13 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
     files are not its inputs, so every run, and every shard, expands the same list."""
     own = {path_key(p) for job, _ in jobs for p in job_writes(job)}
     results = {path_key(job.output): job.input.name for job, _ in jobs}
-    found_own = [(job, where) for job, where in jobs if job.expanded
-                 and {path_key(job.input), path_key(job.input.parent)} & own]
-    for job, where in found_own:  # the batch's own files, left out of its inputs
-        _refuse_users_picture(job, where, results)
-    jobs = [entry for entry in jobs if entry not in found_own]
+    inputs = []
+    for job, where in jobs:
+        if job.expanded and {path_key(job.input), path_key(job.input.parent)} & own:
+            _refuse_users_picture(job, where, results)  # else the batch's own: left out
+        else:
+            inputs.append((job, where))
+    jobs = inputs
     # two jobs writing one file: any file either writes (a result, or one job's uncertainty
     # map another's result), whichever job comes first
     writers: dict[str, tuple[str, Path]] = {}
@@ -839,12 +830,17 @@ def _same_contents(p: Plan, rec: dict) -> bool:
 def is_done(job: Job) -> bool:
     """The job's output and record exist, the record is of this input (and task options and
     reference) with the same resolved config, and that run was not interrupted."""
+    return done_record(job) is not None
+
+
+def done_record(job: Job) -> dict[str, Any] | None:
+    """The record of the job's finished result where :func:`is_done`, else None."""
     try:
         rec = record.read(job.output) if job.output.exists() else None
     except OSError:  # a name too long to ask about: the job's own checks refuse it, alone
-        return False
+        return None
     if rec is None:
-        return False
+        return None
     task = get_task(job.task)
     the_plan = plan(job.request.replace(write=False))
     cfg = json.loads(json.dumps(the_plan.cfg.to_dict()))
@@ -857,13 +853,14 @@ def is_done(job: Job) -> bool:
     pictures = [key for key in ("report", "gif") if getattr(job.request, key)]
     asked = task.record_args(job.request.task_args)
     defaults = {o.name: o.default for o in task.options}
-    return (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
+    done = (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and record.located(rec, key, job.output).exists()
                     for key in pictures)
             and _same_file(rec, "input", str(job.input.resolve()))
             and all(rec.get(k, defaults.get(k)) == v or _same_file(rec, k, v)
                     for k, v in asked.items())
             and _same_file(rec, "reference", reference))
+    return rec if done else None
 
 
 def _same_file(rec: dict, key: str, path: Any) -> bool:
@@ -1195,8 +1192,8 @@ def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrit
     rows: list[Row] = []
     todo = []
     for job in jobs:
-        if not overwrite and is_done(job):
-            rows.append(_recorded(Row.of(job, "skipped"), record.read(job.output)))
+        if not overwrite and (rec := done_record(job)) is not None:
+            rows.append(_recorded(Row.of(job, "skipped"), rec))
             if on_end:
                 on_end(job, rows[-1])
         else:

@@ -307,6 +307,19 @@ def yaml_number(value: Any) -> Any:
 SWITCH_KEYS = ("perf.graphs", "perf.channels_last", "perf.stack", "tile.size")
 
 
+def yaml_misread(value: Any, key: str) -> str:
+    """For a key that takes text, what YAML made of a word meant as text (``output: no`` is
+    false, ``input: 2024`` a number, ``mask_color: #ff00ff`` a comment) and that quotes keep
+    it a word; 'got VALUE' for a mapping or a list."""
+    if isinstance(value, (dict, list)):
+        return f"got {str(value)[:60]!r}"
+    read = (f"{str(value).lower()} (it reads yes, no, on and off as true or false)"
+            if isinstance(value, bool) else "nothing (a # starts a comment)" if value is None
+            else f"the number {value}" if isinstance(value, (int, float))
+            else f"a {type(value).__name__} ({value})")
+    return f"but YAML read the value as {read}: put it in quotes ({key}: '...')"
+
+
 def yaml_word(value: Any) -> Any:
     """``value``, or the word a boolean stands for: YAML 1.1 reads on/off/yes/no as booleans,
     and a word key (perf.graphs, tile.size) means the word."""
@@ -343,9 +356,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         # a word-or-number key (tile.size: 256, 64.0), checked by its owner as a word
         value = str(int(value) if isinstance(value, float) and value.is_integer() else value)
     if tp is str and isinstance(value, bool):  # device: no meant a word, not 'off'
-        raise ConfigError(f"config key '{key}' expects a string, but YAML read the value as "
-                          f"{str(value).lower()} (it reads yes, no, on and off as true or "
-                          f"false): put it in quotes")
+        raise ConfigError(f"config key '{key}' expects a string, {yaml_misread(value, key)}")
     if tp is float:
         value = yaml_number(value)
     ok = (isinstance(value, bool) if tp is bool

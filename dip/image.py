@@ -1023,7 +1023,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
                       f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=outside_dip())
     marked = torch.from_numpy(level >= 0.5)
     known = marked if keeps else ~marked
-    _check_known(path, known, level, f"{array.max()} of {full:g}", keeps, clear)
+    _check_known(path, known, level, f"{array.max()}", f"{full:g}", keeps, clear)
     return known.float()[None, None]
 
 
@@ -1032,13 +1032,14 @@ MOSTLY_HOLES = 0.75
 
 
 def _check_known(path: Any, known: torch.Tensor, level: np.ndarray, lightest: str,
-                 keeps: bool, clear: bool) -> None:
+                 white: str, keeps: bool, clear: bool) -> None:
     """Refuse a mask that leaves nothing known or nothing to fill; warn of one that marks
     most of the picture to fill (drawn the other way round?). ``lightest``: its lightest
-    pixel as "1 of 255"; ``clear``: it has transparent pixels, which count as black."""
+    pixel's value, ``white``: white's in its file; ``clear``: it has transparent pixels,
+    which count as black."""
     faint = 0 < level.max() < 0.5  # a mask saved as 0/1, say
-    scale = (f"its lightest pixels are {lightest}: white is {lightest.split(' of ')[1]}, and "
-             f"a pixel counts as white from 50 % grey")
+    scale = (f"its lightest pixels are {lightest} of {white}: white is {white}, and a pixel "
+             f"counts as white from 50 % grey")
     seen = ("its transparent pixels count as black, as it looks over black" if clear
             else "")
     if not known.any():

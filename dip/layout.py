@@ -148,9 +148,11 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                          f"whole image needs ({whole / 2 ** 30:.2f} GB), and {{arg:tile=off}} "
                          f"keeps it whole; drop one of the two")
     def untiled() -> Layout:
-        why = ("whole image" + ("" if budget is None else ": {} GB {} {} GB".format(
-            costs.in_gb(whole, budget)[0], "fits in" if whole <= budget else "is over",
-            costs.in_gb(whole, budget)[1])))
+        if budget is None:
+            why = "whole image"
+        else:
+            needs, has = costs.in_gb(whole, budget)
+            why = f"whole image: {needs} GB {'fits in' if whole <= budget else 'is over'} {has} GB"
         return Layout(parts(restarts, None), None, None, 0, threads, restarts, whole, whole,
                       budget, why, stacked=stacked and restarts > 1, packed_bytes=packed)
 
