@@ -327,8 +327,11 @@ def yaml_word(value: Any) -> Any:
 
 
 def python_number(value: Any) -> Any:
-    """Another library's number (numpy's) as Python's int or float; anything else as is. A
-    float32 is the number it prints as (np.float32(0.02) is 0.02, not 0.019999999552965164)."""
+    """Another library's number (numpy's) as Python's int or float, and numpy's True and False
+    as Python's; anything else as is. A float32 is the number it prints as (np.float32(0.02)
+    is 0.02, not 0.019999999552965164)."""
+    if getattr(getattr(value, "dtype", None), "kind", None) == "b" and value.shape == ():
+        return bool(value)  # numpy's bool is no numbers.Real: it was refused as "not a bool"
     if not isinstance(value, numbers.Real) or type(value) in (bool, int, float):
         return value
     if isinstance(value, numbers.Integral):

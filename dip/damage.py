@@ -12,6 +12,7 @@ import torch
 from dip import image
 from dip.config import python_number
 from dip.errors import InputError
+from dip.fitting import check_default_device
 from dip.run import check_written, write_files
 from dip.tasks import TASKS, Corruption
 
@@ -48,12 +49,14 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
         if not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a path to an image file, got "
                              f"{type(value).__name__}")
+    overwrite = python_number(overwrite)  # numpy's bool as Python's
     if not isinstance(overwrite, bool):  # "no" is true
         raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
                          f"{overwrite!r}")
     seed = python_number(seed)  # numpy's, as restore takes it
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
         raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
+    check_default_device()
     clean, output = Path(clean), Path(output)
     picture = image.load_image(clean)
     generator = torch.Generator().manual_seed(seed)

@@ -72,9 +72,10 @@ _SAVED: dict[tuple[str, int], float] = {}
 
 
 def _saved_per_pixel(build: Callable[[], torch.nn.Module], code_channels: int) -> float:
-    with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
-        net = build()
-        x = torch.rand(1, code_channels, 64, 64)
+    net = build()
+    # its own generator, as ``build``'s: the caller's random numbers stay as they were
+    x = torch.rand(1, code_channels, 64, 64, dtype=torch.float32,
+                   generator=torch.Generator().manual_seed(0))
     net.train()
     storages: dict[int, int] = {}
 
@@ -95,7 +96,8 @@ def activation_bytes(signature: str, build: Callable[[], torch.nn.Module], code_
                      pixels: int) -> int:
     """Bytes one step of the network ``build()`` saves for its backward pass on an output of
     ``pixels`` (measured once per ``signature`` and code width, on the CPU: a tensor's size
-    is the same on every device)."""
+    is the same on every device). ``build`` draws from a generator of its own (a seed of
+    :func:`dip.nets.build_net`), not torch's global one."""
     key = (signature, code_channels)
     if key not in _SAVED:
         if len(_SAVED) >= 64:  # signatures a long-lived process has seen: keep the latest

@@ -234,9 +234,11 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
         wrong = ("float32" if t.dtype != torch.float32  # (float64 read 'not on meta' too)
                  else "one picture (1, C, H, W)" if name == "code" and (
                      t.dim() != 4 or t.shape[0] != 1)
-                 else "on a device that holds its values, not 'meta'" if t.is_meta else None)
+                 else "on a device that holds its values, not 'meta'" if t.is_meta
+                 else "dense (torch.strided)" if t.layout != torch.strided else None)
         if wrong:
             raise InputError(f"fit(): {name} must be {wrong}; got {t.dtype} {tuple(t.shape)} "
+                             f"{'' if t.layout == torch.strided else f'{t.layout} '}"
                              f"on {t.device}")
         if t.requires_grad:
             raise InputError(f"fit(): {name} must not require grad (pass it detached)")
@@ -249,6 +251,21 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
         warnings.warn(f"fit(): the observation reaches {highest:g}, and the network's output "
                       f"is in [0, 1]: 8-bit pixels are divided by 255 first", DipWarning,
                       stacklevel=outside_dip())
+
+
+def check_default_device() -> None:
+    """dip makes its tensors on the CPU and moves them where its fit runs; a program that set
+    torch's default device elsewhere (``torch.set_default_device``) would have them made there
+    and a fit fail inside torch.
+
+    Raises:
+        InputError: torch's default device is not the CPU.
+    """
+    made = torch.get_default_device() if hasattr(torch, "get_default_device") \
+        else torch.empty(0).device  # (torch 2.2)
+    if made.type != "cpu":
+        raise InputError(f"torch's default device is {made} (torch.set_default_device): dip "
+                         f"places its own tensors; call torch.set_default_device(None) first")
 
 
 def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: torch.Tensor, *,
@@ -285,12 +302,14 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
         threads: CPU threads for the fit's operations; None: torch's current setting.
 
     Raises:
-        InputError: an argument out of range, a tensor that is not one float32 picture
+        InputError: an argument out of range, torch's default device not the CPU
+            (:func:`check_default_device`), a tensor that is not one float32 picture
             ``(1, C, H, W)`` with finite values (the observation in [0, 1]), or an observation
             of another shape than ``operator(net(code))`` (at the first step).
         RunError: the loss diverged and the guard could not recover, or a fit of
             :data:`LEARNS_WITHIN` steps or more learned nothing (``_Fit._learned_nothing``).
     """
+    check_default_device()
     settings = _checked_settings(Settings(iters, lr, average, perturb_std, guard, metrics_every,
                                           schedule, lr_end))
     _check_parts(net, operator, generator, stop_rule, threads, metric=metric,

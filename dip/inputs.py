@@ -23,7 +23,7 @@ def noise_code(channels: int, size: tuple[int, int], scale: float,
         - Output: ``(1, channels, H, W)``
     """
     h, w = size
-    return torch.rand((1, channels, h, w), generator=generator,
+    return torch.rand((1, channels, h, w), generator=generator, dtype=torch.float32,
                       device=generator.device) * scale
 
 
@@ -36,8 +36,8 @@ def meshgrid_code(channels: int, size: tuple[int, int], scale: float,
     """
     check_input("meshgrid", channels)
     h, w = size
-    ys = torch.linspace(0, 1, h, device=generator.device)
-    xs = torch.linspace(0, 1, w, device=generator.device)
+    ys = torch.linspace(0, 1, h, dtype=torch.float32, device=generator.device)
+    xs = torch.linspace(0, 1, w, dtype=torch.float32, device=generator.device)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x, grid_y])[None]
 

@@ -102,12 +102,11 @@ def peak_bytes(cfg: Any, problem: Problem, channels: int, member_side: tuple[int
     restarts = range(min(cfg.optim.restarts, 2))
     code = max(problem.code_channels(cfg.input.channels, channels, r) for r in restarts)
 
-    def net() -> torch.nn.Module:
-        return build_net(cfg.net.name, code, channels, **options)
+    def net(device: str = "cpu") -> torch.nn.Module:
+        return build_net(cfg.net.name, code, channels, seed=0, device=device, **options)
 
     signature = repr((cfg.net, code, channels))
-    with torch.device("meta"):
-        weights = sum(p.numel() for p in net().parameters())
+    weights = sum(p.numel() for p in net("meta").parameters())
     stop = build_stop_rule(cfg.stop).memory((1, channels, *member_side))
     state = costs.member_bytes(weights, channels, code, pixels, stop)
     if cfg.red.weight > 0:  # DeepRED's ADMM variables and their snapshots (dip.red)

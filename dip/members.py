@@ -150,10 +150,11 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
                  noise_sigma: float | None = None,
                  returned: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Member:
     """The member fitting ``part`` of ``problem`` (on the problem's device), seeded by the
-    part (:meth:`Part.seed`): its network (through a forked global RNG: the caller's RNG state
-    is untouched), code and perturbations, stop rule, and a PSNR metric against its part of
-    ``reference`` when there is one. ``noise_sigma``: the whole image's noise level, which
-    every tile shares (:func:`dip.run.noise_level`), where the part does not know its own.
+    part (:meth:`Part.seed`): its network (from its own generator: torch's global one, which
+    the caller or another thread may be drawing from, is untouched), code and perturbations,
+    stop rule, and a PSNR metric against its part of ``reference`` when there is one.
+    ``noise_sigma``: the whole image's noise level, which every tile shares
+    (:func:`dip.run.noise_level`), where the part does not know its own.
     ``returned``: what the run makes of a whole-image estimate (inpainting's known pixels put
     back, super-resolution's back-projection: :meth:`dip.tasks.Task.consistent`), so that the
     PSNR is the result's, not the network's."""
@@ -161,12 +162,9 @@ def build_member(cfg: Any, problem: Problem, part: Part, channels: int,
     device = problem.observation.device
     seed = part.seed(cfg.seed)
     options = {k: v for k, v in vars(cfg.net).items() if k != "name"}
-    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        net = build_net(cfg.net.name,
-                        problem.code_channels(cfg.input.channels, channels, part.restart),
-                        channels, **options)
+    net = build_net(cfg.net.name,
+                    problem.code_channels(cfg.input.channels, channels, part.restart),
+                    channels, seed=seed, **options)
     generator = torch.Generator(device=device).manual_seed(seed)
     sigma = sub.noise_sigma if sub.noise_sigma is not None else noise_sigma
     sure = None

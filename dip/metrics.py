@@ -55,7 +55,8 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     """
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor([65.481, 128.553, 24.966], device=x.device).view(1, 3, 1, 1) / 255.0
+    weights = torch.tensor([65.481, 128.553, 24.966], dtype=x.dtype, device=x.device)
+    weights = weights.view(1, 3, 1, 1) / 255.0
     return (x * weights).sum(dim=1, keepdim=True) + 16.0 / 255.0
 
 

@@ -111,7 +111,7 @@ def area_kernel(factor: int) -> torch.Tensor:
     Shape:
         - Output: ``(factor, factor)``
     """
-    return torch.full((factor, factor), 1.0 / factor ** 2)
+    return torch.full((factor, factor), 1.0 / factor ** 2, dtype=torch.float32)
 
 
 #: the widest kernel side accepted, blur or downsampling: a typo such as box:900 must not
@@ -395,7 +395,7 @@ def box_kernel(size: int) -> torch.Tensor:
     if size < 1:
         raise InputError(f"a box blur needs a size >= 1, got {size}")
     _check_side("a box blur", f"size {size}", size)
-    return torch.full((size, size), 1.0 / size ** 2)
+    return torch.full((size, size), 1.0 / size ** 2, dtype=torch.float32)
 
 
 def motion_kernel(length: float, angle: float) -> torch.Tensor:
@@ -470,7 +470,8 @@ def drop_pixels(clean: torch.Tensor, fraction: float,
     if not 0 <= fraction < 1:
         raise InputError(f"drop-pixels fraction must be in [0, 1), got {fraction}")
     _, _, h, w = clean.shape
-    known = (torch.rand((1, 1, h, w), generator=generator, device=clean.device)
+    known = (torch.rand((1, 1, h, w), generator=generator, device=clean.device,
+                        dtype=torch.float32)
              >= fraction).to(clean.dtype)
     return clean * known, known
 

@@ -151,7 +151,7 @@ def seconds_per_step(red: Red, channels: int, size: tuple[int, int],
     before a run: a few calibration steps never reach a denoiser run)."""
     # its own generator: the caller's global one is not advanced by an estimate (which
     # runs this only when the calibration cache has no rate for it)
-    x = torch.rand(1, channels, *size, device=device,
+    x = torch.rand(1, channels, *size, device=device, dtype=torch.float32,
                    generator=torch.Generator(device).manual_seed(0))
     nlm(x, red.sigma)
     if device.type == "cuda":

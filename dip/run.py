@@ -50,7 +50,15 @@ from dip.estimate import (
     remember,
     timed_steps,
 )
-from dip.fitting import FitResult, Member, Progress, Settings, autograd_on, fit_group
+from dip.fitting import (
+    FitResult,
+    Member,
+    Progress,
+    Settings,
+    autograd_on,
+    check_default_device,
+    fit_group,
+)
 from dip.image import shown
 from dip.layout import (
     STACK_MOST,
@@ -1492,6 +1500,7 @@ def restore(request: RunRequest | str | None = None,
                         f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
     _check_hooks(keep_on_interrupt, progress=progress, on_start=on_start)
+    check_default_device()
     the_plan = plan(request)  # (the options' types checked first: uncertainty="no" is not True)
     pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
     if pictures and not request.write:  # (a dry run's forecast plans them unwritten: allowed)
@@ -1549,6 +1558,7 @@ def restore_pack(requests: list[RunRequest], *,
     """
     started = time.perf_counter()
     _check_hooks(keep_on_interrupt, progress=progress)
+    check_default_device()
     jobs: list[tuple[int, Plan, Loaded, Setup]] = []
     outcomes: list[Restoration | DipError | None] = [None] * len(requests)
     for i, request in enumerate(requests):

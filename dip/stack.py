@@ -121,8 +121,8 @@ class StackedEngine:
                             for name in self.names]
         self.m = [torch.zeros_like(w) for w in self.weights]
         self.v = [torch.zeros_like(w) for w in self.weights]
-        self.t = torch.zeros(k, 1, device=device)  # Adam's step count per member
-        self.lr = torch.tensor([[float(r)] for r in rates], device=device)
+        self.t = torch.zeros(k, 1, dtype=torch.float32, device=device)  # Adam's step count
+        self.lr = torch.tensor([[float(r)] for r in rates], dtype=torch.float32, device=device)
         self._rates = [float(r) for r in rates]
         self.state = [*self.weights, *self.m, *self.v, self.t]
         self.checkpoint = checkpoint

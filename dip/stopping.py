@@ -116,7 +116,7 @@ def _patch_side(channels: int, h: int, w: int, largest: int) -> int:
 def _clipped_variance(mean: torch.Tensor, sigma: float) -> torch.Tensor:
     """The variance of ``clip(mean + sigma Z, 0, 1)``, Z standard normal (a censored normal:
     the mass past each bound sits on it)."""
-    normal = torch.distributions.Normal(0.0, 1.0)
+    normal = torch.distributions.Normal(mean.new_zeros(()), 1.0)
     a, b = -mean / sigma, (1 - mean) / sigma
     cdf_a, cdf_b = normal.cdf(a), normal.cdf(b)
     pdf_a, pdf_b = normal.log_prob(a).exp(), normal.log_prob(b).exp()

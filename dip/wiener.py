@@ -39,7 +39,8 @@ import torch
 from torch.nn import functional as F
 
 #: RGB to an orthonormal opponent space: luminance (R+G+B)/sqrt(3), then two colour differences
-_OPPONENT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]])
+_OPPONENT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]],
+                         dtype=torch.float32)
 _OPPONENT = _OPPONENT / _OPPONENT.norm(dim=1, keepdim=True)
 #: about this many reference patches are matched and filtered at once: memory stays bounded
 #: at any image size. 4096 took 645 MB over the process's base on a 512 px colour picture
@@ -109,7 +110,7 @@ def _match(guide: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     padded = F.pad(guide[None, None], (s, s, s, s), value=_OUTSIDE)[0, 0]
     r0, r1 = int(rows.min()), int(rows.max())
     a = guide[r0:r1 + p]
-    distance = torch.empty(len(rows), 2 * s + 1, 2 * s + 1)
+    distance = torch.empty(len(rows), 2 * s + 1, 2 * s + 1, dtype=guide.dtype)
     for i, dy in enumerate(range(-s, s + 1)):
         # every horizontal shift of this row band at once: (2s + 1, rows, width)
         b = padded[s + r0 + dy:s + r1 + p + dy].unfold(1, width, 1).permute(1, 0, 2)
@@ -146,7 +147,7 @@ def _filter_groups(noisy: torch.Tensor, pilot: torch.Tensor, top: torch.Tensor,
     gain = guide ** 2 / (guide ** 2 + sigma ** 2)
     patches = pixels(gain * observed)
     weight = 1.0 / (sigma ** 2 * gain.pow(2).sum((2, 3)))  # (C, R): per group and channel
-    kaiser = torch.kaiser_window(p, periodic=False, beta=2.0)
+    kaiser = torch.kaiser_window(p, periodic=False, beta=2.0, dtype=torch.float32)
     window = weight[:, :, None, None, None] * (kaiser[:, None] * kaiser[None])
     where = (rows * width + cols).expand(-1, -1, p, p).reshape(-1)
     num.index_add_(1, where, (patches * window).reshape(c, -1))
@@ -179,7 +180,7 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float)
     rows, cols = torch.meshgrid(_starts(h, pr.patch, pr.step), _starts(w, pr.patch, pr.step),
                                 indexing="ij")
     rows, cols = rows.reshape(-1), cols.reshape(-1)
-    num, den = torch.zeros(y.shape[0], h * w), torch.zeros(y.shape[0], h * w)
+    num, den = (torch.zeros(y.shape[0], h * w, dtype=y.dtype) for _ in range(2))
     starts = rows.unique()
     per_chunk = max(1, _REFERENCES * len(starts) // len(rows))  # reference rows at once
     for first in range(0, len(starts), per_chunk):

@@ -299,6 +299,8 @@ def test_unknown_schedule_is_a_config_error() -> None:
                                 "(8, 32, 32)"),
     (dict(observation=lambda y: y.to("meta")), "observation must be on a device that holds its "
                                                "values, not 'meta'"),
+    (dict(observation=lambda y: y.to_sparse()), "observation must be dense (torch.strided); "
+                                                "got torch.float32 (1, 3, 32, 32) torch.sparse_coo"),
     (dict(code=lambda z: z.requires_grad_()), "code must not require grad"),
     (dict(iters=0), "iters must be a whole number >= 1"),
     (dict(lr=-0.01), "lr must be a number > 0"),

@@ -397,11 +397,14 @@ def test_numpys_numbers_are_taken_as_pythons(tmp_path: Path) -> None:
     import dip
 
     path = save(synthetic(16), tmp_path / "in.png")
-    result = dip.restore("denoise", path, write=False, iters=np.int64(2), seed=np.int32(3),
-                         device="cpu", overrides=("optim.restarts=1", *TINY))
+    # numpy's True too: write=np.bool_(False) was 'must be True or False, got bool'
+    result = dip.restore("denoise", path, write=np.bool_(False), iters=np.int64(2),
+                         seed=np.int32(3), device="cpu", overrides=("optim.restarts=1", *TINY))
     assert (result.record["iterations"], result.record["seed"]) == (2, 3)
+    assert not (tmp_path / "in_denoise.png").exists()
     # dip.corrupt too: its seed=np.int64(0) was 'must be a whole number'
     dip.corrupt(path, tmp_path / "n.png", noise=np.float32(25), seed=np.int64(0))
+    dip.corrupt(path, tmp_path / "n.png", noise=25, overwrite=np.bool_(True))
     assert (tmp_path / "n.png").exists()
     with pytest.raises(InputError, match="iters must be a whole number, got float"):
         dip.restore("denoise", path, write=False, iters=np.float64(2.5))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from dip.errors import ConfigError
 from dip.nets.skip import SkipNet
@@ -26,8 +27,7 @@ def check_net(name: str, **options) -> None:
     key = repr((name, sorted(options.items())))
     if key in _PASSED:
         return
-    with torch.device("meta"):
-        build_net(name, 1, 1, **options)
+    build_net(name, 1, 1, device="meta", **options)
     if len(_PASSED) >= 256:  # a long-lived process trying many networks
         _PASSED.clear()
     _PASSED.add(key)
@@ -37,8 +37,14 @@ def check_net(name: str, **options) -> None:
 _PASSED: set[str] = set()
 
 
-def build_net(name: str, in_channels: int, out_channels: int, **options) -> nn.Module:
-    """Build the generator registered under ``name``.
+def build_net(name: str, in_channels: int, out_channels: int, *, seed: int | None = None,
+              device: str = "cpu", **options) -> nn.Module:
+    """Build the generator registered under ``name``: float32 on ``device`` (``"meta"``: its
+    shapes only, nothing allocated) whatever default dtype and device the caller set for
+    torch, initialised as torch initialises its layers, from a generator seeded with ``seed``
+    (the same weights as after ``torch.manual_seed(seed)``; torch's global generator, which
+    another thread may be drawing from, is neither read nor moved), or from the global
+    generator without one.
 
     Raises:
         ConfigError: ``name`` is not registered, or an option is invalid.
@@ -48,10 +54,36 @@ def build_net(name: str, in_channels: int, out_channels: int, **options) -> nn.M
     except KeyError:
         raise ConfigError(f"unknown net.name {name!r}; known nets: "
                           f"{', '.join(sorted(NETS))}") from None
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     try:
-        return factory(in_channels, out_channels, **options)
+        with _Making(generator, torch.device(device)):
+            return factory(in_channels, out_channels, **options)
     except TypeError as exc:  # an option this network does not take
         raise ConfigError(f"net {name}: {exc}") from None
+
+
+class _Making(TorchFunctionMode):
+    """While a network is made: the tensors its layers allocate without a dtype or device are
+    float32 on ``device``, and their initialisation (torch.nn.init's functions, a tensor's
+    ``uniform_`` and ``normal_``) draws from ``generator`` where it names none. A torch function
+    mode holds for this thread only: what other threads make or draw meanwhile is untouched."""
+
+    _FILLS = (torch.Tensor.uniform_, torch.Tensor.normal_)
+    _MADE = (torch.empty, torch.zeros, torch.ones)
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
+        super().__init__()
+        self.generator, self.device = generator, device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self._MADE:
+            kwargs["dtype"] = kwargs.get("dtype") or torch.float32
+            kwargs["device"] = kwargs.get("device") or self.device
+        elif (func in self._FILLS or "generator" in kwargs) and kwargs.get("generator") is None \
+                and self.generator is not None:
+            kwargs["generator"] = self.generator
+        return func(*args, **kwargs)
 
 
 __all__ = ["NETS", "SkipNet", "build_net", "check_net"]
