@@ -217,6 +217,10 @@ def _check_parts(net: object, operator: object, generator: object, stop_rule: ob
         raise InputError("fit(): net has no parameters to fit")
     if any(p.is_inference() for p in params):
         raise InputError(_MADE_IN_INFERENCE.format("net's weights"))
+    other = next((p.dtype for p in params if p.dtype != torch.float32), None)
+    if other is not None:  # a network made under another default dtype: a raw conv error
+        raise InputError(f"fit(): net's weights must be float32, got {other} (net.float(), "
+                         f"or dip.nets.build_net, which makes float32 ones)")
 
 
 #: a tensor made under ``torch.inference_mode()``: autograd cannot save it for the backward pass

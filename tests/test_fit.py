@@ -299,9 +299,11 @@ def test_unknown_schedule_is_a_config_error() -> None:
                                 "(8, 32, 32)"),
     (dict(observation=lambda y: y.to("meta")), "observation must be on a device that holds its "
                                                "values, not 'meta'"),
-    (dict(observation=lambda y: y.to_sparse()), "observation must be dense (torch.strided); "
-                                                "got torch.float32 (1, 3, 32, 32) torch.sparse_coo"),
+    (dict(observation=lambda y: y.to_sparse()),
+     "observation must be dense (torch.strided); got torch.float32 (1, 3, 32, 32) "
+     "torch.sparse_coo"),
     (dict(code=lambda z: z.requires_grad_()), "code must not require grad"),
+    (dict(net=lambda n: n.double()), "net's weights must be float32, got torch.float64"),
     (dict(iters=0), "iters must be a whole number >= 1"),
     (dict(lr=-0.01), "lr must be a number > 0"),
     (dict(lr="0.01"), "lr must be a number > 0, got '0.01'"),  # a TypeError from lr_end's
@@ -319,6 +321,7 @@ def test_fits_arguments_are_checked_at_the_entry(change: dict, words: str) -> No
     y = synthetic(32)
     z = change.pop("code", lambda t: t)(z)
     y = change.pop("observation", lambda t: t)(y)
+    net = change.pop("net", lambda n: n)(net)
     with pytest.raises(InputError, match=re.escape(words)):
         fit(net, z, operators.Identity(), y, generator=g, **{"iters": 3, **change})
 
