@@ -82,6 +82,7 @@ from dip.run import (
     check_device_name,
     check_name_length,
     claim_path,
+    drop_dead_claims,
     files_read,
     fingerprints,
     forecast_plan,
@@ -92,6 +93,7 @@ from dip.run import (
     resolve_device,
     restore,
     restore_pack,
+    staged_snapshots,
     writable_folder,
 )
 from dip.run import beside as files_beside
@@ -829,7 +831,8 @@ def _same_contents(p: Plan, rec: dict) -> bool:
 
 def is_done(job: Job) -> bool:
     """The job's output and record exist, the record is of this input (and task options and
-    reference) with the same resolved config, and that run was not interrupted."""
+    reference) with the same resolved config, that run was not interrupted, and the pictures
+    and snapshots asked for are in place."""
     return done_record(job) is not None
 
 
@@ -856,6 +859,8 @@ def done_record(job: Job) -> dict[str, Any] | None:
     done = (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and record.located(rec, key, job.output).exists()
                     for key in pictures)
+            # snapshots still staged: a kill cut their move short (dip.run.write), redone
+            and not staged_snapshots(the_plan).is_dir()
             and _same_file(rec, "input", str(job.input.resolve()))
             and all(rec.get(k, defaults.get(k)) == v or _same_file(rec, k, v)
                     for k, v in asked.items())
@@ -1194,6 +1199,8 @@ def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrit
     for job in jobs:
         if not overwrite and (rec := done_record(job)) is not None:
             rows.append(_recorded(Row.of(job, "skipped"), rec))
+            if claim_path(job.output).exists():  # a killed run's, when it was done
+                drop_dead_claims(plan(job.request.replace(write=False)))
             if on_end:
                 on_end(job, rows[-1])
         else:

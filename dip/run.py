@@ -1173,8 +1173,11 @@ def _pictures(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
 def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
           spread: torch.Tensor | None = None) -> None:
     """Draw the pictures asked for, then write them with the result and its record, all or
-    none (:func:`dip.image.write_all_atomic`: the record is renamed into place before the
-    image).
+    none (:func:`dip.image.write_all_atomic`): the record is renamed into place first, the
+    pictures next, the image last. A kill between two renames leaves a record without its
+    image, which a rerun redoes, and pictures its record names, which the rerun's
+    (:func:`dip.batch.is_done`) replaces as dip's own; pictures before their record were a
+    stranger's files that blocked every rerun of the job.
 
     Raises:
         RunError: a picture could not be drawn, or a file not written.
@@ -1183,8 +1186,8 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     text = record.to_json().encode()
     writable_folder(p.output.parent, f"output {shown(p.output)}")
     stale = _stale_pictures(p)
-    files = [(p.output, image.image_writer(restored, p.output)),
-             (p.files["record"], lambda f: f.write(text)), *pictures]
+    files = [(p.output, image.image_writer(restored, p.output)), *pictures,
+             (p.files["record"], lambda f: f.write(text))]  # (renamed in reverse order)
 
     def replace_old() -> None:
         # once every new file is written (a full disk keeps the old result whole), and gone
@@ -1288,6 +1291,17 @@ def claimed(output: Path) -> Iterator[None]:
         for folder in made:  # a run that failed leaves no empty folders behind it
             with contextlib.suppress(OSError):  # not empty: the result, another run's files
                 folder.rmdir()
+
+
+def drop_dead_claims(p: Plan) -> None:
+    """The claims on ``p``'s files whose process is gone, removed: a run killed after its
+    result was in place but before it let them go left them, and a rerun that finds the
+    result done (:func:`dip.batch.is_done`) takes none that would replace them. (A run lets
+    its result's claim go last: a result without one has none left.)"""
+    for claim in map(claim_path, written_files(p)):
+        with contextlib.suppress(OSError), _folder_lock(claim.parent):
+            if claim.exists() and _claim_holder(claim) is None:
+                claim.unlink()
 
 
 def _take_claim(path: Path, output: Path, me: str) -> Path:

@@ -562,6 +562,52 @@ def test_a_kill_between_the_renames_with_overwrite_never_leaves_the_old_image(
     assert not out.exists()  # a new record may stand alone (redone later), never beside it
 
 
+#: ``dip`` that kills itself (SIGKILL, as ``kill -9`` would) right after renaming a file whose
+#: name ends with $KILL_AFTER into place (a script file: a batch's worker processes run it too)
+_KILLED_AFTER = """
+import os, signal, sys
+real = os.replace
+def replace(a, b, *args, **kwargs):
+    real(a, b, *args, **kwargs)
+    if str(b).endswith(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+from dip.cli.entry import main
+if __name__ == "__main__":
+    sys.argv[0] = "dip"
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("renamed, extra", [
+    ("_report.png", ", save_every: 1"),  # pictures before their record: a stranger's files
+    ("_steps/step_000002.png", ", save_every: 1"),  # snapshots half moved: lost, "done"
+    ("p0_denoise.png", ""),  # the result in place, its claims not let go: never removed
+])
+def test_a_batch_killed_between_two_renames_finishes_on_its_rerun(tmp_path: Path, renamed: str,
+                                                                  extra: str) -> None:
+    import subprocess
+    import sys
+
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/, "
+                                f"report: true{extra}}}\n")
+    script = tmp_path / "killed_dip.py"
+    script.write_text(_KILLED_AFTER)
+    killed = subprocess.run([sys.executable, script, "run", path, "-q"], capture_output=True,
+                            env={**os.environ, "KILL_AFTER": renamed})
+    assert killed.returncode != 0 and not (tmp_path / "out" / "summary.csv").exists()
+    result = invoke("run", path, "-q", "--workers", "1")
+    assert result.exit_code == 0 and "0 failed" in result.output, result.output
+    out = tmp_path / "out"
+    left = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert not left  # no claim, no staged snapshots, no temporary file
+    for stem in ("p0", "p1"):
+        assert (out / f"{stem}_denoise_report.png").is_file()
+        if extra:
+            assert len(list((out / f"{stem}_denoise_steps").glob("step_*.png"))) == 3
+
+
 # --- the summary's place is checked before any job runs --------------------------------------
 
 def _ran_nothing(tmp_path: Path) -> bool:
