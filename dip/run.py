@@ -1184,7 +1184,10 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     """
     pictures = _pictures(p, loaded, restored, record, spread)
     text = record.to_json().encode()
-    writable_folder(p.output.parent, f"output {shown(p.output)}")
+    try:  # the folder was made or checked before the fit; since, it may have gone
+        writable_folder(p.output.parent, f"output {shown(p.output)}")
+    except InputError as exc:  # a run that fails, not a mistake before anything ran
+        raise RunError(str(exc)) from None
     stale = _stale_pictures(p)
     files = [(p.output, image.image_writer(restored, p.output)), *pictures,
              (p.files["record"], lambda f: f.write(text))]  # (renamed in reverse order)

@@ -532,3 +532,25 @@ def test_dips_warnings_name_the_callers_line_not_dips(tmp_path: Path) -> None:
                     device="cpu", overrides=("optim.restarts=1", *TINY))
     assert len(caught) == 2
     assert {Path(w.filename) for w in caught} == {Path(__file__)}, [w.filename for w in caught]
+
+
+def test_an_output_folder_gone_during_the_fit_fails_the_run_and_is_no_mistake(
+        tmp_path: Path) -> None:
+    """It was an InputError (exit 2: 'before anything is run') after the whole fit."""
+    import shutil
+
+    import dip
+    from dip.errors import RunError
+
+    folder = tmp_path / "out"
+
+    def replaced_by_a_file(_progress) -> None:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            folder.write_text("a file now")
+
+    src = save(synthetic(16), tmp_path / "in.png")
+    with pytest.raises(RunError, match="out is a file"):
+        dip.restore("denoise", src, output=folder / "r.png", iters=2, device="cpu",
+                    progress=replaced_by_a_file, overrides=("optim.restarts=1", *TINY))
+    assert folder.read_text() == "a file now"
