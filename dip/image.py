@@ -1105,7 +1105,10 @@ def check_side(path: str | os.PathLike, size: tuple[int, int]) -> None:
 
 #: how a result is encoded, so that saving does not degrade it again: JPEG at quality 95
 #: (Pillow's own default is 75) with the colour at full resolution (not 4:2:0), WebP lossless
-SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
+#: WebP's ``exact``: the colour under fully transparent pixels kept (Pillow's encoder drops it,
+#: and an RGBA photo's restored pixels there came back changed by up to 220 grey levels)
+SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0},
+                "WEBP": {"lossless": True, "exact": True}}
 
 
 def matching_icc(picture: Picture) -> bytes | None:

@@ -964,6 +964,13 @@ def test_jpeg_and_webp_results_are_not_degraded_again(tmp_path: Path) -> None:
     picture = image.Picture(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
     image.save_image(picture, tmp_path / "r.webp")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "r.webp").convert("RGB")), rgb)
+    # and the colour under transparent pixels: WebP's encoder drops it unless told not to
+    alpha = np.full((1, 1, H, W), 1.0, np.float32)
+    alpha[..., :, :5] = 0
+    image.save_image(image.Picture(picture.pixels, alpha=torch.from_numpy(alpha)),
+                     tmp_path / "a.webp")
+    rgba = np.asarray(Image.open(tmp_path / "a.webp"))
+    assert np.array_equal(rgba[..., :3], rgb) and (rgba[:, :5, 3] == 0).all()
     image.save_image(picture, tmp_path / "r.jpg")
     written = Image.open(tmp_path / "r.jpg")
     assert written.layers == 3 and JpegImagePlugin.get_sampling(written) == 0  # 4:4:4
