@@ -177,7 +177,10 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
            + _why_tiled(size, over_memory, whole, budget, longer, most))
     answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
-    return Layout(members, tiles, t.side, t.overlap, t.threads, at_once, peak, whole, budget,
+    threads = t.threads
+    if cpu and not stacked and len(members) - len(done) == 1:  # one fit: a fit alone's threads
+        threads = resolve_threads(cfg.perf.threads, 1)  # (OMP_NUM_THREADS's was ignored)
+    return Layout(members, tiles, t.side, t.overlap, threads, at_once, peak, whole, budget,
                   why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
 
 

@@ -586,3 +586,23 @@ def test_a_tile_the_pictures_size_is_the_whole_picture(tmp_path: Path) -> None:
     whole = _restore(noisy, iters=5, tile="off", reference=clean, sets=("perf.threads=1",))
     assert "tiles" not in one.record and "tiles" not in one.record.get("extra", {})
     assert torch.equal(one.picture.pixels, whole.picture.pixels)
+
+
+def test_a_tiled_run_with_one_tile_to_fit_takes_a_fit_alones_threads(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """OMP_NUM_THREADS=1 was ignored there: the four tiles were counted as a group's members
+    (every usable core), though three had nothing to restore."""
+    import dip
+    from dip import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "free_cores", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    src = save(synthetic(32).repeat(1, 1, 1, 3), tmp_path / "wide.png")  # 32 x 96
+    holes = np.zeros((32, 96), np.uint8)
+    holes[10:14, 4:20] = 255
+    Image.fromarray(holes).save(tmp_path / "mask.png")
+    result = dip.restore("inpaint", src, mask=tmp_path / "mask.png", tile=32, iters=2,
+                         write=False, device="cpu", overrides=TINY)
+    assert result.record["tiles"]["solved"] == 3
+    assert result.record["threads"] == {"fits_at_once": 1, "per_fit": 1}
