@@ -699,6 +699,7 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
             if key in writers:
                 raise _written_twice(where, job.input, path, *writers[key])
             writers[key] = (where, job.input)
+    _none_in_snapshot_folders(jobs)
     owners = {path_key(path): f"{where} ({job.input.name})"
               for job, where in jobs for path in job_writes(job)}
     kept: list[Job] = []
@@ -714,6 +715,25 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
                                  f"job that reads it in a second batch, after the first")
         kept.append(job)
     return kept
+
+
+def _none_in_snapshot_folders(jobs: list[tuple[Job, str]]) -> None:
+    """No job writes into another's snapshot folder, which that job clears and fills with its
+    own ``step_*.png`` (a result named ``step_000002.png`` there was replaced by a snapshot
+    of another picture, its record still naming its own input, and the batch said done).
+
+    Raises:
+        BatchError: naming both jobs.
+    """
+    folders = {path_key(files_beside(job.output)["steps"]): (where, job.input)
+               for job, where in jobs if job.snapshots}
+    for job, where in jobs:
+        for path in job_writes(job, asked=True):
+            held = folders.get(path_key(path.parent))
+            if held is not None:
+                raise BatchError(f"{where}: {job.input.name} would write {path}, inside the "
+                                 f"snapshot folder of {held[0]} ({held[1].name}); give the "
+                                 f"jobs different outputs")
 
 
 def _refuse_users_picture(job: Job, where: str, results: dict[str, str]) -> None:

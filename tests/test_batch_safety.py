@@ -193,6 +193,19 @@ def test_same_stem_results_that_keep_snapshots_are_two_jobs_writing_one_folder(
     _refused(invoke("run", path, "--dry-run"), "also writes", "r_steps")
 
 
+@pytest.mark.parametrize("order", [0, 1])
+def test_a_result_inside_another_jobs_snapshot_folder_is_refused(tmp_path: Path,
+                                                                 order: int) -> None:
+    # it was replaced by the other job's snapshot, its record naming its own input, "2 done"
+    photos(tmp_path)
+    jobs = ["  - {task: denoise, input: photos/p0.png, output: out/d_steps/step_000002.png}\n",
+            "  - {task: denoise, input: photos/p1.png, save_every: 1, output: out/d.png}\n"]
+    path = batch_file(tmp_path, "".join(jobs[::1 - 2 * order]))
+    _refused(invoke("run", path, "--dry-run"), "p0.png would write",
+             "inside the snapshot folder of", "(p1.png)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path) -> None:
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/d.png}\n"
