@@ -34,6 +34,7 @@ import contextlib
 import csv
 import difflib
 import errno
+import fnmatch
 import glob
 import hashlib
 import io
@@ -718,19 +719,21 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
 
 
 def _none_in_snapshot_folders(jobs: list[tuple[Job, str]]) -> None:
-    """No job writes into another's snapshot folder, which that job clears and fills with its
-    own ``step_*.png`` (a result named ``step_000002.png`` there was replaced by a snapshot
-    of another picture, its record still naming its own input, and the batch said done).
+    """No job writes a file named like a snapshot into another's snapshot folder, where that
+    job's snapshots replace, or its run without snapshots removes, every ``step_*.png`` (a
+    result named ``step_000002.png`` in ``d_steps/`` was replaced by another picture's
+    snapshot, its record still naming its own input, and the batch said done).
 
     Raises:
         BatchError: naming both jobs.
     """
     folders = {path_key(files_beside(job.output)["steps"]): (where, job.input)
-               for job, where in jobs if job.snapshots}
+               for job, where in jobs}
     for job, where in jobs:
         for path in job_writes(job, asked=True):
             held = folders.get(path_key(path.parent))
-            if held is not None:
+            if held is not None and any(fnmatch.fnmatchcase(path.name, pattern)
+                                        for pattern in ("step_*.png", ".step_*.part")):
                 raise BatchError(f"{where}: {job.input.name} would write {path}, inside the "
                                  f"snapshot folder of {held[0]} ({held[1].name}); give the "
                                  f"jobs different outputs")
@@ -879,13 +882,26 @@ def done_record(job: Job) -> dict[str, Any] | None:
     done = (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and record.located(rec, key, job.output).exists()
                     for key in pictures)
-            # snapshots still staged: a kill cut their move short (dip.run.write), redone
-            and not staged_snapshots(the_plan).is_dir()
+            and not _snapshots_left_behind(the_plan, job.output)
             and _same_file(rec, "input", str(job.input.resolve()))
             and all(rec.get(k, defaults.get(k)) == v or _same_file(rec, k, v)
                     for k, v in asked.items())
             and _same_file(rec, "reference", reference))
     return rec if done else None
+
+
+def _snapshots_left_behind(p: Plan, output: Path) -> bool:
+    """Snapshots of the result's own fit still in its staged folder: a kill cut their move
+    into the snapshot folder short (:func:`dip.run.write`: they were written during the fit,
+    before the record; a later run's, killed while it fitted, are newer and leave the
+    result done)."""
+    staged = staged_snapshots(p)
+    try:
+        written = record.record_path(output).stat().st_mtime
+        return staged.is_dir() and any(path.stat().st_mtime <= written
+                                       for path in staged.glob("step_*.png"))
+    except OSError:  # gone meanwhile: nothing left behind
+        return False
 
 
 def _same_file(rec: dict, key: str, path: Any) -> bool:

@@ -177,11 +177,18 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
            + _why_tiled(size, over_memory, whole, budget, longer, most))
     answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
     done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
-    threads = t.threads
-    if cpu and not stacked and len(members) - len(done) == 1:  # one fit: a fit alone's threads
-        threads = resolve_threads(cfg.perf.threads, 1)  # (OMP_NUM_THREADS's was ignored)
-    return Layout(members, tiles, t.side, t.overlap, threads, at_once, peak, whole, budget,
-                  why, done, stacked=stacked and at_once > 1, packed_bytes=t.packed)
+    return Layout(members, tiles, t.side, t.overlap, _fits_threads(cfg, t, len(done), cpu),
+                  at_once, peak, whole, budget, why, done, stacked=stacked and at_once > 1,
+                  packed_bytes=t.packed)
+
+
+def _fits_threads(cfg: Any, t: _Tiling, solved: int, cpu: bool) -> int:
+    """The tiles' threads per fit; where one tile alone has anything to restore, a fit
+    alone's (``OMP_NUM_THREADS``, else the free cores: it took every usable core, as the
+    member of a group of tiles that needed no fit)."""
+    if cpu and len(t.members) - solved == 1:
+        return resolve_threads(cfg.perf.threads, 1)
+    return t.threads
 
 
 def _why_tiled(size: str, over_memory: bool, whole: int, budget: int | None, longer: int,

@@ -39,7 +39,7 @@ from PIL import Image
 
 from dip import image, interrupts, metrics
 from dip import report as reports
-from dip.config import RunConfig, recorded_options, resolve
+from dip.config import RunConfig, python_number, recorded_options, resolve
 from dip.engine import Perf, resolve_perf, warm_steps
 from dip.errors import ConfigError, DipError, InputError, RunError, outside_dip
 from dip.estimate import (
@@ -860,7 +860,7 @@ def _install_snapshots(p: Plan) -> None:
         if new:
             steps.mkdir(exist_ok=True)
         for path in new:
-            path.replace(steps / path.name)
+            os.replace(path, steps / path.name)
     except OSError as exc:
         warnings.warn(f"the result is written, but its snapshots could not be moved into "
                       f"{shown(steps)} ({exc.strerror or exc}) and are not kept",
@@ -1175,9 +1175,9 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     """Draw the pictures asked for, then write them with the result and its record, all or
     none (:func:`dip.image.write_all_atomic`): the record is renamed into place first, the
     pictures next, the image last. A kill between two renames leaves a record without its
-    image, which a rerun redoes, and pictures its record names, which the rerun's
-    (:func:`dip.batch.is_done`) replaces as dip's own; pictures before their record were a
-    stranger's files that blocked every rerun of the job.
+    image, which a rerun redoes, and pictures its record names, which the rerun replaces as
+    dip's own (:func:`dip.batch._replacing`); pictures before their record were a stranger's
+    files that refused every rerun of the job.
 
     Raises:
         RunError: a picture could not be drawn, or a file not written.
@@ -1303,7 +1303,9 @@ def drop_dead_claims(p: Plan) -> None:
     its result's claim go last: a result without one has none left.)"""
     for claim in map(claim_path, written_files(p)):
         with contextlib.suppress(OSError), _folder_lock(claim.parent):
-            if claim.exists() and _claim_holder(claim) is None:
+            judged = claim.read_text()
+            # (read again: where the folder cannot be locked, a run may have taken it over)
+            if _claim_holder(claim) is None and claim.read_text() == judged:
                 claim.unlink()
 
 
@@ -1516,7 +1518,7 @@ def restore(request: RunRequest | str | None = None,
         raise TypeError(f"restore(RunRequest) takes no other arguments (got "
                         f"{', '.join(given)}); set them in the request: request.replace(...)")
     started = time.perf_counter()
-    _check_hooks(keep_on_interrupt, progress=progress, on_start=on_start)
+    keep_on_interrupt = _check_hooks(keep_on_interrupt, progress=progress, on_start=on_start)
     check_default_device()
     the_plan = plan(request)  # (the options' types checked first: uncertainty="no" is not True)
     pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
@@ -1550,15 +1552,18 @@ def _request_of(task: str | None, input: str | os.PathLike | None,
         list(the_task.options), {"input": input, **arguments}))
 
 
-def _check_hooks(keep_on_interrupt: Any, **hooks: Any) -> None:
+def _check_hooks(keep_on_interrupt: Any, **hooks: Any) -> bool:
     """:func:`restore`'s own arguments, before anything runs: ``keep_on_interrupt="no"`` was
-    taken as true, and ``progress=5`` failed as 'not callable' after the set-up."""
+    taken as true, and ``progress=5`` failed as 'not callable' after the set-up. Returns
+    ``keep_on_interrupt`` as Python's bool (numpy's is taken)."""
+    keep_on_interrupt = python_number(keep_on_interrupt)
     if not isinstance(keep_on_interrupt, bool):
         raise InputError(f"keep_on_interrupt must be True or False, got "
                          f"{type(keep_on_interrupt).__name__} {keep_on_interrupt!r}")
     for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise InputError(f"{name} must be a function (or None), got {type(hook).__name__}")
+    return keep_on_interrupt
 
 
 @autograd_on()
@@ -1574,7 +1579,7 @@ def restore_pack(requests: list[RunRequest], *,
         failed fit ends its own job only.
     """
     started = time.perf_counter()
-    _check_hooks(keep_on_interrupt, progress=progress)
+    keep_on_interrupt = _check_hooks(keep_on_interrupt, progress=progress)
     check_default_device()
     jobs: list[tuple[int, Plan, Loaded, Setup]] = []
     outcomes: list[Restoration | DipError | None] = [None] * len(requests)

@@ -193,17 +193,32 @@ def test_same_stem_results_that_keep_snapshots_are_two_jobs_writing_one_folder(
     _refused(invoke("run", path, "--dry-run"), "also writes", "r_steps")
 
 
-@pytest.mark.parametrize("order", [0, 1])
-def test_a_result_inside_another_jobs_snapshot_folder_is_refused(tmp_path: Path,
-                                                                 order: int) -> None:
+@pytest.mark.parametrize("order, snapshots", [(0, ", save_every: 1"), (1, ", save_every: 1"),
+                                              (0, "")])
+def test_a_result_named_like_a_snapshot_in_another_jobs_snapshot_folder_is_refused(
+        tmp_path: Path, order: int, snapshots: str) -> None:
     # it was replaced by the other job's snapshot, its record naming its own input, "2 done"
+    # (and a run of the other job without snapshots removes its folder's step_*.png)
     photos(tmp_path)
     jobs = ["  - {task: denoise, input: photos/p0.png, output: out/d_steps/step_000002.png}\n",
-            "  - {task: denoise, input: photos/p1.png, save_every: 1, output: out/d.png}\n"]
+            f"  - {{task: denoise, input: photos/p1.png, output: out/d.png{snapshots}}}\n"]
     path = batch_file(tmp_path, "".join(jobs[::1 - 2 * order]))
     _refused(invoke("run", path, "--dry-run"), "p0.png would write",
              "inside the snapshot folder of", "(p1.png)")
     assert not (tmp_path / "out").exists()
+
+
+def test_another_file_in_a_jobs_snapshot_folder_is_no_snapshot_and_allowed(
+        tmp_path: Path) -> None:
+    photos(tmp_path)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, "
+                                "output: out/d_steps/notes.png}\n"
+                                "  - {task: denoise, input: photos/p1.png, save_every: 1, "
+                                "output: out/d.png}\n")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "2 done" in result.output, result.output
+    assert (tmp_path / "out" / "d_steps" / "notes.png").is_file()
+    assert len(list((tmp_path / "out" / "d_steps").glob("step_*.png"))) == 3
 
 
 def test_a_job_reading_another_jobs_result_is_refused_not_dropped(tmp_path: Path) -> None:
@@ -619,6 +634,28 @@ def test_a_batch_killed_between_two_renames_finishes_on_its_rerun(tmp_path: Path
         assert (out / f"{stem}_denoise_report.png").is_file()
         if extra:
             assert len(list((out / f"{stem}_denoise_steps").glob("step_*.png"))) == 3
+
+
+@pytest.mark.parametrize("left", ["a later run's snapshot", "a file of the system's"])
+def test_a_staged_folder_not_of_the_results_own_fit_leaves_it_done(tmp_path: Path,
+                                                                    left: str) -> None:
+    """A run with --overwrite killed while it fitted leaves its staged snapshots, newer than
+    the result's record; a file manager leaves its own files (.DS_Store). Neither is a
+    move cut short: the job is done (such a folder redid it, once or on every rerun)."""
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/, "
+                                "save_every: 1}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    staged = tmp_path / "out" / ".p0_denoise.png.steps.dip-new"
+    staged.mkdir()
+    if left == "a later run's snapshot":
+        later = time.time() + 5
+        (staged / "step_000001.png").write_bytes(b"x")
+        os.utime(staged / "step_000001.png", (later, later))
+    else:
+        (staged / ".DS_Store").write_bytes(b"x")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "0 done, 1 already done" in result.output, result.output
 
 
 # --- the summary's place is checked before any job runs --------------------------------------

@@ -39,6 +39,15 @@ def test_a_seeded_network_is_torchs_own_initialisation_without_the_global_genera
         assert torch.equal(a, b), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_seeded_network_on_cuda_has_the_cpus_weights() -> None:
+    cpu = build_net("skip", 8, 3, seed=5, **SMALL)
+    cuda = build_net("skip", 8, 3, seed=5, device="cuda", **SMALL)
+    assert next(cuda.parameters()).is_cuda
+    for a, b in zip(cpu.state_dict().values(), cuda.state_dict().values()):
+        assert torch.equal(a, b.cpu())
+
+
 def _requests(tmp_path: Path) -> dict[str, RunRequest]:
     clean = save(synthetic(32), tmp_path / "clean.png")
     small = save(synthetic(16), tmp_path / "small.png")

@@ -399,7 +399,8 @@ def test_numpys_numbers_are_taken_as_pythons(tmp_path: Path) -> None:
     path = save(synthetic(16), tmp_path / "in.png")
     # numpy's True too: write=np.bool_(False) was 'must be True or False, got bool'
     result = dip.restore("denoise", path, write=np.bool_(False), iters=np.int64(2),
-                         seed=np.int32(3), device="cpu", overrides=("optim.restarts=1", *TINY))
+                         seed=np.int32(3), device="cpu", overrides=("optim.restarts=1", *TINY),
+                         keep_on_interrupt=np.bool_(True))
     assert (result.record["iterations"], result.record["seed"]) == (2, 3)
     assert not (tmp_path / "in_denoise.png").exists()
     # dip.corrupt too: its seed=np.int64(0) was 'must be a whole number'

@@ -38,13 +38,13 @@ _PASSED: set[str] = set()
 
 
 def build_net(name: str, in_channels: int, out_channels: int, *, seed: int | None = None,
-              device: str = "cpu", **options) -> nn.Module:
+              device: str | torch.device = "cpu", **options) -> nn.Module:
     """Build the generator registered under ``name``: float32 on ``device`` (``"meta"``: its
     shapes only, nothing allocated) whatever default dtype and device the caller set for
     torch, initialised as torch initialises its layers, from a generator seeded with ``seed``
-    (the same weights as after ``torch.manual_seed(seed)``; torch's global generator, which
-    another thread may be drawing from, is neither read nor moved), or from the global
-    generator without one.
+    (the same weights as after ``torch.manual_seed(seed)`` on the CPU, on every device;
+    torch's global generator, which another thread may be drawing from, is neither read nor
+    moved), or from the global generator without one.
 
     Raises:
         ConfigError: ``name`` is not registered, or an option is invalid.
@@ -55,21 +55,26 @@ def build_net(name: str, in_channels: int, out_channels: int, *, seed: int | Non
         raise ConfigError(f"unknown net.name {name!r}; known nets: "
                           f"{', '.join(sorted(NETS))}") from None
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    try:
-        with _Making(generator, torch.device(device)):
-            return factory(in_channels, out_channels, **options)
+    device = torch.device(device)
+    try:  # made on the CPU, where the generator draws, and moved
+        with _Making(generator, device if device.type == "meta" else torch.device("cpu")):
+            net = factory(in_channels, out_channels, **options)
     except TypeError as exc:  # an option this network does not take
         raise ConfigError(f"net {name}: {exc}") from None
+    return net if device.type in ("meta", "cpu") else net.to(device)
 
 
 class _Making(TorchFunctionMode):
-    """While a network is made: the tensors its layers allocate without a dtype or device are
-    float32 on ``device``, and their initialisation (torch.nn.init's functions, a tensor's
-    ``uniform_`` and ``normal_``) draws from ``generator`` where it names none. A torch function
-    mode holds for this thread only: what other threads make or draw meanwhile is untouched."""
+    """While a network is made: the floating tensors made without a dtype or device (by the
+    functions of ``_MADE``: torch's layers' parameters and buffers) are float32 on
+    ``device``, and random numbers drawn without a generator (torch.nn.init's functions,
+    those of ``_RANDOM``) come from ``generator``. A torch function mode holds for this thread
+    only: what other threads make or draw meanwhile is untouched."""
 
-    _FILLS = (torch.Tensor.uniform_, torch.Tensor.normal_)
-    _MADE = (torch.empty, torch.zeros, torch.ones)
+    _RANDOM = (torch.Tensor.uniform_, torch.Tensor.normal_, torch.Tensor.bernoulli_,
+               torch.Tensor.random_, torch.Tensor.exponential_, torch.rand, torch.randn,
+               torch.randint, torch.randperm, torch.normal, torch.bernoulli)
+    _MADE = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn)
 
     def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
         super().__init__()
@@ -80,7 +85,7 @@ class _Making(TorchFunctionMode):
         if func in self._MADE:
             kwargs["dtype"] = kwargs.get("dtype") or torch.float32
             kwargs["device"] = kwargs.get("device") or self.device
-        elif (func in self._FILLS or "generator" in kwargs) and kwargs.get("generator") is None \
+        if (func in self._RANDOM or "generator" in kwargs) and kwargs.get("generator") is None \
                 and self.generator is not None:
             kwargs["generator"] = self.generator
         return func(*args, **kwargs)
