@@ -31,7 +31,7 @@ from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.record import record_path, steps_said
 from dip.request import Option, RunRequest, request_options, split_arguments
-from dip.run import Restoration, Start, restore
+from dip.run import Restoration, Start, beside, restore
 from dip.stopping import MAX_BUDGET_GROWTH
 from dip.tasks import TASKS, Task
 
@@ -244,8 +244,8 @@ def summary(task: Task, result: Restoration) -> str:
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
     line += f"\n  record: {record_path(result.output)}"
     for key in ("report", "gif", "uncertainty"):
-        if key in r:
-            line += f"\n  {key}: {r[key]}"
+        if key in r:  # beside the result, as its path is said (the record's is absolute)
+            line += f"\n  {key}: {beside(result.output)[key]}"
     return line
 
 
@@ -273,7 +273,7 @@ def corrupt_command() -> click.Command:
         for name, value in damage.items():
             note = kinds[name].describe(written, value, clean)
             if note:
-                click.echo(f"note: {note}", err=True)
+                click.echo(f"dip: note: {note}", err=True)
         extra = [str(v) for k, v in written.items() if k != "image" and isinstance(v, Path)]
         click.echo(f"wrote {output}" + "".join(f" and {e}" for e in extra))
 
@@ -445,7 +445,8 @@ def _estimate_args(saved: dict[str, Any]) -> dict[str, Any]:
 
 def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
                overwrite: bool, quiet: bool, pack: str = "auto") -> tuple[list[batch.Row], bool]:
-    """Run the jobs with a bar over jobs and one over each image's steps."""
+    """Run the jobs with a bar over jobs and one over each image's steps (the jobs' bar alone
+    where worker processes run them: their steps are not reported back)."""
     bars: dict[str, tqdm] = {}
     if not quiet:
         bars["jobs"] = tqdm(total=len(jobs), desc="jobs", unit="job", dynamic_ncols=True,
@@ -549,7 +550,9 @@ def show_warning(message: Warning | str, category: type, filename: str, lineno: 
     """The library's warnings (:class:`dip.image.DipWarning`) as one line each, like errors,
     an argument spelled by ``spell``."""
     text = message.render(spell) if isinstance(message, Spelled) else message
-    sys.stderr.write(f"dip: warning: {text}\n")
+    # through tqdm: a progress bar on the terminal is cleared first and drawn again below
+    # (the warning was written onto the bar's line, and a stale bar stayed above it)
+    tqdm.write(f"dip: warning: {text}", file=sys.stderr)
 
 
 def main() -> None:

@@ -54,11 +54,14 @@ class Estimate:
     device: str
 
     def describe(self) -> str:
-        minutes = self.seconds / 60
+        # from the seconds as the record keeps them (to_dict): said before the run and in its
+        # summary from the record, 3.46 s was 'about 3 s' and then 'about 4 s'
+        seconds = round(self.seconds, 1)
+        minutes = seconds / 60
         when = (f"about {minutes / 1440:.1f} days" if minutes >= 2 * 1440
                 else f"about {minutes / 60:.1f} h" if minutes >= 90
                 else f"about {minutes:.0f} min" if minutes >= 1.5
-                else f"about {max(1, round(self.seconds))} s")
+                else f"about {max(1, round(seconds))} s")
         return f"{when}, peak {in_gb(self.peak_bytes)[0]} GB on {self.device}"
 
     def to_dict(self) -> dict:

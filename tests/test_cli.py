@@ -646,3 +646,33 @@ def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path, command: str
     child.stdout.close()  # the reader leaves
     assert child.wait(timeout=300) == 0
     assert all(o.is_file() for o in outputs)
+
+
+def test_the_summary_says_every_file_as_the_result_is_said(tmp_path: Path, noisy_png: Path,
+                                                           monkeypatch) -> None:
+    # the result and its record relative, as given; the report and the GIF were absolute
+    monkeypatch.chdir(tmp_path)
+    result = invoke("denoise", noisy_png.name, "--iters", "4", "--device", "cpu", "--report",
+                    "--gif", "--set", "optim.restarts=1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for said in ("wrote noisy_denoise.png (", "  record: noisy_denoise.png.json",
+                 "  report: noisy_denoise_report.png", "  gif: noisy_denoise.gif"):
+        assert any(line.startswith(said) for line in lines), (said, result.output)
+    assert str(tmp_path) not in result.output
+
+
+def test_a_warning_clears_the_progress_bar_before_its_line(capsys) -> None:
+    """It was written onto the bar's line, and a stale bar stayed above it."""
+    import re
+    import sys
+
+    from tqdm import tqdm
+
+    from dip.cli.main import show_warning
+
+    with tqdm(total=10, desc="denoise", file=sys.stderr) as bar:
+        bar.update(3)
+        show_warning("something to know", UserWarning, "x.py", 1)
+    err = capsys.readouterr().err
+    assert re.search(r"(^|[\r\n])dip: warning: something to know\n", err), repr(err)

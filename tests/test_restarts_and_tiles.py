@@ -505,6 +505,10 @@ def test_the_estimate_reads_in_seconds_minutes_or_hours() -> None:
     assert Estimate(600, gb, "cpu").describe() == "about 10 min, peak 1.00 GB on cpu"
     assert Estimate(30000, 2 * gb, "cpu").describe() == "about 8.3 h, peak 2.00 GB on cpu"
     assert Estimate(172800, gb, "cpu").describe() == "about 2.0 days, peak 1.00 GB on cpu"
+    # said before the run from 3.46 s, and in its summary from the record's 3.5: the same
+    said = Estimate(3.46, gb, "cpu")
+    recorded = Estimate(said.to_dict()["seconds"], gb, "cpu")
+    assert said.describe() == recorded.describe() == "about 4 s, peak 1.00 GB on cpu"
 
 
 def test_dry_run_says_what_each_job_to_do_will_cost(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def test_dip_corrupt_prints_the_note_its_damage_gives(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["corrupt", str(clean), "-o", str(tmp_path / "s.png"),
                                       "--downscale", "4"])
     assert result.exit_code == 0, result.output
-    assert (f"note: cropped {clean} to 28x28 (a multiple of 4) before downscaling; compare "
+    assert (f"dip: note: cropped {clean} to 28x28 (a multiple of 4) before downscaling; compare "
             f"results with that crop") in result.output
     assert result.output.strip().endswith(f"wrote {tmp_path / 's.png'}")
     downscale = corruptions()["downscale"]
