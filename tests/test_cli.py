@@ -676,3 +676,36 @@ def test_a_warning_clears_the_progress_bar_before_its_line(capsys) -> None:
         show_warning("something to know", UserWarning, "x.py", 1)
     err = capsys.readouterr().err
     assert re.search(r"(^|[\r\n])dip: warning: something to know\n", err), repr(err)
+
+
+@pytest.mark.parametrize("restarts, shown", [(1, True), (2, False)])
+def test_the_bar_shows_the_psnr_of_a_run_of_one_fit_and_keeps_it(
+        tmp_path: Path, noisy_png: Path, monkeypatch, restarts: int, shown: bool) -> None:
+    """It came and went (measured every few steps), and with several fits it was one fit's
+    own (a SURE fit's under the noisy input's, the result 9 dB over it)."""
+    from dip.cli import main
+
+    postfixes: list[dict] = []
+
+    class Bar:  # the bar a terminal would show, its postfix kept
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def set_postfix(self, postfix: dict, refresh: bool = True) -> None:
+            postfixes.append(dict(postfix))
+
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(main, "tqdm", Bar)
+    result = invoke("denoise", noisy_png, "-o", tmp_path / "r.png", "--iters", "12",
+                    "--device", "cpu", "--reference", noisy_png, "--restarts", restarts,
+                    "--set", "output.metrics_every=5")
+    assert result.exit_code == 0, result.output
+    first = next((i for i, p in enumerate(postfixes) if "psnr" in p), None)
+    assert (first is not None) == shown
+    if shown:
+        assert all("psnr" in p for p in postfixes[first:])
