@@ -172,14 +172,13 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
                             if size != "auto" and side > MIN_TILE else ", the smallest dip uses)"))
     if len(t.tiles) == 1:  # a tile the picture's size is the whole picture: fitted as such
         return untiled()  # (--tile 64 of a 40 px picture said '1 tile of 64 px', a tile's seed)
-    tiles, members, at_once, peak = t.tiles, t.members, t.at_once, t.peak
-    why = (f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of {t.side} px: "
+    why = (f"{len(t.tiles)} tile{'s' if len(t.tiles) != 1 else ''} of {t.side} px: "
            + _why_tiled(size, over_memory, whole, budget, longer, most))
-    answers = {w: answer for w in tiles if (answer := solved(problem.window(w))) is not None}
-    done = {i: answers[p.tile] for i, p in enumerate(members) if p.tile in answers}
-    return Layout(members, tiles, t.side, t.overlap, _fits_threads(cfg, t, len(done), cpu),
-                  at_once, peak, whole, budget, why, done, stacked=stacked and at_once > 1,
-                  packed_bytes=t.packed)
+    answers = {w: answer for w in t.tiles if (answer := solved(problem.window(w))) is not None}
+    done = {i: answers[p.tile] for i, p in enumerate(t.members) if p.tile in answers}
+    return Layout(t.members, t.tiles, t.side, t.overlap, _fits_threads(cfg, t, len(done), cpu),
+                  t.at_once, t.peak, whole, budget, why, done,
+                  stacked=stacked and t.at_once > 1, packed_bytes=t.packed)
 
 
 def _fits_threads(cfg: Any, t: _Tiling, solved: int, cpu: bool) -> int:
