@@ -160,7 +160,7 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float)
     Args:
         noisy: the observation ``(1, C, H, W)``, C = 1 or 3, in [0, 1].
         pilot: an estimate of the clean image, same shape.
-        sigma: the noise's standard deviation, [0, 1] units; 0 returns the pilot.
+        sigma: the noise's standard deviation, [0, 1] units; 0 (no noise) returns ``noisy``.
 
     Shape:
         Returns ``(1, C, H, W)`` in [0, 1], on the CPU.
@@ -170,7 +170,10 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float)
                          f"{tuple(noisy.shape)} and {tuple(pilot.shape)}")
     pr = profile_for(sigma)
     h, w = noisy.shape[-2:]
-    if sigma <= 0 or h < pr.patch or w < pr.patch:
+    if sigma <= 0:  # no noise: nothing to filter, every gain P^2 / (P^2 + 0) is 1 (the pilot
+        return noisy.clamp(0, 1)  # was returned: a clean picture came back as the network's
+        # image, a dark 16-bit one 10-20 times brighter, its ramp gone)
+    if h < pr.patch or w < pr.patch:  # no patch to group: the pilot, unfiltered
         return pilot.clamp(0, 1)
     colour = noisy.shape[1] == 3
     y, x = noisy[0].float().cpu(), pilot[0].float().clamp(0, 1).cpu()

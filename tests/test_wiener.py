@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from test_poisson import SMALL
 from torch.nn import functional as F
 
+import dip
 from dip import run, wiener
 from dip.cli.main import cli
 from dip.image import load_image
@@ -53,12 +54,24 @@ def test_an_exact_pilot_gives_the_oracle_filter_close_to_the_clean_image() -> No
     assert psnr(collaborative_wiener(noisy, clean, SIGMA), clean) > psnr(noisy, clean) + 10
 
 
-def test_no_noise_or_a_picture_smaller_than_a_patch_returns_the_pilot() -> None:
+def test_no_noise_returns_the_input_and_a_picture_smaller_than_a_patch_the_pilot() -> None:
+    # with no noise there is nothing to filter: every gain P^2 / (P^2 + 0) is 1 (it returned
+    # the pilot, the network's image, for a clean picture)
     pilot = synthetic(32)
     noisy = _noisy(pilot)
-    assert torch.equal(collaborative_wiener(noisy, pilot, 0.0), pilot)
+    assert torch.equal(collaborative_wiener(noisy, pilot, 0.0), noisy.clamp(0, 1))
     small = synthetic(32)[..., :6, :6]
     assert torch.equal(collaborative_wiener(_noisy(small), small, SIGMA), small)
+
+
+def test_a_clean_picture_comes_back_as_it_was(tmp_path: Path) -> None:
+    """No noise measured in it: the fast preset's result was the network's image (a black
+    picture came back up to 13 grey levels off, a dark 16-bit one 10-20 times brighter)."""
+    black = save(torch.zeros(1, 1, 32, 32), tmp_path / "black.png")
+    result = dip.restore("denoise", black, write=False, device="cpu", iters=20,
+                         overrides=["stop.rule=fixed", "optim.restarts=1"])
+    assert result.record["noise_sigma"] in (None, 0.0)
+    assert torch.equal(result.picture.pixels, torch.zeros(1, 1, 32, 32))
 
 
 def test_pictures_of_different_shapes_are_refused() -> None:
