@@ -1055,7 +1055,8 @@ def _check_known(path: Any, known: torch.Tensor, level: np.ndarray, lightest: st
     if holes > MOSTLY_HOLES:  # holes are blemishes, strokes, half a photo at most
         how = ("with {arg:mask_keeps} white marks the known pixels" if keeps
                else "white marks the holes; {arg:mask_keeps} reads white as known")
-        warnings.warn(DipWarning(f"mask {path} marks {holes:.0%} of the picture to fill: is "
+        share = "over 99%" if 0.99 < holes < 1 else f"{holes:.0%}"  # (one pixel known: 100%)
+        warnings.warn(DipWarning(f"mask {path} marks {share} of the picture to fill: is "
                                  f"it inverted? ({how}" + (f"; {seen}" if seen else "") + ")"),
                       stacklevel=outside_dip())
 

@@ -1277,6 +1277,10 @@ def test_a_mask_that_marks_most_of_the_picture_asks_if_it_is_inverted(tmp_path: 
     with pytest.warns(image.DipWarning, match=r"marks 98% of the picture to fill: is it "
                                               r"inverted\? \(white marks the holes"):
         image.load_mask(tmp_path / "m.png", (H, W))
+    m[4:8, 4:8], m[0, 0] = 255, 0  # one pixel known: not "100%"
+    Image.fromarray(m).save(tmp_path / "one.png")
+    with pytest.warns(image.DipWarning, match=r"marks over 99% of the picture to fill"):
+        image.load_mask(tmp_path / "one.png", (H, W))
     with pytest.warns(image.DipWarning) as said:  # the flag, as the command spells it
         assert invoke("inpaint", tmp_path / "m.png", "--mask", tmp_path / "m.png", "-o",
                       tmp_path / "o.png", *TINY).exit_code == 0
