@@ -1187,7 +1187,7 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     try:  # the folder was made or checked before the fit; since, it may have gone
         writable_folder(p.output.parent, f"output {shown(p.output)}")
     except InputError as exc:  # a run that fails, not a mistake before anything ran
-        raise RunError(str(exc)) from None
+        raise RunError(exc.template) from None
     stale = _stale_pictures(p)
     files = [(p.output, image.image_writer(restored, p.output)), *pictures,
              (p.files["record"], lambda f: f.write(text))]  # (renamed in reverse order)
