@@ -174,10 +174,10 @@ def task_command(task: Task) -> click.Command:
 
 def _run(task: Task, request: RunRequest, quiet: bool) -> None:
     bar = None
-    # the PSNR of a run of one fit, the last measured (it is every few steps: it came and
-    # went); several fits' are each one's own, not the result's (a SURE fit's under the
-    # noisy input's while the result was 9 dB over it), and are not shown
-    shown: dict[str, Any] = {"fits": 1, "psnr": None}
+    # the PSNR of a run of one fit (its last measured); several fits' are each one's own, not
+    # the result's (a SURE fit's under the noisy input's while the result was 9 dB over it),
+    # and came and went as the fits took turns: not shown
+    fits = 1
 
     def progress(p: Progress) -> None:
         nonlocal bar
@@ -185,16 +185,15 @@ def _run(task: Task, request: RunRequest, quiet: bool) -> None:
             # disable=None: a bar on a terminal, none in a log file (the summary line stays)
             bar = tqdm(total=p.total, desc=task.name, unit="step", dynamic_ncols=True,
                        leave=False, disable=None)
-        if p.psnr is not None and shown["fits"] == 1:
-            shown["psnr"] = p.psnr
         postfix = {"loss": f"{p.loss:.2e}"}
-        if shown["psnr"] is not None:
-            postfix["psnr"] = f"{shown['psnr']:.2f}"
+        if p.psnr is not None and fits == 1:
+            postfix["psnr"] = f"{p.psnr:.2f}"
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
     def on_start(start: Start) -> None:
-        shown["fits"] = len(start.layout.fitted())
+        nonlocal fits
+        fits = len(start.layout.fitted())
         click.echo(f"dip: {start.describe()}", err=True)
 
     try:
@@ -250,9 +249,10 @@ def summary(task: Task, result: Restoration) -> str:
     if r.get("estimate"):
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
     line += f"\n  record: {record_path(result.output)}"
+    files = beside(result.output)  # as the result's path is said (the record's are absolute)
     for key in ("report", "gif", "uncertainty"):
-        if key in r:  # beside the result, as its path is said (the record's is absolute)
-            line += f"\n  {key}: {beside(result.output)[key]}"
+        if key in r:
+            line += f"\n  {key}: {files[key]}"
     return line
 
 

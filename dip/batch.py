@@ -882,7 +882,7 @@ def done_record(job: Job) -> dict[str, Any] | None:
     done = (same and _same_contents(the_plan, rec) and rec.get("stop_reason") != "interrupted"
             and all(rec.get(key) and record.located(rec, key, job.output).exists()
                     for key in pictures)
-            and not _snapshots_left_behind(the_plan, job.output)
+            and not _snapshots_left_behind(the_plan)
             and _same_file(rec, "input", str(job.input.resolve()))
             and all(rec.get(k, defaults.get(k)) == v or _same_file(rec, k, v)
                     for k, v in asked.items())
@@ -890,14 +890,14 @@ def done_record(job: Job) -> dict[str, Any] | None:
     return rec if done else None
 
 
-def _snapshots_left_behind(p: Plan, output: Path) -> bool:
+def _snapshots_left_behind(p: Plan) -> bool:
     """Snapshots of the result's own fit still in its staged folder: a kill cut their move
     into the snapshot folder short (:func:`dip.run.write`: they were written during the fit,
     before the record; a later run's, killed while it fitted, are newer and leave the
     result done)."""
     staged = staged_snapshots(p)
     try:
-        written = record.record_path(output).stat().st_mtime
+        written = p.files["record"].stat().st_mtime
         return staged.is_dir() and any(path.stat().st_mtime <= written
                                        for path in staged.glob("step_*.png"))
     except OSError:  # gone meanwhile: nothing left behind
@@ -1012,11 +1012,9 @@ def _row(job: Job, result: Restoration | Exception, spell: Callable, seconds: fl
     return row
 
 
-def _recorded(row: Row, rec: dict[str, Any] | None) -> Row:
+def _recorded(row: Row, rec: dict[str, Any]) -> Row:
     """``row`` with what its result's record says: steps, stop, device and scores (a job
     done by an earlier run too: a resumed batch's summary had no figures for it)."""
-    if rec is None:
-        return row
     row.steps, row.returned_step = rec.get("iterations"), rec.get("returned_iteration")
     row.stop_reason, row.device = rec.get("stop_reason"), rec.get("device")
     metrics = rec.get("metrics") or {}

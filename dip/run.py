@@ -76,7 +76,7 @@ from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
 from dip.stopping import build_stop_rule, estimate_sigma, noise_budget, unread_settings
 from dip.tasks import Inputs, Problem, Task, get_task, owner_check
-from dip.threads import environment_threads, plan_lanes, resolve_threads
+from dip.threads import fixed_threads, plan_lanes, resolve_threads
 from dip.tiles import MIN_TILE
 from dip.version import __version__
 
@@ -804,8 +804,7 @@ def fit_stage(p: Plan, loaded: Loaded, setup: Setup,
         outcomes = fit_group([lambda i=i: setup.member(i) for i in fitted], setup.settings,
                              perf=setup.perf, threads=layout.threads, callback=live.on_step,
                              keep_on_interrupt=keep_on_interrupt, at_once=layout.at_once,
-                             adapt_threads=p.cfg.perf.threads == "auto"
-                             and environment_threads() is None)
+                             adapt_threads=fixed_threads(p.cfg.perf.threads) is None)
     live.remember_rate()
     return _combined(live, dict(zip(fitted, outcomes)))
 
@@ -1704,8 +1703,8 @@ def pack_key(request: RunRequest) -> tuple | None:
         cpu = resolve_device(cfg.device).type == "cpu"
     except DipError:
         return None
-    fixed = cfg.perf.threads if cfg.perf.threads != "auto" else environment_threads()
-    if cpu and fixed is not None and int(fixed) > 1 and cfg.optim.restarts == 1:
+    fixed = fixed_threads(cfg.perf.threads)
+    if cpu and fixed is not None and fixed > 1 and cfg.optim.restarts == 1:
         return None  # its fit on the threads asked for, not one in a pack (the image differs)
     return _settings(cfg), cfg.device, repr(cfg.perf)
 

@@ -91,7 +91,7 @@ def _patch_covariance(y: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
 
     count = len(rows) * per_row
     mean = sum(band.sum(1, keepdim=True) for band in bands()) / count
-    products = sum((band - mean) @ (band - mean).T for band in bands())
+    products = sum(c @ c.T for c in (band - mean for band in bands()))
     return products / count
 
 

@@ -224,6 +224,12 @@ def environment_threads(environ: dict[str, str] | os._Environ = os.environ) -> i
     return int(first) if first.isdigit() and 1 <= int(first) <= MAX_THREADS else None
 
 
+def fixed_threads(setting: str | int) -> int | None:
+    """The threads a fit alone is held to: ``perf.threads``'s number, else (``auto``)
+    ``OMP_NUM_THREADS``'s; None where they follow the machine's load."""
+    return int(setting) if setting != "auto" else environment_threads()
+
+
 def resolve_threads(setting: str | int, members: int) -> int:
     """``perf.threads`` -> a number: ``auto`` is every usable core for a group (its members run
     on one thread each, so a busy neighbour cannot stall them), and the free cores for a fit
@@ -233,4 +239,4 @@ def resolve_threads(setting: str | int, members: int) -> int:
     # OMP_NUM_THREADS, the usual way to fix torch's threads, fixes a fit alone's (it was
     # ignored: its image followed the machine's load); a group's members run on one thread
     # each whatever it says
-    return usable_cores() if members > 1 else environment_threads() or free_cores()
+    return usable_cores() if members > 1 else fixed_threads(setting) or free_cores()

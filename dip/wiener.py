@@ -171,8 +171,7 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float)
     pr = profile_for(sigma)
     h, w = noisy.shape[-2:]
     if sigma <= 0:  # no noise: nothing to filter, every gain P^2 / (P^2 + 0) is 1 (the pilot
-        return noisy.clamp(0, 1)  # was returned: a clean picture came back as the network's
-        # image, a dark 16-bit one 10-20 times brighter, its ramp gone)
+        return noisy.clamp(0, 1)  # was returned: a clean picture came back as the network's)
     if h < pr.patch or w < pr.patch:  # no patch to group: the pilot, unfiltered
         return pilot.clamp(0, 1)
     colour = noisy.shape[1] == 3
