@@ -335,6 +335,23 @@ def test_the_record_names_the_noise_level_sure_fitted_with_under_a_fixed_budget(
     assert json.loads((tmp_path / "a.png.json").read_text())["noise_sigma"] is None
 
 
+def test_the_record_names_the_noise_level_the_wiener_step_filtered_with(
+        tmp_path: Path, noisy_png: Path) -> None:
+    """The paper's single fit under a fixed budget reads no noise level, but denoising's last
+    step (the Wiener filter) does: the record said nothing of it."""
+    out = tmp_path / "a.png"
+    result = _cli("denoise", noisy_png, "-o", out, "--iters", 3, "--stop", "fixed",
+                  "--preset", "fast", "--restarts", 1, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a.png.json").read_text())
+    assert record["noise_sigma"] is None
+    assert 18 < record["wiener_sigma"] < 32  # made with sigma = 25
+    result = _cli("denoise", noisy_png, "-o", out, "--iters", 3, "--stop", "fixed",
+                  "--preset", "fast", "--restarts", 1, "--set", "stop.sigma=20",
+                  "--overwrite", "--device", "cpu")
+    assert json.loads((tmp_path / "a.png.json").read_text())["wiener_sigma"] == 20
+
+
 def test_sigma_in_the_wrong_units_is_refused(tmp_path: Path, noisy_png: Path) -> None:
     result = _cli("denoise", noisy_png, "-o", tmp_path / "r.png", "--set", "stop.sigma=0.1")
     assert result.exit_code == 2

@@ -208,6 +208,8 @@ class Denoise(Task):
         # on the sigma = 25 and 50 crops' means (benchmarks/README.md, "degradations.py").
         observed = inputs.picture.pixels
         sigma = _filter_sigma(observed, cfg, jpeg_sigma(inputs.picture, cfg))
+        # for the record: under a stop that reads no noise level, its noise_sigma is null
+        inputs.facts["wiener_sigma"] = round(sigma * 255, 3)
         start = time.perf_counter()
         out = wiener.collaborative_wiener(observed, result, sigma)
         # this run's own rate, for the next estimate (as fits' rates are: dip.estimate)
