@@ -193,7 +193,7 @@ def _fits_threads(cfg: Any, t: _Tiling, solved: int, cpu: bool) -> int:
 def _why_tiled(size: str, over_memory: bool, whole: int, budget: int | None, longer: int,
                most: int) -> str:
     if size != "auto":
-        return "tile.size asks for them"
+        return "the size asked for"
     if over_memory:
         return "the whole image would need {} GB, over {} GB".format(*costs.in_gb(whole, budget))
     return (f"{longer} px is over the {most} px the preset fits whole (its step budget is for "

@@ -96,7 +96,9 @@ def test_the_record_gives_the_tiles_as_cut_in_input_pixels(tmp_path: Path) -> No
     r = dip.restore("superres", noisy, factor=8, write=False, device="cpu", iters=2,
                     stop="fixed", tile="36", restarts=1, overrides=TINY)
     assert (r.record["tiles"]["size"], r.record["tiles"]["overlap"]) == (32, 8)
-    assert r.record["tiles"]["why"].startswith(f"{r.record['tiles']['count']} tiles of 32 px")
+    # in words for the command and for Python alike (it named the config key tile.size)
+    count = r.record["tiles"]["count"]
+    assert r.record["tiles"]["why"] == f"{count} tiles of 32 px: the size asked for"
     # each member's tile in result pixels too, as tiles.size is (they were the input's 4)
     assert all(m["tile"][2] <= 32 and m["tile"][3] <= 32 and m["tile"][2] % 8 == 0
                for m in r.record["members"])
