@@ -527,7 +527,7 @@ def info() -> None:
     if free is not None:  # the budget a run plans with by default (perf.max_memory 0)
         click.echo(f"cpu memory: {free / 2 ** 30:.1f} GB free to a run, which plans with "
                    f"{free * (1 - MARGIN) / 2 ** 30:.1f} GB of it ({1 - MARGIN:.0%}; "
-                   f"perf.max_memory sets another budget)")
+                   f"--max-memory sets another budget)")
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         p = torch.cuda.get_device_properties(i)
         click.echo(f"cuda:{i}: {p.name}, {p.total_memory / 2**30:.0f} GiB")

@@ -148,7 +148,8 @@ def test_info_lists_versions_devices_and_presets(monkeypatch) -> None:
     # both rounded to 0.1 GB: 0.05 + 0.8 x 0.05 apart at most
     assert float(said[2]) == pytest.approx(float(said[1]) * (1 - MARGIN), abs=0.091)
     for words in ("dip 0.", "torch", "cpu: 1 of the machine's", f"{free / 2 ** 30:.1f} GB ",
-                  "denoise", "paper", "fast", "auto picks"):
+                  "denoise", "paper", "fast", "auto picks",
+                  "--max-memory sets another budget"):  # the command's flag, not a config key
         assert words in result.output
 
 
