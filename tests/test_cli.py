@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -105,6 +106,13 @@ def test_inpaint_help_states_the_mask_convention() -> None:
     text = " ".join(invoke("inpaint", "--help").output.split())
     assert "white (50 % grey or lighter) = pixels to fill" in text
     assert "--mask-keeps" in text and "white = known pixels" in text
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_help_never_cuts_a_flag_at_its_hyphen(command: str) -> None:
+    # click wraps at hyphens: inpaint's help read "from --mask-" / "color" at 80 columns
+    text = CliRunner().invoke(cli, [command, "--help"], terminal_width=80).output
+    assert not [line for line in text.splitlines() if re.search(r"--[\w-]*-$", line)], text
 
 
 @pytest.mark.parametrize("factor", ["2", "4", "8"])

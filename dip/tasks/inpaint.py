@@ -122,7 +122,7 @@ class Inpaint(Task):
                     "JPEG-compressed paint is found too."),
         Option("mask_tolerance", kind="int", minimum=0, default=TOLERANCE, record=True,
                rerun=True, needs="mask_color",
-               help="How far a pixel's colour may be from --mask-color (0-255 units; the "
+               help="How far, in 0-255 units, a pixel's colour may be from --mask-color (the "
                     "holes also grow by a pixel for JPEG's ringing)."),
         Option("redraw_known", kind="flag", default=False, record=True, rerun=True,
                help="Return the network's image everywhere, the known pixels too (a noisy "
