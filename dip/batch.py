@@ -30,11 +30,13 @@ folder holding a file of the same name for each input.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import csv
 import difflib
 import errno
 import fnmatch
+import functools
 import glob
 import hashlib
 import io
@@ -1076,7 +1078,7 @@ def pack_size(pack: int | str, devices: list[str]) -> int:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
+def _init_worker(devices: Any, threads: int, stop: Any, parent: int, said: Any) -> None:
     """Give this worker its device: a GPU becomes its current CUDA device, which a job's
     ``device: auto`` (= ``cuda``) then uses; a job naming its own device keeps it."""
     import torch
@@ -1089,11 +1091,10 @@ def _init_worker(devices: Any, threads: int, stop: Any, parent: int) -> None:
     torch.set_num_threads(threads)
     os.environ.pop("OMP_NUM_THREADS", None)  # the pool splits the cores: N threads a worker
     # that a user's OMP_NUM_THREADS=N gave each job's fit would oversubscribe them
-    # the library's warnings (a grey mask, ...) as the dip command prints them: one line each
-    # (an argument named as the job's key: 'mask_keeps')
-    warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(
-        "dip: warning: " + (message.render(job_key_spelling) if isinstance(message, Spelled)
-                            else str(message)) + "\n")
+    # the warnings of a job (a grey mask, ...) go to the parent, which warns them again
+    # (_relay): written here, they landed on the line of the dip command's progress bar, and a
+    # Python caller's filters and catch_warnings never saw them
+    warnings.showwarning = functools.partial(_tell_parent, said)
     # Ctrl-C reaches every process of the terminal's group, and the parent passes SIGTERM on:
     # between jobs a worker ignores both (no traceback from its idle loop); during a job the
     # first one stops the fit (see _run_in_worker). The parent started this process with both
@@ -1135,6 +1136,30 @@ def _no_stop(signum: int, frame: Any) -> None:
     """A stopping signal once the job is stopping or done: nothing. (Not SIG_IGN: a signal
     caught by a Python handler just before the switch to SIG_IGN raises "ignored due to race
     condition", a traceback, as the parent's SIGINT after a hangup's SIGHUP did.)"""
+
+
+def _tell_parent(said: Any, message: Warning | str, category: type[Warning],
+                 *where: Any, **also: Any) -> None:
+    """A worker's ``warnings.showwarning``: the warning's text (a :class:`Spelled`'s
+    template, its arguments spelled where it is shown) to the parent's :func:`_relay`."""
+    ours = isinstance(message, Spelled)
+    said.put((message.template if ours else str(message), ours, category.__name__))
+
+
+def _relay(said: Any) -> None:
+    """Warn the workers' warnings (:func:`_tell_parent`) in this process, until None: a
+    :class:`dip.image.DipWarning` as one, another as Python's class of that name (a
+    ``UserWarning`` where Python has none). Each job's are shown, as a batch without workers
+    shows them (no registry: the same words from two jobs are not taken for a repeat)."""
+    for text, ours, name in iter(said.get, None):
+        kind = getattr(builtins, name, None)
+        category = (image.DipWarning if ours else kind if isinstance(kind, type)
+                    and issubclass(kind, Warning) else UserWarning)
+        try:
+            warnings.warn_explicit(category(text), category, "<dip run worker>", 0,
+                                   module=__name__, registry=None)
+        except Warning:  # a caller's filter makes warnings errors: not this thread's to raise
+            sys.stderr.write(f"dip: warning: {text}\n")
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
@@ -1315,13 +1340,24 @@ def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int
     ctx = multiprocessing.get_context("spawn")
     try:
         with _spawning():  # the first semaphore starts multiprocessing's resource tracker:
-            queue, stop = ctx.Queue(), ctx.Event()  # with SIGHUP blocked, never unblocked
-        for i in range(workers):
+            queue, stop, said = ctx.Queue(), ctx.Event(), ctx.Queue()  # with SIGHUP blocked,
+        for i in range(workers):  # never unblocked
             queue.put(devices[i % len(devices)])
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(queue, threads, stop, os.getpid()))
+                                   initargs=(queue, threads, stop, os.getpid(), said))
     except OSError as exc:
         raise _not_started(exc, todo, rows) from None
+    relay = threading.Thread(target=_relay, args=(said,), daemon=True)
+    relay.start()
+    try:
+        return _pooled(pool, todo, stop, overwrite, rows, on_end, spell)
+    finally:  # the pool has ended: every worker's warnings are in the queue
+        said.put(None)
+        relay.join()
+
+
+def _pooled(pool: ProcessPoolExecutor, todo: list[Job], stop: Any, overwrite: bool,
+            rows: list[Row], on_end: Callable | None, spell: Callable) -> list[Job]:
     broken: list[Job] = []
     with pool:
         futures = {}

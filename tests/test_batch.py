@@ -20,6 +20,7 @@ from PIL import Image
 
 from dip import batch, image
 from dip.cli.main import cli
+from dip.image import DipWarning
 from dip.request import FORMATS, RunRequest
 from dip.tasks import TASKS
 
@@ -431,6 +432,19 @@ def test_two_workers_run_every_job(tmp_path: Path) -> None:
     done = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.png.json")]
     assert len(done) == 3 and {r["seed"] for r in done} == {
         j.seed for j in batch.load_batch(path)}
+
+
+def test_a_workers_warning_reaches_the_caller_as_a_warning(tmp_path: Path) -> None:
+    """A worker's warnings are warned again in the batch's own process: they were written to
+    the worker's stderr, onto the dip command's progress bar and past a Python caller's
+    filters."""
+    path = make_batch(tmp_path, GLOB_JOB, TINY.replace("}", ", noise.wiener: false, "
+                                                       "stop.sigma: 20}\n  stop: fixed\n"
+                                                       "  restarts: 1", 1))
+    with pytest.warns(DipWarning, match="stop.sigma is ignored") as said:
+        rows = batch.run_jobs(batch.load_batch(path), workers=2, devices=["cpu"])
+    assert [r.status for r in rows] == ["done"] * 3
+    assert [type(w.message) for w in said] == [DipWarning] * 3  # each job's
 
 
 def test_workers_are_no_more_than_the_jobs_and_windows_pool_takes(tmp_path: Path,
