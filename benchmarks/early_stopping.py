@@ -391,12 +391,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.replay:
         saved = [json.loads(p.read_text()) for p in args.replay]
-        if "members" in saved[0]:
-            print(members_table([run for s in saved for run in s["runs"]]))
-            return
-        runs = [run for s in saved for run in s["runs"]]
-        print(tables(runs, saved[0]["crop"]))
-        print(alternatives(runs))
+        # a glob such as es_*_crop64.json takes the --members file too: its own table
+        alone = [s for s in saved if "members" not in s]
+        runs = [run for s in alone for run in s["runs"]]
+        if runs:
+            print(tables(runs, alone[0]["crop"]))
+            print(alternatives(runs))
+        grouped = [run for s in saved if "members" in s for run in s["runs"]]
+        if grouped:
+            print(members_table(grouped))
         return
     if not DATA.exists():
         sys.exit(f"benchmark data not found at {DATA}")
