@@ -461,10 +461,15 @@ def superres_table(rows: list[dict]) -> str:
     shown += ["Lanczos", "bicubic"]
     for level in LEVELS["superres"]:
         for where in WHERE:
-            names = [n for n in images("superres", level) if ("superres", level, where, n, DIP)
-                     in by]
-            if not names:
+            # the defaults lead; in a file of variants only, the first variant that ran
+            ran = [m for m in shown if m not in (NETWORK, EXACT) and variant(m) is not None
+                   and any(("superres", level, where, n, m) in by
+                           for n in images("superres", level))]
+            if not ran:
                 continue
+            lead = ran[0]
+            names = [n for n in images("superres", level)
+                     if ("superres", level, where, n, lead) in by]
             cols = [m for m in shown if all(("superres", level, where, n, m) in by
                                             for n in names)]
             spec = LEVELS["superres"][level]
@@ -488,12 +493,13 @@ def superres_table(rows: list[dict]) -> str:
                 out.append(f"| **mean, {label} ({len(group)})** | "
                            + " | ".join(f"**{means[m]:.2f}**" for m in cols) + " |")
                 if "Lanczos" in means:
-                    lines.append(f"{label}: dip (defaults) - Lanczos "
-                                 f"{means[DIP] - means['Lanczos']:+.2f} dB")
+                    lines.append(f"{label}: {lead} - Lanczos "
+                                 f"{means[lead] - means['Lanczos']:+.2f} dB")
             secs = {m: statistics.fmean(by[("superres", level, where, n, m)]["seconds"]
                                         for n in names) for m in cols}
             out.append("| seconds/image | " + " | ".join(f"{secs[m]:.1f}" for m in cols) + " |")
-            out.append("\n" + "; ".join(lines))
+            if lines:
+                out.append("\n" + "; ".join(lines))
     return "\n".join(out) + "\n"
 
 
@@ -536,7 +542,8 @@ def table(task: str, rows: list[dict]) -> str:
             every = images(task, level)
             counts = {m: sum((task, level, where, n, m) in by for n in every)
                       for m in dip_ms}
-            lead = max(counts, key=lambda m: (counts[m] == len(every), m == DIP, counts[m]))
+            lead = max(counts, key=lambda m: (counts[m] == len(every),
+                                              m == DIP and counts[m] > 0, counts[m]))
             names = [n for n in every if (task, level, where, n, lead) in by]
             if not names:
                 continue
