@@ -2,7 +2,7 @@
 
     python benchmarks/presets.py prepare                 # crops into benchmarks/crops/
     python benchmarks/presets.py run --presets paper,fast --device cpu --workers 2
-    python benchmarks/presets.py table                   # reads benchmarks/results/presets.jsonl
+    python benchmarks/presets.py table                   # reads presets_{cpu,gpu}.jsonl
 
 Sets (from ../shared/data/dip-paper, see its MANIFEST.md): the 9 colour images of the σ=25
 denoising table (the given noisy files, cropped), the 11 grey images of the 50%-missing-pixels
@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT))
 from early_stopping import DENOISE, INPAINT, SET5, make_case  # noqa: E402  (benchmarks/)
 
 CROPS = ROOT / "benchmarks" / "crops"
-RESULTS = ROOT / "benchmarks" / "results" / "presets.jsonl"
+#: where a run appends on each kind of device, and the files the table reads by default
+RESULTS = {kind: ROOT / "benchmarks" / "results" / f"presets_{kind}.jsonl"
+           for kind in ("cpu", "gpu")}
 SIZE = 128
 IMAGES = {"denoise": DENOISE, "inpaint": INPAINT, "superres": SET5}
 
@@ -152,7 +154,10 @@ def append_runs(fn, todo: list[dict], results: Path, workers: int, describe,
 
 
 def table(args: argparse.Namespace) -> None:
-    rows = [json.loads(line) for line in args.results.read_text().splitlines()]
+    missing = [str(path) for path in args.results if not path.exists()]
+    if missing:
+        sys.exit(f"no results file {', '.join(missing)}: run `presets.py run` first")
+    rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines()]
     rows = [r for r in rows if "error" not in r]
     step_s = {k: float(v) for k, v in (kv.split("=") for kv in args.cpu_step_seconds)}
     presets = sorted({r["preset"] for r in rows}, key=lambda p: (p != "paper", p))
@@ -208,9 +213,13 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:K=V;K=V",
                    help="another preset to try: the fast preset with these overrides")
     p.add_argument("--crops", type=Path, default=CROPS)
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--results", type=Path,
+                   help="where to append [default: benchmarks/results/presets_cpu.jsonl, "
+                        "presets_gpu.jsonl for --device cuda]")
     p = sub.add_parser("table")
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--results", type=Path, nargs="+", default=list(RESULTS.values()),
+                   help="the runs' files, read together [default: benchmarks/results/"
+                        "presets_cpu.jsonl and presets_gpu.jsonl]")
     p.add_argument("--cpu-step-seconds", nargs="*", default=[], metavar="PRESET.TASK=S",
                    help="measured CPU seconds per step, to put GPU runs in CPU time")
     args = parser.parse_args()
@@ -219,6 +228,8 @@ def main() -> None:
     elif args.command == "run":
         if not args.threads:
             args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+        if args.results is None:
+            args.results = RESULTS["cpu" if args.device == "cpu" else "gpu"]
         run(args)
     else:
         table(args)
