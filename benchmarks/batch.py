@@ -44,7 +44,8 @@ def make_inputs(folder: Path, count: int, size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--iters", type=int, default=150)

@@ -16,6 +16,7 @@ px, 800 steps of the CPU defaults, seeds 0-3, one thread, PSNR against the sharp
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -56,6 +57,8 @@ def psnr(folder: Path, tile: str, seed: int) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(  # --help, and no options: it ran the benchmark
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print("| picture | blurred | whole, seeds 0-3 | tiles of 64, seeds 0-3 | means |\n"
           "|---|---|---|---|---|")
     for name, pixels in (("shapes", shapes()), ("F16 centre", f16_centre())):

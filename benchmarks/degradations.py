@@ -582,7 +582,8 @@ def table(task: str, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=list(LEVELS), required=True)
     parser.add_argument("--methods", default="dip,classical",
                         help="dip, classical, or method names (commas without a space between)")

@@ -373,7 +373,8 @@ def alternatives(runs: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crop", type=int, default=64, help="centre crop size (0: full size)")
     ap.add_argument("--tasks", default="denoise,inpaint,superres")
     ap.add_argument("--limit", type=int, default=0, help="images per task (0: all)")

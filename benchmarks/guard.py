@@ -33,7 +33,8 @@ FAST_LR = 0.02  # configs/fast/denoise.yaml
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="1,5,15", help="factors on the default rate")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--iters", type=int, default=300)

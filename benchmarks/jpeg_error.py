@@ -16,6 +16,7 @@ JPEG"). numpy, Pillow and dip only; a few seconds.
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 from pathlib import Path
@@ -72,5 +73,7 @@ def noise_read() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(  # --help, and no options: it ran the benchmark
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     bound_ratios()
     noise_read()

@@ -14,6 +14,7 @@ patch side shrank for small pictures). torch only; a few minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -68,8 +69,10 @@ def table() -> None:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    torch.set_num_threads(2)
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if not os.environ.get("OMP_NUM_THREADS"):  # as the dip command: a pinned count holds
+        torch.set_num_threads(2)
     table()
 
 

@@ -74,7 +74,8 @@ def table(rows: list[dict], floors: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--at", choices=("corner", "centre"), default="corner")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--floors", default="0,1", help="stop.noise_floor values to compare")

@@ -420,7 +420,8 @@ def commit_id() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_CROP}x{QUICK_CROP} centre crops (not the paper's protocol)")
     parser.add_argument("--crop", type=int, help="centre crop size; 0 = full size")

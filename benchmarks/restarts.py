@@ -107,7 +107,8 @@ def table(results: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", default="collect", choices=("collect", "one"))
     parser.add_argument("job", nargs="?")
     parser.add_argument("--restarts", default="1,3")

@@ -185,7 +185,8 @@ def run_one(mode: str, size: int, args: argparse.Namespace, steps: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="64,128,256,512")
     parser.add_argument("--modes", default="baseline,dip")

@@ -136,7 +136,8 @@ def table(fits: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fits", type=Path, default=FITS, help="where the fits are kept")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
