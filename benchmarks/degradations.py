@@ -70,7 +70,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402  (benchmarks/)
-from paper import _numpy, _tensor, commit_id  # noqa: E402
+from paper import LEFT_OUT, _numpy, _tensor, commit_id, needs, runnable  # noqa: E402
 from presets import append_runs  # noqa: E402
 
 CASES = ROOT / "benchmarks" / "cases" / "degradations"
@@ -194,6 +194,7 @@ def _per_channel(blurred, kernel, fn):
 
 
 def richardson_lucy(iters: int):
+    @needs("skimage")
     def run(blurred, kernel, level):
         from skimage.restoration import richardson_lucy as rl
 
@@ -202,6 +203,7 @@ def richardson_lucy(iters: int):
 
 
 def wiener(balance: float):
+    @needs("skimage")
     def run(blurred, kernel, level):
         from skimage.restoration import wiener as wf
 
@@ -209,6 +211,7 @@ def wiener(balance: float):
     return run
 
 
+@needs("skimage")
 def unsupervised_wiener(blurred, kernel, level):
     import numpy as np
     from skimage.restoration import unsupervised_wiener as uw
@@ -217,6 +220,7 @@ def unsupervised_wiener(blurred, kernel, level):
     return _per_channel(blurred, kernel, lambda a, k: uw(a, k, clip=True, rng=rng)[0])
 
 
+@needs("bm3d")
 def anscombe_bm3d(noisy, kernel, level):
     """The Anscombe transform, CBM3D at sigma 1, the exact unbiased inverse (Makitalo & Foi
     2011, closed form), with the true peak."""
@@ -232,6 +236,7 @@ def anscombe_bm3d(noisy, kernel, level):
     return _tensor(np.maximum(inverse, 0) / peak)
 
 
+@needs("bm3d")
 def cbm3d(noisy, kernel, level):
     """CBM3D given the true sigma."""
     import bm3d
@@ -241,6 +246,7 @@ def cbm3d(noisy, kernel, level):
     return _tensor(bm3d.bm3d_rgb(a, sigma) if a.ndim == 3 else bm3d.bm3d(a, sigma))
 
 
+@needs("skimage")
 def biharmonic(holes, mask, level):
     from skimage.restoration import inpaint_biharmonic
 
@@ -249,6 +255,7 @@ def biharmonic(holes, mask, level):
                                       channel_axis=-1 if a.ndim == 3 else None))
 
 
+@needs("cv2")
 def navier_stokes(holes, mask, level):
     import cv2
     import numpy as np
@@ -596,6 +603,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     results = args.results or RESULTS / f"{args.task}_crop128.jsonl"
+    unknown = set((args.images or "").split(",")) - {""} - {
+        n for level in LEVELS[args.task] for n in images(args.task, level)}
+    if unknown:
+        parser.error(f"no image {', '.join(sorted(unknown))} in {args.task}'s sets")
     if not args.table_only:
         collect(args, results)
     rows = [json.loads(line) for line in results.read_text().splitlines()] \
@@ -603,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
     text = table(args.task, rows)
     print(text)
     results.with_suffix(".md").write_text(text)
+    if LEFT_OUT:
+        sys.exit(f"left out: {', '.join(sorted(LEFT_OUT))} (pip install -e '.[bench]')")
 
 
 def collect(args: argparse.Namespace, results: Path) -> None:
@@ -612,7 +625,7 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                 if "error" not in json.loads(line)}
     wanted = re.split(r",(?! )", args.methods)  # a method's own name has ", " in it
     plain, dips = dip_methods(args.task), dip_methods(args.task, wanted)
-    ms = [m for m in dips + list(methods(args.task))
+    ms = [m for m in dips + list(runnable(methods(args.task)))
           if m in wanted or ("dip" in wanted and m in plain)
           or ("classical" in wanted and m not in dips)]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
@@ -621,8 +634,9 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                   else [lv for lv, spec in LEVELS[args.task].items()
                         if "factor" not in spec and not spec.get("named")]):
         for where in args.where.split(","):
-            for name in (args.images.split(",") if args.images else images(args.task,
-                                                                                level)):
+            # --images: those of this level's set (Table 1's grey ones, or the colour ones)
+            for name in [n for n in images(args.task, level)
+                         if not args.images or n in args.images.split(",")]:
                 folder = case_folder(args.task, level, name, where)
                 if not (folder / "reference.png").exists():
                     make_case(args.task, level, name, where, folder)
