@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="1,5,15", help="factors on the default rate")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--out", type=Path, help="results file, merged with what it holds "
+                                                 "[default: benchmarks/results/"
+                                                 "guard_crop{size}.json]")
     args = parser.parse_args(argv)
 
     from dip import image, metrics, run
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                    "mean_psnr": round(statistics.fmean(psnrs), 2) if psnrs else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = ROOT / "benchmarks" / "results" / f"guard_crop{args.size}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"guard_crop{args.size}.json"
     # merged with the rates measured before (a rate measured again is replaced)
     kept = [r for r in (json.loads(out.read_text()) if out.exists() else [])
             if (r["lr"], r["iters"]) not in {(n["lr"], n["iters"]) for n in rows}]

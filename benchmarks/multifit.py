@@ -184,7 +184,7 @@ def _launch(setup: str, steps: int) -> subprocess.Popen:
 
 
 def contention(args: argparse.Namespace) -> None:
-    out = RESULTS / "multifit_contention.json"
+    out = args.out or RESULTS / "multifit_contention.json"
     rows = []
     for setup in SETUPS:
         members = SETUPS[setup][1]
@@ -208,7 +208,7 @@ def contention(args: argparse.Namespace) -> None:
     out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def tables(path: Path | None = None) -> None:
+def tables(path: Path | None = None, contended: Path | None = None) -> None:
     path = path or RESULTS / "multifit_throughput.json"
     if path.exists():
         rows = json.loads(path.read_text())
@@ -230,7 +230,7 @@ def tables(path: Path | None = None) -> None:
                                  else f"{v:.2f} ({v / base:.2f}×)")
                 print(f"| {net} | {size} | {k} | {base if base is not None else '–'} | "
                       + " | ".join(cells) + " |")
-    path = RESULTS / "multifit_contention.json"
+    path = contended or RESULTS / "multifit_contention.json"
     if path.exists():
         rows = json.loads(path.read_text())
         print("\n| setup | alone | one busy process | two at once |  (s per member-step)")
@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                                             "results/multifit_throughput.json]")
     c = sub.add_parser("contention")
     c.add_argument("--steps", type=int, default=200)
+    c.add_argument("--out", type=Path, help="results file [default: "
+                                            "results/multifit_contention.json]")
     o = sub.add_parser("one")
     o.add_argument("setup")
     o.add_argument("steps", type=int)
@@ -275,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "contention":
         contention(args)
     if args.what != "one":
-        tables(getattr(args, "out", None))
+        out = getattr(args, "out", None)
+        tables(*((None, out) if args.what == "contention" else (out, None)))
 
 
 if __name__ == "__main__":
