@@ -9,6 +9,12 @@ true one: the estimator as it is, and with 8x8 patches at every size (as it was 
 patch side shrank for small pictures). torch only; a few minutes on 2 cores.
 
     python benchmarks/noise_estimate.py
+    python benchmarks/noise_estimate.py --clean   # clean pictures of few grey levels: seconds
+
+``--clean``: what is read on clean pictures that are no photo (a lone dot, text, line art, a
+screenshot), drawn here at 32, 64 and 128 px, grey and colour, before the check of their
+exact ties (``dip.stopping._consistent``) and now; and a noisy photo crop on a clean white
+page, which must still read its noise.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import DATA  # noqa: E402
@@ -68,12 +76,81 @@ def table() -> None:
             print(f"| {'grey' if grey else 'colour'} | {side} | " + " | ".join(cells) + " |")
 
 
+def _drawn(side: int, draw) -> torch.Tensor:
+    """A white ``side``-px RGB picture with ``draw(ImageDraw, side)`` on it, in [0, 1]."""
+    picture = Image.new("RGB", (side, side), "white")
+    draw(ImageDraw.Draw(picture), side)
+    return torch.from_numpy(np.asarray(picture) / 255.0).float().permute(2, 0, 1)[None]
+
+
+def _dot(side: int) -> torch.Tensor:
+    y = torch.zeros(1, 3, side, side)
+    y[..., side // 2, side // 2] = 1
+    return y
+
+
+def _text(d, n: int, fill="black") -> None:
+    for k, y in enumerate(range(2, n - 10, 11)):
+        d.text((2, y), "Deep image prior"[k % 5:], fill=fill)
+
+
+def _ui(d, n: int) -> None:
+    d.rectangle((0, 0, n, 10), fill=(40, 90, 200))
+    d.text((2, 0), "File Edit", fill="white")
+    d.rectangle((4, 16, n - 4, 28), outline=(160, 160, 160), fill=(245, 245, 245))
+    d.rectangle((4, n - 14, 40, n - 4), fill=(0, 150, 80))
+
+
+CLEAN = {
+    "a white pixel on black": _dot,
+    "text (anti-aliased)": lambda n: _drawn(n, _text),
+    "text (black and white)": lambda n: (_drawn(n, _text) > 0.5).float(),
+    "line art": lambda n: _drawn(n, lambda d, n: (d.ellipse((n // 8, n // 8, 7 * n // 8,
+                                                             7 * n // 8), outline="black"),
+                                                  d.line((0, 0, n, n), fill="black"))),
+    "a screenshot": lambda n: _drawn(n, _ui),
+}
+
+
+def clean_table() -> None:
+    print("| clean picture | 32 px grey / colour | 64 px | 128 px |  (grey levels: before the "
+          "ties' check / now)")
+    print("|---|---|---|---|")
+    for name, make in CLEAN.items():
+        cells = []
+        for side in (32, 64, 128):
+            rgb = make(side)
+            pair = []
+            for y in (rgb.mean(1, keepdim=True), rgb):
+                y = (y * 255).round() / 255
+                with mock.patch.object(stopping, "_consistent", lambda y, s: s):
+                    before = stopping.estimate_sigma(y) * 255
+                pair.append(f"{before:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+            cells.append(", ".join(pair))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| a noisy photo crop (64 px) on a white page | σ = 15 | σ = 50 |")
+    print("|---|---|---|")
+    photo = crops(64, False)[0]
+    for page in (64, 96, 128):
+        cells = []
+        for sigma in (15, 50):
+            y = torch.ones(1, 3, page, page)
+            y[..., :64, :64] = noisy(photo, sigma, torch.Generator().manual_seed(sigma))
+            with mock.patch.object(stopping, "_consistent", lambda y, s: s):
+                before = stopping.estimate_sigma(y) * 255
+            cells.append(f"{before:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+        print(f"| on a {page} px page (before / now) | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
-    argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", action="store_true",
+                        help="the clean pictures' table instead of the noisy crops'")
+    args = parser.parse_args()
     if not os.environ.get("OMP_NUM_THREADS"):  # as the dip command: a pinned count holds
         torch.set_num_threads(2)
-    table()
+    clean_table() if args.clean else table()
 
 
 if __name__ == "__main__":

@@ -74,6 +74,17 @@ def test_a_clean_picture_comes_back_as_it_was(tmp_path: Path) -> None:
     assert torch.equal(result.picture.pixels, torch.zeros(1, 1, 32, 32))
 
 
+def test_a_lone_white_pixel_is_not_taken_for_noise(tmp_path: Path) -> None:
+    """Its patches' spectrum read 17.3 grey levels of noise, and the Wiener step with it
+    brought the pixel down from 255 to 1."""
+    dot = torch.zeros(1, 1, 32, 32)
+    dot[..., 16, 16] = 1
+    result = dip.restore("denoise", save(dot, tmp_path / "dot.png"), write=False,
+                         device="cpu", iters=20, overrides=["optim.restarts=1"])
+    assert result.record["wiener_sigma"] == 0.0
+    assert torch.equal(result.picture.pixels, dot)
+
+
 def test_pictures_of_different_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="must both be"):
         collaborative_wiener(synthetic(32), synthetic(48), SIGMA)
