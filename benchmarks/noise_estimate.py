@@ -131,7 +131,7 @@ def clean_table() -> None:
     print("\n| a noisy photo crop (64 px) on a white page | σ = 15 | σ = 50 |")
     print("|---|---|---|")
     photo = crops(64, False)[0]
-    for page in (64, 96, 128):
+    for page in (64, 128, 192, 256):
         cells = []
         for sigma in (15, 50):
             y = torch.ones(1, 3, page, page)

@@ -47,11 +47,10 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
     no low-rank signal: its patches' spectrum has no noise tail, and the tail read its content
     as noise (a white pixel on black, 32 px: 17.3 grey levels; clean text 62-85; flat-colour
     UI 13-25), which the fit and the filter then took away. Noise leaves few exact ties, and
-    :func:`_consistent` lowers the reading to the most noise that a quarter of the picture,
-    with its pixels at 0 or 1 and its equal neighbours, allows: those pictures read 0 to 1.0
-    grey level (a 96 x 64 page of Pillow's anti-aliased text 1.7, 50.9 before); the 720
-    noisy crops of ``benchmarks/noise_estimate.py`` read as before, to the last bit, and of
-    its 180 clean ones the 5 that read under half a level now read 0.
+    :func:`_consistent` lowers the reading to the most noise that some part of the picture,
+    with its pixels at 0 or 1 and its equal neighbours, allows: those pictures read 0 to 2.7
+    grey levels (``benchmarks/noise_estimate.py --clean``); the 720 noisy and 180 clean
+    crops of ``benchmarks/noise_estimate.py`` read as before, to the last bit.
 
     ``clipped``: whether ``y`` is a picture clipped to [0, 1]; not a residual (any values),
     whose noise is read as it is.
@@ -198,24 +197,25 @@ def _tile_sums(marks: torch.Tensor) -> torch.Tensor:
             - table[top + rows, left] + table[top, left]).flatten()
 
 
-#: the share of the tiles in which :func:`_consistent` wants the noise it lets through
-TIES_SHARE = 0.25
-
-
 def _consistent(y: torch.Tensor, sigma: float) -> float:
-    """``sigma``, or less where most :data:`TIES_TILE`-sided tiles of the picture ``(1, C,
-    H, W)`` have more pixels at exactly 0 or 1, or more exactly equal neighbours (disjoint
+    """``sigma``, or less where every :data:`TIES_TILE`-sided tile of the picture ``(1, C,
+    H, W)`` has more pixels at exactly 0 or 1, or more exactly equal neighbours (disjoint
     pairs along the rows), than noise of it could leave (:func:`_most_ties`, less
-    Hoeffding's margin for :data:`TIES_FALSE_ALARM`): the largest level that a
-    :data:`TIES_SHARE` of the tiles allow, 0 under :data:`MIN_SIGMA`. Noise leaves a pixel
-    at a bound with probability 1/2 at most and two neighbours equal with about 1/4 at most;
-    a clean picture's flat runs, which read as noise in the patches' spectrum where the
-    picture is few grey levels (every pixel a bound or a tie), leave much more. White noise
-    is everywhere, so a quarter of the tiles must show it: a noisy photo on a clean page or
-    frame still reads its noise where its own tiles are (a 64 px one on a 128 px page: 4
-    tiles of 16), while a single tile of dense anti-aliased text (whose grey levels break
-    the ties) does not let a whole clean page through (a 96 x 64 page of it read 4.9 where
-    one tile sufficed, 1.7 now). The marks are counted per pixel over the channels."""
+    Hoeffding's margin for :data:`TIES_FALSE_ALARM`): the largest level any tile allows, 0
+    under :data:`MIN_SIGMA`. Noise leaves a pixel at a bound with probability 1/2 at most and
+    two neighbours equal with about 1/4 at most; a clean picture's flat runs, which read as
+    noise in the patches' spectrum where the picture is few grey levels (every pixel a bound
+    or a tie), leave much more. Any one tile, so that a noisy photo on a clean page or frame
+    still reads its noise where its own tiles are: with a quarter of the tiles, a 64 px one
+    on a 160 px page read 0 and came back from denoising untouched, where one tile of dense
+    anti-aliased text on a clean page lets it read 4.9 (1.7 with a quarter).
+
+    What the model cannot tell from clean (the reading falls): a noisy picture whose blacks
+    were crushed after the noise (its clean values under 0: more than half its pixels at
+    0), where every tile is so; a noisy picture enlarged by repeating pixels (every pair
+    equal); and noise over about 160 grey levels, which the patches read low, at a level
+    whose ties the picture then contradicts. The marks are counted per pixel over the
+    channels."""
     if sigma <= 0 or min(y.shape[-2:]) < 2:
         return sigma
     y = y.detach()[0].cpu()
@@ -235,15 +235,16 @@ def _consistent(y: torch.Tensor, sigma: float) -> float:
         most_bound, most_equal = _most_ties(level)
         return (seen[0] <= most_bound) & (seen[1] <= most_equal)
 
-    # each tile's largest level, by bisection (the ties' bounds fall as sigma grows, to ~90
-    # grey levels); the reading is the one a share of the tiles allow
+    if bool(fitting(torch.tensor(sigma, dtype=torch.float64)).any()):
+        return sigma
+    # each tile's largest level, by bisection (the ties' bounds fall as sigma grows, to ~66
+    # grey levels); the reading is the largest any tile allows
     low, high = torch.zeros_like(seen[0]), torch.full_like(seen[0], sigma)
     for _ in range(40):
         mid = (low + high) / 2
         fits = fitting(mid)
         low, high = torch.where(fits, mid, low), torch.where(fits, high, mid)
-    allowed = torch.where(fitting(torch.full_like(low, sigma)), sigma, low).sort().values
-    level = float(allowed[-math.ceil(TIES_SHARE * len(allowed))])
+    level = float(low.max())
     return level if level >= MIN_SIGMA else 0.0
 
 
