@@ -1146,20 +1146,26 @@ def _tell_parent(said: Any, message: Warning | str, category: type[Warning],
     said.put((message.template if ours else str(message), ours, category.__name__))
 
 
+#: seconds the batch waits for the workers' last warnings once its pool has ended
+RELAY_WAIT = 10
+
+
 def _relay(said: Any) -> None:
     """Warn the workers' warnings (:func:`_tell_parent`) in this process, until None: a
     :class:`dip.image.DipWarning` as one, another as Python's class of that name (a
     ``UserWarning`` where Python has none). Each job's are shown, as a batch without workers
-    shows them (no registry: the same words from two jobs are not taken for a repeat)."""
+    shows them (no registry here, and none kept from job to job in the worker: the same
+    words from two jobs are not taken for a repeat)."""
     for text, ours, name in iter(said.get, None):
         kind = getattr(builtins, name, None)
         category = (image.DipWarning if ours else kind if isinstance(kind, type)
                     and issubclass(kind, Warning) else UserWarning)
+        message = category(text)
         try:
-            warnings.warn_explicit(category(text), category, "<dip run worker>", 0,
+            warnings.warn_explicit(message, category, "<dip run worker>", 0,
                                    module=__name__, registry=None)
         except Warning:  # a caller's filter makes warnings errors: not this thread's to raise
-            sys.stderr.write(f"dip: warning: {text}\n")
+            sys.stderr.write(f"dip: warning: {message}\n")
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
@@ -1169,7 +1175,8 @@ def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
     try:
         if _worker["stop"].is_set() or _worker.get("orphaned"):  # queued before Ctrl-C
             return Row.of(job, PENDING, NOT_STARTED)
-        row = run_job(job, overwrite, spell=spell)
+        with warnings.catch_warnings():  # warnings already shown are forgotten (the filters'
+            row = run_job(job, overwrite, spell=spell)  # change): each job shows its own
     except KeyboardInterrupt:  # outside the fit, which keeps its estimate itself
         row = Row.of(job, "interrupted")
     finally:
@@ -1353,7 +1360,10 @@ def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int
         return _pooled(pool, todo, stop, overwrite, rows, on_end, spell)
     finally:  # the pool has ended: every worker's warnings are in the queue
         said.put(None)
-        relay.join()
+        # bounded, and the queue not joined at exit: a worker killed while writing to it
+        # holds its lock, and the None would never arrive
+        said.cancel_join_thread()
+        relay.join(RELAY_WAIT)
 
 
 def _pooled(pool: ProcessPoolExecutor, todo: list[Job], stop: Any, overwrite: bool,
