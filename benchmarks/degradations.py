@@ -625,7 +625,9 @@ def collect(args: argparse.Namespace, results: Path) -> None:
                 if "error" not in json.loads(line)}
     wanted = re.split(r",(?! )", args.methods)  # a method's own name has ", " in it
     plain, dips = dip_methods(args.task), dip_methods(args.task, wanted)
-    ms = [m for m in dips + list(runnable(methods(args.task)))
+    tools = methods(args.task)
+    asked = {m: tools[m] for m in tools if m in wanted or "classical" in wanted}
+    ms = [m for m in dips + list(runnable(asked))  # a missing module only where it is asked
           if m in wanted or ("dip" in wanted and m in plain)
           or ("classical" in wanted and m not in dips)]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)

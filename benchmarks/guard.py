@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"guard_crop{args.size}.json"
     # merged with the rates measured before (a rate measured again is replaced)
     kept = [r for r in (json.loads(out.read_text()) if out.exists() else [])
-            if (r["lr"], r["iters"]) not in {(n["lr"], n["iters"]) for n in rows}]
-    rows = sorted(kept + rows, key=lambda r: (r["iters"], r["lr"]))
+            if (r["lr"], r["iters"], r["size"]) not in {(n["lr"], n["iters"], n["size"])
+                                                        for n in rows}]
+    rows = sorted(kept + rows, key=lambda r: (r["size"], r["iters"], r["lr"]))
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print("\n| learning rate | fits | guard fired in | restores | did not recover | "
           "mean PSNR of the rest |")
