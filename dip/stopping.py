@@ -210,12 +210,13 @@ def _consistent(y: torch.Tensor, sigma: float) -> float:
     on a 160 px page read 0 and came back from denoising untouched, where one tile of dense
     anti-aliased text on a clean page lets it read 4.9 (1.7 with a quarter).
 
-    What the model cannot tell from clean (the reading falls): a noisy picture whose blacks
-    were crushed after the noise (its clean values under 0: more than half its pixels at
-    0), where every tile is so; a noisy picture enlarged by repeating pixels (every pair
-    equal); and noise over about 160 grey levels, which the patches read low, at a level
-    whose ties the picture then contradicts. The marks are counted per pixel over the
-    channels."""
+    What the model cannot tell from clean (the reading falls): a noisy picture whose clean
+    values lie past black or white, crushed or overexposed in every tile (more than half
+    its pixels at the bound: F16 at 2x exposure with sigma = 25 read 2.4, not 16.9); noise
+    posterised to a few levels or enlarged by repeating pixels (many equal pairs); and noise
+    over about 160 grey levels, which the patches read low, at a level whose ties the
+    picture then contradicts (benchmarks/README.md, "A clean picture that is no photo").
+    The marks are counted per pixel over the channels."""
     if sigma <= 0 or min(y.shape[-2:]) < 2:
         return sigma
     y = y.detach()[0].cpu()
