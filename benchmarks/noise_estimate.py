@@ -12,9 +12,10 @@ patch side shrank for small pictures). torch only; a few minutes on 2 cores.
     python benchmarks/noise_estimate.py --clean   # clean pictures of few grey levels: seconds
 
 ``--clean``: what is read on clean pictures that are no photo (a lone dot, text, line art, a
-screenshot), drawn here at 32, 64 and 128 px, grey and colour, before the check of their
-exact ties (``dip.stopping._consistent``) and now; and a noisy photo crop on a clean white
-page, which must still read its noise.
+screenshot, a star field, a dithered ramp), drawn here at 32, 64 and 128 px, grey and colour,
+before the check of their exact ties (``dip.stopping._consistent``) and now; a noisy photo
+crop on a clean white page, which must still read its noise; and noisy pictures whose clean
+values lie past black or white, which the check reads too low.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from unittest import mock
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import DATA  # noqa: E402
@@ -94,6 +96,31 @@ def _text(d, n: int, fill="black") -> None:
         d.text((2, y), "Deep image prior"[k % 5:], fill=fill)
 
 
+def _large_text(d, n: int) -> None:
+    font = ImageFont.load_default(size=16)  # Pillow's scalable font, anti-aliased
+    for k, y in enumerate(range(0, n - 12, 20)):
+        d.text((1, y), "Deep image prior"[k % 5:], fill="black", font=font)
+
+
+def _stars(side: int) -> torch.Tensor:
+    """Single grey pixels on black, one in 80: lone unsaturated pixels among saturated ones."""
+    g = torch.Generator().manual_seed(0)
+    sky = torch.zeros(side * side)
+    at = torch.randperm(side * side, generator=g)[:side * side // 80]
+    sky[at] = 0.1 + 0.8 * torch.rand(at.numel(), generator=g)
+    return sky.view(1, 1, side, side).expand(1, 3, side, side)
+
+
+def _dithered(side: int) -> torch.Tensor:
+    """A grey ramp Floyd-Steinberg dithered to black, white and two greys (Pillow's
+    quantize): lone pixels at either bound, as noise leaves there."""
+    levels = Image.new("P", (1, 1))
+    levels.putpalette([v for grey in (0, 85, 170, 255) for v in (grey,) * 3])
+    ramp = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    ramp = ramp.quantize(palette=levels, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB")
+    return torch.from_numpy(np.asarray(ramp) / 255.0).float().permute(2, 0, 1)[None]
+
+
 def _ui(d, n: int) -> None:
     d.rectangle((0, 0, n, 10), fill=(40, 90, 200))
     d.text((2, 0), "File Edit", fill="white")
@@ -104,11 +131,14 @@ def _ui(d, n: int) -> None:
 CLEAN = {
     "a white pixel on black": _dot,
     "text (anti-aliased)": lambda n: _drawn(n, _text),
+    "text (anti-aliased, 16 px)": lambda n: _drawn(n, _large_text),
     "text (black and white)": lambda n: (_drawn(n, _text) > 0.5).float(),
     "line art": lambda n: _drawn(n, lambda d, n: (d.ellipse((n // 8, n // 8, 7 * n // 8,
                                                              7 * n // 8), outline="black"),
                                                   d.line((0, 0, n, n), fill="black"))),
     "a screenshot": lambda n: _drawn(n, _ui),
+    "a star field": _stars,
+    "a dithered ramp": _dithered,
 }
 
 
@@ -142,6 +172,36 @@ def clean_table() -> None:
         print(f"| on a {page} px page (before / now) | " + " | ".join(cells) + " |")
 
 
+def _past(name: str) -> torch.Tensor:
+    """A clean picture whose values lie past black or white, before its noise."""
+    if name.startswith("a dark frame"):
+        return torch.full((1, 3, 64, 64), -10 / 255)
+    if name.startswith("a wall"):
+        return torch.full((1, 3, 64, 64), 1 + 10 / 255)
+    photo = image.load_image(DATA / "Denoising" / "Color" / "25" / f"{name.split()[0]}_GT.png")
+    side = 256 if name.startswith("F16") else 512
+    exposure = 2 if name.startswith("F16") else 3
+    return exposure * F.interpolate(photo.pixels, size=(side, side), mode="area")
+
+
+PAST = ("a dark frame, 10 levels under black (64 px)", "a wall, 10 levels over white (64 px)",
+        "F16 at 2x exposure (256 px)", "peppers at 3x exposure (512 px)")
+
+
+def past_table() -> None:
+    print("\n| noisy, its clean values past black or white | "
+          + " | ".join(f"σ = {s}" for s in LEVELS) + " |  (before the ties' check / now)")
+    print("|---|" + "---|" * len(LEVELS))
+    for name in PAST:
+        clean, cells = _past(name), []
+        for sigma in LEVELS:
+            y = noisy(clean, sigma, torch.Generator().manual_seed(sigma))
+            with mock.patch.object(stopping, "_consistent", lambda y, s: s):
+                unchecked = stopping.estimate_sigma(y) * 255
+            cells.append(f"{unchecked:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,7 +210,11 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("OMP_NUM_THREADS"):  # as the dip command: a pinned count holds
         torch.set_num_threads(2)
-    clean_table() if args.clean else table()
+    if args.clean:
+        clean_table()
+        past_table()
+    else:
+        table()
 
 
 if __name__ == "__main__":
