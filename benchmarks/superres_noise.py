@@ -3,6 +3,7 @@ the input's noise back into the result? (benchmarks/README.md, "A noisy small pi
 
     .venv/bin/python benchmarks/superres_noise.py             # fits what is missing: ~50 min
     .venv/bin/python benchmarks/superres_noise.py --fits DIR  # another folder of kept fits
+    .venv/bin/python benchmarks/superres_noise.py --table-only  # the committed results' table
 
 Each 128 px crop shrunk to 32 px with Pillow's bicubic, then rounded to 8 bits: the 9 colour
 images' centre and corner crops, clean and with white noise of sigma 5 per RGB channel (the
@@ -12,12 +13,14 @@ Table 1's 11 grey images' centre crops, clean and with sigma 5 (never looked at 
 floor was chosen). dip's defaults fit each with ``--no-back-projection`` (one thread, two
 fits at once), kept in ``--fits``; each is then scored (Y-PSNR, 4 px cropped per side) as
 the network's image, back-projected exactly (dip before the residual's reading), and as dip
-returns it now (:func:`dip.tasks.superres.back_projected`).
+returns it now (:func:`dip.tasks.superres.back_projected`). Each crop's scores go to
+``--results`` (benchmarks/results/superres_noise.jsonl), the table beside it (.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import sys
@@ -31,6 +34,7 @@ from degradations import CROP, crop  # noqa: E402  (benchmarks/)
 from early_stopping import DATA, DENOISE, INPAINT  # noqa: E402
 
 FITS = ROOT / "benchmarks" / "cases" / "superres_noise"
+RESULTS = ROOT / "benchmarks" / "results" / "superres_noise.jsonl"
 FACTOR = 4
 #: (images, where, damage): sigma of noise per RGB channel, or "q75" (a JPEG at quality 75)
 #: and "q75n5" (noise of 5, then the JPEG)
@@ -117,22 +121,32 @@ def score(path: Path) -> dict[str, float]:
             "read": estimate_sigma(small - op(net), clipped=False) * 255}
 
 
-def table(fits: Path) -> str:
-    rows = ["| group (crops) | network's image | back-projected exactly | dip before | dip now "
-            "| now − before | residual reads (grey levels) |", "|---|---|---|---|---|---|---|"]
+def collect(fits: Path) -> list[dict]:
+    """Each kept fit's scores, with its crop's tag and its group."""
+    rows = []
     for group, (kind, wheres, damage) in GROUPS.items():
         pattern = re.compile(rf"{kind}_.*_({'|'.join(wheres)})_n{damage}\.pt$")
-        scores = [score(p) for p in sorted(fits.glob("*.pt")) if pattern.search(p.name)]
+        for path in sorted(fits.glob("*.pt")):
+            if pattern.search(path.name):
+                rows.append({"group": group, "crop": path.stem, **score(path)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| group (crops) | network's image | back-projected exactly | dip before | dip now "
+             "| now − before | residual reads (grey levels) |", "|---|---|---|---|---|---|---|"]
+    for group in GROUPS:
+        scores = [row for row in rows if row["group"] == group]
         if not scores:
             continue
         mean = {k: statistics.mean(s[k] for s in scores)
                 for k in ("network", "exact", "before", "now")}
         reads = [s["read"] for s in scores]
-        rows.append(f"| {group} ({len(scores)}) | {mean['network']:.2f} | {mean['exact']:.2f} "
-                    f"| {mean['before']:.2f} | **{mean['now']:.2f}** "
-                    f"| {mean['now'] - mean['before']:+.2f} "
-                    f"| {min(reads):.1f}-{max(reads):.1f} |")
-    return "\n".join(rows)
+        lines.append(f"| {group} ({len(scores)}) | {mean['network']:.2f} | {mean['exact']:.2f} "
+                     f"| {mean['before']:.2f} | **{mean['now']:.2f}** "
+                     f"| {mean['now'] - mean['before']:+.2f} "
+                     f"| {min(reads):.1f}-{max(reads):.1f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -140,7 +154,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fits", type=Path, default=FITS, help="where the fits are kept")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="each crop's scores (JSON lines), the table beside it (.md)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="print the table of --results, fitting and scoring nothing")
     args = parser.parse_args()
+    if args.table_only:
+        if not args.results.exists():
+            sys.exit(f"{args.results} does not exist: run the script without --table-only")
+        print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
+        return
     args.fits.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs() if not (args.fits / f"{tag(job)}.pt").exists()]
     if todo:
@@ -149,7 +172,11 @@ def main() -> None:
         with get_context("spawn").Pool(args.workers) as pool:
             for done in pool.imap_unordered(partial(fit, fits=args.fits), todo):
                 print(f"fitted {done}", file=sys.stderr, flush=True)
-    print(table(args.fits))
+    rows = collect(args.fits)
+    args.results.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    text = table(rows)
+    args.results.with_suffix(".md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
