@@ -206,7 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clean", action="store_true",
-                        help="the clean pictures' table instead of the noisy crops'")
+                        help="the clean pictures' tables and the pictures past black or white, "
+                             "instead of the noisy crops' table")
     args = parser.parse_args()
     if not os.environ.get("OMP_NUM_THREADS"):  # as the dip command: a pinned count holds
         torch.set_num_threads(2)

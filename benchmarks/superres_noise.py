@@ -160,8 +160,8 @@ def main() -> None:
                         help="print the table of --results, fitting and scoring nothing")
     args = parser.parse_args()
     if args.table_only:
-        if not args.results.exists():
-            sys.exit(f"{args.results} does not exist: run the script without --table-only")
+        if not args.results.is_file():
+            sys.exit(f"{args.results} is no results file: run the script without --table-only")
         print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
         return
     args.fits.mkdir(parents=True, exist_ok=True)

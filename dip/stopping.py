@@ -212,10 +212,11 @@ def _consistent(y: torch.Tensor, sigma: float) -> float:
 
     What the model cannot tell from clean (the reading falls): a noisy picture whose clean
     values lie past black or white, crushed or overexposed in every tile (more than half
-    its pixels at the bound: F16 at 2x exposure with sigma = 25 read 2.4, not 16.9); noise
-    posterised to a few levels or enlarged by repeating pixels (many equal pairs); and noise
-    over about 160 grey levels, which the patches read low, at a level whose ties the
-    picture then contradicts (benchmarks/README.md, "A clean picture that is no photo").
+    its pixels at the bound: F16 at 2x exposure with sigma = 25 reads 2.9, 15.3 unchecked,
+    ``benchmarks/noise_estimate.py --clean``); noise posterised to a few levels or enlarged
+    by repeating pixels (many equal pairs); and noise over about 160 grey levels, which the
+    patches read low, at a level whose ties the picture then contradicts
+    (benchmarks/README.md, "A clean picture that is no photo").
     The marks are counted per pixel over the channels."""
     if sigma <= 0 or min(y.shape[-2:]) < 2:
         return sigma
