@@ -56,6 +56,12 @@ def noisy(clean: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor
     return (y * 255).round() / 255
 
 
+def unchecked(y: torch.Tensor) -> float:
+    """The level read without the check of the picture's exact ties, in grey levels."""
+    with mock.patch.object(stopping, "_consistent", lambda y, s: s):
+        return stopping.estimate_sigma(y) * 255
+
+
 def read(y: torch.Tensor, fixed_patch: bool) -> float:
     if not fixed_patch:
         return stopping.estimate_sigma(y) * 255
@@ -153,9 +159,7 @@ def clean_table() -> None:
             pair = []
             for y in (rgb.mean(1, keepdim=True), rgb):
                 y = (y * 255).round() / 255
-                with mock.patch.object(stopping, "_consistent", lambda y, s: s):
-                    before = stopping.estimate_sigma(y) * 255
-                pair.append(f"{before:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+                pair.append(f"{unchecked(y):.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
             cells.append(", ".join(pair))
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\n| a noisy photo crop (64 px) on a white page | σ = 15 | σ = 50 |")
@@ -166,39 +170,34 @@ def clean_table() -> None:
         for sigma in (15, 50):
             y = torch.ones(1, 3, page, page)
             y[..., :64, :64] = noisy(photo, sigma, torch.Generator().manual_seed(sigma))
-            with mock.patch.object(stopping, "_consistent", lambda y, s: s):
-                before = stopping.estimate_sigma(y) * 255
-            cells.append(f"{before:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+            cells.append(f"{unchecked(y):.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
         print(f"| on a {page} px page (before / now) | " + " | ".join(cells) + " |")
 
 
-def _past(name: str) -> torch.Tensor:
-    """A clean picture whose values lie past black or white, before its noise."""
-    if name.startswith("a dark frame"):
-        return torch.full((1, 3, 64, 64), -10 / 255)
-    if name.startswith("a wall"):
-        return torch.full((1, 3, 64, 64), 1 + 10 / 255)
-    photo = image.load_image(DATA / "Denoising" / "Color" / "25" / f"{name.split()[0]}_GT.png")
-    side = 256 if name.startswith("F16") else 512
-    exposure = 2 if name.startswith("F16") else 3
-    return exposure * F.interpolate(photo.pixels, size=(side, side), mode="area")
+def _exposed(name: str, side: int, exposure: float) -> torch.Tensor:
+    """A photo area-resized to ``side`` px, its values times ``exposure`` (past 1, unclipped)."""
+    photo = image.load_image(DATA / "Denoising" / "Color" / "25" / f"{name}_GT.png").pixels
+    return exposure * F.interpolate(photo, size=(side, side), mode="area")
 
 
-PAST = ("a dark frame, 10 levels under black (64 px)", "a wall, 10 levels over white (64 px)",
-        "F16 at 2x exposure (256 px)", "peppers at 3x exposure (512 px)")
+#: clean pictures whose values lie past black or white, before their noise
+PAST = {
+    "a dark frame, 10 levels under black (64 px)": lambda: torch.full((1, 3, 64, 64), -10 / 255),
+    "a wall, 10 levels over white (64 px)": lambda: torch.full((1, 3, 64, 64), 1 + 10 / 255),
+    "F16 at 2x exposure (256 px)": lambda: _exposed("F16", 256, 2),
+    "peppers at 3x exposure (512 px)": lambda: _exposed("peppers", 512, 3),
+}
 
 
 def past_table() -> None:
     print("\n| noisy, its clean values past black or white | "
           + " | ".join(f"σ = {s}" for s in LEVELS) + " |  (before the ties' check / now)")
     print("|---|" + "---|" * len(LEVELS))
-    for name in PAST:
-        clean, cells = _past(name), []
+    for name, make in PAST.items():
+        clean, cells = make(), []
         for sigma in LEVELS:
             y = noisy(clean, sigma, torch.Generator().manual_seed(sigma))
-            with mock.patch.object(stopping, "_consistent", lambda y, s: s):
-                unchecked = stopping.estimate_sigma(y) * 255
-            cells.append(f"{unchecked:.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
+            cells.append(f"{unchecked(y):.1f} / **{stopping.estimate_sigma(y) * 255:.1f}**")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

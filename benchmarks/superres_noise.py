@@ -123,10 +123,10 @@ def score(path: Path) -> dict[str, float]:
 
 def collect(fits: Path) -> list[dict]:
     """Each kept fit's scores, with its crop's tag and its group."""
-    rows = []
+    rows, paths = [], sorted(fits.glob("*.pt"))
     for group, (kind, wheres, damage) in GROUPS.items():
         pattern = re.compile(rf"{kind}_.*_({'|'.join(wheres)})_n{damage}\.pt$")
-        for path in sorted(fits.glob("*.pt")):
+        for path in paths:
             if pattern.search(path.name):
                 rows.append({"group": group, "crop": path.stem, **score(path)})
     return rows

@@ -237,17 +237,18 @@ def _consistent(y: torch.Tensor, sigma: float) -> float:
         most_bound, most_equal = _most_ties(level)
         return (seen[0] <= most_bound) & (seen[1] <= most_equal)
 
-    if bool(fitting(torch.tensor(sigma, dtype=torch.float64)).any()):
+    def allowed(level: float) -> bool:  # by some tile
+        return bool(fitting(torch.tensor(level, dtype=torch.float64)).any())
+
+    if allowed(sigma):
         return sigma
-    # each tile's largest level, by bisection (the ties' bounds fall as sigma grows, to ~66
-    # grey levels); the reading is the largest any tile allows
-    low, high = torch.zeros_like(seen[0]), torch.full_like(seen[0], sigma)
+    # the largest level any tile allows, by bisection (each tile's ties' bounds fall as
+    # sigma grows, to ~66 grey levels)
+    low, high = 0.0, sigma
     for _ in range(40):
         mid = (low + high) / 2
-        fits = fitting(mid)
-        low, high = torch.where(fits, mid, low), torch.where(fits, high, mid)
-    level = float(low.max())
-    return level if level >= MIN_SIGMA else 0.0
+        low, high = (mid, high) if allowed(mid) else (low, mid)
+    return low if low >= MIN_SIGMA else 0.0
 
 
 class StopRule:
