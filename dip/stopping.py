@@ -9,7 +9,7 @@ and answers "stop now?". A rule that prefers an earlier image than the last one 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +74,16 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
             break
     sigma = float(tail.mean().clamp(min=0).sqrt())
     return _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
+
+
+def measurable(shape: Sequence[int], patch: int = 8) -> bool:
+    """Whether :func:`estimate_sigma` can read the noise of a picture of ``shape``
+    ``(1, C, H, W)``: more patches than a patch has dimensions. In a smaller one (a square
+    grey picture under 16 px, a colour one under 8) the patches' covariance is singular,
+    and its tail reads the noise low, down to 0."""
+    c, h, w = shape[-3:]
+    patch = _patch_side(c, h, w, patch)
+    return h >= patch and w >= patch and (h - patch + 1) * (w - patch + 1) > c * patch ** 2
 
 
 #: patches a band of :func:`_patch_covariance` unfolds at once

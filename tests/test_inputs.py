@@ -55,6 +55,15 @@ def _read16(path: Path) -> tuple[np.ndarray, dict]:
 
 H, W = 27, 33  # odd on purpose: the result must keep any size
 
+
+def _palette(path: Path) -> None:
+    """A palette PNG of 16 random colours, index 3 transparent (an image made "P" from an
+    array has an all-black palette: a flat picture, in which denoising finds nothing to do)."""
+    img = Image.fromarray(_rng().integers(0, 16, (H, W), np.uint8), "P")
+    img.putpalette(_rng(2).integers(0, 256, 48, np.uint8).tobytes())
+    img.save(path, transparency=3)
+
+
 # name -> (writer of the input file, Pillow mode of the result, whether alpha is kept)
 MODES = {
     "png-L": (lambda p: Image.fromarray(_rng().integers(0, 256, (H, W), np.uint8)).save(p),
@@ -67,8 +76,7 @@ MODES = {
                  "RGBA"),
     "png-P": (lambda p: Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).quantize(
         16).save(p), "RGB"),
-    "png-P-transparent": (lambda p: Image.fromarray(
-        _rng().integers(0, 16, (H, W), np.uint8), "P").save(p, transparency=3), "RGBA"),
+    "png-P-transparent": (_palette, "RGBA"),
     "png-I16": (lambda p: Image.fromarray(_rng().integers(0, 65536, (H, W), np.uint16)).save(p),
                 "I;16"),
     "jpeg-RGB": (lambda p: Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(

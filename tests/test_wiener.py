@@ -64,25 +64,56 @@ def test_no_noise_returns_the_input_and_a_picture_smaller_than_a_patch_the_pilot
     assert torch.equal(collaborative_wiener(_noisy(small), small, SIGMA), small)
 
 
-def test_a_clean_picture_comes_back_as_it_was(tmp_path: Path) -> None:
-    """No noise measured in it: the fast preset's result was the network's image (a black
-    picture came back up to 13 grey levels off, a dark 16-bit one 10-20 times brighter)."""
-    black = save(torch.zeros(1, 1, 32, 32), tmp_path / "black.png")
-    result = dip.restore("denoise", black, write=False, device="cpu", iters=20,
-                         overrides=["stop.rule=fixed", "optim.restarts=1"])
-    assert result.record["noise_sigma"] in (None, 0.0)
-    assert torch.equal(result.picture.pixels, torch.zeros(1, 1, 32, 32))
+def _clean(name: str) -> torch.Tensor:
+    picture = torch.zeros(1, 1, 32, 32)
+    if name == "a lone white pixel":
+        picture[..., 16, 16] = 1
+    if name == "lines":
+        picture[..., ::6, :] = 1
+    return picture
 
 
-def test_a_lone_white_pixel_is_not_taken_for_noise(tmp_path: Path) -> None:
-    """Its patches' spectrum read 17.3 grey levels of noise, and the Wiener step with it
-    brought the pixel down from 255 to 1."""
-    dot = torch.zeros(1, 1, 32, 32)
-    dot[..., 16, 16] = 1
-    result = dip.restore("denoise", save(dot, tmp_path / "dot.png"), write=False,
-                         device="cpu", iters=20, overrides=["optim.restarts=1"])
-    assert result.record["wiener_sigma"] == 0.0
-    assert torch.equal(result.picture.pixels, dot)
+@pytest.mark.parametrize("name", ["black", "a lone white pixel", "lines"])
+def test_a_picture_without_noise_is_refused_at_once_with_how_to_denoise_it_anyway(
+        tmp_path: Path, name: str) -> None:
+    """Its noise reads 0 (a lone white pixel's read 17.3 before the ties' check, and the
+    Wiener step brought it down to 1): the fits then ran for minutes (2.3 min for a 128 px
+    page of text) and the Wiener filter gave the input back as it was."""
+    src = save(_clean(name), tmp_path / "in.png")
+    before = src.read_bytes()
+    result = CliRunner().invoke(cli, ["denoise", str(src), "-o", str(tmp_path / "out.png"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("dip: error: no noise found in the input: its noise level "
+                                    "reads 0") and len(result.output.splitlines()) == 1
+    assert result.output.rstrip().endswith("give its level, e.g. --set stop.sigma=5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+    assert src.read_bytes() == before
+    given = dip.restore("denoise", src, write=False, device="cpu", iters=3,
+                        overrides=["stop.sigma=5", "optim.restarts=1", *SMALL_NET])
+    assert given.record["wiener_sigma"] == 5.0
+
+
+def test_the_same_picture_with_noise_or_too_small_to_read_is_denoised(tmp_path: Path) -> None:
+    """The check refuses what reads no noise only: a grey picture under 16 px a side reads 0
+    whatever its noise (too few patches for their spectrum)."""
+    noisy = _noisy(_clean("lines"), 10 / 255).clamp(0, 1)
+    for picture in (noisy, noisy[..., :14, :14]):
+        path = save(picture, tmp_path / f"{picture.shape[-1]}.png")
+        result = dip.restore("denoise", path, write=False, device="cpu", iters=3,
+                             overrides=["optim.restarts=1", *SMALL_NET])
+        assert result.picture.pixels.shape == picture.shape
+
+
+def test_a_noisy_grey_picture_beside_a_colour_reference_is_not_read_as_clean(
+        tmp_path: Path) -> None:
+    """Made RGB again beside a colour reference, its three copies of one noise read 0."""
+    grey = _noisy(synthetic(32, 1)).clamp(0, 1)
+    src = save(grey.expand(-1, 3, -1, -1), tmp_path / "grey_as_rgb.png")
+    ref = save(synthetic(32), tmp_path / "ref.png")
+    result = dip.restore("denoise", src, write=False, device="cpu", iters=3, reference=ref,
+                         overrides=["optim.restarts=1", *SMALL_NET])
+    assert result.picture.pixels.shape == (1, 3, 32, 32)
 
 
 def test_pictures_of_different_shapes_are_refused() -> None:

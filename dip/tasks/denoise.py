@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from dip import image, metrics, operators, wiener
-from dip.errors import ConfigError, outside_dip
+from dip.errors import ConfigError, InputError, outside_dip
 from dip.estimate import calibrate, remember
 from dip.request import Option
-from dip.stopping import estimate_sigma
+from dip.stopping import estimate_sigma, measurable
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, jpeg_sigma, register
 
 MODELS = ("gaussian", "poisson")
@@ -122,6 +122,20 @@ def anscombe_error(peak: float):
 LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 
+def _reads_clean(picture: image.Picture, cfg: Any) -> bool:
+    """Whether the picture's Gaussian noise reads 0, where no level is given
+    (``stop.sigma``) and no JPEG's is read (:func:`dip.tasks.jpeg_sigma`): the patches'
+    estimate finds none in a picture it can read (:func:`dip.stopping.measurable`). Clean
+    text, line art and a star field read 0; anti-aliased text and a screenshot 0.5-2.7
+    (benchmarks/README.md, "A clean picture that is no photo")."""
+    if cfg.stop.sigma or jpeg_sigma(picture, cfg) is not None:
+        return False
+    pixels = picture.pixels  # a grey picture made RGB again beside a colour reference: its
+    if bool((pixels == pixels[:, :1]).all()):  # three copies of one noise read as none
+        pixels = pixels[:, :1]
+    return measurable(pixels.shape) and estimate_sigma(pixels) == 0
+
+
 def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
     """The Wiener filter's noise level: ``stop.sigma`` when given, else the input's, as the
     fits' stop has it (``read``: a JPEG's, :func:`dip.tasks.jpeg_sigma`; else estimated)."""
@@ -184,6 +198,15 @@ class Denoise(Task):
         picture = inputs.picture
         problem = Problem(operators.Identity(), picture.pixels, picture.size)
         noise = cfg.section("noise")
+        if noise.model == "gaussian" and _reads_clean(picture, cfg):
+            # The fits would run for minutes and the Wiener filter then return the input as
+            # it is (its gains are all 1 at sigma 0): said at once, as an inpainting mask
+            # with nothing to fill is (after the files' checks: a result its format cannot
+            # hold is said first).
+            raise InputError("no noise found in the input: its noise level reads 0 (as "
+                             "clean text, line art or a picture enlarged by repeating its "
+                             "pixels do); nothing to denoise; to denoise it anyway, give its "
+                             "level, e.g. {arg:stop.sigma=5}")
         if noise.model == "gaussian":
             problem.objective = noise.objective
             problem.take_noise(jpeg_sigma(picture, cfg))
