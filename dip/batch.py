@@ -833,6 +833,8 @@ def other_lists(json_path: Path, shard: tuple[int, int], jobs: list[Job],
         return None
     for other in sorted(json_path.parent.glob(f"*.shard-*-of-{shard[1]}.json")):
         with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            if not other.is_file():  # (a pipe: read, it waits for a writer for ever)
+                continue
             theirs = json.loads(other.read_text()).get("batch") or {}
             if (theirs.get("array") == mine["array"]
                     and theirs.get("fingerprint") not in (None, mine["fingerprint"])):
@@ -1536,7 +1538,10 @@ def check_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
 
 
 def _our_summary(path: Path) -> bool:
-    """A summary file an earlier ``dip run`` wrote (its header, keys or mark say so)."""
+    """A summary file an earlier ``dip run`` wrote (its header, keys or mark say so); a pipe
+    or a device of its name is none (reading a pipe waits for a writer for ever)."""
+    if not path.is_file():
+        return False
     try:
         if path.suffix == ".csv":
             with path.open("rb") as f:  # bytes: a name that is not UTF-8 is its bytes there

@@ -200,9 +200,13 @@ def record_path(output: Path) -> Path:
 
 def read(output: Path) -> dict[str, Any] | None:
     """The record beside ``output`` as a mapping, or None when there is none, it is not
-    JSON, or it is not a dip record (no ``config`` mapping)."""
+    JSON, or it is not a dip record (no ``config`` mapping): a pipe or a device of its name
+    is none (reading a pipe waited for a writer for ever)."""
+    path = record_path(output)
     try:
-        data = json.loads(record_path(output).read_text(encoding="utf-8"))
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):

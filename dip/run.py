@@ -298,6 +298,11 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
             if path.is_dir():  # where the record, report, GIF ... goes, named after the result
                 raise InputError(f"a folder {shown(path)} is where this run writes a file "
                                  f"named after its result; move it or choose another output")
+            # each file is written anew and renamed into its place: a pipe, or a device node
+            # named out.png, was replaced by a regular file
+            if path.exists() and not path.is_file():
+                raise InputError(f"{shown(path)} is not a regular file (a pipe or a device?); "
+                                 f"choose another output")
             if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
                 raise InputError(f"{shown(path)} already exists; use {{arg:overwrite}} to "
                                  f"replace it")

@@ -8,8 +8,11 @@ import glob
 import hashlib
 import json
 import os
+import stat
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1136,3 +1139,54 @@ def test_a_second_worker_that_cannot_be_started_runs_no_job_of_the_pool(tmp_path
     assert [job["status"] for job in jobs] == ["failed"] * 3
     assert all(job["error"].startswith("not run") for job in jobs)
     assert _ran_nothing(tmp_path)
+
+
+# --- a pipe or a device where a file is written ---------------------------------------------------
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "pipe":
+        os.mkfifo(path)
+        return
+    try:  # a copy of /dev/null under the output's name
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+def _dip(slowness: float, *args: Any) -> subprocess.CompletedProcess:
+    """A dip process (a hang ends the test, where a run in this process would end the suite)."""
+    from conftest import dip_command
+
+    return subprocess.run(dip_command() + [str(a) for a in args], capture_output=True,
+                          text=True, timeout=120 * slowness)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device"])
+@pytest.mark.parametrize("name", ["out.png", "out.png.json"])
+def test_a_pipe_or_a_device_where_a_file_goes_is_refused_not_replaced(
+        tmp_path: Path, slowness: float, kind: str, name: str) -> None:
+    """Each file is written anew and renamed into its place: --overwrite replaced a pipe, or a
+    device node named out.png, with a regular file; a pipe named as the record hung the run
+    (reading it, to see whether it was dip's, waited for a writer for ever)."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    special = tmp_path / name
+    _special(special, kind)
+    commands = [["denoise", src, "--iters", 2, "--device", "cpu"], ["corrupt", src, "--noise", 5]]
+    for command in commands[:1 if name.endswith(".json") else 2]:  # (corrupt writes no record)
+        result = _dip(slowness, *command, "-o", tmp_path / "out.png", "--overwrite")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"dip: error: {special} is not a regular file (a pipe or a device?); choose "
+            f"another output"], result.stderr
+        assert not stat.S_ISREG(special.lstat().st_mode)
+
+
+def test_a_pipe_named_as_the_summary_is_kept_and_said(tmp_path: Path, slowness: float) -> None:
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "summary.csv")
+    result = _dip(slowness, "run", path, "-q")
+    assert result.returncode == 2, result.stderr
+    assert "summary.csv exists and dip did not write it; it is kept" in result.stderr
+    assert stat.S_ISFIFO((tmp_path / "out" / "summary.csv").lstat().st_mode)
