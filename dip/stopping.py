@@ -60,20 +60,33 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
         smaller than the smallest patch).
     """
     h, w = y.shape[-2:]
-    patch = _patch_side(y.shape[1], h, w, patch)
-    if h < patch or w < patch:
+    side = _patch_side(y.shape[1], h, w, patch)
+    if h < side or w < side:
         return 0.0
-    stride = max(1, math.ceil(math.sqrt((h - patch + 1) * (w - patch + 1) / most)))
+    stride = max(1, math.ceil(math.sqrt((h - side + 1) * (w - side + 1) / most)))
     # in float64 on the CPU, whatever the image's device: Apple's MPS has no float64 (nor
     # eigvalsh), and the CPU default denoising on a Mac ended in a traceback here
     eigen = torch.linalg.eigvalsh(_patch_covariance(y.detach().to("cpu", torch.float64),
-                                                    patch, stride)).flip(0)
+                                                    side, stride)).flip(0)
     for i in range(eigen.numel()):
         tail = eigen[i:]
         if tail.mean() <= tail.median():
             break
     sigma = float(tail.mean().clamp(min=0).sqrt())
-    return _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
+    sigma = _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
+    if y.shape[1] == 3 and sigma < ONE_NOISE:  # one noise in three channels: see ONE_NOISE
+        return max(sigma, estimate_sigma(y.mean(1, keepdim=True), patch, most, clipped))
+    return sigma
+
+
+#: Where a colour picture's patches read less noise than this (a thousandth of a grey level:
+#: none, up to round-off), :func:`estimate_sigma` reads it in the channels' mean. A
+#: black-and-white photo saved in colour with a coloured mark or frame, or a tint (its
+#: channels not all equal, so not read as grey), holds one noise in its three channels,
+#: which leaves two thirds of the colour patches' dimensions without noise: the tail read 0
+#: (or 10^-6 grey levels, from round-off) for sigma = 25, and denoising gave it back as it
+#: was. The channels' mean holds that noise whole.
+ONE_NOISE = 1e-3 / 255
 
 
 def measurable(shape: Sequence[int], patch: int = 8) -> bool:

@@ -573,3 +573,43 @@ def test_a_noisy_photo_on_a_clean_page_still_reads_its_noise() -> None:
         page = torch.ones(1, 3, side, side)
         page[..., :64, :64] = noisy
         assert estimate_sigma(page) * 255 == pytest.approx(before, abs=0.1)
+
+
+def _tinted(grey: torch.Tensor) -> torch.Tensor:
+    """``grey`` toned from dark blue to pale blue through a table, as a photo editor's
+    colorize does: each channel a function of the grey level."""
+    table = torch.stack([torch.linspace(16, 240, 256), torch.linspace(16, 240, 256),
+                         torch.linspace(32, 255, 256)]).round() / 255
+    return table[:, (grey[0, 0] * 255).round().long()][None]
+
+
+@pytest.mark.parametrize("change", ["a red mark", "one value off by one", "a tint"])
+def test_one_noise_in_three_channels_is_read_in_their_mean(change: str) -> None:
+    """A noisy black-and-white photo saved in colour but not quite grey (its channels not all
+    equal): the colour patches' tail read 0, and denoising refused it (before: gave it back
+    as it was)."""
+    g = torch.Generator().manual_seed(0)
+    grey = ((synthetic(64, 1) + torch.randn(1, 1, 64, 64, generator=g) * 25 / 255)
+            .clamp(0, 1) * 255).round() / 255
+    rgb = grey.expand(-1, 3, -1, -1).clone()
+    if change == "a red mark":
+        rgb[0, :, :6, :6] = torch.tensor([200 / 255, 0, 0])[:, None, None]
+    if change == "one value off by one":
+        rgb[0, 2, 0, 0] += 1 / 255 if rgb[0, 2, 0, 0] < 1 else -1 / 255
+    scale = 1.0
+    if change == "a tint":
+        rgb, scale = _tinted(grey), (224 + 224 + 223) / 3 / 255  # the channels' mean's slope
+    assert estimate_sigma(grey) * 255 == pytest.approx(25, rel=0.1)
+    assert estimate_sigma(rgb) == pytest.approx(estimate_sigma(grey) * scale, rel=0.05)
+
+
+def test_a_colour_picture_that_reads_noise_reads_it_in_its_colour_patches(monkeypatch) -> None:
+    """Only a reading of none (up to round-off) is read again in the channels' mean."""
+    g = torch.Generator().manual_seed(1)
+    noisy = (synthetic(64) + torch.randn(1, 3, 64, 64, generator=g) * 15 / 255).clamp(0, 1)
+    read = []
+    original = stopping.estimate_sigma
+    monkeypatch.setattr(stopping, "estimate_sigma",
+                        lambda y, *args: read.append(y.shape[1]) or original(y, *args))
+    assert stopping.estimate_sigma(noisy) * 255 == pytest.approx(15, rel=0.1)
+    assert read == [3]

@@ -96,10 +96,13 @@ def test_a_picture_without_noise_is_refused_at_once_with_how_to_denoise_it_anywa
 
 def test_the_same_picture_with_noise_or_too_small_to_read_is_denoised(tmp_path: Path) -> None:
     """The check refuses what reads no noise only: a grey picture under 16 px a side reads 0
-    whatever its noise (too few patches for their spectrum)."""
+    whatever its noise (too few patches for their spectrum), and so may a colour one, whose
+    channels' mean is then read."""
     noisy = _noisy(_clean("lines"), 10 / 255).clamp(0, 1)
-    for picture in (noisy, noisy[..., :14, :14]):
-        path = save(picture, tmp_path / f"{picture.shape[-1]}.png")
+    small = noisy[..., :12, :12]
+    tinted = torch.cat([small, small, (small + 1 / 255).clamp(0, 1)], 1)  # not quite grey
+    for picture in (noisy, noisy[..., :14, :14], tinted):
+        path = save(picture, tmp_path / f"{picture.shape[1]}x{picture.shape[-1]}.png")
         result = dip.restore("denoise", path, write=False, device="cpu", iters=3,
                              overrides=["optim.restarts=1", *SMALL_NET])
         assert result.picture.pixels.shape == picture.shape

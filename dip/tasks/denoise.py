@@ -130,10 +130,9 @@ def _reads_clean(picture: image.Picture, cfg: Any) -> bool:
     (benchmarks/README.md, "A clean picture that is no photo")."""
     if cfg.stop.sigma or jpeg_sigma(picture, cfg) is not None:
         return False
-    pixels = picture.pixels  # a grey picture made RGB again beside a colour reference: its
-    if bool((pixels == pixels[:, :1]).all()):  # three copies of one noise read as none
-        pixels = pixels[:, :1]
-    return measurable(pixels.shape) and estimate_sigma(pixels) == 0
+    # measurable as grey: a colour picture that reads none is read in its channels' mean
+    pixels = picture.pixels
+    return measurable((1, 1, *pixels.shape[-2:])) and estimate_sigma(pixels) == 0
 
 
 def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
