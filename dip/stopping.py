@@ -73,14 +73,15 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
         if tail.mean() <= tail.median():
             break
     sigma = float(tail.mean().clamp(min=0).sqrt())
-    sigma = _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
     if y.shape[1] == 3 and sigma < ONE_NOISE:  # one noise in three channels: see ONE_NOISE
-        return max(sigma, estimate_sigma(y.mean(1, keepdim=True), patch, most, clipped))
-    return sigma
+        return estimate_sigma(y.mean(1, keepdim=True), patch, most, clipped)
+    return _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
 
 
-#: Where a colour picture's patches read less noise than this (a thousandth of a grey level:
-#: none, up to round-off), :func:`estimate_sigma` reads it in the channels' mean. A
+#: Where a colour picture's patches' spectrum reads less noise than this (a thousandth of a
+#: grey level: none, up to round-off; before the corrections for clipping and exact ties,
+#: which lower a clean flat-colour drawing's reading to 0 as well), :func:`estimate_sigma`
+#: reads it in the channels' mean. A
 #: black-and-white photo saved in colour with a coloured mark or frame, or a tint (its
 #: channels not all equal, so not read as grey), holds one noise in its three channels,
 #: which leaves two thirds of the colour patches' dimensions without noise: the tail read 0

@@ -92,12 +92,16 @@ def test_a_picture_without_noise_is_refused_at_once_with_how_to_denoise_it_anywa
     given = dip.restore("denoise", src, write=False, device="cpu", iters=3,
                         overrides=["stop.sigma=5", "optim.restarts=1", *SMALL_NET])
     assert given.record["wiener_sigma"] == 5.0
+    # without the filter (the paper's preset) the result is the network's, not the input
+    unfiltered = dip.restore("denoise", src, write=False, device="cpu", iters=3,
+                             overrides=["noise.wiener=false", "optim.restarts=1", *SMALL_NET])
+    assert "wiener_sigma" not in unfiltered.record
 
 
 def test_the_same_picture_with_noise_or_too_small_to_read_is_denoised(tmp_path: Path) -> None:
     """The check refuses what reads no noise only: a grey picture under 16 px a side reads 0
-    whatever its noise (too few patches for their spectrum), and so may a colour one, whose
-    channels' mean is then read."""
+    whatever its noise (too few patches for their spectrum); a colour one is judged by the
+    same size (where its colour patches read none, their mean, a grey picture, is read)."""
     noisy = _noisy(_clean("lines"), 10 / 255).clamp(0, 1)
     small = noisy[..., :12, :12]
     tinted = torch.cat([small, small, (small + 1 / 255).clamp(0, 1)], 1)  # not quite grey
