@@ -81,12 +81,11 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
 #: Where a colour picture's patches' spectrum reads less noise than this (a thousandth of a
 #: grey level: none, up to round-off; before the corrections for clipping and exact ties,
 #: which lower a clean flat-colour drawing's reading to 0 as well), :func:`estimate_sigma`
-#: reads it in the channels' mean. A
-#: black-and-white photo saved in colour with a coloured mark or frame, or a tint (its
-#: channels not all equal, so not read as grey), holds one noise in its three channels,
-#: which leaves two thirds of the colour patches' dimensions without noise: the tail read 0
-#: (or 10^-6 grey levels, from round-off) for sigma = 25, and denoising gave it back as it
-#: was. The channels' mean holds that noise whole.
+#: reads it in the channels' mean. A black-and-white photo saved in colour with a coloured
+#: mark or frame, or a tint (its channels not all equal, so not read as grey), holds one
+#: noise in its three channels, which leaves two thirds of the colour patches' dimensions
+#: without noise: the tail read 0 (or 10^-6 grey levels, from round-off) for sigma = 25,
+#: and denoising gave it back as it was. The channels' mean holds that noise whole.
 ONE_NOISE = 1e-3 / 255
 
 
