@@ -9,7 +9,7 @@ and answers "stop now?". A rule that prefers an earlier image than the last one 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -89,14 +89,12 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
 ONE_NOISE = 1e-3 / 255
 
 
-def measurable(shape: Sequence[int], patch: int = 8) -> bool:
-    """Whether :func:`estimate_sigma` can read the noise of a picture of ``shape``
-    ``(1, C, H, W)``: more patches than a patch has dimensions. In a smaller one (a square
-    grey picture under 16 px, a colour one under 8) the patches' covariance is singular,
-    and its tail reads the noise low, down to 0."""
-    c, h, w = shape[-3:]
-    patch = _patch_side(c, h, w, patch)
-    return h >= patch and w >= patch and (h - patch + 1) * (w - patch + 1) > c * patch ** 2
+def measurable(h: int, w: int, patch: int = 8) -> bool:
+    """Whether :func:`estimate_sigma` can read the noise of an ``h`` x ``w`` grey picture (or
+    of a colour one's channels' mean, read where its colour patches read none): more patches
+    than a patch has dimensions. In a smaller one (a square one under 16 px) the patches'
+    covariance is singular, and its tail reads the noise low, down to 0."""
+    return h >= patch and w >= patch and (h - patch + 1) * (w - patch + 1) > patch ** 2
 
 
 #: patches a band of :func:`_patch_covariance` unfolds at once

@@ -122,17 +122,21 @@ def anscombe_error(peak: float):
 LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 
-def _reads_clean(picture: image.Picture, cfg: Any) -> bool:
-    """Whether the picture's Gaussian noise reads 0, where no level is given
-    (``stop.sigma``) and no JPEG's is read (:func:`dip.tasks.jpeg_sigma`): the patches'
-    estimate finds none in a picture it can read (:func:`dip.stopping.measurable`). Clean
-    text, line art and a star field read 0; anti-aliased text and a screenshot 0.5-2.7
-    (benchmarks/README.md, "A clean picture that is no photo")."""
-    if cfg.stop.sigma or jpeg_sigma(picture, cfg) is not None:
-        return False
-    # measurable as grey: a colour picture that reads none is read in its channels' mean
-    pixels = picture.pixels
-    return measurable((1, 1, *pixels.shape[-2:])) and estimate_sigma(pixels) == 0
+def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
+    """Refuse a picture whose noise reads 0 (clean text, line art and a star field do;
+    anti-aliased text and a screenshot 0.5-2.7: benchmarks/README.md, "A clean picture that
+    is no photo"), where the run ends with the Wiener filter: the fits would run for minutes
+    and the filter then return the input as it is (its gains are all 1 at sigma 0). Said at
+    once, as an inpainting mask with nothing to fill is, after the files' checks (a result
+    its format cannot hold is said first). Without the filter (the paper's preset) the
+    result is the network's, and the run goes on. A picture too small to read
+    (:func:`dip.stopping.measurable`; a colour one that reads none is read in its channels'
+    mean, a grey picture) is not refused."""
+    if read == 0 and measurable(*pixels.shape[-2:]):
+        raise InputError("no noise found in the input: its noise level reads 0 (as clean "
+                         "text, line art or a picture enlarged by repeating its pixels do); "
+                         "nothing to denoise; to denoise it anyway, give its level, e.g. "
+                         "{arg:stop.sigma=5}")
 
 
 def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
@@ -197,19 +201,13 @@ class Denoise(Task):
         picture = inputs.picture
         problem = Problem(operators.Identity(), picture.pixels, picture.size)
         noise = cfg.section("noise")
-        if self.finishes(cfg) and _reads_clean(picture, cfg):
-            # The fits would run for minutes and the Wiener filter then return the input as
-            # it is (its gains are all 1 at sigma 0): said at once, as an inpainting mask
-            # with nothing to fill is (after the files' checks: a result its format cannot
-            # hold is said first). Without the filter (the paper's preset) the result is the
-            # network's, and the run is left to go.
-            raise InputError("no noise found in the input: its noise level reads 0 (as "
-                             "clean text, line art or a picture enlarged by repeating its "
-                             "pixels do); nothing to denoise; to denoise it anyway, give its "
-                             "level, e.g. {arg:stop.sigma=5}")
         if noise.model == "gaussian":
             problem.objective = noise.objective
             problem.take_noise(jpeg_sigma(picture, cfg))
+            if self.finishes(cfg) and not cfg.stop.sigma and problem.noise_sigma is None:
+                # read once, here: the run's stop, SURE and budget take it (run.noise_level)
+                problem.noise_sigma = estimate_sigma(picture.pixels)
+                _refuse_a_clean_picture(problem.noise_sigma, picture.pixels)
         if noise.model == "poisson":
             peak = noise.peak or estimate_peak(picture.pixels)
             if not math.isfinite(peak):
