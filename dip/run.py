@@ -479,7 +479,7 @@ def load(p: Plan) -> Loaded:
                          f"restore it from")
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
     if r.write:  # (the format is checked by plan() when written)
-        _warn_of_what_the_format_drops(p.output, inputs.picture)
+        _warn_of_what_the_format_drops(p.output, inputs.as_read())
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:
@@ -547,12 +547,13 @@ def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, input
             inputs = dataclasses.replace(inputs, picture=rgb)
         else:
             ref = grey
-    elif inputs.picture.pixels.shape[1] == 1 and ref.shape[1] == 3:
+    elif inputs.picture.pixels.shape[1] == 1 and ref.shape[1] == 3 and inputs.tint is None:
         ref = grey if (grey := _grey(ref)) is not None else ref  # saved as RGB
-    if ref.shape[1] != inputs.picture.pixels.shape[1]:
+    # (a colour picture of one noise, read as its grey, is scored in colour: dip.tint)
+    channels = inputs.picture.pixels.shape[1] if inputs.tint is None else 3
+    if ref.shape[1] != channels:
         raise InputError(f"reference {r.reference} has {ref.shape[1]} channel(s), the "
-                         f"input {inputs.picture.pixels.shape[1]}; both must be grey or "
-                         f"both colour")
+                         f"input {channels}; both must be grey or both colour")
     return ref, inputs, rgb_of_grey
 
 
@@ -663,6 +664,8 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     layout = plan_layout(cfg, problem, channels, dev, lambda part: p.task.solved(part, p.args),
                          stack=perf.stack, blind=p.task.blind)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
+    if ref is not None and loaded.inputs.tint is not None:  # the fits' is the grey's
+        ref = loaded.inputs.tint.grey(ref)
     sigma = noise_level(cfg, problem)
     _warn_of_unread_stop_settings(p, sigma is not None)
 
@@ -999,7 +1002,7 @@ class _Live:
 
     def _snapshot(self, step: int) -> None:
         loaded = self.loaded
-        current = self.combined(self.outcomes({})).image
+        current = loaded.inputs.coloured(self.combined(self.outcomes({})).image)
         source = loaded.inputs.picture
         snap = image.Picture(current, self.p.task.out_alpha(loaded.inputs, loaded.out_size),
                              source.bits, source.value_range)
@@ -1095,6 +1098,8 @@ def _task_metrics(p: Plan, loaded: Loaded, result: torch.Tensor,
     if loaded.rgb_of_grey:
         result, ref = (t.expand(-1, 3, -1, -1) for t in (result, ref))
         inputs = dataclasses.replace(inputs, picture=as_rgb(inputs.picture))
+    if inputs.tint is not None:  # a colour picture read as its grey (dip.tint): in colour
+        inputs = dataclasses.replace(inputs, picture=inputs.as_read(), tint=None)
     return p.task.metrics(result, ref, inputs, p.cfg)
 
 
@@ -1157,7 +1162,7 @@ def _pictures(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
             score = (record.metrics or {}).get(key)
             with reports.quiet_matplotlib():
                 data = reports.render_report(
-                    loaded.inputs.picture, restored, record.to_dict(), loaded.reference,
+                    loaded.inputs.as_read(), restored, record.to_dict(), loaded.reference,
                     p.task.report_mask(loaded.inputs), None if score is None else (label, score))
             pictures.append((p.files["report"], lambda f, d=data: f.write(d)))
         if p.request.gif:
@@ -1765,7 +1770,8 @@ def _written(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted,
     # the input's depth, a float TIFF's own range and the colour profile go back with it (the
     # fit works in [0, 1])
     source = loaded.inputs.picture
-    restored = dataclasses.replace(source.with_pixels(fitted.image.float().cpu()), alpha=alpha)
+    pixels = loaded.inputs.coloured(fitted.image.float().cpu())  # (dip.tint)
+    restored = dataclasses.replace(source.with_pixels(pixels), alpha=alpha)
     record = make_record(p, loaded, setup, fitted, restored, time.perf_counter() - started)
     if loaded.rgb_of_grey:  # the result as the file was: RGB (measured and drawn grey)
         restored = as_rgb(restored)

@@ -59,10 +59,21 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
         y: ``(1, C, H, W)``, values in [0, 1]. Returns sigma in the same units (0 for an image
         smaller than the smallest patch).
     """
+    sigma = _spectrum_sigma(y, patch, most)
+    if sigma is None:
+        return 0.0
+    if y.shape[1] == 3 and sigma < ONE_NOISE:  # one noise in three channels: see ONE_NOISE
+        return estimate_sigma(y.mean(1, keepdim=True), patch, most, clipped)
+    return _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
+
+
+def _spectrum_sigma(y: torch.Tensor, patch: int, most: int) -> float | None:
+    """The noise the tail of the patches' spectrum reads (:func:`estimate_sigma` before its
+    corrections for clipping and exact ties); None for a picture smaller than a patch."""
     h, w = y.shape[-2:]
     side = _patch_side(y.shape[1], h, w, patch)
     if h < side or w < side:
-        return 0.0
+        return None
     stride = max(1, math.ceil(math.sqrt((h - side + 1) * (w - side + 1) / most)))
     # in float64 on the CPU, whatever the image's device: Apple's MPS has no float64 (nor
     # eigvalsh), and the CPU default denoising on a Mac ended in a traceback here
@@ -72,10 +83,21 @@ def estimate_sigma(y: torch.Tensor, patch: int = 8, most: int = 1 << 18,
         tail = eigen[i:]
         if tail.mean() <= tail.median():
             break
-    sigma = float(tail.mean().clamp(min=0).sqrt())
-    if y.shape[1] == 3 and sigma < ONE_NOISE:  # one noise in three channels: see ONE_NOISE
-        return estimate_sigma(y.mean(1, keepdim=True), patch, most, clipped)
-    return _consistent(y, _unclipped(y, sigma, most)) if clipped else sigma
+    return float(tail.mean().clamp(min=0).sqrt())
+
+
+def one_noise(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> bool:
+    """Whether a colour picture's noise, if any, is one noise in its three channels: its
+    patches' spectrum reads none (:data:`ONE_NOISE`). False for a grey picture and for one
+    too small to read (:func:`measurable`: its spectrum reads the noise low, down to 0).
+
+    Shape:
+        y: ``(1, C, H, W)`` in [0, 1].
+    """
+    if y.shape[1] != 3 or not measurable(*y.shape[-2:], patch):
+        return False
+    sigma = _spectrum_sigma(y, patch, most)
+    return sigma is not None and sigma < ONE_NOISE
 
 
 #: Where a colour picture's patches' spectrum reads less noise than this (a thousandth of a

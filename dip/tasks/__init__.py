@@ -29,6 +29,7 @@ from dip.errors import ConfigError, InputError
 from dip.request import Option
 from dip.stopping import estimate_sigma
 from dip.tiles import Tile
+from dip.tint import Tint
 
 #: what a problem's fits descend (:attr:`Problem.objective`)
 OBJECTIVES = ("mse", "sure", "alternate")
@@ -102,6 +103,19 @@ class Inputs:
     #: what the task did to the result, for the record (super-resolution's
     #: ``back_projection``: the correction as applied, not as asked)
     facts: dict[str, Any] = field(default_factory=dict)
+    #: a colour picture of one noise read as its grey (``picture``), and how to put that
+    #: back in colour (:mod:`dip.tint`: denoising's); None: the picture as read
+    tint: Tint | None = None
+
+    def coloured(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A result of ``picture`` as the file is, in colour where :attr:`tint` says how."""
+        return pixels if self.tint is None else self.tint.coloured(pixels)
+
+    def as_read(self) -> image.Picture:
+        """``picture`` as the file is (in colour where :attr:`tint` read it as grey)."""
+        if self.tint is None:
+            return self.picture
+        return self.picture.with_pixels(self.coloured(self.picture.pixels))
 
 
 @dataclass(frozen=True)

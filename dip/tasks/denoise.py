@@ -22,6 +22,7 @@ Poisson noise its level is the one the counts imply, mean(y) / peak.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -36,6 +37,7 @@ from dip.estimate import calibrate, remember
 from dip.request import Option
 from dip.stopping import estimate_sigma, measurable
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, jpeg_sigma, register
+from dip.tint import Tint, tint_of
 
 MODELS = ("gaussian", "poisson")
 POISSON_LOSSES = ("nll", "anscombe")
@@ -195,7 +197,16 @@ class Denoise(Task):
                           f"(noise.model {other}); denoising {DESCRIBED[noise.model]} "
                           f"ignores {'it' if len(unused) == 1 else 'them'}", image.DipWarning,
                           stacklevel=outside_dip())
-        return Inputs(picture)
+        tint = tint_of(picture.pixels) if noise.model == "gaussian" else None
+        if tint is None:
+            return Inputs(picture)
+        # one noise in three channels (a black-and-white photo with a coloured mark, or
+        # toned): denoised as the channels' mean, the rest put back (dip.tint)
+        coding = picture.coding_error  # (as dip.run.grey_of_rgb's)
+        grey = dataclasses.replace(picture, pixels=Tint.grey(picture.pixels),
+                                   coding_error=coding and coding[:1])
+        gains = [round(g, 4) for g in tint.gains.flatten().tolist()]
+        return Inputs(grey, facts={"one_noise_gains": gains}, tint=tint)
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
         picture = inputs.picture
