@@ -220,7 +220,9 @@ def _how(r: dict) -> str:
     gaussian = noise.get("model") == "gaussian"
     turns = (" (the paper's fit and SURE's in turn)"
              if gaussian and noise.get("objective") == "alternate" else "")
-    parts = (([tiles["why"]] if r.get("members") and tiles else [])
+    parts = ((["fitted as the mean of its channels, which hold one noise, and its colour put "
+               "back"] if r.get("one_noise_gains") else [])
+             + ([tiles["why"]] if r.get("members") and tiles else [])
              + ([f"the average of {restarts} restarts{turns}"] if restarts > 1 else []))
     if gaussian and noise.get("wiener") and r["stop_reason"] != "interrupted":
         pilot = ("that average" if restarts > 1 else "the tiles' image" if tiles
