@@ -354,7 +354,7 @@ def _job_options_help() -> str:
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         summary_path: Path | None, pack: str, dry_run: bool, overwrite: bool,
         quiet: bool) -> None:
-    if pack != "auto" and not (pack.isdigit() and int(pack) >= 1):
+    if pack != "auto" and not (pack.isdecimal() and int(pack) >= 1):
         raise click.BadParameter(f"auto or a number >= 1, not {pack!r}", param_hint="'--pack'")
     jobs = everyone = batch.load_batch(batch_file)
     shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()

@@ -157,7 +157,7 @@ def plan_layout(cfg: Any, problem: Problem, channels: int, device: torch.device,
 
     if size == "off" or (size == "auto" and not over_memory and not over_size):
         return untiled()
-    side = int(size) if size.isdigit() else cfg.tile.auto_size
+    side = int(size) if size.isdecimal() else cfg.tile.auto_size
     t = _tiling(cfg, problem, channels, device, side, budget, stacked)
     # auto's tiles halve until they fit the budget (a --max-memory below 256 px tiles' need)
     while size == "auto" and budget is not None and t.peak > budget and side // 2 >= MIN_TILE:

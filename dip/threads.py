@@ -212,7 +212,7 @@ MAX_THREADS = 1024
 
 def check_threads(setting: str) -> None:
     """``perf.threads`` is ``auto`` or a number from 1 to :data:`MAX_THREADS`."""
-    if setting != "auto" and not (setting.isdigit() and 1 <= int(setting) <= MAX_THREADS):
+    if setting != "auto" and not (setting.isdecimal() and 1 <= int(setting) <= MAX_THREADS):
         raise ConfigError(f"config key 'perf.threads' must be auto or a number of threads "
                           f"from 1 to {MAX_THREADS}, got {setting!r}")
 
@@ -221,7 +221,7 @@ def environment_threads(environ: dict[str, str] | os._Environ = os.environ) -> i
     """The threads ``OMP_NUM_THREADS`` asks for (its first level: ``4,2`` is 4), None where
     it is unset or not a number from 1 to :data:`MAX_THREADS`."""
     first = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(first) if first.isdigit() and 1 <= int(first) <= MAX_THREADS else None
+    return int(first) if first.isdecimal() and 1 <= int(first) <= MAX_THREADS else None
 
 
 def fixed_threads(setting: str | int) -> int | None:

@@ -58,7 +58,7 @@ def check_tiles(settings: Any) -> None:
     >= 0 (used up to a quarter of the tile: :func:`overlap_for`), ``whole_max`` >= 0,
     ``auto_size`` >= :data:`MIN_TILE`."""
     size = settings.size
-    if size not in ("auto", "off") and not (size.isdigit() and int(size) >= MIN_TILE):
+    if size not in ("auto", "off") and not (size.isdecimal() and int(size) >= MIN_TILE):
         raise ConfigError(f"config key 'tile.size' must be auto, off or a tile's side of at "
                           f"least {MIN_TILE} pixels, got {size!r}")
     if settings.overlap < 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import typing
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,14 @@ def _values(tp: typing.Any) -> st.SearchStrategy:
 
 ANY_VALUE = st.one_of(st.integers(), st.floats(), st.booleans(), TEXT,
                       st.none(), st.lists(st.integers(), max_size=3))
+
+
+@pytest.mark.parametrize("key", ["perf.threads", "tile.size"])
+def test_a_digit_that_is_no_number_is_refused_by_name(key: str) -> None:
+    """'¹' is a digit to str.isdigit, and int() then raised a ValueError (found by the
+    property below)."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config.resolve("denoise", overrides=[f"{key}=¹"])
 
 
 @FAST

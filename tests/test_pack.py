@@ -87,8 +87,9 @@ def test_only_jobs_with_the_same_step_settings_share_a_pack(tmp_path: Path) -> N
 
 def test_pack_must_be_auto_or_a_positive_number(tmp_path: Path) -> None:
     path = _batch(tmp_path, "  - {task: denoise, input: photos/p0.png}\n")
-    result = invoke("run", path, "--pack", "zero")
-    assert result.exit_code == 2 and "--pack" in result.output
+    for pack in ("zero", "¹"):  # ('¹' is a digit to str.isdigit, and int() raised)
+        result = invoke("run", path, "--pack", pack)
+        assert result.exit_code == 2 and "--pack" in result.output, result.output
 
 
 def test_a_packed_job_gives_the_image_it_gives_alone(tmp_path: Path) -> None:
