@@ -664,17 +664,20 @@ def _build(p: Plan, loaded: Loaded) -> Setup:
     layout = plan_layout(cfg, problem, channels, dev, lambda part: p.task.solved(part, p.args),
                          stack=perf.stack, blind=p.task.blind)
     ref = loaded.reference.to(dev) if loaded.reference is not None else None
-    if ref is not None and loaded.inputs.tint is not None:  # the fits' is the grey's
-        ref = loaded.inputs.tint.grey(ref)
     sigma = noise_level(cfg, problem)
     _warn_of_unread_stop_settings(p, sigma is not None)
+    tint = loaded.inputs.tint  # (dip.tint: the result is the grey fit's, in colour)
+    tint = tint and dataclasses.replace(tint, rest=tint.rest.to(dev), gains=tint.gains.to(dev))
 
     def returned(estimate: torch.Tensor) -> torch.Tensor:  # the result made of it, as _combined
-        return p.task.consistent(estimate.detach(), None, loaded.inputs, p.args, cfg,
-                                 sample=True)[0]
+        result = p.task.consistent(estimate.detach(), None, loaded.inputs, p.args, cfg,
+                                   sample=True)[0]
+        return result if tint is None else tint.coloured(result)
 
     # for the peak of one fit of the whole image (the only one the record keeps)
     whole = returned if len(layout.parts) == 1 and layout.tiles is None else None
+    if ref is not None and tint is not None and whole is None:  # a part's: its grey's
+        ref = tint.grey(ref)
 
     def member(i: int) -> Member:
         return build_member(cfg, problem, layout.parts[i], channels, ref, sigma, whole)
