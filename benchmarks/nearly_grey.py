@@ -1,9 +1,10 @@
 """A black-and-white photo saved in colour, not quite grey: denoised in colour or as its grey?
 
-A noisy grey photo saved as RGB with a coloured mark, an offset of one channel or a toning
-holds one noise in its three channels. ``dip`` now denoises such a picture as its channels'
-mean and puts the noise-free rest back (:mod:`dip.tint`); before, it fitted the three channels
-and filtered them as colour, taking the one noise for three independent ones. This script
+A noisy grey photo saved as RGB with a coloured mark or date stamp, a channel shifted or a
+toning holds one noise in its three channels. ``dip`` now denoises such a picture as its
+channels' mean and puts the noise-free rest back (:mod:`dip.tint`); before, it fitted the
+three channels and filtered them as colour, taking the one noise for three independent ones
+(a sepia toning's was read as nearly none, and the picture came back as it was). This script
 adds Gaussian noise (seeded, 8-bit) to the grey versions of centre crops of the paper's 9
 colour images, makes each change to the noisy and to the clean crop, and denoises each picture
 with dip's defaults (``dip.restore("denoise", ...)``, no clean image used) three ways, one
@@ -14,10 +15,12 @@ after another in this process:
 - ``grey twin``: the same noisy grey photo saved grey (what the best could be).
 
 PSNR against the clean crop with the same change, over the whole picture. Nothing else may
-run beside it (the seconds are figures too). About 20 minutes on 2 cores with the defaults.
+run beside it (the seconds are figures too). About 40 minutes on 2 cores with the defaults.
 
     python benchmarks/nearly_grey.py
     python benchmarks/nearly_grey.py --images 3 --side 48 --sigma 25
+    python benchmarks/nearly_grey.py --changes "toned sepia,an orange date stamp"
+    python benchmarks/nearly_grey.py --lines   # colour photos are not on one line: seconds
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import DATA  # noqa: E402
@@ -59,7 +62,30 @@ def toned(grey: np.ndarray) -> np.ndarray:
     return np.asarray(ImageOps.colorize(Image.fromarray(grey), "#101020", "#F0F0FF"))
 
 
-CHANGES = {"blue + 1": bluer, "a 6 px red square": red_square, "toned blue": toned}
+def sepia(grey: np.ndarray) -> np.ndarray:
+    """Toned black to #FFE6C0 by a photo editor's colorize: three slopes, each channel
+    rounded its own way."""
+    return np.asarray(ImageOps.colorize(Image.fromarray(grey), "#000000", "#FFE6C0"))
+
+
+def date_stamp(grey: np.ndarray) -> np.ndarray:
+    """An anti-aliased orange date stamp in the bottom-left corner."""
+    rgb = Image.fromarray(grey).convert("RGB")
+    font = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    font = ImageFont.truetype(str(font), 14) if font.exists() else ImageFont.load_default()
+    ImageDraw.Draw(rgb).text((2, grey.shape[0] - 18), "2024", fill=(255, 140, 0), font=font)
+    return np.asarray(rgb)
+
+
+def shifted(grey: np.ndarray) -> np.ndarray:
+    """Red 10 levels up and blue 10 down, clipped at white and black."""
+    rgb = np.stack([grey.astype(int) + 10, grey, grey.astype(int) - 10], -1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+CHANGES = {"blue + 1": bluer, "a 6 px red square": red_square, "toned blue": toned,
+           "toned sepia": sepia, "an orange date stamp": date_stamp,
+           "R + 10 / B - 10 (clipped)": shifted}
 
 
 def crops(side: int, images: int) -> list[tuple[str, np.ndarray]]:
@@ -88,14 +114,44 @@ def denoised(path: Path, colour: bool) -> tuple[np.ndarray, float]:
     return np.round(pixels * 255).squeeze(), time.perf_counter() - started
 
 
+def lines() -> None:
+    """How many of a colour photo's colours lie on one line (:func:`dip.tint.on_line`), and
+    whether it is taken for one noise: the 90 clean colour crops of noise_estimate.py (9
+    images, centre and corner, 5 sizes) as they are and with noise of sigma 5 and 25."""
+    import torch
+    from noise_estimate import SIDES
+    from noise_estimate import crops as colour_crops
+    from noise_estimate import noisy as noisy_crop
+
+    from dip.tint import on_line, tint_of
+    print("| colour crops | crops | most on one line | taken for one noise |")
+    print("|---|---|---|---|")
+    for sigma in (0, 5, 25):
+        shares, tinted = [], 0
+        for side in SIDES:
+            for i, x in enumerate(colour_crops(side, False)):
+                g = torch.Generator().manual_seed(side * 100 + i)
+                y = (x * 255).round() / 255 if sigma == 0 else noisy_crop(x, sigma, g)
+                shares.append(on_line(y)[1])
+                tinted += tint_of(y) is not None
+        print(f"| sigma {sigma} | {len(shares)} | {max(shares):.3f} | {tinted} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--sigma", type=float, default=25)
     ap.add_argument("--images", type=int, default=6, help="of the 9 (sorted by name)")
+    ap.add_argument("--changes", default=",".join(CHANGES),
+                    help=f"which, comma-separated, of: {', '.join(CHANGES)}")
+    ap.add_argument("--lines", action="store_true",
+                    help="only how near one line colour photos' colours lie (seconds)")
     args = ap.parse_args()
+    if args.lines:
+        return lines()
+    changes = {name: CHANGES[name] for name in args.changes.split(",")}
     rng = np.random.default_rng(0)
-    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in CHANGES}
+    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in changes}
     with tempfile.TemporaryDirectory() as folder:
         for image_name, clean in crops(args.side, args.images):
             noise = rng.normal(0, args.sigma, clean.shape)
@@ -104,7 +160,7 @@ def main() -> None:
             Image.fromarray(noisy, "L").save(twin_path)
             twin, _ = denoised(twin_path, colour=False)
             twin_psnr = psnr(twin, clean)
-            for name, change in CHANGES.items():
+            for name, change in changes.items():
                 path = Path(folder) / "marked.png"
                 Image.fromarray(change(noisy)).save(path)
                 ref = change(clean)
