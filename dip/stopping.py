@@ -111,6 +111,14 @@ def one_noise(y: torch.Tensor, patch: int = 8, most: int = 1 << 18) -> bool:
 ONE_NOISE = 1e-3 / 255
 
 
+def blocks(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The four pixels of every 2x2 block of ``y`` ``(..., H, W)``, as four ``(..., H // 2,
+    W // 2)`` views (top left, top right, bottom left, bottom right; an odd last row or
+    column left out): Haar's finest details are made of them."""
+    y = y[..., :y.shape[-2] // 2 * 2, :y.shape[-1] // 2 * 2]
+    return y[..., 0::2, 0::2], y[..., 0::2, 1::2], y[..., 1::2, 0::2], y[..., 1::2, 1::2]
+
+
 def measurable(h: int, w: int, patch: int = 8) -> bool:
     """Whether :func:`estimate_sigma` can read the noise of an ``h`` x ``w`` grey picture (or
     of a colour one's channels' mean, read where its colour patches read none): more patches

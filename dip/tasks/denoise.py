@@ -35,7 +35,7 @@ from dip import image, metrics, operators, wiener
 from dip.errors import ConfigError, InputError, outside_dip
 from dip.estimate import calibrate, remember
 from dip.request import Option
-from dip.stopping import estimate_sigma, measurable
+from dip.stopping import blocks, estimate_sigma, measurable
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, jpeg_sigma, register
 from dip.tint import Tint, tint_of
 
@@ -92,9 +92,7 @@ def estimate_peak(y: torch.Tensor) -> float:
     Shape:
         y: ``(1, C, H, W)`` in [0, 1]. Returns the peak (inf when no block has noise).
     """
-    h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
-    y = y[..., :h, :w].detach().to("cpu", torch.float64)  # (MPS has no float64)
-    a, b, c, e = y[..., 0::2, 0::2], y[..., 0::2, 1::2], y[..., 1::2, 0::2], y[..., 1::2, 1::2]
+    a, b, c, e = blocks(y.detach().to("cpu", torch.float64))  # (MPS has no float64)
     m, d = (a + b + c + e) / 4, (a - b - c + e) / 2
     usable = (torch.stack([a, b, c, e]).amax(0) < 1) & (m > 0)
     if not usable.any():
