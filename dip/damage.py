@@ -42,7 +42,10 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     # one kind, or one followed only by kinds that may follow it (noise after a blur)
     if not chosen or any(chosen[0].option.name not in c.after for c in chosen[1:]):
         got = ", ".join(f"{{arg:{c.option.name}}}" for c in chosen)
-        raise InputError(f"give exactly one of {names}" + (f" (got {got})" if chosen else ""))
+        pairs = "".join(f", or {{arg:{first}}} then {{arg:{c.option.name}}}"
+                        for c in kinds.values() for first in c.after)
+        raise InputError(f"give one kind of damage: one of {names}{pairs}"
+                         + (f" (got {got})" if chosen else ""))
     for c in chosen:
         c.option.check(damage[c.option.name])
     for name, value in (("clean", clean), ("output", output)):

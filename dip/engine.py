@@ -187,6 +187,16 @@ def kept_cpu_memory() -> Iterator[None]:
 
 # --- the step ---------------------------------------------------------------------------------
 
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError (on
+    Windows the CPU's says "not enough memory"), Python a MemoryError."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in ("out of memory", "can't allocate memory",
+                                           "not enough memory"))
+
+
 def _described(value: Any) -> str:
     return (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
             else type(value).__name__)
@@ -340,12 +350,13 @@ class StepEngine:
         autocast = (torch.autocast(self.device_type, dtype=self.perf.autocast,
                                    cache_enabled=False)
                     if self.perf.autocast is not None else contextlib.nullcontext())
-        with autocast:
+        with autocast, self._first("net(code)"):
             out = self.net(self.input)
             # SURE's divergence: the output again at the input moved along the probe
             probed = self.net(self.probed_input) if self.sure is not None else None
         out = out.float()
-        predicted = self.operator(out)
+        with self._first("operator(net(code))"):
+            predicted = self.operator(out)
         if not self.steps and predicted.shape != self.observation.shape:  # not broadcast
             raise InputError(f"operator(net(code)) is {tuple(predicted.shape)} but the "
                              f"observation is {tuple(self.observation.shape)}")
@@ -362,6 +373,19 @@ class StepEngine:
         objective.backward()
         self.optimizer.step()
         return out.detach(), loss.detach()
+
+    @contextmanager
+    def _first(self, what: str) -> Iterator[None]:
+        """At the first step, torch's error for parts that do not fit together (a code of
+        other channels than the net takes, a mask of another size than its output) is the
+        caller's mistake: an InputError that says which call failed."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if self.steps or out_of_memory(exc):
+                raise
+            raise InputError(f"{what} failed at the first step: "
+                             f"{str(exc).splitlines()[0][:300]}") from exc
 
     def _eager(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)

@@ -194,10 +194,11 @@ def autograd_on() -> Iterator[None]:
 
 
 def _check_parts(net: object, operator: object, generator: object, stop_rule: object,
-                 threads: object, **hooks: object) -> None:
+                 threads: object, perf: object, noise_sigma: object, **hooks: object) -> None:
     """:func:`fit`'s objects, before anything runs: each failed deep inside (``threads="2"``
     in the thread plan, ``stop_rule="auto"`` at its first update, ``callback=5`` after the
-    first step)."""
+    first step, ``noise_sigma="0.1"`` in the stop rule; ``noise_sigma=5``, 1275 grey levels,
+    not at all)."""
     for name, value, ok, what in (
             ("net", net, isinstance(net, nn.Module), "a torch.nn.Module"),
             ("operator", operator, isinstance(operator, nn.Module), "a torch.nn.Module"),
@@ -207,14 +208,19 @@ def _check_parts(net: object, operator: object, generator: object, stop_rule: ob
              "a dip.stopping.StopRule (or None)"),
             ("threads", threads, threads is None or isinstance(threads, numbers.Integral)
              and not isinstance(threads, bool) and threads >= 1, "a whole number >= 1 (or None)"),
+            ("perf", perf, perf is None or isinstance(perf, Perf),
+             "a dip.engine.Perf (or None)"),
+            ("noise_sigma", noise_sigma, noise_sigma is None or (
+                isinstance(noise_sigma, numbers.Real) and not isinstance(noise_sigma, bool)
+                and 0 <= noise_sigma <= 1), "a number in [0, 1] (or None)"),
             *((name, hook, hook is None or callable(hook), "a function (or None)")
               for name, hook in hooks.items())):
         if not ok:
             raise InputError(f"fit(): {name} must be {what}, got {type(value).__name__} "
                              f"{value!r}"[:200])
     params = list(net.parameters())
-    if not params:
-        raise InputError("fit(): net has no parameters to fit")
+    if not any(p.requires_grad for p in params):  # none, or all frozen
+        raise InputError("fit(): net has no parameters to fit (none that requires grad)")
     if any(p.is_inference() for p in params):
         raise InputError(_MADE_IN_INFERENCE.format("net's weights"))
     other = next((p.dtype for p in params if p.dtype != torch.float32), None)
@@ -239,6 +245,7 @@ def _check_tensors(code: torch.Tensor, observation: torch.Tensor) -> None:
                  else "one picture (1, C, H, W)" if name == "code" and (
                      t.dim() != 4 or t.shape[0] != 1)
                  else "on a device that holds its values, not 'meta'" if t.is_meta
+                 else "of at least one pixel" if t.numel() == 0
                  else "dense (torch.strided)" if t.layout != torch.strided else None)
         if wrong:
             raise InputError(f"fit(): {name} must be {wrong}; got {t.dtype} {tuple(t.shape)} "
@@ -308,16 +315,18 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     Raises:
         InputError: an argument out of range, torch's default device not the CPU
             (:func:`check_default_device`), a tensor that is not one float32 picture
-            ``(1, C, H, W)`` with finite values (the observation in [0, 1]), or an observation
-            of another shape than ``operator(net(code))`` (at the first step).
+            ``(1, C, H, W)`` with finite values, a code that ``net`` cannot take or an
+            observation of another shape than ``operator(net(code))`` (at the first step).
+            An observation above 2 is warned of (:class:`dip.errors.DipWarning`): the
+            network's output is in [0, 1], and an operator may sum it.
         RunError: the loss diverged and the guard could not recover, or a fit of
             :data:`LEARNS_WITHIN` steps or more learned nothing (``_Fit._learned_nothing``).
     """
     check_default_device()
     settings = _checked_settings(Settings(iters, lr, average, perturb_std, guard, metrics_every,
                                           schedule, lr_end))
-    _check_parts(net, operator, generator, stop_rule, threads, metric=metric,
-                 callback=callback, loss=loss)
+    _check_parts(net, operator, generator, stop_rule, threads, perf, noise_sigma,
+                 metric=metric, callback=callback, loss=loss)
     _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
@@ -498,10 +507,22 @@ class _Trace:
             # the kind of image that will be returned: the rule's candidate if it has one
             # (e.g. the window mean), else the output average
             candidate = stop_rule.candidate
-            self.psnr = self.metric(candidate if candidate is not None else estimate)
+            self.psnr = _measured(self.metric(candidate if candidate is not None
+                                              else estimate))
             self.history["psnr"].append(self.psnr)
             if self.peak_psnr is None or self.psnr > self.peak_psnr:
                 self.peak_psnr, self.peak_iteration = self.psnr, step
+
+
+def _measured(value: object) -> float:
+    """A metric's value as a float (a 0-d tensor's too); anything else stored in the
+    history would end up in a record that JSON cannot write, or make no peak."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value):
+        raise InputError(f"fit(): metric(estimate) must return a number, got "
+                         f"{type(value).__name__} {value!r}"[:200])
+    return float(value)
 
 
 class _Fit:

@@ -39,21 +39,31 @@ class Mask(nn.Module):
     """Inpainting: keep the known pixels, zero the rest.
 
     Args:
-        known: ``(1, 1, H, W)`` or ``(1, C, H, W)`` tensor, 1 where the pixel is known, 0 where
-            it is missing (to be filled).
+        known: ``(1, 1, H, W)`` or ``(1, C, H, W)`` tensor (or array), 1 where the pixel is
+            known, 0 where it is missing (to be filled); values in between weigh a pixel.
 
     Shape:
         - Input: ``(N, C, H, W)``
         - Output: ``(N, C, H, W)``
+
+    Raises:
+        InputError: ``known`` is not ``(1, C, H, W)``, or holds values outside [0, 1] (an
+            8-bit mask of 0 and 255 multiplied the picture by 255 where it is known).
     """
 
     known: torch.Tensor
 
     def __init__(self, known: torch.Tensor) -> None:
         super().__init__()
+        known = torch.as_tensor(known)
         if known.dim() != 4 or known.shape[0] != 1:
-            raise ValueError(f"mask must have shape (1, C, H, W), got {tuple(known.shape)}")
-        self.register_buffer("known", known.float())
+            raise InputError(f"a mask must have shape (1, C, H, W), got {tuple(known.shape)}")
+        known = known.float()
+        if known.numel() and not bool(((known >= 0) & (known <= 1)).all()):
+            raise InputError(f"a mask holds 1 where a pixel is known and 0 where it is "
+                             f"missing; got values from {known.min().item():g} to "
+                             f"{known.max().item():g} (an 8-bit mask: divide it by 255)")
+        self.register_buffer("known", known)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.known
@@ -468,7 +478,7 @@ def drop_pixels(clean: torch.Tensor, fraction: float,
     Returns ``(corrupted, known)`` where ``known`` is ``(1, 1, H, W)``, 1 = kept pixel.
     """
     if not 0 <= fraction < 1:
-        raise InputError(f"drop-pixels fraction must be in [0, 1), got {fraction}")
+        raise InputError(f"{{arg:drop_pixels}} must be a fraction in [0, 1), got {fraction}")
     _, _, h, w = clean.shape
     known = (torch.rand((1, 1, h, w), generator=generator, device=clean.device,
                         dtype=torch.float32)

@@ -40,7 +40,7 @@ from PIL import Image
 from dip import image, interrupts, metrics
 from dip import report as reports
 from dip.config import RunConfig, python_number, recorded_options, resolve
-from dip.engine import Perf, resolve_perf, warm_steps
+from dip.engine import Perf, out_of_memory, resolve_perf, warm_steps
 from dip.errors import ConfigError, DipError, InputError, RunError, outside_dip
 from dip.estimate import (
     CALIBRATION_STEPS,
@@ -645,7 +645,7 @@ def build(p: Plan, loaded: Loaded) -> Setup:
     try:
         return _build(p, loaded)
     except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as exc:
-        if not _out_of_memory(exc):
+        if not out_of_memory(exc):
             raise
         raise RunError(f"out of memory on {resolve_device(p.cfg.device)} building the "
                        f"network: its widths (net.channels_down, net.channels_up, "
@@ -917,7 +917,7 @@ def _memory_advice(p: Plan, setup: Setup) -> Iterator[None]:
     try:
         yield
     except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as exc:
-        if not _out_of_memory(exc):
+        if not out_of_memory(exc):
             raise
         advice = ["a smaller image"]
         # tiles smaller than the result, or than the tiles it had (a --tile 256 for a 128 px
@@ -1015,16 +1015,6 @@ class _Live:
         except OSError as exc:
             raise RunError(f"cannot write a snapshot into {steps}: "
                            f"{exc.strerror or exc}") from None
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """CUDA raises OutOfMemoryError; the CPU and MPS allocators raise a RuntimeError (on
-    Windows the CPU's says "not enough memory"), Python a MemoryError."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return any(words in text for words in ("out of memory", "can't allocate memory",
-                                           "not enough memory"))
 
 
 # --- record -----------------------------------------------------------------------------------

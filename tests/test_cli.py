@@ -298,11 +298,15 @@ def test_corrupt_noise_drop_and_downscale(tmp_path: Path, clean_png: Path) -> No
 
 
 def test_corrupt_needs_exactly_one_corruption(tmp_path: Path, clean_png: Path) -> None:
+    """One kind of damage, or a blur then noise (the message says both: it said "exactly
+    one", which a blur with noise is not)."""
+    told = ("give one kind of damage: one of --blur, --noise, --poisson, --drop-pixels, "
+            "--downscale, or --blur then --noise")
     line = _one_line_error(invoke("corrupt", clean_png, "-o", tmp_path / "x.png"))
-    assert "exactly one of" in line
+    assert told in line
     line = _one_line_error(invoke("corrupt", clean_png, "-o", tmp_path / "x.png", "--noise", 5,
                                   "--downscale", 2))
-    assert "exactly one of" in line
+    assert told + " (got --noise, --downscale)" in line
     assert not (tmp_path / "x.png").exists()
 
 
@@ -312,6 +316,13 @@ def test_corrupt_is_one_python_call(tmp_path: Path, clean_png: Path) -> None:
     written = dip.corrupt(clean_png, tmp_path / "h.png", drop_pixels=0.3, seed=4)
     assert written == {"image": tmp_path / "h.png", "mask": tmp_path / "h_mask.png"}
     assert Image.open(written["mask"]).size == (32, 32)
+    from dip.errors import InputError
+
+    # (the command line's spelling, --drop-pixels, was in Python's message too)
+    with pytest.raises(InputError, match=re.escape("drop_pixels must be a fraction in [0, 1), "
+                                                   "got 1.5")):
+        dip.corrupt(clean_png, tmp_path / "x.png", drop_pixels=1.5)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:

@@ -179,7 +179,7 @@ def test_corrupt_blurs_then_adds_noise_and_refuses_other_pairs(tmp_path: Path) -
     torch.testing.assert_close(got.permute(2, 0, 1)[None], blurred, atol=1 / 255, rtol=0)
     result = invoke("corrupt", ref, "-o", tmp_path / "x.png", "--blur", "box:5",
                     "--drop-pixels", 0.5)
-    assert result.exit_code == 2 and "exactly one of" in result.output
+    assert result.exit_code == 2 and "give one kind of damage" in result.output
 
 
 def test_corrupt_never_writes_over_the_kernel_file_it_reads(tmp_path: Path) -> None:

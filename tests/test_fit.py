@@ -311,6 +311,11 @@ def test_unknown_schedule_is_a_config_error() -> None:
     (dict(guard=-1), "guard must be 0 (off) or a number > 1"),
     (dict(guard=0.5), "guard must be 0 (off) or a number > 1"),
     (dict(metrics_every=0), "metrics_every must be a whole number >= 1"),
+    (dict(observation=lambda y: y[..., :0, :0]), "observation must be of at least one pixel"),
+    (dict(code=lambda z: z[..., :0]), "code must be of at least one pixel"),
+    (dict(code=lambda z: z[:, :4]), "net(code) failed at the first step: "),
+    (dict(observation=lambda y: y[..., :16]),
+     "operator(net(code)) is (1, 3, 32, 32) but the observation is (1, 3, 32, 16)"),
 ])
 def test_fits_arguments_are_checked_at_the_entry(change: dict, words: str) -> None:
     """They were a torch error deep inside (Adam's ValueError, a size mismatch), or a silent
@@ -340,6 +345,34 @@ def test_fits_numbers_may_be_numpys_and_pixels_of_255_are_a_warning() -> None:
         fit(net, z, operators.Identity(), synthetic(32) * 255, iters=2, generator=g)
 
 
+def test_a_metrics_tensor_is_kept_as_a_number() -> None:
+    """A 0-d tensor was stored as it was: the record then could not be written as JSON."""
+    net, z, g = _setup()
+    y = synthetic(32)
+    result = fit(net, z, operators.Identity(), y, iters=4, generator=g, metrics_every=2,
+                 metric=lambda x: torch.tensor(psnr(x, y)))
+    assert all(type(v) is float for v in result.history["psnr"])
+    assert type(result.peak_psnr) is float
+
+
+@pytest.mark.parametrize("known, words", [
+    (torch.ones(16, 16), "a mask must have shape (1, C, H, W), got (16, 16)"),
+    (torch.full((1, 1, 4, 4), 255, dtype=torch.uint8),
+     "got values from 255 to 255 (an 8-bit mask: divide it by 255)"),
+    (torch.tensor([[[[-1.0, 1.0]]]]), "got values from -1 to 1"),
+])
+def test_a_mask_is_one_of_known_and_missing_pixels(known, words: str) -> None:
+    """A 0/255 mask, as an 8-bit image holds it, multiplied the known pixels by 255 and the
+    fit returned a wrong image without a word; a mask of another shape was a ValueError."""
+    from dip.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        operators.Mask(known)
+    import numpy as np
+
+    assert operators.Mask(np.ones((1, 1, 2, 2), bool)).known.dtype == torch.float32
+
+
 def test_a_fit_with_nothing_to_fit_is_not_one_that_learned_nothing() -> None:
     """A tile wholly inside a hole: its loss is 0 at every step (and was an error after 100)."""
     net, z, g = _setup()
@@ -351,6 +384,18 @@ def test_a_fit_with_nothing_to_fit_is_not_one_that_learned_nothing() -> None:
 @pytest.mark.parametrize("change, words", [
     (dict(net=lambda n: (lambda x: x)), "net must be a torch.nn.Module, got function"),
     (dict(net=lambda n: torch.nn.Identity()), "net has no parameters to fit"),
+    (dict(net=lambda n: n.requires_grad_(False)), "net has no parameters to fit (none that "
+                                                  "requires grad)"),
+    (dict(perf="fast"), "perf must be a dip.engine.Perf (or None), got str 'fast'"),
+    (dict(noise_sigma="0.1"), "noise_sigma must be a number in [0, 1] (or None), got str"),
+    (dict(noise_sigma=5), "noise_sigma must be a number in [0, 1] (or None), got int 5"),
+    (dict(noise_sigma=float("nan")), "noise_sigma must be a number in [0, 1]"),
+    (dict(noise_sigma=-0.1), "noise_sigma must be a number in [0, 1]"),
+    (dict(operator=lambda a: operators.Mask(torch.ones(1, 1, 16, 16))),
+     "operator(net(code)) failed at the first step: The size of tensor a (32) must match"),
+    (dict(metric=lambda x: "x"), "metric(estimate) must return a number, got str 'x'"),
+    (dict(metric=lambda x: None), "metric(estimate) must return a number, got NoneType"),
+    (dict(metric=lambda x: float("nan")), "metric(estimate) must return a number, got float"),
     (dict(operator=lambda a: None), "operator must be a torch.nn.Module, got NoneType"),
     (dict(threads="2"), "threads must be a whole number >= 1 (or None), got str '2'"),
     (dict(threads=0), "threads must be a whole number >= 1"),

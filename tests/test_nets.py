@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -54,6 +56,30 @@ def test_invalid_options_raise_config_errors(options: dict, message: str) -> Non
 def test_unknown_net_name_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="known nets: skip"):
         build_net("resnet", 2, 3)
+
+
+@pytest.mark.parametrize("args, options, words", [
+    (("skip", "8", 3), {}, "in_channels must be a whole number >= 1, got str '8'"),
+    (("skip", 8, 0), {}, "out_channels must be a whole number >= 1, got int 0"),
+    (("skip", 8, 3), {"seed": "0"}, "seed must be a whole number in 0 .. 2**63-1 (or None)"),
+    (("skip", 8, 3), {"seed": -1}, "seed must be a whole number in 0 .. 2**63-1"),
+    (("skip", 8, 3), {"device": "gpu"}, "no such device 'gpu': "),
+])
+def test_build_nets_arguments_are_checked(args: tuple, options: dict, words: str) -> None:
+    """They were a garbled ConfigError ("not all arguments converted during string
+    formatting"), torch's RuntimeError, or a network of no channels."""
+    from dip.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        build_net(*args, **options)
+
+
+def test_build_net_takes_numpys_numbers() -> None:
+    import numpy as np
+
+    made = build_net("skip", np.int64(4), 3, seed=np.int64(1), **SMALL)
+    again = build_net("skip", 4, 3, seed=1, **SMALL)
+    assert all(torch.equal(a, b) for a, b in zip(made.parameters(), again.parameters()))
 
 
 @pytest.mark.parametrize("kernels", [{"kernel_down": 5}, {"kernel_down": 31},

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from dip.errors import ConfigError
+from dip.errors import ConfigError, InputError
 from dip.nets.skip import SkipNet
 
 NETS: dict[str, Callable[..., nn.Module]] = {
@@ -48,20 +49,45 @@ def build_net(name: str, in_channels: int, out_channels: int, *, seed: int | Non
 
     Raises:
         ConfigError: ``name`` is not registered, or an option is invalid.
+        InputError: the channels are not whole numbers >= 1, ``seed`` is not one of
+            0 .. 2**63-1 (or None), or ``device`` names no device.
     """
     try:
         factory = NETS[name]
     except KeyError:
         raise ConfigError(f"unknown net.name {name!r}; known nets: "
                           f"{', '.join(sorted(NETS))}") from None
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    device = torch.device(device)
+    _check_arguments(in_channels, out_channels, seed)
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # "gpu", 5.0: torch's own words
+        raise InputError(f"build_net(): no such device {device!r}: "
+                         f"{str(exc).splitlines()[0][:200]}") from None
     try:  # made on the CPU, where the generator draws, and moved
         with _Making(generator, device if device.type == "meta" else torch.device("cpu")):
             net = factory(in_channels, out_channels, **options)
     except TypeError as exc:  # an option this network does not take
         raise ConfigError(f"net {name}: {exc}") from None
     return net if device.type in ("meta", "cpu") else net.to(device)
+
+
+def _check_arguments(in_channels: object, out_channels: object, seed: object) -> None:
+    """:func:`build_net`'s numbers: a string's was a garbled ConfigError ("not all arguments
+    converted"), a seed's a RuntimeError of torch's, and 0 channels made a network."""
+    def whole(value: object) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    for name, value, ok, what in (
+            ("in_channels", in_channels, whole(in_channels) and in_channels >= 1,
+             "a whole number >= 1"),
+            ("out_channels", out_channels, whole(out_channels) and out_channels >= 1,
+             "a whole number >= 1"),
+            ("seed", seed, seed is None or whole(seed) and 0 <= seed < 2 ** 63,
+             "a whole number in 0 .. 2**63-1 (or None)")):
+        if not ok:
+            raise InputError(f"build_net(): {name} must be {what}, got "
+                             f"{type(value).__name__} {value!r}"[:200])
 
 
 class _Making(TorchFunctionMode):
