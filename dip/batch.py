@@ -634,8 +634,10 @@ def _folds_case(folder: Path) -> bool:
     try:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
+        if not folder.name:  # the root (with_name would raise: /zz/results/ made anew)
+            return False
         swapped = folder.with_name(folder.name.swapcase())
-        if not folder.name or swapped == folder:
+        if swapped == folder:
             return False
         return swapped.exists() and os.path.samefile(folder, swapped)
     except OSError:  # a name too long to ask about: the job's own checks refuse it
@@ -781,9 +783,11 @@ def shard_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[
         first = int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
         step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
         count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        if step < 1:
+            raise ValueError(step)  # (0 divided by zero: a traceback)
     except ValueError:
-        raise BatchError("the SLURM_ARRAY_TASK_* variables are not numbers; give "
-                         "{arg:shard=K/N}") from None
+        raise BatchError("the SLURM_ARRAY_TASK_* variables are not numbers of an array "
+                         "(a step of 1 or more); give {arg:shard=K/N}") from None
     k = (task_id - first) // step + 1
     if not 1 <= k <= count:
         raise BatchError(f"SLURM array task {task_id} is outside its {count} tasks; give "
@@ -984,14 +988,20 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
     refuse it, and one that appears while the job runs is kept.
 
     Raises:
-        InputError: a report, GIF or uncertainty map the job writes beside dip's earlier
-            result is a file that result did not write.
+        InputError: dip's earlier result there was made from another picture (a result
+            of the user's, made by one command, that a job would have replaced without a
+            word), or a report, GIF or uncertainty map the job writes beside it is a file
+            that result did not write.
     """
     if overwrite:
         return job.request.replace(overwrite=True)
     old = record.own_record(job.output)
     if old is None:
         return job.request
+    if not _of_this_input(old, job):
+        raise InputError(f"{image.shown(job.output)} already exists: dip's result of "
+                         f"another picture, {image.shown(str(old.get('input')))}; move it, or "
+                         f"use {{arg:overwrite}} to replace it")
     beside = files_beside(job.output)
     for kind in ("report", "gif", "uncertainty"):
         path = beside[kind]
@@ -1000,6 +1010,20 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
             raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
                              f"result's; move it, or use {{arg:overwrite}} to replace it")
     return job.request.replace(overwrite=True)
+
+
+def _of_this_input(rec: dict, job: Job) -> bool:
+    """The record's result was made from the job's input: its path (the picture there may
+    have been replaced since: the job redoes it), or one holding the same bytes (the
+    batch's folder moved)."""
+    path = job.input.resolve()
+    if rec.get("input") in (None, str(path)):  # (None: a record that does not say)
+        return True
+    recorded = (rec.get("fingerprints") or {}).get("input")
+    try:
+        return recorded is not None and recorded == record.fingerprint(path)
+    except OSError:  # unreadable: the run says so
+        return True
 
 
 def _row(job: Job, result: Restoration | Exception, spell: Callable, seconds: float) -> Row:
@@ -1261,7 +1285,7 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
 def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrite: bool,
               on_end: Callable[[Job, Row], None] | None, progress: Callable | None,
               spell: Callable[[str, str | None], str], pack: int | str) -> list[Row]:
-    devices = devices or default_devices()
+    given, devices = devices, devices or default_devices()
     rows: list[Row] = []
     todo = []
     for job in jobs:
@@ -1276,8 +1300,12 @@ def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrit
     workers = pool_size(workers, len(todo))
     if workers <= 1:
         # as the first worker would run them: on the first device (--workers 2 --devices
-        # cuda:1 with one job left to do ran it on the default GPU)
-        todo = assign_device(todo, devices[:1], 1)
+        # cuda:1 with one job left to do ran it on the default GPU); not the default devices,
+        # which would replace a device the job's config or set: names (set: {device: cuda}
+        # ran on the CPU, its record then of another preset than the job's, and it was redone
+        # by every run where the dry run said it fails)
+        if given:
+            todo = assign_device(todo, devices[:1], 1)
         return _run_here(todo, rows, overwrite, on_end, progress, spell,
                          pack_size(pack, devices))
 

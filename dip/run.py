@@ -1227,23 +1227,32 @@ def _stale_pictures(p: Plan) -> list[Path]:
     old = own_record(p.output) if p.request.overwrite and p.output.exists() else None
     if old is None:
         return []
-    # a snapshot given as this run's input stays
-    snapshots = [] if p.snapshot_every else sorted(
+    # the replaced result's snapshots, where it took any and no result of the same stem did
+    # (q.png's redo without snapshots deleted q.jpg's, which share q_steps/, and a user's own
+    # step_*.png there); a snapshot given as this run's input stays
+    snapshots = [] if p.snapshot_every or not _took_snapshots(old) else sorted(
         path for path in _snapshot_files(p.files["steps"], p.reads) if path.suffix == ".png")
     stale = [kind for kind in ("report", "gif", "uncertainty")
              if not getattr(p.request, kind)
              and str(located(old, kind, p.output)) == str(p.files[kind].resolve())]
-    if stale:  # (the folder is read once, and only where a picture would go)
+    if stale or snapshots:  # (the folder is read once, and only where a picture would go)
         kept = _namesakes_pictures(p.output)
         stale = [kind for kind in stale if str(p.files[kind].resolve()) not in kept]
+        snapshots = [] if str(p.files["steps"].resolve()) in kept else snapshots
     return [p.files[kind] for kind in stale] + snapshots
 
 
+def _took_snapshots(rec: dict) -> bool:
+    """Whether the run a record describes wrote snapshots (``output.save_every``, or a GIF's)."""
+    output = (rec.get("config") or {}).get("output") or {}
+    return bool(output.get("save_every") or rec.get("gif"))
+
+
 def _namesakes_pictures(output: Path) -> set[str]:
-    """The pictures the results of the same stem beside ``output`` name as their own
-    (``q.jpg`` beside ``q.png``: their pictures share names): ``-o q.jpg --report
-    --overwrite`` took ``q_report.png`` over from ``q.png``, and a later ``-o q.png
-    --overwrite`` deleted it as ``q.png``'s stale report."""
+    """The pictures the results of the same stem beside ``output`` name as their own, and
+    the snapshot folder where one took snapshots (``q.jpg`` beside ``q.png``: their pictures
+    share names): ``-o q.jpg --report --overwrite`` took ``q_report.png`` over from
+    ``q.png``, and a later ``-o q.png --overwrite`` deleted it as ``q.png``'s stale report."""
     try:  # their records: q.jpg.json, named by record_path
         namesakes = [f.with_suffix("") for f in output.parent.iterdir() if f.suffix == ".json"]
     except OSError:
@@ -1254,6 +1263,8 @@ def _namesakes_pictures(output: Path) -> set[str]:
         if rec is not None:
             named |= {str(path) for kind in ("report", "gif", "uncertainty")
                       if (path := located(rec, kind, other)) is not None}
+            if _took_snapshots(rec):  # their snapshot folder, shared too
+                named.add(str(beside(other)["steps"].resolve()))
     return named
 
 

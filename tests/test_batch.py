@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -773,6 +774,40 @@ def test_slurm_environment_gives_the_shard() -> None:
     env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4",
            "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_STEP": "2"}
     assert batch.shard_from_env(env) == (4, 4)
+    with pytest.raises(batch.BatchError, match="a step of 1 or more"):  # ZeroDivisionError
+        batch.shard_from_env({**env, "SLURM_ARRAY_TASK_STEP": "0"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_a_jobs_set_names_is_not_replaced_by_the_default_one(tmp_path: Path) -> None:
+    """``set: {device: cuda}`` on a machine without one: the run gave it the batch's default
+    device and ran it on the CPU, its record then said the fast preset where its config
+    resolved the paper's, and every run redid it, where the dry run said it fails. It fails,
+    as the dry run says; ``--devices cpu`` replaces it, and its rerun finds it done."""
+    path = make_batch(tmp_path, "  - task: denoise\n    input: photos/p0.png\n"
+                                "    set: {device: cuda}\n",
+                      defaults=TINY.replace("  device: cpu\n", ""))
+    told = "device cuda requested but CUDA is not available"
+    for dry in (["--dry-run"], []):
+        result = invoke("run", path, "-q", *dry)
+        assert result.exit_code == 1 and told in result.output, result.output
+    assert not (tmp_path / "results" / "p0_denoise.png").exists()
+    assert invoke("run", path, "-q", "--devices", "cpu").exit_code == 0
+    again = invoke("run", path, "-q", "--devices", "cpu")
+    assert again.exit_code == 0 and "0 done, 1 already done" in again.output
+
+
+def test_an_output_under_a_top_folder_not_made_yet_is_listed(tmp_path: Path) -> None:
+    """The case test walked up to the root and asked it for its name's other case: a
+    ValueError's traceback, for a dry run as for a run (and for --summary there)."""
+    top = Path("/") / f"dip-test-absent-{os.getpid()}-{tmp_path.name}"
+    assert not top.exists()
+    path = make_batch(tmp_path, f"  - task: denoise\n    input: photos/p0.png\n"
+                                f"    output: {top}/results/\n")
+    result = invoke("run", path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "to do" in result.output
+    assert not top.exists()
 
 
 def test_record_is_renamed_before_its_image(tmp_path: Path, monkeypatch) -> None:

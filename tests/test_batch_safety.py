@@ -938,6 +938,51 @@ def test_a_users_file_beside_dips_earlier_result_is_kept(tmp_path: Path) -> None
     assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
 
 
+def test_a_redo_without_snapshots_keeps_those_of_a_result_of_the_same_stem(
+        tmp_path: Path) -> None:
+    """r.png and r.jpg share r_steps/: r.jpg's redo (other settings), which takes no
+    snapshots and whose earlier run took none, deleted r.png's, and the batch then took
+    r.png for done without them; a user's own step_*.png there went the same way."""
+    photos(tmp_path)
+    jobs = ("  - {task: denoise, input: photos/p0.png, output: out/r.png, save_every: 1}\n"
+            "  - {task: denoise, input: photos/p1.png, output: out/r.jpg}\n")
+    path = batch_file(tmp_path, jobs)
+    assert invoke("run", path, "-q").exit_code == 0
+    steps = tmp_path / "out" / "r_steps"
+    before = digest(steps)
+    assert len(before) == 3
+    path.write_text(path.read_text().replace("output: out/r.jpg}", "output: out/r.jpg, "
+                                                                   "iters: 4}"))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "1 done, 1 already done" in result.output, result.output
+    assert digest(steps) == before
+
+
+def test_a_result_of_another_picture_is_not_replaced_without_overwrite(
+        tmp_path: Path) -> None:
+    """A result the user made by one command from another photo, where a job's goes: its
+    record said dip made it, and the job replaced it without a word (the command itself
+    refuses that); a result of the job's own photo is still redone."""
+    save(synthetic(32).flip(-1), photos(tmp_path) / "p1.png")  # (not p0's bytes)
+    out = tmp_path / "results" / "p0_denoise.png"
+    made = invoke("denoise", tmp_path / "photos" / "p1.png", "-o", out, "--iters", 3,
+                  "--device", "cpu", "-q", "--set", "stop.sigma=5")
+    assert made.exit_code == 0, made.output
+    before = digest(tmp_path / "results")
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png}\n")
+    for dry in (["--dry-run"], []):
+        result = invoke("run", path, "-q", *dry)
+        assert result.exit_code == 1, result.output
+        assert "already exists: dip's result of another picture" in result.output
+        assert "p1.png; move it, or use --overwrite to replace it" in result.output
+    assert {k: v for k, v in digest(tmp_path / "results").items()
+            if not k.startswith("summary")} == before
+    assert invoke("run", path, "-q", "--overwrite").exit_code == 0
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4"))  # its own: redone
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "1 done" in result.output, result.output
+
+
 def test_an_overwrite_that_cannot_write_keeps_the_old_result(tmp_path: Path,
                                                               monkeypatch) -> None:
     """The old image was removed before the new files were written: a full disk left its
