@@ -96,6 +96,7 @@ from dip.run import (
     resolve_device,
     restore,
     restore_pack,
+    staged_folder,
     staged_snapshots,
     writable_folder,
 )
@@ -731,8 +732,9 @@ def _none_in_snapshot_folders(jobs: list[tuple[Job, str]]) -> None:
     Raises:
         BatchError: naming both jobs.
     """
-    folders = {path_key(files_beside(job.output)["steps"]): (where, job.input)
-               for job, where in jobs}
+    # (and its hidden staged folder, whose snapshots a run clears: dip.run.staged_folder)
+    folders = {path_key(folder): (where, job.input) for job, where in jobs
+               for folder in (files_beside(job.output)["steps"], staged_folder(job.output))}
     for job, where in jobs:
         for path in job_writes(job, asked=True):
             held = folders.get(path_key(path.parent))
@@ -1274,12 +1276,29 @@ def run_jobs(jobs: list[Job], *, workers: int = 1, devices: list[str] | None = N
     def in_order(row: Row) -> int:
         return order.get(Path(row.output), len(order))
 
+    started = time.time()
     try:
         rows = _run_jobs(jobs, workers, devices, overwrite, on_end, progress, spell, pack)
     except (BatchInterrupted, WorkersNotStarted) as exc:
         exc.rows.sort(key=in_order)
         raise
-    return sorted(rows, key=in_order)
+    by_output = {job.output: job for job in jobs}
+    return sorted((_done_meanwhile(row, by_output.get(Path(row.output)), started)
+                   for row in rows), key=in_order)
+
+
+def _done_meanwhile(row: Row, job: Job | None, started: float) -> Row:
+    """A failed job's row, as ``skipped`` where its result is done now by a run that wrote
+    its record while this one ran (a second ``dip run`` of the batch, which held it: this
+    run's summary, written last, called the other's finished jobs failed)."""
+    if row.status != "failed" or job is None:
+        return row
+    rec = done_record(job)
+    try:
+        meanwhile = rec is not None and record.record_path(job.output).stat().st_mtime >= started
+    except OSError:
+        return row
+    return _recorded(Row.of(job, "skipped"), rec) if meanwhile else row
 
 
 def _run_jobs(jobs: list[Job], workers: int, devices: list[str] | None, overwrite: bool,

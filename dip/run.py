@@ -833,7 +833,12 @@ def staged_snapshots(p: Plan) -> Path:
     fails, or is killed, leaves the earlier result's snapshots as they were, and no folder
     that would block its rerun. Named after the result's whole name, which the run holds
     (:func:`claimed`): ``x.png`` and ``x.jpg`` share ``x_steps/`` but not this."""
-    return p.output.with_name(f".{p.output.name}.steps.dip-new")
+    return staged_folder(p.output)
+
+
+def staged_folder(output: Path) -> Path:
+    """:func:`staged_snapshots`' folder for the result ``output``."""
+    return output.with_name(f".{output.name}.steps.dip-new")
 
 
 def _snapshot_files(folder: Path, read: list[Path] = ()) -> list[Path]:
@@ -1338,7 +1343,8 @@ def _take_claim(path: Path, output: Path, me: str) -> Path:
             holder = _claim_holder(path)
             if holder is not None:
                 raise InputError(f"another dip run ({holder}) is writing {shown(output)}; "
-                                 f"wait for it or choose another output{_gone(holder, path)}")
+                                 f"wait for it or choose another output"
+                                 f"{_gone(holder, path) or f' (its claim: {shown(path.name)})'}")
             path.unlink(missing_ok=True)  # its process is gone
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -1473,9 +1479,26 @@ def _claim_holder(path: Path) -> str | None:
             return None
         except PermissionError:
             pass
+        started = _process_started(pid)
+        if started is not None and started > time.time() - age + CLAIM_STALE:
+            return None  # its pid used again by a process started well after its last refresh
     elif age > CLAIM_STALE:
         return None
     return f"pid {pid} on {host}"
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where Linux's /proc says: a
+    killed run's claim whose pid another program took since (a container's pids are few)
+    held its job on every run. None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            booted = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return booted + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return None
 
 
 def _asks_processes(host: str) -> bool:

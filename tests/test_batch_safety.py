@@ -196,14 +196,16 @@ def test_same_stem_results_that_keep_snapshots_are_two_jobs_writing_one_folder(
     _refused(invoke("run", path, "--dry-run"), "also writes", "r_steps")
 
 
-@pytest.mark.parametrize("order, snapshots", [(0, ", save_every: 1"), (1, ", save_every: 1"),
-                                              (0, "")])
+@pytest.mark.parametrize("order, snapshots, folder", [
+    (0, ", save_every: 1", "d_steps"), (1, ", save_every: 1", "d_steps"), (0, "", "d_steps"),
+    (0, ", save_every: 1", ".d.png.steps.dip-new")])
 def test_a_result_named_like_a_snapshot_in_another_jobs_snapshot_folder_is_refused(
-        tmp_path: Path, order: int, snapshots: str) -> None:
+        tmp_path: Path, order: int, snapshots: str, folder: str) -> None:
     # it was replaced by the other job's snapshot, its record naming its own input, "2 done"
-    # (and a run of the other job without snapshots removes its folder's step_*.png)
+    # (and a run of the other job without snapshots removes its folder's step_*.png); in
+    # the hidden folder a run stages its snapshots in, it was cleared away
     photos(tmp_path)
-    jobs = ["  - {task: denoise, input: photos/p0.png, output: out/d_steps/step_000002.png}\n",
+    jobs = [f"  - {{task: denoise, input: photos/p0.png, output: out/{folder}/step_000002.png}}\n",
             f"  - {{task: denoise, input: photos/p1.png, output: out/d.png{snapshots}}}\n"]
     path = batch_file(tmp_path, "".join(jobs[::1 - 2 * order]))
     _refused(invoke("run", path, "--dry-run"), "p0.png would write",
@@ -380,17 +382,62 @@ def test_a_claim_held_in_this_process_is_refused_however_the_output_is_spelled(
     assert not claim_path(tmp_path / "out.png").exists()
 
 
-def test_a_live_claim_on_this_machine_is_kept_however_old(tmp_path: Path, other_pid: int) -> None:
+def test_a_live_claim_on_this_machine_is_kept_however_old(tmp_path: Path, other_pid: int,
+                                                          monkeypatch) -> None:
     """A run stopped with Ctrl-Z for an hour, or an older dip that does not refresh its
-    claims: its process lives, so its claim holds (the age rule is for other machines')."""
+    claims: its process lives, and started before its claim was written, so its claim holds
+    (the age rule is for other machines')."""
     src = save(synthetic(32), tmp_path / "in.png")
     out = tmp_path / "out.png"
     claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")
     old = time.time() - 3600
     os.utime(claim_path(out), (old, old))
+    monkeypatch.setattr(run, "_process_started", lambda pid: old - 5)  # (the sleep's is now)
     result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q")
-    _refused(result, "another dip run", str(other_pid))
+    _refused(result, "another dip run", str(other_pid), "(its claim: .out.png.dip-claim)")
     assert "another machine" not in result.output and not out.exists()
+
+
+def test_a_job_another_run_finished_meanwhile_is_not_called_failed(tmp_path: Path,
+                                                                    other_pid: int,
+                                                                    monkeypatch) -> None:
+    """Two runs of one batch at once: the second failed the jobs the first held, and its
+    summary, written last, called them failed though the first had finished them."""
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    (tmp_path / "out").mkdir()
+    claim = claim_path(tmp_path / "out" / "p0_denoise.png")
+    claim.write_text(f"{other_pid} {os.uname().nodename}")  # the first run's
+    real = batch._run_jobs
+
+    def first_run_finishes(jobs, *args):
+        rows = real(jobs, *args)  # (this one: held by the first run)
+        assert [row.status for row in rows] == ["failed"]
+        claim.unlink()
+        assert batch.run_job(jobs[0]).status == "done"  # the first run, ending
+        return rows
+
+    monkeypatch.setattr(batch, "_run_jobs", first_run_finishes)
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "0 done, 1 already done, 0 failed" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [job["status"] for job in summary["jobs"]] == ["skipped"]
+
+
+def test_a_claim_whose_pid_another_program_took_since_is_taken_over(tmp_path: Path,
+                                                                    other_pid: int) -> None:
+    """A run killed with kill -9, its pid then given to another program (a container's
+    pids are few): the claim held that job on every run, saying another dip was writing."""
+    if run._process_started(other_pid) is None:
+        pytest.skip("needs Linux's /proc to tell when a process started")
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")
+    old = time.time() - run.CLAIM_STALE - 60  # last refreshed before that program started
+    os.utime(claim_path(out), (old, old))
+    assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert out.exists() and not claim_path(out).exists()
 
 
 def test_a_live_runs_claims_are_kept_fresh(tmp_path: Path, monkeypatch) -> None:
