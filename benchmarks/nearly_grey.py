@@ -21,6 +21,8 @@ run beside it (the seconds are figures too). About 40 minutes on 2 cores with th
     python benchmarks/nearly_grey.py --images 3 --side 48 --sigma 25
     python benchmarks/nearly_grey.py --changes "toned sepia,an orange date stamp"
     python benchmarks/nearly_grey.py --lines   # colour photos are not on one line: seconds
+    python benchmarks/nearly_grey.py --jpeg 90 --side 128 --images 3 \
+        --changes "a 6 px red square,an orange date stamp"   # the noise of a marked JPEG
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import DATA  # noqa: E402
 
 import dip  # noqa: E402
+from dip import jpeg_noise  # noqa: E402
 from dip.tasks import denoise  # noqa: E402
 
 
@@ -105,11 +108,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
 
 
-def denoised(path: Path, colour: bool) -> tuple[np.ndarray, float]:
-    """dip's defaults on ``path``; ``colour``: fitted in colour, as before."""
+def denoised(path: Path, before: bool, jpeg: bool = False) -> tuple[np.ndarray, float]:
+    """dip's defaults on ``path``; ``before``: fitted in colour, as before (with ``jpeg``:
+    fitted as its grey, but its JPEG's noise read as three independent noises', as before
+    :func:`dip.jpeg_noise.of_one_noise`)."""
     started = time.perf_counter()
-    with (mock.patch.object(denoise, "tint_of", lambda pixels: None) if colour
-          else contextlib.nullcontext()):
+    patch = (mock.patch.object(jpeg_noise, "of_one_noise", lambda sigma, gains: sigma) if jpeg
+             else mock.patch.object(denoise, "tint_of", lambda pixels: None))
+    with patch if before else contextlib.nullcontext():
         done = dip.restore("denoise", path, write=False, device="cpu")
     pixels = done.picture.pixels[0].permute(1, 2, 0).numpy()
     return np.round(pixels * 255).squeeze(), time.perf_counter() - started
@@ -147,6 +153,9 @@ def main() -> None:
                     help=f"which, comma-separated, of: {', '.join(CHANGES)}")
     ap.add_argument("--lines", action="store_true",
                     help="only how near one line colour photos' colours lie (seconds)")
+    ap.add_argument("--jpeg", type=int, metavar="QUALITY",
+                    help="save each noisy picture as a JPEG of this quality (the twin too, as "
+                         "RGB); before: its noise read as three independent noises'")
     args = ap.parse_args()
     if args.lines:
         return lines()
@@ -157,25 +166,30 @@ def main() -> None:
         for image_name, clean in crops(args.side, args.images):
             noise = rng.normal(0, args.sigma, clean.shape)
             noisy = np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)
-            twin_path = Path(folder) / "twin.png"
-            Image.fromarray(noisy, "L").save(twin_path)
-            twin, _ = denoised(twin_path, colour=False)
-            twin_psnr = psnr(twin, clean)
+            suffix = ".jpg" if args.jpeg else ".png"
+            saved = {"quality": args.jpeg} if args.jpeg else {}
+            twin_path = Path(folder) / f"twin{suffix}"
+            Image.fromarray(noisy, "L").convert("RGB" if args.jpeg else "L").save(twin_path,
+                                                                                  **saved)
+            twin, _ = denoised(twin_path, before=False)
+            twin_psnr = psnr(twin, clean if not args.jpeg else np.stack([clean] * 3, -1))
             for name, change in changes.items():
-                path = Path(folder) / "marked.png"
-                Image.fromarray(change(noisy)).save(path)
+                path = Path(folder) / f"marked{suffix}"
+                Image.fromarray(change(noisy)).save(path, **saved)
                 ref = change(clean)
-                before, before_s = denoised(path, colour=True)
-                now, now_s = denoised(path, colour=False)
-                row = (psnr(change(noisy), ref), psnr(before, ref), psnr(now, ref), twin_psnr,
+                before, before_s = denoised(path, before=True, jpeg=bool(args.jpeg))
+                now, now_s = denoised(path, before=False)
+                as_read = np.asarray(Image.open(path).convert("RGB"))
+                row = (psnr(as_read, ref), psnr(before, ref), psnr(now, ref), twin_psnr,
                        before_s, now_s)
                 rows[name].append(row)
                 print(f"{image_name:10s} {name:18s} " + " ".join(f"{v:6.2f}" for v in row),
                       flush=True)
-    print(f"\n{args.images} crops of {args.side} px, sigma {args.sigma:g}, dip's defaults; "
-          f"mean PSNR (dB), seconds per picture\n")
-    print("| change | input | colour (before) | grey fit (now) | grey twin | s before | "
-          "s now |")
+    print(f"\n{args.images} crops of {args.side} px, sigma {args.sigma:g}"
+          + (f", JPEG quality {args.jpeg}" if args.jpeg else "")
+          + ", dip's defaults; mean PSNR (dB), seconds per picture\n")
+    before = "read as 3 noises (before)" if args.jpeg else "colour (before)"
+    print(f"| change | input | {before} | grey fit (now) | grey twin | s before | s now |")
     print("|---|---|---|---|---|---|---|")
     for name, got in rows.items():
         means = [statistics.mean(r[k] for r in got) for k in range(6)]

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dip import image, metrics, operators, wiener
+from dip import image, jpeg_noise, metrics, operators, wiener
 from dip.errors import ConfigError, InputError, outside_dip
 from dip.estimate import calibrate, remember
 from dip.request import Option
@@ -201,9 +201,11 @@ class Denoise(Task):
         # one noise in three channels (a black-and-white photo with a coloured mark, or
         # toned): denoised as the channels' mean, the rest put back (dip.tint)
         coding = picture.coding_error  # (as dip.run.grey_of_rgb's)
+        gains = tint.gains.flatten().tolist()
+        read = picture.jpeg_noise and jpeg_noise.of_one_noise(picture.jpeg_noise, gains)
         grey = dataclasses.replace(picture, pixels=Tint.grey(picture.pixels),
-                                   coding_error=coding and coding[:1])
-        gains = [round(g, 4) for g in tint.gains.flatten().tolist()]
+                                   coding_error=coding and coding[:1], jpeg_noise=read)
+        gains = [round(g, 4) for g in gains]
         return Inputs(grey, facts={"one_noise_gains": gains}, tint=tint)
 
     def problem(self, inputs: Inputs, cfg: Any) -> Problem:
