@@ -266,6 +266,8 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
             kinds = " or ".join(TYPE_NAMES[t] for t in types)
             raise BatchError(f"{where}: '{key}' expects {kinds}, "
                              + (yaml_misread(value, key) if str in types
+                                else "but YAML read the value as nothing (leave the key out "
+                                     "for its default)" if value is None
                                 else f"got {str(value)[:60]!r}"))
         _check_paths(key, value, opt, where)
     return entry

@@ -71,6 +71,7 @@ from dip.layout import (
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, located, own_record, record_path
+from dip.record import read as read_record
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -274,6 +275,16 @@ def written_files(p: Plan) -> list[Path]:
                                             if getattr(p.request, k)]
 
 
+def _unread_record(output: Path, index: int) -> str:
+    """Why a result beside its record file is not known as dip's: the record cannot be read
+    (a batch's job said only "already exists" of a result whose record a full disk or a
+    kill had cut short)."""
+    path = record_path(output)
+    if index or not path.is_file() or read_record(output) is not None:
+        return ""
+    return f" (its record {shown(path.name)} cannot be read as one: cut short?)"
+
+
 def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
     """Before any work: every file to be written has a folder that exists or can be created
     and written, is none of the files read, and is not already there unless ``overwrite``.
@@ -304,8 +315,8 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
                 raise InputError(f"{shown(path)} is not a regular file (a pipe or a device?); "
                                  f"choose another output")
             if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
-                raise InputError(f"{shown(path)} already exists; use {{arg:overwrite}} to "
-                                 f"replace it")
+                raise InputError(f"{shown(path)} already exists{_unread_record(path, i)}; "
+                                 f"use {{arg:overwrite}} to replace it")
             writable_folder(path.parent, f"output {shown(path)}", create=False)
     except OSError as exc:  # a name too long for the file system, a loop of links, ...
         raise InputError(f"cannot use the path {shown(exc.filename or '')}: "

@@ -497,6 +497,8 @@ def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
     ("jobs:\n  - task: denoize\n    input: photos/p0.png\n", "unknown task 'denoize'"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    iters: many\n",
      "'iters' expects an integer"),
+    ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    seed:\n",  # (got 'None')
+     "'seed' expects an integer, but YAML read the value as nothing (leave the key out"),
     ("jobs:\n  - task: denoise\n    input: photos/p0.png\n    set: {optim.lrr: 0.1}\n",
      "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
     ("jobs:\n  - task: inpaint\n    input: photos/p0.png\n", "needs exactly one of 'mask'"),

@@ -1030,6 +1030,20 @@ def test_a_result_of_another_picture_is_not_replaced_without_overwrite(
     assert result.exit_code == 0 and "1 done" in result.output, result.output
 
 
+def test_a_result_whose_record_was_cut_short_is_said_so(tmp_path: Path) -> None:
+    """Its job said only "already exists; use --overwrite", as of a user's picture."""
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    rec = tmp_path / "out" / "p0_denoise.png.json"
+    rec.write_text(rec.read_text()[:100])
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4"))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1
+    assert ("p0_denoise.png already exists (its record p0_denoise.png.json cannot be read as "
+            "one: cut short?); use --overwrite to replace it") in result.output
+
+
 def test_an_overwrite_that_cannot_write_keeps_the_old_result(tmp_path: Path,
                                                               monkeypatch) -> None:
     """The old image was removed before the new files were written: a full disk left its
