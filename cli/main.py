@@ -29,6 +29,7 @@ from dip.damage import corruptions
 from dip.errors import DipError, InputError, Spelled
 from dip.estimate import Estimate
 from dip.fitting import Progress
+from dip.image import DEFAULT_MAX_PIXELS
 from dip.record import record_path, steps_said
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, beside, restore
@@ -124,9 +125,9 @@ def click_option(opt: Option) -> click.Option:
         return click.Option(names, is_flag=True, default=bool(opt.default), help=opt.help)
     if opt.choices is not None:
         kwargs["type"] = click.Choice(list(opt.choices))
-    elif opt.kind == "path":
-        kwargs["type"] = (str if opt.words else
-                          click.Path(dir_okay=False, path_type=Path))
+    elif opt.kind == "path":  # (the output as typed: Path() drops a trailing slash)
+        kwargs["type"] = (str if opt.words else click.Path(
+            dir_okay=False, path_type=str if opt.name == "output" else Path))
     elif opt.kind in ("int", "float"):
         number, bounded = (int, click.IntRange) if opt.kind == "int" else (float, click.FloatRange)
         kwargs["type"] = (bounded(min=opt.minimum, min_open=opt.above)
@@ -273,12 +274,17 @@ def corrupt_command() -> click.Command:
         *[click_option(c.option) for c in kinds.values()],
         click.Option(["--seed"], type=int, default=0, show_default=True,
                      help="Random seed of the noise or the pixels dropped."),
+        click.Option(["--max-pixels"], type=click.IntRange(min=1),
+                     default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Refuse larger images."),
         click.Option(["--overwrite"], is_flag=True, help="Replace existing files."),
     ]
 
-    def callback(clean: Path, output: Path, seed: int, overwrite: bool, **damage: Any) -> None:
+    def callback(clean: Path, output: Path, seed: int, max_pixels: int, overwrite: bool,
+                 **damage: Any) -> None:
         damage = {k: _typed(kinds[k].option, v) for k, v in damage.items() if v is not None}
-        written = dip.corrupt(clean, output, seed=seed, overwrite=overwrite, **damage)
+        written = dip.corrupt(clean, output, seed=seed, overwrite=overwrite,
+                              max_pixels=max_pixels, **damage)
         for name, value in damage.items():
             note = kinds[name].describe(written, value, clean)
             if note:

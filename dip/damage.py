@@ -13,7 +13,7 @@ from dip import image
 from dip.config import python_number
 from dip.errors import InputError
 from dip.fitting import check_default_device
-from dip.run import check_written, write_files
+from dip.run import check_written, warn_of_what_the_format_drops, write_files
 from dip.tasks import TASKS, Corruption
 
 
@@ -24,10 +24,13 @@ def corruptions() -> dict[str, Corruption]:
 
 
 def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 0,
-            overwrite: bool = False, **damage: Any) -> dict[str, Any]:
+            overwrite: bool = False, max_pixels: int = image.DEFAULT_MAX_PIXELS,
+            **damage: Any) -> dict[str, Any]:
     """Make a test input from a clean image: one kind of damage (``noise=25``,
     ``drop_pixels=0.5``, ``downscale=4``, ...; see :func:`corruptions`), or one followed by
-    those it may precede (noise after a blur).
+    those it may precede (noise after a blur). A clean image over ``max_pixels`` is refused,
+    as the restoring commands refuse one; what the output's format cannot hold of it (16
+    bits in a JPEG, transparency) is warned of, as theirs is.
 
     Returns:
         ``{"image": path}``, plus the extra files written (``"mask"`` for drop_pixels) and
@@ -56,12 +59,15 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     if not isinstance(overwrite, bool):  # "no" is true
         raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
                          f"{overwrite!r}")
-    seed = python_number(seed)  # numpy's, as restore takes it
+    seed, max_pixels = python_number(seed), python_number(max_pixels)  # numpy's too
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
         raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
+    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise InputError(f"{{arg:max_pixels}} must be a whole number >= 1, got "
+                         f"{max_pixels!r}")
     check_default_device()
     clean, output = Path(clean), Path(output)
-    picture = image.load_image(clean)
+    picture = image.load_image(clean, max_pixels=max_pixels)
     generator = torch.Generator().manual_seed(seed)
     extra_files: dict[str, tuple[Path, image.Picture]] = {}
     facts: dict[str, Any] = {}
@@ -76,6 +82,7 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     reads = [Path(v) for v in (damage[c.option.name] for c in chosen)
              if isinstance(v, (str, os.PathLike)) and Path(v).is_file()]
     check_written(targets, [clean, *reads], overwrite)
+    warn_of_what_the_format_drops(output, picture)
     write_files([(output, picture)] + list(extra_files.values()))
     return {"image": output, **{name: path for name, (path, _) in extra_files.items()},
             **facts}

@@ -1044,7 +1044,8 @@ def _check_known(path: Any, known: torch.Tensor, level: np.ndarray, lightest: st
             else "")
     if not known.any():
         hint = (f"with {{arg:mask_keeps}} white marks the known pixels, and {scale}" if keeps
-                and faint else "is it inverted? see {arg:mask_keeps}")
+                and faint else "is it inverted? with {arg:mask_keeps} white marks the known "
+                "pixels" if keeps else "is it inverted? see {arg:mask_keeps}")
         raise InputError(f"mask {path} leaves no known pixel: nothing to restore from ({hint}"
                          + (f"; {seen}" if seen else "") + ")")
     if known.all():

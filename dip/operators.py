@@ -146,7 +146,7 @@ def gaussian_downsample_kernel(factor: int, sigma: float) -> torch.Tensor:
         - Output: ``(T, T)``, ``T = factor + 2 * ceil(3 * sigma)``
     """
     if not (math.isfinite(sigma) and sigma > 0):
-        raise InputError(f"a Gaussian downsampling kernel needs sigma > 0, got {sigma}")
+        raise InputError(f"a Gaussian downsampling kernel needs a finite sigma > 0, got {sigma}")
     # a typo such as gaussian:120 must not make a 700-tap convolution (nor gaussian:1e308 an
     # infinite width): checked before the kernel is built
     taps = factor + 2 * math.ceil(3 * sigma) if sigma < MAX_KERNEL else None
@@ -360,7 +360,8 @@ class Blur(nn.Module):
         super().__init__()
         kernel = torch.as_tensor(kernel, dtype=torch.float64)  # a sum of 1e38s stays finite
         if kernel.dim() != 2 or kernel.numel() == 0:
-            raise InputError(f"a blur kernel is a 2-D array, got shape {tuple(kernel.shape)}")
+            raise InputError(f"a blur kernel is a 2-D array of at least one weight, got shape "
+                             f"{tuple(kernel.shape)}")
         if not torch.isfinite(kernel).all() or (kernel < 0).any() or kernel.sum() <= 0:
             raise InputError("a blur kernel must be finite, non-negative and not all zero")
         kernel = (kernel / kernel.sum()).float()
@@ -388,7 +389,7 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     """An isotropic Gaussian of standard deviation ``sigma`` pixels, ``size`` wide (default
     ``2 * ceil(3 sigma) + 1``, at most :data:`MAX_KERNEL`), normalised to sum 1."""
     if not (math.isfinite(sigma) and sigma > 0):
-        raise InputError(f"a Gaussian blur needs sigma > 0, got {sigma}")
+        raise InputError(f"a Gaussian blur needs a finite sigma > 0, got {sigma}")
     if size is not None and size < 1:
         raise InputError(f"a Gaussian blur needs a size >= 1, got {size}")
     size = size or (2 * math.ceil(3 * sigma) + 1 if sigma < MAX_KERNEL else None)

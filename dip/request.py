@@ -142,6 +142,17 @@ def option(**spec: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
+def _file_path(name: str, value: Any) -> Path:
+    """A request's image file path, as a Path: a str or a path-like, not a folder's name
+    (``Path()`` drops a trailing slash: ``-o out.png/`` wrote ``out.png``)."""
+    if not isinstance(value, (str, os.PathLike)):  # an array, say
+        raise InputError(f"{name} must be a path to an image file, got {type(value).__name__}")
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        raise InputError(f"{name} {value!r} ends with a separator, as a folder's name does; "
+                         f"give a file name such as {str(Path(value) / 'result.png')!r}")
+    return Path(value)
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """Everything a run is asked to do (:func:`dip.restore` takes one).
@@ -243,10 +254,7 @@ class RunRequest:
         for name in ("input", "output", "reference"):
             value = getattr(self, name)
             if value is not None:
-                if not isinstance(value, (str, os.PathLike)):  # an array, say
-                    raise InputError(f"{name} must be a path to an image file, got "
-                                     f"{type(value).__name__}")
-                object.__setattr__(self, name, Path(value))
+                object.__setattr__(self, name, _file_path(name, value))
         for name in ("config", "overrides"):
             value = getattr(self, name)
             if value is None:

@@ -490,7 +490,7 @@ def load(p: Plan) -> Loaded:
                          f"restore it from")
     inputs = p.task.load(picture, p.args, p.cfg, r.max_pixels)
     if r.write:  # (the format is checked by plan() when written)
-        _warn_of_what_the_format_drops(p.output, inputs.as_read())
+        warn_of_what_the_format_drops(p.output, inputs.as_read())
     out_size = p.task.out_size(inputs.picture.size, p.cfg)
     out_pixels = out_size[0] * out_size[1]
     if out_pixels > r.max_pixels:
@@ -504,7 +504,7 @@ def load(p: Plan) -> Loaded:
     return Loaded(inputs, ref, out_size, prints, rgb_of_grey)
 
 
-def _warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
+def warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
     """A warning for each thing of the input the result's format cannot hold: transparency,
     a colour profile other than sRGB's, a PNG's gamma or primaries other than sRGB's, more
     than 8 bits a sample (16 in PNG)."""

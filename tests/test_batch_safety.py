@@ -1105,6 +1105,14 @@ def test_an_empty_output_is_refused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["in.png"]
 
 
+def test_an_output_ending_with_a_separator_is_a_folders_name_not_a_file(tmp_path: Path) -> None:
+    """-o out.png/ wrote out.png: Path() drops the slash."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    _refused(invoke("denoise", src, "-o", f"{tmp_path / 'out.png'}/", "--iters", 3),
+             "ends with a separator, as a folder's name does; give a file name such as")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
 def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path: Path) -> None:
     """The same file by another name: a hard link here, as Photo.png is photo.png where
     names ignore case (macOS, Windows), which the names' comparison let through."""

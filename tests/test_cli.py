@@ -325,6 +325,25 @@ def test_corrupt_is_one_python_call(tmp_path: Path, clean_png: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+def test_corrupt_takes_max_pixels_and_warns_of_what_the_format_drops(tmp_path: Path) -> None:
+    """Its refusal of a large image advised --max-pixels, which it did not have; a 16-bit
+    or transparent picture written as a JPEG lost its depth or alpha without a word."""
+    rgba = np.full((16, 16, 4), 100, np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    refused = invoke("corrupt", tmp_path / "a.png", "-o", tmp_path / "x.png", "--noise", 3,
+                     "--max-pixels", 100)
+    assert refused.exit_code == 2 and "above the limit of 100 pixels (raise it with " \
+        "--max-pixels)" in refused.output
+    from dip.image import DipWarning
+
+    with pytest.warns(DipWarning, match="x.jpg: JPEG holds no transparency, so the input's "
+                                        "is dropped"):
+        made = invoke("corrupt", tmp_path / "a.png", "-o", tmp_path / "x.jpg", "--noise", 3,
+                      "--max-pixels", 256)
+    assert made.exit_code == 0, made.output
+
+
 def test_corrupt_is_seeded(tmp_path: Path, clean_png: Path) -> None:
     for name, seed in (("a.png", 1), ("b.png", 1), ("c.png", 2)):
         invoke("corrupt", clean_png, "-o", tmp_path / name, "--noise", 25, "--seed", seed)

@@ -4,6 +4,7 @@ a batch job, and a real gain over the blurred input on a synthetic picture."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,17 @@ def test_specs_make_normalised_kernels(spec: str, shape: tuple) -> None:
     kernel = parse_spec(spec)
     assert tuple(kernel.shape) == shape and kernel.sum().item() == pytest.approx(1.0)
     assert (kernel >= 0).all()
+
+
+def test_a_spec_is_read_whatever_its_case_and_a_bare_name_asks_for_its_numbers(
+        tmp_path: Path, monkeypatch) -> None:
+    """GAUSSIAN:1 was taken for a file ("kernel not found"), where superres takes LANCZOS;
+    box, with no size, was "kernel not found: box"."""
+    assert torch.equal(load_kernel("GAUSSIAN:1.6"), parse_spec("gaussian:1.6"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=re.escape("kernel not found: box (a box blur is "
+                                                   "written box:SIZE)")):
+        load_kernel("box")
 
 
 @pytest.mark.parametrize("spec", ["box:9.5", "gaussian:", "motion:3", "gaussian:0",
@@ -111,8 +123,11 @@ def test_a_kernel_file_that_is_not_an_array_of_numbers_says_so_without_numpys_ad
             load_kernel(tmp_path / name)
         assert "pickle" not in str(caught.value)
     np.save(tmp_path / "empty.npy", np.zeros((0, 3)))  # the range check had a traceback
-    with pytest.raises(InputError, match=r"a blur kernel is a 2-D array, got shape \(0, 3\)"):
-        operators.Blur(load_kernel(tmp_path / "empty.npy"))
+    with pytest.raises(InputError, match=r"2-D array of numbers, got float64 of shape \(0, 3\)"):
+        load_kernel(tmp_path / "empty.npy")  # (trimmed to (0, 1), Blur then said that shape)
+    with pytest.raises(InputError, match=r"a blur kernel is a 2-D array of at least one "
+                                         r"weight, got shape \(0, 3\)"):
+        operators.Blur(torch.zeros(0, 3))
 
 
 def sharp(size: int = 32) -> torch.Tensor:

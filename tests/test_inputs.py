@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import struct
 import sys
@@ -1259,6 +1260,11 @@ def test_a_0_1_mask_read_with_mask_keeps_says_white_is_255(tmp_path: Path) -> No
     with pytest.raises(InputError, match="with mask_keeps=True white marks the known pixels, "
                                          "and its lightest pixels are 1 of 255"):
         image.load_mask(tmp_path / "m.png", (H, W), keeps=True)
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "black.png")  # (not faint)
+    with pytest.raises(InputError, match=re.escape("leaves no known pixel: nothing to restore "
+                                                   "from (is it inverted? with mask_keeps=True "
+                                                   "white marks the known pixels)")):
+        image.load_mask(tmp_path / "black.png", (H, W), keeps=True)
 
 
 def _layer(path: Path, white: bool, holes: slice) -> None:

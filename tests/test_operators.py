@@ -170,8 +170,9 @@ def test_the_matching_kernel_explains_a_bicubic_input_and_lanczos_does_not() -> 
     ("lanczos:3", "unknown downsampling kernel 'lanczos:3'"),
     ("gaussian", "needs its sigma: gaussian:SIGMA"),
     ("gaussian:x", "cannot read the sigma of 'gaussian:x'"),
-    ("gaussian:0", "needs sigma > 0, got 0.0"),
-    ("gaussian:nan", "needs sigma > 0"),
+    ("gaussian:0", "needs a finite sigma > 0, got 0.0"),
+    ("gaussian:nan", "needs a finite sigma > 0"),
+    ("gaussian:inf", "needs a finite sigma > 0, got inf"),
     ("gaussian:100", "604 pixels wide, over 255"),
     ("gaussian:1e308", "wider than 255 pixels"),  # it overflowed math.ceil
 ])

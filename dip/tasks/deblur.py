@@ -24,7 +24,7 @@ from dip.request import Option
 from dip.tasks import Corruption, Inputs, Problem, Task, jpeg_sigma, register
 
 #: the parametric kernels, ``NAME:NUMBERS``
-SPEC = r"(gaussian|box|motion):.*"
+SPEC = r"(?i:gaussian|box|motion):.*"  # (GAUSSIAN:1 too, as superres takes LANCZOS)
 #: the largest kernel side accepted (a typo such as box:900 must not run for hours); the
 #: parametric kernels check it before they are built
 MAX_KERNEL = operators.MAX_KERNEL
@@ -41,7 +41,7 @@ KERNELS = {
 def parse_spec(spec: str) -> torch.Tensor:
     """``gaussian:1.6`` | ``gaussian:1.6,25`` | ``box:9`` | ``motion:15,30`` -> the kernel."""
     name, _, numbers = spec.partition(":")
-    make, counts, whole, usage = KERNELS[name]
+    make, counts, whole, usage = KERNELS[name.lower()]
     try:
         values = [float(v) for v in numbers.split(",") if v.strip()]
     except ValueError:
@@ -86,7 +86,8 @@ def read_kernel(path: Path) -> torch.Tensor:
         if not path.is_file():
             raise InputError(f"kernel not found: {path}")
         array = _npy(path)
-        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(
+        if array.ndim != 2 or not array.size or not np.issubdtype(
+                array.dtype, np.number) or np.iscomplexobj(
                 array):  # (a complex one lost its imaginary part with a NumPy warning)
             raise InputError(f"kernel {path} must hold a 2-D array of numbers, got "
                              f"{array.dtype} of shape {array.shape}")
@@ -113,6 +114,9 @@ def load_kernel(value: str | Path) -> torch.Tensor:
     """A spec or a file -> the kernel (checked by :class:`dip.operators.Blur`)."""
     if isinstance(value, str) and re.fullmatch(SPEC, value):
         return parse_spec(value)
+    if isinstance(value, str) and value.lower() in KERNELS and not Path(value).exists():
+        raise InputError(f"kernel not found: {value} (a {value.lower()} blur is written "
+                         f"{KERNELS[value.lower()][3]})")
     return read_kernel(Path(value))
 
 
