@@ -1023,6 +1023,8 @@ def _of_this_input(rec: dict, job: Job) -> bool:
     path = job.input.resolve()
     if rec.get("input") in (None, str(path)):  # (None: a record that does not say)
         return True
+    if Path(os.path.abspath(job.input)) != path:  # through a link, whose target the record
+        return True  # names: repointed, the picture under the job's name is another
     recorded = (rec.get("fingerprints") or {}).get("input")
     try:
         return recorded is not None and recorded == record.fingerprint(path)

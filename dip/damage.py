@@ -51,20 +51,7 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
                          + (f" (got {got})" if chosen else ""))
     for c in chosen:
         c.option.check(damage[c.option.name])
-    for name, value in (("clean", clean), ("output", output)):
-        if not isinstance(value, (str, os.PathLike)):
-            raise InputError(f"{name} must be a path to an image file, got "
-                             f"{type(value).__name__}")
-    overwrite = python_number(overwrite)  # numpy's bool as Python's
-    if not isinstance(overwrite, bool):  # "no" is true
-        raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
-                         f"{overwrite!r}")
-    seed, max_pixels = python_number(seed), python_number(max_pixels)  # numpy's too
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
-        raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
-    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
-        raise InputError(f"{{arg:max_pixels}} must be a whole number >= 1, got "
-                         f"{max_pixels!r}")
+    overwrite, seed, max_pixels = _checked(clean, output, overwrite, seed, max_pixels)
     check_default_device()
     clean, output = Path(clean), Path(output)
     picture = image.load_image(clean, max_pixels=max_pixels)
@@ -86,3 +73,23 @@ def corrupt(clean: str | os.PathLike, output: str | os.PathLike, *, seed: int = 
     write_files([(output, picture)] + list(extra_files.values()))
     return {"image": output, **{name: path for name, (path, _) in extra_files.items()},
             **facts}
+
+
+def _checked(clean: Any, output: Any, overwrite: Any, seed: Any,
+             max_pixels: Any) -> tuple[bool, int, int]:
+    """:func:`corrupt`'s arguments but the damage, checked (numpy's numbers as Python's)."""
+    for name, value in (("clean", clean), ("output", output)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} must be a path to an image file, got "
+                             f"{type(value).__name__}")
+    overwrite = python_number(overwrite)  # numpy's bool as Python's
+    if not isinstance(overwrite, bool):  # "no" is true
+        raise InputError(f"overwrite must be True or False, got {type(overwrite).__name__} "
+                         f"{overwrite!r}")
+    seed, max_pixels = python_number(seed), python_number(max_pixels)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise InputError(f"{{arg:seed}} must be a whole number in 0 .. 2**63-1, got {seed!r}")
+    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise InputError(f"{{arg:max_pixels}} must be a whole number >= 1, got "
+                         f"{max_pixels!r}")
+    return overwrite, seed, max_pixels

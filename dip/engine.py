@@ -376,16 +376,18 @@ class StepEngine:
 
     @contextmanager
     def _first(self, what: str) -> Iterator[None]:
-        """At the first step, torch's error for parts that do not fit together (a code of
-        other channels than the net takes, a mask of another size than its output) is the
-        caller's mistake: an InputError that says which call failed."""
+        """At the first step, torch's error for parts that may not fit together (a code of
+        other channels than the net takes, a mask of another size than its output) is
+        marked with the call that failed (``dip_failed_call``): :func:`dip.fitting.fit`,
+        whose caller gave the parts, says so as an InputError; a run's own parts' errors
+        (dip's, the device's) stay as they are."""
         try:
             yield
         except RuntimeError as exc:
-            if self.steps or out_of_memory(exc):
-                raise
-            raise InputError(f"{what} failed at the first step: "
-                             f"{str(exc).splitlines()[0][:300]}") from exc
+            if not self.steps and not out_of_memory(exc) and not isinstance(
+                    exc, NotImplementedError) and not str(exc).startswith(("CUDA", "cuDNN")):
+                exc.dip_failed_call = what
+            raise
 
     def _eager(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)

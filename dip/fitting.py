@@ -330,9 +330,16 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
-    outcome, = fit_group([member], settings, perf=perf, threads=threads,
-                         keep_on_interrupt=keep_on_interrupt,
-                         callback=None if callback is None else lambda i, p: callback(p))
+    try:
+        outcome, = fit_group([member], settings, perf=perf, threads=threads,
+                             keep_on_interrupt=keep_on_interrupt,
+                             callback=None if callback is None else lambda i, p: callback(p))
+    except RuntimeError as exc:  # the caller's parts that do not fit together (StepEngine)
+        what = getattr(exc, "dip_failed_call", None)
+        if what is None:
+            raise
+        said = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"fit(): {what} failed at the first step: {said}") from exc
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

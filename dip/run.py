@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import platform
 import re
@@ -282,7 +283,11 @@ def _unread_record(output: Path, index: int) -> str:
     path = record_path(output)
     if index or not path.is_file() or read_record(output) is not None:
         return ""
-    return f" (its record {shown(path.name)} cannot be read as one: cut short?)"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return ""  # JSON, and no record (another program's sidecar)
+    except (OSError, ValueError):
+        return f" (its record {shown(path.name)} cannot be read as one: cut short?)"
 
 
 def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> None:
@@ -1301,7 +1306,8 @@ def claimed(output: Path) -> Iterator[None]:
         InputError: another live dip process holds it.
     """
     path = claim_path(output)
-    me = f"{os.getpid()} {socket.gethostname()}"
+    # (with the process's start on Linux: a pid used again since is told apart exactly)
+    me = f"{os.getpid()} {socket.gethostname()} {_process_started(os.getpid()) or ''}".rstrip()
     made = []
     with contextlib.suppress(OSError, RuntimeError):  # writable_folder says what is wrong
         made = missing_folders(path.parent)
@@ -1476,7 +1482,7 @@ def _claim_holder(path: Path) -> str | None:
     whether a process lives would end it: os.kill), its age: not refreshed for
     :data:`CLAIM_STALE` seconds."""
     try:
-        pid_text, _, host = path.read_text().partition(" ")
+        pid_text, host, *started = path.read_text().split(" ")
         pid = int(pid_text)
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
@@ -1490,25 +1496,22 @@ def _claim_holder(path: Path) -> str | None:
             return None
         except PermissionError:
             pass
-        started = _process_started(pid)
-        if started is not None and started > time.time() - age + CLAIM_STALE:
-            return None  # its pid used again by a process started well after its last refresh
+        if started and started[0] != str(_process_started(pid) or ""):
+            return None  # its pid used again: that process started at another time
     elif age > CLAIM_STALE:
         return None
     return f"pid {pid} on {host}"
 
 
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), where Linux's /proc says: a
-    killed run's claim whose pid another program took since (a container's pids are few)
-    held its job on every run. None elsewhere."""
+def _process_started(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot, where Linux's /proc says
+    (no clock is read: a file server's times and a clock set back do not enter): written in
+    a claim, a killed run's claim whose pid another program took since (a container's pids
+    are few) is told from its live holder's. None elsewhere."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
-        with open("/proc/stat") as f:
-            booted = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        return booted + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+            return int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError):
         return None
 
 

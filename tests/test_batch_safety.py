@@ -382,17 +382,14 @@ def test_a_claim_held_in_this_process_is_refused_however_the_output_is_spelled(
     assert not claim_path(tmp_path / "out.png").exists()
 
 
-def test_a_live_claim_on_this_machine_is_kept_however_old(tmp_path: Path, other_pid: int,
-                                                          monkeypatch) -> None:
+def test_a_live_claim_on_this_machine_is_kept_however_old(tmp_path: Path, other_pid: int) -> None:
     """A run stopped with Ctrl-Z for an hour, or an older dip that does not refresh its
-    claims: its process lives, and started before its claim was written, so its claim holds
-    (the age rule is for other machines')."""
+    claims: its process lives, so its claim holds (the age rule is for other machines')."""
     src = save(synthetic(32), tmp_path / "in.png")
     out = tmp_path / "out.png"
     claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")
     old = time.time() - 3600
     os.utime(claim_path(out), (old, old))
-    monkeypatch.setattr(run, "_process_started", lambda pid: old - 5)  # (the sleep's is now)
     result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q")
     _refused(result, "another dip run", str(other_pid), "(its claim: .out.png.dip-claim)")
     assert "another machine" not in result.output and not out.exists()
@@ -427,17 +424,24 @@ def test_a_job_another_run_finished_meanwhile_is_not_called_failed(tmp_path: Pat
 def test_a_claim_whose_pid_another_program_took_since_is_taken_over(tmp_path: Path,
                                                                     other_pid: int) -> None:
     """A run killed with kill -9, its pid then given to another program (a container's
-    pids are few): the claim held that job on every run, saying another dip was writing."""
-    if run._process_started(other_pid) is None:
+    pids are few): the claim held that job on every run, saying another dip was writing. A
+    claim keeps its holder's start (Linux: clock ticks after boot, no clock read), and one
+    whose pid started at another time is taken over; its live holder's is kept."""
+    started = run._process_started(other_pid)
+    if started is None:
         pytest.skip("needs Linux's /proc to tell when a process started")
     src = save(synthetic(32), tmp_path / "in.png")
     out = tmp_path / "out.png"
-    claim_path(out).write_text(f"{other_pid} {os.uname().nodename}")
-    old = time.time() - run.CLAIM_STALE - 60  # last refreshed before that program started
-    os.utime(claim_path(out), (old, old))
+    claim_path(out).write_text(f"{other_pid} {os.uname().nodename} {started}")
+    _refused(invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q"),
+             "another dip run", str(other_pid))
+    claim_path(out).write_text(f"{other_pid} {os.uname().nodename} {started - 1}")
     assert invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu",
                   "-q").exit_code == 0
     assert out.exists() and not claim_path(out).exists()
+    with run.claimed(tmp_path / "mine.png"):  # and this process's own claims say its start
+        assert claim_path(tmp_path / "mine.png").read_text().split(" ")[2] == str(
+            run._process_started(os.getpid()))
 
 
 def test_a_live_runs_claims_are_kept_fresh(tmp_path: Path, monkeypatch) -> None:
@@ -985,6 +989,23 @@ def test_a_users_file_beside_dips_earlier_result_is_kept(tmp_path: Path) -> None
     assert (tmp_path / "out" / "p0_denoise_report.png").read_bytes() == b"their report"
 
 
+def test_a_job_whose_input_link_now_points_at_another_picture_is_redone(
+        tmp_path: Path) -> None:
+    """The record names the link's target; repointed, the picture under the job's name is
+    another one, which redoes the job (it was refused as a result of another picture)."""
+    folder = photos(tmp_path)
+    save(synthetic(32).flip(-1), folder / "p1.png")
+    (tmp_path / "latest.png").symlink_to(folder / "p0.png")
+    path = batch_file(tmp_path, "  - {task: denoise, input: latest.png, output: out/}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    (tmp_path / "latest.png").unlink()
+    (tmp_path / "latest.png").symlink_to(folder / "p1.png")
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 0 and "1 done" in result.output, result.output
+    rec = json.loads((tmp_path / "out" / "latest_denoise.png.json").read_text())
+    assert rec["input"] == str(folder / "p1.png")
+
+
 def test_a_redo_without_snapshots_keeps_those_of_a_result_of_the_same_stem(
         tmp_path: Path) -> None:
     """r.png and r.jpg share r_steps/: r.jpg's redo (other settings), which takes no
@@ -1042,6 +1063,10 @@ def test_a_result_whose_record_was_cut_short_is_said_so(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert ("p0_denoise.png already exists (its record p0_denoise.png.json cannot be read as "
             "one: cut short?); use --overwrite to replace it") in result.output
+    rec.write_text('{"title": "a photo service\'s sidecar"}')  # JSON, and no record
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "p0_denoise.png already exists; use --overwrite to " \
+        "replace it" in result.output
 
 
 def test_an_overwrite_that_cannot_write_keeps_the_old_result(tmp_path: Path,

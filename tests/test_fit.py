@@ -345,6 +345,41 @@ def test_fits_numbers_may_be_numpys_and_pixels_of_255_are_a_warning() -> None:
         fit(net, z, operators.Identity(), synthetic(32) * 255, iters=2, generator=g)
 
 
+def test_only_fits_callers_parts_failing_at_the_first_step_are_their_mistake(
+        monkeypatch, tmp_path) -> None:
+    """A net that raises a bare RuntimeError() at the first step is the caller's (it was an
+    IndexError on its empty message); dip's own network failing in a run is dip's, or the
+    device's, and keeps its error (it was 'dip: error: net(code) failed', exit 2)."""
+    import dip
+    from dip.errors import InputError
+    from dip.nets.skip import SkipNet
+
+    from conftest import save
+
+    class Broken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            raise RuntimeError()
+
+    _, z, g = _setup()
+    with pytest.raises(InputError, match="fit\\(\\): net\\(code\\) failed at the first step: "
+                                         "RuntimeError"):
+        fit(Broken(), z, operators.Identity(), synthetic(32), iters=3, generator=g)
+
+    def boom(self, x):
+        raise RuntimeError("an error of dip's own")
+
+    monkeypatch.setattr(SkipNet, "forward", boom)
+    src = save(synthetic(32), tmp_path / "in.png")
+    with pytest.raises(RuntimeError, match="an error of dip's own") as caught:
+        dip.restore("denoise", src, write=False, device="cpu", iters=3,
+                    overrides=["stop.sigma=5"])
+    assert not isinstance(caught.value, InputError)
+
+
 def test_a_metrics_tensor_is_kept_as_a_number() -> None:
     """A 0-d tensor was stored as it was: the record then could not be written as JSON."""
     net, z, g = _setup()

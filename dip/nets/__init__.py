@@ -63,7 +63,7 @@ def build_net(name: str, in_channels: int, out_channels: int, *, seed: int | Non
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:  # "gpu", 5.0: torch's own words
         raise InputError(f"build_net(): no such device {device!r}: "
-                         f"{str(exc).splitlines()[0][:200]}") from None
+                         f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
     try:  # made on the CPU, where the generator draws, and moved
         with _Making(generator, device if device.type == "meta" else torch.device("cpu")):
             net = factory(in_channels, out_channels, **options)
