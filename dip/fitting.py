@@ -330,19 +330,28 @@ def fit(net: nn.Module, code: torch.Tensor, operator: nn.Module, observation: to
     _check_tensors(code, observation)
     member = Member(net, code, operator, observation, generator, stop_rule, metric, loss,
                     noise_sigma)
-    try:
+    with _callers_parts():
         outcome, = fit_group([member], settings, perf=perf, threads=threads,
                              keep_on_interrupt=keep_on_interrupt,
                              callback=None if callback is None else lambda i, p: callback(p))
-    except RuntimeError as exc:  # the caller's parts that do not fit together (StepEngine)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@contextmanager
+def _callers_parts() -> Iterator[None]:
+    """torch's error for :func:`fit`'s parts that do not fit together, which the step engine
+    marks at the first step (a code of other channels than the net takes, a mask of another
+    size than its output), as the caller's mistake: an InputError saying which call failed."""
+    try:
+        yield
+    except RuntimeError as exc:
         what = getattr(exc, "dip_failed_call", None)
         if what is None:
             raise
         said = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise InputError(f"fit(): {what} failed at the first step: {said}") from exc
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
 
 
 @autograd_on()
