@@ -125,9 +125,8 @@ def click_option(opt: Option) -> click.Option:
         return click.Option(names, is_flag=True, default=bool(opt.default), help=opt.help)
     if opt.choices is not None:
         kwargs["type"] = click.Choice(list(opt.choices))
-    elif opt.kind == "path":  # (the output as typed: Path() drops a trailing slash)
-        kwargs["type"] = (str if opt.words else click.Path(
-            dir_okay=False, path_type=str if opt.name == "output" else Path))
+    elif opt.kind == "path":  # as typed: RunRequest makes it a Path, and refuses a folder's
+        kwargs["type"] = str if opt.words else click.Path(dir_okay=False)  # name (out.png/)
     elif opt.kind in ("int", "float"):
         number, bounded = (int, click.IntRange) if opt.kind == "int" else (float, click.FloatRange)
         kwargs["type"] = (bounded(min=opt.minimum, min_open=opt.above)

@@ -350,13 +350,20 @@ class StepEngine:
         autocast = (torch.autocast(self.device_type, dtype=self.perf.autocast,
                                    cache_enabled=False)
                     if self.perf.autocast is not None else contextlib.nullcontext())
-        with autocast, self._first("net(code)"):
-            out = self.net(self.input)
-            # SURE's divergence: the output again at the input moved along the probe
-            probed = self.net(self.probed_input) if self.sure is not None else None
+        try:  # (free where nothing is raised: no object made each step)
+            with autocast:
+                out = self.net(self.input)
+                # SURE's divergence: the output again at the input moved along the probe
+                probed = self.net(self.probed_input) if self.sure is not None else None
+        except RuntimeError as exc:
+            self._mark_first(exc, "net(code)")
+            raise
         out = out.float()
-        with self._first("operator(net(code))"):
+        try:
             predicted = self.operator(out)
+        except RuntimeError as exc:
+            self._mark_first(exc, "operator(net(code))")
+            raise
         if not self.steps and predicted.shape != self.observation.shape:  # not broadcast
             raise InputError(f"operator(net(code)) is {tuple(predicted.shape)} but the "
                              f"observation is {tuple(self.observation.shape)}")
@@ -374,20 +381,15 @@ class StepEngine:
         self.optimizer.step()
         return out.detach(), loss.detach()
 
-    @contextmanager
-    def _first(self, what: str) -> Iterator[None]:
+    def _mark_first(self, exc: RuntimeError, what: str) -> None:
         """At the first step, torch's error for parts that may not fit together (a code of
         other channels than the net takes, a mask of another size than its output) is
         marked with the call that failed (``dip_failed_call``): :func:`dip.fitting.fit`,
         whose caller gave the parts, says so as an InputError; a run's own parts' errors
         (dip's, the device's) stay as they are."""
-        try:
-            yield
-        except RuntimeError as exc:
-            if not self.steps and not out_of_memory(exc) and not isinstance(
-                    exc, NotImplementedError) and not str(exc).startswith(("CUDA", "cuDNN")):
-                exc.dip_failed_call = what
-            raise
+        if not self.steps and not out_of_memory(exc) and not isinstance(
+                exc, NotImplementedError) and not str(exc).startswith(("CUDA", "cuDNN")):
+            exc.dip_failed_call = what
 
     def _eager(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)

@@ -72,7 +72,6 @@ from dip.layout import (
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
 from dip.record import Record, fingerprint, located, own_record, record_path
-from dip.record import read as read_record
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -281,11 +280,11 @@ def _unread_record(output: Path, index: int) -> str:
     (a batch's job said only "already exists" of a result whose record a full disk or a
     kill had cut short)."""
     path = record_path(output)
-    if index or not path.is_file() or read_record(output) is not None:
+    if index or not path.is_file():
         return ""
-    try:
+    try:  # a record, or another program's JSON sidecar: nothing to add
         json.loads(path.read_text(encoding="utf-8"))
-        return ""  # JSON, and no record (another program's sidecar)
+        return ""
     except (OSError, ValueError):
         return f" (its record {shown(path.name)} cannot be read as one: cut short?)"
 
@@ -1496,7 +1495,8 @@ def _claim_holder(path: Path) -> str | None:
             return None
         except PermissionError:
             pass
-        if started and started[0] != str(_process_started(pid) or ""):
+        now = _process_started(pid)  # (None where /proc hides it: judged alive, as before)
+        if started and now is not None and started[0] != str(now):
             return None  # its pid used again: that process started at another time
     elif age > CLAIM_STALE:
         return None
