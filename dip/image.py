@@ -1016,14 +1016,15 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], *, keeps: bool = F
     full = {"1": 1.0, "F": 1.0, "I": 65535.0, "I;16": 65535.0, "I;16B": 65535.0,
             "I;16L": 65535.0}.get(img.mode, 255.0)
     level = array.astype(np.float32) / full
+    marked = torch.from_numpy(level >= 0.5)
+    known = marked if keeps else ~marked
+    # refused before the warning: a user's mistake is one line (an all-grey mask was two)
+    _check_known(path, known, level, f"{array.max()}", f"{full:g}", keeps, clear)
     grey = float(((level > 0.1) & (level < 0.9)).mean())
     if grey > 0.05:
         warnings.warn(f"mask {path} has {grey:.0%} grey pixels (neither black nor white: JPEG "
                       f"compression or a soft brush?); those at 50 % grey or lighter count as "
                       f"{'known' if keeps else 'holes'}", DipWarning, stacklevel=outside_dip())
-    marked = torch.from_numpy(level >= 0.5)
-    known = marked if keeps else ~marked
-    _check_known(path, known, level, f"{array.max()}", f"{full:g}", keeps, clear)
     return known.float()[None, None]
 
 
@@ -1042,16 +1043,19 @@ def _check_known(path: Any, known: torch.Tensor, level: np.ndarray, lightest: st
              f"counts as white from 50 % grey")
     seen = ("its transparent pixels count as black, as it looks over black" if clear
             else "")
+    grey = float(((level > 0.1) & (level < 0.9)).mean())
+    greys = (f"; {grey:.0%} of its pixels are grey, and a pixel counts as white from 50 % "
+             f"grey" if grey > 0.5 and not faint else "")  # (said here, not warned of too)
     if not known.any():
         hint = (f"with {{arg:mask_keeps}} white marks the known pixels, and {scale}" if keeps
                 and faint else "is it inverted? with {arg:mask_keeps} white marks the known "
                 "pixels" if keeps else "is it inverted? see {arg:mask_keeps}")
         raise InputError(f"mask {path} leaves no known pixel: nothing to restore from ({hint}"
-                         + (f"; {seen}" if seen else "") + ")")
+                         + (f"; {seen}" if seen else "") + greys + ")")
     if known.all():
         hint = scale if faint and not keeps else seen if seen and not keeps else "nothing to do"
         raise InputError(f"mask {path} marks no pixel to fill (it is all "
-                         f"{'white' if keeps else 'black'}); {hint}")
+                         f"{'white' if keeps else 'black'}); {hint}{greys}")
     holes = 1 - float(known.float().mean())
     if holes > MOSTLY_HOLES:  # holes are blemishes, strokes, half a photo at most
         how = ("with {arg:mask_keeps} white marks the known pixels" if keeps

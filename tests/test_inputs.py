@@ -1267,6 +1267,23 @@ def test_a_0_1_mask_read_with_mask_keeps_says_white_is_255(tmp_path: Path) -> No
         image.load_mask(tmp_path / "black.png", (H, W), keeps=True)
 
 
+def test_an_all_grey_mask_is_one_error_that_says_it_is_grey(tmp_path: Path) -> None:
+    # it was refused after a warning of its grey pixels: two lines for one mistake
+    Image.fromarray(np.full((H, W), 128, np.uint8)).save(tmp_path / "grey.png")
+    for keeps, said in ((False, "leaves no known pixel"), (True, "marks no pixel to fill")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image.DipWarning)  # a warning would raise first
+            with pytest.raises(InputError, match=said) as refused:
+                image.load_mask(tmp_path / "grey.png", (H, W), keeps=keeps)
+        assert "100% of its pixels are grey, and a pixel counts as white from 50 % grey" in str(
+            refused.value)
+    result = invoke("inpaint", tmp_path / "grey.png", "--mask", tmp_path / "grey.png", "-o",
+                    tmp_path / "o.png", *TINY)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "o.png").exists()
+
+
 def _layer(path: Path, white: bool, holes: slice) -> None:
     """A mask layer with the holes erased (transparent), the rest painted white or black."""
     la = np.zeros((H, W, 2), np.uint8)
