@@ -474,7 +474,10 @@ def _base_seed(spec: dict[str, Any], task: Task, base: Path, overrides: list[str
     """The seed an entry's jobs' seeds are derived from: its ``seed`` key, else the ``seed``
     its config files or ``set:`` give (``set: {seed: 7}`` sets it as ``--set seed=7`` does
     for one command; it was ignored without a word, and never checked), else 0."""
-    if "seed" in spec:
+    if "seed" in spec:  # (its type is checked with the other keys': the range here)
+        if not 0 <= spec["seed"] < 2 ** 63:  # (it was hashed into a job's seed as it was)
+            raise BatchError(f"{where}: 'seed' must be in 0 .. 2**63-1, got "
+                             f"{spec['seed']}")
         return spec["seed"]
     try:
         return resolve(task.name, _configs(spec, base), overrides).seed

@@ -371,6 +371,12 @@ def test_a_seed_set_in_set_or_in_a_config_file_is_the_jobs_base_seed(tmp_path: P
     with pytest.raises(batch.BatchError, match=r"config key 'seed' must be in 0 \.\. 2\*\*63-1, "
                                                r"got -5"):
         seeds("\n    config: bad.yaml")
+    # a job's own seed key was hashed into its seed as it was: -1 ran, exit 0
+    for wrong in ("-1", "99999999999999999999999"):
+        with pytest.raises(batch.BatchError, match=rf"jobs\[0\] \(line \d+\): 'seed' must be in "
+                                                   rf"0 \.\. 2\*\*63-1, got {wrong}$"):
+            seeds(f"\n    seed: {wrong}")
+    assert len(set(seeds(f"\n    seed: {2 ** 63 - 1}"))) == 3
 
 
 @pytest.mark.parametrize("entry, message", [
