@@ -194,11 +194,14 @@ def _run(task: Task, request: RunRequest, quiet: bool) -> None:
     def on_start(start: Start) -> None:
         nonlocal fits
         fits = len(start.layout.fitted())
-        click.echo(f"dip: {start.describe()}", err=True)
+        release()  # every check passed: the warnings of the set-up, then the start line
+        if not quiet:
+            click.echo(f"dip: {start.describe()}", err=True)
 
     try:
-        result = restore(request, progress=None if quiet else progress,
-                         keep_on_interrupt=True, on_start=None if quiet else on_start)
+        with _warnings_held() as release:
+            result = restore(request, progress=None if quiet else progress,
+                             keep_on_interrupt=True, on_start=on_start)
     finally:
         if bar is not None:
             bar.close()
@@ -397,6 +400,33 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(signals.exit_code())
     if counts["failed"] or not written:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _warnings_held() -> Iterator[Callable[[], None]]:
+    """The library's warnings, as the command shows them, held until ``release()`` (a run's
+    start, once every check has passed) and dropped if it never comes: a mistake refused
+    after a warning (a 16-bit input's output named .jpg, then a reference of another size)
+    was two lines or more, the warnings of a run that never ran before its one error."""
+    shown, held = warnings.showwarning, []
+
+    def hold(*args: Any, **kwargs: Any) -> None:
+        held.append((args, kwargs))
+
+    def release() -> None:
+        if warnings.showwarning is hold:
+            warnings.showwarning = shown
+        for args, kwargs in held:
+            shown(*args, **kwargs)
+        held.clear()
+
+    if shown is show_warning:  # (not where a caller records them: a test's, a program's)
+        warnings.showwarning = hold
+    try:
+        yield release
+    finally:
+        if warnings.showwarning is hold:
+            warnings.showwarning = shown
 
 
 @contextlib.contextmanager

@@ -128,7 +128,16 @@ class Plan:
         to redo it: the new record takes its place as the new image takes the old one's (read
         once: the checks, the stale pictures and the write ask)."""
         own = record_path(self.output).resolve() if own_record(self.output) else None
-        return [path for path in files_read(self.request) if path.resolve() != own]
+        return [path for path in files_read(self.request) if _resolved(path) != own]
+
+
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``; a path that is a loop of symbolic links as it is (Python before
+    3.13 raised RuntimeError, a traceback: its reader says what is wrong with it)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
 
 
 def files_read(request: RunRequest) -> list[Path]:
@@ -457,8 +466,20 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
             raise InputError(f"cannot create the folder for {what}: "
                              f"{exc.strerror or exc}") from None
         existing = folder
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise InputError(f"cannot write to the folder {shown(existing)} ({what})")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (one with no name where the system allows:
+    nothing is left there). ``os.access`` reads the permission bits, which root passes
+    where the file system still refuses: NFS with root squashed, a share whose server
+    refuses, /sys; such a run found out after its fit, its hours of work not written."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".dip-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 # --- load -------------------------------------------------------------------------------------

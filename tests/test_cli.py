@@ -520,6 +520,85 @@ def test_a_grey_mask_is_one_warning_line_from_the_command(tmp_path: Path) -> Non
     assert "grey pixels" in lines[0]
 
 
+def test_warnings_before_a_refusal_are_not_shown_and_after_the_checks_they_are(
+        tmp_path: Path) -> None:
+    """A mistake is one line: the warnings of a run that is then refused (a 16-bit input
+    written as JPEG, then a reference of another size) came before its error, two lines. A run
+    that starts shows them, before its start line."""
+    import subprocess
+
+    from conftest import dip_command
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 65535, (32, 32), np.uint16)).save(deep)
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(tmp_path / "small.png")
+    refused = subprocess.run(dip_command() + [
+        "denoise", str(deep), "-o", str(tmp_path / "o.jpg"), "--reference",
+        str(tmp_path / "small.png")], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "dip: error: reference " + str(tmp_path / "small.png") + " is 24x24 but the result "
+        "will be 32x32"], refused.stderr
+    assert not (tmp_path / "o.jpg").exists()
+    ran = subprocess.run(dip_command() + [
+        "denoise", str(deep), "-o", str(tmp_path / "o.jpg"), "--iters", "2", *TINY_NET],
+        capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 2 and "16-bit samples are rounded to 8 bits" in lines[0], ran.stderr
+    assert lines[1].startswith("dip: about "), ran.stderr
+
+
+def test_an_output_folder_the_file_system_refuses_is_refused_before_the_fit(
+        tmp_path: Path, monkeypatch) -> None:
+    """The permission bits are root's to pass where NFS (root squashed) or /sys refuse a new
+    file: the run said 'cannot write' after its fit. A file is made there first."""
+    import tempfile
+
+    from dip import run
+
+    src = save(synthetic(32), tmp_path / "in.png")
+    share = tmp_path / "share"
+    share.mkdir()
+    made = tempfile.TemporaryFile
+
+    def refusing(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == share:
+            raise PermissionError(13, "Permission denied")
+        return made(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(run.tempfile, "TemporaryFile", refusing)
+    fitted = []
+    monkeypatch.setattr(run, "_run", lambda *a, **k: fitted.append(a))
+    for output in (share / "o.png", share / "new" / "o.png"):
+        line = _one_line_error(invoke("denoise", src, "-o", output, *FAST))
+        assert line == f"dip: error: cannot write to the folder {share} (output {output})"
+        assert not fitted and not output.exists() and not (share / "new").exists()
+    assert list(share.iterdir()) == []  # the probe leaves nothing
+
+
+@pytest.mark.parametrize("option", ["input", "--mask", "--reference", "--kernel", "--config"])
+def test_a_loop_of_links_is_one_line_not_a_traceback(tmp_path: Path, option: str) -> None:
+    # Path.resolve() raised RuntimeError (Python before 3.13) while the outputs were checked
+    src = save(synthetic(32), tmp_path / "in.png")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    task = {"--mask": "inpaint", "--kernel": "deblur"}.get(option, "denoise")
+    given = [tmp_path / "a"] if option == "input" else [src, option, tmp_path / "a"]
+    needs = ["--kernel", "box:3"] if task == "deblur" and option != "--kernel" else []
+    line = _one_line_error(invoke(task, *given, *needs, "-o", tmp_path / "o.png", *FAST))
+    assert line.endswith(f"path {tmp_path / 'a'}: Too many levels of symbolic links"), line
+
+
+def test_a_kernel_that_is_neither_a_file_nor_a_spec_says_what_a_kernel_is(
+        tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    line = _one_line_error(invoke("deblur", src, "--kernel", "gaussian1.6", "-o",
+                                  tmp_path / "o.png", *FAST))
+    assert line == ("dip: error: kernel not found: gaussian1.6 (a kernel is a file, .npy or an "
+                    "image, or a spec: gaussian:SIGMA, box:SIZE or motion:LENGTH,ANGLE)")
+
+
 def test_a_name_the_outputs_encoding_cannot_hold_is_escaped_not_a_traceback(
         tmp_path: Path) -> None:
     # a Latin-1 terminal, or Windows' code page with the output sent to a file: the run

@@ -11,6 +11,7 @@ inputs with the same operator.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def _npy(path: Path) -> np.ndarray:
 def read_kernel(path: Path) -> torch.Tensor:
     """A kernel file: ``.npy`` (a 2-D array) or an image (grey levels are the weights, as
     the image looks over black where it has transparency)."""
+    if not os.path.lexists(path):  # 'foo' or 'gaussian1.6': a spec mistyped, or a file?
+        raise InputError(f"kernel not found: {image.shown(path)} (a kernel is a file, .npy "
+                         f"or an image, or a spec: gaussian:SIGMA, box:SIZE or "
+                         f"motion:LENGTH,ANGLE)")
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise InputError(f"kernel not found: {path}")
