@@ -1206,6 +1206,9 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         for kind, payload in picture.png_colour:
             options["pnginfo"].add(kind, payload)
     exif, xmp, upright = result_metadata(picture)
+    if fmt == "WEBP" and (dpi := result_dpi(picture)) is not None:  # its one place for it: a
+        # JPEG's JFIF resolution, a PNG's pHYs were dropped (the print size lost)
+        exif = metadata.exif_for(picture.exif, picture.size, dpi, upright, state_dpi=True)
     for key, name, block in (("exif", "EXIF block", exif), ("xmp", "XMP packet", xmp)):
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
             warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "

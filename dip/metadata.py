@@ -20,6 +20,7 @@ from PIL import ExifTags, Image, TiffTags
 #: EXIF (and TIFF) tags: the orientation, the sub-block of photo details and its pixel size,
 #: and the resolution
 ORIENTATION, EXIF_IFD, EXIF_WIDTH, EXIF_HEIGHT = 0x0112, 0x8769, 0xA002, 0xA003
+GPS_IFD = 0x8825
 X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
 #: a TIFF's (and EXIF's) resolution unit -> pixels per inch of one pixel per unit (inch,
 #: centimetre; 1, no unit, states only an aspect ratio)
@@ -81,15 +82,20 @@ def carried_exif(raw: bytes | None) -> bytes | None:
 
 
 def exif_for(raw: bytes | None, size: tuple[int, int], dpi: tuple[float, float] | None,
-             upright: bool = False) -> bytes | None:
+             upright: bool = False, state_dpi: bool = False) -> bytes | None:
     """A carried EXIF block (:func:`carried_exif`) for a result of ``size`` = ``(H, W)``
     written at ``dpi``: its pixel dimensions and resolution (where it gives them) the
     result's. ``upright``: it states orientation 1 (a block of that alone where there was
     none), for a result whose XMP still names an orientation somewhere (a history entry's, a
-    comment's): Pillow, and dip, turn a picture by it where the EXIF block states none."""
-    if raw is None and not upright:
+    comment's): Pillow, and dip, turn a picture by it where the EXIF block states none.
+    ``state_dpi``: it states ``dpi`` where it gave none (a block of that where there was
+    none), for a format whose only resolution is its EXIF's (WebP)."""
+    state_dpi = state_dpi and dpi is not None and stateable(dpi, "TIFF")
+    if raw is None and not upright and not state_dpi:
         return None
     exif = _loaded(raw) if raw is not None else Image.Exif()
+    if state_dpi:
+        exif.setdefault(X_RESOLUTION, 0)  # (set to the result's below)
     if upright:
         exif[ORIENTATION] = 1
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}
@@ -340,6 +346,17 @@ def xmp_for(raw: bytes, size: tuple[int, int]) -> bytes | None:
 #: text: its description, the maker and model of the camera or scanner, the software, the
 #: date and time, the artist and the copyright
 DESCRIPTIVE = (270, 271, 272, 305, 306, 315, 33432)
+
+
+def directories(raw: bytes | None) -> list[str]:
+    """What a carried EXIF block's sub-directories hold, in words, where they hold any
+    (a TIFF result carries the descriptive tags alone: :func:`descriptive_text`)."""
+    if not raw:
+        return []
+    exif = _loaded(raw)
+    return [words for code, words in ((EXIF_IFD, "date taken and exposure"),
+                                      (GPS_IFD, "GPS position"))
+            if code in exif and exif.get_ifd(code)]
 
 
 #: the text entries (ASCII) of an EXIF directory a TIFF's description carries: dates taken

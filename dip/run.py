@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from dip import image, interrupts, metrics
+from dip import image, interrupts, metadata, metrics
 from dip import report as reports
 from dip.config import RunConfig, python_number, recorded_options, resolve
 from dip.engine import Perf, out_of_memory, resolve_perf, warm_steps
@@ -552,12 +552,29 @@ def warn_of_what_the_format_drops(output: Path, picture: image.Picture) -> None:
                       f"{said} {verb} dropped and the picture may look different (write .png "
                       f"to keep {'them' if verb == 'are' else 'it'})", image.DipWarning,
                       stacklevel=outside_dip())
+    _warn_of_metadata_dropped(output, fmt, picture)
     if (kept := image.written_bits(picture.bits, fmt)) < picture.bits:
         depth, keeps = (("float", ".tif") if picture.bits == 32 else
                         (f"{picture.bits}-bit", ".png or .tif"))
         warnings.warn(f"{shown(output)}: {fmt} holds {kept} bits a sample, so the input's "
                       f"{depth} samples are rounded to {kept} bits (write {keeps} to keep "
                       f"them)", image.DipWarning, stacklevel=outside_dip())
+
+
+def _warn_of_metadata_dropped(output: Path, fmt: str, picture: image.Picture) -> None:
+    """A warning where the result's format drops the input's EXIF or XMP: BMP holds none, a
+    TIFF result the camera and description but not the EXIF's directories (it was silent)."""
+    if fmt == "BMP" and (picture.exif or picture.xmp):
+        held = " and ".join(n for n, b in (("EXIF", picture.exif), ("XMP", picture.xmp)) if b)
+        warnings.warn(f"{shown(output)}: BMP holds no metadata, so the input's {held} (camera, "
+                      f"date taken, captions) {'is' if ' and ' not in held else 'are'} dropped "
+                      f"(write .png, .jpg or .webp to keep it)", image.DipWarning,
+                      stacklevel=outside_dip())
+    if fmt == "TIFF" and (lost := metadata.directories(picture.exif)):
+        warnings.warn(f"{shown(output)}: a TIFF result keeps the input's camera and description "
+                      f"but not its EXIF directories, so its {' and '.join(lost)} are dropped "
+                      f"(write .png, .jpg or .webp to keep them)", image.DipWarning,
+                      stacklevel=outside_dip())
 
 
 def _reference(r: RunRequest, picture: image.Picture, read: image.Picture, inputs: Inputs,

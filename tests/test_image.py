@@ -223,6 +223,51 @@ def test_a_result_carries_the_photos_exif_turned_and_resized(tmp_path: Path, out
     assert image.load_image(result).size == (40, 24)
 
 
+def test_a_format_that_drops_the_photos_exif_says_so(tmp_path: Path) -> None:
+    """BMP holds no EXIF and a TIFF result no EXIF directory (the date taken, the place):
+    both were dropped without a word, where transparency and 16 bits are said."""
+    import warnings
+
+    from dip import run
+
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", exif=_camera_exif(1))
+    picture = image.load_image(tmp_path / "in.jpg")
+
+    def said(out: str) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run.warn_of_what_the_format_drops(tmp_path / out, picture)
+        return [str(w.message) for w in caught]
+
+    assert said("o.bmp") == [f"{tmp_path / 'o.bmp'}: BMP holds no metadata, so the input's "
+                             f"EXIF (camera, date taken, captions) is dropped (write .png, .jpg "
+                             f"or .webp to keep it)"]
+    assert said("o.tif") == [f"{tmp_path / 'o.tif'}: a TIFF result keeps the input's camera "
+                             f"and description but not its EXIF directories, so its date taken "
+                             f"and exposure and GPS position are dropped (write .png, .jpg or "
+                             f".webp to keep them)"]
+    assert said("o.png") == said("o.jpg") == said("o.webp") == []
+    picture = dataclasses.replace(picture, exif=None)  # a photo without EXIF: nothing to say
+    assert said("o.bmp") == said("o.tif") == []
+
+
+def test_a_webp_result_states_the_print_size_a_jpegs_header_gave(tmp_path: Path) -> None:
+    """WebP's one place for a resolution is its EXIF block: a JPEG's 300 dpi, stated in its
+    JFIF header alone, was dropped, and the print size with it."""
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", dpi=(300, 300))
+    picture = image.load_image(tmp_path / "in.jpg")
+    assert picture.exif is None and picture.print_size == (20 / 300, 12 / 300)
+    written = image.save_image(picture, tmp_path / "o.webp")
+    assert Image.open(written).getexif()[0x011A] == 300  # XResolution
+    assert image.load_image(written).print_size == pytest.approx(picture.print_size)
+    enlarged = picture.with_pixels(torch.nn.functional.interpolate(picture.pixels,
+                                                                   scale_factor=2))
+    written = image.save_image(enlarged, tmp_path / "big.webp")
+    assert Image.open(written).getexif()[0x011A] == 600  # the same print, twice the pixels
+    plain = dataclasses.replace(picture, print_size=None)  # none stated: none made up
+    assert not Image.open(image.save_image(plain, tmp_path / "p.webp")).getexif()
+
+
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF")  # Pillow's, about the damaged block
 def test_exif_is_left_behind_where_it_would_mislead_or_cannot_be_read(tmp_path: Path) -> None:
     # a thumbnail (the damaged picture, small) in the block's second directory is dropped
