@@ -161,7 +161,8 @@ def test_16_bit_colour_tiff_keeps_its_16_bits(tmp_path: Path) -> None:
     picture = image.load_image(src)
     assert picture.bits == 16 and picture.pixels.shape == (1, 3, h, w)
     assert np.array_equal(np.round(picture.pixels[0].permute(1, 2, 0).numpy() * 65535), values)
-    result = invoke("denoise", src, "-o", tmp_path / "o.tif", *TINY)
+    result = invoke("denoise", src, "-o", tmp_path / "o.tif", *TINY,
+                    "--set", "stop.sigma=25")  # (too small to read its noise: given)
     assert result.exit_code == 0, result.output
     import tifffile
     out = tifffile.imread(tmp_path / "o.tif")
@@ -1267,6 +1268,26 @@ def test_a_0_1_mask_read_with_mask_keeps_says_white_is_255(tmp_path: Path) -> No
         image.load_mask(tmp_path / "black.png", (H, W), keeps=True)
 
 
+@pytest.mark.parametrize("size", [(7, 7), (1, 40), (40, 1), (15, 15)])
+def test_a_picture_too_small_to_read_its_noise_asks_for_its_level(tmp_path: Path,
+                                                                   size: tuple) -> None:
+    # its noise read 0 (or a fraction), the Wiener filter at that level gave the input back,
+    # and the command said it had denoised it
+    noisy = _rng().integers(0, 256, (*size, 3), np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "small.png")
+    result = invoke("denoise", tmp_path / "small.png", "-o", tmp_path / "o.png", *TINY)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"dip: error: the input ({size[1]}x{size[0]}) is too small to read its noise level "
+        f"from (too few 8x8 patches: 16x16 pixels have enough); give its level, e.g. --set "
+        f"stop.sigma=25")
+    assert not (tmp_path / "o.png").exists()
+    given = invoke("denoise", tmp_path / "small.png", "-o", tmp_path / "o.png", *TINY,
+                   "--set", "stop.sigma=25")
+    assert given.exit_code == 0, given.output
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), noisy)
+
+
 def test_an_all_grey_mask_is_one_error_that_says_it_is_grey(tmp_path: Path) -> None:
     # it was refused after a warning of its grey pixels: two lines for one mistake
     Image.fromarray(np.full((H, W), 128, np.uint8)).save(tmp_path / "grey.png")
@@ -1518,5 +1539,5 @@ def test_a_single_pixel_is_refused_not_a_random_colour(tmp_path: Path, task: str
     assert result.exit_code == 2 and "is a single pixel" in result.output, result.output
     assert not (tmp_path / "out.png").exists()
     Image.new("RGB", (2, 1), (128, 128, 128)).save(tmp_path / "two.png")  # two will do
-    assert invoke("denoise", tmp_path / "two.png", "-o", tmp_path / "two_out.png",
-                  *TINY).exit_code == 0
+    assert invoke("denoise", tmp_path / "two.png", "-o", tmp_path / "two_out.png", *TINY,
+                  "--set", "stop.sigma=25").exit_code == 0  # (its noise too few pixels to read)

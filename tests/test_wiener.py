@@ -15,6 +15,7 @@ from torch.nn import functional as F
 import dip
 from dip import run, wiener
 from dip.cli.main import cli
+from dip.errors import InputError
 from dip.image import load_image
 from dip.request import RunRequest
 from dip.stopping import estimate_sigma
@@ -98,18 +99,29 @@ def test_a_picture_without_noise_is_refused_at_once_with_how_to_denoise_it_anywa
     assert "wiener_sigma" not in unfiltered.record
 
 
-def test_the_same_picture_with_noise_or_too_small_to_read_is_denoised(tmp_path: Path) -> None:
-    """The check refuses what reads no noise only: a grey picture under 16 px a side reads 0
-    whatever its noise (too few patches for their spectrum); a colour one is judged by the
-    same size (where its colour patches read none, their mean, a grey picture, is read)."""
+def test_a_picture_too_small_to_read_asks_for_its_noise_level(tmp_path: Path) -> None:
+    """A grey picture under 16 px a side reads 0 whatever its noise (too few patches for
+    their spectrum), and the filter at 0 gave it back as it was, said to be denoised: it is
+    refused, asking for its level, and denoised with it. A colour one is judged by the same
+    size (where its colour patches read none, their mean, a grey picture, is read)."""
     noisy = _noisy(_clean("lines"), 10 / 255).clamp(0, 1)
     small = noisy[..., :12, :12]
     tinted = torch.cat([small, small, (small + 1 / 255).clamp(0, 1)], 1)  # not quite grey
-    for picture in (noisy, noisy[..., :14, :14], tinted):
+    path = save(noisy, tmp_path / "whole.png")
+    result = dip.restore("denoise", path, write=False, device="cpu", iters=3,
+                         overrides=["optim.restarts=1", *SMALL_NET])
+    assert result.picture.pixels.shape == noisy.shape
+    for picture in (noisy[..., :14, :14], tinted):
         path = save(picture, tmp_path / f"{picture.shape[1]}x{picture.shape[-1]}.png")
+        with pytest.raises(InputError, match=r"too small to read its noise level from .*"
+                                             r"give its level, e\.g\. stop\.sigma=25"):
+            dip.restore("denoise", path, write=False, device="cpu", iters=3,
+                        overrides=["optim.restarts=1", *SMALL_NET])
         result = dip.restore("denoise", path, write=False, device="cpu", iters=3,
-                             overrides=["optim.restarts=1", *SMALL_NET])
+                             overrides=["optim.restarts=1", "stop.sigma=10", *SMALL_NET])
+        read = load_image(path).pixels
         assert result.picture.pixels.shape == picture.shape
+        assert (result.picture.pixels - read).abs().max() > 2 / 255  # not given back
 
 
 def test_a_noisy_grey_picture_beside_a_colour_reference_is_not_read_as_clean(

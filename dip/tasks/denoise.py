@@ -130,9 +130,15 @@ def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
     once, as an inpainting mask with nothing to fill is, after the files' checks (a result
     its format cannot hold is said first). Without the filter (the paper's preset) the
     result is the network's, and the run goes on. A picture too small to read
-    (:func:`dip.stopping.measurable`; a colour one that reads none is read in its channels'
-    mean, a grey picture) is not refused."""
-    if read == 0 and measurable(*pixels.shape[-2:]):
+    (:func:`dip.stopping.measurable`: under 16 px a side, a strip) reads 0 or a fraction of
+    its noise, whatever it holds, and came back as it was without a word: it is refused too,
+    asking for its level."""
+    if not measurable(*pixels.shape[-2:]):
+        h, w = pixels.shape[-2:]
+        raise InputError(f"the input ({w}x{h}) is too small to read its noise level from "
+                         f"(too few 8x8 patches: 16x16 pixels have enough); give its level, "
+                         f"e.g. {{arg:stop.sigma=25}}")
+    if read == 0:
         raise InputError("no noise found in the input: its noise level reads 0 (as clean "
                          "text, line art or a picture enlarged by repeating its pixels do); "
                          "nothing to denoise; to denoise it anyway, give its level, e.g. "
