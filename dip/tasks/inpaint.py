@@ -111,8 +111,8 @@ class Inpaint(Task):
                metavar="FILE|alpha",
                help="Image of the same size: white (50 % grey or lighter) = pixels to fill, "
                     "black = keep (the convention of OpenCV, scikit-image and paint programs). "
-                    "'alpha': fill the input's transparent pixels (a file named alpha: "
-                    "./alpha)."),
+                    "'alpha': fill the input's transparent pixels (alpha under 50 %; the "
+                    "others are kept, and the result is opaque; a file named alpha: ./alpha)."),
         Option("mask_keeps", kind="flag", default=False, record=True,
                help="Read the mask the other way round: white = known pixels (the convention "
                     "of the Deep Image Prior paper's code)."),
