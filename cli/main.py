@@ -26,7 +26,7 @@ import dip
 from dip import batch
 from dip.cli import signals
 from dip.damage import corruptions
-from dip.errors import DipError, InputError, Spelled
+from dip.errors import DipError, InputError, Spelled, held_until_start
 from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.image import DEFAULT_MAX_PIXELS
@@ -199,7 +199,7 @@ def _run(task: Task, request: RunRequest, quiet: bool) -> None:
             click.echo(f"dip: {start.describe()}", err=True)
 
     try:
-        with _warnings_held() as release:
+        with held_until_start() as release:
             result = restore(request, progress=None if quiet else progress,
                              keep_on_interrupt=True, on_start=on_start)
     finally:
@@ -400,33 +400,6 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
         sys.exit(signals.exit_code())
     if counts["failed"] or not written:
         sys.exit(1)
-
-
-@contextlib.contextmanager
-def _warnings_held() -> Iterator[Callable[[], None]]:
-    """The library's warnings, as the command shows them, held until ``release()`` (a run's
-    start, once every check has passed) and dropped if it never comes: a mistake refused
-    after a warning (a 16-bit input's output named .jpg, then a reference of another size)
-    was two lines or more, the warnings of a run that never ran before its one error."""
-    shown, held = warnings.showwarning, []
-
-    def hold(*args: Any, **kwargs: Any) -> None:
-        held.append((args, kwargs))
-
-    def release() -> None:
-        if warnings.showwarning is hold:
-            warnings.showwarning = shown
-        for args, kwargs in held:
-            shown(*args, **kwargs)
-        held.clear()
-
-    if shown is show_warning:  # (not where a caller records them: a test's, a program's)
-        warnings.showwarning = hold
-    try:
-        yield release
-    finally:
-        if warnings.showwarning is hold:
-            warnings.showwarning = shown
 
 
 @contextlib.contextmanager

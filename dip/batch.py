@@ -74,7 +74,7 @@ from dip.config import (
     yaml_number,
     yaml_word,
 )
-from dip.errors import ConfigError, DipError, InputError, Spelled, python_spelling
+from dip.errors import ConfigError, DipError, InputError, Spelled, held_until_start, python_spelling
 from dip.layout import STACK_MOST
 from dip.request import FORMATS, Option, RunRequest, request_options
 from dip.run import (
@@ -980,11 +980,14 @@ def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
     """Restore one job's image; any failure becomes a row with its reason, arguments named
     by ``spell`` (never raises, except KeyboardInterrupt outside the fit)."""
     started = time.perf_counter()
-    try:
-        result = restore(_replacing(job, overwrite), progress=progress, keep_on_interrupt=True)
-    except Exception as exc:  # one image's unexpected failure must not end the batch
-        result = exc
+    with held_until_start() as release:
+        try:
+            result = restore(_replacing(job, overwrite), progress=progress,
+                             keep_on_interrupt=True, on_start=release)
+        except Exception as exc:  # one image's unexpected failure must not end the batch
+            result = exc
     return _row(job, result, spell, time.perf_counter() - started)
+
 
 
 def _replacing(job: Job, overwrite: bool) -> RunRequest:

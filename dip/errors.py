@@ -11,9 +11,11 @@ the exit code. No exception here carries an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _ARG = re.compile(r"\{arg:([\w.]+)(?:=([^}]*))?\}")
@@ -82,3 +84,32 @@ def outside_dip() -> int:
 def _ours(frame: Any) -> bool:
     module = frame.f_globals.get("__name__", "")
     return module == "dip" or module.startswith("dip.") or module == "contextlib"
+
+
+@contextlib.contextmanager
+def held_until_start() -> Iterator[Callable[[Any], None]]:
+    """The warnings of a run's set-up, held until its fit starts (``release``, restore's
+    ``on_start``) and dropped if it never does: a run refused after them (a 16-bit input
+    written as JPEG, then a reference of another size) showed the warnings of a run that did
+    not happen before its one error, two lines or more for one mistake."""
+    stack = contextlib.ExitStack()
+    held = stack.enter_context(warnings.catch_warnings(record=True))
+    released = False
+
+    def release(_start: Any = None) -> None:
+        nonlocal released
+        if not released:
+            released = True
+            stack.close()  # the caller's filters and display again, then what was held
+            for said in held:
+                try:
+                    warnings.warn_explicit(said.message, said.category, said.filename,
+                                           said.lineno, source=said.source)
+                except Warning:  # a caller's filter makes warnings errors: not the fit's
+                    sys.stderr.write(f"dip: warning: {said.message}\n")
+
+    try:
+        yield release
+    finally:
+        if not released:
+            stack.close()

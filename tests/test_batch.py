@@ -1138,3 +1138,26 @@ def test_a_users_picture_where_a_result_would_go_refuses_the_batch(tmp_path: Pat
     # a picture where a report would go, none asked for: no refusal
     save(synthetic(32), tmp_path / "photos" / "p1_denoise_report.png")
     assert invoke("run", path, "-q", "--dry-run").exit_code == 0
+
+
+def test_a_refused_jobs_set_up_warnings_are_dropped_and_a_running_jobs_are_shown(
+        tmp_path: Path, recwarn) -> None:
+    """A job refused after a warning of its set-up (a 16-bit input written as JPEG, then a
+    reference of another size) showed that warning before its one 'failed' line, the
+    warning of a run that did not happen; a job that runs still shows it."""
+    deep = np.random.default_rng(0).integers(0, 65535, (32, 32), np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(tmp_path / "small.png")
+    path = tmp_path / "batch.yaml"
+    path.write_text(f"defaults:\n  {TINY}jobs:\n"
+                    "  - {task: denoise, input: deep.png, output: refused.jpg, "
+                    "reference: small.png}\n"
+                    "  - {task: denoise, input: deep.png, output: runs.jpg}\n")
+    refused, runs = batch.load_batch(path)
+    row = batch.run_job(refused)
+    assert row.status == "failed" and "is 24x24 but the result will be 32x32" in row.error
+    assert [str(w.message) for w in recwarn if issubclass(w.category, DipWarning)] == []
+    assert not (tmp_path / "refused.jpg").exists()
+    assert batch.run_job(runs).status == "done"
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DipWarning)]
+    assert any("16-bit samples are rounded to 8 bits" in text for text in said), said
