@@ -1529,9 +1529,13 @@ def counts(rows: list[Row]) -> dict[str, int]:
 def summary_paths(jobs: list[Job], summary: str | os.PathLike | None,
                   shard: tuple[int, int] | None) -> tuple[Path, Path]:
     """``summary.csv`` and ``summary.json`` in the folder all outputs share (or ``summary``,
-    with .csv and .json); a shard's files carry ``.shard-K-of-N`` so shards never collide."""
+    with .csv and .json: its own .csv, .json or .png replaced, any other part of its name
+    kept, as a date's ``nightly.2024-12-07``, which was cut to ``nightly``); a shard's files
+    carry ``.shard-K-of-N`` so shards never collide."""
     if summary is not None:
-        stem = Path(summary).with_suffix("")
+        stem = Path(summary)
+        if stem.suffix.lower() in (".csv", ".json", ".png"):
+            stem = stem.with_suffix("")
     else:
         try:
             stem = Path(os.path.commonpath([str(j.output.parent) for j in jobs])) / "summary"

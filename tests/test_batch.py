@@ -1161,3 +1161,15 @@ def test_a_refused_jobs_set_up_warnings_are_dropped_and_a_running_jobs_are_shown
     assert batch.run_job(runs).status == "done"
     said = [str(w.message) for w in recwarn if issubclass(w.category, DipWarning)]
     assert any("16-bit samples are rounded to 8 bits" in text for text in said), said
+
+
+def test_a_summary_name_keeps_what_is_not_its_extension(tmp_path: Path) -> None:
+    """--summary nightly.2024-12-07 wrote nightly.csv (the date taken for an extension), and
+    two nights' summaries were one file."""
+    path = make_batch(tmp_path, GLOB_JOB)
+    jobs = batch.load_batch(path)
+    for given, csv in (("nightly.2024-12-07", "nightly.2024-12-07.csv"), ("s.csv", "s.csv"),
+                       ("s.JSON", "s.csv"), ("s.png", "s.csv"), ("s", "s.csv"),
+                       ("run.v2.csv", "run.v2.csv")):
+        csv_path, json_path = batch.summary_paths(jobs, tmp_path / given, None)
+        assert (csv_path.name, json_path.name) == (csv, csv[:-4] + ".json"), given
