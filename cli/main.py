@@ -365,10 +365,10 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     if pack != "auto" and not (pack.isdecimal() and int(pack) >= 1):
         raise click.BadParameter(f"auto or a number >= 1, not {pack!r}", param_hint="'--pack'")
     jobs = everyone = batch.load_batch(batch_file)
-    shard_kn = batch.parse_shard(shard) if shard else batch.shard_from_env()
+    shard_kn = batch.parse_shard(shard) if shard is not None else batch.shard_from_env()
     if shard_kn:
         jobs = batch.select_shard(jobs, *shard_kn)
-    device_list = devices.split(",") if devices else None
+    device_list = devices.split(",") if devices is not None else None
     if dry_run:  # the run's refusals of the summary path, as the run would make them
         if jobs:
             batch.check_summary(*batch.summary_paths(everyone, summary_path, shard_kn), jobs)

@@ -1173,3 +1173,16 @@ def test_a_summary_name_keeps_what_is_not_its_extension(tmp_path: Path) -> None:
                        ("run.v2.csv", "run.v2.csv")):
         csv_path, json_path = batch.summary_paths(jobs, tmp_path / given, None)
         assert (csv_path.name, json_path.name) == (csv, csv[:-4] + ".json"), given
+
+
+def test_an_empty_devices_or_shard_is_refused_not_taken_for_none_given(tmp_path: Path) -> None:
+    """--shard "$SHARD" with SHARD unset ran the shard SLURM's variables named (or every
+    job), and --devices '' the default devices, without a word."""
+    path = make_batch(tmp_path, GLOB_JOB)
+    slurm = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"}
+    result = invoke("run", path, "--dry-run", "--shard", "", env=slurm)
+    assert result.exit_code == 2 and "--shard expects K/N with 1 <= K <= N, got ''" in \
+        result.output, result.output
+    result = invoke("run", path, "--dry-run", "--devices", "")
+    assert result.exit_code == 2 and "unknown device ''" in result.output, result.output
+    assert not (tmp_path / "out").exists()
