@@ -989,7 +989,6 @@ def run_job(job: Job, overwrite: bool = False, progress: Callable | None = None,
     return _row(job, result, spell, time.perf_counter() - started)
 
 
-
 def _replacing(job: Job, overwrite: bool) -> RunRequest:
     """The job's request, replacing what it may: with ``overwrite`` every file where it
     writes (the user asked); without, dip's own earlier result for this output (its record

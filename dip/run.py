@@ -566,9 +566,10 @@ def _warn_of_metadata_dropped(output: Path, fmt: str, picture: image.Picture) ->
     TIFF result the camera and description but not the EXIF's directories (it was silent)."""
     if fmt == "BMP" and (picture.exif or picture.xmp):
         held = " and ".join(n for n, b in (("EXIF", picture.exif), ("XMP", picture.xmp)) if b)
+        one = " and " not in held
         warnings.warn(f"{shown(output)}: BMP holds no metadata, so the input's {held} (camera, "
-                      f"date taken, captions) {'is' if ' and ' not in held else 'are'} dropped "
-                      f"(write .png, .jpg or .webp to keep it)", image.DipWarning,
+                      f"date taken, captions) {'is' if one else 'are'} dropped (write .png, "
+                      f".jpg or .webp to keep {'it' if one else 'them'})", image.DipWarning,
                       stacklevel=outside_dip())
     if fmt == "TIFF" and (lost := metadata.directories(picture.exif)):
         warnings.warn(f"{shown(output)}: a TIFF result keeps the input's camera and description "

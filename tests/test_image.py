@@ -247,7 +247,10 @@ def test_a_format_that_drops_the_photos_exif_says_so(tmp_path: Path) -> None:
                              f"and exposure and GPS position are dropped (write .png, .jpg or "
                              f".webp to keep them)"]
     assert said("o.png") == said("o.jpg") == said("o.webp") == []
-    picture = dataclasses.replace(picture, exif=None)  # a photo without EXIF: nothing to say
+    picture = dataclasses.replace(picture, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    assert said("o.bmp")[0].endswith("the input's EXIF and XMP (camera, date taken, captions) "
+                                     "are dropped (write .png, .jpg or .webp to keep them)")
+    picture = dataclasses.replace(picture, exif=None, xmp=None)  # none: nothing to say
     assert said("o.bmp") == said("o.tif") == []
 
 
