@@ -46,7 +46,6 @@ import os
 import posixpath
 import re
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -74,14 +73,21 @@ from dip.config import (
     yaml_number,
     yaml_word,
 )
-from dip.errors import ConfigError, DipError, InputError, Spelled, held_until_start, python_spelling
+from dip.errors import (
+    ConfigError,
+    DipError,
+    InputError,
+    Spelled,
+    held_until_start,
+    python_spelling,
+    warn_again,
+)
 from dip.layout import STACK_MOST
 from dip.request import FORMATS, Option, RunRequest, request_options
 from dip.run import (
     Plan,
     Restoration,
     Start,
-    can_write_in,
     check_device_name,
     check_name_length,
     claim_path,
@@ -1197,12 +1203,8 @@ def _relay(said: Any) -> None:
         kind = getattr(builtins, name, None)
         category = (image.DipWarning if ours else kind if isinstance(kind, type)
                     and issubclass(kind, Warning) else UserWarning)
-        message = category(text)
-        try:
-            warnings.warn_explicit(message, category, "<dip run worker>", 0,
-                                   module=__name__, registry=None)
-        except Warning:  # a caller's filter makes warnings errors: not this thread's to raise
-            sys.stderr.write(f"dip: warning: {message}\n")
+        warn_again(category(text), category, "<dip run worker>", 0, module=__name__,
+                   registry=None)
 
 
 def _run_in_worker(job: Job, overwrite: bool, spell: Callable) -> Row:
@@ -1562,9 +1564,8 @@ def prepare_summary(csv_path: Path, json_path: Path, jobs: list[Job]) -> None:
         made = missing_folders(csv_path.parent)
     except (OSError, RuntimeError):  # a name too long, a loop of links: writable_folder says
         made = []
-    writable_folder(csv_path.parent, f"the summary {csv_path.name}")
-    try:  # a file made and removed there: os.access says yes to root, even in /proc and /sys
-        can_write_in(csv_path.parent, "summary's folder")
+    try:  # (a file made and removed there: os.access says yes to root, even in /proc, /sys)
+        writable_folder(csv_path.parent, f"the summary {csv_path.name}")
     except InputError:
         for folder in made:  # deepest first: the refused run leaves no folder behind
             with contextlib.suppress(OSError):

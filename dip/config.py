@@ -21,7 +21,6 @@ import functools
 import math
 import numbers
 import re
-import stat
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -604,19 +603,9 @@ def _yaml_text(data: bytes) -> str:
 def load_yaml(path: Path, what: str, loader: type = NoAliasLoader) -> Any:
     """Parse a YAML file; a missing or unreadable file is an InputError and invalid YAML a
     ConfigError, each naming ``what`` it is, the file and (for YAML) the line."""
-    from dip.image import shown
+    from dip.image import regular_file, shown
 
-    try:  # (is_file() and exists() take a loop of links for a missing file)
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise InputError(f"{what} not found: {shown(path)}") from None
-    except OSError as exc:  # a name too long, a loop of links
-        raise InputError(f"cannot use the {what} path {shown(path)}: "
-                         f"{exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{what} {shown(path)} is a folder, not a YAML file"
-                         if stat.S_ISDIR(mode) else
-                         f"{what} {shown(path)} is not a regular file (a pipe or device)")
+    regular_file(path, what, "a YAML file")
     try:
         return yaml.load(_yaml_text(path.read_bytes()), Loader=loader)
     except yaml.YAMLError as exc:

@@ -102,14 +102,22 @@ def held_until_start() -> Iterator[Callable[[Any], None]]:
             released = True
             stack.close()  # the caller's filters and display again, then what was held
             for said in held:
-                try:
-                    warnings.warn_explicit(said.message, said.category, said.filename,
-                                           said.lineno, source=said.source)
-                except Warning:  # a caller's filter makes warnings errors: not the fit's
-                    sys.stderr.write(f"dip: warning: {said.message}\n")
+                warn_again(said.message, said.category, said.filename, said.lineno,
+                           source=said.source)
 
     try:
         yield release
     finally:
         if not released:
             stack.close()
+
+
+def warn_again(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               **where: Any) -> None:
+    """``warnings.warn_explicit`` of a warning made elsewhere (a worker's, one held): where a
+    caller's filter makes warnings errors, it is written to stderr as dip shows one, not
+    raised into the run that passes it on."""
+    try:
+        warnings.warn_explicit(message, category, filename, lineno, **where)
+    except Warning:
+        sys.stderr.write(f"dip: warning: {message}\n")

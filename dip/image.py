@@ -244,7 +244,7 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int,
     """Open and decode (see :class:`_Opened`; :func:`load_image` for ``deep``). With
     ``deep_png_elsewhere`` a 16-bit colour PNG is not decoded here: the caller decodes it at
     16 bits itself."""
-    path = _regular_file(path, what)
+    path = regular_file(path, what)
     open_heif()
     _decodes(path, what, max_pixels)
     try:
@@ -313,9 +313,10 @@ def shown(path: str | os.PathLike, limit: int = 200) -> str:
     return f"{text[:half]}…{text[-half:]}"
 
 
-def _regular_file(path: str | os.PathLike, what: str) -> Path:
+def regular_file(path: str | os.PathLike, what: str, kind: str = "an image") -> Path:
     """``path`` if it is an existing regular file (not a folder, FIFO or device: a FIFO would
-    hang the second of two reads)."""
+    hang the second of two reads); ``what`` it is for, and the ``kind`` of file it must be,
+    name it in the refusal (a loop of links is said as one, not as a missing file)."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -325,7 +326,7 @@ def _regular_file(path: str | os.PathLike, what: str) -> Path:
         raise InputError(f"cannot use the {what} path {shown(path)}: "
                          f"{exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
-        raise InputError(f"{what} is a folder, not an image: {shown(path)}")
+        raise InputError(f"{what} is a folder, not {kind}: {shown(path)}")
     if not stat.S_ISREG(mode):
         raise InputError(f"{what} {shown(path)} is not a regular file (a pipe or a device?); "
                          f"save it to a file first")
@@ -380,16 +381,18 @@ def check_png_data(chunks: list[tuple[bytes, bytes]], path: Path, what: str) -> 
                          f"of {height} rows")
 
 
-def result_metadata(picture: Picture) -> tuple[bytes | None, bytes | None, bool]:
+def result_metadata(picture: Picture, state_dpi: bool = False
+                    ) -> tuple[bytes | None, bytes | None, bool]:
     """The EXIF block and XMP packet written with ``picture`` (the input's, with its pixel
     size and resolution: :func:`dip.metadata.exif_for`, :func:`dip.metadata.xmp_for`), and
     whether it must state orientation 1: where its XMP still names one (a history entry's),
-    which Pillow would apply where no EXIF orientation is stated. Built once a write: each
-    is a parse and a rewrite."""
+    which Pillow would apply where no EXIF orientation is stated. ``state_dpi``: the EXIF
+    block states the resolution where it gave none (WebP's one place for it). Built once a
+    write: each is a parse and a rewrite."""
     xmp = None if picture.xmp is None else metadata.xmp_for(picture.xmp, picture.size)
     upright = metadata.xmp_orientation(xmp) is not None
-    return (metadata.exif_for(picture.exif, picture.size, result_dpi(picture), upright=upright),
-            xmp, upright)
+    return (metadata.exif_for(picture.exif, picture.size, result_dpi(picture), upright=upright,
+                              state_dpi=state_dpi), xmp, upright)
 
 
 def result_dpi(picture: Picture) -> tuple[float, float] | None:
@@ -846,7 +849,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         InputError: missing, unreadable, truncated or too large.
     """
-    if _is_tiff(_regular_file(path, what), what):  # every depth, float included: tifffile
+    if _is_tiff(regular_file(path, what), what):  # every depth, float included: tifffile
         picture = _load_tiff(Path(path), what, max_pixels)
         if picture is not None:
             return picture  # else a compression tifffile cannot decode alone: Pillow's turn
@@ -1205,10 +1208,8 @@ def _pillow_metadata(picture: Picture, fmt: str) -> dict:
         options["pnginfo"] = PngImagePlugin.PngInfo()
         for kind, payload in picture.png_colour:
             options["pnginfo"].add(kind, payload)
-    exif, xmp, upright = result_metadata(picture)
-    if fmt == "WEBP" and (dpi := result_dpi(picture)) is not None:  # its one place for it: a
-        # JPEG's JFIF resolution, a PNG's pHYs were dropped (the print size lost)
-        exif = metadata.exif_for(picture.exif, picture.size, dpi, upright, state_dpi=True)
+    # WebP's one place for a resolution: a JPEG's JFIF one, a PNG's pHYs were dropped there
+    exif, xmp, upright = result_metadata(picture, state_dpi=fmt == "WEBP")
     for key, name, block in (("exif", "EXIF block", exif), ("xmp", "XMP packet", xmp)):
         if block and fmt == "JPEG" and len(block) > JPEG_BYTES[key]:
             warnings.warn(f"the input's {name} ({-(-len(block) // 1024)} KB) is more than a JPEG "

@@ -94,8 +94,6 @@ def exif_for(raw: bytes | None, size: tuple[int, int], dpi: tuple[float, float] 
     if raw is None and not upright and not state_dpi:
         return None
     exif = _loaded(raw) if raw is not None else Image.Exif()
-    if state_dpi:
-        exif.setdefault(X_RESOLUTION, 0)  # (set to the result's below)
     if upright:
         exif[ORIENTATION] = 1
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}
@@ -103,7 +101,7 @@ def exif_for(raw: bytes | None, size: tuple[int, int], dpi: tuple[float, float] 
     for tag, value in ((EXIF_WIDTH, width), (EXIF_HEIGHT, height)):
         if tag in details:
             details[tag] = value
-    if dpi is not None and X_RESOLUTION in exif:
+    if dpi is not None and (X_RESOLUTION in exif or state_dpi):
         if stateable(dpi, "TIFF"):  # (EXIF's tags are TIFF's)
             exif[X_RESOLUTION], exif[Y_RESOLUTION] = dpi
             exif[RESOLUTION_UNIT] = 2  # inches

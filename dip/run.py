@@ -306,7 +306,7 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     Raises:
         InputError: with the path and what to do.
     """
-    path = None
+    path, probed = None, set()
     try:
         read = {given.resolve() for given in reads if given.exists()}
         for i, path in enumerate(outputs):
@@ -330,7 +330,9 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
             if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
                 raise InputError(f"{shown(path)} already exists{_unread_record(path, i)}; "
                                  f"use {{arg:overwrite}} to replace it")
-            writable_folder(path.parent, f"output {shown(path)}", create=False)
+            if path.parent not in probed:  # (the record, report ... share its folder)
+                writable_folder(path.parent, f"output {shown(path)}", create=False)
+                probed.add(path.parent)
     except OSError as exc:  # a name too long for the file system, a loop of links, ...
         raise InputError(f"cannot use the path {shown(exc.filename or '')}: "
                          f"{exc.strerror or exc}") from None
@@ -431,14 +433,22 @@ def check_outputs(p: Plan) -> None:
 
 
 def can_write_in(folder: Path, what: str) -> None:
-    """Create and remove a file in ``folder`` (``os.access`` says yes to root, and to a folder
-    made immutable)."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dip-probe-"):
-            pass
-    except OSError as exc:
+    """Create and remove a file in ``folder`` (:func:`_refused_file`)."""
+    if (exc := _refused_file(folder)) is not None:
         raise InputError(f"cannot write into the {what} {shown(folder)}: "
-                         f"{exc.strerror or exc}") from None
+                         f"{exc.strerror or exc}")
+
+
+def _refused_file(folder: Path) -> OSError | None:
+    """Why a file cannot be made in ``folder``, or None: one is made and removed (with no
+    name where the system allows). ``os.access`` reads the permission bits, which root
+    passes where the file system still refuses: NFS with root squashed, a share whose server
+    refuses, a folder made immutable, /sys; a run found out after its fit, its work lost."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".dip-probe-"):
+            return None
+    except OSError as exc:
+        return exc
 
 
 def writable_folder(folder: Path, what: str, create: bool = True) -> None:
@@ -466,20 +476,8 @@ def writable_folder(folder: Path, what: str, create: bool = True) -> None:
             raise InputError(f"cannot create the folder for {what}: "
                              f"{exc.strerror or exc}") from None
         existing = folder
-    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
+    if not os.access(existing, os.W_OK | os.X_OK) or _refused_file(existing) is not None:
         raise InputError(f"cannot write to the folder {shown(existing)} ({what})")
-
-
-def _can_create_in(folder: Path) -> bool:
-    """Whether a file can be made in ``folder`` (one with no name where the system allows:
-    nothing is left there). ``os.access`` reads the permission bits, which root passes
-    where the file system still refuses: NFS with root squashed, a share whose server
-    refuses, /sys; such a run found out after its fit, its hours of work not written."""
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".dip-probe-"):
-            return True
-    except OSError:
-        return False
 
 
 # --- load -------------------------------------------------------------------------------------

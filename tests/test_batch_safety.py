@@ -21,7 +21,6 @@ from PIL import Image
 
 from dip import batch, run
 from dip.cli.main import cli
-from dip.errors import InputError
 
 from conftest import save, synthetic, wait_until
 
@@ -748,15 +747,14 @@ def test_a_summary_folder_that_takes_no_file_is_refused_before_any_job(tmp_path:
 
 
 def test_a_refused_summary_folder_is_not_left_behind(tmp_path: Path, monkeypatch) -> None:
-    def cannot(folder: Path, what: str) -> None:
-        raise InputError(f"cannot write into the {what} {folder}: Permission denied")
-
-    monkeypatch.setattr(batch, "can_write_in", cannot)
+    summary = tmp_path / "kept" / "a" / "b" / "s.csv"
+    monkeypatch.setattr(run, "_refused_file", lambda folder: PermissionError(
+        13, "Permission denied") if folder == summary.parent else None)
     (tmp_path / "kept").mkdir()
     photos(tmp_path)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
-    result = invoke("run", path, "-q", "--summary", tmp_path / "kept" / "a" / "b" / "s.csv")
-    _refused(result, "Permission denied")
+    result = invoke("run", path, "-q", "--summary", summary)
+    _refused(result, f"cannot write to the folder {summary.parent}")
     assert list((tmp_path / "kept").iterdir()) == [] and _ran_nothing(tmp_path)
 
 
