@@ -440,12 +440,12 @@ def can_write_in(folder: Path, what: str) -> None:
 
 
 def _refused_file(folder: Path) -> OSError | None:
-    """Why a file cannot be made in ``folder``, or None: one is made and removed (with no
-    name where the system allows). ``os.access`` reads the permission bits, which root
+    """Why a file cannot be made in ``folder``, or None: one is made and removed at once.
+    ``os.access`` reads the permission bits, which root
     passes where the file system still refuses: NFS with root squashed, a share whose server
     refuses, a folder made immutable, /sys; a run found out after its fit, its work lost."""
     try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".dip-probe-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dip-probe-"):
             return None
     except OSError as exc:
         return exc

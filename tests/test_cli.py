@@ -560,14 +560,14 @@ def test_an_output_folder_the_file_system_refuses_is_refused_before_the_fit(
     src = save(synthetic(32), tmp_path / "in.png")
     share = tmp_path / "share"
     share.mkdir()
-    made = tempfile.TemporaryFile
+    made = tempfile.NamedTemporaryFile
 
     def refusing(*args, dir=None, **kwargs):
         if dir is not None and Path(dir) == share:
             raise PermissionError(13, "Permission denied")
         return made(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(run.tempfile, "TemporaryFile", refusing)
+    monkeypatch.setattr(run.tempfile, "NamedTemporaryFile", refusing)
     fitted = []
     monkeypatch.setattr(run, "_run", lambda *a, **k: fitted.append(a))
     for output in (share / "o.png", share / "new" / "o.png"):

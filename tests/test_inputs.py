@@ -1393,8 +1393,12 @@ def test_a_snapshot_folder_that_cannot_be_written_is_found_before_the_fit(
     Image.fromarray(_rng().integers(0, 256, (H, W, 3), np.uint8)).save(src)
     (tmp_path / "out_steps").mkdir()
 
-    def refuse(*args, **kwargs):  # as an immutable folder answers even root
-        raise PermissionError(1, "Operation not permitted")
+    made = run.tempfile.NamedTemporaryFile
+
+    def refuse(*args, dir=None, **kwargs):  # as an immutable folder answers even root
+        if dir is not None and Path(dir) == tmp_path / "out_steps":
+            raise PermissionError(1, "Operation not permitted")
+        return made(*args, dir=dir, **kwargs)  # (the result's folder takes files)
 
     monkeypatch.setattr(run.tempfile, "NamedTemporaryFile", refuse)
     result = invoke("denoise", src, "-o", tmp_path / "out.png", "--save-every", 1, *TINY)
