@@ -129,7 +129,7 @@ def click_option(opt: Option) -> click.Option:
         kwargs["type"] = str if opt.words else click.Path(dir_okay=False)  # name (out.png/)
     elif opt.kind in ("int", "float"):
         number, bounded = (int, click.IntRange) if opt.kind == "int" else (float, click.FloatRange)
-        kwargs["type"] = (bounded(min=opt.minimum, min_open=opt.above)
+        kwargs["type"] = (bounded(min=opt.minimum, max=opt.maximum, min_open=opt.above)
                           if opt.minimum is not None else number)
     if opt.kind == "list":
         kwargs["multiple"] = True

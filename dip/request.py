@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dip.config import PRESETS, python_number
+from dip.config import MAX_ITERS, MAX_RESTARTS, PRESETS, python_number
 from dip.errors import InputError
 from dip.image import DEFAULT_MAX_PIXELS
 from dip.stopping import STOP_RULES
@@ -40,6 +40,7 @@ class Option:
         short: a one-letter alias (``-o``).
         choices: the allowed values (strings, as typed).
         minimum: the smallest allowed number.
+        maximum: the largest allowed number (None: no bound).
         above: ``minimum`` itself is not allowed (a Poisson peak must be > 0).
         default: the value when not given (None: "from the config").
         metavar: what ``--help`` shows for the value.
@@ -65,6 +66,7 @@ class Option:
     short: str | None = None
     choices: tuple[str, ...] | None = None
     minimum: int | float | None = None
+    maximum: int | float | None = None
     above: bool = False
     default: Any = None
     metavar: str | None = None
@@ -98,7 +100,7 @@ class Option:
 
     def check(self, value: Any) -> Any:
         """``value`` as given from Python or a batch file, checked against the kind, the
-        choices and the minimum; raises InputError naming the argument."""
+        choices and the bounds; raises InputError naming the argument."""
         if value is None:
             return None
         value = python_number(value)  # numpy's numbers as Python's
@@ -118,6 +120,8 @@ class Option:
                 value <= self.minimum if self.above else value < self.minimum):
             raise InputError(f"{{arg:{self.name}}} must be {'>' if self.above else '>='} "
                              f"{self.minimum}, got {value}")
+        if self.maximum is not None and isinstance(value, (int, float)) and value > self.maximum:
+            raise InputError(f"{{arg:{self.name}}} must be {self.maximum} or less, got {value}")
         return value
 
 
@@ -181,7 +185,7 @@ class RunRequest:
     overrides: tuple[str, ...] = option(
         kind="list", factory=tuple, flag="--set", key="set", metavar="KEY.PATH=VALUE",
         help="Override one config key, e.g. --set optim.lr=0.005 (repeatable).")
-    iters: int | None = option(kind="int", minimum=1, config_key="optim.iters",
+    iters: int | None = option(kind="int", minimum=1, maximum=MAX_ITERS, config_key="optim.iters",
                                help="Upper bound on optimisation steps [default: the preset's "
                                     "budget; fast denoising's grows up to 2x for an image "
                                     "less noisy than sigma 25 (stop.budget_sigma)].")
@@ -203,13 +207,14 @@ class RunRequest:
     device: str | None = option(config_key="device",
                                 help="auto | cpu | cuda | cuda:N | mps [default: auto].")
     restarts: int | None = option(
-        kind="int", minimum=1, metavar="K", config_key="optim.restarts",
+        kind="int", minimum=1, maximum=MAX_RESTARTS, metavar="K", config_key="optim.restarts",
         help="Fit K differently seeded networks and return their average (steadier, and "
              "with --uncertainty a map of where they disagree) [default: the preset's].")
     uncertainty: bool = option(
         kind="flag", default=False,
         help="Also write RESULT_uncertainty.png: the restarts' per-pixel standard "
-             "deviation, x4 (white: 64 grey levels or more); needs --restarts 2 or more.")
+             "deviation, x4 (white: 64 grey levels or more); needs 2 restarts or more "
+             "(--restarts; fast denoising's default is 2).")
     tile: str | int | None = option(
         kind="size", metavar="auto|off|N", config_key="tile.size",
         help="Restore in overlapping tiles of N pixels (32 or more), blended without seams, "

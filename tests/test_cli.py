@@ -639,7 +639,8 @@ def test_a_tiff_inputs_result_is_a_tiff_by_default() -> None:
 
 @pytest.mark.parametrize("args, said", [
     (("--tile", "16"), "dip: error: --tile must be auto, off or a tile's side of at least 32"),
-    (("--restarts", "200"), "dip: error: --restarts must be from 1 to 100, got 200"),
+    (("--restarts", "200"), "dip: error: Invalid value for '--restarts': 200 is not in the "
+                            "range 1<=x<=100"),
     (("--seed", "-1"), "dip: error: --seed must be in 0 .. 2**63-1"),
     # the same value given as a config key is named as one
     (("--set", "tile.size=16"), "dip: error: config key 'tile.size' must be auto, off"),

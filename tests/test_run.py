@@ -226,6 +226,7 @@ def test_a_record_reruns_with_the_tasks_own_settings_too(tmp_path: Path) -> None
     ({"config": "missing.yaml"}, "config file not found: missing.yaml"),
     ({"overrides": "optim.lr"}, "expects key.path=value, got 'optim.lr'"),
     ({"max_pixels": 0}, "max_pixels must be >= 1, got 0"),
+    ({"restarts": 101}, "restarts must be 100 or less, got 101"),
     ({"max_pixels": "100"}, "max_pixels must be a whole number, got str '100'"),
     ({"task_args": {"kernel": 3}}, "kernel must be a string, got int"),
     ({"config": [5]}, "config takes YAML files' paths and mappings"),
