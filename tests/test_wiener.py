@@ -82,8 +82,8 @@ def _clean(name: str) -> torch.Tensor:
 def test_a_picture_without_noise_is_refused_at_once_with_how_to_denoise_it_anyway(
         tmp_path: Path, name: str) -> None:
     """Its noise reads 0 (a lone white pixel's read 17.3 before the ties' check, and the
-    Wiener step brought it down to 1), or under half a grey level (a smooth drawing's
-    read 4e-6 and ran): the fits then ran for minutes (2.3 min for a 128 px page of text)
+    Wiener step brought it down to 1), or 0 up to round-off (a smooth drawing's read 4e-6
+    grey levels and ran): the fits then ran for minutes (2.3 min for a 128 px page of text)
     and the Wiener filter gave the input back as it was."""
     src = save(_clean(name), tmp_path / "in.png")
     before = src.read_bytes()

@@ -35,7 +35,7 @@ from dip import image, jpeg_noise, metrics, operators, wiener
 from dip.errors import ConfigError, InputError, outside_dip
 from dip.estimate import calibrate, remember
 from dip.request import Option
-from dip.stopping import MIN_SIGMA, blocks, estimate_sigma, measurable
+from dip.stopping import ONE_NOISE, blocks, estimate_sigma, measurable
 from dip.tasks import OBJECTIVES, Corruption, Inputs, Problem, Task, jpeg_sigma, register
 from dip.tint import Tint, tint_of
 
@@ -123,11 +123,13 @@ LOSSES = {"nll": poisson_deviance, "anscombe": anscombe_error}
 
 
 def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
-    """Refuse a picture whose noise reads under half a grey level (:data:`MIN_SIGMA`): clean
-    text, line art and a star field read 0, a smooth clean drawing a few millionths;
-    anti-aliased text and a screenshot 0.5-2.7 (benchmarks/README.md, "A clean picture that
-    is no photo") go on. The run ends with the Wiener filter: the fits would run for minutes
-    and the filter then return the input as it is (its gains are all 1 near sigma 0). Said at
+    """Refuse a picture whose noise reads 0 up to round-off (under :data:`ONE_NOISE`, a
+    thousandth of a grey level): clean text, line art and a star field read 0, a smooth
+    clean drawing a few millionths of a grey level (it ran, and came back byte for byte);
+    a clean 8-bit photo reads its rounding (about 0.27), anti-aliased text and a screenshot
+    0.5-2.7 (benchmarks/README.md, "A clean picture that is no photo"), and they go on. The
+    run ends with the Wiener filter: the fits would run for minutes and the filter then
+    return the input as it is (its gains are all 1 at sigma 0). Said at
     once, as an inpainting mask with nothing to fill is, after the files' checks (a result
     its format cannot hold is said first). Without the filter (the paper's preset) the
     result is the network's, and the run goes on. A picture too small to read
@@ -139,12 +141,11 @@ def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
         raise InputError(f"the input ({w}x{h}) is too small to read its noise level from "
                          f"(too few 8x8 patches: 16x16 pixels have enough); give its level, "
                          f"e.g. {{arg:stop.sigma=25}}")
-    if read < MIN_SIGMA:
-        level = f"{read * 255:.2f} grey levels" if read * 255 >= 0.005 else "0"
-        raise InputError(f"no noise found in the input: its noise level reads {level} (under "
-                         f"half a grey level, as clean text, line art, a smooth drawing or a "
-                         f"picture enlarged by repeating its pixels do); nothing to denoise; "
-                         f"to denoise it anyway, give its level, e.g. {{arg:stop.sigma=5}}")
+    if read < ONE_NOISE:
+        raise InputError("no noise found in the input: its noise level reads 0 (as clean "
+                         "text, line art, a smooth drawing or a picture enlarged by repeating "
+                         "its pixels do); nothing to denoise; to denoise it anyway, give its "
+                         "level, e.g. {arg:stop.sigma=5}")
 
 
 def _filter_sigma(observed: torch.Tensor, cfg: Any, read: float | None = None) -> float:
