@@ -1114,7 +1114,8 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
         size={"input": list(picture.size), "output": list(loaded.out_size)},
         versions={"dip": __version__, "torch": torch.__version__,
                   "python": platform.python_version()},
-        config=p.cfg.to_dict(), guard_restores=result.history.get("restores", []),
+        config=_config_to_rerun(p, setup, fitted),
+        guard_restores=result.history.get("restores", []),
         history={k: [round(v, 6) if isinstance(v, float) else v for v in values]
                  for k, values in result.history.items() if k != "restores"},
         task_args=p.task.record_args(p.args),
@@ -1159,6 +1160,25 @@ def _stop_reason(outcomes: list) -> str:
     if "interrupted" in reasons:
         return "interrupted"
     return max(reasons, key=reasons.count)
+
+
+def _config_to_rerun(p: Plan, setup: Setup, fitted: Fitted) -> dict[str, Any]:
+    """The run's config, with ``perf.threads: auto`` made the threads its fits ran on where
+    they ran one at a time on a count that never changed: a thread count changes a fit's
+    rounding (the README's small sample super-resolved on 1 and on 2 threads: 42.8 dB
+    apart), and ``auto`` follows the machine's load, so a record that said ``auto`` reran on
+    a freer machine as another image. A group's members run on one thread each whatever
+    the count (:mod:`dip.threads`), and a fit whose threads followed the load cannot be
+    replayed by one count (its record lists the changes): those keep ``auto``."""
+    config = p.cfg.to_dict()
+    layout = setup.layout
+    results = [o for o in fitted.outcomes if isinstance(o, FitResult)]
+    counts = {r.threads for r in results}
+    if (setup.device.type == "cpu" and p.cfg.perf.threads == "auto" and len(counts) == 1
+            and min(layout.at_once, len(layout.fitted())) <= 1
+            and not any(r.thread_changes for r in results) and results[0].threads > 0):
+        config["perf"]["threads"] = str(results[0].threads)
+    return config
 
 
 def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:

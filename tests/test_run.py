@@ -221,6 +221,38 @@ def test_a_record_reruns_with_the_tasks_own_settings_too(tmp_path: Path) -> None
     assert other.record["kernel"] == "area"
 
 
+def test_a_record_reruns_on_the_threads_its_fit_ran_on(tmp_path: Path, monkeypatch) -> None:
+    """perf.threads auto follows the machine's load, and a thread count changes a fit's
+    rounding: a record that said auto, made on a busy machine (1 thread), reran on a freer one
+    (2 threads) as another image (40-55 dB apart in short runs). The record now names
+    the threads of a fit that ran on one count; one whose count followed the load, and a
+    group's (one thread per member whatever the count), keep auto."""
+    import dip
+    from dip import threads
+
+    small = save(synthetic(24), tmp_path / "small.png")
+    args = dict(factor=2, iters=60, overrides=TINY, device="cpu", write=False)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    monkeypatch.setattr(threads.Neighbours, "free", lambda self: 1)
+    busy = dip.restore("superres", small, **args)
+    assert busy.record["config"]["perf"]["threads"] == "1"
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    monkeypatch.setattr(threads.Neighbours, "free", lambda self: 2)
+    free = dip.restore("superres", small, **args)
+    assert free.record["config"]["perf"]["threads"] == "2"
+    assert not torch.equal(free.picture.pixels, busy.picture.pixels)  # what a rerun risked
+    again = dip.restore("superres", small, config=[busy.record], write=False)
+    assert torch.equal(again.picture.pixels, busy.picture.pixels)
+    # another process took a core mid-fit: no one count replays it
+    monkeypatch.setattr(threads.Neighbours, "free", lambda self: 1)
+    monkeypatch.setattr(threads, "LOOK_SECONDS", 0.0)
+    moved = dip.restore("superres", small, **args)
+    assert moved.record["threads"]["changes"]
+    assert moved.record["config"]["perf"]["threads"] == "auto"
+    group = dip.restore("superres", small, **{**args, "restarts": 2})
+    assert group.record["config"]["perf"]["threads"] == "auto"
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"task_args": {"factr": 2}}, "superres takes no option 'factr'"),
     ({"config": "missing.yaml"}, "config file not found: missing.yaml"),
