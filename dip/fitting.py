@@ -802,7 +802,7 @@ class _Stacks:
             return None
         index, self.started = self.started, self.started + 1
         source, self.sources[index] = self.sources[index], None
-        # a member's weights are drawn from torch's global generator when it is built
+        # a member's weights are drawn when it is built (from its own seed: build_net)
         member = source if isinstance(source, Member) else source()
         return _Fit(index, member, self.settings, self.perf, own_engine=False)
 

@@ -127,9 +127,10 @@ def render_report(inputs: image.Picture, result: image.Picture, record: dict[str
     if reference is not None:
         panels.append(("reference", reference))
     history = record.get("history", {})
-    # with several fits the curves are the first one's (the record's history)
+    # with several fits the curves are the first one's (the record's history); said on a
+    # line of its own, as the PSNR's title and this ran into each other
     first = ("" if len(fitted_members(record)) < 2 else
-             ", the first tile's" if record.get("tiles") else ", the first restart's")
+             "\n(the first tile's)" if record.get("tiles") else "\n(the first restart's)")
     curves = [(f"loss{first}", history.get("loss", []), True)]
     if history.get("variance"):
         curves.append((f"stop rule: running variance{first}", history["variance"], True))
