@@ -202,8 +202,11 @@ class RunRequest:
         choices=PRESETS, config_key="preset",
         help="paper: the paper's settings; fast: dip's cheaper settings for CPUs (measured in "
              "benchmarks/README.md); auto: fast on a CPU, paper on a GPU [default: auto].")
-    seed: int | None = option(kind="int", config_key="seed",
-                              help="Random seed [default: 0].")
+    seed: int | None = option(
+        kind="int", config_key="seed",
+        help="Random seed [default: 0]. The same seed gives the same image on the same "
+             "device and CPU threads (a fit alone follows the machine's load unless "
+             "perf.threads or OMP_NUM_THREADS fixes them; its record names the threads).")
     device: str | None = option(config_key="device",
                                 help="auto | cpu | cuda | cuda:N | mps [default: auto].")
     restarts: int | None = option(
