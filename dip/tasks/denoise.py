@@ -126,8 +126,8 @@ def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
     """Refuse a picture whose noise reads 0 up to round-off (under :data:`ONE_NOISE`, a
     thousandth of a grey level): clean text, line art and a star field read 0, a smooth
     clean drawing a few millionths of a grey level (it ran, and came back byte for byte);
-    a clean 8-bit photo reads its rounding (about 0.27), anti-aliased text and a screenshot
-    0.5-2.7 (benchmarks/README.md, "A clean picture that is no photo"), and they go on. The
+    the tests' smooth 8-bit colour pictures read their rounding (0.23-0.28), anti-aliased
+    text and a screenshot 0.5-2.7 (benchmarks/README.md, "A clean picture that is no photo"), and they go on. The
     run ends with the Wiener filter: the fits would run for minutes and the filter then
     return the input as it is (its gains are all 1 at sigma 0). Said at
     once, as an inpainting mask with nothing to fill is, after the files' checks (a result
