@@ -127,11 +127,11 @@ def _refuse_a_clean_picture(read: float, pixels: torch.Tensor) -> None:
     thousandth of a grey level): clean text, line art and a star field read 0, a smooth
     clean drawing a few millionths of a grey level (it ran, and came back byte for byte);
     the tests' smooth 8-bit colour pictures read their rounding (0.23-0.28), anti-aliased
-    text and a screenshot 0.5-2.7 (benchmarks/README.md, "A clean picture that is no photo"), and they go on. The
-    run ends with the Wiener filter: the fits would run for minutes and the filter then
-    return the input as it is (its gains are all 1 at sigma 0). Said at
-    once, as an inpainting mask with nothing to fill is, after the files' checks (a result
-    its format cannot hold is said first). Without the filter (the paper's preset) the
+    text and a screenshot 0.5-2.7 (benchmarks/README.md, "A clean picture that is no
+    photo"), and they go on. The run ends with the Wiener filter: the fits would run for
+    minutes and the filter then return the input as it is (its gains are all 1 at sigma 0).
+    Said at once, as an inpainting mask with nothing to fill is, after the files' checks (a
+    result its format cannot hold is said first). Without the filter (the paper's preset) the
     result is the network's, and the run goes on. A picture too small to read
     (:func:`dip.stopping.measurable`: under 16 px a side, a strip) reads 0 or a fraction of
     its noise, whatever it holds, and came back as it was without a word: it is refused too,
