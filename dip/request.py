@@ -101,10 +101,15 @@ class Option:
     def check(self, value: Any) -> Any:
         """``value`` as given from Python or a batch file, checked against the kind, the
         choices and the bounds; raises InputError naming the argument."""
-        if value is None:
-            return None
-        value = python_number(value)  # numpy's numbers as Python's
         types, what = _PYTHON_TYPES.get(self.kind, (object, ""))
+        if value is None:
+            if self.default is None:  # None: "from the config" (or not given)
+                return None
+            # a switch or a number with a default of its own: write=None wrote nothing
+            # without a word, max_pixels=None failed as a TypeError deep in the image reader
+            name = self.name if self.kind == "flag" else f"{{arg:{self.name}}}"
+            raise InputError(f"{name} must be {what}, got None")
+        value = python_number(value)  # numpy's numbers as Python's
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             # a switch by its name: {arg:...} spells it switched on (overwrite=True)
             name = self.name if self.kind == "flag" else f"{{arg:{self.name}}}"

@@ -272,6 +272,26 @@ def test_a_request_built_by_hand_is_checked_as_restore_checks_its_arguments(
         dip.restore(RunRequest(task="superres", input=small, write=False, **fields))
 
 
+def test_none_for_an_option_with_a_default_of_its_own_is_an_input_error(tmp_path: Path) -> None:
+    """write=None wrote nothing without a word, max_pixels=None failed as a TypeError deep in
+    the image reader, and a mapping given as the task as 'unhashable type' (a Python API
+    sweep). None still means "from the config" where an option has no default of its own."""
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    for kwargs, message in (({"write": None}, "write must be True or False, got None"),
+                            ({"max_pixels": None}, "max_pixels must be a whole number, got None"),
+                            ({"overwrite": None}, "overwrite must be True or False, got None")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            dip.restore("superres", small, **{"write": False, **kwargs})
+    with pytest.raises(InputError, match="unknown task"):
+        dip.restore({"task": "superres"}, small, write=False)
+    result = dip.restore("superres", small, write=False, iters=None, seed=None, device="cpu",
+                         overrides=(*TINY, "optim.iters=3"))
+    assert result.record["iterations"] == 3 and result.record["seed"] == 0
+    assert not list(tmp_path.glob("small_*"))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"mask_color": (0, 255, 0)}, "mask_color must be a string"),
     ({"mask_color": "green", "mask_tolerance": "x"}, "mask_tolerance must be a whole number"),

@@ -320,7 +320,7 @@ def get_task(name: str) -> Task:
     """The registered task ``name``; an unknown name is an InputError listing the known."""
     try:
         return TASKS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # a dict or a list given as the task: unhashable
         raise InputError(f"unknown task {name!r}; known tasks: "
                          f"{', '.join(TASKS)}") from None
 
