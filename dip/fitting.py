@@ -188,8 +188,16 @@ def autograd_on() -> Iterator[None]:
     """Gradients recorded whatever the caller's mode (a decorator too): a fit called inside
     the caller's ``torch.no_grad()`` (common in a notebook or a server) or
     ``torch.inference_mode()`` failed with torch's 'element 0 of tensors does not require
-    grad'. Both modes are per thread, and a new thread starts with gradients on."""
-    with torch.inference_mode(False), torch.enable_grad():
+    grad'. Both modes are per thread, and a new thread starts with gradients on. The
+    caller's ``torch.autocast`` is turned off as well (dip's own ``perf.precision`` turns it on
+    where asked): inside one, a fit ran in bfloat16 and gave another image, and denoising's
+    Wiener filter failed with a RuntimeError (mixed dtypes in ``index_add_``)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
         yield
 
 

@@ -543,13 +543,19 @@ def test_an_old_record_without_restarts_or_tiles_still_reruns_as_one_fit(tmp_pat
     assert (again.tile.whole_max, again.tile.auto_size) == (0, 256)
 
 
-@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def _bfloat16_autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode, _bfloat16_autocast])
 def test_a_run_inside_the_callers_no_grad_or_inference_mode_restores(tmp_path: Path,
                                                                     mode) -> None:
     """A notebook's or a server's habit: with one fit in the caller's thread it failed with
     torch's 'element 0 of tensors does not require grad', and under inference_mode the
     tensors made before the fit (an inpainting's mask) could not be saved for the backward
-    pass. The same image as outside the block, and the caller's mode back afterwards."""
+    pass. Inside the caller's autocast a fit ran in bfloat16 (another image) and the Wiener
+    filter failed on mixed dtypes. The same image as outside the block, and the caller's
+    mode back afterwards."""
     noisy, _ = _noisy(tmp_path, 32)
     holes = np.zeros((32, 32), np.uint8)
     holes[8:16, 8:16] = 255
@@ -561,7 +567,9 @@ def test_a_run_inside_the_callers_no_grad_or_inference_mode_restores(tmp_path: P
         outside = restored()
         with mode():
             inside = restored()
-            assert not torch.is_grad_enabled()
+            assert torch.is_grad_enabled() == (mode is _bfloat16_autocast)
+            product = torch.ones(2, 2) @ torch.ones(2, 2)  # the caller's autocast, back
+            assert (product.dtype == torch.bfloat16) == (mode is _bfloat16_autocast)
         assert torch.equal(inside, outside), task
 
 
