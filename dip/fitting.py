@@ -69,6 +69,10 @@ class Progress:
     psnr: float | None = None
     output: torch.Tensor | None = None
 
+    def __repr__(self) -> str:  # the step, not two images' worth of numbers
+        psnr = "" if self.psnr is None else f", psnr={self.psnr:.2f}"
+        return f"Progress(step={self.step}/{self.total}, loss={self.loss:.6g}{psnr})"
+
 
 @dataclass
 class FitResult:
@@ -101,6 +105,12 @@ class FitResult:
     thread_changes: list[tuple[int, int]] = field(default_factory=list)
     #: the CPU threads its operations started on (:func:`fit_group`; 0 off the CPU)
     threads: int = 0
+
+    def __repr__(self) -> str:  # the outcome, not the image and every step's curves
+        return (f"FitResult(image={tuple(self.image.shape)}, iterations={self.iterations}, "
+                f"returned_iteration={self.returned_iteration}, "
+                f"stop_reason={self.stop_reason!r}, peak_psnr={self.peak_psnr}, "
+                f"history={sorted(self.history)})")
 
 
 @dataclass

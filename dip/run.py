@@ -102,6 +102,15 @@ class Restoration:
     #: every member's outcome (restarts x tiles, :class:`dip.layout.Layout`)
     members: list[Any] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        # a notebook shows what it holds, not the record's curves and every member's image
+        # (thousands of numbers for one run)
+        r = self.record
+        return (f"Restoration(task={r.get('task')!r}, output={self.output!r}, "
+                f"pixels={tuple(self.picture.pixels.shape)}, stop_reason="
+                f"{r.get('stop_reason')!r}, iterations={r.get('iterations')}, "
+                f"members={len(self.members)}, metrics={r.get('metrics')})")
+
 
 # --- plan -------------------------------------------------------------------------------------
 

@@ -292,6 +292,23 @@ def test_none_for_an_option_with_a_default_of_its_own_is_an_input_error(tmp_path
     assert not list(tmp_path.glob("small_*"))
 
 
+def test_a_restoration_and_its_progress_print_in_a_line(tmp_path: Path) -> None:
+    """In a notebook `result` printed the record's curves, the first fit's image and every
+    member's (thousands of numbers for one run); it says what it holds."""
+    import dip
+
+    small = save(synthetic(16), tmp_path / "small.png")
+    said = []
+    result = dip.restore("superres", small, write=False, iters=3, device="cpu",
+                         overrides=TINY, progress=lambda p: said.append(repr(p)))
+    shown = repr(result)
+    assert shown.startswith("Restoration(task='superres', output=None, pixels=(1, 3, 64, 64), "
+                            "stop_reason='budget', iterations=3")
+    assert said[-1].startswith("Progress(step=3/3, loss=0.0")
+    for text in (shown, repr(result.fit), *said):
+        assert "tensor" not in text and len(text) < 300, text
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"mask_color": (0, 255, 0)}, "mask_color must be a string"),
     ({"mask_color": "green", "mask_tolerance": "x"}, "mask_tolerance must be a whole number"),
