@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1173,7 +1173,8 @@ def _stop_reason(outcomes: list) -> str:
 
 def _config_to_rerun(p: Plan, setup: Setup, fitted: Fitted) -> dict[str, Any]:
     """The run's config, with ``perf.threads: auto`` made the threads its fits ran on where
-    they ran one at a time on a count that never changed: a thread count changes a fit's
+    they ran one at a time on a count that never changed (a packed job's one fit: one
+    thread, as a group's members): a thread count changes a fit's
     rounding (the README's small sample super-resolved on 1 and on 2 threads: 42.8 dB
     apart), and ``auto`` follows the machine's load, so a record that said ``auto`` reran on
     a freer machine as another image. A group's members run on one thread each whatever
@@ -1182,11 +1183,11 @@ def _config_to_rerun(p: Plan, setup: Setup, fitted: Fitted) -> dict[str, Any]:
     config = p.cfg.to_dict()
     layout = setup.layout
     results = [o for o in fitted.outcomes if isinstance(o, FitResult)]
-    counts = {r.threads for r in results}
-    if (setup.device.type == "cpu" and p.cfg.perf.threads == "auto" and len(counts) == 1
+    counts = {r.threads for r in results}  # 0 off the CPU
+    if (p.cfg.perf.threads == "auto" and len(counts) == 1 and min(counts) > 0
             and min(layout.at_once, len(layout.fitted())) <= 1
-            and not any(r.thread_changes for r in results) and results[0].threads > 0):
-        config["perf"]["threads"] = str(results[0].threads)
+            and not any(r.thread_changes for r in results)):
+        config["perf"]["threads"] = str(min(counts))
     return config
 
 
@@ -1201,7 +1202,10 @@ def _extra(setup: Setup, fitted: Fitted) -> dict[str, Any]:
     layout = setup.layout
     if setup.device.type == "cpu":
         lanes = plan_lanes(min(layout.at_once, max(1, len(layout.fitted()))), layout.threads)
-        extra["threads"] = {"fits_at_once": lanes.workers, "per_fit": lanes.intra}
+        # the threads the fits started on: a packed job's one fit ran on one, as members of
+        # a group do, where alone it would have had the layout's
+        extra["threads"] = {"fits_at_once": lanes.workers,
+                            "per_fit": fitted.first.threads or lanes.intra}
         if fitted.first.thread_changes:  # other processes took cores: (step, threads)
             extra["threads"]["changes"] = [list(c) for c in fitted.first.thread_changes]
     if layout.tiles is not None:
@@ -1781,7 +1785,6 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
     cut = False  # Ctrl-C in one job's last step: the others skip theirs too
     for j, (i, p, loaded, setup) in enumerate(jobs):
         mine = {lives[j].fitted[k]: results[n] for n, (jj, k) in enumerate(owners) if jj == j}
-        _ran_on_one_thread(p, setup, mine.values())
         try:
             restored = _finish(p, loaded, setup, lives[j], mine, started, cut)
         except DipError as exc:
@@ -1789,17 +1792,6 @@ def _fit_pack(jobs: list[tuple[int, Plan, Loaded, Setup]], started: float,
             continue
         cut = cut or restored.record["stop_reason"] == "interrupted"
         yield i, restored
-
-
-def _ran_on_one_thread(p: Plan, setup: Setup, results: Iterable[Any]) -> None:
-    """A packed job of one fit that ran on one CPU thread, as members of a group do
-    (:mod:`dip.threads`), where alone it would have had ``perf.threads``: its record says
-    so, and a rerun from it takes one thread and gives the same image. (A job of several
-    fits runs them one thread each alone too.)"""
-    if (min(setup.layout.at_once, len(setup.layout.fitted())) <= 1
-            and any(isinstance(r, FitResult) and r.threads == 1 for r in results)):
-        setup.layout.threads = 1
-        p.cfg.perf.threads = "1"
 
 
 def _finish(p: Plan, loaded: Loaded, setup: Setup, live: _Live, results: dict,
