@@ -109,6 +109,13 @@ def test_a_kernel_with_transparency_is_its_weights_as_seen_over_black(tmp_path: 
     assert torch.allclose(kernel, expected, atol=1e-6)
 
 
+def test_a_folder_named_like_a_kernel_file_is_said_to_be_a_folder(tmp_path: Path) -> None:
+    """It was 'kernel not found', for a name the user can see in the folder."""
+    (tmp_path / "k.npy").mkdir()
+    with pytest.raises(InputError, match=r"kernel is a folder, not a \.npy file: .*k\.npy$"):
+        load_kernel(tmp_path / "k.npy")
+
+
 def test_a_kernel_file_that_is_not_an_array_of_numbers_says_so_without_numpys_advice(
         tmp_path: Path) -> None:
     """numpy's message for these advises allow_pickle=True, unsafe on a file from elsewhere

@@ -88,9 +88,7 @@ def read_kernel(path: Path) -> torch.Tensor:
                          f"or an image, or a spec: gaussian:SIGMA, box:SIZE or "
                          f"motion:LENGTH,ANGLE)")
     if path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise InputError(f"kernel not found: {path}")
-        array = _npy(path)
+        array = _npy(image.regular_file(path, "kernel", "a .npy file"))
         if array.ndim != 2 or not array.size or not np.issubdtype(
                 array.dtype, np.number) or np.iscomplexobj(
                 array):  # (a complex one lost its imaginary part with a NumPy warning)
