@@ -667,7 +667,7 @@ def job_writes(job: Job, asked: bool = False) -> list[Path]:
     for (the snapshot folder when the job keeps snapshots)."""
     files = files_beside(job.output)
     if asked:
-        wanted = {"record", *(k for k in ("report", "gif", "uncertainty")
+        wanted = {"record", *(k for k in record.PICTURES
                               if getattr(job.request, k))}
         files = {k: v for k, v in files.items()
                  if k in wanted or (k == "steps" and job.snapshots)}
@@ -1005,8 +1005,8 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
     Raises:
         InputError: dip's earlier result there was made from another picture (a result
             of the user's, made by one command, that a job would have replaced without a
-            word), or a report, GIF or uncertainty map the job writes beside it is a file
-            that result did not write.
+            word) or changed since it was written (retouched by hand), or a report, GIF or
+            uncertainty map the job writes beside it is a file that result did not write.
     """
     if overwrite:
         return job.request.replace(overwrite=True)
@@ -1017,11 +1017,16 @@ def _replacing(job: Job, overwrite: bool) -> RunRequest:
         raise InputError(f"{image.shown(job.output)} already exists: dip's result of "
                          f"another picture, {image.shown(str(old.get('input')))}; move it, or "
                          f"use {{arg:overwrite}} to replace it")
+    if job.output.exists() and not record.as_written(old, "output", job.output):
+        raise InputError(f"{image.shown(job.output)} already exists and was changed since dip "
+                         f"wrote it (its record says what dip wrote); move it, or use "
+                         f"{{arg:overwrite}} to replace it")
     beside = files_beside(job.output)
-    for kind in ("report", "gif", "uncertainty"):
+    for kind in record.PICTURES:
         path = beside[kind]
-        if getattr(job.request, kind) and (path.exists() or path.is_symlink()) \
-                and str(record.located(old, kind, job.output)) != str(path.resolve()):
+        if getattr(job.request, kind) and (path.exists() or path.is_symlink()) and (
+                str(record.located(old, kind, job.output)) != str(path.resolve())
+                or not record.as_written(old, kind, path)):
             raise InputError(f"{image.shown(path)} already exists and is not dip's earlier "
                              f"result's; move it, or use {{arg:overwrite}} to replace it")
     return job.request.replace(overwrite=True)

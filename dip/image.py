@@ -37,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dip import jpeg_noise, metadata
 from dip.errors import InputError, Spelled, outside_dip
+from dip.record import fingerprint
 
 #: Refuse images above this many pixels unless asked (a 1 GB header-only "bomb" must not
 #: make us allocate); 64 MP is larger than any consumer camera's full frame today.
@@ -1387,13 +1388,16 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
                      before_rename: Callable[[], None] | None = None,
-                     keep: list[Path] | tuple = ()) -> None:
+                     keep: list[Path] | tuple = (),
+                     prints: dict[Path, str] | None = None) -> None:
     """Write every file to a temporary name beside it, and only when all succeeded rename them
     into place, the first (the result) last: a result never appears without its record, nor
     half-written, even if the process is killed between two renames. ``before_rename`` runs
     once every file is written, before the first rename (a file that fails to write leaves
     what it would have done undone). A leftover of a killed write that is one of ``keep``
-    (files the caller reads) stays."""
+    (files the caller reads) stays. ``prints`` takes each file's
+    :func:`dip.record.fingerprint` as it is written, in order: a later file's writer (the
+    record) may read the earlier ones'."""
     temps: list[str] = []
     kept = {path.resolve() for path in keep}
     for path, _ in files:  # what a run killed while writing left behind: mkstemp's names,
@@ -1410,6 +1414,8 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 write(f)
+            if prints is not None:
+                prints[current] = fingerprint(Path(tmp))
             # mkstemp makes the file private (0600); give it a normal new file's permissions.
             os.chmod(tmp, mode)
         current = None

@@ -51,7 +51,9 @@ class Record:
     #: extra files written with the result: {"report": path, "gif": path}
     files: dict[str, str] = field(default_factory=dict)
     #: content fingerprints of the files the run read ({"input": "...", "mask": "..."}):
-    #: a changed file under the same name is not "already done"
+    #: a changed file under the same name is not "already done"; and of those it wrote
+    #: ("output" and the :data:`PICTURES`), added as they are written: a file changed
+    #: since is the user's (:func:`as_written`)
     fingerprints: dict[str, str] = field(default_factory=dict)
     #: further facts a task or the run adds (the tile plan, the estimate, ...)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +112,25 @@ def fingerprint(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+#: the pictures a record names beside its result, by their keys (``x_report.png`` ...)
+PICTURES = ("report", "gif", "uncertainty")
+
+
+def as_written(rec: dict[str, Any], kind: str, path: Path) -> bool:
+    """``path`` holds what the run ``rec`` describes wrote as its ``kind`` (``output`` or one
+    of :data:`PICTURES`): not a file the user edited or put there since, which only
+    ``overwrite`` replaces. A record from before it kept these fingerprints says nothing
+    against it; a file that cannot be read is not known to be it."""
+    recorded = rec.get("fingerprints")
+    value = recorded.get(kind) if isinstance(recorded, dict) else None
+    if not isinstance(value, str):
+        return True
+    try:
+        return fingerprint(path) == value
+    except OSError:
+        return False
 
 
 def is_dip_output(path: Path) -> bool:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image
@@ -71,7 +71,7 @@ from dip.layout import (
     seconds,
 )
 from dip.members import Combined, Part, build_member, combine, stand_in, uncertainty_map
-from dip.record import Record, fingerprint, located, own_record, record_path
+from dip.record import PICTURES, Record, as_written, fingerprint, located, own_record, record_path
 from dip.red import from_config as red_from_config
 from dip.red import seconds_per_step as red_seconds
 from dip.request import FORMATS, RunRequest, request_options, split_arguments
@@ -289,7 +289,7 @@ def _task_args(task: Any, request: RunRequest) -> dict[str, Any]:
 
 def written_files(p: Plan) -> list[Path]:
     """The files a run writes: result, record, and the pictures asked for."""
-    return [p.output, p.files["record"]] + [p.files[k] for k in ("report", "gif", "uncertainty")
+    return [p.output, p.files["record"]] + [p.files[k] for k in PICTURES
                                             if getattr(p.request, k)]
 
 
@@ -916,7 +916,7 @@ def _clear_staged(p: Plan) -> None:
     next run that holds the result tries again)."""
     staged = staged_snapshots(p)
     if p.request.write and staged.is_dir():  # (a run that writes nothing holds no claim)
-        for old in _snapshot_files(staged):
+        for old in _snapshot_files(staged, p.reads):  # (an input copied in there stays)
             with contextlib.suppress(OSError):
                 old.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -954,6 +954,8 @@ def _combined(live: _Live, results: dict, stopped: bool = False) -> Fitted:
     Raises:
         RunError: every member failed (the first one's error).
     """
+    if live.failed is not None:  # not one member's failure: the run's (a full disk)
+        raise RunError(live.failed)
     every = live.outcomes(results)
     first = next((o for o in results.values() if isinstance(o, FitResult)), None)
     if first is None:
@@ -1018,6 +1020,8 @@ class _Live:
         # members that run side by side (warm-up) to the end of the last
         self.warm = len(calibration_parts(setup.layout)) * warm_steps(setup.perf)
         self.warm_at = self.last_at = 0.0
+        #: a file the run must write failed (a snapshot): the whole run fails, not a member
+        self.failed: str | None = None
 
     def remember_rate(self) -> None:
         """Cache the run's own seconds per member-step for the next estimate of fits like
@@ -1053,6 +1057,8 @@ class _Live:
         return dataclasses.replace(combined, image=result, spread=spread)
 
     def on_step(self, index: int, s: Progress) -> None:
+        if self.failed is not None:  # every member ends at its next step
+            raise RunError(self.failed)
         self.latest[self.fitted[index]] = s.estimate
         self.done += 1
         self.last_at = time.perf_counter()
@@ -1079,8 +1085,8 @@ class _Live:
         try:
             image.save_image(snap, steps / f"step_{step:06d}.png", mark="snapshot")
         except OSError as exc:
-            raise RunError(f"cannot write a snapshot into {steps}: "
-                           f"{exc.strerror or exc}") from None
+            self.failed = f"cannot write a snapshot into {steps}: {exc.strerror or exc}"
+            raise RunError(self.failed) from None
 
 
 # --- record -----------------------------------------------------------------------------------
@@ -1143,7 +1149,7 @@ def make_record(p: Plan, loaded: Loaded, setup: Setup, fitted: Fitted | FitResul
             "peak_iteration": result.peak_iteration if one_fit else None,
             **_task_metrics(p, loaded, restored.pixels, ref)})
     if r.write:
-        record.files = {k: str(p.files[k].resolve()) for k in ("report", "gif", "uncertainty")
+        record.files = {k: str(p.files[k].resolve()) for k in PICTURES
                         if getattr(r, k)}
     return record
 
@@ -1275,21 +1281,35 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
         RunError: a picture could not be drawn, or a file not written.
     """
     pictures = _pictures(p, loaded, restored, record, spread)
-    text = record.to_json().encode()
     try:  # the folder was made or checked before the fit; since, it may have gone
         writable_folder(p.output.parent, f"output {shown(p.output)}")
     except InputError as exc:  # a run that fails, not a mistake before anything ran
         raise RunError(exc.template) from None
     stale = _stale_pictures(p)
+    prints: dict[Path, str] = {}
+
+    def record_text(f: BinaryIO) -> None:  # written last: the files it names are on disk
+        kinds = {p.output: "output", **{p.files[kind]: kind for kind in PICTURES}}
+        record.fingerprints.update({kinds[path]: value for path, value in prints.items()
+                                    if path in kinds})  # as written: dip's own, unchanged
+        f.write(record.to_json().encode())
+
     files = [(p.output, image.image_writer(restored, p.output)), *pictures,
-             (p.files["record"], lambda f: f.write(text))]  # (renamed in reverse order)
+             (p.files["record"], record_text)]  # (renamed in reverse order)
+
+    aside, moved = set_aside(p.output), []
 
     def replace_old() -> None:
-        # once every new file is written (a full disk keeps the old result whole), and gone
+        # once every new file is written (a full disk keeps the old result whole), and away
         # before the new record is renamed into place: a kill between the two renames leaves
         # a record without an image (redone), never a new record beside the old image
         if p.request.overwrite:
-            p.output.unlink(missing_ok=True)
+            if aside.resolve() in {path.resolve() for path in p.reads}:  # (a file read there)
+                p.output.unlink(missing_ok=True)
+            else:  # set aside, not deleted: put back if the new record cannot take its place
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(p.output, aside)
+                    moved.append(aside)
             return
         theirs = next((path for path, _ in files if path.exists() or path.is_symlink()), None)
         if theirs is not None:  # the result, its record ... of someone's, made while dip ran
@@ -1297,17 +1317,46 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
                            f"this result is not written (use {{arg:overwrite}} to replace it)")
 
     try:
-        image.write_all_atomic(files, before_rename=replace_old, keep=p.reads)
+        image.write_all_atomic(files, before_rename=replace_old, keep=p.reads, prints=prints)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
+        if moved:  # back in its place if no new file took its own: the record is first
+            _put_back(p, aside, getattr(exc, "filename", None) == str(p.files["record"]))
         raise _not_written(exc, p.output) from None  # (or the report, the GIF ...)
-    for path in stale:  # the replaced result's, which would now describe another run
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-    if any(path.parent == p.files["steps"] for path in stale):  # and their folder, if empty
-        with contextlib.suppress(OSError):
-            p.files["steps"].rmdir()
+    if moved:
+        _put_back(p, aside, False)
+    _clear_stale(p, stale)
     if p.snapshot_every:
         _install_snapshots(p)
+
+
+def _clear_stale(p: Plan, stale: list[Path]) -> None:
+    """The replaced result's pictures (:func:`_stale_pictures`), which would now describe
+    another run, and their snapshot folder if it is left empty."""
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    if any(path.parent == p.files["steps"] for path in stale):
+        with contextlib.suppress(OSError):
+            p.files["steps"].rmdir()
+
+
+def set_aside(output: Path) -> Path:
+    """Where :func:`write` keeps the result it replaces while the new one's files are renamed
+    into place (hidden, beside it)."""
+    return output.with_name(f".{output.name}.dip-old")
+
+
+def _put_back(p: Plan, aside: Path, nothing_renamed: bool) -> None:
+    """The replaced result, set aside by :func:`write` (or by a run killed since): back in its
+    place where no new file took its own (the new record's rename failed first: the earlier
+    result stays whole), else gone; never one of the run's inputs."""
+    if aside.resolve() in {path.resolve() for path in p.reads}:
+        return
+    with contextlib.suppress(OSError):
+        if nothing_renamed:
+            os.replace(aside, p.output)
+        else:
+            aside.unlink(missing_ok=True)
 
 
 def _stale_pictures(p: Plan) -> list[Path]:
@@ -1322,9 +1371,12 @@ def _stale_pictures(p: Plan) -> list[Path]:
     # step_*.png there); a snapshot given as this run's input stays
     snapshots = [] if p.snapshot_every or not _took_snapshots(old) else sorted(
         path for path in _snapshot_files(p.files["steps"], p.reads) if path.suffix == ".png")
-    stale = [kind for kind in ("report", "gif", "uncertainty")
+    reads = {str(path.resolve()) for path in p.reads}  # (the old map as this run's mask)
+    stale = [kind for kind in PICTURES
              if not getattr(p.request, kind)
-             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())]
+             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
+             and str(p.files[kind].resolve()) not in reads
+             and as_written(old, kind, p.files[kind])]  # (a user's edit of it stays)
     if stale or snapshots:  # (the folder is read once, and only where a picture would go)
         kept = _namesakes_pictures(p.output)
         stale = [kind for kind in stale if str(p.files[kind].resolve()) not in kept]
@@ -1351,7 +1403,7 @@ def _namesakes_pictures(output: Path) -> set[str]:
     for other in namesakes:
         rec = own_record(other) if other.stem == output.stem and other != output else None
         if rec is not None:
-            named |= {str(path) for kind in ("report", "gif", "uncertainty")
+            named |= {str(path) for kind in PICTURES
                       if (path := located(rec, kind, other)) is not None}
             if _took_snapshots(rec):  # their snapshot folder, shared too
                 named.add(str(beside(other)["steps"].resolve()))
@@ -1472,6 +1524,8 @@ def claimed_files(p: Plan) -> Iterator[None]:
         for path in written_files(p) if p.request.write else []:
             claims.enter_context(claimed(path))
         _clear_staged(p)  # a killed run's, now that the result is this run's
+        if p.request.write:  # (and the result it had set aside)
+            _put_back(p, set_aside(p.output), False)
         try:
             yield
         finally:  # a run that ends without its result leaves no snapshots (before its
@@ -1641,7 +1695,7 @@ def restore(request: RunRequest | str | None = None,
     keep_on_interrupt = _check_hooks(keep_on_interrupt, progress=progress, on_start=on_start)
     check_default_device()
     the_plan = plan(request)  # (the options' types checked first: uncertainty="no" is not True)
-    pictures = [k for k in ("report", "gif", "uncertainty") if getattr(request, k)]
+    pictures = [k for k in PICTURES if getattr(request, k)]
     if pictures and not request.write:  # (a dry run's forecast plans them unwritten: allowed)
         raise InputError(f"{{arg:{pictures[0]}}} is a file beside the result, and with "
                          f"write=False nothing is written")

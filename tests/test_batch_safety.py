@@ -1331,3 +1331,91 @@ def test_a_pipe_named_as_the_summary_is_kept_and_said(tmp_path: Path, slowness: 
     assert result.returncode == 2, result.stderr
     assert "summary.csv exists and dip did not write it; it is kept" in result.stderr
     assert stat.S_ISFIFO((tmp_path / "out" / "summary.csv").lstat().st_mode)
+
+
+# --- 11: a result the user changed, and files the run reads beside the one it replaces ----------
+
+def test_a_result_retouched_by_hand_is_not_replaced_by_a_rerun_with_other_settings(
+        tmp_path: Path) -> None:
+    """Its record alone said it was dip's: a batch whose settings changed replaced the
+    user's edit of it without a word."""
+    photos(tmp_path, 1)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/p0.png, output: out/x.png}\n")
+    assert invoke("run", path, "-q").exit_code == 0
+    out = tmp_path / "out" / "x.png"
+    written = json.loads((tmp_path / "out" / "x.png.json").read_text())["fingerprints"]
+    assert written["output"] == "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest()
+    save(1 - synthetic(32), out)  # retouched, saved in place
+    edited = out.read_bytes()
+    path.write_text(path.read_text().replace("iters: 3", "iters: 4"))
+    result = invoke("run", path, "-q")
+    assert result.exit_code == 1 and "was changed since dip wrote it" in result.output
+    assert out.read_bytes() == edited
+    assert invoke("run", path, "-q", "--overwrite").exit_code == 0  # as asked
+    assert out.read_bytes() != edited
+
+
+def test_a_retouched_report_of_the_replaced_result_is_kept(tmp_path: Path) -> None:
+    """A rerun without a report deletes the replaced result's own, not one edited since."""
+    pytest.importorskip("matplotlib")
+    src = save(synthetic(32), tmp_path / "in.png")
+    out, report = tmp_path / "out.png", tmp_path / "out_report.png"
+    run_it = ("denoise", src, "-o", out, "--iters", 2, "--device", "cpu", "-q", "--overwrite")
+    assert invoke(*run_it, "--report").exit_code == 0
+    report.write_bytes(report.read_bytes() + b" annotated")
+    assert invoke(*run_it).exit_code == 0
+    assert report.read_bytes().endswith(b" annotated")
+
+
+@pytest.mark.filterwarnings("ignore:mask .* grey pixels")
+def test_overwrite_never_deletes_the_old_results_uncertainty_map_read_as_the_mask(
+        tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    out, spread = tmp_path / "out.png", tmp_path / "out_uncertainty.png"
+    assert invoke("denoise", src, "-o", out, "--iters", 2, "--restarts", 2, "--uncertainty",
+                  "--device", "cpu", "-q").exit_code == 0
+    before = spread.read_bytes()
+    result = invoke("inpaint", src, "--mask", spread, "-o", out, "--iters", 2, "--device",
+                    "cpu", "-q", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert spread.read_bytes() == before
+
+
+def test_a_record_that_cannot_take_its_place_leaves_the_earlier_result_whole(
+        tmp_path: Path, monkeypatch) -> None:
+    """The old image was deleted before the new record's rename, which failed (an immutable
+    record, EPERM): neither result was left."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    assert invoke("denoise", src, "-o", out, "--iters", 2, "--device", "cpu", "-q").exit_code == 0
+    before = digest(tmp_path)
+    real = os.replace
+
+    def immutable_record(a, b):
+        if str(b).endswith(".json"):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", immutable_record)
+    result = invoke("denoise", src, "-o", out, "--iters", 3, "--device", "cpu", "-q",
+                    "--overwrite")
+    assert result.exit_code == 1 and "Operation not permitted" in result.output
+    assert digest(tmp_path) == before  # and nothing set aside is left
+
+
+def test_an_input_in_the_staged_snapshot_folder_is_never_cleared_away(tmp_path: Path) -> None:
+    staged = tmp_path / ".r.png.steps.dip-new"
+    staged.mkdir()
+    src = save(synthetic(32), staged / "step_000010.png")
+    assert invoke("denoise", src, "-o", tmp_path / "r.png", "--iters", 2, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert src.is_file()
+
+
+def test_a_result_a_killed_run_set_aside_is_cleared_by_the_next_run(tmp_path: Path) -> None:
+    src = save(synthetic(32), tmp_path / "in.png")
+    aside = tmp_path / ".out.png.dip-old"
+    aside.write_bytes(b"the result a run killed between its renames had replaced")
+    assert invoke("denoise", src, "-o", tmp_path / "out.png", "--iters", 2, "--device", "cpu",
+                  "-q").exit_code == 0
+    assert not aside.exists() and (tmp_path / "out.png").is_file()

@@ -120,3 +120,26 @@ def test_results_that_share_a_stem_do_not_share_their_staged_snapshots(
     assert invoke("denoise", noisy_png, "-o", tmp_path / "x.jpg", "--iters", 4,
                   "--save-every", 2, *RUN).exit_code == 0
     assert (staged / "step_000005.png").is_file()
+
+
+def test_a_snapshot_that_cannot_be_written_fails_the_run_not_one_restart(
+        tmp_path: Path, noisy_png: Path, monkeypatch) -> None:
+    """A full disk at restart 1's snapshot was taken for that restart's failure: the run
+    wrote the other's result, "1 of 2 fits failed", and no snapshots, with exit 0."""
+    original = image.save_image
+
+    def full(picture, path, mark=None):
+        if mark == "snapshot" and path.name == "step_000004.png":
+            raise OSError(errno.EFBIG, "File too large")
+        return original(picture, path, mark)
+
+    monkeypatch.setattr(image, "save_image", full)
+    out = tmp_path / "o" / "a.png"
+    result = invoke("denoise", noisy_png, "-o", out, "--iters", 6, "--save-every", 2,
+                    "--stop", "fixed", "--restarts", "2", "--device", "cpu", "-q")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith("cannot write a snapshot into "
+                                          f"{out.parent / '.a.png.steps.dip-new'}: "
+                                          f"File too large"), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output  # ("fits failed" too)
+    assert not (tmp_path / "o").exists()
