@@ -717,21 +717,32 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
                 raise _written_twice(where, job.input, path, *writers[key])
             writers[key] = (where, job.input)
     _none_in_snapshot_folders(jobs)
-    owners = {path_key(path): f"{where} ({job.input.name})"
-              for job, where in jobs for path in job_writes(job)}
+    owners = {key: f"{where} ({job.input.name})"
+              for job, where in jobs for path in job_writes(job) for key in _file_keys(path)}
     kept: list[Job] = []
     for job, where in jobs:
-        own = {path_key(p) for p in job_writes(job)}
+        own = {key for p in job_writes(job) for key in _file_keys(p)}
         for path in job_reads(job):
-            key = path_key(path)
-            if key in own:
+            keys = _file_keys(path)
+            if keys & own:
                 raise BatchError(f"{where}: {job.input.name} would write {path}, which it "
                                  f"reads; give it another output")
-            if key in owners:
-                raise BatchError(f"{where}: {path} is a file {owners[key]} writes; run the "
+            if keys & owners.keys():
+                writer = owners[min(keys & owners.keys())]
+                raise BatchError(f"{where}: {path} is a file {writer} writes; run the "
                                  f"job that reads it in a second batch, after the first")
         kept.append(job)
     return kept
+
+
+def _file_keys(path: Path) -> set[str]:
+    """:func:`path_key`, and for a file that exists its device and inode: a hard link is the
+    file under another name (a result named as a link to another job's photo)."""
+    keys = {path_key(path)}
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        keys.add(f"inode {st.st_dev}:{st.st_ino}")
+    return keys
 
 
 def _none_in_snapshot_folders(jobs: list[tuple[Job, str]]) -> None:

@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -339,6 +340,8 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
             if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
                 raise InputError(f"{shown(path)} already exists{_unread_record(path, i)}; "
                                  f"use {{arg:overwrite}} to replace it")
+            if path.is_symlink() or path.exists():
+                _check_replaceable(path)
             if path.parent not in probed:  # (the record, report ... share its folder)
                 writable_folder(path.parent, f"output {shown(path)}", create=False)
                 probed.add(path.parent)
@@ -348,6 +351,21 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
     except RuntimeError:  # Python before 3.13: a loop of symbolic links in resolve()
         where = shown(path) if path is not None else "of a file the run reads"
         raise InputError(f"cannot use the path {where}: a loop of symbolic links") from None
+
+
+def _check_replaceable(path: Path) -> None:
+    """``path`` is not another user's file in a sticky folder (``/tmp``) of another user's,
+    which only its owner (or root) may remove or rename over: the run found out after its fit.
+
+    Raises:
+        InputError: naming the file.
+    """
+    euid = os.geteuid() if hasattr(os, "geteuid") else 0
+    folder, st = path.parent.stat(), path.lstat()
+    if euid != 0 and folder.st_mode & stat.S_ISVTX and euid not in (st.st_uid, folder.st_uid):
+        raise InputError(f"cannot replace {shown(path)}: it is another user's, in a folder "
+                         f"where only a file's owner may remove it (sticky, as /tmp); choose "
+                         f"another output")
 
 
 def check_name_length(output: Path, written: list[Path], what: str = "output",

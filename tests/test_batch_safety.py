@@ -150,6 +150,21 @@ def test_a_job_writing_its_own_input_is_refused(tmp_path: Path) -> None:
     assert digest(folder) == before
 
 
+@pytest.mark.parametrize("reader", ["another job", "itself"])
+def test_a_result_named_as_a_hard_link_to_a_photo_the_batch_reads_is_refused(
+        tmp_path: Path, reader: str) -> None:
+    """A hard link is the photo under another name (the single command refused it as its
+    own input; a batch let one job's result name another job's photo)."""
+    folder = photos(tmp_path)
+    os.link(folder / "p1.png", tmp_path / "linked.png")
+    job = "p1" if reader == "itself" else "p0"
+    path = batch_file(tmp_path, f"  - {{task: denoise, input: photos/{job}.png, "
+                                f"output: linked.png}}\n"
+                                f"  - {{task: denoise, input: photos/p1.png, output: out/}}\n")
+    _refused(invoke("run", path, "--dry-run"),
+             "which it reads" if reader == "itself" else "is a file")
+
+
 def test_one_output_spelled_two_ways_is_two_jobs_writing_one_file(tmp_path: Path) -> None:
     photos(tmp_path)
     (tmp_path / "sub").mkdir()
@@ -1419,3 +1434,22 @@ def test_a_result_a_killed_run_set_aside_is_cleared_by_the_next_run(tmp_path: Pa
     assert invoke("denoise", src, "-o", tmp_path / "out.png", "--iters", 2, "--device", "cpu",
                   "-q").exit_code == 0
     assert not aside.exists() and (tmp_path / "out.png").is_file()
+
+
+def test_a_result_another_user_owns_in_a_sticky_folder_is_refused_before_the_fit(
+        tmp_path: Path, monkeypatch) -> None:
+    """Only its owner may remove or rename over it there (as in /tmp): the fit ran to its
+    end, then 'cannot write r.png: Operation not permitted'."""
+    src = save(synthetic(32), tmp_path / "in.png")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    out = shared / "r.png"
+    out.write_bytes(b"another user's result")
+    shared.chmod(0o1777)
+    owner = out.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1000)  # this user is someone else
+    _refused(invoke("denoise", src, "-o", out, "--iters", 2, "--device", "cpu", "-q",
+                    "--overwrite"), "cannot replace", "another user's")
+    monkeypatch.setattr(os, "geteuid", lambda: owner)  # the owner may
+    assert invoke("denoise", src, "-o", out, "--iters", 2, "--device", "cpu", "-q",
+                  "--overwrite").exit_code == 0
