@@ -50,7 +50,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -1445,17 +1445,17 @@ def _run_pool(todo: list[Job], workers: int, *, devices: list[str], threads: int
 def _pooled(pool: ProcessPoolExecutor, todo: list[Job], stop: Any, overwrite: bool,
             rows: list[Row], on_end: Callable | None, spell: Callable) -> list[Job]:
     broken: list[Job] = []
-    with pool:
+    with pool, _pool_thread_failure(pool) as failure:
         futures = {}
         try:
             try:
                 with _spawning():  # the pool starts its processes as jobs are submitted
                     for job in todo:
                         futures[pool.submit(_run_in_worker, job, overwrite, spell)] = job
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:  # (RuntimeError: no thread could start)
                 _start_none(pool, stop, futures, rows, on_end)
                 raise _not_started(exc, todo, rows) from None
-            for future in as_completed(futures):
+            for future in _completed(pool, futures, stop, failure, rows):
                 job = futures[future]
                 try:
                     rows.append(future.result())
@@ -1470,6 +1470,63 @@ def _pooled(pool: ProcessPoolExecutor, todo: list[Job], stop: Any, overwrite: bo
     return broken
 
 
+#: seconds between two looks at whether the pool's own thread still runs
+POOL_CHECK = 1.0
+
+
+def _completed(pool: ProcessPoolExecutor, futures: dict[Future, Job], stop: Any,
+               failure: list[BaseException], rows: list[Row]) -> Iterator[Future]:
+    """The pool's futures as they complete (``as_completed``), ended with the error that
+    stopped the pool's own thread, where one did (a thread it could not start, under a limit
+    on threads or memory): the futures it had not finished then waited for ever, and so did
+    the batch, SIGTERM too.
+
+    Raises:
+        WorkersNotStarted: that thread stopped; the jobs without a row failed.
+    """
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=POOL_CHECK, return_when=FIRST_COMPLETED)
+        yield from done
+        thread = getattr(pool, "_executor_manager_thread", None)  # (CPython's)
+        if pending and thread is not None and not thread.is_alive():
+            done, pending = wait(pending, timeout=0)  # (what it finished before it stopped)
+            yield from done
+            if pending:
+                # the workers, whose results nothing reads now, end (a SIGTERM asks an idle
+                # one to stop after its job: it waited for one for ever), before the queues
+                # they read from are gone
+                stop.set()
+                workers = list((getattr(pool, "_processes", None) or {}).values())
+                for process in workers:
+                    process.kill()
+                for process in workers:
+                    process.join(POOL_CHECK * 5)
+                why = failure[0] if failure else RuntimeError("the worker pool stopped")
+                raise _not_started(why, [futures[f] for f in pending], rows)
+
+
+@contextlib.contextmanager
+def _pool_thread_failure(pool: ProcessPoolExecutor) -> Iterator[list[BaseException]]:
+    """The error that ends the pool's own thread, kept for the batch's one line instead of
+    Python's traceback of it on stderr; other threads' errors go as before."""
+    failure: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if args.thread is not None and args.thread is getattr(
+                pool, "_executor_manager_thread", None):
+            failure.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield failure
+    finally:
+        threading.excepthook = previous
+
+
 def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[Row],
                 on_end: Callable | None) -> None:
     """A worker could not be started: the jobs handed to the pool start none (the one whose
@@ -1477,7 +1534,7 @@ def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[
     stop.set()
     pool.shutdown(wait=True, cancel_futures=True)
     for future, job in futures.items():
-        if future.cancelled() or future.exception() is not None:
+        if not future.done() or future.cancelled() or future.exception() is not None:
             continue
         row = future.result()
         if row.error != NOT_STARTED:
@@ -1486,12 +1543,13 @@ def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[
                 on_end(job, row)
 
 
-def _not_started(exc: OSError, todo: list[Job], rows: list[Row]) -> WorkersNotStarted:
-    """The error for workers that could not be started, with a failed row for each job of
-    ``todo`` that has none."""
-    why = exc.strerror or str(exc)
+def _not_started(exc: BaseException, todo: list[Job], rows: list[Row]) -> WorkersNotStarted:
+    """The error for workers (or the pool's thread) that could not be started, with a failed
+    row for each job of ``todo`` that has none."""
+    why = getattr(exc, "strerror", None) or str(exc)
     advice = ("raise the limit of open files (ulimit -n) or use fewer {arg:workers}"
-              if exc.errno in (errno.EMFILE, errno.ENFILE) else "use fewer {arg:workers}")
+              if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE)
+              else "use fewer {arg:workers}")
     ran = {(row.job, row.input) for row in rows}
     not_run = f"not run: the worker processes could not be started ({why})"
     rows += [Row.of(job, "failed", not_run)
@@ -1514,8 +1572,8 @@ def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[J
     with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
         pool.shutdown(wait=True, cancel_futures=True)
         again.clear()
-    for future, job in futures.items():
-        if future.cancelled() or future.exception() is not None:
+    for future, job in futures.items():  # (one the pool's stopped thread left: not done)
+        if not future.done() or future.cancelled() or future.exception() is not None:
             rows.append(Row.of(job, PENDING, NOT_STARTED))
         elif future.result() not in rows:
             rows.append(future.result())

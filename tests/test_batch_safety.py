@@ -1293,6 +1293,35 @@ def test_a_second_worker_that_cannot_be_started_runs_no_job_of_the_pool(tmp_path
     assert _ran_nothing(tmp_path)
 
 
+def test_a_pool_whose_own_thread_cannot_run_ends_the_batch_in_one_line(
+        tmp_path: Path, monkeypatch, slowness: float) -> None:
+    """Under a limit on threads or memory the pool's thread died starting another ("can't
+    start new thread", a traceback on stderr) and the batch waited for ever, SIGTERM too."""
+    import threading
+    from concurrent.futures import process
+
+    def no_thread(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(process._ExecutorManagerThread, "add_call_item_to_queue", no_thread)
+    photos(tmp_path, 2)
+    path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
+    ended: list = []
+    runner = threading.Thread(target=lambda: ended.append(
+        invoke("run", path, "-q", "--workers", "2", "--devices", "cpu")), daemon=True)
+    runner.start()
+    runner.join(120 * slowness)
+    assert ended, "the batch never ended"
+    result = ended[0]
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "0 done, 0 already done, 2 failed" in \
+        result.output
+    assert result.output.count("dip: error: could not start the worker processes: can't start "
+                               "new thread; use fewer --workers") == 1, result.output
+    jobs = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
+    assert [job["status"] for job in jobs] == ["failed"] * 2
+
+
 # --- a pipe or a device where a file is written ---------------------------------------------------
 
 def _special(path: Path, kind: str) -> None:
