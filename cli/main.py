@@ -29,7 +29,7 @@ from dip.damage import corruptions
 from dip.errors import DipError, InputError, Spelled, held_until_start
 from dip.estimate import Estimate
 from dip.fitting import Progress
-from dip.image import DEFAULT_MAX_PIXELS
+from dip.image import DEFAULT_MAX_PIXELS, printable
 from dip.record import record_path, steps_said
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, beside, restore
@@ -88,16 +88,17 @@ class DipGroup(click.Group):
             # (click turns KeyboardInterrupt into Abort, the interrupt its cause)
             written = getattr(stop, "written", None) or getattr(stop.__cause__, "written", None)
             click.echo("dip: interrupted" + (f" after the finished result was written: "
-                                             f"{written}" if written else ""), err=True)
+                                             f"{printable(str(written))}" if written else ""),
+                       err=True)
             rv = signals.exit_code()
         except _NO_ARGS as exc:  # a bare "dip": its help, not an error
             click.echo(exc.format_message())
             rv = 0
         except click.ClickException as exc:
-            click.echo(f"dip: error: {exc.format_message()}", err=True)
+            click.echo(f"dip: error: {printable(exc.format_message())}", err=True)
             rv = exc.exit_code
         except DipError as exc:
-            click.echo(f"dip: error: {exc.render(flag_spelling)}", err=True)
+            click.echo(f"dip: error: {printable(exc.render(flag_spelling))}", err=True)
             rv = next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
         if not standalone_mode:
             return rv
@@ -240,8 +241,8 @@ def summary(task: Task, result: Restoration) -> str:
     r = result.record
     reason = STOP_REASONS.get(r["stop_reason"], r["stop_reason"])
     steps, images = steps_said(r)
-    line = (f"wrote {result.output} ({steps}, {reason}; {images}; {r['seconds']:.1f} s on "
-            f"{r['device']}, preset {r['preset']})")
+    line = (f"wrote {printable(str(result.output))} ({steps}, {reason}; {images}; "
+            f"{r['seconds']:.1f} s on {r['device']}, preset {r['preset']})")
     m = r.get("metrics")
     if m:
         line += f"\n  PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
@@ -253,11 +254,11 @@ def summary(task: Task, result: Restoration) -> str:
     line += _how(r)
     if r.get("estimate"):
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
-    line += f"\n  record: {record_path(result.output)}"
+    line += f"\n  record: {printable(str(record_path(result.output)))}"
     files = beside(result.output)  # as the result's path is said (the record's are absolute)
     for key in ("report", "gif", "uncertainty"):
         if key in r:
-            line += f"\n  {key}: {files[key]}"
+            line += f"\n  {key}: {printable(str(files[key]))}"
     return line
 
 
@@ -292,7 +293,7 @@ def corrupt_command() -> click.Command:
             if note:
                 click.echo(f"dip: note: {note}", err=True)
         extra = [str(v) for k, v in written.items() if k != "image" and isinstance(v, Path)]
-        click.echo(f"wrote {output}" + "".join(f" and {e}" for e in extra))
+        click.echo(printable(f"wrote {output}" + "".join(f" and {e}" for e in extra)))
 
     flags = ", ".join(c.option.cli_flag for c in kinds.values())
     pairs = "".join(f"; {c.option.cli_flag} may follow {kinds[a].option.cli_flag}"
@@ -386,14 +387,14 @@ def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,
     written = _write_summary(rows, csv_path, json_path, everyone if shard_kn else None)
     moved = batch.other_lists(json_path, shard_kn, everyone) if shard_kn else None
     if moved:
-        click.echo(f"dip: warning: {moved}", err=True)
+        click.echo(f"dip: warning: {printable(moved)}", err=True)
     if not quiet:
         click.echo(_batch_table(rows))
     counts = batch.counts(rows)
     click.echo(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} "
                f"failed" + (f", interrupted ({counts['interrupted']} stopped, "
                             f"{counts[batch.PENDING]} not started)" if interrupted else "")
-               + (f"; summary: {', '.join(map(str, written))}" if written else ""))
+               + (f"; summary: {printable(', '.join(map(str, written)))}" if written else ""))
     if interrupted:
         click.echo("dip: interrupted; the running jobs wrote their estimate so far (marked "
                    "interrupted, redone by the next run)", err=True)
@@ -420,8 +421,9 @@ def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path,
     try:
         batch.write_summary(rows, csv_path, json_path, everyone)
     except (OSError, ValueError) as exc:  # a full disk after the night's work: the results
-        click.echo(f"dip: could not write the summary beside {csv_path}: "  # are written
-                   f"{getattr(exc, 'strerror', None) or exc}", err=True)
+        click.echo(printable(f"dip: could not write the summary beside {csv_path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}"), err=True)  # (the
+        # results are written: a full disk after the night's work)
         return []
     return batch.summary_files(csv_path, json_path)
 
@@ -443,8 +445,8 @@ def _dry_run(jobs: list[batch.Job], devices: list[str] | None, workers: int, ove
             except DipError as exc:
                 state, failing = "fails", failing + 1
                 cost = f"  {exc.render(job_spelling)}"
-        click.echo(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  [{job.source}]"
-                   f"{cost}")
+        click.echo(printable(f"{state:>5}  {job.task:<8} {job.input} -> {job.output}  "
+                             f"[{job.source}]{cost}"))
     total = Estimate(seconds, 0, "").describe().split(",")[0]
     click.echo(f"{len(jobs)} job(s)" + (f" in shard {shard_kn[0]}/{shard_kn[1]}"
                                         if shard_kn else "")
@@ -473,7 +475,7 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
         if "image" in bars:
             bars.pop("image").close()
         if row.status == "failed":
-            tqdm.write(f"dip: failed: {job.input}: {row.error}", file=sys.stderr)
+            tqdm.write(printable(f"dip: failed: {job.input}: {row.error}"), file=sys.stderr)
         if "jobs" in bars:
             bars["jobs"].update(1)
 
@@ -492,7 +494,7 @@ def _run_batch(jobs: list[batch.Job], workers: int, devices: list[str] | None,
     except batch.BatchInterrupted as exc:
         return exc.rows, True
     except batch.WorkersNotStarted as exc:  # one line, then the summary of what ran: exit 1
-        tqdm.write(f"dip: error: {exc.render(flag_spelling)}", file=sys.stderr)
+        tqdm.write(f"dip: error: {printable(exc.render(flag_spelling))}", file=sys.stderr)
         return exc.rows, False
     finally:
         for bar in bars.values():
@@ -506,7 +508,7 @@ def _batch_table(rows: list[batch.Row]) -> str:
             continue
         psnr = f"{r.psnr:.2f}" if r.psnr is not None else "-"
         lines.append(f"{r.status:<11} {r.seconds:>8.1f} {r.steps or '-':>6} {psnr:>6}  "
-                     f"{r.output if r.status != 'failed' else r.input}")
+                     f"{printable(r.output if r.status != 'failed' else r.input)}")
     return "\n".join(lines)
 
 
@@ -569,7 +571,7 @@ def show_warning(message: Warning | str, category: type, filename: str, lineno: 
     text = message.render(spell) if isinstance(message, Spelled) else message
     # through tqdm: a progress bar on the terminal is cleared first and drawn again below
     # (the warning was written onto the bar's line, and a stale bar stayed above it)
-    tqdm.write(f"dip: warning: {text}", file=sys.stderr)
+    tqdm.write(f"dip: warning: {printable(str(text))}", file=sys.stderr)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import signal
 import stat
 import struct
@@ -306,12 +307,24 @@ def _xmp_as_stored(img: Image.Image) -> None:
 
 def shown(path: str | os.PathLike, limit: int = 200) -> str:
     """``path`` as a message quotes it: a long one is cut in the middle (its start and its
-    file name stay), so that a 5000-character name is still one readable line."""
-    text = str(path)
+    file name stay), so that a 5000-character name is still one readable line; and
+    :func:`printable`."""
+    text = printable(str(path))
     if len(text) <= limit:
         return text
     half = (limit - 1) // 2
     return f"{text[:half]}…{text[-half:]}"
+
+
+#: control characters (C0, DEL, C1): a terminal acts on them instead of showing them
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as Python writes it (``\\n``,
+    ``\\x1b``): a file name holding a newline split a one-line message in two, and one
+    holding escape sequences set the terminal's title or cleared its screen."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def regular_file(path: str | os.PathLike, what: str, kind: str = "an image") -> Path:

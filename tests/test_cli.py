@@ -829,3 +829,22 @@ def test_the_bar_shows_the_psnr_of_a_run_of_one_fit_and_keeps_it(
     assert (first is not None) == shown
     if shown:
         assert all("psnr" in p for p in postfixes[first:])
+
+
+def test_control_characters_in_a_file_name_are_shown_not_acted_on(tmp_path: Path) -> None:
+    """A name holding a newline split the one-line error (and the 'wrote' line) in two; one
+    holding escape sequences set the terminal's title and cleared its screen."""
+    escape = tmp_path / "\x1b]0;pwned\x07\x1b[2Jbad.png"
+    escape.write_bytes(b"not an image")
+    line = _one_line_error(invoke("denoise", escape, *FAST))
+    assert "\x1b" not in line and line.endswith(r"\x1b]0;pwned\x07\x1b[2Jbad.png")
+    assert _one_line_error(invoke("denoise", tmp_path / "miss\ning.png", *FAST)).endswith(
+        r"miss\ning.png")
+    src = save(synthetic(32), tmp_path / "new\nline.png")
+    result = invoke("denoise", src, "--iters", 2, "--device", "cpu", "-o", tmp_path / "o\n.png")
+    assert result.exit_code == 0, result.output
+    assert f"\nwrote {tmp_path}/o\\n.png (" in result.output, result.output
+    (tmp_path / "batch.yaml").write_text(f"jobs:\n  - {{task: denoise, input: {escape.name!r}, "
+                                         f"output: out/, iters: 2}}\n".replace("'", '"'))
+    failed = invoke("run", tmp_path / "batch.yaml", "--devices", "cpu")
+    assert failed.exit_code == 1 and "\x1b" not in failed.output, failed.output
