@@ -8,9 +8,11 @@ written.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 
 from dip import streams
 from dip.cli import signals
@@ -34,6 +36,30 @@ def require_temporary_folder() -> None:
         sys.exit(2)
 
 
+def require_current_folder() -> None:
+    """Exit 2 with one line where the current folder was deleted (or cannot be read): torch's
+    import then failed with oneMKL's "FATAL ERROR: Cannot load libtorch_cpu.so", for the help
+    and the version too."""
+    try:
+        os.getcwd()
+    except OSError as exc:
+        sys.stderr.write(f"dip: error: the current folder cannot be used ({exc.strerror}: "
+                         f"deleted?); change to another folder\n")
+        sys.exit(2)
+
+
+def load_main() -> Callable[[], None]:
+    """The click app (torch with it); a library that cannot be loaded (out of address space
+    under ``ulimit -v``, a broken install) is one line and exit 1, not a traceback."""
+    try:
+        from dip.cli.main import main as run
+    except ImportError as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"dip: error: cannot load the libraries dip runs on: {why}\n")
+        sys.exit(1)
+    return run
+
+
 def escape_what_the_terminal_cannot_show() -> None:
     """A name the output's encoding cannot hold (照片.png where it is Latin-1, or Windows'
     code page when the output goes to a file) is written escaped (``\\u7167``), as Python's
@@ -53,10 +79,11 @@ def main() -> None:
     stopping = tuple(signals.EXIT_CODES)
     blocking = hasattr(signal, "pthread_sigmask")  # POSIX
     try:
+        require_current_folder()
         require_temporary_folder()
         if blocking:
             signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-        from dip.cli.main import main as run
+        run = load_main()
         if blocking:  # a signal that came meanwhile is raised here
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     except KeyboardInterrupt:  # nothing is read or written yet

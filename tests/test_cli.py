@@ -696,6 +696,34 @@ def test_no_writable_temporary_folder_is_one_line_before_any_work(tmp_path: Path
     assert ran == ["the command"] and tempfile.gettempdir() == str(tmp_path)
 
 
+def test_a_deleted_current_folder_and_a_library_that_cannot_load_are_one_line(
+        tmp_path: Path, slowness: float) -> None:
+    """torch's import failed: in a deleted folder with oneMKL's 'FATAL ERROR: Cannot load
+    libtorch_cpu.so' (for --version too), and under ulimit -v with a traceback."""
+    import subprocess
+    import sys
+
+    from conftest import dip_command
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    child = subprocess.Popen([*dip_command(), "--version"], cwd=gone, stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: os.rmdir(gone))
+    _, err = child.communicate(timeout=120 * slowness)
+    assert child.returncode == 2 and err == (
+        "dip: error: the current folder cannot be used (No such file or directory: deleted?); "
+        "change to another folder\n"), err
+    # (torch made unimportable as a failed load does)
+    no_torch = ("import sys; sys.modules['torch'] = None; sys.argv = ['dip', '--version']; "
+                "from dip.cli.entry import main; main()")
+    result = subprocess.run([sys.executable, "-c", no_torch], capture_output=True, text=True,
+                            timeout=120 * slowness)
+    assert result.returncode == 1 and result.stderr.startswith(
+        "dip: error: cannot load the libraries dip runs on: ") and \
+        len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_a_stop_signal_once_the_run_is_over_is_ignored(monkeypatch) -> None:
     """Ctrl-C pressed as a run ended interrupted torch's teardown at exit: 'Exception ignored
     in atexit callback' and a traceback on stderr, after the result was written."""
