@@ -213,9 +213,12 @@ def _cache_path() -> Path | None:
     root = os.environ.get("XDG_CACHE_HOME")
     if not root or not os.path.isabs(root):  # a relative one is to be ignored (the XDG spec)
         try:
-            root = Path.home() / ".cache"
+            home = Path.home()
         except (RuntimeError, KeyError):
             return None
+        if not home.is_dir():  # not made: /nonexistent, the home of nobody, is not to exist
+            return None
+        root = home / ".cache"
     return Path(root) / "dip" / "calibration.json"
 
 
@@ -257,17 +260,23 @@ def remember(key: str, device: torch.device, seconds: float) -> None:
     # write: a recalibration, never a wrong figure.)
     with _cache_lock, contextlib.suppress(OSError):  # not written: a recalibration
         cache = _read_cache()
-        cache[_full_key(key, device)] = seconds
+        full = _full_key(key, device)
+        cache.pop(full, None)  # last, as the newest: the file lists them oldest first
+        cache[full] = seconds
+        for old in list(cache)[:-CACHE_MOST]:  # (one a picture size: they were never dropped)
+            del cache[old]
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            part.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            part.write_text(json.dumps(cache, indent=1) + "\n")
             part.replace(path)
         finally:  # a write that failed (a full disk, ulimit -f) leaves no part file behind
             part.unlink(missing_ok=True)
 
 
 _cache_lock = threading.Lock()
+#: the most rates the cache keeps (about 400 bytes each), the ones written last
+CACHE_MOST = 1000
 
 
 def _full_key(key: str, device: torch.device) -> str:

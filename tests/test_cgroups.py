@@ -9,6 +9,7 @@ figures on macOS and Windows (psutil), where there is no /proc to read."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 from pathlib import Path
 
@@ -236,8 +237,30 @@ def test_a_relative_cache_home_is_ignored(tmp_path: Path, monkeypatch) -> None:
     # XDG_CACHE_HOME=cache made a cache folder in whatever folder dip ran in
     monkeypatch.setenv("XDG_CACHE_HOME", "cache")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
     monkeypatch.chdir(tmp_path)
     assert estimate._cache_path() == tmp_path / "home" / ".cache" / "dip" / "calibration.json"
+
+
+def test_a_home_folder_that_does_not_exist_is_not_made(tmp_path: Path, monkeypatch) -> None:
+    # HOME=/nonexistent (nobody's, which is not to exist) was made, to hold dip's cache
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
+    estimate.remember("a key", torch.device("cpu"), 0.5)
+    assert estimate._cache_path() is None and not (tmp_path / "nonexistent").exists()
+
+
+def test_the_calibration_cache_keeps_the_rates_written_last(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    # a key per picture size, threads, network ...: it grew for ever, read and written whole
+    # by every run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(estimate, "CACHE_MOST", 3)
+    cpu = torch.device("cpu")
+    for size in (16, 24, 32, 16, 48):  # 16 again: the newest, kept
+        estimate.remember(f"{size} px", cpu, size / 1000)
+    kept = json.loads((tmp_path / "dip" / "calibration.json").read_text())
+    assert [key.split("|")[-1] for key in kept] == ["32 px", "16 px", "48 px"]
 
 
 def test_cgroup_v1_a_limiting_parent_counts_its_other_childrens_usage(tmp_path: Path) -> None:
