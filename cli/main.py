@@ -31,6 +31,7 @@ from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.image import DEFAULT_MAX_PIXELS, printable
 from dip.record import record_path, steps_said
+from dip.report import quiet_matplotlib
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, beside, restore
 from dip.stopping import MAX_BUDGET_GROWTH
@@ -556,7 +557,8 @@ def info() -> None:
                           f"under sigma {c.stop.budget_sigma:g})" if c.stop.budget_sigma else "")
                        + f", stop {c.stop.rule}")
     try:
-        import matplotlib
+        with quiet_matplotlib():  # (its two lines on a cache folder it cannot make)
+            import matplotlib
         plot = f"matplotlib {matplotlib.__version__} (--report works)"
     except ImportError:
         plot = "matplotlib missing: --report needs the [plot] extra"

@@ -131,6 +131,22 @@ def test_detail_box_finds_the_textured_corner() -> None:
     assert side == 16 and top >= 32 and left >= 32
 
 
+def test_info_says_nothing_of_a_cache_folder_matplotlib_cannot_make(tmp_path: Path) -> None:
+    """Its two lines (mkdir failed, a temporary cache made instead) came before dip's; a run
+    with --report already keeps them quiet."""
+    pytest.importorskip("matplotlib")
+    import subprocess
+
+    from conftest import dip_command
+
+    (tmp_path / "a file").write_text("")
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "a file" / "matplotlib")}
+    result = subprocess.run([*dip_command(), "info"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "(--report works)" in result.stdout
+
+
 def test_info_lists_versions_devices_and_presets(monkeypatch) -> None:
     from dip import cgroups
 
