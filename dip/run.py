@@ -242,6 +242,7 @@ def plan(request: RunRequest) -> Plan:
     task = get_task(request.task)
     if request.input is None:
         raise InputError("no input image given")
+    image.regular_file(request.input, "input")  # before its output's folder is asked about
     for opt in request_options():
         if opt.kind not in ("list", "dict"):
             opt.check(getattr(request, opt.name))

@@ -440,6 +440,8 @@ def _setup(tmp_path: Path) -> dict[str, Path]:
 # (arguments after the task, exit code, words the one line must hold)
 MISTAKES = [
     (["denoise", "{tmp}/missing.png"], 2, ["input not found"]),
+    # the missing input first, not the output's folder that cannot be made (a file there)
+    (["denoise", "{tmp}/missing.png", "-o", "{good}/x.png"], 2, ["input not found"]),
     (["denoise", "{tmp}/text.png"], 2, ["not an image"]),
     (["denoise", "{tmp}/truncated.png"], 2, ["truncated"]),
     (["denoise", "{tmp}"], 2, ["is a folder"]),
