@@ -421,10 +421,12 @@ def _write_summary(rows: list[batch.Row], csv_path: Path, json_path: Path,
     written, or none after one line on why."""
     try:
         batch.write_summary(rows, csv_path, json_path, everyone)
-    except (OSError, ValueError) as exc:  # a full disk after the night's work: the results
-        click.echo(printable(f"dip: could not write the summary beside {csv_path}: "
-                             f"{getattr(exc, 'strerror', None) or exc}"), err=True)  # (the
-        # results are written: a full disk after the night's work)
+    except (OSError, ValueError, MemoryError) as exc:  # a full disk after the night's work,
+        # or ulimit -v (the results are written)
+        why = "out of memory" if isinstance(exc, MemoryError) else (
+            getattr(exc, "strerror", None) or exc)
+        click.echo(printable(f"dip: could not write the summary beside {csv_path}: {why}"),
+                   err=True)
         return []
     return batch.summary_files(csv_path, json_path)
 

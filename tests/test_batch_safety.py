@@ -775,18 +775,22 @@ def test_a_refused_summary_folder_is_not_left_behind(tmp_path: Path, monkeypatch
 
 # --- 16: a full disk at the summary ---------------------------------------------------------------
 
-def test_a_full_disk_at_the_summary_is_one_line_and_the_results_stay(tmp_path: Path,
-                                                                     monkeypatch) -> None:
+@pytest.mark.parametrize("error, said", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (MemoryError(), "out of memory"),  # (under ulimit -v: a traceback from the csv module)
+])
+def test_a_full_disk_at_the_summary_is_one_line_and_the_results_stay(
+        tmp_path: Path, monkeypatch, error: BaseException, said: str) -> None:
     folder = photos(tmp_path)
     before = digest(folder)
 
     def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
     monkeypatch.setattr(batch, "write_summary", full)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
     result = invoke("run", path, "-q")
-    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert result.exit_code == 1 and said in result.output
     assert "Traceback" not in result.output
     assert len(list((tmp_path / "out").glob("*_denoise.png"))) == 2
     assert digest(folder) == before
