@@ -53,8 +53,9 @@ def load_main() -> Callable[[], None]:
     under ``ulimit -v``, a broken install) is one line and exit 1, not a traceback."""
     try:
         from dip.cli.main import main as run
-    except ImportError as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (ImportError, OSError, MemoryError) as exc:  # (torch's own loader raises OSError)
+        why = next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                   type(exc).__name__)  # (numpy's message starts with blank lines)
         sys.stderr.write(f"dip: error: cannot load the libraries dip runs on: {why}\n")
         sys.exit(1)
     return run

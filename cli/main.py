@@ -357,8 +357,8 @@ def _job_options_help() -> str:
               help="List the jobs, whether each is done, and what those to do will cost, or "
                    "why one would fail (exit code 1); run none.")
 @click.option("--overwrite", is_flag=True,
-              help="Redo jobs that are already done, and replace files that are not dip's "
-                   "where a job writes.")
+              help="Redo jobs that are already done, and replace files where a job writes "
+                   "that are not dip's, or that were changed since dip wrote them.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bars and no final table (its line of counts stays).")
 def run(batch_file: Path, workers: int, devices: str | None, shard: str | None,

@@ -1493,17 +1493,21 @@ def _completed(pool: ProcessPoolExecutor, futures: dict[Future, Job], stop: Any,
             done, pending = wait(pending, timeout=0)  # (what it finished before it stopped)
             yield from done
             if pending:
-                # the workers, whose results nothing reads now, end (a SIGTERM asks an idle
-                # one to stop after its job: it waited for one for ever), before the queues
-                # they read from are gone
                 stop.set()
-                workers = list((getattr(pool, "_processes", None) or {}).values())
-                for process in workers:
-                    process.kill()
-                for process in workers:
-                    process.join(POOL_CHECK * 5)
+                _kill_workers(pool)
                 why = failure[0] if failure else RuntimeError("the worker pool stopped")
                 raise _not_started(why, [futures[f] for f in pending], rows)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers, whose results nothing reads now that its own thread is gone
+    (a SIGTERM asks an idle one to stop after its job: it waited for one for ever), before
+    the queues they read from are."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for process in workers:
+        process.kill()
+    for process in workers:
+        process.join(POOL_CHECK * 5)
 
 
 @contextlib.contextmanager
@@ -1532,6 +1536,10 @@ def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[
     """A worker could not be started: the jobs handed to the pool start none (the one whose
     start failed was queued too), and a job that did start keeps its row."""
     stop.set()
+    thread = getattr(pool, "_executor_manager_thread", None)  # (CPython's)
+    if thread is not None and thread.ident is None:  # its own thread could not start: no
+        pool._executor_manager_thread = None  # job reached a worker, and shutdown's join
+        _kill_workers(pool)  # of it raised 'cannot join thread before it is started'
     pool.shutdown(wait=True, cancel_futures=True)
     for future, job in futures.items():
         if not future.done() or future.cancelled() or future.exception() is not None:

@@ -1297,17 +1297,20 @@ def test_a_second_worker_that_cannot_be_started_runs_no_job_of_the_pool(tmp_path
     assert _ran_nothing(tmp_path)
 
 
+@pytest.mark.parametrize("fails", ["add_call_item_to_queue", "start"])
 def test_a_pool_whose_own_thread_cannot_run_ends_the_batch_in_one_line(
-        tmp_path: Path, monkeypatch, slowness: float) -> None:
+        tmp_path: Path, monkeypatch, slowness: float, fails: str) -> None:
     """Under a limit on threads or memory the pool's thread died starting another ("can't
-    start new thread", a traceback on stderr) and the batch waited for ever, SIGTERM too."""
+    start new thread", a traceback on stderr) and the batch waited for ever, SIGTERM too; or
+    it could not start itself, and the pool's shutdown raised 'cannot join thread before it
+    is started', a traceback, with a worker left running."""
     import threading
     from concurrent.futures import process
 
     def no_thread(self) -> None:
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(process._ExecutorManagerThread, "add_call_item_to_queue", no_thread)
+    monkeypatch.setattr(process._ExecutorManagerThread, fails, no_thread)
     photos(tmp_path, 2)
     path = batch_file(tmp_path, "  - {task: denoise, input: photos/*, output: out/}\n")
     ended: list = []
