@@ -30,7 +30,7 @@ from dip.errors import DipError, InputError, Spelled, held_until_start
 from dip.estimate import Estimate
 from dip.fitting import Progress
 from dip.image import DEFAULT_MAX_PIXELS, printable
-from dip.record import record_path, steps_said
+from dip.record import PICTURES, record_path, steps_said
 from dip.report import quiet_matplotlib
 from dip.request import Option, RunRequest, request_options, split_arguments
 from dip.run import Restoration, Start, beside, restore
@@ -257,7 +257,7 @@ def summary(task: Task, result: Restoration) -> str:
         line += f"\n  estimated beforehand: {Estimate(**_estimate_args(r['estimate'])).describe()}"
     line += f"\n  record: {printable(str(record_path(result.output)))}"
     files = beside(result.output)  # as the result's path is said (the record's are absolute)
-    for key in ("report", "gif", "uncertainty"):
+    for key in PICTURES:
         if key in r:
             line += f"\n  {key}: {printable(str(files[key]))}"
     return line

@@ -717,11 +717,11 @@ def _own_files_and_owners(jobs: list[tuple[Job, str]]) -> list[Job]:
                 raise _written_twice(where, job.input, path, *writers[key])
             writers[key] = (where, job.input)
     _none_in_snapshot_folders(jobs)
+    writes = [{key for path in job_writes(job) for key in _file_keys(path)} for job, _ in jobs]
     owners = {key: f"{where} ({job.input.name})"
-              for job, where in jobs for path in job_writes(job) for key in _file_keys(path)}
+              for (job, where), own in zip(jobs, writes) for key in own}
     kept: list[Job] = []
-    for job, where in jobs:
-        own = {key for p in job_writes(job) for key in _file_keys(p)}
+    for (job, where), own in zip(jobs, writes):
         for path in job_reads(job):
             keys = _file_keys(path)
             if keys & own:
@@ -1488,7 +1488,7 @@ def _completed(pool: ProcessPoolExecutor, futures: dict[Future, Job], stop: Any,
     while pending:
         done, pending = wait(pending, timeout=POOL_CHECK, return_when=FIRST_COMPLETED)
         yield from done
-        thread = getattr(pool, "_executor_manager_thread", None)  # (CPython's)
+        thread = _pool_thread(pool)
         if pending and thread is not None and not thread.is_alive():
             done, pending = wait(pending, timeout=0)  # (what it finished before it stopped)
             yield from done
@@ -1497,6 +1497,12 @@ def _completed(pool: ProcessPoolExecutor, futures: dict[Future, Job], stop: Any,
                 _kill_workers(pool)
                 why = failure[0] if failure else RuntimeError("the worker pool stopped")
                 raise _not_started(why, [futures[f] for f in pending], rows)
+
+
+def _pool_thread(pool: ProcessPoolExecutor) -> threading.Thread | None:
+    """The pool's own thread, which hands the workers their jobs and reads their results
+    (CPython's ``_executor_manager_thread``; None before the first job, or elsewhere)."""
+    return getattr(pool, "_executor_manager_thread", None)
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
@@ -1518,8 +1524,7 @@ def _pool_thread_failure(pool: ProcessPoolExecutor) -> Iterator[list[BaseExcepti
     previous = threading.excepthook
 
     def hook(args: Any) -> None:
-        if args.thread is not None and args.thread is getattr(
-                pool, "_executor_manager_thread", None):
+        if args.thread is not None and args.thread is _pool_thread(pool):
             failure.append(args.exc_value)
         else:
             previous(args)
@@ -1536,7 +1541,7 @@ def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[
     """A worker could not be started: the jobs handed to the pool start none (the one whose
     start failed was queued too), and a job that did start keeps its row."""
     stop.set()
-    thread = getattr(pool, "_executor_manager_thread", None)  # (CPython's)
+    thread = _pool_thread(pool)
     if thread is not None and thread.ident is None:  # its own thread could not start: no
         pool._executor_manager_thread = None  # job reached a worker, and shutdown's join
         _kill_workers(pool)  # of it raised 'cannot join thread before it is started'

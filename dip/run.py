@@ -1316,14 +1316,14 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
     files = [(p.output, image.image_writer(restored, p.output)), *pictures,
              (p.files["record"], record_text)]  # (renamed in reverse order)
 
-    aside, moved = set_aside(p.output), []
+    aside, moved = set_aside(p), []
 
     def replace_old() -> None:
         # once every new file is written (a full disk keeps the old result whole), and away
         # before the new record is renamed into place: a kill between the two renames leaves
         # a record without an image (redone), never a new record beside the old image
         if p.request.overwrite:
-            if aside.resolve() in {path.resolve() for path in p.reads}:  # (a file read there)
+            if aside is None:
                 p.output.unlink(missing_ok=True)
             else:  # set aside, not deleted: put back if the new record cannot take its place
                 with contextlib.suppress(FileNotFoundError):
@@ -1339,10 +1339,10 @@ def write(p: Plan, loaded: Loaded, restored: image.Picture, record: Record,
         image.write_all_atomic(files, before_rename=replace_old, keep=p.reads, prints=prints)
     except (OSError, ValueError) as exc:  # Pillow's encoders raise either
         if moved:  # back in its place if no new file took its own: the record is first
-            _put_back(p, aside, getattr(exc, "filename", None) == str(p.files["record"]))
+            _put_back(aside, p.output, getattr(exc, "filename", None) == str(p.files["record"]))
         raise _not_written(exc, p.output) from None  # (or the report, the GIF ...)
     if moved:
-        _put_back(p, aside, False)
+        _put_back(aside, p.output, False)
     _clear_stale(p, stale)
     if p.snapshot_every:
         _install_snapshots(p)
@@ -1359,21 +1359,22 @@ def _clear_stale(p: Plan, stale: list[Path]) -> None:
             p.files["steps"].rmdir()
 
 
-def set_aside(output: Path) -> Path:
+def set_aside(p: Plan) -> Path | None:
     """Where :func:`write` keeps the result it replaces while the new one's files are renamed
-    into place (hidden, beside it)."""
-    return output.with_name(f".{output.name}.dip-old")
+    into place (hidden, beside it); None where that name is one of the run's inputs."""
+    aside = p.output.with_name(f".{p.output.name}.dip-old")
+    return None if aside.resolve() in {path.resolve() for path in p.reads} else aside
 
 
-def _put_back(p: Plan, aside: Path, nothing_renamed: bool) -> None:
+def _put_back(aside: Path | None, output: Path, nothing_renamed: bool) -> None:
     """The replaced result, set aside by :func:`write` (or by a run killed since): back in its
     place where no new file took its own (the new record's rename failed first: the earlier
-    result stays whole), else gone; never one of the run's inputs."""
-    if aside.resolve() in {path.resolve() for path in p.reads}:
+    result stays whole), else gone."""
+    if aside is None:
         return
     with contextlib.suppress(OSError):
         if nothing_renamed:
-            os.replace(aside, p.output)
+            os.replace(aside, output)
         else:
             aside.unlink(missing_ok=True)
 
@@ -1544,7 +1545,7 @@ def claimed_files(p: Plan) -> Iterator[None]:
             claims.enter_context(claimed(path))
         _clear_staged(p)  # a killed run's, now that the result is this run's
         if p.request.write:  # (and the result it had set aside)
-            _put_back(p, set_aside(p.output), False)
+            _put_back(set_aside(p), p.output, False)
         try:
             yield
         finally:  # a run that ends without its result leaves no snapshots (before its
