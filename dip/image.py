@@ -1419,7 +1419,7 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
             if stale.resolve() not in kept:
                 stale.unlink(missing_ok=True)
     current = None  # the file being written or renamed
-    mode = 0o666 & ~_umask()
+    new_file = 0o666 & ~_umask()
     try:
         for current, write in files:
             fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.",
@@ -1429,8 +1429,9 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
                 write(f)
             if prints is not None:
                 prints[current] = fingerprint(Path(tmp))
-            # mkstemp makes the file private (0600); give it a normal new file's permissions.
-            os.chmod(tmp, mode)
+            # mkstemp makes the file private (0600): give it a normal new file's permissions,
+            # or those of the file it replaces (a result made read-only, or shared with a group)
+            os.chmod(tmp, _kept_mode(current, new_file))
         current = None
         if before_rename is not None:
             before_rename()
@@ -1442,6 +1443,17 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
         if isinstance(exc, OSError) and current is not None:  # the file that failed, not its
             exc.filename = str(current)  # temporary name (a full disk's error names none)
         raise
+
+
+def _kept_mode(path: Path, new_file: int) -> int:
+    """The permission bits a file written over ``path`` takes: the replaced file's (what an
+    editor's save and ``sed -i`` keep: a user's read-only result stayed writable, a group's
+    shared one became the umask's), else ``new_file``'s. Never set-user-ID and the like."""
+    try:
+        held = path.stat()
+    except (OSError, ValueError):
+        return new_file
+    return stat.S_IMODE(held.st_mode) & 0o777 if stat.S_ISREG(held.st_mode) else new_file
 
 
 #: the bytes write_all_atomic's temporary name adds to a file's: "." + name + "." + 8

@@ -234,6 +234,19 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path, noisy_png: Pa
     assert out.read_bytes() != b"precious"
 
 
+def test_a_replaced_result_keeps_its_permissions(tmp_path: Path, noisy_png: Path) -> None:
+    """A result the user made read-only, and its record shared with a group, stay so when
+    --overwrite replaces them (they took the umask's 0644 before)."""
+    out, record = tmp_path / "o.png", tmp_path / "o.png.json"
+    assert invoke("denoise", noisy_png, "-o", out, *FAST).exit_code == 0
+    out.chmod(0o444)
+    record.chmod(0o664)
+    result = invoke("denoise", noisy_png, "-o", out, "--overwrite", "--seed", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(record.read_text())["seed"] == 1  # both replaced
+    assert (out.stat().st_mode & 0o777, record.stat().st_mode & 0o777) == (0o444, 0o664)
+
+
 def test_output_path_mistakes_are_caught_before_the_run(tmp_path: Path, noisy_png: Path,
                                                       clean_png: Path) -> None:
     blocker = tmp_path / "file.png"

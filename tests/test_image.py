@@ -123,6 +123,17 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_file_written_over_another_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "o.png"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), path)
+    assert path.read_bytes() != b"old" and path.stat().st_mode & 0o7777 == 0o600
+    path.chmod(0o4755)  # a set-user-ID bit is not carried to what replaces it
+    image.save_image(image.Picture(torch.rand(1, 3, 4, 4)), path)
+    assert path.stat().st_mode & 0o7777 == 0o755
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
 def test_a_write_learns_the_umask_without_clearing_it(tmp_path: Path, monkeypatch) -> None:
     """Setting the umask to 0 and back left a moment in which another thread of the caller's
