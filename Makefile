@@ -43,8 +43,8 @@ $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c '$(RUNS)' 2>/dev/null || { $(STALE); }; then \
 	  $(PYTHON) -c '$(RUNS)' 2>/dev/null || { \
 	    echo "dip needs Python 3.10 or newer, and '$(PYTHON)' is" \
-	         "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found')." >&2; \
-	    echo "Name one that is: make $(or $(MAKECMDGOALS),install) PYTHON=python3.12" >&2; \
+	         "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found');" \
+	         "name one that is: make $(or $(MAKECMDGOALS),install) PYTHON=python3.12" >&2; \
 	    exit 1; }; \
 	  if [ -e $(VENV) ]; then echo "remaking $(VENV): its Python does not run, is older than 3.10, or was set up in another folder"; fi; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
