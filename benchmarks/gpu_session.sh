@@ -49,11 +49,13 @@ tail -4 "$out/tests.log" | tee "$out/tests.txt"
 
 part multifit
 mf="$out/multifit_cuda.json"
-for spec in "128 paper 1,2,4,8,16,32" "128 fast 1,2,4,8,16,32,64" "64,256 paper 1,4,16" \
-            "64,256 fast 1,4,16"; do
+# (the first: bfloat16 inside the stack too, issue 14's untried lever for the paper's K=16)
+for spec in "128 paper 1,2,4,8,16,32 separate,stacked,stacked_bf16" \
+            "128 fast 1,2,4,8,16,32,64 separate,stacked" "64,256 paper 1,4,16 separate,stacked" \
+            "64,256 fast 1,4,16 separate,stacked"; do
     set -- $spec
     timeout "${MULTIFIT_S:-60}" python3 benchmarks/multifit.py throughput --device cuda \
-        --sizes "$1" --nets "$2" --ks "$3" --ways separate,stacked --steps 20 --out "$mf" \
+        --sizes "$1" --nets "$2" --ks "$3" --ways "$4" --steps 20 --out "$mf" \
         2>&1 | grep -v '^{' | tail -40
 done > "$out/multifit.txt"
 python3 benchmarks/multifit.py table --out "$mf" 2>/dev/null | head -40 >> "$out/multifit.txt"

@@ -19,6 +19,9 @@ throughput  member-steps per second for K = 1, 2, 4, 8, 16 members (each its own
                          weights, one CUDA graph: the arithmetic of K fits in one set of
                          kernels. (Older CPU rows hold "grouped", the same idea as a
                          hand-built network.)
+              stacked_bf16  the same stack under bfloat16 autocast (perf.precision=bfloat16;
+                         CUDA only): whether cuDNN's grouped convolutions, at half the dense
+                         ones' rate in float32, gain more from it than a single fit did.
             The figure to read is each way's throughput over separate's.
 contention  200 steps of one 128 px fast-preset fit (the issue's measurement), alone, beside
             one busy Python process, and as two such runs started together, for: 2 threads,
@@ -63,12 +66,13 @@ def _member(seed: int, size: int, channels: int, device: str = "cpu"):
     return Member(net.to(device), code.to(device), Identity().to(device), y.to(device), g)
 
 
-def _perf(device: str, stack: str = "auto"):
-    """dip's own choice of how steps run on ``device`` (on CUDA: graphs), with ``stack``."""
+def _perf(device: str, stack: str = "auto", precision: str = "float32"):
+    """dip's own choice of how steps run on ``device`` (on CUDA: graphs), with ``stack`` and
+    ``precision``."""
     from dip.config import PerfConfig
     from dip.engine import resolve_perf
 
-    return resolve_perf(PerfConfig(stack=stack), torch.device(device))
+    return resolve_perf(PerfConfig(stack=stack, precision=precision), torch.device(device))
 
 
 def _timed(fits: int, perf, run) -> float:
@@ -104,12 +108,12 @@ def separate(k: int, size: int, channels: int, steps: int, device: str) -> float
     return seconds
 
 
-def _together(stack: str):
+def _together(stack: str, precision: str = "float32"):
     def way(k: int, size: int, channels: int, steps: int, device: str) -> float:
         from dip.engine import warm_steps
         from dip.fitting import Settings, fit_group
 
-        perf = _perf(device, stack)
+        perf = _perf(device, stack, precision)
         members = [_member(i, size, channels, device) for i in range(k)]
         return _timed(k, perf, lambda on_step: fit_group(
             members, Settings(iters=steps + warm_steps(perf)), perf=perf,
@@ -120,7 +124,8 @@ def _together(stack: str):
 #: group: dip's engine as it runs K members on the device (the CPU: side by side on one
 #: thread each; CUDA: one stack); stacked: one stack on any device (dip.stack: the K networks
 #: as grouped convolutions under torch.func.vmap, one Adam over all rows)
-WAYS = {"separate": separate, "group": _together("auto"), "stacked": _together("on")}
+WAYS = {"separate": separate, "group": _together("auto"), "stacked": _together("on"),
+        "stacked_bf16": _together("on", "bfloat16")}
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -215,7 +220,7 @@ def tables(path: Path | None = None, contended: Path | None = None) -> None:
         by = {(r.get("device", "cpu"), r["net"], r["size"], r["k"], r["way"]):
               r["member_steps_per_s"] for r in rows}
         for device in sorted({key[0] for key in by}):
-            ways = [w for w in ("group", "stacked", "grouped")
+            ways = [w for w in ("group", "stacked", "stacked_bf16", "grouped")
                     if any(key[0] == device and key[4] == w for key in by)]
             print(f"\n{device}: member-steps per second (each way over separate)\n")
             print("| net | size | K | separate | " + " | ".join(ways) + " |")
