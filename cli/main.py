@@ -311,16 +311,21 @@ cli.add_command(corrupt_command())
 
 def _job_options_help() -> str:
     common = [o.job_key for o in request_options() if o.batch]
-    own = [f"{o.job_key} ({t.name})" for t in TASKS.values() for o in t.options]
+    owners: dict[str, list[str]] = {}  # a key several tasks take is named once (kernel)
+    for t in TASKS.values():
+        for o in t.options:
+            owners.setdefault(o.job_key, []).append(t.name)
+    own = [f"{key} ({', '.join(names)})" for key, names in owners.items()]
     return ", ".join(dict.fromkeys(["task", *common, *own]))  # task is also a request field
 
 
 @cli.command("run", help=f"""Run every job of BATCH.yaml; finished jobs are skipped, a failed
     one does not stop the others. Exit code: 0 all done, 1 some failed, 2 the batch file is
-    invalid, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the terminal closed).
+    invalid or names a file that is not there or a glob that finds nothing (no job runs),
+    130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the terminal closed).
 
     \b
-    defaults: {{iters: 3000, seed: 0}}   # any job option, for every job
+    defaults: {{iters: 3000, seed: 0}}   # any job option but input, for every job
     jobs:
       - task: denoise
         input: photos/*.jpg           # a file, a folder or a glob
@@ -352,7 +357,7 @@ def _job_options_help() -> str:
               help="Fit K jobs with the same settings side by side in one process, each on "
                    "one thread (auto: one per CPU core; up to 16 on a GPU), fewer where their "
                    "estimated memory together is over the budget (max_memory, else the free "
-                   "memory). With --workers, one job per worker.")
+                   "memory less 20 %). With --workers, one job per worker.")
 @click.option("--dry-run", is_flag=True,
               help="List the jobs, whether each is done, and what those to do will cost, or "
                    "why one would fail (exit code 1); run none.")

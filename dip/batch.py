@@ -255,13 +255,7 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
         if key not in allowed:
             if defaults and _owner(key) is not None:
                 continue  # a default for the jobs whose task takes it
-            owner = _owner(key)
-            if owner is not None and task is not None:
-                raise BatchError(f"{where}: '{key}' only applies to {owner}, not {task}")
-            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise BatchError(f"{where}: unknown key '{str(key)[:40]}'{hint} (allowed: "
-                             f"{', '.join(allowed)})")
+            raise _unknown_key(key, where, allowed, task, defaults)
         opt = allowed[key]
         types = (dict, list) if opt.job_key == "set" else opt.job_types()
         if float in types:  # 1e3 is a string in YAML 1.1: a number, as for config keys
@@ -277,6 +271,27 @@ def _check_entry(entry: Any, where: str, allowed: dict[str, Option], task: str |
                                 else f"got {str(value)[:60]!r}"))
         _check_paths(key, value, opt, where)
     return entry
+
+
+def _unknown_key(key: Any, where: str, allowed: dict[str, Option], task: str | None,
+                 defaults: bool) -> BatchError:
+    """A key :func:`_check_entry` does not take, said with the keys it does: under
+    ``defaults:`` the tasks' own too (``factor: 4`` there is a default for the jobs whose
+    task takes it; they were left out of the list)."""
+    owner = _owner(key)
+    if owner is not None and task is not None:
+        return BatchError(f"{where}: '{key}' only applies to {owner}, not {task}")
+    if defaults and key == "input":
+        return BatchError(f"{where}: 'input' is each job's own, not a default; give it in "
+                          f"the jobs")
+    names = list(allowed)
+    if defaults:
+        names += dict.fromkeys(o.job_key for t in TASKS.values() for o in t.options
+                               if o.job_key not in allowed)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return BatchError(f"{where}: unknown key '{str(key)[:40]}'{hint} (allowed: "
+                      f"{', '.join(names)})")
 
 
 def _check_paths(key: str, value: Any, opt: Option, where: str) -> None:

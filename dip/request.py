@@ -205,19 +205,23 @@ class RunRequest:
              "deblurring].")
     preset: str | None = option(
         choices=PRESETS, config_key="preset",
-        help="paper: the paper's settings; fast: dip's cheaper settings for CPUs (measured in "
-             "benchmarks/README.md); auto: fast on a CPU, paper on a GPU [default: auto].")
+        help="paper: the paper's network, learning rate and step budget (deblurring: "
+             "DeepRED's), with dip's automatic stop; fast: dip's cheaper settings for CPUs "
+             "(measured in benchmarks/README.md); auto: fast on a CPU, paper on a GPU "
+             "[default: auto].")
     seed: int | None = option(
         kind="int", config_key="seed",
-        help="Random seed [default: 0]. The same seed gives the same image on the same "
-             "device and CPU threads (a fit alone follows the machine's load unless "
+        help="Random seed, 0 to 2**63-1 [default: 0]. The same seed gives the same image on "
+             "the same device and CPU threads (a fit alone follows the machine's load unless "
              "perf.threads or OMP_NUM_THREADS fixes them; its record names the threads).")
     device: str | None = option(config_key="device",
                                 help="auto | cpu | cuda | cuda:N | mps [default: auto].")
     restarts: int | None = option(
         kind="int", minimum=1, maximum=MAX_RESTARTS, metavar="K", config_key="optim.restarts",
         help="Fit K differently seeded networks and return their average (steadier, and "
-             "with --uncertainty a map of where they disagree) [default: the preset's].")
+             "with --uncertainty a map of where they disagree; fast denoising's fits take "
+             "turns between the paper's loss and SURE, and their average is the pilot of a "
+             "Wiener filter) [default: the preset's].")
     uncertainty: bool = option(
         kind="flag", default=False,
         help="Also write RESULT_uncertainty.png: the restarts' per-pixel standard "
@@ -232,8 +236,8 @@ class RunRequest:
     max_memory: float | None = option(
         kind="float", minimum=0, metavar="GB", config_key="perf.max_memory",
         help="Memory the run may use: --tile auto tiles the image (in smaller tiles if it "
-             "must) to stay under it [default: the device's free memory less 20 %; on a "
-             "CPU, within a container's or cluster job's memory limit and ulimit -v].")
+             "must) to stay under it [default, or 0: the device's free memory less 20 %; "
+             "on a CPU, within a container's or cluster job's memory limit and ulimit -v].")
     reference: Path | None = option(kind="path", companion=True, record=True,
                                     help="Clean image: report PSNR and SSIM (never used to "
                                          "fit).")
@@ -253,7 +257,7 @@ class RunRequest:
                             "every optim.iters/50 steps: about 50 frames over a whole "
                             "run, up to 100 where denoising grows the budget).")
     max_pixels: int = option(kind="int", minimum=1, default=DEFAULT_MAX_PIXELS,
-                             help="Refuse larger images.")
+                             help="Refuse larger inputs, or results (an enlarged one).")
     overwrite: bool = option(kind="flag", default=False, batch=False,
                              help="Replace an existing result.")
     write: bool = option(kind="flag", default=True, cli=False, batch=False,

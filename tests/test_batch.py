@@ -524,6 +524,11 @@ def test_same_batch_gives_the_same_images(tmp_path: Path) -> None:
      "cannot write images with extension '.json'"),
     ("defaults:\n  seed: 0\n", "no jobs"),
     ("- just a list\n", "a batch file is a mapping"),
+    # defaults: take a task's own keys too, and say so (they were left out of the list)
+    ("defaults:\n  factr: 4\njobs:\n  - task: superres\n    input: photos/p0.png\n",
+     "unknown key 'factr'; did you mean 'factor'?"),
+    ("defaults:\n  input: photos/p0.png\njobs:\n  - task: denoise\n",
+     "'input' is each job's own, not a default"),
 ])
 def test_an_invalid_batch_file_exits_2_naming_the_key_or_line(tmp_path: Path, body: str,
                                                              message: str) -> None:

@@ -310,6 +310,27 @@ def test_corrupt_noise_drop_and_downscale(tmp_path: Path, clean_png: Path) -> No
     assert Image.open(tmp_path / "s.png").size == (8, 8)
 
 
+def test_corrupt_downscale_is_what_superres_kernel_lanczos3_says(tmp_path: Path) -> None:
+    """Its help says so: Pillow's three lobes, not the two of superres's default kernel."""
+    from dip import operators
+
+    clean = save(synthetic(64), tmp_path / "c.png")
+    assert invoke("corrupt", clean, "-o", tmp_path / "s.png", "--downscale", 4).exit_code == 0
+    small = image.load_image(tmp_path / "s.png").pixels
+    pixels = image.load_image(clean).pixels
+    inner = (..., slice(2, -2), slice(2, -2))  # (the borders' convention differs)
+    misfit = {k: float((operators.Downsample(4, k)(pixels) - small)[inner].abs().mean())
+              for k in ("lanczos3", "lanczos")}
+    assert misfit["lanczos3"] < 0.5 * misfit["lanczos"], misfit
+    assert "--kernel lanczos3 matches it" in " ".join(invoke("corrupt", "--help").output.split())
+
+
+def test_run_help_names_each_job_option_once() -> None:
+    text = " ".join(invoke("run", "--help").output.split())
+    assert "kernel (deblur, superres)" in text and text.count("kernel (") == 1
+    assert "any job option but input" in text
+
+
 def test_corrupt_needs_exactly_one_corruption(tmp_path: Path, clean_png: Path) -> None:
     """One kind of damage, or a blur then noise (the message says both: it said "exactly
     one", which a blur with noise is not)."""

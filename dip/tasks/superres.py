@@ -39,7 +39,8 @@ KERNEL = "lanczos"
 
 def _downscale(picture: image.Picture, factor: int, generator: torch.Generator,
                output: Any) -> tuple[image.Picture, dict, dict]:
-    """Lanczos, as the paper made its inputs; cropped first to a multiple of the factor."""
+    """Pillow's Lanczos (three lobes), as the paper made its inputs; cropped first to a
+    multiple of the factor."""
     h, w = operators.valid_superres_size(*picture.size, factor)
     if h == 0 or w == 0:
         raise InputError(f"the image is too small to downscale {factor} times")
@@ -177,8 +178,10 @@ class SuperRes(Task):
     )
     corruptions = (
         Corruption(Option("downscale", kind="int", choices=FACTORS, metavar="2|4|8",
-                          help="Shrink 2, 4 or 8 times with Lanczos (the paper's way to make "
-                               "SR inputs)."),
+                          help="Shrink 2, 4 or 8 times with Pillow's Lanczos (three lobes, "
+                               "as the paper's notebook made its SR inputs; dip superres "
+                               "--kernel lanczos3 matches it, its default lanczos has the "
+                               "paper's two)."),
                    _downscale, order=20, note=_cropped_note),
     )
     owns = {"factor": RunConfig.factor}
