@@ -1446,9 +1446,10 @@ def write_all_atomic(files: list[tuple[Path, Callable[[BinaryIO], None]]],
 
 
 def _kept_mode(path: Path, new_file: int) -> int:
-    """The permission bits a file written over ``path`` takes: the replaced file's (what an
-    editor's save and ``sed -i`` keep: a user's read-only result stayed writable, a group's
-    shared one became the umask's), else ``new_file``'s. Never set-user-ID and the like."""
+    """The permission bits a file written over ``path`` takes: the replaced file's, as an
+    editor's save and ``sed -i`` keep them (with the umask's instead, a result the user had
+    made read-only came back writable, and one shared with a group lost the group's write),
+    else ``new_file``'s. Never set-user-ID and the like."""
     try:
         held = path.stat()
     except (OSError, ValueError):
