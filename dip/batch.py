@@ -1562,13 +1562,19 @@ def _start_none(pool: ProcessPoolExecutor, stop: Any, futures: dict, rows: list[
         _kill_workers(pool)  # of it raised 'cannot join thread before it is started'
     pool.shutdown(wait=True, cancel_futures=True)
     for future, job in futures.items():
-        if not future.done() or future.cancelled() or future.exception() is not None:
-            continue
-        row = future.result()
-        if row.error != NOT_STARTED:
+        row = _returned(future)
+        if row is not None and row.error != NOT_STARTED:
             rows.append(row)
             if on_end:
                 on_end(job, row)
+
+
+def _returned(future: Future) -> Row | None:
+    """The row a worker returned for its job; None for a job that never ran, was cancelled or
+    failed in the pool, or that the pool's stopped thread left not done."""
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 def _not_started(exc: BaseException, todo: list[Job], rows: list[Row]) -> WorkersNotStarted:
@@ -1600,11 +1606,12 @@ def _stop_pool(pool: ProcessPoolExecutor, stop: Any, futures: dict, todo: list[J
     with interrupts.deferred() as again:  # already stopping: a second Ctrl-C waits too
         pool.shutdown(wait=True, cancel_futures=True)
         again.clear()
-    for future, job in futures.items():  # (one the pool's stopped thread left: not done)
-        if not future.done() or future.cancelled() or future.exception() is not None:
+    for future, job in futures.items():
+        row = _returned(future)
+        if row is None:
             rows.append(Row.of(job, PENDING, NOT_STARTED))
-        elif future.result() not in rows:
-            rows.append(future.result())
+        elif row not in rows:
+            rows.append(row)
     for job in todo:
         if job not in futures.values():
             rows.append(Row.of(job, PENDING, NOT_STARTED))

@@ -338,10 +338,11 @@ def check_written(outputs: list[Path], reads: list[Path], overwrite: bool) -> No
             if path.exists() and not path.is_file():
                 raise InputError(f"{shown(path)} is not a regular file (a pipe or a device?); "
                                  f"choose another output")
-            if (path.exists() or path.is_symlink()) and not overwrite:  # a link to nothing too
-                raise InputError(f"{shown(path)} already exists{_unread_record(path, i)}; "
-                                 f"use {{arg:overwrite}} to replace it")
-            if path.is_symlink() or path.exists():
+            if path.exists() or path.is_symlink():  # a link to nothing too
+                if not overwrite:
+                    raise InputError(f"{shown(path)} already exists"
+                                     f"{_unread_record(path, i)}; use {{arg:overwrite}} to "
+                                     f"replace it")
                 _check_replaceable(path)
             if path.parent not in probed:  # (the record, report ... share its folder)
                 writable_folder(path.parent, f"output {shown(path)}", create=False)
@@ -1392,14 +1393,14 @@ def _stale_pictures(p: Plan) -> list[Path]:
     snapshots = [] if p.snapshot_every or not _took_snapshots(old) else sorted(
         path for path in _snapshot_files(p.files["steps"], p.reads) if path.suffix == ".png")
     reads = {str(path.resolve()) for path in p.reads}  # (the old map as this run's mask)
-    stale = [kind for kind in PICTURES
-             if not getattr(p.request, kind)
-             and str(located(old, kind, p.output)) == str(p.files[kind].resolve())
-             and str(p.files[kind].resolve()) not in reads
+    where = {kind: str(p.files[kind].resolve()) for kind in PICTURES
+             if not getattr(p.request, kind)}
+    stale = [kind for kind, here in where.items()
+             if str(located(old, kind, p.output)) == here and here not in reads
              and as_written(old, kind, p.files[kind])]  # (a user's edit of it stays)
     if stale or snapshots:  # (the folder is read once, and only where a picture would go)
         kept = _namesakes_pictures(p.output)
-        stale = [kind for kind in stale if str(p.files[kind].resolve()) not in kept]
+        stale = [kind for kind in stale if where[kind] not in kept]
         snapshots = [] if str(p.files["steps"].resolve()) in kept else snapshots
     return [p.files[kind] for kind in stale] + snapshots
 
